@@ -1,0 +1,161 @@
+//! Indexing throughput next to the machine's own ceilings on the same files.
+//!
+//!     cargo bench --bench index_throughput -- [--sizes 512MB,4GB] [--runs 3]
+//!                 [--blocks-dir DIR] [--work DIR] [--threads N]
+//!
+//! For each size a blocks directory is generated once with `satflow synth`
+//! (seed 7, cached under --work), or --blocks-dir is used as is. Printed per
+//! directory: reading all blk bytes (page cache warm), double SHA-256 over
+//! all of them on every core, and `satflow index` as a separate process
+//! (median wall time of --runs fresh builds, peak RSS, DB size).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use rayon::prelude::*;
+use sha2::{Digest, Sha256};
+
+struct Args {
+    sizes: Vec<String>,
+    blocks_dir: Option<PathBuf>,
+    work: PathBuf,
+    runs: usize,
+    threads: Option<String>,
+}
+
+fn parse_args() -> Args {
+    let mut a = Args { sizes: vec!["512MB".into(), "4GB".into()], blocks_dir: None, work: "target/bench-data".into(), runs: 3, threads: None };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+        match flag.as_str() {
+            "--sizes" => a.sizes = value().split(',').map(String::from).collect(),
+            "--blocks-dir" => a.blocks_dir = Some(value().into()),
+            "--work" => a.work = value().into(),
+            "--runs" => a.runs = value().parse().expect("--runs takes a number"),
+            "--threads" => a.threads = Some(value()),
+            "--bench" => {}
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    a
+}
+
+fn satflow() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_satflow"))
+}
+
+fn blk_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("blk")))
+        .collect();
+    files.sort();
+    files
+}
+
+fn mb_per_s(bytes: u64, d: Duration) -> f64 {
+    bytes as f64 / 1e6 / d.as_secs_f64()
+}
+
+/// Runs a command to completion, returning wall time and peak RSS (KiB).
+fn timed(mut cmd: Command) -> (Duration, i64) {
+    let start = Instant::now();
+    let child = cmd.spawn().expect("spawn");
+    let mut status = 0;
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waiting on our own child with valid out-pointers.
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as i32, "wait4");
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "{cmd:?} failed");
+    (start.elapsed(), usage.ru_maxrss)
+}
+
+fn dir_bytes(p: &Path) -> u64 {
+    std::fs::read_dir(p).map_or(0, |rd| rd.flatten().map(|e| e.metadata().map_or(0, |m| m.len())).sum())
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn bench_dir(name: &str, dir: &Path, args: &Args) -> f64 {
+    let files = blk_files(dir);
+    let t = Instant::now();
+    let bytes: u64 = files.iter().map(|f| std::fs::read(f).unwrap().len() as u64).sum();
+    let read = t.elapsed();
+    let t = Instant::now();
+    let hashed: usize = files
+        .par_iter()
+        .map(|f| {
+            let data = std::fs::read(f).unwrap();
+            data.chunks(1 << 20).map(|c| Sha256::digest(Sha256::digest(c))[0] as usize).sum::<usize>()
+        })
+        .sum();
+    let sha = t.elapsed();
+    std::hint::black_box(hashed);
+
+    let db = args.work.join("bench-db");
+    let mut walls = Vec::new();
+    let mut peak = 0;
+    for _ in 0..args.runs {
+        let _ = std::fs::remove_dir_all(&db);
+        let mut cmd = satflow();
+        cmd.args(["index", "--quiet", "--blocks-dir"]).arg(dir).arg("--db").arg(&db);
+        if let Some(t) = &args.threads {
+            cmd.args(["--threads", t]);
+        }
+        cmd.stdout(std::process::Stdio::null());
+        let (wall, rss) = timed(cmd);
+        walls.push(wall);
+        peak = peak.max(rss);
+    }
+    let db_size = dir_bytes(&db);
+    let index = median(walls.clone());
+    let index_mbs = mb_per_s(bytes, index);
+    println!(
+        "{name:<10} {:>9.1} {:>10.0} {:>12.0} {:>11.1} {:>9.2} {:>9.0} {:>9.0}   runs: {:?}",
+        bytes as f64 / 1e6,
+        mb_per_s(bytes, read),
+        mb_per_s(bytes, sha),
+        index_mbs,
+        index.as_secs_f64(),
+        peak as f64 / 1024.0,
+        db_size as f64 / 1e6,
+        walls.iter().map(|w| format!("{:.2}s", w.as_secs_f64())).collect::<Vec<_>>()
+    );
+    let _ = std::fs::remove_dir_all(&db);
+    index.as_secs_f64() / (bytes as f64 / 1e6)
+}
+
+fn main() {
+    let args = parse_args();
+    std::fs::create_dir_all(&args.work).unwrap();
+    println!(
+        "{:<10} {:>9} {:>10} {:>12} {:>11} {:>9} {:>9} {:>9}",
+        "data", "blk MB", "read MB/s", "sha256d MB/s", "index MB/s", "index s", "peak MiB", "db MB"
+    );
+    let mut per_mb = Vec::new();
+    if let Some(dir) = &args.blocks_dir {
+        per_mb.push(bench_dir("given", dir, &args));
+    } else {
+        for size in &args.sizes {
+            let dir = args.work.join(format!("synth-{size}-seed7"));
+            if !dir.join("truth").exists() {
+                let _ = std::fs::remove_dir_all(&dir);
+                let mut cmd = satflow();
+                cmd.args(["synth", "--seed", "7", "--size", size, "--out"]).arg(&dir).stdout(std::process::Stdio::null());
+                timed(cmd);
+            }
+            per_mb.push(bench_dir(size, &dir, &args));
+        }
+    }
+    if per_mb.len() > 1 {
+        let (first, last) = (per_mb[0], per_mb[per_mb.len() - 1]);
+        println!("index cost per MB, largest vs smallest: {:.2}x", last / first);
+    }
+}

@@ -1,0 +1,374 @@
+//! A Bitcoin Core `blocks/` directory: which files hold blocks, the XOR key
+//! that obfuscates them (Core 28+), and the records inside each file.
+//!
+//! A record is `[magic: 4][size: u32 LE][block: size bytes]`. Real files also
+//! hold a zero-filled preallocated tail, a half-written last record while the
+//! node is running, and, rarely, garbage between records after a crash.
+
+use std::borrow::Cow;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use memmap2::Mmap;
+
+use crate::network::Network;
+
+/// Consensus bound on a serialized block (weight ≥ size, weight ≤ 4M).
+pub const MAX_BLOCK_BYTES: u32 = 4_000_000;
+const HEADER_BYTES: u32 = 80;
+
+/// The 8-byte key Core 28+ XORs over every byte of blk files by file offset.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct XorKey(pub [u8; 8]);
+
+impl XorKey {
+    pub fn is_zero(&self) -> bool {
+        self.0 == [0; 8]
+    }
+
+    /// De-obfuscates `buf`, which was read at `offset` of a blk file.
+    pub fn apply(&self, offset: u64, buf: &mut [u8]) {
+        if self.is_zero() {
+            return;
+        }
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b ^= self.0[((offset + i as u64) % 8) as usize];
+        }
+    }
+}
+
+/// One `blkNNNNN.dat`, memory-mapped.
+pub struct BlkFile {
+    pub number: u32,
+    pub path: PathBuf,
+    map: Mmap,
+}
+
+impl BlkFile {
+    pub fn open(number: u32, path: PathBuf) -> Result<BlkFile> {
+        let file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        // SAFETY: Core only appends to blk files and never truncates one it
+        // has written to; we never read past the length seen at map time.
+        let map = unsafe { Mmap::map(&file) }.with_context(|| format!("mapping {}", path.display()))?;
+        Ok(BlkFile { number, path, map })
+    }
+
+    pub fn len(&self) -> u64 {
+        self.map.len() as u64
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// `len` de-obfuscated bytes at `offset`, borrowed when there is no key.
+    pub fn read(&self, key: XorKey, offset: u64, len: usize) -> Result<Cow<'_, [u8]>> {
+        let start = usize::try_from(offset).ok();
+        let raw = start
+            .and_then(|s| self.map.get(s..s.checked_add(len)?))
+            .with_context(|| format!("{}: {len} bytes at offset {offset} run past the end of the file", self.path.display()))?;
+        if key.is_zero() {
+            return Ok(Cow::Borrowed(raw));
+        }
+        let mut owned = raw.to_vec();
+        key.apply(offset, &mut owned);
+        Ok(Cow::Owned(owned))
+    }
+
+    fn raw(&self) -> &[u8] {
+        &self.map
+    }
+}
+
+/// The blk files of a directory and its XOR key, in file-number order.
+pub struct BlocksDir {
+    pub path: PathBuf,
+    pub key: XorKey,
+    pub files: Vec<BlkFile>,
+}
+
+impl BlocksDir {
+    pub fn open(path: &Path) -> Result<BlocksDir> {
+        let key = read_xor_key(path)?;
+        let mut numbered = Vec::new();
+        let entries = std::fs::read_dir(path).with_context(|| format!("reading blocks directory {}", path.display()))?;
+        for entry in entries {
+            let entry = entry.with_context(|| format!("listing {}", path.display()))?;
+            let name = entry.file_name();
+            if let Some(number) = blk_file_number(&name.to_string_lossy()) {
+                numbered.push((number, entry.path()));
+            }
+        }
+        numbered.sort();
+        let files = numbered
+            .into_iter()
+            .map(|(n, p)| BlkFile::open(n, p))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(BlocksDir { path: path.to_owned(), key, files })
+    }
+
+    pub fn file(&self, number: u32) -> Option<&BlkFile> {
+        self.files
+            .binary_search_by_key(&number, |f| f.number)
+            .ok()
+            .map(|i| &self.files[i])
+    }
+
+    pub fn total_bytes(&self) -> u64 {
+        self.files.iter().map(BlkFile::len).sum()
+    }
+}
+
+/// `blk01234.dat` → 1234; anything else (rev*.dat, xor.dat, index/) → None.
+fn blk_file_number(name: &str) -> Option<u32> {
+    let digits = name.strip_prefix("blk")?.strip_suffix(".dat")?;
+    if digits.len() < 5 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+fn read_xor_key(dir: &Path) -> Result<XorKey> {
+    let path = dir.join("xor.dat");
+    match std::fs::read(&path) {
+        Ok(bytes) => match <[u8; 8]>::try_from(bytes.as_slice()) {
+            Ok(key) => Ok(XorKey(key)),
+            Err(_) => bail!("{}: expected an 8-byte XOR key, found {} bytes", path.display(), bytes.len()),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(XorKey::default()),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// Where a block's bytes lie: after the 8-byte record prefix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BlockLoc {
+    pub file: u32,
+    pub offset: u64,
+    pub len: u32,
+}
+
+/// A complete record found by the scanner, with its raw 80-byte header.
+#[derive(Clone, Debug)]
+pub struct Record {
+    pub loc: BlockLoc,
+    pub header: [u8; 80],
+}
+
+/// Something odd but survivable, reported to the operator.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ScanNote {
+    /// Bytes that are not a record; scanning resumed at the next magic.
+    Garbage { file: PathBuf, offset: u64, skipped: u64 },
+    /// A record that runs past the end of the file: a node still writing.
+    Truncated { file: PathBuf, offset: u64, declared: u32, present: u64 },
+}
+
+impl std::fmt::Display for ScanNote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ScanNote::Garbage { file, offset, skipped } => write!(
+                f,
+                "{}: {skipped} bytes of garbage at offset {offset}, resynced on the next magic",
+                file.display()
+            ),
+            ScanNote::Truncated { file, offset, declared, present } => write!(
+                f,
+                "{}: record at offset {offset} declares {declared} bytes but only {present} are present (still being written?)",
+                file.display()
+            ),
+        }
+    }
+}
+
+/// What one pass over one file found.
+#[derive(Debug, Default)]
+pub struct FileScan {
+    pub records: Vec<Record>,
+    pub notes: Vec<ScanNote>,
+    pub network: Option<Network>,
+    /// Where the next run starts: the first byte not consumed as a complete
+    /// record (a truncated record or the zero tail start here).
+    pub resume_at: u64,
+}
+
+/// Scans `file` from `start` for block records of one network.
+pub fn scan_file(file: &BlkFile, key: XorKey, start: u64) -> Result<FileScan> {
+    let mut scan = FileScan { resume_at: start, ..FileScan::default() };
+    let len = file.len();
+    let mut pos = start;
+    while pos + 8 <= len {
+        if is_padding(file, key, pos) {
+            match next_non_padding(file, key, pos) {
+                None => break, // the preallocated tail: end of data for now
+                Some(next) => {
+                    // Zeros followed by data: treat as garbage and resync.
+                    let resumed = resync(file, key, next, &mut scan, pos)?;
+                    match resumed {
+                        Some(p) => { pos = p; continue; }
+                        None => break,
+                    }
+                }
+            }
+        }
+        let prefix = file.read(key, pos, 8)?;
+        let magic: [u8; 4] = prefix[..4].try_into().expect("4 bytes");
+        let size = u32::from_le_bytes(prefix[4..8].try_into().expect("4 bytes"));
+        let Some(network) = Network::from_magic(magic) else {
+            match resync(file, key, pos + 1, &mut scan, pos)? {
+                Some(p) => { pos = p; continue; }
+                None => break,
+            }
+        };
+        if let Some(seen) = scan.network {
+            if seen != network {
+                bail!(
+                    "{}: record at offset {pos} has {network} magic, but earlier records are {seen}: a blocks directory must hold one network",
+                    file.path.display()
+                );
+            }
+        }
+        if !(HEADER_BYTES..=MAX_BLOCK_BYTES).contains(&size) {
+            match resync(file, key, pos + 1, &mut scan, pos)? {
+                Some(p) => { pos = p; continue; }
+                None => break,
+            }
+        }
+        let body = pos + 8;
+        if body + u64::from(size) > len {
+            scan.notes.push(ScanNote::Truncated {
+                file: file.path.clone(),
+                offset: pos,
+                declared: size,
+                present: len - body,
+            });
+            break;
+        }
+        scan.network = Some(network);
+        let header: [u8; 80] = file.read(key, body, 80)?[..].try_into().expect("80 bytes");
+        scan.records.push(Record { loc: BlockLoc { file: file.number, offset: body, len: size }, header });
+        pos = body + u64::from(size);
+        scan.resume_at = pos;
+    }
+    // Whatever follows the last complete record is re-read next time.
+    Ok(scan)
+}
+
+/// True where the bytes at `pos` are preallocated zeros. Core preallocates
+/// with plain zeros that are *not* obfuscated, so accept either form.
+fn is_padding(file: &BlkFile, key: XorKey, pos: u64) -> bool {
+    let raw = &file.raw()[pos as usize..pos as usize + 4];
+    if raw == [0; 4] {
+        return true;
+    }
+    let mut decoded = [0u8; 4];
+    decoded.copy_from_slice(raw);
+    key.apply(pos, &mut decoded);
+    decoded == [0; 4]
+}
+
+fn next_non_padding(file: &BlkFile, key: XorKey, from: u64) -> Option<u64> {
+    let raw = file.raw();
+    (from..file.len()).find(|&p| {
+        let b = raw[p as usize];
+        b != 0 && b ^ key.0[(p % 8) as usize] != 0
+    })
+}
+
+/// Finds the next known magic at or after `from`, noting the skipped bytes.
+fn resync(file: &BlkFile, key: XorKey, from: u64, scan: &mut FileScan, bad_at: u64) -> Result<Option<u64>> {
+    let raw = file.raw();
+    let found = (from..file.len().saturating_sub(3)).find(|&p| {
+        let mut m = [0u8; 4];
+        m.copy_from_slice(&raw[p as usize..p as usize + 4]);
+        key.apply(p, &mut m);
+        Network::from_magic(m).is_some()
+    });
+    let skipped = found.unwrap_or(file.len()) - bad_at;
+    scan.notes.push(ScanNote::Garbage { file: file.path.clone(), offset: bad_at, skipped });
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn record(magic: [u8; 4], body: &[u8]) -> Vec<u8> {
+        let mut r = magic.to_vec();
+        r.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        r.extend_from_slice(body);
+        r
+    }
+
+    fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> BlkFile {
+        let path = dir.join(name);
+        std::fs::File::create(&path).unwrap().write_all(bytes).unwrap();
+        BlkFile::open(0, path).unwrap()
+    }
+
+    #[test]
+    fn file_names() {
+        assert_eq!(blk_file_number("blk00000.dat"), Some(0));
+        assert_eq!(blk_file_number("blk01234.dat"), Some(1234));
+        assert_eq!(blk_file_number("rev00000.dat"), None);
+        assert_eq!(blk_file_number("xor.dat"), None);
+        assert_eq!(blk_file_number("blk0.dat"), None);
+        assert_eq!(blk_file_number("blk00000.dat.tmp"), None);
+    }
+
+    #[test]
+    fn garbage_zero_tail_and_truncation() {
+        let dir = tempfile::tempdir().unwrap();
+        let magic = Network::Regtest.magic();
+        let mut bytes = record(magic, &[7u8; 100]);
+        bytes.extend_from_slice(b"not a record at all");
+        let second_at = bytes.len() as u64;
+        bytes.extend(record(magic, &[9u8; 90]));
+        let truncated_at = bytes.len() as u64;
+        bytes.extend(&record(magic, &[1u8; 200])[..50]);
+        let f = write_file(dir.path(), "blk00000.dat", &bytes);
+        let scan = scan_file(&f, XorKey::default(), 0).unwrap();
+        assert_eq!(scan.records.len(), 2);
+        assert_eq!(scan.records[1].loc.offset, second_at + 8);
+        assert_eq!(scan.resume_at, truncated_at);
+        assert!(matches!(scan.notes[0], ScanNote::Garbage { offset: 108, skipped: 19, .. }));
+        assert!(matches!(scan.notes[1], ScanNote::Truncated { declared: 200, present: 42, .. }));
+
+        let mut padded = record(magic, &[7u8; 100]);
+        padded.extend(vec![0u8; 4096]);
+        let f = write_file(dir.path(), "blk00001.dat", &padded);
+        let scan = scan_file(&f, XorKey::default(), 0).unwrap();
+        assert_eq!((scan.records.len(), scan.resume_at, scan.notes.len()), (1, 108, 0));
+    }
+
+    #[test]
+    fn xor_obfuscated_file_reads_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = XorKey([1, 2, 3, 4, 5, 6, 7, 0xff]);
+        let mut bytes = record(Network::Main.magic(), &[3u8; 81]);
+        bytes.extend(record(Network::Main.magic(), &[4u8; 120]));
+        let plain = write_file(dir.path(), "blk00000.dat", &bytes);
+        key.apply(0, &mut bytes);
+        bytes.extend(vec![0u8; 64]); // Core's unobfuscated preallocation
+        let obfuscated = write_file(dir.path(), "blk00001.dat", &bytes);
+        let a = scan_file(&plain, XorKey::default(), 0).unwrap();
+        let b = scan_file(&obfuscated, key, 0).unwrap();
+        assert_eq!(a.records.len(), 2);
+        assert_eq!(b.notes, vec![]);
+        for (x, y) in a.records.iter().zip(&b.records) {
+            assert_eq!((x.loc.offset, x.loc.len, x.header), (y.loc.offset, y.loc.len, y.header));
+        }
+    }
+
+    #[test]
+    fn mixed_networks_are_an_error_naming_the_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bytes = record(Network::Main.magic(), &[3u8; 81]);
+        bytes.extend(record(Network::Test.magic(), &[4u8; 81]));
+        let f = write_file(dir.path(), "blk00000.dat", &bytes);
+        let err = scan_file(&f, XorKey::default(), 0).unwrap_err().to_string();
+        assert!(err.contains("offset 89") && err.contains("test magic"), "{err}");
+    }
+}

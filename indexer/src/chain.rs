@@ -1,0 +1,192 @@
+//! The tree of block headers found on disk and the best chain through it:
+//! the branch with the most cumulative proof of work (from nBits), never the
+//! file order or the height.
+
+use std::collections::HashMap;
+
+use anyhow::{bail, Result};
+use bitcoin::block::Header;
+use bitcoin::{BlockHash, Work};
+
+use crate::blkfiles::BlockLoc;
+
+#[derive(Clone, Debug)]
+pub struct Node {
+    pub hash: BlockHash,
+    pub header: Header,
+    pub loc: BlockLoc,
+}
+
+#[derive(Default)]
+pub struct HeaderTree {
+    nodes: Vec<Node>,
+    index: HashMap<BlockHash, usize>,
+}
+
+/// A branch that does not link to genesis: its root's parent was never seen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Detached {
+    pub missing_parent: BlockHash,
+    pub blocks: usize,
+}
+
+#[derive(Debug)]
+pub struct BestChain {
+    /// The chain from genesis to the tip, indexed by height.
+    pub blocks: Vec<Node>,
+    pub work: Work,
+    /// Blocks linked to genesis but not on the best chain.
+    pub stale: usize,
+    pub detached: Vec<Detached>,
+}
+
+impl HeaderTree {
+    /// Adds a header; false when the same block was already known (a record
+    /// seen twice counts once, at its first location).
+    pub fn insert(&mut self, header: Header, loc: BlockLoc) -> bool {
+        let hash = header.block_hash();
+        if self.index.contains_key(&hash) {
+            return false;
+        }
+        self.index.insert(hash, self.nodes.len());
+        self.nodes.push(Node { hash, header, loc });
+        true
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    pub fn get(&self, hash: &BlockHash) -> Option<&Node> {
+        self.index.get(hash).map(|&i| &self.nodes[i])
+    }
+
+    pub fn best_chain(&self, genesis: BlockHash) -> Result<BestChain> {
+        let Some(&root) = self.index.get(&genesis) else {
+            bail!("the genesis block {genesis} is not in the blocks directory");
+        };
+        let mut children = vec![Vec::new(); self.nodes.len()];
+        for (i, n) in self.nodes.iter().enumerate() {
+            if let Some(&p) = self.index.get(&n.header.prev_blockhash) {
+                if i != root {
+                    children[p].push(i);
+                }
+            }
+        }
+        // Depth-first over the tree rooted at genesis, keeping each node's
+        // cumulative work; ties go to the block stored first, as Core keeps
+        // the first tip it received.
+        let mut reached = vec![false; self.nodes.len()];
+        let mut best = (self.nodes[root].header.work(), root);
+        let mut stack = vec![(root, self.nodes[root].header.work())];
+        let mut reached_count = 0;
+        while let Some((i, work)) = stack.pop() {
+            reached[i] = true;
+            reached_count += 1;
+            let (best_work, best_i) = best;
+            if work > best_work || (work == best_work && self.nodes[i].loc < self.nodes[best_i].loc) {
+                best = (work, i);
+            }
+            for &c in &children[i] {
+                stack.push((c, work + self.nodes[c].header.work()));
+            }
+        }
+        let mut blocks = Vec::new();
+        let mut cursor = Some(best.1);
+        while let Some(i) = cursor {
+            blocks.push(self.nodes[i].clone());
+            cursor = (i != root).then(|| self.index[&self.nodes[i].header.prev_blockhash]);
+        }
+        blocks.reverse();
+        let detached = self.detached(&reached, &children);
+        Ok(BestChain { stale: reached_count - blocks.len(), work: best.0, blocks, detached })
+    }
+
+    /// Roots of the branches not linked to genesis, with their sizes.
+    fn detached(&self, reached: &[bool], children: &[Vec<usize>]) -> Vec<Detached> {
+        let mut out = Vec::new();
+        for (i, n) in self.nodes.iter().enumerate() {
+            if reached[i] || self.index.contains_key(&n.header.prev_blockhash) {
+                continue;
+            }
+            let (mut size, mut stack) = (0, vec![i]);
+            while let Some(j) = stack.pop() {
+                size += 1;
+                stack.extend(&children[j]);
+            }
+            out.push(Detached { missing_parent: n.header.prev_blockhash, blocks: size });
+        }
+        out.sort_by_key(|d| d.missing_parent);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bitcoin::hashes::Hash;
+    use bitcoin::{CompactTarget, TxMerkleNode};
+
+    fn header(prev: BlockHash, bits: u32, nonce: u32) -> Header {
+        Header {
+            version: bitcoin::block::Version::ONE,
+            prev_blockhash: prev,
+            merkle_root: TxMerkleNode::all_zeros(),
+            time: 0,
+            bits: CompactTarget::from_consensus(bits),
+            nonce,
+        }
+    }
+
+    fn loc(i: u64) -> BlockLoc {
+        BlockLoc { file: 0, offset: i * 1000, len: 80 }
+    }
+
+    const EASY: u32 = 0x207fffff;
+    const HARD: u32 = 0x1d00ffff;
+
+    #[test]
+    fn more_work_beats_more_blocks_and_file_order() {
+        let mut t = HeaderTree::default();
+        let g = header(BlockHash::all_zeros(), EASY, 0);
+        t.insert(g, loc(0));
+        // A long easy branch stored first, a short hard branch stored later.
+        let mut prev = g.block_hash();
+        for i in 1..=5 {
+            let h = header(prev, EASY, i);
+            prev = h.block_hash();
+            t.insert(h, loc(i as u64));
+        }
+        let hard = header(g.block_hash(), HARD, 99);
+        t.insert(hard, loc(50));
+        assert!(!t.insert(hard, loc(60)), "a record seen twice counts once");
+        let best = t.best_chain(g.block_hash()).unwrap();
+        assert_eq!(best.blocks.len(), 2);
+        assert_eq!(best.blocks[1].hash, hard.block_hash());
+        assert_eq!(best.blocks[1].loc, loc(50));
+        assert_eq!(best.stale, 5);
+    }
+
+    #[test]
+    fn out_of_order_and_detached_blocks() {
+        let mut t = HeaderTree::default();
+        let g = header(BlockHash::all_zeros(), EASY, 0);
+        let a = header(g.block_hash(), EASY, 1);
+        let b = header(a.block_hash(), EASY, 2);
+        let lost_parent = header(BlockHash::all_zeros(), EASY, 77).block_hash();
+        let d1 = header(lost_parent, EASY, 3);
+        let d2 = header(d1.block_hash(), EASY, 4);
+        for (i, h) in [b, d2, a, g, d1].into_iter().enumerate() {
+            t.insert(h, loc(i as u64));
+        }
+        let best = t.best_chain(g.block_hash()).unwrap();
+        let hashes: Vec<_> = best.blocks.iter().map(|n| n.hash).collect();
+        assert_eq!(hashes, vec![g.block_hash(), a.block_hash(), b.block_hash()]);
+        assert_eq!(best.detached, vec![Detached { missing_parent: lost_parent, blocks: 2 }]);
+        assert!(t.best_chain(lost_parent).is_err());
+    }
+}

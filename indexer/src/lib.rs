@@ -1,0 +1,22 @@
+//! satflow's indexer: a Bitcoin Core blocks directory in, RocksDB rows out.
+//!
+//! Data flow: `blkfiles` finds records → `chain` picks the best chain by
+//! work → `parse` decodes blocks (in parallel) → `writer` turns them into
+//! the rows of `schema`, stored by `store`. `run` ties one index run together.
+
+pub mod address;
+pub mod blkfiles;
+mod cache;
+pub mod chain;
+pub mod network;
+pub mod parse;
+mod progress;
+pub mod run;
+pub mod schema;
+pub mod script;
+pub mod store;
+mod writer;
+
+pub use network::Network;
+pub use run::{run, IndexOptions, Summary};
+pub use store::{Access, Store};

@@ -1,0 +1,310 @@
+//! One `satflow index` run: scan the blk files for new records, choose the
+//! best chain, roll back blocks that left it, then parse the new blocks in
+//! parallel and apply them in height order.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use bitcoin::consensus::deserialize;
+use bitcoin::hashes::Hash;
+use rayon::prelude::*;
+use rocksdb::{IteratorMode, WriteBatch};
+
+use crate::blkfiles::{scan_file, BlocksDir, FileScan, ScanNote};
+use crate::chain::{BestChain, Detached, HeaderTree, Node};
+use crate::network::Network;
+use crate::parse::{parse_block, ParsedBlock};
+use crate::progress::Progress;
+use crate::schema::{cf, decode_block_index, encode_block_index, meta, Dec};
+use crate::store::{Access, Store};
+use crate::writer::Writer;
+
+#[derive(Clone, Debug)]
+pub struct IndexOptions {
+    pub blocks_dir: PathBuf,
+    pub db: PathBuf,
+    /// Checked against the magic bytes when given.
+    pub network: Option<Network>,
+    pub threads: Option<usize>,
+    /// Memory for the unspent-output and address-id caches.
+    pub cache_mb: usize,
+    /// Blk data per committed batch: larger batches write faster, smaller
+    /// ones lose less work to a crash.
+    pub batch_bytes: u64,
+    pub quiet: bool,
+}
+
+impl IndexOptions {
+    pub fn new(blocks_dir: impl Into<PathBuf>, db: impl Into<PathBuf>) -> IndexOptions {
+        IndexOptions {
+            blocks_dir: blocks_dir.into(),
+            db: db.into(),
+            network: None,
+            threads: None,
+            cache_mb: 1024,
+            batch_bytes: 32 << 20,
+            quiet: false,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub network: Option<Network>,
+    pub tip_height: Option<u32>,
+    pub tip_hash: Option<bitcoin::BlockHash>,
+    pub records_found: usize,
+    pub blocks_applied: u64,
+    pub blocks_undone: u64,
+    pub txs: u64,
+    pub inputs: u64,
+    pub outputs: u64,
+    pub stale_blocks: usize,
+    pub detached: Vec<Detached>,
+    pub notes: Vec<String>,
+    pub blk_bytes: u64,
+    pub elapsed: Duration,
+    pub db_bytes: u64,
+}
+
+impl Summary {
+    pub fn mb_per_sec(&self) -> f64 {
+        self.blk_bytes as f64 / 1e6 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+pub fn run(opts: &IndexOptions) -> Result<Summary> {
+    let started = Instant::now();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(opts.threads.unwrap_or(0))
+        .thread_name(|i| format!("parse-{i}"))
+        .build()
+        .context("starting worker threads")?;
+    let dir = BlocksDir::open(&opts.blocks_dir)?;
+    if dir.files.is_empty() {
+        bail!("{}: no blk*.dat files", dir.path.display());
+    }
+    let store = Store::open(&opts.db, Access::Write)?;
+    let mut summary = Summary::default();
+
+    let (mut tree, offsets) = load_known(&store)?;
+    let scans = pool.install(|| {
+        dir.files
+            .par_iter()
+            .map(|f| {
+                let start = offsets.get(&f.number).copied().unwrap_or(0);
+                if f.len() < start {
+                    bail!(
+                        "{} is {} bytes, shorter than the {start} bytes already indexed: the blocks directory was rewritten; index it into a new --db",
+                        f.path.display(),
+                        f.len()
+                    );
+                }
+                scan_file(f, dir.key, start)
+            })
+            .collect::<Result<Vec<FileScan>>>()
+    })?;
+    let network = settle_network(&store, opts.network, &dir, &scans)?;
+    summary.network = Some(network);
+    record_scans(&store, &dir, network, &scans, &mut tree, &mut summary)?;
+
+    let best = tree.best_chain(network.genesis_hash())?;
+    summary.stale_blocks = best.stale;
+    summary.detached = best.detached.clone();
+    let mut writer = Writer::new(&store, opts.cache_mb << 20)?;
+    let fork = undo_to_fork(&store, &mut writer, &best, &mut summary)?;
+    apply_chain(&store, &mut writer, &dir, &pool, &best.blocks, fork, opts, &mut summary)?;
+
+    store.db().flush().context("flushing the index")?;
+    if let Some((h, hash)) = store.tip()? {
+        summary.tip_height = Some(h);
+        summary.tip_hash = Some(hash);
+    }
+    summary.elapsed = started.elapsed();
+    summary.db_bytes = store.size_on_disk();
+    Ok(summary)
+}
+
+/// Headers of every record seen by earlier runs, and where each file's
+/// next scan starts.
+fn load_known(store: &Store) -> Result<(HeaderTree, BTreeMap<u32, u64>)> {
+    let mut tree = HeaderTree::default();
+    for item in store.db().iterator_cf(store.cf(cf::BLOCK_INDEX), IteratorMode::Start) {
+        let (_, v) = item.context("reading block_index")?;
+        let (header, loc) = decode_block_index(&v)?;
+        tree.insert(header, loc);
+    }
+    let mut offsets = BTreeMap::new();
+    for item in store.db().prefix_iterator_cf(store.cf(cf::META), meta::SCAN_PREFIX) {
+        let (k, v) = item.context("reading scan offsets")?;
+        let Some(file) = k.strip_prefix(meta::SCAN_PREFIX) else { break };
+        offsets.insert(Dec::new("scan key", file).u32()?, Dec::new("scan offset", &v).u64()?);
+    }
+    Ok((tree, offsets))
+}
+
+/// The one network of the directory, the DB and the command line.
+fn settle_network(store: &Store, wanted: Option<Network>, dir: &BlocksDir, scans: &[FileScan]) -> Result<Network> {
+    let mut found: Option<(Network, String)> = store.network()?.map(|n| (n, format!("the index at {}", store.path().display())));
+    for (file, scan) in dir.files.iter().zip(scans) {
+        let Some(n) = scan.network else { continue };
+        match &found {
+            Some((seen, source)) if *seen != n => {
+                bail!("{} holds {n} blocks but {source} is {seen}: one network per blocks directory and index", file.path.display())
+            }
+            Some(_) => {}
+            None => found = Some((n, file.path.display().to_string())),
+        }
+    }
+    match (found, wanted) {
+        (Some((n, source)), Some(w)) if n != w => bail!("--network {w} was given but {source} is {n}"),
+        (Some((n, _)), _) => Ok(n),
+        (None, _) => bail!("{}: no block records found in the blk files", dir.path.display()),
+    }
+}
+
+/// Adds the newly found records to the header tree and commits them with
+/// the new scan offsets, before any block is applied.
+fn record_scans(
+    store: &Store,
+    dir: &BlocksDir,
+    network: Network,
+    scans: &[FileScan],
+    tree: &mut HeaderTree,
+    summary: &mut Summary,
+) -> Result<()> {
+    let mut batch = WriteBatch::default();
+    batch.put_cf(store.cf(cf::META), meta::NETWORK, network.name());
+    batch.put_cf(store.cf(cf::META), meta::XOR_KEY, dir.key.0);
+    for (file, scan) in dir.files.iter().zip(scans) {
+        for note in &scan.notes {
+            if matches!(note, ScanNote::Garbage { .. }) {
+                tracing::warn!("{note}");
+            } else {
+                tracing::info!("{note}");
+            }
+            summary.notes.push(note.to_string());
+        }
+        for record in &scan.records {
+            let header: bitcoin::block::Header = deserialize(&record.header).expect("80 bytes decode as a header");
+            summary.records_found += 1;
+            if tree.insert(header, record.loc) {
+                batch.put_cf(store.cf(cf::BLOCK_INDEX), header.block_hash().as_byte_array(), encode_block_index(&header, &record.loc));
+            }
+        }
+        let mut key = meta::SCAN_PREFIX.to_vec();
+        key.extend_from_slice(&file.number.to_be_bytes());
+        batch.put_cf(store.cf(cf::META), key, scan.resume_at.to_be_bytes());
+    }
+    store.write(batch)
+}
+
+/// Rolls back indexed blocks that are not on the best chain; returns the
+/// height of the first block to apply.
+fn undo_to_fork(store: &Store, writer: &mut Writer, best: &BestChain, summary: &mut Summary) -> Result<usize> {
+    let Some((mut height, _)) = store.tip()? else { return Ok(0) };
+    loop {
+        let row = store.block(height)?.with_context(|| format!("block row at height {height} is missing"))?;
+        if best.blocks.get(height as usize).map(|n| n.hash) == Some(row.hash) {
+            return Ok(height as usize + 1);
+        }
+        tracing::info!("rolling back block {} at height {height}: no longer on the best chain", row.hash);
+        let mut batch = WriteBatch::default();
+        writer.undo_tip(&mut batch)?;
+        store.write(batch)?;
+        summary.blocks_undone += 1;
+        match height.checked_sub(1) {
+            Some(h) => height = h,
+            None => return Ok(0),
+        }
+    }
+}
+
+/// Parses the chain from height `from` on the pool, a batch ahead, while
+/// this thread applies the blocks in height order, one commit per batch.
+#[allow(clippy::too_many_arguments)]
+fn apply_chain(
+    store: &Store,
+    writer: &mut Writer,
+    dir: &BlocksDir,
+    pool: &rayon::ThreadPool,
+    chain: &[Node],
+    from: usize,
+    opts: &IndexOptions,
+    summary: &mut Summary,
+) -> Result<()> {
+    let blocks = &chain[from..];
+    let total: u64 = blocks.iter().map(|n| u64::from(n.loc.len)).sum();
+    let mut progress = Progress::new(total, opts.quiet);
+    let batches = split_by_bytes(blocks, opts.batch_bytes.max(1));
+    let (send, recv) = crossbeam_channel::bounded::<Result<Vec<ParsedBlock>>>(2);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for batch in &batches {
+                let parsed = pool.install(|| batch.par_iter().map(|n| read_block(dir, n)).collect::<Result<Vec<_>>>());
+                let failed = parsed.is_err();
+                if send.send(parsed).is_err() || failed {
+                    break;
+                }
+            }
+        });
+        let mut height = from as u32;
+        let result = (|| -> Result<()> {
+            for (nodes, parsed) in batches.iter().zip(recv.iter()) {
+                let parsed = parsed?;
+                let mut batch = WriteBatch::default();
+                let mut bytes = 0;
+                for (node, block) in nodes.iter().zip(&parsed) {
+                    writer.apply(&mut batch, height, node.loc, block)?;
+                    summary.txs += block.txs.len() as u64;
+                    summary.inputs += block.txs.iter().map(|t| t.spends.len() as u64).sum::<u64>();
+                    summary.outputs += block.txs.iter().map(|t| t.outputs.len() as u64).sum::<u64>();
+                    bytes += u64::from(node.loc.len);
+                    height += 1;
+                }
+                writer.finish_batch(&mut batch);
+                store.write(batch)?;
+                writer.committed();
+                summary.blocks_applied += nodes.len() as u64;
+                summary.blk_bytes += bytes;
+                progress.advance(nodes.len() as u64, bytes, height - 1);
+            }
+            Ok(())
+        })();
+        drop(recv); // stops the parser if we failed early
+        progress.finish();
+        result
+    })
+}
+
+/// Consecutive runs of blocks of about `max_bytes` of blk data each.
+fn split_by_bytes(blocks: &[Node], max_bytes: u64) -> Vec<&[Node]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0u64);
+    for (i, n) in blocks.iter().enumerate() {
+        bytes += u64::from(n.loc.len);
+        if bytes >= max_bytes {
+            out.push(&blocks[start..=i]);
+            (start, bytes) = (i + 1, 0);
+        }
+    }
+    if start < blocks.len() {
+        out.push(&blocks[start..]);
+    }
+    out
+}
+
+fn read_block(dir: &BlocksDir, node: &Node) -> Result<ParsedBlock> {
+    let file = dir.file(node.loc.file).ok_or_else(|| anyhow!("blk file {} has disappeared", node.loc.file))?;
+    let bytes = file.read(dir.key, node.loc.offset, node.loc.len as usize)?;
+    parse_block(&bytes).map_err(|e| {
+        anyhow!(
+            "{}: corrupt block {} at offset {}: {e}",
+            file.path.display(),
+            node.hash,
+            node.loc.offset + e.offset as u64
+        )
+    })
+}

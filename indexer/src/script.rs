@@ -1,0 +1,256 @@
+//! Output scripts: their standard type, and the key under which satflow
+//! files their address history.
+
+use bitcoin::hashes::{hash160, sha256, Hash};
+
+/// The standard script templates, as Bitcoin Core's `Solver` names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum ScriptType {
+    NonStandard = 0,
+    P2pk = 1,
+    P2pkh = 2,
+    P2sh = 3,
+    P2wpkh = 4,
+    P2wsh = 5,
+    P2tr = 6,
+    Multisig = 7,
+    OpReturn = 8,
+    WitnessUnknown = 9,
+}
+
+impl ScriptType {
+    pub fn from_u8(b: u8) -> Option<ScriptType> {
+        use ScriptType::*;
+        [NonStandard, P2pk, P2pkh, P2sh, P2wpkh, P2wsh, P2tr, Multisig, OpReturn, WitnessUnknown]
+            .into_iter()
+            .find(|t| *t as u8 == b)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ScriptType::NonStandard => "nonstandard",
+            ScriptType::P2pk => "p2pk",
+            ScriptType::P2pkh => "p2pkh",
+            ScriptType::P2sh => "p2sh",
+            ScriptType::P2wpkh => "p2wpkh",
+            ScriptType::P2wsh => "p2wsh",
+            ScriptType::P2tr => "p2tr",
+            ScriptType::Multisig => "multisig",
+            ScriptType::OpReturn => "op_return",
+            ScriptType::WitnessUnknown => "witness_unknown",
+        }
+    }
+}
+
+/// How an address key's bytes are to be read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum AddrKind {
+    P2pkh = 1,
+    P2sh = 2,
+    P2wpkh = 3,
+    P2wsh = 4,
+    P2tr = 5,
+    /// SHA-256 of a script that has no address form (bare multisig,
+    /// non-standard, unknown witness versions).
+    ScriptHash = 6,
+}
+
+impl AddrKind {
+    pub fn from_u8(b: u8) -> Option<AddrKind> {
+        use AddrKind::*;
+        [P2pkh, P2sh, P2wpkh, P2wsh, P2tr, ScriptHash].into_iter().find(|k| *k as u8 == b)
+    }
+
+    pub fn hash_len(self) -> usize {
+        match self {
+            AddrKind::P2pkh | AddrKind::P2sh | AddrKind::P2wpkh => 20,
+            AddrKind::P2wsh | AddrKind::P2tr | AddrKind::ScriptHash => 32,
+        }
+    }
+}
+
+/// Identity of an address: its kind and hash. P2PK outputs are filed under
+/// the P2PKH key of their public key, as block explorers show them.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AddrKey {
+    kind: AddrKind,
+    hash: [u8; 32], // 20-byte hashes are zero-padded
+}
+
+impl AddrKey {
+    pub fn new(kind: AddrKind, hash: &[u8]) -> Option<AddrKey> {
+        if hash.len() != kind.hash_len() {
+            return None;
+        }
+        let mut h = [0u8; 32];
+        h[..hash.len()].copy_from_slice(hash);
+        Some(AddrKey { kind, hash: h })
+    }
+
+    pub fn kind(&self) -> AddrKind {
+        self.kind
+    }
+
+    pub fn hash(&self) -> &[u8] {
+        &self.hash[..self.kind.hash_len()]
+    }
+
+    /// Key bytes as stored: kind byte then the hash.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(33);
+        v.push(self.kind as u8);
+        v.extend_from_slice(self.hash());
+        v
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Option<AddrKey> {
+        let (&kind, hash) = bytes.split_first()?;
+        AddrKey::new(AddrKind::from_u8(kind)?, hash)
+    }
+
+    /// The key for a script without an address form.
+    pub fn for_script(script: &[u8]) -> AddrKey {
+        AddrKey { kind: AddrKind::ScriptHash, hash: sha256::Hash::hash(script).to_byte_array() }
+    }
+}
+
+impl std::fmt::Debug for AddrKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}:{}", self.kind, hex::encode(self.hash()))
+    }
+}
+
+/// Classifies an output script and derives its address key (none for
+/// OP_RETURN, which can never be spent).
+pub fn classify(script: &[u8]) -> (ScriptType, Option<AddrKey>) {
+    let key = |kind, hash: &[u8]| AddrKey::new(kind, hash);
+    match script {
+        [0x76, 0xa9, 0x14, h @ .., 0x88, 0xac] if h.len() == 20 => (ScriptType::P2pkh, key(AddrKind::P2pkh, h)),
+        [0xa9, 0x14, h @ .., 0x87] if h.len() == 20 => (ScriptType::P2sh, key(AddrKind::P2sh, h)),
+        [0x00, 0x14, h @ ..] if h.len() == 20 => (ScriptType::P2wpkh, key(AddrKind::P2wpkh, h)),
+        [0x00, 0x20, h @ ..] if h.len() == 32 => (ScriptType::P2wsh, key(AddrKind::P2wsh, h)),
+        [0x51, 0x20, h @ ..] if h.len() == 32 => (ScriptType::P2tr, key(AddrKind::P2tr, h)),
+        [0x6a, ..] => (ScriptType::OpReturn, None),
+        [len, pk @ .., 0xac] if usize::from(*len) == pk.len() && is_pubkey(pk) => {
+            let h = hash160::Hash::hash(pk);
+            (ScriptType::P2pk, key(AddrKind::P2pkh, h.as_byte_array()))
+        }
+        _ if is_witness_program(script) => (ScriptType::WitnessUnknown, Some(AddrKey::for_script(script))),
+        _ if is_bare_multisig(script) => (ScriptType::Multisig, Some(AddrKey::for_script(script))),
+        _ => (ScriptType::NonStandard, Some(AddrKey::for_script(script))),
+    }
+}
+
+/// Core's `CPubKey::ValidSize`: the size the first byte announces.
+fn is_pubkey(pk: &[u8]) -> bool {
+    match pk.first() {
+        Some(2 | 3) => pk.len() == 33,
+        Some(4 | 6 | 7) => pk.len() == 65,
+        _ => false,
+    }
+}
+
+/// BIP141: a version opcode then one push of 2–40 bytes.
+fn is_witness_program(s: &[u8]) -> bool {
+    let version_op = matches!(s.first(), Some(0x00 | 0x51..=0x60));
+    version_op && (4..=42).contains(&s.len()) && usize::from(s[1]) + 2 == s.len() && (2..=40).contains(&s[1])
+}
+
+/// `OP_m <pubkey>… OP_n OP_CHECKMULTISIG` with 1 ≤ m ≤ n ≤ 16 keys.
+fn is_bare_multisig(s: &[u8]) -> bool {
+    let small_int = |op: u8| (0x51..=0x60).contains(&op).then(|| op - 0x50);
+    let (Some(&first), Some(&[n_op, 0xae])) = (s.first(), s.get(s.len().saturating_sub(2)..).map(|t| t as &[u8])) else {
+        return false;
+    };
+    let (Some(m), Some(n)) = (small_int(first), small_int(n_op)) else { return false };
+    let mut keys = 0u8;
+    let mut rest = &s[1..s.len() - 2];
+    while let Some((&len, tail)) = rest.split_first() {
+        let len = usize::from(len);
+        if tail.len() < len || !is_pubkey(&tail[..len]) {
+            return false;
+        }
+        keys += 1;
+        rest = &tail[len..];
+    }
+    m <= n && keys == n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(s: &str) -> Vec<u8> {
+        hex::decode(s).unwrap()
+    }
+
+    #[test]
+    fn standard_templates() {
+        let cases = [
+            ("76a91462e907b15cbf27d5425399ebf6f0fb50ebb88f1888ac", ScriptType::P2pkh, Some(AddrKind::P2pkh)),
+            ("a914b472a266d0bd89c13706a4132ccfb16f7c3b9fcb87", ScriptType::P2sh, Some(AddrKind::P2sh)),
+            ("0014751e76e8199196d454941c45d1b3a323f1433bd6", ScriptType::P2wpkh, Some(AddrKind::P2wpkh)),
+            (
+                "00201863143c14c5166804bd19203356da136c985678cd4d27a1b8c6329604903262",
+                ScriptType::P2wsh,
+                Some(AddrKind::P2wsh),
+            ),
+            (
+                "5120a60869f0dbcf1dc659c9cecbaf8050135ea9e8cdc487053f1dc6880949dc684c",
+                ScriptType::P2tr,
+                Some(AddrKind::P2tr),
+            ),
+            ("6a0b68656c6c6f20776f726c64", ScriptType::OpReturn, None),
+            ("6a", ScriptType::OpReturn, None),
+            ("", ScriptType::NonStandard, Some(AddrKind::ScriptHash)),
+            ("5228751e76e8199196d454941c45d1b3a323f1433bd6751e76e8199196d454941c45d1b3a323f1433bd6", ScriptType::WitnessUnknown, Some(AddrKind::ScriptHash)),
+        ];
+        for (script, ty, kind) in cases {
+            let (t, k) = classify(&h(script));
+            assert_eq!((t, k.map(|k| k.kind())), (ty, kind), "{script}");
+        }
+    }
+
+    #[test]
+    fn p2pk_is_filed_under_its_p2pkh_key() {
+        // The genesis output: 65-byte uncompressed key + OP_CHECKSIG.
+        let script = h("4104678afdb0fe5548271967f1a67130b7105cd6a828e03909a67962e0ea1f61deb649f6bc3f4cef38c4f35504e51ec112de5c384df7ba0b8d578a4c702b6bf11d5fac");
+        let (t, k) = classify(&script);
+        assert_eq!(t, ScriptType::P2pk);
+        let k = k.unwrap();
+        assert_eq!(k.kind(), AddrKind::P2pkh);
+        assert_eq!(hex::encode(k.hash()), "62e907b15cbf27d5425399ebf6f0fb50ebb88f18");
+        // A 33-byte push announcing an uncompressed key is not P2PK.
+        let mut bad = vec![0x21, 0x04];
+        bad.extend([1u8; 32]);
+        bad.push(0xac);
+        assert_eq!(classify(&bad).0, ScriptType::NonStandard);
+    }
+
+    #[test]
+    fn bare_multisig() {
+        let k = |b: u8| {
+            let mut v = vec![0x21, 0x02];
+            v.extend([b; 32]);
+            v
+        };
+        let mut s = vec![0x51];
+        s.extend(k(1));
+        s.extend(k(2));
+        s.extend([0x52, 0xae]);
+        assert_eq!(classify(&s).0, ScriptType::Multisig);
+        s[0] = 0x53; // 3-of-2 is not a multisig template
+        assert_eq!(classify(&s).0, ScriptType::NonStandard);
+    }
+
+    #[test]
+    fn key_bytes_round_trip() {
+        let (_, k) = classify(&h("0014751e76e8199196d454941c45d1b3a323f1433bd6"));
+        let k = k.unwrap();
+        assert_eq!(k.to_bytes().len(), 21);
+        assert_eq!(AddrKey::from_bytes(&k.to_bytes()), Some(k));
+        assert_eq!(AddrKey::from_bytes(&[9, 1, 2]), None);
+    }
+}

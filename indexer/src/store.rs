@@ -1,0 +1,218 @@
+//! The RocksDB database: opening it with the column families of `schema`,
+//! checking its schema version and network, and small typed accessors.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use bitcoin::hashes::Hash;
+use bitcoin::{BlockHash, Txid};
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Direction, IteratorMode,
+    MergeOperands, Options, ReadOptions, SliceTransform, WriteBatch, DB,
+};
+
+use crate::network::Network;
+use crate::schema::{self, cf, meta, AddrStats, BlockRow, SCHEMA_VERSION};
+
+pub struct Store {
+    db: DB,
+    path: PathBuf,
+}
+
+/// How the database is opened.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// The single writer (`satflow index`); holds RocksDB's lock.
+    Write,
+    /// A reader that never blocks the writer.
+    ReadOnly,
+}
+
+impl Store {
+    pub fn open(path: &Path, access: Access) -> Result<Store> {
+        let cache = Cache::new_lru_cache(256 << 20);
+        let cfs = cf::ALL.iter().map(|name| ColumnFamilyDescriptor::new(*name, cf_options(name, &cache)));
+        let mut opts = Options::default();
+        opts.create_if_missing(access == Access::Write);
+        opts.create_missing_column_families(true);
+        opts.set_max_background_jobs(2);
+        opts.set_db_write_buffer_size(512 << 20);
+        opts.set_max_open_files(1024);
+        let db = match access {
+            Access::Write => DB::open_cf_descriptors(&opts, path, cfs),
+            Access::ReadOnly => DB::open_cf_descriptors_read_only(&opts, path, cfs, false),
+        };
+        let db = db.map_err(|e| open_error(path, e))?;
+        let store = Store { db, path: path.to_owned() };
+        store.check_schema(access)?;
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn db(&self) -> &DB {
+        &self.db
+    }
+
+    pub fn cf(&self, name: &str) -> &ColumnFamily {
+        self.db.cf_handle(name).expect("every column family is opened")
+    }
+
+    pub fn get(&self, cf_name: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.db
+            .get_cf(self.cf(cf_name), key)
+            .with_context(|| format!("reading {cf_name} from {}", self.path.display()))
+    }
+
+    pub fn write(&self, batch: WriteBatch) -> Result<()> {
+        self.db.write(batch).with_context(|| format!("writing to {}", self.path.display()))
+    }
+
+    fn check_schema(&self, access: Access) -> Result<()> {
+        match self.get(cf::META, meta::SCHEMA_VERSION)? {
+            Some(v) if v == SCHEMA_VERSION.to_be_bytes() => Ok(()),
+            Some(v) => bail!(
+                "{} holds a satflow index of schema version {}, but this satflow reads version {SCHEMA_VERSION}: index into a new --db",
+                self.path.display(),
+                schema::Dec::new("schema version", &v).u32().unwrap_or(0)
+            ),
+            None if access == Access::Write => {
+                self.db.put_cf(self.cf(cf::META), meta::SCHEMA_VERSION, SCHEMA_VERSION.to_be_bytes())?;
+                Ok(())
+            }
+            None => bail!("{} is not a satflow index (no schema version)", self.path.display()),
+        }
+    }
+
+    /// The network recorded at the first index run, if any.
+    pub fn network(&self) -> Result<Option<Network>> {
+        let Some(v) = self.get(cf::META, meta::NETWORK)? else { return Ok(None) };
+        let name = String::from_utf8_lossy(&v);
+        name.parse().map(Some).map_err(|e: String| anyhow::anyhow!("{}: {e}", self.path.display()))
+    }
+
+    /// Height and hash of the last block applied.
+    pub fn tip(&self) -> Result<Option<(u32, BlockHash)>> {
+        let Some(v) = self.get(cf::META, meta::TIP)? else { return Ok(None) };
+        let mut d = schema::Dec::new("tip", &v);
+        let tip = (d.u32()?, BlockHash::from_byte_array(d.take()?));
+        d.done()?;
+        Ok(Some(tip))
+    }
+
+    pub fn block(&self, height: u32) -> Result<Option<BlockRow>> {
+        self.get(cf::BLOCKS, &schema::key_u32(height))?
+            .map(|v| BlockRow::decode(&v).with_context(|| format!("block at height {height}")))
+            .transpose()
+    }
+
+    pub fn tip_block(&self) -> Result<Option<BlockRow>> {
+        match self.tip()? {
+            Some((height, _)) => self.block(height),
+            None => Ok(None),
+        }
+    }
+
+    /// Every tx number a txid was given, oldest first: one, except for the
+    /// two BIP30 duplicates of mainnet.
+    pub fn tx_numbers(&self, txid: &Txid) -> Result<Vec<u64>> {
+        let mut opts = ReadOptions::default();
+        opts.set_prefix_same_as_start(true);
+        let start = schema::txid_key(txid, 0);
+        let iter = self.db.iterator_cf_opt(self.cf(cf::TXIDS), opts, IteratorMode::From(&start, Direction::Forward));
+        let mut found = Vec::new();
+        for item in iter {
+            let (key, _) = item.with_context(|| format!("reading txids from {}", self.path.display()))?;
+            if key.get(..32) != Some(txid.as_byte_array().as_slice()) {
+                break;
+            }
+            found.push(schema::Dec::new("txid key", &key[32..]).u64()?);
+        }
+        Ok(found)
+    }
+
+    /// The tx a spend of `txid` refers to: its latest occurrence (a BIP30
+    /// duplicate overwrote the earlier one's outputs).
+    pub fn find_tx(&self, txid: &Txid) -> Result<Option<u64>> {
+        Ok(self.tx_numbers(txid)?.last().copied())
+    }
+
+    /// Total size of the database files on disk.
+    pub fn size_on_disk(&self) -> u64 {
+        dir_size(&self.path)
+    }
+}
+
+fn dir_size(path: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(path) else { return 0 };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_size(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+fn open_error(path: &Path, e: rocksdb::Error) -> anyhow::Error {
+    let msg = e.to_string();
+    if msg.contains("LOCK") || msg.contains("lock") {
+        anyhow::anyhow!(
+            "{} is already open for writing by another process (one `satflow index` per database): {msg}",
+            path.display()
+        )
+    } else {
+        anyhow::anyhow!("opening index database {}: {msg}", path.display())
+    }
+}
+
+/// Per column family tuning: zstd below the first levels, bloom filters
+/// where the indexer does point lookups that usually miss.
+fn cf_options(name: &str, cache: &Cache) -> Options {
+    let mut table = BlockBasedOptions::default();
+    table.set_block_cache(cache);
+    table.set_block_size(16 << 10);
+    table.set_format_version(5);
+    let mut o = Options::default();
+    o.set_compression_per_level(&[
+        DBCompressionType::None,
+        DBCompressionType::None,
+        DBCompressionType::Zstd,
+        DBCompressionType::Zstd,
+        DBCompressionType::Zstd,
+        DBCompressionType::Zstd,
+        DBCompressionType::Zstd,
+    ]);
+    o.set_bottommost_compression_type(DBCompressionType::Zstd);
+    o.set_level_compaction_dynamic_level_bytes(true);
+    o.set_write_buffer_size(64 << 20);
+    o.set_target_file_size_base(64 << 20);
+    match name {
+        cf::ADDR_IDS | cf::BLOCK_HEIGHT | cf::OUTPUTS | cf::TXS => table.set_bloom_filter(10.0, false),
+        cf::TXIDS => {
+            // Lookups are by txid alone: filter on the 32-byte prefix.
+            o.set_prefix_extractor(SliceTransform::create_fixed_prefix(32));
+            table.set_bloom_filter(10.0, false);
+            table.set_whole_key_filtering(false);
+        }
+        cf::ADDR_STATS => o.set_merge_operator_associative("add_addr_stats", merge_stats),
+        _ => {}
+    }
+    o.set_block_based_table_factory(&table);
+    o
+}
+
+/// Adds `AddrStats` deltas; a malformed operand is a bug, kept out of the sum
+/// rather than poisoning the row.
+fn merge_stats(_key: &[u8], existing: Option<&[u8]>, operands: &MergeOperands) -> Option<Vec<u8>> {
+    let mut sum = existing.and_then(|b| AddrStats::decode(b).ok()).unwrap_or_default();
+    for op in operands {
+        if let Ok(delta) = AddrStats::decode(op) {
+            sum.add(&delta);
+        }
+    }
+    Some(sum.encode().to_vec())
+}

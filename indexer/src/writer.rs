@@ -1,0 +1,300 @@
+//! Turns parsed blocks into rows (apply) and removes them again (undo).
+//! Both add to a `WriteBatch`; the caller commits each batch together with
+//! the new tip, so the database only ever holds whole blocks.
+
+use anyhow::{anyhow, bail, Context, Result};
+use bitcoin::hashes::Hash;
+use bitcoin::{BlockHash, OutPoint};
+use rocksdb::WriteBatch;
+use rustc_hash::FxHashMap;
+
+use crate::blkfiles::BlockLoc;
+use crate::cache::BoundedMap;
+use crate::parse::ParsedBlock;
+use crate::schema::{
+    cf, decode_inputs, key_pair, key_u32, key_u64, meta, txid_key, AddrStats, BlockRow, Dec, HistoryRow, InputRef, NextIds,
+    OutputRow, TxRow,
+};
+use crate::script::{AddrKey, ScriptType};
+use crate::store::Store;
+
+/// An output not yet spent, as the next spender needs it.
+#[derive(Clone, Copy, Debug)]
+struct Unspent {
+    output: u64,
+    value: u64,
+    addr: Option<u64>,
+}
+
+pub struct Writer<'s> {
+    store: &'s Store,
+    ids: NextIds,
+    utxos: BoundedMap<OutPoint, Unspent>,
+    addrs: BoundedMap<AddrKey, u64>,
+    touched: FxHashMap<u64, AddrStats>,
+    /// Stats deltas of the batch being built, merged once per address.
+    pending_stats: FxHashMap<u64, AddrStats>,
+}
+
+/// Entries per cache generation for a memory budget (bytes per entry are
+/// the key, the value and the hash table's overhead, rounded up).
+fn generation(budget_bytes: usize, entry_bytes: usize) -> usize {
+    budget_bytes / 2 / entry_bytes
+}
+
+impl<'s> Writer<'s> {
+    /// `cache_bytes` bounds the in-memory maps, whatever the chain's size.
+    pub fn new(store: &'s Store, cache_bytes: usize) -> Result<Writer<'s>> {
+        let ids = store.tip_block()?.map(|b| b.next_ids()).unwrap_or_default();
+        Ok(Writer {
+            store,
+            ids,
+            utxos: BoundedMap::new(generation(cache_bytes * 3 / 4, 96)),
+            addrs: BoundedMap::new(generation(cache_bytes / 4, 64)),
+            touched: FxHashMap::default(),
+            pending_stats: FxHashMap::default(),
+        })
+    }
+
+    /// Adds the batch's pending address-stats deltas; call last before
+    /// committing `batch`.
+    pub fn finish_batch(&mut self, batch: &mut WriteBatch) {
+        for (addr, delta) in self.pending_stats.drain() {
+            batch.merge_cf(self.store.cf(cf::ADDR_STATS), key_u64(addr), delta.encode());
+        }
+    }
+
+    /// Call after each committed batch: only then may the caches forget.
+    pub fn committed(&mut self) {
+        self.utxos.evict_if_full();
+        self.addrs.evict_if_full();
+    }
+
+    pub fn apply(&mut self, batch: &mut WriteBatch, height: u32, loc: BlockLoc, block: &ParsedBlock) -> Result<BlockRow> {
+        let first = self.ids;
+        let (mut fees, mut inputs) = (0u64, 0u32);
+        for (position, tx) in block.txs.iter().enumerate() {
+            let txnum = self.ids.tx;
+            self.ids.tx += 1;
+            self.touched.clear();
+            let mut value_in = 0u64;
+            let mut spent_outputs = Vec::with_capacity(tx.spends.len() * 8);
+            for (vin, prevout) in tx.spends.iter().enumerate() {
+                let spent = self.take_unspent(prevout).with_context(|| {
+                    format!("block {} at height {height}: tx {} input {vin} spends {prevout}", block.hash, tx.txid)
+                })?;
+                value_in += spent.value;
+                spent_outputs.extend_from_slice(&key_u64(spent.output));
+                batch.put_cf(self.store.cf(cf::SPENDS), key_u64(spent.output), InputRef { tx: txnum, vin: vin as u32 }.encode());
+                if let Some(a) = spent.addr {
+                    batch.delete_cf(self.store.cf(cf::ADDR_UTXOS), key_pair(a, spent.output));
+                    self.touch(a, AddrStats { sent: spent.value as i64, utxo_count: -1, ..Default::default() });
+                }
+            }
+            if !tx.is_coinbase() {
+                batch.put_cf(self.store.cf(cf::INPUTS), key_u64(txnum), spent_outputs);
+            }
+            inputs += tx.input_count();
+            let first_output = self.ids.output;
+            let mut value_out = 0u64;
+            for (vout, out) in tx.outputs.iter().enumerate() {
+                let output = self.ids.output;
+                self.ids.output += 1;
+                value_out += out.value;
+                let addr = out.addr.map(|k| self.addr_id(batch, k)).transpose()?;
+                let row = OutputRow { tx: txnum, vout: vout as u32, value: out.value, script_type: out.script_type, addr };
+                batch.put_cf(self.store.cf(cf::OUTPUTS), key_u64(output), row.encode());
+                if let Some(a) = addr {
+                    batch.put_cf(self.store.cf(cf::ADDR_UTXOS), key_pair(a, output), key_u64(out.value));
+                    self.touch(a, AddrStats { received: out.value as i64, utxo_count: 1, ..Default::default() });
+                }
+                // OP_RETURN outputs can never be spent: not worth a slot.
+                if out.script_type != ScriptType::OpReturn {
+                    let unspent = Unspent { output, value: out.value, addr };
+                    self.utxos.insert(OutPoint { txid: tx.txid, vout: vout as u32 }, unspent);
+                }
+            }
+            let fee = if tx.is_coinbase() {
+                0
+            } else {
+                value_in.checked_sub(value_out).ok_or_else(|| {
+                    anyhow!("block {} at height {height}: tx {} spends {value_in} sat but pays out {value_out}", block.hash, tx.txid)
+                })?
+            };
+            fees += fee;
+            let row = TxRow {
+                txid: tx.txid,
+                height,
+                position: position as u32,
+                version: tx.version,
+                locktime: tx.locktime,
+                size: tx.size,
+                weight: tx.weight,
+                fee,
+                input_count: tx.input_count(),
+                output_count: tx.outputs.len() as u32,
+                first_output,
+                offset_in_block: tx.offset,
+            };
+            batch.put_cf(self.store.cf(cf::TXS), key_u64(txnum), row.encode());
+            batch.put_cf(self.store.cf(cf::TXIDS), txid_key(&tx.txid, txnum), []);
+            self.write_touched(batch, txnum, Direction::Apply);
+        }
+        let row = BlockRow {
+            hash: block.hash,
+            header: block.header,
+            loc,
+            weight: block.weight,
+            tx_count: block.txs.len() as u32,
+            input_count: inputs,
+            output_count: (self.ids.output - first.output) as u32,
+            fees,
+            first_tx: first.tx,
+            first_output: first.output,
+            first_addr: first.addr,
+            new_addrs: (self.ids.addr - first.addr) as u32,
+        };
+        batch.put_cf(self.store.cf(cf::BLOCKS), key_u32(height), row.encode());
+        batch.put_cf(self.store.cf(cf::BLOCK_HEIGHT), block.hash.as_byte_array(), key_u32(height));
+        set_tip(self.store, batch, Some((height, block.hash)));
+        Ok(row)
+    }
+
+    /// Removes the tip block's rows: the exact inverse of `apply`, computed
+    /// from the rows themselves. Commit before undoing the next block.
+    pub fn undo_tip(&mut self, batch: &mut WriteBatch) -> Result<BlockRow> {
+        let (height, _) = self.store.tip()?.context("nothing to undo: the index is empty")?;
+        let row = self.store.block(height)?.with_context(|| format!("tip block row at height {height} is missing"))?;
+        // Ids above the new tip are about to be reused.
+        self.utxos.clear();
+        self.addrs.clear();
+        let end = row.next_ids();
+        // Newest first, so an output created and spent inside the block
+        // ends up deleted, not restored.
+        for txnum in (row.first_tx..end.tx).rev() {
+            let tx = TxRow::decode(&self.need(cf::TXS, &key_u64(txnum))?)?;
+            self.touched.clear();
+            for output in tx.first_output..tx.first_output + u64::from(tx.output_count) {
+                let out = OutputRow::decode(&self.need(cf::OUTPUTS, &key_u64(output))?)?;
+                batch.delete_cf(self.store.cf(cf::OUTPUTS), key_u64(output));
+                if let Some(a) = out.addr {
+                    batch.delete_cf(self.store.cf(cf::ADDR_UTXOS), key_pair(a, output));
+                    self.touch(a, AddrStats { received: out.value as i64, utxo_count: 1, ..Default::default() });
+                }
+            }
+            let spent_outputs = match tx.is_coinbase() {
+                true => Vec::new(),
+                false => decode_inputs(&self.need(cf::INPUTS, &key_u64(txnum))?)?,
+            };
+            batch.delete_cf(self.store.cf(cf::INPUTS), key_u64(txnum));
+            for spent in spent_outputs {
+                let out = OutputRow::decode(&self.need(cf::OUTPUTS, &key_u64(spent))?)?;
+                batch.delete_cf(self.store.cf(cf::SPENDS), key_u64(spent));
+                if let Some(a) = out.addr {
+                    batch.put_cf(self.store.cf(cf::ADDR_UTXOS), key_pair(a, spent), key_u64(out.value));
+                    self.touch(a, AddrStats { sent: out.value as i64, utxo_count: -1, ..Default::default() });
+                }
+            }
+            batch.delete_cf(self.store.cf(cf::TXS), key_u64(txnum));
+            batch.delete_cf(self.store.cf(cf::TXIDS), txid_key(&tx.txid, txnum));
+            self.write_touched(batch, txnum, Direction::Undo);
+        }
+        // After the stats merges, so the deletes win.
+        self.finish_batch(batch);
+        for addr in row.first_addr..end.addr {
+            let key = self.need(cf::ADDRS, &key_u64(addr))?;
+            batch.delete_cf(self.store.cf(cf::ADDR_IDS), key);
+            batch.delete_cf(self.store.cf(cf::ADDRS), key_u64(addr));
+            batch.delete_cf(self.store.cf(cf::ADDR_STATS), key_u64(addr));
+        }
+        batch.delete_cf(self.store.cf(cf::BLOCKS), key_u32(height));
+        batch.delete_cf(self.store.cf(cf::BLOCK_HEIGHT), row.hash.as_byte_array());
+        let new_tip = match height.checked_sub(1) {
+            Some(h) => Some((h, self.store.block(h)?.with_context(|| format!("block row at height {h} is missing"))?.hash)),
+            None => None,
+        };
+        set_tip(self.store, batch, new_tip);
+        self.ids = NextIds { tx: row.first_tx, output: row.first_output, addr: row.first_addr };
+        Ok(row)
+    }
+
+    fn touch(&mut self, addr: u64, delta: AddrStats) {
+        self.touched.entry(addr).or_default().add(&delta);
+    }
+
+    /// One history row and one stats delta per address the tx touched.
+    fn write_touched(&mut self, batch: &mut WriteBatch, txnum: u64, dir: Direction) {
+        for (&addr, delta) in &self.touched {
+            let delta = AddrStats { tx_count: 1, ..*delta };
+            let key = key_pair(addr, txnum);
+            let pending = self.pending_stats.entry(addr).or_default();
+            match dir {
+                Direction::Apply => {
+                    let h = HistoryRow { received: delta.received as u64, sent: delta.sent as u64 };
+                    batch.put_cf(self.store.cf(cf::HISTORY), key, h.encode());
+                    pending.add(&delta);
+                }
+                Direction::Undo => {
+                    batch.delete_cf(self.store.cf(cf::HISTORY), key);
+                    pending.add(&delta.negated());
+                }
+            }
+        }
+    }
+
+    fn need(&self, cf_name: &'static str, key: &[u8]) -> Result<Vec<u8>> {
+        self.store.get(cf_name, key)?.ok_or_else(|| anyhow!("index is inconsistent: {cf_name} row {} is missing", hex::encode(key)))
+    }
+
+    fn take_unspent(&mut self, prevout: &OutPoint) -> Result<Unspent> {
+        if let Some(u) = self.utxos.remove(prevout) {
+            return Ok(u);
+        }
+        let Some(txnum) = self.store.find_tx(&prevout.txid)? else {
+            bail!("its transaction is not in the index");
+        };
+        let tx = TxRow::decode(&self.need(cf::TXS, &key_u64(txnum))?)?;
+        if prevout.vout >= tx.output_count {
+            bail!("its transaction has only {} outputs", tx.output_count);
+        }
+        let output = tx.first_output + u64::from(prevout.vout);
+        let row = OutputRow::decode(&self.need(cf::OUTPUTS, &key_u64(output))?)?;
+        Ok(Unspent { output, value: row.value, addr: row.addr })
+    }
+
+    fn addr_id(&mut self, batch: &mut WriteBatch, key: AddrKey) -> Result<u64> {
+        if let Some(id) = self.addrs.get(&key) {
+            return Ok(id);
+        }
+        let bytes = key.to_bytes();
+        let id = match self.store.get(cf::ADDR_IDS, &bytes)? {
+            Some(v) => Dec::new("addr id", &v).u64()?,
+            None => {
+                let id = self.ids.addr;
+                self.ids.addr += 1;
+                batch.put_cf(self.store.cf(cf::ADDR_IDS), &bytes, key_u64(id));
+                batch.put_cf(self.store.cf(cf::ADDRS), key_u64(id), &bytes);
+                id
+            }
+        };
+        self.addrs.insert(key, id);
+        Ok(id)
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Direction {
+    Apply,
+    Undo,
+}
+
+pub fn set_tip(store: &Store, batch: &mut WriteBatch, tip: Option<(u32, BlockHash)>) {
+    match tip {
+        Some((height, hash)) => {
+            let mut v = height.to_be_bytes().to_vec();
+            v.extend_from_slice(hash.as_byte_array());
+            batch.put_cf(store.cf(cf::META), meta::TIP, v);
+        }
+        None => batch.delete_cf(store.cf(cf::META), meta::TIP),
+    }
+}

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Installs what the build needs from the system: libclang for the rocksdb
+# crate's bindgen. Everything else comes from crates.io.
+set -euo pipefail
+if ! ldconfig -p 2>/dev/null | grep -q 'libclang'; then
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libclang-dev >/dev/null
+fi

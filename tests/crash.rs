@@ -1,0 +1,66 @@
+//! SIGKILL at random moments, then a normal run: the database must answer
+//! exactly like one built without interruption. Also: one writer per DB.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use common::*;
+
+fn satflow_index(blocks: &std::path::Path, db: &std::path::Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_satflow"));
+    c.args(["index", "--quiet", "--batch-mb", "0.01", "--blocks-dir"])
+        .arg(blocks)
+        .arg("--db")
+        .arg(db)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    c
+}
+
+/// A small deterministic generator, so a failing kill schedule can be replayed.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next_f64(&mut self) -> f64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+#[test]
+fn killed_at_random_points_then_resumed_equals_an_uninterrupted_run() {
+    let blocks = blocks_dir(&["mainnet/stale_fork/btcd_reorgtest_blk_0_to_4.dat", "mainnet/blk00000_first1MiB.dat"]);
+    let reference = tempfile::tempdir().unwrap();
+    let t0 = Instant::now();
+    assert!(satflow_index(blocks.path(), reference.path()).status().unwrap().success());
+    let full = t0.elapsed();
+
+    let db = tempfile::tempdir().unwrap();
+    let mut rng = Lcg(std::env::var("SATFLOW_KILL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(20261125));
+    let mut killed = 0;
+    for _ in 0..12 {
+        let mut child = satflow_index(blocks.path(), db.path()).spawn().unwrap();
+        std::thread::sleep(full.mul_f64(rng.next_f64()));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL
+            killed += 1;
+        }
+        child.wait().unwrap();
+    }
+    assert!(killed >= 6, "only {killed} runs were caught mid-way; the schedule is too slow for this machine");
+    assert!(satflow_index(blocks.path(), db.path()).status().unwrap().success());
+    assert_same(&dump_all(db.path()), &dump_all(reference.path()));
+}
+
+#[test]
+fn a_second_writer_gets_a_clear_error() {
+    let blocks = blocks_dir(&["mainnet/btcd_blocks_h1-255.dat"]);
+    let db = tempfile::tempdir().unwrap();
+    let _first = satflow_indexer::Store::open(db.path(), satflow_indexer::Access::Write).unwrap();
+    let out = satflow_index(blocks.path(), db.path()).stderr(Stdio::piped()).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("already open for writing by another process"), "{err}");
+}
