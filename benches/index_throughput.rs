@@ -25,7 +25,13 @@ struct Args {
 }
 
 fn parse_args() -> Args {
-    let mut a = Args { sizes: vec!["512MB".into(), "4GB".into()], blocks_dir: None, work: "target/bench-data".into(), runs: 3, threads: None };
+    let mut a = Args {
+        sizes: vec!["512MB".into(), "4GB".into()],
+        blocks_dir: None,
+        work: "target/bench-data".into(),
+        runs: 3,
+        threads: None,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
@@ -51,7 +57,10 @@ fn blk_files(dir: &Path) -> Vec<PathBuf> {
         .unwrap()
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("blk")))
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("blk"))
+        })
         .collect();
     files.sort();
     files
@@ -70,12 +79,19 @@ fn timed(mut cmd: Command) -> (Duration, i64) {
     // SAFETY: waiting on our own child with valid out-pointers.
     let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
     assert_eq!(pid, child.id() as i32, "wait4");
-    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "{cmd:?} failed");
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "{cmd:?} failed"
+    );
     (start.elapsed(), usage.ru_maxrss)
 }
 
 fn dir_bytes(p: &Path) -> u64 {
-    std::fs::read_dir(p).map_or(0, |rd| rd.flatten().map(|e| e.metadata().map_or(0, |m| m.len())).sum())
+    std::fs::read_dir(p).map_or(0, |rd| {
+        rd.flatten()
+            .map(|e| e.metadata().map_or(0, |m| m.len()))
+            .sum()
+    })
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -86,14 +102,19 @@ fn median(mut v: Vec<Duration>) -> Duration {
 fn bench_dir(name: &str, dir: &Path, args: &Args) -> f64 {
     let files = blk_files(dir);
     let t = Instant::now();
-    let bytes: u64 = files.iter().map(|f| std::fs::read(f).unwrap().len() as u64).sum();
+    let bytes: u64 = files
+        .iter()
+        .map(|f| std::fs::read(f).unwrap().len() as u64)
+        .sum();
     let read = t.elapsed();
     let t = Instant::now();
     let hashed: usize = files
         .par_iter()
         .map(|f| {
             let data = std::fs::read(f).unwrap();
-            data.chunks(1 << 20).map(|c| Sha256::digest(Sha256::digest(c))[0] as usize).sum::<usize>()
+            data.chunks(1 << 20)
+                .map(|c| Sha256::digest(Sha256::digest(c))[0] as usize)
+                .sum::<usize>()
         })
         .sum();
     let sha = t.elapsed();
@@ -105,7 +126,10 @@ fn bench_dir(name: &str, dir: &Path, args: &Args) -> f64 {
     for _ in 0..args.runs {
         let _ = std::fs::remove_dir_all(&db);
         let mut cmd = satflow();
-        cmd.args(["index", "--quiet", "--blocks-dir"]).arg(dir).arg("--db").arg(&db);
+        cmd.args(["index", "--quiet", "--blocks-dir"])
+            .arg(dir)
+            .arg("--db")
+            .arg(&db);
         if let Some(t) = &args.threads {
             cmd.args(["--threads", t]);
         }
@@ -126,7 +150,10 @@ fn bench_dir(name: &str, dir: &Path, args: &Args) -> f64 {
         index.as_secs_f64(),
         peak as f64 / 1024.0,
         db_size as f64 / 1e6,
-        walls.iter().map(|w| format!("{:.2}s", w.as_secs_f64())).collect::<Vec<_>>()
+        walls
+            .iter()
+            .map(|w| format!("{:.2}s", w.as_secs_f64()))
+            .collect::<Vec<_>>()
     );
     let _ = std::fs::remove_dir_all(&db);
     index.as_secs_f64() / (bytes as f64 / 1e6)
@@ -148,7 +175,9 @@ fn main() {
             if !dir.join("truth").exists() {
                 let _ = std::fs::remove_dir_all(&dir);
                 let mut cmd = satflow();
-                cmd.args(["synth", "--seed", "7", "--size", size, "--out"]).arg(&dir).stdout(std::process::Stdio::null());
+                cmd.args(["synth", "--seed", "7", "--size", size, "--out"])
+                    .arg(&dir)
+                    .stdout(std::process::Stdio::null());
                 timed(cmd);
             }
             per_mb.push(bench_dir(size, &dir, &args));
@@ -156,6 +185,9 @@ fn main() {
     }
     if per_mb.len() > 1 {
         let (first, last) = (per_mb[0], per_mb[per_mb.len() - 1]);
-        println!("index cost per MB, largest vs smallest: {:.2}x", last / first);
+        println!(
+            "index cost per MB, largest vs smallest: {:.2}x",
+            last / first
+        );
     }
 }

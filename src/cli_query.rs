@@ -40,7 +40,10 @@ pub fn run(q: QueryArgs) -> Result<()> {
     let index = Index::open(&q.db)?;
     match q.what {
         What::Status => show(q.json, &index.status()?, |s| {
-            format!("network {}\ntip     {} {}\ntxs     {}\noutputs {}\naddrs   {}", s.network, s.tip_height, s.tip_hash, s.txs, s.outputs, s.addresses)
+            format!(
+                "network {}\ntip     {} {}\ntxs     {}\noutputs {}\naddrs   {}",
+                s.network, s.tip_height, s.tip_hash, s.txs, s.outputs, s.addresses
+            )
         }),
         What::Block { id } => show(q.json, &index.block(&id)?, |b| {
             format!(
@@ -51,11 +54,24 @@ pub fn run(q: QueryArgs) -> Result<()> {
         What::Tx { txid } => show(q.json, &index.tx(&txid)?, |t| {
             let mut s = format!("txid    {}\nheight  {} (position {})\nsize    {} (vsize {}, weight {})\nfee     {}\n", t.txid, t.height, t.position, t.size, t.vsize, t.weight, t.fee);
             for (i, inp) in t.inputs.iter().enumerate() {
-                s += &format!("in  {i:>4} {:>16} {} <- {}\n", inp.value, inp.address.as_deref().unwrap_or("-"), inp.prevout);
+                s += &format!(
+                    "in  {i:>4} {:>16} {} <- {}\n",
+                    inp.value,
+                    inp.address.as_deref().unwrap_or("-"),
+                    inp.prevout
+                );
             }
             for (i, o) in t.outputs.iter().enumerate() {
-                let spent = o.spent_by.as_deref().map_or(String::from("unspent"), |s| format!("spent by {s}"));
-                s += &format!("out {i:>4} {:>16} {} ({}) {spent}\n", o.value, o.address.as_deref().unwrap_or("-"), o.script_type);
+                let spent = o
+                    .spent_by
+                    .as_deref()
+                    .map_or(String::from("unspent"), |s| format!("spent by {s}"));
+                s += &format!(
+                    "out {i:>4} {:>16} {} ({}) {spent}\n",
+                    o.value,
+                    o.address.as_deref().unwrap_or("-"),
+                    o.script_type
+                );
             }
             s
         }),
@@ -69,19 +85,31 @@ pub fn run(q: QueryArgs) -> Result<()> {
                 history: &'a [satflow_query::HistoryEntry],
                 utxos: &'a [satflow_query::Utxo],
             }
-            show(q.json, &Out { summary: &summary, history: &history, utxos: &utxos }, |o| {
-                let s = o.summary;
-                let mut t = format!(
-                    "address  {}\ntxs      {}\nreceived {}\nsent     {}\nbalance  {}\nutxos    {}\nseen     {:?}..{:?}\n\nheight  net              txid\n",
-                    s.address, s.tx_count, s.received, s.sent, s.balance, s.utxo_count, s.first_seen, s.last_seen
+            show(
+                q.json,
+                &Out {
+                    summary: &summary,
+                    history: &history,
+                    utxos: &utxos,
+                },
+                |o| {
+                    let s = o.summary;
+                    let mut t = format!(
+                    "address  {}\ntxs      {}\nreceived {}\nsent     {}\nbalance  {}\nutxos    {}\nseen     heights {}..{}\n\nheight  net              txid\n",
+                    s.address, s.tx_count, s.received, s.sent, s.balance, s.utxo_count, seen(s.first_seen), seen(s.last_seen)
                 );
-                for h in o.history {
-                    t += &format!("{:<7} {:>+16} {}\n", h.height, h.net, h.txid);
-                }
-                t
-            })
+                    for h in o.history {
+                        t += &format!("{:<7} {:>+16} {}\n", h.height, h.net, h.txid);
+                    }
+                    t
+                },
+            )
         }
     }
+}
+
+fn seen(h: Option<u32>) -> String {
+    h.map_or("-".into(), |h| h.to_string())
 }
 
 fn show<T: Serialize>(json: bool, value: &T, table: impl Fn(&T) -> String) -> Result<()> {

@@ -10,7 +10,11 @@ use clap::{Args, Parser, Subcommand};
 use satflow_indexer::{IndexOptions, Network};
 
 #[derive(Parser)]
-#[command(name = "satflow", version, about = "Bitcoin blockchain indexer and analytics database")]
+#[command(
+    name = "satflow",
+    version,
+    about = "Bitcoin blockchain indexer and analytics database"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -23,6 +27,8 @@ enum Command {
     Index(IndexArgs),
     /// Look up blocks, transactions and addresses in an index.
     Query(cli_query::QueryArgs),
+    /// Generate a realistic blocks directory with ground truth, for tests and benchmarks.
+    Synth(satflow_synth::SynthArgs),
 }
 
 #[derive(Args)]
@@ -52,7 +58,9 @@ struct IndexArgs {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     match run(Cli::parse()) {
@@ -68,6 +76,11 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Index(a) => index(a),
         Command::Query(q) => cli_query::run(q),
+        Command::Synth(a) => {
+            let summary = satflow_synth::run(&a)?;
+            println!("{}", serde_json::to_string_pretty(&summary)?);
+            Ok(())
+        }
     }
 }
 
@@ -88,15 +101,25 @@ fn index(a: IndexArgs) -> Result<()> {
         _ => println!("tip             (none)"),
     }
     println!("records found   {}", s.records_found);
-    println!("blocks applied  {} ({} rolled back)", s.blocks_applied, s.blocks_undone);
+    println!(
+        "blocks applied  {} ({} rolled back)",
+        s.blocks_applied, s.blocks_undone
+    );
     println!("transactions    {}", s.txs);
     println!("inputs/outputs  {} / {}", s.inputs, s.outputs);
     println!("stale blocks    {}", s.stale_blocks);
     for d in &s.detached {
-        println!("detached        {} block(s) whose parent {} is missing", d.blocks, d.missing_parent);
+        println!(
+            "detached        {} block(s) whose parent {} is missing",
+            d.blocks, d.missing_parent
+        );
     }
     println!("elapsed         {:.2} s", s.elapsed.as_secs_f64());
-    println!("blk data        {:.1} MB at {:.1} MB/s", s.blk_bytes as f64 / 1e6, s.mb_per_sec());
+    println!(
+        "blk data        {:.1} MB at {:.1} MB/s",
+        s.blk_bytes as f64 / 1e6,
+        s.mb_per_sec()
+    );
     println!("db size         {:.1} MB", s.db_bytes as f64 / 1e6);
     Ok(())
 }

@@ -24,21 +24,33 @@ struct Lcg(u64);
 
 impl Lcg {
     fn next_f64(&mut self) -> f64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (self.0 >> 11) as f64 / (1u64 << 53) as f64
     }
 }
 
 #[test]
 fn killed_at_random_points_then_resumed_equals_an_uninterrupted_run() {
-    let blocks = blocks_dir(&["mainnet/stale_fork/btcd_reorgtest_blk_0_to_4.dat", "mainnet/blk00000_first1MiB.dat"]);
+    let blocks = blocks_dir(&[
+        "mainnet/stale_fork/btcd_reorgtest_blk_0_to_4.dat",
+        "mainnet/blk00000_first1MiB.dat",
+    ]);
     let reference = tempfile::tempdir().unwrap();
     let t0 = Instant::now();
-    assert!(satflow_index(blocks.path(), reference.path()).status().unwrap().success());
+    assert!(satflow_index(blocks.path(), reference.path())
+        .status()
+        .unwrap()
+        .success());
     let full = t0.elapsed();
 
     let db = tempfile::tempdir().unwrap();
-    let mut rng = Lcg(std::env::var("SATFLOW_KILL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(20261125));
+    let mut rng = Lcg(std::env::var("SATFLOW_KILL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20261125));
     let mut killed = 0;
     for _ in 0..12 {
         let mut child = satflow_index(blocks.path(), db.path()).spawn().unwrap();
@@ -49,8 +61,14 @@ fn killed_at_random_points_then_resumed_equals_an_uninterrupted_run() {
         }
         child.wait().unwrap();
     }
-    assert!(killed >= 6, "only {killed} runs were caught mid-way; the schedule is too slow for this machine");
-    assert!(satflow_index(blocks.path(), db.path()).status().unwrap().success());
+    assert!(
+        killed >= 6,
+        "only {killed} runs were caught mid-way; the schedule is too slow for this machine"
+    );
+    assert!(satflow_index(blocks.path(), db.path())
+        .status()
+        .unwrap()
+        .success());
     assert_same(&dump_all(db.path()), &dump_all(reference.path()));
 }
 
@@ -59,8 +77,14 @@ fn a_second_writer_gets_a_clear_error() {
     let blocks = blocks_dir(&["mainnet/btcd_blocks_h1-255.dat"]);
     let db = tempfile::tempdir().unwrap();
     let _first = satflow_indexer::Store::open(db.path(), satflow_indexer::Access::Write).unwrap();
-    let out = satflow_index(blocks.path(), db.path()).stderr(Stdio::piped()).output().unwrap();
+    let out = satflow_index(blocks.path(), db.path())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("already open for writing by another process"), "{err}");
+    assert!(
+        err.contains("already open for writing by another process"),
+        "{err}"
+    );
 }

@@ -30,10 +30,16 @@ fn a_corrupt_block_names_file_and_offset_and_keeps_what_came_before() {
     let path = blocks.path().join("blk00000.dat");
     std::fs::write(&path, &bytes).unwrap();
     let db = tempfile::tempdir().unwrap();
-    let opts = satflow_indexer::IndexOptions { batch_bytes: 1, ..options(blocks.path(), db.path()) };
+    let opts = satflow_indexer::IndexOptions {
+        batch_bytes: 1,
+        ..options(blocks.path(), db.path())
+    };
     let err = format!("{:#}", satflow_indexer::run(&opts).unwrap_err());
     assert!(err.contains(&path.display().to_string()), "{err}");
-    assert!(err.contains("corrupt block") && err.contains("merkle root"), "{err}");
+    assert!(
+        err.contains("corrupt block") && err.contains("merkle root"),
+        "{err}"
+    );
     assert!(err.contains(&format!("offset {}", at + 36)), "{err}");
     let store = satflow_indexer::Store::open(db.path(), satflow_indexer::Access::ReadOnly).unwrap();
     assert_eq!(store.tip().unwrap().map(|t| t.0), Some(999));
@@ -43,12 +49,20 @@ fn a_corrupt_block_names_file_and_offset_and_keeps_what_came_before() {
 fn wrong_or_mixed_networks_are_refused() {
     let blocks = blocks_dir(&["mainnet/blk00000_first1MiB.dat"]);
     let db = tempfile::tempdir().unwrap();
-    let opts = satflow_indexer::IndexOptions { network: Some(Network::Test), ..options(blocks.path(), db.path()) };
+    let opts = satflow_indexer::IndexOptions {
+        network: Some(Network::Test),
+        ..options(blocks.path(), db.path())
+    };
     let err = satflow_indexer::run(&opts).unwrap_err().to_string();
-    assert!(err.contains("--network test") && err.contains("is main"), "{err}");
+    assert!(
+        err.contains("--network test") && err.contains("is main"),
+        "{err}"
+    );
 
     add_blk(blocks.path(), "regtest/blocksci_regtest_blk00000.dat");
-    let err = satflow_indexer::run(&options(blocks.path(), db.path())).unwrap_err().to_string();
+    let err = satflow_indexer::run(&options(blocks.path(), db.path()))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("blk00001.dat holds regtest blocks"), "{err}");
 }
 
@@ -56,11 +70,20 @@ fn wrong_or_mixed_networks_are_refused() {
 fn an_empty_directory_or_missing_genesis_is_an_error() {
     let empty = tempfile::tempdir().unwrap();
     let db = tempfile::tempdir().unwrap();
-    let err = satflow_indexer::run(&options(empty.path(), db.path())).unwrap_err().to_string();
+    let err = satflow_indexer::run(&options(empty.path(), db.path()))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("no blk*.dat files"), "{err}");
     let no_genesis = blocks_dir(&["mainnet/btcd_blocks_h1-255.dat"]);
-    let err = satflow_indexer::run(&options(no_genesis.path(), db.path())).unwrap_err().to_string();
-    assert!(err.contains("genesis block 000000000019d6689c085ae165831e934ff763ae46a2a6c172b3f1b60a8ce26f"), "{err}");
+    let err = satflow_indexer::run(&options(no_genesis.path(), db.path()))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(
+            "genesis block 000000000019d6689c085ae165831e934ff763ae46a2a6c172b3f1b60a8ce26f"
+        ),
+        "{err}"
+    );
 }
 
 #[test]
@@ -75,11 +98,21 @@ fn garbage_between_records_is_skipped_with_a_warning() {
     let db = tempfile::tempdir().unwrap();
     let s = index(blocks.path(), db.path());
     assert_eq!(s.tip_height, Some(4521));
-    let note = s.notes.iter().find(|n| n.contains("garbage")).expect("a garbage note");
-    assert!(note.contains(&format!("offset {}", at - 8)) && note.contains("19 bytes"), "{note}");
+    let note = s
+        .notes
+        .iter()
+        .find(|n| n.contains("garbage"))
+        .expect("a garbage note");
+    assert!(
+        note.contains(&format!("offset {}", at - 8)) && note.contains("19 bytes"),
+        "{note}"
+    );
 
     let reference = blocks_dir(&["mainnet/blk00000_first1MiB.dat"]);
     let reference_db = tempfile::tempdir().unwrap();
     index(reference.path(), reference_db.path());
-    assert_same(&dump(db.path(), &LOCATION_FREE), &dump(reference_db.path(), &LOCATION_FREE));
+    assert_same(
+        &dump(db.path(), &LOCATION_FREE),
+        &dump(reference_db.path(), &LOCATION_FREE),
+    );
 }

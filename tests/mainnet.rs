@@ -13,7 +13,11 @@ const H9_COINBASE: &str = "0437cd7f8525ceed2324359c2d0ba26006d92d856a9c20fa02411
 const SATOSHI_H9: &str = "12cbQLTFMXRnSzktFkuoG3eHoMeFtpTu3S";
 const HAL: &str = "1Q2TWHE3GMdB6BZKafqwxXtWAWgFt5Jvm3";
 
-fn indexed_blk00000() -> (tempfile::TempDir, tempfile::TempDir, satflow_indexer::Summary) {
+fn indexed_blk00000() -> (
+    tempfile::TempDir,
+    tempfile::TempDir,
+    satflow_indexer::Summary,
+) {
     let blocks = blocks_dir(&["mainnet/blk00000_first1MiB.dat"]);
     let db = tempfile::tempdir().unwrap();
     let summary = index(blocks.path(), db.path());
@@ -25,17 +29,31 @@ fn blk00000_prefix_indexes_heights_0_to_4521() {
     let (_blocks, db, s) = indexed_blk00000();
     assert_eq!(s.tip_height, Some(4521));
     assert_eq!(s.tip_hash.unwrap().to_string(), TIP_4521);
-    assert_eq!((s.blocks_applied, s.txs, s.inputs, s.outputs), (4522, 4583, 260, 4609));
+    assert_eq!(
+        (s.blocks_applied, s.txs, s.inputs, s.outputs),
+        (4522, 4583, 260, 4609)
+    );
     assert_eq!(s.stale_blocks, 0);
-    assert!(s.notes.iter().any(|n| n.contains("offset 1048537 declares 216 bytes but only 31 are present")), "{:?}", s.notes);
+    assert!(
+        s.notes
+            .iter()
+            .any(|n| n.contains("offset 1048537 declares 216 bytes but only 31 are present")),
+        "{:?}",
+        s.notes
+    );
 
     let index = Index::open(db.path()).unwrap();
     assert_eq!(index.block("0").unwrap().hash, GENESIS);
     assert_eq!(index.block(GENESIS).unwrap().height, 0);
     assert_eq!(index.block(TIP_4521).unwrap().height, 4521);
-    let genesis_tx = index.tx("4a5e1e4baab89f3a32518a88c31bc87f618f76673e2cc77ab2127b7afdeda33b").unwrap();
+    let genesis_tx = index
+        .tx("4a5e1e4baab89f3a32518a88c31bc87f618f76673e2cc77ab2127b7afdeda33b")
+        .unwrap();
     assert!(genesis_tx.coinbase);
-    assert_eq!(genesis_tx.outputs[0].address.as_deref(), Some("1A1zP1eP5QGefi2DMPTfTL5SLmv7DivfNa"));
+    assert_eq!(
+        genesis_tx.outputs[0].address.as_deref(),
+        Some("1A1zP1eP5QGefi2DMPTfTL5SLmv7DivfNa")
+    );
     assert_eq!(genesis_tx.outputs[0].script_type, "p2pk");
 }
 
@@ -44,16 +62,32 @@ fn the_first_payment_in_block_170() {
     let (_blocks, db, _) = indexed_blk00000();
     let index = Index::open(db.path()).unwrap();
     let tx = index.tx(FIRST_PAYMENT).unwrap();
-    assert_eq!((tx.height, tx.position, tx.fee, tx.coinbase), (170, 1, 0, false));
+    assert_eq!(
+        (tx.height, tx.position, tx.fee, tx.coinbase),
+        (170, 1, 0, false)
+    );
     assert_eq!(tx.inputs.len(), 1);
     assert_eq!(tx.inputs[0].prevout, format!("{H9_COINBASE}:0"));
     assert_eq!(tx.inputs[0].value, 5_000_000_000);
     assert_eq!(tx.inputs[0].address.as_deref(), Some(SATOSHI_H9));
-    let outs: Vec<_> = tx.outputs.iter().map(|o| (o.value, o.address.clone().unwrap(), o.script_type)).collect();
-    assert_eq!(outs, vec![(1_000_000_000, HAL.to_string(), "p2pk"), (4_000_000_000, SATOSHI_H9.to_string(), "p2pk")]);
+    let outs: Vec<_> = tx
+        .outputs
+        .iter()
+        .map(|o| (o.value, o.address.clone().unwrap(), o.script_type))
+        .collect();
+    assert_eq!(
+        outs,
+        vec![
+            (1_000_000_000, HAL.to_string(), "p2pk"),
+            (4_000_000_000, SATOSHI_H9.to_string(), "p2pk")
+        ]
+    );
     // The h9 coinbase output shows who spent it.
     let h9 = index.tx(H9_COINBASE).unwrap();
-    assert_eq!(h9.outputs[0].spent_by.as_deref(), Some(format!("{FIRST_PAYMENT}:0").as_str()));
+    assert_eq!(
+        h9.outputs[0].spent_by.as_deref(),
+        Some(format!("{FIRST_PAYMENT}:0").as_str())
+    );
     assert_eq!(tx.size, 275);
 }
 
@@ -68,10 +102,26 @@ fn satoshis_h9_address_history_and_balance_at_4521() {
     for h in 0..=4521u32 {
         for txid in index.block_txids(h, 0, usize::MAX).unwrap() {
             let tx = index.tx(&txid).unwrap();
-            let r: u64 = tx.outputs.iter().filter(|o| o.address.as_deref() == Some(SATOSHI_H9)).map(|o| o.value).sum();
-            let s: u64 = tx.inputs.iter().filter(|i| i.address.as_deref() == Some(SATOSHI_H9)).map(|i| i.value).sum();
-            let touches = tx.outputs.iter().any(|o| o.address.as_deref() == Some(SATOSHI_H9))
-                || tx.inputs.iter().any(|i| i.address.as_deref() == Some(SATOSHI_H9));
+            let r: u64 = tx
+                .outputs
+                .iter()
+                .filter(|o| o.address.as_deref() == Some(SATOSHI_H9))
+                .map(|o| o.value)
+                .sum();
+            let s: u64 = tx
+                .inputs
+                .iter()
+                .filter(|i| i.address.as_deref() == Some(SATOSHI_H9))
+                .map(|i| i.value)
+                .sum();
+            let touches = tx
+                .outputs
+                .iter()
+                .any(|o| o.address.as_deref() == Some(SATOSHI_H9))
+                || tx
+                    .inputs
+                    .iter()
+                    .any(|i| i.address.as_deref() == Some(SATOSHI_H9));
             if touches {
                 received += r;
                 sent += s;
@@ -79,14 +129,31 @@ fn satoshis_h9_address_history_and_balance_at_4521() {
             }
         }
     }
-    let from_history: Vec<_> = history.iter().map(|e| (e.height, e.txid.clone(), e.received, e.sent)).collect();
-    assert_eq!(from_history, txs, "history = every tx touching the address, in chain order");
+    let from_history: Vec<_> = history
+        .iter()
+        .map(|e| (e.height, e.txid.clone(), e.received, e.sent))
+        .collect();
+    assert_eq!(
+        from_history, txs,
+        "history = every tx touching the address, in chain order"
+    );
     assert_eq!((txs[0].0, txs[0].1.as_str()), (9, H9_COINBASE));
-    assert_eq!((txs[1].0, txs[1].1.as_str(), txs[1].3), (170, FIRST_PAYMENT, 5_000_000_000));
-    assert_eq!((a.received, a.sent, a.tx_count), (received, sent, history.len() as u64));
+    assert_eq!(
+        (txs[1].0, txs[1].1.as_str(), txs[1].3),
+        (170, FIRST_PAYMENT, 5_000_000_000)
+    );
+    assert_eq!(
+        (a.received, a.sent, a.tx_count),
+        (received, sent, history.len() as u64)
+    );
     assert_eq!(a.balance, received - sent);
     assert_eq!(a.first_seen, Some(9));
-    let utxo_sum: u64 = index.utxos(SATOSHI_H9).unwrap().iter().map(|u| u.value).sum();
+    let utxo_sum: u64 = index
+        .utxos(SATOSHI_H9)
+        .unwrap()
+        .iter()
+        .map(|u| u.value)
+        .sum();
     assert_eq!(utxo_sum, a.balance);
     assert_eq!(a.utxo_count, index.utxos(SATOSHI_H9).unwrap().len() as u64);
     let newest = index.history(SATOSHI_H9, true, 1).unwrap();
@@ -102,24 +169,39 @@ fn utxo_set_at_4521_matches_an_independent_replay() {
 
 #[test]
 fn a_block_without_ancestors_is_reported_with_its_missing_parent() {
-    let blocks = blocks_dir(&["mainnet/blk00000_first1MiB.dat", "mainnet/blk01234_first1457664B.dat"]);
+    let blocks = blocks_dir(&[
+        "mainnet/blk00000_first1MiB.dat",
+        "mainnet/blk01234_first1457664B.dat",
+    ]);
     let db = tempfile::tempdir().unwrap();
     let s = index(blocks.path(), db.path());
     assert_eq!(s.tip_height, Some(4521));
     // The prev-hash field of block 518256, read straight from the file.
     let raw = std::fs::read(data("mainnet/blk01234_first1457664B.dat")).unwrap();
     let header: bitcoin::block::Header = bitcoin::consensus::deserialize(&raw[8..88]).unwrap();
-    assert_eq!(header.block_hash().to_string(), "0000000000000000003e4380732d71704005146a6f425a203166e29b72fe2214");
+    assert_eq!(
+        header.block_hash().to_string(),
+        "0000000000000000003e4380732d71704005146a6f425a203166e29b72fe2214"
+    );
     assert_eq!(s.detached.len(), 1);
     assert_eq!(s.detached[0].missing_parent, header.prev_blockhash);
     assert_eq!(s.detached[0].blocks, 1);
-    assert!(s.notes.iter().any(|n| n.contains("offset 996594") && n.contains("declares 1023042 bytes")), "{:?}", s.notes);
+    assert!(
+        s.notes
+            .iter()
+            .any(|n| n.contains("offset 996594") && n.contains("declares 1023042 bytes")),
+        "{:?}",
+        s.notes
+    );
 }
 
 #[test]
 fn a_record_seen_twice_counts_once() {
     // btcd's h1–255 file repeats blocks of blk00000's prefix.
-    let blocks = blocks_dir(&["mainnet/blk00000_first1MiB.dat", "mainnet/btcd_blocks_h1-255.dat"]);
+    let blocks = blocks_dir(&[
+        "mainnet/blk00000_first1MiB.dat",
+        "mainnet/btcd_blocks_h1-255.dat",
+    ]);
     let db = tempfile::tempdir().unwrap();
     let s = index(blocks.path(), db.path());
     assert_eq!(s.records_found, 4522 + 255);

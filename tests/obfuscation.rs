@@ -32,7 +32,9 @@ fn xor_and_shuffled_records_give_the_same_index() {
     // Deterministic shuffle (Fisher–Yates with a fixed LCG).
     let mut state = 7u64;
     for i in (1..recs.len()).rev() {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         recs.swap(i, (state >> 33) as usize % (i + 1));
     }
     let key = [0x3a, 0x91, 0x07, 0xee, 0x5c, 0x12, 0xf0, 0x88];
@@ -48,11 +50,22 @@ fn xor_and_shuffled_records_give_the_same_index() {
     }
     let db = tempfile::tempdir().unwrap();
     let s = index(shuffled.path(), db.path());
-    assert_eq!((s.tip_height, s.blocks_applied, s.notes.len()), (Some(4521), 4522, 0), "{:?}", s.notes);
-    assert_same(&dump(db.path(), &LOCATION_FREE), &dump(plain_db.path(), &LOCATION_FREE));
+    assert_eq!(
+        (s.tip_height, s.blocks_applied, s.notes.len()),
+        (Some(4521), 4522, 0),
+        "{:?}",
+        s.notes
+    );
+    assert_same(
+        &dump(db.path(), &LOCATION_FREE),
+        &dump(plain_db.path(), &LOCATION_FREE),
+    );
 
     // Block rows agree on everything but where the block lies.
-    let (a, b) = (dump(db.path(), &[cf::BLOCKS]), dump(plain_db.path(), &[cf::BLOCKS]));
+    let (a, b) = (
+        dump(db.path(), &[cf::BLOCKS]),
+        dump(plain_db.path(), &[cf::BLOCKS]),
+    );
     for ((ka, va), (kb, vb)) in a[cf::BLOCKS].iter().zip(&b[cf::BLOCKS]) {
         let mut ra = BlockRow::decode(&hex::decode(va).unwrap()).unwrap();
         let rb = BlockRow::decode(&hex::decode(vb).unwrap()).unwrap();

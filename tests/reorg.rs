@@ -56,9 +56,13 @@ fn a_five_block_reorg_onto_the_real_chain_equals_a_fresh_build() {
 /// with 11 blocks.
 #[test]
 fn regtest_reorg_of_chain_a_by_longer_chain_b() {
-    let chains: Vec<Vec<String>> =
-        serde_json::from_str(&std::fs::read_to_string(data("regtest/floresta_regtest_reorg.json")).unwrap()).unwrap();
-    let genesis = std::fs::read_to_string(data("regtest/floresta_regtest_blocks_h0-150.hexlines.txt")).unwrap();
+    let chains: Vec<Vec<String>> = serde_json::from_str(
+        &std::fs::read_to_string(data("regtest/floresta_regtest_reorg.json")).unwrap(),
+    )
+    .unwrap();
+    let genesis =
+        std::fs::read_to_string(data("regtest/floresta_regtest_blocks_h0-150.hexlines.txt"))
+            .unwrap();
     let genesis = genesis.lines().next().unwrap().to_string();
     let blocks = tempfile::tempdir().unwrap();
     let write = |name: &str, hexes: &[String]| {
@@ -75,13 +79,26 @@ fn regtest_reorg_of_chain_a_by_longer_chain_b() {
     write("blk00000.dat", &a);
     let db = tempfile::tempdir().unwrap();
     let first = index(blocks.path(), db.path());
-    assert_eq!(first.tip_hash.unwrap().to_string(), "6e9c49a19038f7db8d13f6c2e70566385536ea11975528b557799e08a014e784");
+    assert_eq!(
+        first.tip_hash.unwrap().to_string(),
+        "6e9c49a19038f7db8d13f6c2e70566385536ea11975528b557799e08a014e784"
+    );
     assert_eq!(first.tip_height, Some(10));
 
     write("blk00001.dat", &chains[1]);
     let second = index(blocks.path(), db.path());
-    assert_eq!(second.tip_hash.unwrap().to_string(), "4572ac401b94915dde6c4957b706abdb13b5824b000cad7f6065ebd9aea6dad1");
-    assert_eq!((second.tip_height, second.blocks_undone, second.blocks_applied), (Some(16), 5, 11));
+    assert_eq!(
+        second.tip_hash.unwrap().to_string(),
+        "4572ac401b94915dde6c4957b706abdb13b5824b000cad7f6065ebd9aea6dad1"
+    );
+    assert_eq!(
+        (
+            second.tip_height,
+            second.blocks_undone,
+            second.blocks_applied
+        ),
+        (Some(16), 5, 11)
+    );
     let fresh = tempfile::tempdir().unwrap();
     index(blocks.path(), fresh.path());
     assert_same(&dump_all(db.path()), &dump_all(fresh.path()));
@@ -98,12 +115,18 @@ fn a_growing_file_is_picked_up_where_the_last_run_stopped() {
     let first = index(blocks.path(), db.path());
     let partial_tip = first.tip_height.unwrap();
     assert!(partial_tip > 1000 && partial_tip < 4521, "{partial_tip}");
-    assert!(first.notes.iter().any(|n| n.contains("still being written")));
+    assert!(first
+        .notes
+        .iter()
+        .any(|n| n.contains("still being written")));
 
     std::fs::write(&path, &full).unwrap();
     let second = index(blocks.path(), db.path());
     assert_eq!(second.blocks_applied, 4521 - u64::from(partial_tip));
-    assert_eq!(second.records_found as u64, second.blocks_applied, "only the new bytes are scanned");
+    assert_eq!(
+        second.records_found as u64, second.blocks_applied,
+        "only the new bytes are scanned"
+    );
     let again = index(blocks.path(), db.path());
     assert_eq!((again.blocks_applied, again.records_found), (0, 0));
 

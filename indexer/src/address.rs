@@ -32,7 +32,8 @@ pub fn encode(key: &AddrKey, network: Network) -> String {
 pub fn parse(input: &str, network: Network) -> Result<AddrKey> {
     let input = input.trim();
     if let Some(h) = input.strip_prefix("script-sha256:") {
-        let bytes = hex::decode(h).map_err(|e| anyhow::anyhow!("address {input:?}: bad hex: {e}"))?;
+        let bytes =
+            hex::decode(h).map_err(|e| anyhow::anyhow!("address {input:?}: bad hex: {e}"))?;
         return AddrKey::new(AddrKind::ScriptHash, &bytes)
             .ok_or_else(|| anyhow::anyhow!("address {input:?}: script hash must be 32 bytes"));
     }
@@ -78,11 +79,16 @@ mod tests {
 
     #[test]
     fn other_networks_and_garbage_are_refused() {
-        let err = parse("mss5NFyX96ix4erFMamR1gK3SsvUSMWcjE", Network::Main).unwrap_err().to_string();
+        let err = parse("mss5NFyX96ix4erFMamR1gK3SsvUSMWcjE", Network::Main)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not an address of the main network"), "{err}");
         assert!(parse("mss5NFyX96ix4erFMamR1gK3SsvUSMWcjE", Network::Test).is_ok());
         assert!(parse("TUCsTq7TofTCJRRoHk6RvhMoS2mJLm5Yzq", Network::Main).is_err());
-        assert!(parse("6a0401020304", Network::Main).unwrap_err().to_string().contains("OP_RETURN"));
+        assert!(parse("6a0401020304", Network::Main)
+            .unwrap_err()
+            .to_string()
+            .contains("OP_RETURN"));
     }
 
     #[test]
@@ -92,7 +98,14 @@ mod tests {
         assert!(shown.starts_with("script-sha256:"));
         assert_eq!(parse(&shown, Network::Main).unwrap(), key);
         // A P2PKH script in hex is the same key as its address.
-        let hexed = parse("76a91462e907b15cbf27d5425399ebf6f0fb50ebb88f1888ac", Network::Main).unwrap();
-        assert_eq!(encode(&hexed, Network::Main), "1A1zP1eP5QGefi2DMPTfTL5SLmv7DivfNa");
+        let hexed = parse(
+            "76a91462e907b15cbf27d5425399ebf6f0fb50ebb88f1888ac",
+            Network::Main,
+        )
+        .unwrap();
+        assert_eq!(
+            encode(&hexed, Network::Main),
+            "1A1zP1eP5QGefi2DMPTfTL5SLmv7DivfNa"
+        );
     }
 }

@@ -50,7 +50,8 @@ impl BlkFile {
         let file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
         // SAFETY: Core only appends to blk files and never truncates one it
         // has written to; we never read past the length seen at map time.
-        let map = unsafe { Mmap::map(&file) }.with_context(|| format!("mapping {}", path.display()))?;
+        let map =
+            unsafe { Mmap::map(&file) }.with_context(|| format!("mapping {}", path.display()))?;
         Ok(BlkFile { number, path, map })
     }
 
@@ -67,7 +68,12 @@ impl BlkFile {
         let start = usize::try_from(offset).ok();
         let raw = start
             .and_then(|s| self.map.get(s..s.checked_add(len)?))
-            .with_context(|| format!("{}: {len} bytes at offset {offset} run past the end of the file", self.path.display()))?;
+            .with_context(|| {
+                format!(
+                    "{}: {len} bytes at offset {offset} run past the end of the file",
+                    self.path.display()
+                )
+            })?;
         if key.is_zero() {
             return Ok(Cow::Borrowed(raw));
         }
@@ -92,7 +98,8 @@ impl BlocksDir {
     pub fn open(path: &Path) -> Result<BlocksDir> {
         let key = read_xor_key(path)?;
         let mut numbered = Vec::new();
-        let entries = std::fs::read_dir(path).with_context(|| format!("reading blocks directory {}", path.display()))?;
+        let entries = std::fs::read_dir(path)
+            .with_context(|| format!("reading blocks directory {}", path.display()))?;
         for entry in entries {
             let entry = entry.with_context(|| format!("listing {}", path.display()))?;
             let name = entry.file_name();
@@ -105,7 +112,11 @@ impl BlocksDir {
             .into_iter()
             .map(|(n, p)| BlkFile::open(n, p))
             .collect::<Result<Vec<_>>>()?;
-        Ok(BlocksDir { path: path.to_owned(), key, files })
+        Ok(BlocksDir {
+            path: path.to_owned(),
+            key,
+            files,
+        })
     }
 
     pub fn file(&self, number: u32) -> Option<&BlkFile> {
@@ -134,7 +145,11 @@ fn read_xor_key(dir: &Path) -> Result<XorKey> {
     match std::fs::read(&path) {
         Ok(bytes) => match <[u8; 8]>::try_from(bytes.as_slice()) {
             Ok(key) => Ok(XorKey(key)),
-            Err(_) => bail!("{}: expected an 8-byte XOR key, found {} bytes", path.display(), bytes.len()),
+            Err(_) => bail!(
+                "{}: expected an 8-byte XOR key, found {} bytes",
+                path.display(),
+                bytes.len()
+            ),
         },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(XorKey::default()),
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
@@ -160,9 +175,18 @@ pub struct Record {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ScanNote {
     /// Bytes that are not a record; scanning resumed at the next magic.
-    Garbage { file: PathBuf, offset: u64, skipped: u64 },
+    Garbage {
+        file: PathBuf,
+        offset: u64,
+        skipped: u64,
+    },
     /// A record that runs past the end of the file: a node still writing.
-    Truncated { file: PathBuf, offset: u64, declared: u32, present: u64 },
+    Truncated {
+        file: PathBuf,
+        offset: u64,
+        declared: u32,
+        present: u64,
+    },
 }
 
 impl std::fmt::Display for ScanNote {
@@ -195,7 +219,10 @@ pub struct FileScan {
 
 /// Scans `file` from `start` for block records of one network.
 pub fn scan_file(file: &BlkFile, key: XorKey, start: u64) -> Result<FileScan> {
-    let mut scan = FileScan { resume_at: start, ..FileScan::default() };
+    let mut scan = FileScan {
+        resume_at: start,
+        ..FileScan::default()
+    };
     let len = file.len();
     let mut pos = start;
     while pos + 8 <= len {
@@ -206,7 +233,10 @@ pub fn scan_file(file: &BlkFile, key: XorKey, start: u64) -> Result<FileScan> {
                     // Zeros followed by data: treat as garbage and resync.
                     let resumed = resync(file, key, next, &mut scan, pos)?;
                     match resumed {
-                        Some(p) => { pos = p; continue; }
+                        Some(p) => {
+                            pos = p;
+                            continue;
+                        }
                         None => break,
                     }
                 }
@@ -217,7 +247,10 @@ pub fn scan_file(file: &BlkFile, key: XorKey, start: u64) -> Result<FileScan> {
         let size = u32::from_le_bytes(prefix[4..8].try_into().expect("4 bytes"));
         let Some(network) = Network::from_magic(magic) else {
             match resync(file, key, pos + 1, &mut scan, pos)? {
-                Some(p) => { pos = p; continue; }
+                Some(p) => {
+                    pos = p;
+                    continue;
+                }
                 None => break,
             }
         };
@@ -231,7 +264,10 @@ pub fn scan_file(file: &BlkFile, key: XorKey, start: u64) -> Result<FileScan> {
         }
         if !(HEADER_BYTES..=MAX_BLOCK_BYTES).contains(&size) {
             match resync(file, key, pos + 1, &mut scan, pos)? {
-                Some(p) => { pos = p; continue; }
+                Some(p) => {
+                    pos = p;
+                    continue;
+                }
                 None => break,
             }
         }
@@ -247,7 +283,14 @@ pub fn scan_file(file: &BlkFile, key: XorKey, start: u64) -> Result<FileScan> {
         }
         scan.network = Some(network);
         let header: [u8; 80] = file.read(key, body, 80)?[..].try_into().expect("80 bytes");
-        scan.records.push(Record { loc: BlockLoc { file: file.number, offset: body, len: size }, header });
+        scan.records.push(Record {
+            loc: BlockLoc {
+                file: file.number,
+                offset: body,
+                len: size,
+            },
+            header,
+        });
         pos = body + u64::from(size);
         scan.resume_at = pos;
     }
@@ -277,7 +320,13 @@ fn next_non_padding(file: &BlkFile, key: XorKey, from: u64) -> Option<u64> {
 }
 
 /// Finds the next known magic at or after `from`, noting the skipped bytes.
-fn resync(file: &BlkFile, key: XorKey, from: u64, scan: &mut FileScan, bad_at: u64) -> Result<Option<u64>> {
+fn resync(
+    file: &BlkFile,
+    key: XorKey,
+    from: u64,
+    scan: &mut FileScan,
+    bad_at: u64,
+) -> Result<Option<u64>> {
     let raw = file.raw();
     let found = (from..file.len().saturating_sub(3)).find(|&p| {
         let mut m = [0u8; 4];
@@ -286,7 +335,11 @@ fn resync(file: &BlkFile, key: XorKey, from: u64, scan: &mut FileScan, bad_at: u
         Network::from_magic(m).is_some()
     });
     let skipped = found.unwrap_or(file.len()) - bad_at;
-    scan.notes.push(ScanNote::Garbage { file: file.path.clone(), offset: bad_at, skipped });
+    scan.notes.push(ScanNote::Garbage {
+        file: file.path.clone(),
+        offset: bad_at,
+        skipped,
+    });
     Ok(found)
 }
 
@@ -304,7 +357,10 @@ mod tests {
 
     fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> BlkFile {
         let path = dir.join(name);
-        std::fs::File::create(&path).unwrap().write_all(bytes).unwrap();
+        std::fs::File::create(&path)
+            .unwrap()
+            .write_all(bytes)
+            .unwrap();
         BlkFile::open(0, path).unwrap()
     }
 
@@ -333,14 +389,31 @@ mod tests {
         assert_eq!(scan.records.len(), 2);
         assert_eq!(scan.records[1].loc.offset, second_at + 8);
         assert_eq!(scan.resume_at, truncated_at);
-        assert!(matches!(scan.notes[0], ScanNote::Garbage { offset: 108, skipped: 19, .. }));
-        assert!(matches!(scan.notes[1], ScanNote::Truncated { declared: 200, present: 42, .. }));
+        assert!(matches!(
+            scan.notes[0],
+            ScanNote::Garbage {
+                offset: 108,
+                skipped: 19,
+                ..
+            }
+        ));
+        assert!(matches!(
+            scan.notes[1],
+            ScanNote::Truncated {
+                declared: 200,
+                present: 42,
+                ..
+            }
+        ));
 
         let mut padded = record(magic, &[7u8; 100]);
         padded.extend(vec![0u8; 4096]);
         let f = write_file(dir.path(), "blk00001.dat", &padded);
         let scan = scan_file(&f, XorKey::default(), 0).unwrap();
-        assert_eq!((scan.records.len(), scan.resume_at, scan.notes.len()), (1, 108, 0));
+        assert_eq!(
+            (scan.records.len(), scan.resume_at, scan.notes.len()),
+            (1, 108, 0)
+        );
     }
 
     #[test]
@@ -358,7 +431,10 @@ mod tests {
         assert_eq!(a.records.len(), 2);
         assert_eq!(b.notes, vec![]);
         for (x, y) in a.records.iter().zip(&b.records) {
-            assert_eq!((x.loc.offset, x.loc.len, x.header), (y.loc.offset, y.loc.len, y.header));
+            assert_eq!(
+                (x.loc.offset, x.loc.len, x.header),
+                (y.loc.offset, y.loc.len, y.header)
+            );
         }
     }
 
@@ -369,6 +445,9 @@ mod tests {
         bytes.extend(record(Network::Test.magic(), &[4u8; 81]));
         let f = write_file(dir.path(), "blk00000.dat", &bytes);
         let err = scan_file(&f, XorKey::default(), 0).unwrap_err().to_string();
-        assert!(err.contains("offset 89") && err.contains("test magic"), "{err}");
+        assert!(
+            err.contains("offset 89") && err.contains("test magic"),
+            "{err}"
+        );
     }
 }

@@ -17,7 +17,11 @@ pub struct BoundedMap<K, V> {
 impl<K: Hash + Eq, V: Copy> BoundedMap<K, V> {
     /// At most `2 * generation` entries are held.
     pub fn new(generation: usize) -> Self {
-        BoundedMap { young: FxHashMap::default(), old: FxHashMap::default(), generation: generation.max(1) }
+        BoundedMap {
+            young: FxHashMap::default(),
+            old: FxHashMap::default(),
+            generation: generation.max(1),
+        }
     }
 
     pub fn get(&self, k: &K) -> Option<V> {

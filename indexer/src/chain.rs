@@ -88,7 +88,8 @@ impl HeaderTree {
             reached[i] = true;
             reached_count += 1;
             let (best_work, best_i) = best;
-            if work > best_work || (work == best_work && self.nodes[i].loc < self.nodes[best_i].loc) {
+            if work > best_work || (work == best_work && self.nodes[i].loc < self.nodes[best_i].loc)
+            {
                 best = (work, i);
             }
             for &c in &children[i] {
@@ -103,7 +104,12 @@ impl HeaderTree {
         }
         blocks.reverse();
         let detached = self.detached(&reached, &children);
-        Ok(BestChain { stale: reached_count - blocks.len(), work: best.0, blocks, detached })
+        Ok(BestChain {
+            stale: reached_count - blocks.len(),
+            work: best.0,
+            blocks,
+            detached,
+        })
     }
 
     /// Roots of the branches not linked to genesis, with their sizes.
@@ -118,7 +124,10 @@ impl HeaderTree {
                 size += 1;
                 stack.extend(&children[j]);
             }
-            out.push(Detached { missing_parent: n.header.prev_blockhash, blocks: size });
+            out.push(Detached {
+                missing_parent: n.header.prev_blockhash,
+                blocks: size,
+            });
         }
         out.sort_by_key(|d| d.missing_parent);
         out
@@ -143,7 +152,11 @@ mod tests {
     }
 
     fn loc(i: u64) -> BlockLoc {
-        BlockLoc { file: 0, offset: i * 1000, len: 80 }
+        BlockLoc {
+            file: 0,
+            offset: i * 1000,
+            len: 80,
+        }
     }
 
     const EASY: u32 = 0x207fffff;
@@ -186,7 +199,13 @@ mod tests {
         let best = t.best_chain(g.block_hash()).unwrap();
         let hashes: Vec<_> = best.blocks.iter().map(|n| n.hash).collect();
         assert_eq!(hashes, vec![g.block_hash(), a.block_hash(), b.block_hash()]);
-        assert_eq!(best.detached, vec![Detached { missing_parent: lost_parent, blocks: 2 }]);
+        assert_eq!(
+            best.detached,
+            vec![Detached {
+                missing_parent: lost_parent,
+                blocks: 2
+            }]
+        );
         assert!(t.best_chain(lost_parent).is_err());
     }
 }

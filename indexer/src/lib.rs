@@ -5,6 +5,7 @@
 //! the rows of `schema`, stored by `store`. `run` ties one index run together.
 
 pub mod address;
+mod batch;
 pub mod blkfiles;
 mod cache;
 pub mod chain;

@@ -67,7 +67,10 @@ struct Cursor<'a> {
 
 impl<'a> Cursor<'a> {
     fn fail<T>(&self, what: impl Into<String>) -> Result<T, ParseError> {
-        Err(ParseError { offset: self.pos, what: what.into() })
+        Err(ParseError {
+            offset: self.pos,
+            what: what.into(),
+        })
     }
 
     fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], ParseError> {
@@ -76,12 +79,18 @@ impl<'a> Cursor<'a> {
                 self.pos += n;
                 Ok(s)
             }
-            _ => self.fail(format!("truncated {what} ({n} bytes wanted, {} left)", self.buf.len() - self.pos)),
+            _ => self.fail(format!(
+                "truncated {what} ({n} bytes wanted, {} left)",
+                self.buf.len() - self.pos
+            )),
         }
     }
 
     fn array<const N: usize>(&mut self, what: &str) -> Result<[u8; N], ParseError> {
-        Ok(self.take(N, what)?.try_into().expect("take returns N bytes"))
+        Ok(self
+            .take(N, what)?
+            .try_into()
+            .expect("take returns N bytes"))
     }
 
     fn u32(&mut self, what: &str) -> Result<u32, ParseError> {
@@ -114,8 +123,10 @@ impl<'a> Cursor<'a> {
 pub fn parse_block(bytes: &[u8]) -> Result<ParsedBlock, ParseError> {
     let mut c = Cursor { buf: bytes, pos: 0 };
     let raw_header = c.take(80, "block header")?;
-    let header = Header::consensus_decode(&mut &raw_header[..])
-        .map_err(|e| ParseError { offset: 0, what: format!("block header: {e}") })?;
+    let header = Header::consensus_decode(&mut &raw_header[..]).map_err(|e| ParseError {
+        offset: 0,
+        what: format!("block header: {e}"),
+    })?;
     let n_tx = c.count(60, "transaction count")?;
     if n_tx == 0 {
         return c.fail("block has no transactions");
@@ -126,11 +137,17 @@ pub fn parse_block(bytes: &[u8]) -> Result<ParsedBlock, ParseError> {
         txs.push(tx);
     }
     if c.pos != bytes.len() {
-        return c.fail(format!("{} trailing bytes after the last transaction", bytes.len() - c.pos));
+        return c.fail(format!(
+            "{} trailing bytes after the last transaction",
+            bytes.len() - c.pos
+        ));
     }
     let merkle = bitcoin::merkle_tree::calculate_root(txs.iter().map(|t| t.txid));
     if merkle.map(|m| m.to_raw_hash()) != Some(header.merkle_root.to_raw_hash()) {
-        return Err(ParseError { offset: 36, what: "merkle root does not match the transactions".into() });
+        return Err(ParseError {
+            offset: 36,
+            what: "merkle root does not match the transactions".into(),
+        });
     }
     let tx_weight: u64 = txs.iter().map(|t| u64::from(t.weight)).sum();
     let prefix = (80 + varint_len(n_tx as u64)) as u64 * 4;
@@ -187,7 +204,11 @@ fn parse_tx(c: &mut Cursor<'_>, first_in_block: bool) -> Result<ParsedTx, ParseE
         }
         let script_len = c.count(1, "scriptPubKey length")?;
         let (script_type, addr) = classify(c.take(script_len, "scriptPubKey")?);
-        outputs.push(ParsedOutput { value, script_type, addr });
+        outputs.push(ParsedOutput {
+            value,
+            script_type,
+            addr,
+        });
     }
     let body_end = c.pos;
     if segwit {
@@ -204,7 +225,11 @@ fn parse_tx(c: &mut Cursor<'_>, first_in_block: bool) -> Result<ParsedTx, ParseE
     let end = c.pos;
     let raw = &c.buf[start..end];
     let txid = if segwit {
-        sha256d(&[&raw[..4], &c.buf[body_start..body_end], &raw[raw.len() - 4..]])
+        sha256d(&[
+            &raw[..4],
+            &c.buf[body_start..body_end],
+            &raw[raw.len() - 4..],
+        ])
     } else {
         sha256d(&[raw])
     };
@@ -238,15 +263,23 @@ mod tests {
     use proptest::prelude::*;
 
     fn genesis_bytes() -> Vec<u8> {
-        bitcoin::consensus::serialize(&bitcoin::constants::genesis_block(bitcoin::Network::Bitcoin))
+        bitcoin::consensus::serialize(&bitcoin::constants::genesis_block(
+            bitcoin::Network::Bitcoin,
+        ))
     }
 
     #[test]
     fn genesis_block() {
         let b = parse_block(&genesis_bytes()).unwrap();
-        assert_eq!(b.hash.to_string(), "000000000019d6689c085ae165831e934ff763ae46a2a6c172b3f1b60a8ce26f");
+        assert_eq!(
+            b.hash.to_string(),
+            "000000000019d6689c085ae165831e934ff763ae46a2a6c172b3f1b60a8ce26f"
+        );
         assert_eq!(b.txs.len(), 1);
-        assert_eq!(b.txs[0].txid.to_string(), "4a5e1e4baab89f3a32518a88c31bc87f618f76673e2cc77ab2127b7afdeda33b");
+        assert_eq!(
+            b.txs[0].txid.to_string(),
+            "4a5e1e4baab89f3a32518a88c31bc87f618f76673e2cc77ab2127b7afdeda33b"
+        );
         assert!(b.txs[0].is_coinbase());
         assert_eq!(b.txs[0].outputs[0].value, 50 * 100_000_000);
         assert_eq!(b.txs[0].outputs[0].script_type, ScriptType::P2pk);

@@ -29,7 +29,14 @@ impl Progress {
             bar
         });
         let now = Instant::now();
-        Progress { bar, total_bytes, bytes: 0, blocks: 0, started: now, last_log: now }
+        Progress {
+            bar,
+            total_bytes,
+            bytes: 0,
+            blocks: 0,
+            started: now,
+            last_log: now,
+        }
     }
 
     pub fn advance(&mut self, blocks: u64, bytes: u64, height: u32) {

@@ -12,6 +12,7 @@ use bitcoin::hashes::Hash;
 use rayon::prelude::*;
 use rocksdb::{IteratorMode, WriteBatch};
 
+use crate::batch::SortedBatch;
 use crate::blkfiles::{scan_file, BlocksDir, FileScan, ScanNote};
 use crate::chain::{BestChain, Detached, HeaderTree, Node};
 use crate::network::Network;
@@ -114,10 +115,21 @@ pub fn run(opts: &IndexOptions) -> Result<Summary> {
     summary.stale_blocks = best.stale;
     summary.detached = best.detached.clone();
     let mut writer = Writer::new(&store, opts.cache_mb << 20)?;
-    let fork = undo_to_fork(&store, &mut writer, &best, &mut summary)?;
-    apply_chain(&store, &mut writer, &dir, &pool, &best.blocks, fork, opts, &mut summary)?;
-
-    store.db().flush().context("flushing the index")?;
+    let applied = undo_to_fork(&store, &mut writer, &best, &mut summary).and_then(|fork| {
+        apply_chain(
+            &store,
+            &mut writer,
+            &dir,
+            &pool,
+            &best.blocks,
+            fork,
+            opts,
+            &mut summary,
+        )
+    });
+    // Whatever was committed before an error is kept: flush it either way.
+    store.flush()?;
+    applied?;
     if let Some((h, hash)) = store.tip()? {
         summary.tip_height = Some(h);
         summary.tip_hash = Some(hash);
@@ -131,23 +143,41 @@ pub fn run(opts: &IndexOptions) -> Result<Summary> {
 /// next scan starts.
 fn load_known(store: &Store) -> Result<(HeaderTree, BTreeMap<u32, u64>)> {
     let mut tree = HeaderTree::default();
-    for item in store.db().iterator_cf(store.cf(cf::BLOCK_INDEX), IteratorMode::Start) {
+    for item in store
+        .db()
+        .iterator_cf(store.cf(cf::BLOCK_INDEX), IteratorMode::Start)
+    {
         let (_, v) = item.context("reading block_index")?;
         let (header, loc) = decode_block_index(&v)?;
         tree.insert(header, loc);
     }
     let mut offsets = BTreeMap::new();
-    for item in store.db().prefix_iterator_cf(store.cf(cf::META), meta::SCAN_PREFIX) {
+    for item in store
+        .db()
+        .prefix_iterator_cf(store.cf(cf::META), meta::SCAN_PREFIX)
+    {
         let (k, v) = item.context("reading scan offsets")?;
-        let Some(file) = k.strip_prefix(meta::SCAN_PREFIX) else { break };
-        offsets.insert(Dec::new("scan key", file).u32()?, Dec::new("scan offset", &v).u64()?);
+        let Some(file) = k.strip_prefix(meta::SCAN_PREFIX) else {
+            break;
+        };
+        offsets.insert(
+            Dec::new("scan key", file).u32()?,
+            Dec::new("scan offset", &v).u64()?,
+        );
     }
     Ok((tree, offsets))
 }
 
 /// The one network of the directory, the DB and the command line.
-fn settle_network(store: &Store, wanted: Option<Network>, dir: &BlocksDir, scans: &[FileScan]) -> Result<Network> {
-    let mut found: Option<(Network, String)> = store.network()?.map(|n| (n, format!("the index at {}", store.path().display())));
+fn settle_network(
+    store: &Store,
+    wanted: Option<Network>,
+    dir: &BlocksDir,
+    scans: &[FileScan],
+) -> Result<Network> {
+    let mut found: Option<(Network, String)> = store
+        .network()?
+        .map(|n| (n, format!("the index at {}", store.path().display())));
     for (file, scan) in dir.files.iter().zip(scans) {
         let Some(n) = scan.network else { continue };
         match &found {
@@ -159,9 +189,14 @@ fn settle_network(store: &Store, wanted: Option<Network>, dir: &BlocksDir, scans
         }
     }
     match (found, wanted) {
-        (Some((n, source)), Some(w)) if n != w => bail!("--network {w} was given but {source} is {n}"),
+        (Some((n, source)), Some(w)) if n != w => {
+            bail!("--network {w} was given but {source} is {n}")
+        }
         (Some((n, _)), _) => Ok(n),
-        (None, _) => bail!("{}: no block records found in the blk files", dir.path.display()),
+        (None, _) => bail!(
+            "{}: no block records found in the blk files",
+            dir.path.display()
+        ),
     }
 }
 
@@ -188,32 +223,50 @@ fn record_scans(
             summary.notes.push(note.to_string());
         }
         for record in &scan.records {
-            let header: bitcoin::block::Header = deserialize(&record.header).expect("80 bytes decode as a header");
+            let header: bitcoin::block::Header =
+                deserialize(&record.header).expect("80 bytes decode as a header");
             summary.records_found += 1;
             if tree.insert(header, record.loc) {
-                batch.put_cf(store.cf(cf::BLOCK_INDEX), header.block_hash().as_byte_array(), encode_block_index(&header, &record.loc));
+                batch.put_cf(
+                    store.cf(cf::BLOCK_INDEX),
+                    header.block_hash().as_byte_array(),
+                    encode_block_index(&header, &record.loc),
+                );
             }
         }
         let mut key = meta::SCAN_PREFIX.to_vec();
         key.extend_from_slice(&file.number.to_be_bytes());
         batch.put_cf(store.cf(cf::META), key, scan.resume_at.to_be_bytes());
     }
-    store.write(batch)
+    store.write(batch)?;
+    store.flush()
 }
 
 /// Rolls back indexed blocks that are not on the best chain; returns the
 /// height of the first block to apply.
-fn undo_to_fork(store: &Store, writer: &mut Writer, best: &BestChain, summary: &mut Summary) -> Result<usize> {
-    let Some((mut height, _)) = store.tip()? else { return Ok(0) };
+fn undo_to_fork(
+    store: &Store,
+    writer: &mut Writer,
+    best: &BestChain,
+    summary: &mut Summary,
+) -> Result<usize> {
+    let Some((mut height, _)) = store.tip()? else {
+        return Ok(0);
+    };
     loop {
-        let row = store.block(height)?.with_context(|| format!("block row at height {height} is missing"))?;
+        let row = store
+            .block(height)?
+            .with_context(|| format!("block row at height {height} is missing"))?;
         if best.blocks.get(height as usize).map(|n| n.hash) == Some(row.hash) {
             return Ok(height as usize + 1);
         }
-        tracing::info!("rolling back block {} at height {height}: no longer on the best chain", row.hash);
-        let mut batch = WriteBatch::default();
+        tracing::info!(
+            "rolling back block {} at height {height}: no longer on the best chain",
+            row.hash
+        );
+        let mut batch = SortedBatch::default();
         writer.undo_tip(&mut batch)?;
-        store.write(batch)?;
+        store.write(batch.into_write_batch(store))?;
         summary.blocks_undone += 1;
         match height.checked_sub(1) {
             Some(h) => height = h,
@@ -222,8 +275,10 @@ fn undo_to_fork(store: &Store, writer: &mut Writer, best: &BestChain, summary: &
     }
 }
 
-/// Parses the chain from height `from` on the pool, a batch ahead, while
-/// this thread applies the blocks in height order, one commit per batch.
+/// Three stages, bounded channels between them: the pool parses the chain
+/// from height `from` a batch ahead; this thread applies blocks in height
+/// order into a batch; a writer thread sorts and commits the previous batch
+/// meanwhile.
 #[allow(clippy::too_many_arguments)]
 fn apply_chain(
     store: &Store,
@@ -239,44 +294,107 @@ fn apply_chain(
     let total: u64 = blocks.iter().map(|n| u64::from(n.loc.len)).sum();
     let mut progress = Progress::new(total, opts.quiet);
     let batches = split_by_bytes(blocks, opts.batch_bytes.max(1));
-    let (send, recv) = crossbeam_channel::bounded::<Result<Vec<ParsedBlock>>>(2);
+    let (parsed_tx, parsed_rx) = crossbeam_channel::bounded::<Result<Vec<ParsedBlock>>>(2);
+    let (commit_tx, commit_rx) = crossbeam_channel::bounded::<(SortedBatch, Committed)>(1);
+    let (ack_tx, ack_rx) = crossbeam_channel::unbounded::<Result<Committed>>();
     std::thread::scope(|s| {
         s.spawn(|| {
             for batch in &batches {
-                let parsed = pool.install(|| batch.par_iter().map(|n| read_block(dir, n)).collect::<Result<Vec<_>>>());
+                let parsed = pool.install(|| {
+                    batch
+                        .par_iter()
+                        .map(|n| read_block(dir, n))
+                        .collect::<Result<Vec<_>>>()
+                });
                 let failed = parsed.is_err();
-                if send.send(parsed).is_err() || failed {
+                if parsed_tx.send(parsed).is_err() || failed {
                     break;
                 }
             }
         });
+        std::thread::Builder::new()
+            .name("commit".into())
+            .spawn_scoped(s, move || {
+                for (batch, done) in commit_rx {
+                    let written = store.write(batch.into_write_batch(store)).map(|()| done);
+                    let failed = written.is_err();
+                    if ack_tx.send(written).is_err() || failed {
+                        break;
+                    }
+                }
+            })
+            .expect("spawning the commit thread");
         let mut height = from as u32;
+        let mut in_flight = 0;
+        let mut on_commit = |done: Result<Committed>, writer: &mut Writer| -> Result<()> {
+            let done = done?;
+            // Everything the caches could forget now is on disk.
+            writer.committed();
+            summary.blocks_applied += done.blocks;
+            summary.blk_bytes += done.bytes;
+            progress.advance(done.blocks, done.bytes, done.tip);
+            Ok(())
+        };
         let result = (|| -> Result<()> {
-            for (nodes, parsed) in batches.iter().zip(recv.iter()) {
+            for (nodes, parsed) in batches.iter().zip(parsed_rx.iter()) {
                 let parsed = parsed?;
-                let mut batch = WriteBatch::default();
+                let mut batch = SortedBatch::default();
                 let mut bytes = 0;
                 for (node, block) in nodes.iter().zip(&parsed) {
                     writer.apply(&mut batch, height, node.loc, block)?;
                     summary.txs += block.txs.len() as u64;
                     summary.inputs += block.txs.iter().map(|t| t.spends.len() as u64).sum::<u64>();
-                    summary.outputs += block.txs.iter().map(|t| t.outputs.len() as u64).sum::<u64>();
+                    summary.outputs += block
+                        .txs
+                        .iter()
+                        .map(|t| t.outputs.len() as u64)
+                        .sum::<u64>();
                     bytes += u64::from(node.loc.len);
                     height += 1;
                 }
                 writer.finish_batch(&mut batch);
-                store.write(batch)?;
-                writer.committed();
-                summary.blocks_applied += nodes.len() as u64;
-                summary.blk_bytes += bytes;
-                progress.advance(nodes.len() as u64, bytes, height - 1);
+                let done = Committed {
+                    blocks: nodes.len() as u64,
+                    bytes,
+                    tip: height - 1,
+                };
+                commit_tx
+                    .send((batch, done))
+                    .map_err(|_| anyhow!("the commit thread stopped"))?;
+                in_flight += 1;
+                // Keep one batch committing while the next is applied.
+                while in_flight > 1 {
+                    on_commit(
+                        ack_rx
+                            .recv()
+                            .map_err(|_| anyhow!("the commit thread stopped"))?,
+                        writer,
+                    )?;
+                    in_flight -= 1;
+                }
+            }
+            drop(commit_tx);
+            for _ in 0..in_flight {
+                on_commit(
+                    ack_rx
+                        .recv()
+                        .map_err(|_| anyhow!("the commit thread stopped"))?,
+                    writer,
+                )?;
             }
             Ok(())
         })();
-        drop(recv); // stops the parser if we failed early
+        drop(parsed_rx); // stops the parser if we failed early
         progress.finish();
         result
     })
+}
+
+/// What a committed batch brought.
+struct Committed {
+    blocks: u64,
+    bytes: u64,
+    tip: u32,
 }
 
 /// Consecutive runs of blocks of about `max_bytes` of blk data each.
@@ -297,7 +415,9 @@ fn split_by_bytes(blocks: &[Node], max_bytes: u64) -> Vec<&[Node]> {
 }
 
 fn read_block(dir: &BlocksDir, node: &Node) -> Result<ParsedBlock> {
-    let file = dir.file(node.loc.file).ok_or_else(|| anyhow!("blk file {} has disappeared", node.loc.file))?;
+    let file = dir
+        .file(node.loc.file)
+        .ok_or_else(|| anyhow!("blk file {} has disappeared", node.loc.file))?;
     let bytes = file.read(dir.key, node.loc.offset, node.loc.len as usize)?;
     parse_block(&bytes).map_err(|e| {
         anyhow!(

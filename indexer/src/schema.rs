@@ -30,8 +30,20 @@ pub mod cf {
     pub const ADDR_STATS: &str = "addr_stats";
 
     pub const ALL: [&str; 14] = [
-        META, BLOCK_INDEX, BLOCKS, BLOCK_HEIGHT, TXS, TXIDS, OUTPUTS, SPENDS, INPUTS, ADDRS, ADDR_IDS, HISTORY,
-        ADDR_UTXOS, ADDR_STATS,
+        META,
+        BLOCK_INDEX,
+        BLOCKS,
+        BLOCK_HEIGHT,
+        TXS,
+        TXIDS,
+        OUTPUTS,
+        SPENDS,
+        INPUTS,
+        ADDRS,
+        ADDR_IDS,
+        HISTORY,
+        ADDR_UTXOS,
+        ADDR_STATS,
     ];
 }
 
@@ -62,11 +74,18 @@ pub struct Dec<'a> {
 
 impl<'a> Dec<'a> {
     pub fn new(row: &'static str, bytes: &'a [u8]) -> Dec<'a> {
-        Dec { bytes, row, len: bytes.len() }
+        Dec {
+            bytes,
+            row,
+            len: bytes.len(),
+        }
     }
 
     fn err(&self) -> RowError {
-        RowError { row: self.row, len: self.len }
+        RowError {
+            row: self.row,
+            len: self.len,
+        }
     }
 
     pub fn take<const N: usize>(&mut self) -> Result<[u8; N], RowError> {
@@ -128,9 +147,14 @@ pub fn split_pair(key: &[u8]) -> Result<(u64, u64), RowError> {
 /// input order (one row per tx, not per input: fewer writes).
 pub fn decode_inputs(v: &[u8]) -> Result<Vec<u64>, RowError> {
     if v.len() % 8 != 0 {
-        return Err(RowError { row: "inputs", len: v.len() });
+        return Err(RowError {
+            row: "inputs",
+            len: v.len(),
+        });
     }
-    Ok(v.chunks_exact(8).map(|c| u64::from_be_bytes(c.try_into().expect("8 bytes"))).collect())
+    Ok(v.chunks_exact(8)
+        .map(|c| u64::from_be_bytes(c.try_into().expect("8 bytes")))
+        .collect())
 }
 
 /// `txids` key: the txid (in its internal byte order) then the tx number;
@@ -159,7 +183,10 @@ impl InputRef {
 
     pub fn decode(b: &[u8]) -> Result<InputRef, RowError> {
         let mut d = Dec::new("spend", b);
-        let r = InputRef { tx: d.u64()?, vin: d.u32()? };
+        let r = InputRef {
+            tx: d.u64()?,
+            vin: d.u32()?,
+        };
         d.done()?;
         Ok(r)
     }
@@ -191,7 +218,12 @@ impl BlockRow {
         v.extend_from_slice(&self.loc.file.to_be_bytes());
         v.extend_from_slice(&self.loc.offset.to_be_bytes());
         v.extend_from_slice(&self.loc.len.to_be_bytes());
-        for n in [self.weight, self.tx_count, self.input_count, self.output_count] {
+        for n in [
+            self.weight,
+            self.tx_count,
+            self.input_count,
+            self.output_count,
+        ] {
             v.extend_from_slice(&n.to_be_bytes());
         }
         for n in [self.fees, self.first_tx, self.first_output, self.first_addr] {
@@ -205,7 +237,11 @@ impl BlockRow {
         let mut d = Dec::new("block", b);
         let hash = BlockHash::from_byte_array(d.take()?);
         let header = deserialize(&d.take::<80>()?).map_err(|_| d.err())?;
-        let loc = BlockLoc { file: d.u32()?, offset: d.u64()?, len: d.u32()? };
+        let loc = BlockLoc {
+            file: d.u32()?,
+            offset: d.u64()?,
+            len: d.u32()?,
+        };
         let row = BlockRow {
             hash,
             header,
@@ -254,7 +290,11 @@ pub fn encode_block_index(header: &Header, loc: &BlockLoc) -> Vec<u8> {
 pub fn decode_block_index(b: &[u8]) -> Result<(Header, BlockLoc), RowError> {
     let mut d = Dec::new("block_index", b);
     let header = deserialize(&d.take::<80>()?).map_err(|_| d.err())?;
-    let loc = BlockLoc { file: d.u32()?, offset: d.u64()?, len: d.u32()? };
+    let loc = BlockLoc {
+        file: d.u32()?,
+        offset: d.u64()?,
+        len: d.u32()?,
+    };
     d.done()?;
     Ok((header, loc))
 }
@@ -283,7 +323,14 @@ impl TxRow {
     pub fn encode(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(84);
         v.extend_from_slice(self.txid.as_byte_array());
-        for n in [self.height, self.position, self.version as u32, self.locktime, self.size, self.weight] {
+        for n in [
+            self.height,
+            self.position,
+            self.version as u32,
+            self.locktime,
+            self.size,
+            self.weight,
+        ] {
             v.extend_from_slice(&n.to_be_bytes());
         }
         v.extend_from_slice(&self.fee.to_be_bytes());
@@ -353,7 +400,13 @@ impl OutputRow {
         let script_type = ScriptType::from_u8(d.u8()?).ok_or_else(|| d.err())?;
         let addr = Some(d.u64()?).filter(|&a| a != NO_ADDR);
         d.done()?;
-        Ok(OutputRow { tx, vout, value, script_type, addr })
+        Ok(OutputRow {
+            tx,
+            vout,
+            value,
+            script_type,
+            addr,
+        })
     }
 }
 
@@ -371,7 +424,10 @@ impl HistoryRow {
 
     pub fn decode(b: &[u8]) -> Result<HistoryRow, RowError> {
         let mut d = Dec::new("history", b);
-        let row = HistoryRow { received: d.u64()?, sent: d.u64()? };
+        let row = HistoryRow {
+            received: d.u64()?,
+            sent: d.u64()?,
+        };
         d.done()?;
         Ok(row)
     }
@@ -395,7 +451,10 @@ pub struct AddrStats {
 impl AddrStats {
     pub fn encode(&self) -> [u8; 32] {
         let mut v = [0u8; 32];
-        for (i, n) in [self.tx_count, self.received, self.sent, self.utxo_count].into_iter().enumerate() {
+        for (i, n) in [self.tx_count, self.received, self.sent, self.utxo_count]
+            .into_iter()
+            .enumerate()
+        {
             v[i * 8..i * 8 + 8].copy_from_slice(&n.to_be_bytes());
         }
         v
@@ -403,7 +462,12 @@ impl AddrStats {
 
     pub fn decode(b: &[u8]) -> Result<AddrStats, RowError> {
         let mut d = Dec::new("addr_stats", b);
-        let s = AddrStats { tx_count: d.i64()?, received: d.i64()?, sent: d.i64()?, utxo_count: d.i64()? };
+        let s = AddrStats {
+            tx_count: d.i64()?,
+            received: d.i64()?,
+            sent: d.i64()?,
+            utxo_count: d.i64()?,
+        };
         d.done()?;
         Ok(s)
     }
@@ -416,7 +480,12 @@ impl AddrStats {
     }
 
     pub fn negated(&self) -> AddrStats {
-        AddrStats { tx_count: -self.tx_count, received: -self.received, sent: -self.sent, utxo_count: -self.utxo_count }
+        AddrStats {
+            tx_count: -self.tx_count,
+            received: -self.received,
+            sent: -self.sent,
+            utxo_count: -self.utxo_count,
+        }
     }
 
     pub fn balance(&self) -> i64 {
@@ -433,22 +502,38 @@ mod tests {
         assert!(key_u64(255) < key_u64(256));
         assert!(key_pair(1, u64::MAX) < key_pair(2, 0));
         let spend = |vin| InputRef { tx: 7, vin }.encode();
-        assert!(spend(65_536) > spend(65_535), "input index is 32-bit, not 16");
-        assert_eq!(decode_inputs(&[key_u64(3), key_u64(1)].concat()).unwrap(), vec![3, 1]);
+        assert!(
+            spend(65_536) > spend(65_535),
+            "input index is 32-bit, not 16"
+        );
+        assert_eq!(
+            decode_inputs(&[key_u64(3), key_u64(1)].concat()).unwrap(),
+            vec![3, 1]
+        );
         assert!(decode_inputs(&[0; 9]).is_err());
         assert_eq!(split_pair(&key_pair(3, 9)).unwrap(), (3, 9));
     }
 
     #[test]
     fn output_row_golden_bytes() {
-        let row = OutputRow { tx: 1, vout: 2, value: 5_000_000_000, script_type: ScriptType::P2pk, addr: Some(7) };
+        let row = OutputRow {
+            tx: 1,
+            vout: 2,
+            value: 5_000_000_000,
+            script_type: ScriptType::P2pk,
+            addr: Some(7),
+        };
         let bytes = row.encode();
         assert_eq!(
             hex::encode(bytes),
             "000000000000000100000002000000012a05f200010000000000000007"
         );
         assert_eq!(OutputRow::decode(&bytes).unwrap(), row);
-        let op_return = OutputRow { addr: None, script_type: ScriptType::OpReturn, ..row };
+        let op_return = OutputRow {
+            addr: None,
+            script_type: ScriptType::OpReturn,
+            ..row
+        };
         assert_eq!(OutputRow::decode(&op_return.encode()).unwrap(), op_return);
         assert!(OutputRow::decode(&bytes[..28]).is_err());
     }
@@ -475,7 +560,11 @@ mod tests {
         let block = BlockRow {
             hash: genesis.block_hash(),
             header: genesis.header,
-            loc: BlockLoc { file: 3, offset: 8, len: 285 },
+            loc: BlockLoc {
+                file: 3,
+                offset: 8,
+                len: 285,
+            },
             weight: 1140,
             tx_count: 1,
             input_count: 1,
@@ -487,13 +576,30 @@ mod tests {
             new_addrs: 1,
         };
         assert_eq!(BlockRow::decode(&block.encode()).unwrap(), block);
-        assert_eq!(block.next_ids(), NextIds { tx: 1, output: 1, addr: 1 });
+        assert_eq!(
+            block.next_ids(),
+            NextIds {
+                tx: 1,
+                output: 1,
+                addr: 1
+            }
+        );
     }
 
     #[test]
     fn stats_deltas_cancel() {
-        let mut s = AddrStats { tx_count: 2, received: 100, sent: 40, utxo_count: 1 };
-        let d = AddrStats { tx_count: 1, received: 5, sent: 0, utxo_count: 1 };
+        let mut s = AddrStats {
+            tx_count: 2,
+            received: 100,
+            sent: 40,
+            utxo_count: 1,
+        };
+        let d = AddrStats {
+            tx_count: 1,
+            received: 5,
+            sent: 0,
+            utxo_count: 1,
+        };
         s.add(&d);
         s.add(&d.negated());
         assert_eq!(s.balance(), 60);

@@ -22,9 +22,20 @@ pub enum ScriptType {
 impl ScriptType {
     pub fn from_u8(b: u8) -> Option<ScriptType> {
         use ScriptType::*;
-        [NonStandard, P2pk, P2pkh, P2sh, P2wpkh, P2wsh, P2tr, Multisig, OpReturn, WitnessUnknown]
-            .into_iter()
-            .find(|t| *t as u8 == b)
+        [
+            NonStandard,
+            P2pk,
+            P2pkh,
+            P2sh,
+            P2wpkh,
+            P2wsh,
+            P2tr,
+            Multisig,
+            OpReturn,
+            WitnessUnknown,
+        ]
+        .into_iter()
+        .find(|t| *t as u8 == b)
     }
 
     pub fn name(self) -> &'static str {
@@ -60,7 +71,9 @@ pub enum AddrKind {
 impl AddrKind {
     pub fn from_u8(b: u8) -> Option<AddrKind> {
         use AddrKind::*;
-        [P2pkh, P2sh, P2wpkh, P2wsh, P2tr, ScriptHash].into_iter().find(|k| *k as u8 == b)
+        [P2pkh, P2sh, P2wpkh, P2wsh, P2tr, ScriptHash]
+            .into_iter()
+            .find(|k| *k as u8 == b)
     }
 
     pub fn hash_len(self) -> usize {
@@ -112,7 +125,10 @@ impl AddrKey {
 
     /// The key for a script without an address form.
     pub fn for_script(script: &[u8]) -> AddrKey {
-        AddrKey { kind: AddrKind::ScriptHash, hash: sha256::Hash::hash(script).to_byte_array() }
+        AddrKey {
+            kind: AddrKind::ScriptHash,
+            hash: sha256::Hash::hash(script).to_byte_array(),
+        }
     }
 }
 
@@ -127,7 +143,9 @@ impl std::fmt::Debug for AddrKey {
 pub fn classify(script: &[u8]) -> (ScriptType, Option<AddrKey>) {
     let key = |kind, hash: &[u8]| AddrKey::new(kind, hash);
     match script {
-        [0x76, 0xa9, 0x14, h @ .., 0x88, 0xac] if h.len() == 20 => (ScriptType::P2pkh, key(AddrKind::P2pkh, h)),
+        [0x76, 0xa9, 0x14, h @ .., 0x88, 0xac] if h.len() == 20 => {
+            (ScriptType::P2pkh, key(AddrKind::P2pkh, h))
+        }
         [0xa9, 0x14, h @ .., 0x87] if h.len() == 20 => (ScriptType::P2sh, key(AddrKind::P2sh, h)),
         [0x00, 0x14, h @ ..] if h.len() == 20 => (ScriptType::P2wpkh, key(AddrKind::P2wpkh, h)),
         [0x00, 0x20, h @ ..] if h.len() == 32 => (ScriptType::P2wsh, key(AddrKind::P2wsh, h)),
@@ -137,7 +155,10 @@ pub fn classify(script: &[u8]) -> (ScriptType, Option<AddrKey>) {
             let h = hash160::Hash::hash(pk);
             (ScriptType::P2pk, key(AddrKind::P2pkh, h.as_byte_array()))
         }
-        _ if is_witness_program(script) => (ScriptType::WitnessUnknown, Some(AddrKey::for_script(script))),
+        _ if is_witness_program(script) => (
+            ScriptType::WitnessUnknown,
+            Some(AddrKey::for_script(script)),
+        ),
         _ if is_bare_multisig(script) => (ScriptType::Multisig, Some(AddrKey::for_script(script))),
         _ => (ScriptType::NonStandard, Some(AddrKey::for_script(script))),
     }
@@ -155,16 +176,24 @@ fn is_pubkey(pk: &[u8]) -> bool {
 /// BIP141: a version opcode then one push of 2–40 bytes.
 fn is_witness_program(s: &[u8]) -> bool {
     let version_op = matches!(s.first(), Some(0x00 | 0x51..=0x60));
-    version_op && (4..=42).contains(&s.len()) && usize::from(s[1]) + 2 == s.len() && (2..=40).contains(&s[1])
+    version_op
+        && (4..=42).contains(&s.len())
+        && usize::from(s[1]) + 2 == s.len()
+        && (2..=40).contains(&s[1])
 }
 
 /// `OP_m <pubkey>… OP_n OP_CHECKMULTISIG` with 1 ≤ m ≤ n ≤ 16 keys.
 fn is_bare_multisig(s: &[u8]) -> bool {
     let small_int = |op: u8| (0x51..=0x60).contains(&op).then(|| op - 0x50);
-    let (Some(&first), Some(&[n_op, 0xae])) = (s.first(), s.get(s.len().saturating_sub(2)..).map(|t| t as &[u8])) else {
+    let (Some(&first), Some(&[n_op, 0xae])) = (
+        s.first(),
+        s.get(s.len().saturating_sub(2)..).map(|t| t as &[u8]),
+    ) else {
         return false;
     };
-    let (Some(m), Some(n)) = (small_int(first), small_int(n_op)) else { return false };
+    let (Some(m), Some(n)) = (small_int(first), small_int(n_op)) else {
+        return false;
+    };
     let mut keys = 0u8;
     let mut rest = &s[1..s.len() - 2];
     while let Some((&len, tail)) = rest.split_first() {
@@ -221,7 +250,10 @@ mod tests {
         assert_eq!(t, ScriptType::P2pk);
         let k = k.unwrap();
         assert_eq!(k.kind(), AddrKind::P2pkh);
-        assert_eq!(hex::encode(k.hash()), "62e907b15cbf27d5425399ebf6f0fb50ebb88f18");
+        assert_eq!(
+            hex::encode(k.hash()),
+            "62e907b15cbf27d5425399ebf6f0fb50ebb88f18"
+        );
         // A 33-byte push announcing an uncompressed key is not P2PK.
         let mut bad = vec![0x21, 0x04];
         bad.extend([1u8; 32]);

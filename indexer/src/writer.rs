@@ -5,15 +5,15 @@
 use anyhow::{anyhow, bail, Context, Result};
 use bitcoin::hashes::Hash;
 use bitcoin::{BlockHash, OutPoint};
-use rocksdb::WriteBatch;
 use rustc_hash::FxHashMap;
 
+use crate::batch::SortedBatch;
 use crate::blkfiles::BlockLoc;
 use crate::cache::BoundedMap;
 use crate::parse::ParsedBlock;
 use crate::schema::{
-    cf, decode_inputs, key_pair, key_u32, key_u64, meta, txid_key, AddrStats, BlockRow, Dec, HistoryRow, InputRef, NextIds,
-    OutputRow, TxRow,
+    cf, decode_inputs, key_pair, key_u32, key_u64, meta, txid_key, AddrStats, BlockRow, Dec,
+    HistoryRow, InputRef, NextIds, OutputRow, TxRow,
 };
 use crate::script::{AddrKey, ScriptType};
 use crate::store::Store;
@@ -58,9 +58,9 @@ impl<'s> Writer<'s> {
 
     /// Adds the batch's pending address-stats deltas; call last before
     /// committing `batch`.
-    pub fn finish_batch(&mut self, batch: &mut WriteBatch) {
+    pub fn finish_batch(&mut self, batch: &mut SortedBatch) {
         for (addr, delta) in self.pending_stats.drain() {
-            batch.merge_cf(self.store.cf(cf::ADDR_STATS), key_u64(addr), delta.encode());
+            batch.merge(cf::ADDR_STATS, key_u64(addr), delta.encode());
         }
     }
 
@@ -70,7 +70,13 @@ impl<'s> Writer<'s> {
         self.addrs.evict_if_full();
     }
 
-    pub fn apply(&mut self, batch: &mut WriteBatch, height: u32, loc: BlockLoc, block: &ParsedBlock) -> Result<BlockRow> {
+    pub fn apply(
+        &mut self,
+        batch: &mut SortedBatch,
+        height: u32,
+        loc: BlockLoc,
+        block: &ParsedBlock,
+    ) -> Result<BlockRow> {
         let first = self.ids;
         let (mut fees, mut inputs) = (0u64, 0u32);
         for (position, tx) in block.txs.iter().enumerate() {
@@ -81,18 +87,36 @@ impl<'s> Writer<'s> {
             let mut spent_outputs = Vec::with_capacity(tx.spends.len() * 8);
             for (vin, prevout) in tx.spends.iter().enumerate() {
                 let spent = self.take_unspent(prevout).with_context(|| {
-                    format!("block {} at height {height}: tx {} input {vin} spends {prevout}", block.hash, tx.txid)
+                    format!(
+                        "block {} at height {height}: tx {} input {vin} spends {prevout}",
+                        block.hash, tx.txid
+                    )
                 })?;
                 value_in += spent.value;
                 spent_outputs.extend_from_slice(&key_u64(spent.output));
-                batch.put_cf(self.store.cf(cf::SPENDS), key_u64(spent.output), InputRef { tx: txnum, vin: vin as u32 }.encode());
+                batch.put(
+                    cf::SPENDS,
+                    key_u64(spent.output),
+                    InputRef {
+                        tx: txnum,
+                        vin: vin as u32,
+                    }
+                    .encode(),
+                );
                 if let Some(a) = spent.addr {
-                    batch.delete_cf(self.store.cf(cf::ADDR_UTXOS), key_pair(a, spent.output));
-                    self.touch(a, AddrStats { sent: spent.value as i64, utxo_count: -1, ..Default::default() });
+                    batch.delete(cf::ADDR_UTXOS, key_pair(a, spent.output));
+                    self.touch(
+                        a,
+                        AddrStats {
+                            sent: spent.value as i64,
+                            utxo_count: -1,
+                            ..Default::default()
+                        },
+                    );
                 }
             }
             if !tx.is_coinbase() {
-                batch.put_cf(self.store.cf(cf::INPUTS), key_u64(txnum), spent_outputs);
+                batch.put(cf::INPUTS, key_u64(txnum), spent_outputs);
             }
             inputs += tx.input_count();
             let first_output = self.ids.output;
@@ -102,16 +126,39 @@ impl<'s> Writer<'s> {
                 self.ids.output += 1;
                 value_out += out.value;
                 let addr = out.addr.map(|k| self.addr_id(batch, k)).transpose()?;
-                let row = OutputRow { tx: txnum, vout: vout as u32, value: out.value, script_type: out.script_type, addr };
-                batch.put_cf(self.store.cf(cf::OUTPUTS), key_u64(output), row.encode());
+                let row = OutputRow {
+                    tx: txnum,
+                    vout: vout as u32,
+                    value: out.value,
+                    script_type: out.script_type,
+                    addr,
+                };
+                batch.put(cf::OUTPUTS, key_u64(output), row.encode());
                 if let Some(a) = addr {
-                    batch.put_cf(self.store.cf(cf::ADDR_UTXOS), key_pair(a, output), key_u64(out.value));
-                    self.touch(a, AddrStats { received: out.value as i64, utxo_count: 1, ..Default::default() });
+                    batch.put(cf::ADDR_UTXOS, key_pair(a, output), key_u64(out.value));
+                    self.touch(
+                        a,
+                        AddrStats {
+                            received: out.value as i64,
+                            utxo_count: 1,
+                            ..Default::default()
+                        },
+                    );
                 }
                 // OP_RETURN outputs can never be spent: not worth a slot.
                 if out.script_type != ScriptType::OpReturn {
-                    let unspent = Unspent { output, value: out.value, addr };
-                    self.utxos.insert(OutPoint { txid: tx.txid, vout: vout as u32 }, unspent);
+                    let unspent = Unspent {
+                        output,
+                        value: out.value,
+                        addr,
+                    };
+                    self.utxos.insert(
+                        OutPoint {
+                            txid: tx.txid,
+                            vout: vout as u32,
+                        },
+                        unspent,
+                    );
                 }
             }
             let fee = if tx.is_coinbase() {
@@ -136,8 +183,8 @@ impl<'s> Writer<'s> {
                 first_output,
                 offset_in_block: tx.offset,
             };
-            batch.put_cf(self.store.cf(cf::TXS), key_u64(txnum), row.encode());
-            batch.put_cf(self.store.cf(cf::TXIDS), txid_key(&tx.txid, txnum), []);
+            batch.put(cf::TXS, key_u64(txnum), row.encode());
+            batch.put(cf::TXIDS, txid_key(&tx.txid, txnum), []);
             self.write_touched(batch, txnum, Direction::Apply);
         }
         let row = BlockRow {
@@ -154,17 +201,27 @@ impl<'s> Writer<'s> {
             first_addr: first.addr,
             new_addrs: (self.ids.addr - first.addr) as u32,
         };
-        batch.put_cf(self.store.cf(cf::BLOCKS), key_u32(height), row.encode());
-        batch.put_cf(self.store.cf(cf::BLOCK_HEIGHT), block.hash.as_byte_array(), key_u32(height));
-        set_tip(self.store, batch, Some((height, block.hash)));
+        batch.put(cf::BLOCKS, key_u32(height), row.encode());
+        batch.put(
+            cf::BLOCK_HEIGHT,
+            block.hash.as_byte_array(),
+            key_u32(height),
+        );
+        set_tip(batch, Some((height, block.hash)));
         Ok(row)
     }
 
     /// Removes the tip block's rows: the exact inverse of `apply`, computed
     /// from the rows themselves. Commit before undoing the next block.
-    pub fn undo_tip(&mut self, batch: &mut WriteBatch) -> Result<BlockRow> {
-        let (height, _) = self.store.tip()?.context("nothing to undo: the index is empty")?;
-        let row = self.store.block(height)?.with_context(|| format!("tip block row at height {height} is missing"))?;
+    pub fn undo_tip(&mut self, batch: &mut SortedBatch) -> Result<BlockRow> {
+        let (height, _) = self
+            .store
+            .tip()?
+            .context("nothing to undo: the index is empty")?;
+        let row = self
+            .store
+            .block(height)?
+            .with_context(|| format!("tip block row at height {height} is missing"))?;
         // Ids above the new tip are about to be reused.
         self.utxos.clear();
         self.addrs.clear();
@@ -176,45 +233,69 @@ impl<'s> Writer<'s> {
             self.touched.clear();
             for output in tx.first_output..tx.first_output + u64::from(tx.output_count) {
                 let out = OutputRow::decode(&self.need(cf::OUTPUTS, &key_u64(output))?)?;
-                batch.delete_cf(self.store.cf(cf::OUTPUTS), key_u64(output));
+                batch.delete(cf::OUTPUTS, key_u64(output));
                 if let Some(a) = out.addr {
-                    batch.delete_cf(self.store.cf(cf::ADDR_UTXOS), key_pair(a, output));
-                    self.touch(a, AddrStats { received: out.value as i64, utxo_count: 1, ..Default::default() });
+                    batch.delete(cf::ADDR_UTXOS, key_pair(a, output));
+                    self.touch(
+                        a,
+                        AddrStats {
+                            received: out.value as i64,
+                            utxo_count: 1,
+                            ..Default::default()
+                        },
+                    );
                 }
             }
             let spent_outputs = match tx.is_coinbase() {
                 true => Vec::new(),
                 false => decode_inputs(&self.need(cf::INPUTS, &key_u64(txnum))?)?,
             };
-            batch.delete_cf(self.store.cf(cf::INPUTS), key_u64(txnum));
+            batch.delete(cf::INPUTS, key_u64(txnum));
             for spent in spent_outputs {
                 let out = OutputRow::decode(&self.need(cf::OUTPUTS, &key_u64(spent))?)?;
-                batch.delete_cf(self.store.cf(cf::SPENDS), key_u64(spent));
+                batch.delete(cf::SPENDS, key_u64(spent));
                 if let Some(a) = out.addr {
-                    batch.put_cf(self.store.cf(cf::ADDR_UTXOS), key_pair(a, spent), key_u64(out.value));
-                    self.touch(a, AddrStats { sent: out.value as i64, utxo_count: -1, ..Default::default() });
+                    batch.put(cf::ADDR_UTXOS, key_pair(a, spent), key_u64(out.value));
+                    self.touch(
+                        a,
+                        AddrStats {
+                            sent: out.value as i64,
+                            utxo_count: -1,
+                            ..Default::default()
+                        },
+                    );
                 }
             }
-            batch.delete_cf(self.store.cf(cf::TXS), key_u64(txnum));
-            batch.delete_cf(self.store.cf(cf::TXIDS), txid_key(&tx.txid, txnum));
+            batch.delete(cf::TXS, key_u64(txnum));
+            batch.delete(cf::TXIDS, txid_key(&tx.txid, txnum));
             self.write_touched(batch, txnum, Direction::Undo);
         }
         // After the stats merges, so the deletes win.
         self.finish_batch(batch);
         for addr in row.first_addr..end.addr {
             let key = self.need(cf::ADDRS, &key_u64(addr))?;
-            batch.delete_cf(self.store.cf(cf::ADDR_IDS), key);
-            batch.delete_cf(self.store.cf(cf::ADDRS), key_u64(addr));
-            batch.delete_cf(self.store.cf(cf::ADDR_STATS), key_u64(addr));
+            batch.delete(cf::ADDR_IDS, key);
+            batch.delete(cf::ADDRS, key_u64(addr));
+            batch.delete(cf::ADDR_STATS, key_u64(addr));
         }
-        batch.delete_cf(self.store.cf(cf::BLOCKS), key_u32(height));
-        batch.delete_cf(self.store.cf(cf::BLOCK_HEIGHT), row.hash.as_byte_array());
+        batch.delete(cf::BLOCKS, key_u32(height));
+        batch.delete(cf::BLOCK_HEIGHT, row.hash.as_byte_array());
         let new_tip = match height.checked_sub(1) {
-            Some(h) => Some((h, self.store.block(h)?.with_context(|| format!("block row at height {h} is missing"))?.hash)),
+            Some(h) => Some((
+                h,
+                self.store
+                    .block(h)?
+                    .with_context(|| format!("block row at height {h} is missing"))?
+                    .hash,
+            )),
             None => None,
         };
-        set_tip(self.store, batch, new_tip);
-        self.ids = NextIds { tx: row.first_tx, output: row.first_output, addr: row.first_addr };
+        set_tip(batch, new_tip);
+        self.ids = NextIds {
+            tx: row.first_tx,
+            output: row.first_output,
+            addr: row.first_addr,
+        };
         Ok(row)
     }
 
@@ -223,19 +304,25 @@ impl<'s> Writer<'s> {
     }
 
     /// One history row and one stats delta per address the tx touched.
-    fn write_touched(&mut self, batch: &mut WriteBatch, txnum: u64, dir: Direction) {
+    fn write_touched(&mut self, batch: &mut SortedBatch, txnum: u64, dir: Direction) {
         for (&addr, delta) in &self.touched {
-            let delta = AddrStats { tx_count: 1, ..*delta };
+            let delta = AddrStats {
+                tx_count: 1,
+                ..*delta
+            };
             let key = key_pair(addr, txnum);
             let pending = self.pending_stats.entry(addr).or_default();
             match dir {
                 Direction::Apply => {
-                    let h = HistoryRow { received: delta.received as u64, sent: delta.sent as u64 };
-                    batch.put_cf(self.store.cf(cf::HISTORY), key, h.encode());
+                    let h = HistoryRow {
+                        received: delta.received as u64,
+                        sent: delta.sent as u64,
+                    };
+                    batch.put(cf::HISTORY, key, h.encode());
                     pending.add(&delta);
                 }
                 Direction::Undo => {
-                    batch.delete_cf(self.store.cf(cf::HISTORY), key);
+                    batch.delete(cf::HISTORY, key);
                     pending.add(&delta.negated());
                 }
             }
@@ -243,7 +330,12 @@ impl<'s> Writer<'s> {
     }
 
     fn need(&self, cf_name: &'static str, key: &[u8]) -> Result<Vec<u8>> {
-        self.store.get(cf_name, key)?.ok_or_else(|| anyhow!("index is inconsistent: {cf_name} row {} is missing", hex::encode(key)))
+        self.store.get(cf_name, key)?.ok_or_else(|| {
+            anyhow!(
+                "index is inconsistent: {cf_name} row {} is missing",
+                hex::encode(key)
+            )
+        })
     }
 
     fn take_unspent(&mut self, prevout: &OutPoint) -> Result<Unspent> {
@@ -259,10 +351,14 @@ impl<'s> Writer<'s> {
         }
         let output = tx.first_output + u64::from(prevout.vout);
         let row = OutputRow::decode(&self.need(cf::OUTPUTS, &key_u64(output))?)?;
-        Ok(Unspent { output, value: row.value, addr: row.addr })
+        Ok(Unspent {
+            output,
+            value: row.value,
+            addr: row.addr,
+        })
     }
 
-    fn addr_id(&mut self, batch: &mut WriteBatch, key: AddrKey) -> Result<u64> {
+    fn addr_id(&mut self, batch: &mut SortedBatch, key: AddrKey) -> Result<u64> {
         if let Some(id) = self.addrs.get(&key) {
             return Ok(id);
         }
@@ -272,8 +368,8 @@ impl<'s> Writer<'s> {
             None => {
                 let id = self.ids.addr;
                 self.ids.addr += 1;
-                batch.put_cf(self.store.cf(cf::ADDR_IDS), &bytes, key_u64(id));
-                batch.put_cf(self.store.cf(cf::ADDRS), key_u64(id), &bytes);
+                batch.put(cf::ADDR_IDS, &bytes, key_u64(id));
+                batch.put(cf::ADDRS, key_u64(id), &bytes);
                 id
             }
         };
@@ -288,13 +384,13 @@ enum Direction {
     Undo,
 }
 
-pub fn set_tip(store: &Store, batch: &mut WriteBatch, tip: Option<(u32, BlockHash)>) {
+pub fn set_tip(batch: &mut SortedBatch, tip: Option<(u32, BlockHash)>) {
     match tip {
         Some((height, hash)) => {
             let mut v = height.to_be_bytes().to_vec();
             v.extend_from_slice(hash.as_byte_array());
-            batch.put_cf(store.cf(cf::META), meta::TIP, v);
+            batch.put(cf::META, meta::TIP, v);
         }
-        None => batch.delete_cf(store.cf(cf::META), meta::TIP),
+        None => batch.delete(cf::META, meta::TIP),
     }
 }

@@ -5,4 +5,6 @@ mod error;
 mod reader;
 
 pub use error::QueryError;
-pub use reader::{AddressSummary, BlockInfo, HistoryEntry, Index, InputInfo, OutputInfo, Status, TxInfo, Utxo};
+pub use reader::{
+    AddressSummary, BlockInfo, HistoryEntry, Index, InputInfo, OutputInfo, Status, TxInfo, Utxo,
+};

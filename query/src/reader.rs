@@ -10,7 +10,8 @@ use serde::Serialize;
 
 use satflow_indexer::address;
 use satflow_indexer::schema::{
-    cf, decode_inputs, key_pair, key_u64, split_pair, AddrStats, BlockRow, Dec, HistoryRow, InputRef, OutputRow, TxRow,
+    cf, decode_inputs, key_pair, key_u64, split_pair, AddrStats, BlockRow, Dec, HistoryRow,
+    InputRef, OutputRow, TxRow,
 };
 use satflow_indexer::script::AddrKey;
 use satflow_indexer::{Access, Network, Store};
@@ -113,7 +114,9 @@ pub struct Utxo {
 impl Index {
     pub fn open(db: &Path) -> anyhow::Result<Index> {
         let store = Store::open(db, Access::ReadOnly)?;
-        let network = store.network()?.with_context(|| format!("{}: the index holds no blocks yet", db.display()))?;
+        let network = store
+            .network()?
+            .with_context(|| format!("{}: the index holds no blocks yet", db.display()))?;
         Ok(Index { store, network })
     }
 
@@ -122,7 +125,10 @@ impl Index {
     }
 
     pub fn status(&self) -> Result<Status> {
-        let tip = self.store.tip_block()?.ok_or_else(|| QueryError::NotFound("the index holds no blocks".into()))?;
+        let tip = self
+            .store
+            .tip_block()?
+            .ok_or_else(|| QueryError::NotFound("the index holds no blocks".into()))?;
         let (height, hash) = self.store.tip()?.expect("tip block implies tip");
         let next = tip.next_ids();
         Ok(Status {
@@ -138,30 +144,49 @@ impl Index {
     /// A block by height, or by hash when `id` is 64 hex digits.
     pub fn block(&self, id: &str) -> Result<BlockInfo> {
         let height = if id.len() == 64 {
-            let hash: BlockHash = id.parse().map_err(|e| QueryError::InvalidArgument(format!("block hash {id:?}: {e}")))?;
+            let hash: BlockHash = id
+                .parse()
+                .map_err(|e| QueryError::InvalidArgument(format!("block hash {id:?}: {e}")))?;
             let v = self
                 .store
                 .get(cf::BLOCK_HEIGHT, hash.as_byte_array())?
-                .ok_or_else(|| QueryError::NotFound(format!("block {hash} is not on the indexed best chain")))?;
+                .ok_or_else(|| {
+                    QueryError::NotFound(format!("block {hash} is not on the indexed best chain"))
+                })?;
             Dec::new("block height", &v).u32()?
         } else {
-            id.parse().map_err(|_| QueryError::InvalidArgument(format!("{id:?} is neither a height nor a block hash")))?
+            id.parse().map_err(|_| {
+                QueryError::InvalidArgument(format!("{id:?} is neither a height nor a block hash"))
+            })?
         };
-        let row = self.store.block(height)?.ok_or_else(|| QueryError::NotFound(format!("no block at height {height}")))?;
+        let row = self
+            .store
+            .block(height)?
+            .ok_or_else(|| QueryError::NotFound(format!("no block at height {height}")))?;
         Ok(block_info(height, &row))
     }
 
     /// Txids of the block at `height`, in block order, paged.
     pub fn block_txids(&self, height: u32, skip: usize, limit: usize) -> Result<Vec<String>> {
-        let row = self.store.block(height)?.ok_or_else(|| QueryError::NotFound(format!("no block at height {height}")))?;
+        let row = self
+            .store
+            .block(height)?
+            .ok_or_else(|| QueryError::NotFound(format!("no block at height {height}")))?;
         let start = row.first_tx.saturating_add(skip as u64);
         let end = row.first_tx + u64::from(row.tx_count);
-        (start..end).take(limit).map(|n| Ok(self.tx_row(n)?.txid.to_string())).collect()
+        (start..end)
+            .take(limit)
+            .map(|n| Ok(self.tx_row(n)?.txid.to_string()))
+            .collect()
     }
 
     pub fn tx(&self, txid: &str) -> Result<TxInfo> {
-        let txid: Txid = txid.parse().map_err(|e| QueryError::InvalidArgument(format!("txid {txid:?}: {e}")))?;
-        let txnum = self.store.find_tx(&txid)?.ok_or_else(|| QueryError::NotFound(format!("transaction {txid} is not in the index")))?;
+        let txid: Txid = txid
+            .parse()
+            .map_err(|e| QueryError::InvalidArgument(format!("txid {txid:?}: {e}")))?;
+        let txnum = self.store.find_tx(&txid)?.ok_or_else(|| {
+            QueryError::NotFound(format!("transaction {txid} is not in the index"))
+        })?;
         let row = self.tx_row(txnum)?;
         let spent_outputs = match row.is_coinbase() {
             true => Vec::new(),
@@ -172,7 +197,11 @@ impl Index {
             let out = self.output(spent)?;
             let funding = self.tx_row(out.tx)?;
             inputs.push(InputInfo {
-                prevout: OutPoint { txid: funding.txid, vout: out.vout }.to_string(),
+                prevout: OutPoint {
+                    txid: funding.txid,
+                    vout: out.vout,
+                }
+                .to_string(),
                 value: out.value,
                 address: out.addr.map(|a| self.address_string(a)).transpose()?,
             });
@@ -213,8 +242,14 @@ impl Index {
     pub fn address(&self, addr: &str) -> Result<AddressSummary> {
         let (id, shown) = self.address_id(addr)?;
         let stats = AddrStats::decode(&self.need(cf::ADDR_STATS, &key_u64(id))?)?;
-        let first = self.history_page(id, false, 1)?.first().map(|(_, h)| h.height);
-        let last = self.history_page(id, true, 1)?.first().map(|(_, h)| h.height);
+        let first = self
+            .history_page(id, false, 1)?
+            .first()
+            .map(|(_, h)| h.height);
+        let last = self
+            .history_page(id, true, 1)?
+            .first()
+            .map(|(_, h)| h.height);
         Ok(AddressSummary {
             address: shown,
             tx_count: stats.tx_count as u64,
@@ -228,16 +263,28 @@ impl Index {
     }
 
     /// Transactions touching `addr` in chain order (or newest first).
-    pub fn history(&self, addr: &str, newest_first: bool, limit: usize) -> Result<Vec<HistoryEntry>> {
+    pub fn history(
+        &self,
+        addr: &str,
+        newest_first: bool,
+        limit: usize,
+    ) -> Result<Vec<HistoryEntry>> {
         let (id, _) = self.address_id(addr)?;
-        Ok(self.history_page(id, newest_first, limit)?.into_iter().map(|(_, h)| h).collect())
+        Ok(self
+            .history_page(id, newest_first, limit)?
+            .into_iter()
+            .map(|(_, h)| h)
+            .collect())
     }
 
     pub fn utxos(&self, addr: &str) -> Result<Vec<Utxo>> {
         let (id, _) = self.address_id(addr)?;
         let start = key_pair(id, 0);
         let mut out = Vec::new();
-        for item in self.store.db().iterator_cf(self.store.cf(cf::ADDR_UTXOS), IteratorMode::From(&start, Direction::Forward)) {
+        for item in self.store.db().iterator_cf(
+            self.store.cf(cf::ADDR_UTXOS),
+            IteratorMode::From(&start, Direction::Forward),
+        ) {
             let (k, v) = item.context("reading addr_utxos")?;
             let (a, n) = split_pair(&k)?;
             if a != id {
@@ -246,7 +293,11 @@ impl Index {
             let o = self.output(n)?;
             let tx = self.tx_row(o.tx)?;
             out.push(Utxo {
-                outpoint: OutPoint { txid: tx.txid, vout: o.vout }.to_string(),
+                outpoint: OutPoint {
+                    txid: tx.txid,
+                    vout: o.vout,
+                }
+                .to_string(),
                 value: Dec::new("utxo value", &v).u64()?,
                 height: tx.height,
             });
@@ -254,14 +305,23 @@ impl Index {
         Ok(out)
     }
 
-    fn history_page(&self, id: u64, newest_first: bool, limit: usize) -> Result<Vec<(u64, HistoryEntry)>> {
+    fn history_page(
+        &self,
+        id: u64,
+        newest_first: bool,
+        limit: usize,
+    ) -> Result<Vec<(u64, HistoryEntry)>> {
         let (from, dir) = if newest_first {
             (key_pair(id, u64::MAX), Direction::Reverse)
         } else {
             (key_pair(id, 0), Direction::Forward)
         };
         let mut out = Vec::new();
-        for item in self.store.db().iterator_cf(self.store.cf(cf::HISTORY), IteratorMode::From(&from, dir)) {
+        for item in self
+            .store
+            .db()
+            .iterator_cf(self.store.cf(cf::HISTORY), IteratorMode::From(&from, dir))
+        {
             let (k, v) = item.context("reading history")?;
             let (a, txnum) = split_pair(&k)?;
             if a != id || out.len() >= limit {
@@ -269,24 +329,37 @@ impl Index {
             }
             let h = HistoryRow::decode(&v)?;
             let tx = self.tx_row(txnum)?;
-            out.push((txnum, HistoryEntry { txid: tx.txid.to_string(), height: tx.height, received: h.received, sent: h.sent, net: h.net() }));
+            out.push((
+                txnum,
+                HistoryEntry {
+                    txid: tx.txid.to_string(),
+                    height: tx.height,
+                    received: h.received,
+                    sent: h.sent,
+                    net: h.net(),
+                },
+            ));
         }
         Ok(out)
     }
 
     fn address_id(&self, addr: &str) -> Result<(u64, String)> {
-        let key = address::parse(addr, self.network).map_err(|e| QueryError::InvalidArgument(format!("{e:#}")))?;
+        let key = address::parse(addr, self.network)
+            .map_err(|e| QueryError::InvalidArgument(format!("{e:#}")))?;
         let shown = address::encode(&key, self.network);
         let v = self
             .store
             .get(cf::ADDR_IDS, &key.to_bytes())?
-            .ok_or_else(|| QueryError::NotFound(format!("address {shown} has no history in the index")))?;
+            .ok_or_else(|| {
+                QueryError::NotFound(format!("address {shown} has no history in the index"))
+            })?;
         Ok((Dec::new("addr id", &v).u64()?, shown))
     }
 
     fn address_string(&self, id: u64) -> Result<String> {
         let v = self.need(cf::ADDRS, &key_u64(id))?;
-        let key = AddrKey::from_bytes(&v).ok_or_else(|| QueryError::Internal(anyhow::anyhow!("corrupt address row {id}")))?;
+        let key = AddrKey::from_bytes(&v)
+            .ok_or_else(|| QueryError::Internal(anyhow::anyhow!("corrupt address row {id}")))?;
         Ok(address::encode(&key, self.network))
     }
 
@@ -299,9 +372,12 @@ impl Index {
     }
 
     fn need(&self, cf_name: &'static str, key: &[u8]) -> Result<Vec<u8>> {
-        self.store
-            .get(cf_name, key)?
-            .ok_or_else(|| QueryError::Internal(anyhow::anyhow!("index is inconsistent: {cf_name} row {} is missing", hex::encode(key))))
+        self.store.get(cf_name, key)?.ok_or_else(|| {
+            QueryError::Internal(anyhow::anyhow!(
+                "index is inconsistent: {cf_name} row {} is missing",
+                hex::encode(key)
+            ))
+        })
     }
 }
 

@@ -118,7 +118,11 @@ impl Economy {
         let op_return = self.rng.gen_bool(dist::OP_RETURN_SHARE);
         let rate = self.fee_rate();
         let height = self.height;
-        let inputs = self.actors.get_mut(payer).wallet.take_n(&mut self.rng, n_in, height);
+        let inputs = self
+            .actors
+            .get_mut(payer)
+            .wallet
+            .take_n(&mut self.rng, n_in, height);
         let n_out = n_pay + usize::from(change) + usize::from(op_return);
         let inputs = self.check_affordable(payer, inputs, n_out, rate)?;
 
@@ -134,7 +138,12 @@ impl Economy {
             let payee = self.actors.address(&mut self.rng, payer);
             plan.pay(0, payee, payer, Dest::Wallet(payer));
             let available = plan.available(rate).expect("checked affordable");
-            fund_outputs(&mut self.rng, &mut plan.outputs, available, dist::PAYMENT_MEDIAN_SAT);
+            fund_outputs(
+                &mut self.rng,
+                &mut plan.outputs,
+                available,
+                dist::PAYMENT_MEDIAN_SAT,
+            );
         } else {
             plan.outputs[0].value = plan.available(rate).expect("checked affordable");
         }
@@ -142,7 +151,13 @@ impl Economy {
     }
 
     /// Gives the coins back if they cannot pay `n_out` outputs at `rate`.
-    fn check_affordable(&mut self, owner: ActorId, inputs: Vec<Utxo>, n_out: usize, rate: f64) -> Option<Vec<Utxo>> {
+    fn check_affordable(
+        &mut self,
+        owner: ActorId,
+        inputs: Vec<Utxo>,
+        n_out: usize,
+        rate: f64,
+    ) -> Option<Vec<Utxo>> {
         if !inputs.is_empty() && affordable(&inputs, n_out, rate) {
             return Some(inputs);
         }
@@ -156,7 +171,11 @@ impl Economy {
             (exchange, payee, Dest::Deposits(exchange))
         } else {
             let user = self.actors.random_user(&mut self.rng);
-            (user, self.actors.address(&mut self.rng, user), Dest::Wallet(user))
+            (
+                user,
+                self.actors.address(&mut self.rng, user),
+                Dest::Wallet(user),
+            )
         }
     }
 
@@ -165,9 +184,18 @@ impl Economy {
         let user = self.user_with_coins(5)?;
         let n = dist::count(&mut self.rng, dist::CONSOLIDATION_INPUTS);
         let height = self.height;
-        let inputs = self.actors.get_mut(user).wallet.take_n(&mut self.rng, n, height);
+        let inputs = self
+            .actors
+            .get_mut(user)
+            .wallet
+            .take_n(&mut self.rng, n, height);
         let payee = self.actors.address(&mut self.rng, user);
-        self.merge(user, inputs, (user, payee, Dest::Wallet(user)), Tag::default())
+        self.merge(
+            user,
+            inputs,
+            (user, payee, Dest::Wallet(user)),
+            Tag::default(),
+        )
     }
 
     /// An exchange moving customer deposits into its hot wallet.
@@ -212,7 +240,9 @@ impl Economy {
     fn withdrawal(&mut self, n: usize) -> Option<TxPlan> {
         let exchange = self.actors.random_exchange(&mut self.rng);
         let n_in = self.rng.gen_range(1..=3);
-        let recipients: Vec<ActorId> = (0..n).map(|_| self.actors.random_user(&mut self.rng)).collect();
+        let recipients: Vec<ActorId> = (0..n)
+            .map(|_| self.actors.random_user(&mut self.rng))
+            .collect();
         self.payout(exchange, n_in, &recipients, WITHDRAWAL_MEDIAN_SAT)
     }
 
@@ -220,17 +250,29 @@ impl Economy {
     fn pool_payout(&mut self) -> Option<TxPlan> {
         let pool = self.actors.random_pool(&mut self.rng);
         let n = dist::count(&mut self.rng, dist::POOL_PAYOUT_RECIPIENTS);
-        let miners: Vec<ActorId> = (0..n).map(|_| self.actors.random_user(&mut self.rng)).collect();
+        let miners: Vec<ActorId> = (0..n)
+            .map(|_| self.actors.random_user(&mut self.rng))
+            .collect();
         let median = self.actors.get(pool).wallet.balance() as f64 / (4 * n) as f64;
         self.payout(pool, 2, &miners, median.max(dist::DUST as f64))
     }
 
     /// `payer` pays each of `recipients` (user addresses, or one in four their exchange
     /// deposit address) lognormal amounts around `median` from up to `n_in` coins.
-    fn payout(&mut self, payer: ActorId, n_in: usize, recipients: &[ActorId], median: f64) -> Option<TxPlan> {
+    fn payout(
+        &mut self,
+        payer: ActorId,
+        n_in: usize,
+        recipients: &[ActorId],
+        median: f64,
+    ) -> Option<TxPlan> {
         let rate = self.fee_rate();
         let height = self.height;
-        let inputs = self.actors.get_mut(payer).wallet.take_n(&mut self.rng, n_in, height);
+        let inputs = self
+            .actors
+            .get_mut(payer)
+            .wallet
+            .take_n(&mut self.rng, n_in, height);
         let inputs = self.check_affordable(payer, inputs, recipients.len() + 1, rate)?;
         let mut plan = self.tx(inputs, Tag::default());
         for &user in recipients {
@@ -253,18 +295,30 @@ impl Economy {
 /// Gives the payment outputs (all but the last; OP_RETURNs stay at zero) lognormal amounts
 /// around `median`, scaled down if the coins cannot afford them, and the last output (the
 /// change) the rest. Every paying output gets at least DUST.
-pub(crate) fn fund_outputs(rng: &mut impl Rng, outputs: &mut [OutPlan], available: u64, median: f64) {
+pub(crate) fn fund_outputs(
+    rng: &mut impl Rng,
+    outputs: &mut [OutPlan],
+    available: u64,
+    median: f64,
+) {
     let (change, payments) = outputs.split_last_mut().expect("a change output");
-    let paying: Vec<&mut OutPlan> = payments.iter_mut().filter(|o| o.dest != Dest::Nowhere).collect();
+    let paying: Vec<&mut OutPlan> = payments
+        .iter_mut()
+        .filter(|o| o.dest != Dest::Nowhere)
+        .collect();
     let spare = available - dist::DUST * (paying.len() as u64 + 1);
     let mut extra: Vec<u64> = paying
         .iter()
-        .map(|_| (dist::lognormal(rng, median, dist::PAYMENT_SIGMA) as u64).saturating_sub(dist::DUST))
+        .map(|_| {
+            (dist::lognormal(rng, median, dist::PAYMENT_SIGMA) as u64).saturating_sub(dist::DUST)
+        })
         .collect();
     let wanted: u64 = extra.iter().sum();
     if wanted > spare / 20 * 19 {
         let scale = spare as f64 * rng.gen_range(0.3..0.95) / wanted as f64;
-        extra.iter_mut().for_each(|x| *x = (*x as f64 * scale) as u64);
+        extra
+            .iter_mut()
+            .for_each(|x| *x = (*x as f64 * scale) as u64);
     }
     let mut paid = 0;
     for (out, x) in paying.into_iter().zip(extra) {

@@ -119,15 +119,31 @@ impl Actors {
         let first_exchange = USERS;
         let start = actors.list.len() as ActorId;
         for i in 0..USERS {
-            let reuse = if rng.gen_bool(REUSING_USERS) { HABITUAL_REUSE } else { OCCASIONAL_REUSE };
+            let reuse = if rng.gen_bool(REUSING_USERS) {
+                HABITUAL_REUSE
+            } else {
+                OCCASIONAL_REUSE
+            };
             let exchange = first_exchange + rng.gen_range(0..EXCHANGES.len() as u32);
             let script = dist::pick(rng, dist::USER_WALLET_KINDS);
-            actors.push(ActorKind::User, format!("user-{i}"), script, reuse, exchange);
+            actors.push(
+                ActorKind::User,
+                format!("user-{i}"),
+                script,
+                reuse,
+                exchange,
+            );
         }
         actors.users = start..actors.list.len() as ActorId;
         let start = actors.list.len() as ActorId;
         for (i, (hot, _)) in EXCHANGES.iter().enumerate() {
-            actors.push(ActorKind::Exchange, format!("exchange-{i}"), *hot, 0.8, first_exchange + i as u32);
+            actors.push(
+                ActorKind::Exchange,
+                format!("exchange-{i}"),
+                *hot,
+                0.8,
+                first_exchange + i as u32,
+            );
         }
         actors.exchanges = start..actors.list.len() as ActorId;
         let start = actors.list.len() as ActorId;
@@ -140,12 +156,27 @@ impl Actors {
             actors.add(ActorKind::Peeler, format!("peeler-{i}"), ScriptKind::P2wpkh);
         }
         actors.peelers = start..actors.list.len() as ActorId;
-        actors.whirlpool = actors.add(ActorKind::Mixer, "whirlpool-coordinator".into(), ScriptKind::P2wpkh);
-        actors.wasabi = actors.add(ActorKind::Mixer, "wasabi-coordinator".into(), ScriptKind::P2wpkh);
+        actors.whirlpool = actors.add(
+            ActorKind::Mixer,
+            "whirlpool-coordinator".into(),
+            ScriptKind::P2wpkh,
+        );
+        actors.wasabi = actors.add(
+            ActorKind::Mixer,
+            "wasabi-coordinator".into(),
+            ScriptKind::P2wpkh,
+        );
         actors
     }
 
-    fn push(&mut self, kind: ActorKind, name: String, script: ScriptKind, reuse: f64, exchange: ActorId) -> ActorId {
+    fn push(
+        &mut self,
+        kind: ActorKind,
+        name: String,
+        script: ScriptKind,
+        reuse: f64,
+        exchange: ActorId,
+    ) -> ActorId {
         self.list.push(Actor {
             kind,
             name,
@@ -187,7 +218,8 @@ impl Actors {
 
     /// The pool that finds the next block, by hash rate.
     pub fn random_pool(&self, rng: &mut impl Rng) -> ActorId {
-        let table: Vec<(ActorId, f64)> = self.pools.clone().zip(POOLS.iter().map(|p| p.1)).collect();
+        let table: Vec<(ActorId, f64)> =
+            self.pools.clone().zip(POOLS.iter().map(|p| p.1)).collect();
         dist::pick(rng, &table)
     }
 
@@ -200,7 +232,11 @@ impl Actors {
     pub fn address(&mut self, rng: &mut impl Rng, id: ActorId) -> Payee {
         let actor = &mut self.list[id as usize];
         if let Some(key) = actor.last_key.filter(|_| rng.gen_bool(actor.reuse)) {
-            return Payee { kind: actor.script, key, fresh: false };
+            return Payee {
+                kind: actor.script,
+                key,
+                fresh: false,
+            };
         }
         let kind = actor.script;
         let payee = self.fresh(kind);
@@ -211,22 +247,40 @@ impl Actors {
     /// The address the actor used last, without handing out a new one.
     pub fn last_address(&self, id: ActorId) -> Option<Payee> {
         let actor = &self.list[id as usize];
-        actor.last_key.map(|key| Payee { kind: actor.script, key, fresh: false })
+        actor.last_key.map(|key| Payee {
+            kind: actor.script,
+            key,
+            fresh: false,
+        })
     }
 
     /// A never-used address of `kind` (CoinJoin outputs, criminals' hops).
     pub fn fresh(&mut self, kind: ScriptKind) -> Payee {
         let key = self.next_key;
         self.next_key += 1;
-        Payee { kind, key, fresh: true }
+        Payee {
+            kind,
+            key,
+            fresh: true,
+        }
     }
 
     /// The deposit address a user pays to at their exchange, and that exchange.
     pub fn deposit_address(&mut self, rng: &mut impl Rng, user: ActorId) -> (ActorId, Payee) {
         let exchange = self.list[user as usize].exchange;
         let kind = self.deposit_kind(exchange);
-        if let Some(key) = self.list[user as usize].deposit_key.filter(|_| rng.gen_bool(DEPOSIT_REUSE)) {
-            return (exchange, Payee { kind, key, fresh: false });
+        if let Some(key) = self.list[user as usize]
+            .deposit_key
+            .filter(|_| rng.gen_bool(DEPOSIT_REUSE))
+        {
+            return (
+                exchange,
+                Payee {
+                    kind,
+                    key,
+                    fresh: false,
+                },
+            );
         }
         let payee = self.fresh(kind);
         self.list[user as usize].deposit_key = Some(payee.key);

@@ -34,7 +34,12 @@ pub struct BlkWriter {
 
 impl BlkWriter {
     /// Writes `xor.dat` right away when a key is given.
-    pub fn create(dir: &Path, magic: [u8; 4], xor_key: Option<[u8; 8]>, seed: u64) -> anyhow::Result<Self> {
+    pub fn create(
+        dir: &Path,
+        magic: [u8; 4],
+        xor_key: Option<[u8; 8]>,
+        seed: u64,
+    ) -> anyhow::Result<Self> {
         if let Some(key) = xor_key {
             let path = dir.join("xor.dat");
             std::fs::write(&path, key).with_context(|| format!("writing {}", path.display()))?;
@@ -79,7 +84,8 @@ impl BlkWriter {
             Some(block) => {
                 self.write_record(&block, block.len() / 2)?;
                 if let Some((mut file, path)) = self.file.take() {
-                    file.flush().with_context(|| format!("flushing {}", path.display()))?;
+                    file.flush()
+                        .with_context(|| format!("flushing {}", path.display()))?;
                 }
             }
             None => self.close_file()?,
@@ -128,7 +134,11 @@ impl BlkWriter {
 
     /// Pads the open file with zeros (obfuscated ones, under XOR) to its preallocated size.
     fn close_file(&mut self) -> anyhow::Result<()> {
-        let end = self.pos.next_multiple_of(PREALLOC_CHUNK).min(MAX_FILE_SIZE).max(self.pos);
+        let end = self
+            .pos
+            .next_multiple_of(PREALLOC_CHUNK)
+            .min(MAX_FILE_SIZE)
+            .max(self.pos);
         if self.xor_key.is_some() {
             let zeros = vec![0u8; 1 << 20];
             while self.pos < end {
@@ -137,7 +147,8 @@ impl BlkWriter {
             }
         }
         if let Some((file, path)) = self.file.take() {
-            file.set_len(end).with_context(|| format!("extending {}", path.display()))?;
+            file.set_len(end)
+                .with_context(|| format!("extending {}", path.display()))?;
         }
         Ok(())
     }
@@ -170,7 +181,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let key = [9, 8, 7, 6, 5, 4, 3, 2];
         let mut writer = BlkWriter::create(dir.path(), [1, 2, 3, 4], Some(key), 1).unwrap();
-        let blocks: Vec<Vec<u8>> = (0..200u32).map(|i| vec![i as u8; 1000 + i as usize]).collect();
+        let blocks: Vec<Vec<u8>> = (0..200u32)
+            .map(|i| vec![i as u8; 1000 + i as usize])
+            .collect();
         for block in &blocks {
             writer.push(block.clone()).unwrap();
         }
@@ -179,7 +192,11 @@ mod tests {
         let mut bytes = std::fs::read(dir.path().join("blk00000.dat")).unwrap();
         xor(&mut bytes, key, 0);
         let mut records = read_records(&bytes);
-        assert_eq!(records.pop().unwrap(), vec![0xee; 50], "truncated tail keeps half");
+        assert_eq!(
+            records.pop().unwrap(),
+            vec![0xee; 50],
+            "truncated tail keeps half"
+        );
         assert_ne!(records, blocks, "some records are out of order");
         records.sort_by_key(|r| r.len());
         assert_eq!(records, blocks);
@@ -197,7 +214,9 @@ mod tests {
         assert_eq!(first.len() as u64, MAX_FILE_SIZE);
         assert_eq!(read_records(&first).len(), 12);
         assert!(first[12 * ((10 << 20) + 8)..].iter().all(|&b| b == 0));
-        let second = std::fs::metadata(dir.path().join("blk00001.dat")).unwrap().len();
+        let second = std::fs::metadata(dir.path().join("blk00001.dat"))
+            .unwrap()
+            .len();
         assert_eq!(second, 96 << 20, "8 records of 10 MiB round up to 6 chunks");
     }
 }

@@ -7,8 +7,8 @@ use bitcoin::consensus::Encodable;
 use bitcoin::hashes::Hash;
 use bitcoin::script::{Builder, PushBytesBuf};
 use bitcoin::{
-    merkle_tree, Amount, Block, BlockHash, CompactTarget, Network, OutPoint, ScriptBuf, Sequence, Transaction,
-    TxIn, TxMerkleNode, TxOut, VarInt, WitnessMerkleNode, Wtxid,
+    merkle_tree, Amount, Block, BlockHash, CompactTarget, Network, OutPoint, ScriptBuf, Sequence,
+    Transaction, TxIn, TxMerkleNode, TxOut, VarInt, WitnessMerkleNode, Wtxid,
 };
 use rand::Rng;
 
@@ -87,8 +87,11 @@ pub fn assemble(
     rng: &mut impl Rng,
 ) -> Assembled {
     let coinbase = build_coinbase(fields, coinbase, txs, ring, rng);
-    let txids = std::iter::once(&coinbase).chain(txs.iter().copied()).map(|t| t.txid.to_raw_hash());
-    let merkle_root = TxMerkleNode::from_raw_hash(merkle_tree::calculate_root(txids).expect("a coinbase"));
+    let txids = std::iter::once(&coinbase)
+        .chain(txs.iter().copied())
+        .map(|t| t.txid.to_raw_hash());
+    let merkle_root =
+        TxMerkleNode::from_raw_hash(merkle_tree::calculate_root(txids).expect("a coinbase"));
     let mut header = Header {
         version: block_version(rng),
         prev_blockhash: fields.prev,
@@ -105,8 +108,12 @@ pub fn assemble(
     let tx_count = txs.len() + 1;
     let size = 80 + 9 + coinbase.bytes.len() + txs.iter().map(|t| t.bytes.len()).sum::<usize>();
     let mut bytes = Vec::with_capacity(size);
-    header.consensus_encode(&mut bytes).expect("writing to a Vec cannot fail");
-    VarInt(tx_count as u64).consensus_encode(&mut bytes).expect("writing to a Vec cannot fail");
+    header
+        .consensus_encode(&mut bytes)
+        .expect("writing to a Vec cannot fail");
+    VarInt(tx_count as u64)
+        .consensus_encode(&mut bytes)
+        .expect("writing to a Vec cannot fail");
     bytes.extend_from_slice(&coinbase.bytes);
     for tx in txs {
         bytes.extend_from_slice(&tx.bytes);
@@ -114,18 +121,36 @@ pub fn assemble(
     let weight = 4 * (80 + VarInt(tx_count as u64).size() as u64)
         + coinbase.weight
         + txs.iter().map(|t| t.weight).sum::<u64>();
-    Assembled { hash: header.block_hash(), bytes, coinbase, weight }
+    Assembled {
+        hash: header.block_hash(),
+        bytes,
+        coinbase,
+        weight,
+    }
 }
 
 /// Versionbits top bits, with the low bits ASIC-boost miners roll on most blocks.
 fn block_version(rng: &mut impl Rng) -> Version {
-    let rolled = if rng.gen_bool(0.6) { rng.gen::<i32>() & 0x1fff_e000 } else { 0 };
+    let rolled = if rng.gen_bool(0.6) {
+        rng.gen::<i32>() & 0x1fff_e000
+    } else {
+        0
+    };
     Version::from_consensus(0x2000_0000 | rolled)
 }
 
-fn build_coinbase(fields: &HeaderFields, plan: &TxPlan, txs: &[&BuiltTx], ring: &Keyring, rng: &mut impl Rng) -> BuiltTx {
-    let wtxids = std::iter::once(Wtxid::all_zeros()).chain(txs.iter().map(|t| t.wtxid)).map(|w| w.to_raw_hash());
-    let witness_root = WitnessMerkleNode::from_raw_hash(merkle_tree::calculate_root(wtxids).expect("a coinbase"));
+fn build_coinbase(
+    fields: &HeaderFields,
+    plan: &TxPlan,
+    txs: &[&BuiltTx],
+    ring: &Keyring,
+    rng: &mut impl Rng,
+) -> BuiltTx {
+    let wtxids = std::iter::once(Wtxid::all_zeros())
+        .chain(txs.iter().map(|t| t.wtxid))
+        .map(|w| w.to_raw_hash());
+    let witness_root =
+        WitnessMerkleNode::from_raw_hash(merkle_tree::calculate_root(wtxids).expect("a coinbase"));
     let reserved = [0u8; 32];
     let commitment = Block::compute_witness_commitment(&witness_root, &reserved);
     let mut commitment_script = vec![0x6a, 0x24, 0xaa, 0x21, 0xa9, 0xed];
@@ -138,8 +163,11 @@ fn build_coinbase(fields: &HeaderFields, plan: &TxPlan, txs: &[&BuiltTx], ring: 
         .push_slice(rng.gen::<u64>().to_le_bytes())
         .push_slice(tag)
         .into_script();
-    let mut output: Vec<TxOut> = plan.outputs.iter().map(|o| txbuild::txout(o, ring)).collect();
-    output.push(TxOut { value: Amount::ZERO, script_pubkey: ScriptBuf::from_bytes(commitment_script) });
+    let (mut output, rows) = txbuild::outputs(&plan.outputs, ring);
+    output.push(TxOut {
+        value: Amount::ZERO,
+        script_pubkey: ScriptBuf::from_bytes(commitment_script),
+    });
     let tx = Transaction {
         version: bitcoin::transaction::Version(plan.version),
         lock_time: bitcoin::absolute::LockTime::from_consensus(plan.lock_time),
@@ -151,5 +179,5 @@ fn build_coinbase(fields: &HeaderFields, plan: &TxPlan, txs: &[&BuiltTx], ring: 
         }],
         output,
     };
-    txbuild::encode(&tx, txbuild::address_rows(&plan.outputs, ring))
+    txbuild::encode(&tx, rows)
 }

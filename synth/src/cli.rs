@@ -43,9 +43,13 @@ pub struct SynthArgs {
 /// Parses "500MB", "2GB", "4GiB", "1.5GB" or "123456" into bytes (KB/MB/GB are powers of 1000).
 pub fn parse_size(text: &str) -> anyhow::Result<u64> {
     let text = text.trim();
-    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let number: f64 = number.parse().with_context(|| format!("bad size {text:?}"))?;
+    let number: f64 = number
+        .parse()
+        .with_context(|| format!("bad size {text:?}"))?;
     let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" => 1_000,

@@ -27,15 +27,6 @@ impl CoinJoinKind {
             CoinJoinKind::JoinMarket => "joinmarket",
         }
     }
-
-    /// Fewest outputs of equal value a transaction of this kind has.
-    pub fn min_equal_outputs(self) -> usize {
-        match self {
-            CoinJoinKind::Whirlpool => WHIRLPOOL_SIZE,
-            CoinJoinKind::Wasabi => WASABI_MIN,
-            CoinJoinKind::JoinMarket => JOINMARKET_MAKERS.start + 1,
-        }
-    }
 }
 
 /// Whirlpool pool denominations (sat): 0.001, 0.01, 0.05 and 0.5 BTC.
@@ -100,7 +91,12 @@ impl Participant {
 
     /// Mining fee for the participant's inputs and two outputs, plus one coordinator fee.
     fn wasabi_cost(&self, rate: f64) -> u64 {
-        let weight = self.inputs.iter().map(|u| u.kind.input_weight()).sum::<u64>() + 2 * 124;
+        let weight = self
+            .inputs
+            .iter()
+            .map(|u| u.kind.input_weight())
+            .sum::<u64>()
+            + 2 * 124;
         dist::fee(rate, weight) + WASABI_COORDINATOR_FEE
     }
 
@@ -149,10 +145,17 @@ impl Economy {
         let coordinator_fee = value / 20;
         let user = self.user_with_coins(1)?;
         let height = self.height;
-        let inputs = self.actors.get_mut(user).wallet.take_value(&mut self.rng, 2 * premix, 2, height)?;
+        let inputs =
+            self.actors
+                .get_mut(user)
+                .wallet
+                .take_value(&mut self.rng, 2 * premix, 2, height)?;
         let total: u64 = inputs.iter().map(|u| u.value).sum();
         // Fee for the largest tx0 (ten premixes), so the count is settled before any payee.
-        let fee = dist::fee(rate, 50 + inputs.iter().map(|u| u.kind.input_weight()).sum::<u64>() + 13 * MAX_OUTPUT_WEIGHT);
+        let fee = dist::fee(
+            rate,
+            50 + inputs.iter().map(|u| u.kind.input_weight()).sum::<u64>() + 13 * MAX_OUTPUT_WEIGHT,
+        );
         let count = (total.saturating_sub(coordinator_fee + fee + dist::DUST) / premix).min(10);
         if count == 0 {
             self.actors.get_mut(user).wallet.give_back(inputs);
@@ -161,20 +164,29 @@ impl Economy {
         let mut plan = self.tx(inputs, Tag::default());
         plan.push_op_return(self.rng.gen());
         let fee_payee = self.actors.fresh(ScriptKind::P2wpkh);
-        plan.pay(coordinator_fee, fee_payee, self.actors.whirlpool, Dest::Wallet(self.actors.whirlpool));
+        plan.pay(
+            coordinator_fee,
+            fee_payee,
+            self.actors.whirlpool,
+            Dest::Wallet(self.actors.whirlpool),
+        );
         for _ in 0..count {
             let payee = self.actors.fresh(ScriptKind::P2wpkh);
             plan.pay(premix, payee, user, Dest::Premix(denom));
         }
         let change = self.actors.address(&mut self.rng, user);
-        plan.pay(0, change, user, Dest::Wallet(user)).value = total - coordinator_fee - count * premix - fee;
+        plan.pay(0, change, user, Dest::Wallet(user)).value =
+            total - coordinator_fee - count * premix - fee;
         Some(plan)
     }
 
     /// Five premix coins in, five coins of exactly the denomination out, to fresh addresses.
     fn whirlpool_mix(&mut self, denom: usize, round: Vec<(ActorId, Utxo)>) -> TxPlan {
         let (owners, inputs): (Vec<ActorId>, Vec<Utxo>) = round.into_iter().unzip();
-        let tag = Tag { coinjoin: Some(CoinJoinKind::Whirlpool), flow: None };
+        let tag = Tag {
+            coinjoin: Some(CoinJoinKind::Whirlpool),
+            flow: None,
+        };
         let mut plan = self.tx(inputs, tag);
         for owner in owners {
             let payee = self.actors.fresh(ScriptKind::P2wpkh);
@@ -188,7 +200,8 @@ impl Economy {
     pub(crate) fn wasabi_round(&mut self, rate: f64, extra: Vec<Participant>) -> Option<TxPlan> {
         let wanted = self.rng.gen_range(20..=60);
         let mut participants = extra;
-        let need = WASABI_DENOM + WASABI_COORDINATOR_FEE + dist::fee(rate, 3 * 272 + 2 * 124) + dist::DUST;
+        let need =
+            WASABI_DENOM + WASABI_COORDINATOR_FEE + dist::fee(rate, 3 * 272 + 2 * 124) + dist::DUST;
         let height = self.height;
         for _ in 0..4 * wanted {
             if participants.len() >= wanted {
@@ -200,7 +213,13 @@ impl Economy {
                 continue;
             }
             if let Some(inputs) = wallet.take_value(&mut self.rng, need, 3, height) {
-                let p = Participant { owner: user, inputs, dest: Dest::Wallet(user), taint: None, max_equal: 1 };
+                let p = Participant {
+                    owner: user,
+                    inputs,
+                    dest: Dest::Wallet(user),
+                    taint: None,
+                    max_equal: 1,
+                };
                 if p.can_afford_wasabi(rate) {
                     participants.push(p);
                 } else {
@@ -213,14 +232,18 @@ impl Economy {
             return None;
         }
         let flow = participants.iter().find_map(|p| p.taint);
-        let tag = Tag { coinjoin: Some(CoinJoinKind::Wasabi), flow };
+        let tag = Tag {
+            coinjoin: Some(CoinJoinKind::Wasabi),
+            flow,
+        };
         let mut plan = self.tx(Vec::new(), tag);
         let mut changes = Vec::new();
         let mut coordinator = 0;
         for p in participants {
             let total = p.value();
             let cost = p.wasabi_cost(rate);
-            let equal = ((total - cost) / (WASABI_DENOM + WASABI_COORDINATOR_FEE)).clamp(1, p.max_equal);
+            let equal =
+                ((total - cost) / (WASABI_DENOM + WASABI_COORDINATOR_FEE)).clamp(1, p.max_equal);
             let rest = total - equal * WASABI_DENOM - cost - (equal - 1) * WASABI_COORDINATOR_FEE;
             coordinator += equal * WASABI_COORDINATOR_FEE;
             for _ in 0..equal {
@@ -237,7 +260,12 @@ impl Economy {
             plan.pay(value, payee, owner, dest).taint = taint;
         }
         let payee = self.actors.fresh(ScriptKind::P2wpkh);
-        plan.pay(coordinator, payee, self.actors.wasabi, Dest::Wallet(self.actors.wasabi));
+        plan.pay(
+            coordinator,
+            payee,
+            self.actors.wasabi,
+            Dest::Wallet(self.actors.wasabi),
+        );
         Some(plan)
     }
 
@@ -256,10 +284,15 @@ impl Economy {
         let rate = self.fee_rate();
         let height = self.height;
         let tx_fee = dist::fee(rate, 60 + (makers as u64 + 1) * (3 * 593 + 2 * 124));
-        let maker_fees: Vec<u64> = (0..makers).map(|_| self.rng.gen_range(200..2_000)).collect();
+        let maker_fees: Vec<u64> = (0..makers)
+            .map(|_| self.rng.gen_range(200..2_000))
+            .collect();
         let taker_need = amount + tx_fee + maker_fees.iter().sum::<u64>() + dist::DUST;
         let mut joined: Vec<(ActorId, Vec<Utxo>, u64)> = Vec::new();
-        for (i, need) in std::iter::once(taker_need).chain(maker_fees.iter().map(|_| amount)).enumerate() {
+        for (i, need) in std::iter::once(taker_need)
+            .chain(maker_fees.iter().map(|_| amount))
+            .enumerate()
+        {
             let found = (0..30).find_map(|_| {
                 let user = self.actors.random_user(&mut self.rng);
                 let wallet = &mut self.actors.get_mut(user).wallet;
@@ -278,7 +311,10 @@ impl Economy {
                 }
             }
         }
-        let tag = Tag { coinjoin: Some(CoinJoinKind::JoinMarket), flow: None };
+        let tag = Tag {
+            coinjoin: Some(CoinJoinKind::JoinMarket),
+            flow: None,
+        };
         let mut plan = self.tx(Vec::new(), tag);
         for (user, _, _) in &joined {
             let payee = self.actors.fresh(ScriptKind::P2wpkh);
@@ -287,7 +323,11 @@ impl Economy {
         let paid_to_makers: u64 = maker_fees.iter().sum();
         for (i, (user, inputs, maker_fee)) in joined.into_iter().enumerate() {
             let total: u64 = inputs.iter().map(|u| u.value).sum();
-            let change = if i == 0 { total - amount - paid_to_makers - tx_fee } else { total - amount + maker_fee };
+            let change = if i == 0 {
+                total - amount - paid_to_makers - tx_fee
+            } else {
+                total - amount + maker_fee
+            };
             if change >= dist::DUST {
                 let payee = self.actors.fresh(ScriptKind::P2wpkh);
                 plan.pay(change, payee, user, Dest::Wallet(user));

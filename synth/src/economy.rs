@@ -56,13 +56,25 @@ pub struct Economy {
 impl TxPlan {
     /// Adds an output; values of payouts are often filled in once the fee is known.
     pub fn pay(&mut self, value: u64, payee: Payee, owner: ActorId, dest: Dest) -> &mut OutPlan {
-        self.outputs.push(OutPlan { value, kind: payee.kind, key: payee.key, fresh: payee.fresh, owner, dest, taint: None });
+        self.outputs.push(OutPlan {
+            value,
+            kind: payee.kind,
+            key: payee.key,
+            fresh: payee.fresh,
+            owner,
+            dest,
+            taint: None,
+        });
         self.outputs.last_mut().expect("just pushed")
     }
 
     /// Adds an OP_RETURN output with a payload derived from `data_key`.
     pub fn push_op_return(&mut self, data_key: KeyId) {
-        let payee = Payee { kind: ScriptKind::OpReturn, key: data_key, fresh: false };
+        let payee = Payee {
+            kind: ScriptKind::OpReturn,
+            key: data_key,
+            fresh: false,
+        };
         self.pay(0, payee, ActorId::MAX, Dest::Nowhere);
     }
 
@@ -83,7 +95,10 @@ pub fn affordable(inputs: &[Utxo], n_outputs: usize, rate: f64) -> bool {
 
 /// Splits `total` over `outputs` in random (lognormal) proportions, each at least DUST.
 pub fn split_value(rng: &mut impl Rng, total: u64, outputs: &mut [OutPlan]) {
-    let weights: Vec<f64> = outputs.iter().map(|_| dist::lognormal(rng, 1.0, 0.8)).collect();
+    let weights: Vec<f64> = outputs
+        .iter()
+        .map(|_| dist::lognormal(rng, 1.0, 0.8))
+        .collect();
     let sum: f64 = weights.iter().sum();
     let spare = total - dist::DUST * outputs.len() as u64;
     let mut given = 0;
@@ -124,7 +139,10 @@ impl Economy {
     pub fn plan_block(&mut self, height: u32, budget: u64) -> Vec<TxPlan> {
         self.height = height;
         self.fee_level = dist::block_fee_level(&mut self.rng);
-        let mut block = BlockTxs { txs: Vec::new(), left: budget };
+        let mut block = BlockTxs {
+            txs: Vec::new(),
+            left: budget,
+        };
         self.plan_flows(&mut block);
         self.plan_peels(&mut block);
         self.plan_coinjoins(&mut block);
@@ -144,7 +162,15 @@ impl Economy {
             (true, false) => (2, 0, 0xffff_fffe),
             (false, _) => (1, 0, 0xffff_ffff),
         };
-        TxPlan { inputs, outputs: Vec::new(), version, lock_time, sequence, seed, tag }
+        TxPlan {
+            inputs,
+            outputs: Vec::new(),
+            version,
+            lock_time,
+            sequence,
+            seed,
+            tag,
+        }
     }
 
     pub(crate) fn fee_rate(&mut self) -> f64 {
@@ -157,8 +183,18 @@ impl Economy {
             self.flows.record_tx(flow, txid);
         }
         for (vout, out) in tx.outputs.iter().enumerate() {
-            let outpoint = OutPoint { txid, vout: vout as u32 };
-            let utxo = Utxo { outpoint, value: out.value, key: out.key, kind: out.kind, height, coinbase };
+            let outpoint = OutPoint {
+                txid,
+                vout: vout as u32,
+            };
+            let utxo = Utxo {
+                outpoint,
+                value: out.value,
+                key: out.key,
+                kind: out.kind,
+                height,
+                coinbase,
+            };
             if let Some(flow) = out.taint {
                 self.flows.record_output(flow, outpoint, out.value);
             }

@@ -20,11 +20,13 @@ use crate::wallet::Utxo;
 
 /// First flows start once the economy has coins; later ones every FLOW_INTERVAL blocks.
 const FIRST_THEFT: u32 = 112;
-const FIRST_RANSOM: u32 = 118;
+const FIRST_RANSOM: u32 = 115;
 const FLOW_INTERVAL: u32 = 120;
 /// Smallest haul worth laundering: enough for several CoinJoin outputs.
 const MIN_HAUL_SAT: u64 = 100_000_000;
 const RANSOM_MEDIAN_SAT: f64 = 30_000_000.0;
+/// Victims are users holding at least 0.3 BTC, so each pays at least 0.15 BTC.
+const MIN_RANSOM_VICTIM_SAT: u64 = 30_000_000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -44,8 +46,14 @@ pub enum HopKind {
     Deposit,
 }
 
-const STAGES: [HopKind; 6] =
-    [HopKind::Source, HopKind::Split, HopKind::Merge, HopKind::Mix, HopKind::PostMix, HopKind::Deposit];
+const STAGES: [HopKind; 6] = [
+    HopKind::Source,
+    HopKind::Split,
+    HopKind::Merge,
+    HopKind::Mix,
+    HopKind::PostMix,
+    HopKind::Deposit,
+];
 
 #[derive(Clone, Serialize)]
 pub struct Outpt {
@@ -106,13 +114,23 @@ impl Flows {
     }
 
     pub fn record_tx(&mut self, flow: u16, txid: Txid) {
-        let hop = self.list[flow as usize].hops.last_mut().expect("a hop is planned first");
+        let hop = self.list[flow as usize]
+            .hops
+            .last_mut()
+            .expect("a hop is planned first");
         hop.txids.push(txid.to_string());
     }
 
     pub fn record_output(&mut self, flow: u16, outpoint: OutPoint, value: u64) {
-        let hop = self.list[flow as usize].hops.last_mut().expect("a hop is planned first");
-        hop.outpoints.push(Outpt { txid: outpoint.txid.to_string(), vout: outpoint.vout, value });
+        let hop = self.list[flow as usize]
+            .hops
+            .last_mut()
+            .expect("a hop is planned first");
+        hop.outpoints.push(Outpt {
+            txid: outpoint.txid.to_string(),
+            vout: outpoint.vout,
+            value,
+        });
     }
 
     pub fn hold(&mut self, flow: u16, utxo: Utxo) {
@@ -129,14 +147,28 @@ impl Flows {
             .iter()
             .enumerate()
             .map(|(flow_id, flow)| {
-                let mut hops: Vec<Hop> = flow.hops.iter().filter(|h| h.height <= tip).cloned().collect();
+                let mut hops: Vec<Hop> = flow
+                    .hops
+                    .iter()
+                    .filter(|h| h.height <= tip)
+                    .cloned()
+                    .collect();
                 let source = (!hops.is_empty()).then(|| hops.remove(0));
                 let complete = hops.last().is_some_and(|h| h.kind == HopKind::Deposit);
                 let deposit = complete.then(|| Deposit {
                     exchange: flow.exchange.expect("a deposit hop has an exchange"),
                     outpoint: hops.last().expect("complete").outpoints[0].clone(),
                 });
-                FlowRecord { flow_id, kind: flow.kind, actor: flow.actor, victims: flow.victims.clone(), source, hops, deposit, complete }
+                FlowRecord {
+                    flow_id,
+                    kind: flow.kind,
+                    actor: flow.actor,
+                    victims: flow.victims.clone(),
+                    source,
+                    hops,
+                    deposit,
+                    complete,
+                }
             })
             .collect()
     }
@@ -151,14 +183,19 @@ impl Economy {
             n => FIRST_THEFT + (n - 1) * FLOW_INTERVAL,
         };
         if self.height >= due {
-            let kind = if started % 2 == 0 { FlowKind::Theft } else { FlowKind::Ransom };
+            let kind = if started.is_multiple_of(2) {
+                FlowKind::Theft
+            } else {
+                FlowKind::Ransom
+            };
             if self.start_flow(kind, block) {
                 self.flows.started += 1;
             }
         }
         for f in 0..self.flows.list.len() {
             let flow = &self.flows.list[f];
-            if flow.stage < STAGES.len() && flow.next_height <= self.height && !flow.held.is_empty() {
+            if flow.stage < STAGES.len() && flow.next_height <= self.height && !flow.held.is_empty()
+            {
                 self.flow_hop(f, block);
             }
         }
@@ -166,13 +203,19 @@ impl Economy {
 
     fn start_flow(&mut self, kind: FlowKind, block: &mut BlockTxs) -> bool {
         let id = self.flows.list.len() as u16;
-        let actor_kind = if kind == FlowKind::Theft { ActorKind::Thief } else { ActorKind::Ransomware };
+        let actor_kind = if kind == FlowKind::Theft {
+            ActorKind::Thief
+        } else {
+            ActorKind::Ransomware
+        };
         let name = format!("{}-{id}", actor_kind.name());
         let txs = match kind {
             FlowKind::Theft => self.theft(id),
             FlowKind::Ransom => self.ransoms(id),
         };
-        let Some((txs, victims)) = txs else { return false };
+        let Some((txs, victims)) = txs else {
+            return false;
+        };
         let actor = self.actors.add(actor_kind, name, ScriptKind::P2wpkh);
         let mut flow = Flow {
             kind,
@@ -199,23 +242,36 @@ impl Economy {
     fn theft(&mut self, id: u16) -> Option<(Vec<TxPlan>, Vec<ActorId>)> {
         let mut exchanges: Vec<ActorId> = self.actors.exchanges.clone().collect();
         exchanges.shuffle(&mut self.rng);
-        let victim = exchanges.into_iter().find(|&e| self.actors.get(e).wallet.balance() >= 4 * MIN_HAUL_SAT)?;
+        let victim = exchanges
+            .into_iter()
+            .find(|&e| self.actors.get(e).wallet.balance() >= 4 * MIN_HAUL_SAT)?;
         let height = self.height;
         let n = self.rng.gen_range(2..=5);
-        let inputs = self.actors.get_mut(victim).wallet.take_n(&mut self.rng, n, height);
+        let inputs = self
+            .actors
+            .get_mut(victim)
+            .wallet
+            .take_n(&mut self.rng, n, height);
         let rate = self.fee_rate();
         let total: u64 = inputs.iter().map(|u| u.value).sum();
         if total < 2 * MIN_HAUL_SAT || !affordable(&inputs, 3, rate) {
             self.actors.get_mut(victim).wallet.give_back(inputs);
             return None;
         }
-        let mut plan = self.tx(inputs, Tag { coinjoin: None, flow: Some(id) });
+        let mut plan = self.tx(
+            inputs,
+            Tag {
+                coinjoin: None,
+                flow: Some(id),
+            },
+        );
         let stolen = (total as f64 * self.rng.gen_range(0.5..0.85)) as u64;
         for _ in 0..2 {
             self.pay_to_flow(&mut plan, id, stolen / 2);
         }
         let change = self.actors.address(&mut self.rng, victim);
-        plan.pay(0, change, victim, Dest::Wallet(victim)).value = plan.available(rate).expect("checked affordable");
+        plan.pay(0, change, victim, Dest::Wallet(victim)).value =
+            plan.available(rate).expect("checked affordable");
         Some((vec![plan], vec![victim]))
     }
 
@@ -225,25 +281,37 @@ impl Economy {
         let height = self.height;
         let mut txs = Vec::new();
         let mut victims = Vec::new();
-        for _ in 0..20 * wanted {
+        for _ in 0..100 * wanted {
             if victims.len() == wanted {
                 break;
             }
-            let ransom = dist::lognormal(&mut self.rng, RANSOM_MEDIAN_SAT, 0.4) as u64;
-            let rate = self.fee_rate();
-            let fee_bound = dist::fee(rate, 50 + 5 * ScriptKind::P2pkh.input_weight() + 2 * 4 * 44);
             let user = self.actors.random_user(&mut self.rng);
             let wallet = &mut self.actors.get_mut(user).wallet;
-            if victims.contains(&user) || wallet.balance() < 2 * ransom {
+            if victims.contains(&user) || wallet.balance() < MIN_RANSOM_VICTIM_SAT {
                 continue;
             }
-            let Some(inputs) = wallet.take_value(&mut self.rng, ransom + fee_bound + dist::DUST, 5, height) else {
+            // Ransoms are set to what the victim can pay.
+            let ransom = (dist::lognormal(&mut self.rng, RANSOM_MEDIAN_SAT, 0.4) as u64)
+                .min(wallet.balance() / 2);
+            let rate = self.fee_rate();
+            let fee_bound = dist::fee(rate, 50 + 5 * ScriptKind::P2pkh.input_weight() + 2 * 4 * 44);
+            let wallet = &mut self.actors.get_mut(user).wallet;
+            let Some(inputs) =
+                wallet.take_value(&mut self.rng, ransom + fee_bound + dist::DUST, 5, height)
+            else {
                 continue;
             };
-            let mut plan = self.tx(inputs, Tag { coinjoin: None, flow: Some(id) });
+            let mut plan = self.tx(
+                inputs,
+                Tag {
+                    coinjoin: None,
+                    flow: Some(id),
+                },
+            );
             self.pay_to_flow(&mut plan, id, ransom);
             let change = self.actors.address(&mut self.rng, user);
-            plan.pay(0, change, user, Dest::Wallet(user)).value = plan.available(rate).expect("fee bounded above");
+            plan.pay(0, change, user, Dest::Wallet(user)).value =
+                plan.available(rate).expect("fee bounded above");
             txs.push(plan);
             victims.push(user);
         }
@@ -259,7 +327,11 @@ impl Economy {
     /// An output to a fresh address of the flow's criminal (owner set once the actor exists).
     fn pay_to_flow(&mut self, plan: &mut TxPlan, id: u16, value: u64) {
         let payee = self.actors.fresh(ScriptKind::P2wpkh);
-        let owner = self.flows.list.get(id as usize).map_or(ActorId::MAX, |f| f.actor);
+        let owner = self
+            .flows
+            .list
+            .get(id as usize)
+            .map_or(ActorId::MAX, |f| f.actor);
         plan.pay(value, payee, owner, Dest::Flow(id)).taint = Some(id);
     }
 
@@ -267,17 +339,28 @@ impl Economy {
         let id = f as u16;
         let kind = STAGES[self.flows.list[f].stage];
         let held = std::mem::take(&mut self.flows.list[f].held);
-        let tag = Tag { coinjoin: None, flow: Some(id) };
+        let tag = Tag {
+            coinjoin: None,
+            flow: Some(id),
+        };
         let rate = self.fee_rate();
         let txs: Vec<TxPlan> = match kind {
             HopKind::Split | HopKind::PostMix => {
                 let outputs = if kind == HopKind::Split { 3 } else { 1 };
-                held.into_iter().map(|coin| self.flow_tx(id, vec![coin], outputs, rate, tag)).collect()
+                held.into_iter()
+                    .map(|coin| self.flow_tx(id, vec![coin], outputs, rate, tag))
+                    .collect()
             }
             HopKind::Merge => vec![self.flow_tx(id, held, 1, rate, tag)],
             HopKind::Mix => {
                 let actor = self.flows.list[f].actor;
-                let p = Participant { owner: actor, inputs: held, dest: Dest::Flow(id), taint: Some(id), max_equal: 8 };
+                let p = Participant {
+                    owner: actor,
+                    inputs: held,
+                    dest: Dest::Flow(id),
+                    taint: Some(id),
+                    max_equal: 8,
+                };
                 if !p.can_afford_wasabi(rate) {
                     // Too little to mix: skip the mixer, keep the coins for the next hop.
                     self.refund(p);
@@ -298,12 +381,23 @@ impl Economy {
     }
 
     /// Criminal's coins into `outputs` fresh addresses of the criminal.
-    fn flow_tx(&mut self, id: u16, inputs: Vec<Utxo>, outputs: usize, rate: f64, tag: Tag) -> TxPlan {
+    fn flow_tx(
+        &mut self,
+        id: u16,
+        inputs: Vec<Utxo>,
+        outputs: usize,
+        rate: f64,
+        tag: Tag,
+    ) -> TxPlan {
         let mut plan = self.tx(inputs, tag);
         for _ in 0..outputs {
             self.pay_to_flow(&mut plan, id, 0);
         }
-        split_value(&mut self.rng, affordable_value(&plan, rate, outputs), &mut plan.outputs);
+        split_value(
+            &mut self.rng,
+            affordable_value(&plan, rate, outputs),
+            &mut plan.outputs,
+        );
         plan
     }
 
@@ -336,7 +430,12 @@ fn affordable_value(plan: &TxPlan, rate: f64, outputs: usize) -> u64 {
 
 /// Records a planned hop (txids and outpoints arrive at commit) and schedules the next one.
 fn flow_after_hop(flow: &mut Flow, kind: HopKind, height: u32, rng: &mut impl Rng) {
-    flow.hops.push(Hop { kind, height, txids: Vec::new(), outpoints: Vec::new() });
+    flow.hops.push(Hop {
+        kind,
+        height,
+        txids: Vec::new(),
+        outpoints: Vec::new(),
+    });
     flow.stage += 1;
-    flow.next_height = height + rng.gen_range(1..=3);
+    flow.next_height = height + rng.gen_range(1..=2);
 }

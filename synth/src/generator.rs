@@ -60,15 +60,22 @@ impl ForkPlan {
         let n_singles = 3 + span / 400;
         let n_deep = 1 + span / 1500;
         ForkPlan {
-            singles: (0..n_singles).map(|i| at((i as f64 + 0.5) / n_singles as f64)).collect(),
-            deep: (0..n_deep).map(|i| (at((i as f64 + 0.45) / n_deep as f64), rng.gen_range(3..=5))).collect(),
+            singles: (0..n_singles)
+                .map(|i| at((i as f64 + 0.5) / n_singles as f64))
+                .collect(),
+            deep: (0..n_deep)
+                .map(|i| (at((i as f64 + 0.45) / n_deep as f64), rng.gen_range(3..=5)))
+                .collect(),
             active: None,
         }
     }
 
     fn last_height(&self) -> u32 {
         let singles = self.singles.iter().copied();
-        singles.chain(self.deep.iter().map(|&(start, depth)| start + depth - 1)).max().unwrap_or(0)
+        singles
+            .chain(self.deep.iter().map(|&(start, depth)| start + depth - 1))
+            .max()
+            .unwrap_or(0)
     }
 }
 
@@ -79,6 +86,9 @@ pub struct Generator {
     rng: ChaCha8Rng,
     tip: (BlockHash, u32, u32),
     forks: ForkPlan,
+    /// Transactions of the block after the tip, planned while the tip's were materialised;
+    /// so coins become spendable two blocks after the one that creates them.
+    next_plans: Option<Vec<TxPlan>>,
 }
 
 impl Generator {
@@ -86,10 +96,14 @@ impl Generator {
         let mut rng = ChaCha8Rng::seed_from_u64(mix64(seed ^ 0xc4a1));
         let genesis = params.genesis();
         Generator {
-            ring: Keyring { salt: mix64(seed ^ 0x4b), network: params.network },
+            ring: Keyring {
+                salt: mix64(seed ^ 0x4b),
+                network: params.network,
+            },
             economy: Economy::new(seed),
             forks: ForkPlan::new(size, &mut rng),
             tip: (genesis.block_hash(), 0, genesis.header.time),
+            next_plans: None,
             rng,
             params,
         }
@@ -115,16 +129,60 @@ impl Generator {
         let interval = (-600.0 * self.rng.gen_range(f64::EPSILON..1.0).ln()).round() as u32;
         let time = tip_time + interval.max(1);
         let pool = self.economy.actors().random_pool(&mut self.rng);
-        let target = self.rng.gen_range(MIN_BLOCK_WEIGHT..=MAX_BLOCK_WEIGHT);
-        let plans = self.economy.plan_block(height, target - COINBASE_WEIGHT - 4 * 90);
-        let ring = self.ring;
-        let built: Vec<BuiltTx> = plans.par_iter().map(|plan| txbuild::build(plan, &ring)).collect();
+        let plans = match self.next_plans.take() {
+            Some(plans) => plans,
+            None => {
+                let budget = self.budget();
+                self.economy.plan_block(height, budget)
+            }
+        };
+        // Planning the next block (sequential) overlaps materialising this one (parallel).
+        let budget = self.budget();
+        let (economy, ring) = (&mut self.economy, self.ring);
+        let (next_plans, built) = rayon::join(
+            || economy.plan_block(height + 1, budget),
+            || {
+                plans
+                    .par_iter()
+                    .map(|plan| txbuild::build(plan, &ring))
+                    .collect::<Vec<BuiltTx>>()
+            },
+        );
+        self.next_plans = Some(next_plans);
         let fees: u64 = plans.iter().map(TxPlan::fee).sum();
-        let coinbase = self.economy.coinbase_outputs(pool, self.params.subsidy(height) + fees, height);
-        let fields = HeaderFields { prev, height, time, pool_tag: self.pool_tag(pool) };
+        let coinbase =
+            self.economy
+                .coinbase_outputs(pool, self.params.subsidy(height) + fees, height);
+        let fields = HeaderFields {
+            prev,
+            height,
+            time,
+            pool_tag: self.pool_tag(pool),
+        };
         let refs: Vec<&BuiltTx> = built.iter().collect();
-        let assembled = chain::assemble(&self.params, &fields, &coinbase, &refs, &self.ring, &mut self.rng);
-        MainBlock { height, prev, time, pool, plans, built, coinbase, assembled }
+        let assembled = chain::assemble(
+            &self.params,
+            &fields,
+            &coinbase,
+            &refs,
+            &self.ring,
+            &mut self.rng,
+        );
+        MainBlock {
+            height,
+            prev,
+            time,
+            pool,
+            plans,
+            built,
+            coinbase,
+            assembled,
+        }
+    }
+
+    /// Weight left for transactions in a block of random mainnet-like total weight.
+    fn budget(&mut self) -> u64 {
+        self.rng.gen_range(MIN_BLOCK_WEIGHT..=MAX_BLOCK_WEIGHT) - COINBASE_WEIGHT - 4 * 90
     }
 
     fn pool_tag(&self, pool: ActorId) -> String {
@@ -133,7 +191,12 @@ impl Generator {
 
     /// Makes `block` the tip and hands its coins to their owners.
     pub fn commit(&mut self, block: &MainBlock) {
-        self.economy.commit(&block.coinbase, block.assembled.coinbase.txid, block.height, true);
+        self.economy.commit(
+            &block.coinbase,
+            block.assembled.coinbase.txid,
+            block.height,
+            true,
+        );
         for (plan, tx) in block.plans.iter().zip(&block.built) {
             self.economy.commit(plan, tx.txid, block.height, false);
         }
@@ -159,7 +222,13 @@ impl Generator {
 
     /// A block at `main`'s height on `parent`, holding most of `main`'s transactions that
     /// spend only coins older than the fork (so the stale branch is self-consistent).
-    fn stale_block(&mut self, main: &MainBlock, parent: BlockHash, fork_height: u32, depth: u32) -> StaleBlock {
+    fn stale_block(
+        &mut self,
+        main: &MainBlock,
+        parent: BlockHash,
+        fork_height: u32,
+        depth: u32,
+    ) -> StaleBlock {
         let mut txs = Vec::new();
         let mut fees = 0;
         for (plan, tx) in main.plans.iter().zip(&main.built) {
@@ -168,11 +237,30 @@ impl Generator {
                 fees += plan.fee();
             }
         }
-        let coinbase = self.economy.stale_coinbase(main.pool, self.params.subsidy(main.height) + fees);
+        let coinbase = self
+            .economy
+            .stale_coinbase(main.pool, self.params.subsidy(main.height) + fees);
         let time = main.time + self.rng.gen_range(1..60);
         let pool_tag = self.pool_tag(coinbase.outputs[0].owner);
-        let fields = HeaderFields { prev: parent, height: main.height, time, pool_tag };
-        let assembled = chain::assemble(&self.params, &fields, &coinbase, &txs, &self.ring, &mut self.rng);
-        StaleBlock { height: main.height, depth, hash: assembled.hash, bytes: assembled.bytes }
+        let fields = HeaderFields {
+            prev: parent,
+            height: main.height,
+            time,
+            pool_tag,
+        };
+        let assembled = chain::assemble(
+            &self.params,
+            &fields,
+            &coinbase,
+            &txs,
+            &self.ring,
+            &mut self.rng,
+        );
+        StaleBlock {
+            height: main.height,
+            depth,
+            hash: assembled.hash,
+            bytes: assembled.bytes,
+        }
     }
 }

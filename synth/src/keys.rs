@@ -5,6 +5,8 @@
 //! an output to its spend (hash160 of the pubkey, sha256 of the witness script, hash160 of the
 //! redeem script), so an indexer that checks "revealed key hashes to the address" is satisfied.
 
+use std::fmt::Write;
+
 use bitcoin::hashes::{ripemd160, Hash};
 use bitcoin::{Address, Network, PubkeyHash, ScriptBuf, Witness};
 use rand::{Rng, RngCore};
@@ -114,6 +116,7 @@ pub fn mix64(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// RIPEMD160(SHA256(data)); sha2 uses SHA-NI where the CPU has it.
 pub fn hash160(data: &[u8]) -> [u8; 20] {
     ripemd160::Hash::hash(&Sha256::digest(data)).to_byte_array()
 }
@@ -144,14 +147,14 @@ impl Keyring {
         pk
     }
 
-    fn multisig_2of3(&self, key: KeyId) -> Vec<u8> {
-        let mut script = Vec::with_capacity(105);
-        script.push(0x52);
+    fn multisig_2of3(&self, key: KeyId) -> [u8; 105] {
+        let mut script = [0u8; 105];
+        script[0] = 0x52;
         for sub in 0..3 {
-            script.push(33);
-            script.extend_from_slice(&self.pubkey(key, sub));
+            script[1 + 34 * sub] = 33;
+            script[2 + 34 * sub..35 + 34 * sub].copy_from_slice(&self.pubkey(key, sub as u64));
         }
-        script.extend_from_slice(&[0x53, 0xae]);
+        script[103..].copy_from_slice(&[0x53, 0xae]);
         script
     }
 
@@ -219,7 +222,12 @@ impl Keyring {
     }
 
     /// scriptSig and witness that spend an output of `kind` locked to `key`.
-    pub fn spend(&self, kind: ScriptKind, key: KeyId, rng: &mut impl RngCore) -> (ScriptBuf, Witness) {
+    pub fn spend(
+        &self,
+        kind: ScriptKind,
+        key: KeyId,
+        rng: &mut impl RngCore,
+    ) -> (ScriptBuf, Witness) {
         let pk = self.pubkey(key, 0);
         let push = |s: &mut Vec<u8>, data: &[u8]| {
             s.push(data.len() as u8);
@@ -227,30 +235,43 @@ impl Keyring {
         };
         let mut sig_script = Vec::new();
         let witness = match kind {
-            ScriptKind::P2wpkh => Witness::from_slice(&[&ecdsa_sig(rng)[..], &pk]),
-            ScriptKind::P2tr => Witness::from_slice(&[schnorr_sig(rng)]),
+            ScriptKind::P2wpkh => {
+                let (sig, len) = ecdsa_sig(rng);
+                Witness::from_slice(&[&sig[..len], &pk])
+            }
+            ScriptKind::P2tr => {
+                let (sig, len) = schnorr_sig(rng);
+                Witness::from_slice(&[&sig[..len]])
+            }
             ScriptKind::P2sh => {
                 push(&mut sig_script, &self.nested_redeem_script(key));
-                Witness::from_slice(&[&ecdsa_sig(rng)[..], &pk])
+                let (sig, len) = ecdsa_sig(rng);
+                Witness::from_slice(&[&sig[..len], &pk])
             }
-            ScriptKind::P2wsh => Witness::from_slice(&[
-                Vec::new(),
-                ecdsa_sig(rng),
-                ecdsa_sig(rng),
-                self.multisig_2of3(key),
-            ]),
+            ScriptKind::P2wsh => {
+                let ((sig1, len1), (sig2, len2)) = (ecdsa_sig(rng), ecdsa_sig(rng));
+                Witness::from_slice(&[
+                    &[][..],
+                    &sig1[..len1],
+                    &sig2[..len2],
+                    &self.multisig_2of3(key),
+                ])
+            }
             ScriptKind::P2pkh | ScriptKind::NonStandard => {
-                push(&mut sig_script, &ecdsa_sig(rng));
+                let (sig, len) = ecdsa_sig(rng);
+                push(&mut sig_script, &sig[..len]);
                 push(&mut sig_script, &pk);
                 Witness::new()
             }
             ScriptKind::P2pk => {
-                push(&mut sig_script, &ecdsa_sig(rng));
+                let (sig, len) = ecdsa_sig(rng);
+                push(&mut sig_script, &sig[..len]);
                 Witness::new()
             }
             ScriptKind::BareMultisig => {
+                let (sig, len) = ecdsa_sig(rng);
                 sig_script.push(0x00);
-                push(&mut sig_script, &ecdsa_sig(rng));
+                push(&mut sig_script, &sig[..len]);
                 Witness::new()
             }
             ScriptKind::OpReturn => unreachable!("OP_RETURN outputs are never spent"),
@@ -258,33 +279,36 @@ impl Keyring {
         (ScriptBuf::from_bytes(sig_script), witness)
     }
 
-    /// The address string the indexer shows for an output; None for OP_RETURN.
-    /// P2PK shows as the P2PKH address of its key; scripts without an address as `script:<hex>`.
-    pub fn address_label(&self, kind: ScriptKind, key: KeyId) -> Option<String> {
+    /// Appends the address string the indexer shows for `script` (of `kind`) to `out`; false
+    /// for OP_RETURN. P2PK shows as the P2PKH address of its key; scripts without an address
+    /// as `script:<hex>`.
+    pub fn write_label(&self, kind: ScriptKind, script: &ScriptBuf, out: &mut String) -> bool {
+        const INFALLIBLE: &str = "writing to a String cannot fail";
         match kind {
-            ScriptKind::OpReturn => None,
+            ScriptKind::OpReturn => return false,
             ScriptKind::P2pk => {
-                let hash = PubkeyHash::from_byte_array(hash160(&self.pubkey(key, 0)));
-                Some(Address::p2pkh(hash, self.network).to_string())
+                let hash = PubkeyHash::from_byte_array(hash160(&script.as_bytes()[1..34]));
+                write!(out, "{}", Address::p2pkh(hash, self.network)).expect(INFALLIBLE);
             }
             ScriptKind::BareMultisig | ScriptKind::NonStandard => {
-                Some(format!("script:{:x}", self.script_pubkey(kind, key)))
+                write!(out, "script:{script:x}").expect(INFALLIBLE)
             }
             _ => {
-                let script = self.script_pubkey(kind, key);
-                let address = Address::from_script(&script, self.network)
+                let address = Address::from_script(script, self.network)
                     .expect("standard templates always have an address");
-                Some(address.to_string())
+                write!(out, "{address}").expect(INFALLIBLE);
             }
         }
+        true
     }
 }
 
 /// A DER-shaped ECDSA signature with SIGHASH_ALL: 71 or 72 bytes, like real low-s signatures.
-fn ecdsa_sig(rng: &mut impl RngCore) -> Vec<u8> {
+/// Returned as a buffer and its length, so spends allocate nothing for it.
+fn ecdsa_sig(rng: &mut impl RngCore) -> ([u8; ECDSA_MAX as usize], usize) {
+    let mut sig = [0u8; ECDSA_MAX as usize];
     let high_r = rng.gen::<bool>();
     let r_len = if high_r { 33 } else { 32 };
-    let mut sig = vec![0u8; 7 + r_len + 32];
     sig[..4].copy_from_slice(&[0x30, (4 + r_len + 32) as u8, 0x02, r_len as u8]);
     rng.fill_bytes(&mut sig[4..4 + r_len]);
     if high_r {
@@ -299,18 +323,15 @@ fn ecdsa_sig(rng: &mut impl RngCore) -> Vec<u8> {
     rng.fill_bytes(&mut sig[s + 2..s + 34]);
     sig[s + 2] = (sig[s + 2] & 0x7f) | 1;
     sig[s + 34] = 0x01;
-    sig
+    (sig, s + 35)
 }
 
 /// 64-byte BIP340 signature; one in twenty carries an explicit sighash byte.
-fn schnorr_sig(rng: &mut impl RngCore) -> Vec<u8> {
-    let len = if rng.gen_ratio(1, 20) { 65 } else { 64 };
-    let mut sig = vec![0u8; len];
+fn schnorr_sig(rng: &mut impl RngCore) -> ([u8; SCHNORR_MAX as usize], usize) {
+    let mut sig = [0u8; SCHNORR_MAX as usize];
     rng.fill_bytes(&mut sig[..64]);
-    if len == 65 {
-        sig[64] = 0x01;
-    }
-    sig
+    sig[64] = 0x01;
+    (sig, if rng.gen_ratio(1, 20) { 65 } else { 64 })
 }
 
 #[cfg(test)]
@@ -322,7 +343,10 @@ mod tests {
     /// The weight bounds that fee and block-fill planning rely on must really be bounds.
     #[test]
     fn weights_bound_real_sizes() {
-        let ring = Keyring { salt: 9, network: Network::Regtest };
+        let ring = Keyring {
+            salt: 9,
+            network: Network::Regtest,
+        };
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
         for kind in ScriptKind::ALL {
             for key in 0..200u64 {

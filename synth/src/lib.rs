@@ -29,12 +29,11 @@ use serde::Serialize;
 
 pub use blkfile::{xor, MAX_FILE_SIZE, PREALLOC_CHUNK};
 pub use cli::{parse_size, NetworkChoice, SynthArgs};
-pub use coinjoin::CoinJoinKind;
 pub use stats::Distributions;
 
 use blkfile::BlkWriter;
 use chain::ChainParams;
-use generator::Generator;
+use generator::{Generator, MainBlock, StaleBlock};
 use keys::mix64;
 use progress::Progress;
 use stats::Stats;
@@ -74,13 +73,52 @@ pub struct StaleInfo {
     pub hash: String,
 }
 
+/// Writes each block, its stale competitors, truth rows and statistics as they arrive.
+fn sink(
+    blocks: std::sync::mpsc::Receiver<(MainBlock, Vec<StaleBlock>)>,
+    writer: &mut BlkWriter,
+    truth: &mut TruthWriter,
+    stats: &mut Stats,
+    progress: &mut Progress,
+) -> anyhow::Result<()> {
+    let mut bytes = 0;
+    for (block, stale) in blocks {
+        truth.block(
+            block.height,
+            &block.assembled.coinbase,
+            &block.plans,
+            &block.built,
+        )?;
+        let size = block.assembled.bytes.len() as u64;
+        stats.record_block(
+            &block.coinbase,
+            &block.plans,
+            &block.built,
+            block.assembled.weight,
+            size,
+        );
+        bytes += 8 + size;
+        writer.push(block.assembled.bytes)?;
+        for s in stale {
+            bytes += 8 + s.bytes.len() as u64;
+            writer.push(s.bytes)?;
+        }
+        progress.set(bytes, block.height);
+    }
+    Ok(())
+}
+
 /// Generates the directory described by `args`.
 pub fn run(args: &SynthArgs) -> anyhow::Result<Summary> {
     let started = Instant::now();
-    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
     let params = ChainParams::new(args.network);
-    let xor_key = args.xor.then(|| ChaCha8Rng::seed_from_u64(mix64(args.seed ^ 0x0b5)).gen::<[u8; 8]>());
-    let mut writer = BlkWriter::create(&args.out, params.magic, xor_key, mix64(args.seed ^ 0x0de7))?;
+    let xor_key = args
+        .xor
+        .then(|| ChaCha8Rng::seed_from_u64(mix64(args.seed ^ 0x0b5)).gen::<[u8; 8]>());
+    let mut writer =
+        BlkWriter::create(&args.out, params.magic, xor_key, mix64(args.seed ^ 0x0de7))?;
     let mut truth = TruthWriter::create(&args.out.join("truth"))?;
     let mut generator = Generator::new(params, args.seed, args.size);
     let mut stats = Stats::default();
@@ -93,27 +131,40 @@ pub fn run(args: &SynthArgs) -> anyhow::Result<Summary> {
     let mut stale_blocks = Vec::new();
     let mut deepest_fork = 0;
     let mut tip_hash = String::new();
-    while bytes < args.size || generator.forks_pending() {
-        let block = generator.next_block();
-        let stale = generator.stale_blocks(&block);
-        truth.block(block.height, &block.assembled.coinbase, &block.plans, &block.built)?;
-        let size = block.assembled.bytes.len() as u64;
-        stats.record_block(&block.coinbase, &block.plans, &block.built, block.assembled.weight, size);
-        generator.commit(&block);
-        tip_hash = block.assembled.hash.to_string();
-        bytes += 8 + size;
-        writer.push(block.assembled.bytes)?;
-        for s in stale {
-            bytes += 8 + s.bytes.len() as u64;
-            deepest_fork = deepest_fork.max(s.depth);
-            stale_blocks.push(StaleInfo { height: s.height, hash: s.hash.to_string() });
-            writer.push(s.bytes)?;
+    // Writing blk records, truth rows and statistics happens on a second thread, overlapping
+    // with the planning and hashing of the next blocks; the bounded channel bounds memory.
+    let (sender, receiver) = std::sync::mpsc::sync_channel::<(MainBlock, Vec<StaleBlock>)>(2);
+    let sink = std::thread::scope(|scope| {
+        let sink =
+            scope.spawn(|| sink(receiver, &mut writer, &mut truth, &mut stats, &mut progress));
+        while bytes < args.size || generator.forks_pending() {
+            let block = generator.next_block();
+            let stale = generator.stale_blocks(&block);
+            generator.commit(&block);
+            tip_hash = block.assembled.hash.to_string();
+            bytes += 8 + block.assembled.bytes.len() as u64;
+            for s in &stale {
+                bytes += 8 + s.bytes.len() as u64;
+                deepest_fork = deepest_fork.max(s.depth);
+                stale_blocks.push(StaleInfo {
+                    height: s.height,
+                    hash: s.hash.to_string(),
+                });
+            }
+            if sender.send((block, stale)).is_err() {
+                break; // the sink failed; its error is reported below
+            }
         }
-        progress.set(bytes, block.height);
-    }
+        drop(sender);
+        sink.join().expect("the sink thread does not panic")
+    });
+    sink?;
     let tip_height = generator.tip_height();
     let truncated = args.truncate_tail.then(|| generator.next_block());
-    let truncated_tail = truncated.as_ref().map(|b| StaleInfo { height: b.height, hash: b.assembled.hash.to_string() });
+    let truncated_tail = truncated.as_ref().map(|b| StaleInfo {
+        height: b.height,
+        hash: b.assembled.hash.to_string(),
+    });
     let partial = truncated.map(|b| b.assembled.bytes);
     bytes += partial.as_ref().map_or(0, |b| 8 + b.len() as u64 / 2);
     let files = writer.finish(partial)?;
@@ -140,7 +191,11 @@ pub fn run(args: &SynthArgs) -> anyhow::Result<Summary> {
         mb_per_sec: bytes as f64 / 1e6 / elapsed,
         distributions: stats.distributions(),
     };
-    truth.finish(generator.economy.actors(), generator.economy.flows(), tip_height, &summary)?;
+    truth.finish(
+        generator.economy.actors(),
+        generator.economy.flows(),
+        tip_height,
+        &summary,
+    )?;
     Ok(summary)
 }
-

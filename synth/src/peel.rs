@@ -59,10 +59,15 @@ impl Economy {
             return;
         }
         let rate = self.fee_rate();
-        let fee_bound = dist::fee(rate, 50 + 4 * ScriptKind::P2pkh.input_weight() + 2 * MAX_OUTPUT_WEIGHT);
+        let fee_bound = dist::fee(
+            rate,
+            50 + 4 * ScriptKind::P2pkh.input_weight() + 2 * MAX_OUTPUT_WEIGHT,
+        );
         let height = self.height;
         let wallet = &mut self.actors.get_mut(exchange).wallet;
-        let Some(inputs) = wallet.take_value(&mut self.rng, value + fee_bound + dist::DUST, 4, height) else {
+        let Some(inputs) =
+            wallet.take_value(&mut self.rng, value + fee_bound + dist::DUST, 4, height)
+        else {
             return;
         };
         let mut plan = self.tx(inputs, Tag::default());
@@ -99,7 +104,12 @@ impl Economy {
             let share = self.rng.gen_range(0.01..0.05);
             let user = self.actors.random_user(&mut self.rng);
             let payee = self.actors.address(&mut self.rng, user);
-            plan.pay((coin.value as f64 * share) as u64 + dist::DUST, payee, user, Dest::Wallet(user));
+            plan.pay(
+                (coin.value as f64 * share) as u64 + dist::DUST,
+                payee,
+                user,
+                Dest::Wallet(user),
+            );
             let next = self.actors.fresh(ScriptKind::P2wpkh);
             plan.pay(0, next, peeler, Dest::Peel(i as u16));
         }

@@ -104,7 +104,10 @@ impl Default for Stats {
 }
 
 fn bucket(n: usize) -> usize {
-    BUCKETS.iter().position(|&(lo, hi, _)| (lo..=hi).contains(&n)).expect("buckets cover 1..")
+    BUCKETS
+        .iter()
+        .position(|&(lo, hi, _)| (lo..=hi).contains(&n))
+        .expect("buckets cover 1..")
 }
 
 impl Stats {
@@ -115,7 +118,14 @@ impl Stats {
         self.outputs += outputs;
     }
 
-    pub fn record_block(&mut self, coinbase: &TxPlan, plans: &[TxPlan], built: &[BuiltTx], weight: u64, size: u64) {
+    pub fn record_block(
+        &mut self,
+        coinbase: &TxPlan,
+        plans: &[TxPlan],
+        built: &[BuiltTx],
+        weight: u64,
+        size: u64,
+    ) {
         self.blocks += 1;
         self.txs += 1 + plans.len() as u64;
         // The witness commitment is an extra OP_RETURN output of every coinbase.
@@ -171,18 +181,39 @@ impl Stats {
         let share = |n: u64, of: u64| if of == 0 { 0.0 } else { n as f64 / of as f64 };
         let spends = self.txs.saturating_sub(self.blocks);
         let hist = |h: &[u64; BUCKETS.len()]| {
-            BUCKETS.iter().zip(h).map(|(b, &n)| Bucket { range: b.2, txs: n, share: share(n, spends) }).collect()
+            BUCKETS
+                .iter()
+                .zip(h)
+                .map(|(b, &n)| Bucket {
+                    range: b.2,
+                    txs: n,
+                    share: share(n, spends),
+                })
+                .collect()
         };
         let full = self.full_blocks.max(1) as f64;
-        let mut coinjoins: BTreeMap<&'static str, u64> =
-            [CoinJoinKind::Whirlpool, CoinJoinKind::Wasabi, CoinJoinKind::JoinMarket].map(|k| (k.name(), 0)).into();
+        let mut coinjoins: BTreeMap<&'static str, u64> = [
+            CoinJoinKind::Whirlpool,
+            CoinJoinKind::Wasabi,
+            CoinJoinKind::JoinMarket,
+        ]
+        .map(|k| (k.name(), 0))
+        .into();
         coinjoins.extend(self.coinjoins.iter().map(|(k, v)| (*k, *v)));
         Distributions {
             output_script_share: ScriptKind::ALL
                 .iter()
-                .map(|k| (k.name(), share(self.scripts.get(k).copied().unwrap_or(0), all_outputs)))
+                .map(|k| {
+                    (
+                        k.name(),
+                        share(self.scripts.get(k).copied().unwrap_or(0), all_outputs),
+                    )
+                })
                 .collect(),
-            output_script_count: ScriptKind::ALL.iter().map(|k| (k.name(), self.scripts.get(k).copied().unwrap_or(0))).collect(),
+            output_script_count: ScriptKind::ALL
+                .iter()
+                .map(|k| (k.name(), self.scripts.get(k).copied().unwrap_or(0)))
+                .collect(),
             inputs_per_tx: hist(&self.inputs_hist),
             outputs_per_tx: hist(&self.outputs_hist),
             fee_rate_sat_per_vb: FeeRates {

@@ -23,7 +23,9 @@ fn create(dir: &Path, name: &str, header: &str) -> anyhow::Result<BufWriter<File
     let path = dir.join(name);
     let file = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
     let mut writer = BufWriter::with_capacity(1 << 20, file);
-    writer.write_all(header.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
+    writer
+        .write_all(header.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(writer)
 }
 
@@ -38,37 +40,59 @@ impl TruthWriter {
     }
 
     /// Rows for one main-chain block: its fresh addresses and its CoinJoins.
-    pub fn block(&mut self, height: u32, coinbase: &BuiltTx, plans: &[TxPlan], built: &[BuiltTx]) -> anyhow::Result<()> {
+    pub fn block(
+        &mut self,
+        height: u32,
+        coinbase: &BuiltTx,
+        plans: &[TxPlan],
+        built: &[BuiltTx],
+    ) -> anyhow::Result<()> {
         let path = self.dir.join("addresses.csv");
         for tx in std::iter::once(coinbase).chain(built) {
-            self.addresses.write_all(tx.rows.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
+            self.addresses
+                .write_all(tx.rows.as_bytes())
+                .with_context(|| format!("writing {}", path.display()))?;
         }
         for (plan, tx) in plans.iter().zip(built) {
             if let Some(kind) = plan.tag.coinjoin {
-                writeln!(self.coinjoins, "{},{},{height}", tx.txid, kind.name())
-                    .with_context(|| format!("writing {}", self.dir.join("coinjoins.csv").display()))?;
+                writeln!(self.coinjoins, "{},{},{height}", tx.txid, kind.name()).with_context(
+                    || format!("writing {}", self.dir.join("coinjoins.csv").display()),
+                )?;
             }
         }
         Ok(())
     }
 
     /// Writes actors.csv, flows.jsonl (hops up to `tip`) and summary.json, and flushes all.
-    pub fn finish(mut self, actors: &Actors, flows: &Flows, tip: u32, summary: &Summary) -> anyhow::Result<()> {
-        for (writer, name) in [(&mut self.addresses, "addresses.csv"), (&mut self.coinjoins, "coinjoins.csv")] {
-            writer.flush().with_context(|| format!("writing {}", self.dir.join(name).display()))?;
+    pub fn finish(
+        mut self,
+        actors: &Actors,
+        flows: &Flows,
+        tip: u32,
+        summary: &Summary,
+    ) -> anyhow::Result<()> {
+        for (writer, name) in [
+            (&mut self.addresses, "addresses.csv"),
+            (&mut self.coinjoins, "coinjoins.csv"),
+        ] {
+            writer
+                .flush()
+                .with_context(|| format!("writing {}", self.dir.join(name).display()))?;
         }
         let mut out = create(&self.dir, "actors.csv", "actor_id,kind,name\n")?;
         for (id, actor) in actors.iter() {
             writeln!(out, "{id},{},{}", actor.kind.name(), actor.name)?;
         }
-        out.flush().with_context(|| format!("writing {}", self.dir.join("actors.csv").display()))?;
+        out.flush()
+            .with_context(|| format!("writing {}", self.dir.join("actors.csv").display()))?;
 
         let mut out = create(&self.dir, "flows.jsonl", "")?;
         for record in flows.records(tip) {
             serde_json::to_writer(&mut out, &record)?;
             out.write_all(b"\n")?;
         }
-        out.flush().with_context(|| format!("writing {}", self.dir.join("flows.jsonl").display()))?;
+        out.flush()
+            .with_context(|| format!("writing {}", self.dir.join("flows.jsonl").display()))?;
 
         let path = self.dir.join("summary.json");
         let json = serde_json::to_string_pretty(summary)?;

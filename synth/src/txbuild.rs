@@ -2,6 +2,8 @@
 //! serialized bytes and hashes (done in parallel, deterministically: all randomness of a
 //! transaction's signatures comes from its own `seed`).
 
+use std::fmt::Write;
+
 use bitcoin::consensus::Encodable;
 use bitcoin::hashes::Hash;
 use bitcoin::{absolute, transaction, Amount, Sequence, Transaction, TxIn, TxOut, Txid, Wtxid};
@@ -74,7 +76,11 @@ impl TxPlan {
     pub fn weight_bound(&self) -> u64 {
         let overhead = 4 * (8 + varint_len(self.inputs.len()) + varint_len(self.outputs.len())) + 2;
         let ins: u64 = self.inputs.iter().map(|u| u.kind.input_weight()).sum();
-        let outs: u64 = self.outputs.iter().map(|o| output_weight(o.kind, o.key)).sum();
+        let outs: u64 = self
+            .outputs
+            .iter()
+            .map(|o| output_weight(o.kind, o.key))
+            .sum();
         overhead + ins + outs
     }
 
@@ -106,8 +112,11 @@ pub struct BuiltTx {
     pub rows: String,
 }
 
-pub fn txout(out: &OutPlan, ring: &Keyring) -> TxOut {
-    TxOut { value: Amount::from_sat(out.value), script_pubkey: ring.script_pubkey(out.kind, out.key) }
+fn txout(out: &OutPlan, ring: &Keyring) -> TxOut {
+    TxOut {
+        value: Amount::from_sat(out.value),
+        script_pubkey: ring.script_pubkey(out.kind, out.key),
+    }
 }
 
 pub fn build(plan: &TxPlan, ring: &Keyring) -> BuiltTx {
@@ -117,29 +126,38 @@ pub fn build(plan: &TxPlan, ring: &Keyring) -> BuiltTx {
         .iter()
         .map(|utxo| {
             let (script_sig, witness) = ring.spend(utxo.kind, utxo.key, &mut rng);
-            TxIn { previous_output: utxo.outpoint, script_sig, sequence: Sequence(plan.sequence), witness }
+            TxIn {
+                previous_output: utxo.outpoint,
+                script_sig,
+                sequence: Sequence(plan.sequence),
+                witness,
+            }
         })
         .collect();
+    let (output, rows) = outputs(&plan.outputs, ring);
     let tx = Transaction {
         version: transaction::Version(plan.version),
         lock_time: absolute::LockTime::from_consensus(plan.lock_time),
         input,
-        output: plan.outputs.iter().map(|o| txout(o, ring)).collect(),
+        output,
     };
-    encode(&tx, address_rows(&plan.outputs, ring))
+    encode(&tx, rows)
 }
 
-pub fn address_rows(outputs: &[OutPlan], ring: &Keyring) -> String {
+/// The outputs, and `address,actor_id` rows for those paying a fresh address.
+pub fn outputs(plans: &[OutPlan], ring: &Keyring) -> (Vec<TxOut>, String) {
     let mut rows = String::new();
-    for out in outputs.iter().filter(|o| o.fresh) {
-        if let Some(address) = ring.address_label(out.kind, out.key) {
-            rows.push_str(&address);
-            rows.push(',');
-            rows.push_str(&out.owner.to_string());
-            rows.push('\n');
-        }
-    }
-    rows
+    let outputs = plans
+        .iter()
+        .map(|out| {
+            let out_script = txout(out, ring);
+            if out.fresh && ring.write_label(out.kind, &out_script.script_pubkey, &mut rows) {
+                writeln!(rows, ",{}", out.owner).expect("writing to a String cannot fail");
+            }
+            out_script
+        })
+        .collect();
+    (outputs, rows)
 }
 
 fn sha256d(parts: &[&[u8]]) -> [u8; 32] {
@@ -172,7 +190,11 @@ pub fn encode(tx: &Transaction, rows: String) -> BuiltTx {
 
     let (txid, wtxid, base_len) = if segwit {
         let txid = sha256d(&[&bytes[..4], &bytes[6..io_end], &bytes[witness_end..]]);
-        (txid, sha256d(&[&bytes]), bytes.len() - (witness_end - io_end) - 2)
+        (
+            txid,
+            sha256d(&[&bytes]),
+            bytes.len() - (witness_end - io_end) - 2,
+        )
     } else {
         let hash = sha256d(&[&bytes]);
         (hash, hash, bytes.len())
@@ -196,7 +218,10 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(i, &kind)| Utxo {
-                outpoint: OutPoint { txid: Txid::all_zeros(), vout: i as u32 },
+                outpoint: OutPoint {
+                    txid: Txid::all_zeros(),
+                    vout: i as u32,
+                },
                 value: 100_000,
                 key: i as u64,
                 kind,
@@ -217,14 +242,35 @@ mod tests {
                 taint: None,
             })
             .collect();
-        TxPlan { inputs, outputs, version: 2, lock_time: 0, sequence: 0xffff_fffd, seed: 11, tag: Tag::default() }
+        TxPlan {
+            inputs,
+            outputs,
+            version: 2,
+            lock_time: 0,
+            sequence: 0xffff_fffd,
+            seed: 11,
+            tag: Tag::default(),
+        }
     }
 
     #[test]
     fn hashes_and_weight_match_rust_bitcoin() {
-        let ring = Keyring { salt: 1, network: Network::Regtest };
-        let legacy_only = [ScriptKind::P2pkh, ScriptKind::P2pk, ScriptKind::BareMultisig];
-        let mixed = [ScriptKind::P2wpkh, ScriptKind::P2pkh, ScriptKind::P2tr, ScriptKind::P2sh, ScriptKind::P2wsh];
+        let ring = Keyring {
+            salt: 1,
+            network: Network::Regtest,
+        };
+        let legacy_only = [
+            ScriptKind::P2pkh,
+            ScriptKind::P2pk,
+            ScriptKind::BareMultisig,
+        ];
+        let mixed = [
+            ScriptKind::P2wpkh,
+            ScriptKind::P2pkh,
+            ScriptKind::P2tr,
+            ScriptKind::P2sh,
+            ScriptKind::P2wsh,
+        ];
         for kinds in [&legacy_only[..], &mixed[..]] {
             let plan = plan(kinds);
             let built = build(&plan, &ring);

@@ -59,9 +59,16 @@ impl Wallet {
         }
         let start = rng.gen_range(0..self.utxos.len());
         let n = self.utxos.len();
-        let found = (0..n).map(|i| (start + i) % n).find(|&i| self.utxos[i].spendable_at(height))?;
+        let found = (0..n)
+            .map(|i| (start + i) % n)
+            .find(|&i| self.utxos[i].spendable_at(height))?;
         let utxo = self.utxos.swap_remove(found);
         self.balance -= utxo.value;
+        // Coins wander between 30k wallets; without giving capacity back, every wallet would
+        // keep its high-water mark and memory would creep up with the chain length.
+        if self.utxos.capacity() > 4 * self.utxos.len() + 8 {
+            self.utxos.shrink_to(2 * self.utxos.len());
+        }
         Some(utxo)
     }
 
@@ -72,11 +79,19 @@ impl Wallet {
 
     /// Random coins until their sum reaches `target` (at most `max` coins); if that fails the
     /// coins stay in the wallet and None is returned.
-    pub fn take_value(&mut self, rng: &mut impl Rng, target: u64, max: usize, height: u32) -> Option<Vec<Utxo>> {
+    pub fn take_value(
+        &mut self,
+        rng: &mut impl Rng,
+        target: u64,
+        max: usize,
+        height: u32,
+    ) -> Option<Vec<Utxo>> {
         let mut taken = Vec::new();
         let mut sum = 0;
         while sum < target && taken.len() < max {
-            let Some(utxo) = self.take(rng, height) else { break };
+            let Some(utxo) = self.take(rng, height) else {
+                break;
+            };
             sum += utxo.value;
             taken.push(utxo);
         }
@@ -95,7 +110,14 @@ mod tests {
     use rand::SeedableRng;
 
     fn coin(value: u64, height: u32, coinbase: bool) -> Utxo {
-        Utxo { outpoint: OutPoint::null(), value, key: 0, kind: ScriptKind::P2wpkh, height, coinbase }
+        Utxo {
+            outpoint: OutPoint::null(),
+            value,
+            key: 0,
+            kind: ScriptKind::P2wpkh,
+            height,
+            coinbase,
+        }
     }
 
     #[test]
@@ -118,6 +140,9 @@ mod tests {
         assert_eq!((wallet.len(), wallet.balance()), (3, 60));
         let taken = wallet.take_value(&mut rng, 45, 5, 10).unwrap();
         assert!(taken.iter().map(|u| u.value).sum::<u64>() >= 45);
-        assert_eq!(wallet.balance() + taken.iter().map(|u| u.value).sum::<u64>(), 60);
+        assert_eq!(
+            wallet.balance() + taken.iter().map(|u| u.value).sum::<u64>(),
+            60
+        );
     }
 }

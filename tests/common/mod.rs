@@ -9,7 +9,9 @@ use satflow_indexer::schema::cf;
 use satflow_indexer::{Access, IndexOptions, Store, Summary};
 
 pub fn data(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(rel)
 }
 
 /// A blocks directory holding copies of `files`, named blk00000.dat, …
@@ -28,7 +30,11 @@ pub fn add_blk(dir: &Path, file: &str) {
 }
 
 pub fn options(blocks: &Path, db: &Path) -> IndexOptions {
-    IndexOptions { quiet: true, cache_mb: 16, ..IndexOptions::new(blocks, db) }
+    IndexOptions {
+        quiet: true,
+        cache_mb: 16,
+        ..IndexOptions::new(blocks, db)
+    }
 }
 
 pub fn index(blocks: &Path, db: &Path) -> Summary {
@@ -75,7 +81,10 @@ pub const LOCATION_FREE: [&str; 11] = [
 ];
 
 /// Asserts two dumps are equal, naming the first family that differs.
-pub fn assert_same(a: &BTreeMap<String, BTreeMap<String, String>>, b: &BTreeMap<String, BTreeMap<String, String>>) {
+pub fn assert_same(
+    a: &BTreeMap<String, BTreeMap<String, String>>,
+    b: &BTreeMap<String, BTreeMap<String, String>>,
+) {
     assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
     for (name, rows) in a {
         let other = &b[name];
@@ -87,7 +96,11 @@ pub fn assert_same(a: &BTreeMap<String, BTreeMap<String, String>>, b: &BTreeMap<
                 .chain(other.keys().filter(|k| !rows.contains_key(*k)).cloned())
                 .take(5)
                 .collect();
-            panic!("column family {name} differs ({} vs {} rows), e.g. keys {diff:?}", rows.len(), other.len());
+            panic!(
+                "column family {name} differs ({} vs {} rows), e.g. keys {diff:?}",
+                rows.len(),
+                other.len()
+            );
         }
     }
 }
@@ -117,8 +130,8 @@ pub mod build {
     use bitcoin::hashes::Hash;
     use bitcoin::transaction::Version as TxVersion;
     use bitcoin::{
-        Amount, Block, BlockHash, CompactTarget, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxMerkleNode,
-        TxOut, Witness,
+        Amount, Block, BlockHash, CompactTarget, OutPoint, ScriptBuf, Sequence, Transaction, TxIn,
+        TxMerkleNode, TxOut, Witness,
     };
 
     pub fn p2pkh(tag: u8) -> ScriptBuf {
@@ -138,7 +151,13 @@ pub mod build {
                     witness: Witness::new(),
                 })
                 .collect(),
-            output: outputs.iter().map(|(v, s)| TxOut { value: Amount::from_sat(*v), script_pubkey: s.clone() }).collect(),
+            output: outputs
+                .iter()
+                .map(|(v, s)| TxOut {
+                    value: Amount::from_sat(*v),
+                    script_pubkey: s.clone(),
+                })
+                .collect(),
         }
     }
 
