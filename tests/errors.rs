@@ -6,25 +6,11 @@ mod common;
 use common::*;
 use satflow_indexer::Network;
 
-/// (offset of block bytes, length) of each record, read independently.
-fn records(bytes: &[u8]) -> Vec<(usize, usize)> {
-    let mut out = Vec::new();
-    let mut pos = 0;
-    while pos + 8 <= bytes.len() {
-        let len = u32::from_le_bytes(bytes[pos + 4..pos + 8].try_into().unwrap()) as usize;
-        if pos + 8 + len > bytes.len() {
-            break;
-        }
-        out.push((pos + 8, len));
-        pos += 8 + len;
-    }
-    out
-}
-
 #[test]
 fn a_corrupt_block_names_file_and_offset_and_keeps_what_came_before() {
     let mut bytes = std::fs::read(data("mainnet/blk00000_first1MiB.dat")).unwrap();
-    let (at, len) = records(&bytes)[1000];
+    let (record, len) = records(&bytes)[1000];
+    let at = record + 8;
     bytes[at + len - 30] ^= 0xff; // inside the coinbase output script of block 1000
     let blocks = tempfile::tempdir().unwrap();
     let path = blocks.path().join("blk00000.dat");
@@ -89,7 +75,7 @@ fn an_empty_directory_or_missing_genesis_is_an_error() {
 #[test]
 fn garbage_between_records_is_skipped_with_a_warning() {
     let clean = std::fs::read(data("mainnet/blk00000_first1MiB.dat")).unwrap();
-    let (at, _) = records(&clean)[2000];
+    let at = records(&clean)[2000].0 + 8;
     let mut dirty = clean[..at - 8].to_vec();
     dirty.extend_from_slice(b"\x01\x02crash leftovers\xf9\xbe"); // ends in half a magic
     dirty.extend_from_slice(&clean[at - 8..]);

@@ -7,27 +7,17 @@ mod common;
 use common::*;
 use satflow_indexer::schema::{cf, BlockRow};
 
-fn records(bytes: &[u8]) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut pos = 0;
-    while pos + 8 <= bytes.len() {
-        let len = u32::from_le_bytes(bytes[pos + 4..pos + 8].try_into().unwrap()) as usize;
-        if pos + 8 + len > bytes.len() {
-            break;
-        }
-        out.push(bytes[pos..pos + 8 + len].to_vec());
-        pos += 8 + len;
-    }
-    out
-}
-
 #[test]
 fn xor_and_shuffled_records_give_the_same_index() {
     let plain = blocks_dir(&["mainnet/blk00000_first1MiB.dat"]);
     let plain_db = tempfile::tempdir().unwrap();
     index(plain.path(), plain_db.path());
 
-    let mut recs = records(&std::fs::read(data("mainnet/blk00000_first1MiB.dat")).unwrap());
+    let raw = std::fs::read(data("mainnet/blk00000_first1MiB.dat")).unwrap();
+    let mut recs: Vec<&[u8]> = records(&raw)
+        .into_iter()
+        .map(|(at, len)| &raw[at..at + 8 + len])
+        .collect();
     assert_eq!(recs.len(), 4522);
     // Deterministic shuffle (Fisher–Yates with a fixed LCG).
     let mut state = 7u64;

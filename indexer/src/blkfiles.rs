@@ -226,73 +226,57 @@ pub fn scan_file(file: &BlkFile, key: XorKey, start: u64) -> Result<FileScan> {
     let len = file.len();
     let mut pos = start;
     while pos + 8 <= len {
-        if is_padding(file, key, pos) {
+        // Where to look for the next magic when `pos` holds no record.
+        let resync_from = if is_padding(file, key, pos) {
             match next_non_padding(file, key, pos) {
                 None => break, // the preallocated tail: end of data for now
-                Some(next) => {
-                    // Zeros followed by data: treat as garbage and resync.
-                    let resumed = resync(file, key, next, &mut scan, pos)?;
-                    match resumed {
-                        Some(p) => {
-                            pos = p;
-                            continue;
-                        }
-                        None => break,
-                    }
-                }
+                Some(next) => next,
             }
-        }
-        let prefix = file.read(key, pos, 8)?;
-        let magic: [u8; 4] = prefix[..4].try_into().expect("4 bytes");
-        let size = u32::from_le_bytes(prefix[4..8].try_into().expect("4 bytes"));
-        let Some(network) = Network::from_magic(magic) else {
-            match resync(file, key, pos + 1, &mut scan, pos)? {
-                Some(p) => {
-                    pos = p;
+        } else {
+            let prefix = file.read(key, pos, 8)?;
+            let magic: [u8; 4] = prefix[..4].try_into().expect("4 bytes");
+            let size = u32::from_le_bytes(prefix[4..8].try_into().expect("4 bytes"));
+            match Network::from_magic(magic) {
+                Some(network) if (HEADER_BYTES..=MAX_BLOCK_BYTES).contains(&size) => {
+                    if let Some(seen) = scan.network.filter(|seen| *seen != network) {
+                        bail!(
+                            "{}: record at offset {pos} has {network} magic, but earlier records are {seen}: a blocks directory must hold one network",
+                            file.path.display()
+                        );
+                    }
+                    let body = pos + 8;
+                    if body + u64::from(size) > len {
+                        let present = len - body;
+                        scan.notes.push(ScanNote::Truncated {
+                            file: file.path.clone(),
+                            offset: pos,
+                            declared: size,
+                            present,
+                        });
+                        break;
+                    }
+                    scan.network = Some(network);
+                    let header: [u8; 80] =
+                        file.read(key, body, 80)?[..].try_into().expect("80 bytes");
+                    scan.records.push(Record {
+                        loc: BlockLoc {
+                            file: file.number,
+                            offset: body,
+                            len: size,
+                        },
+                        header,
+                    });
+                    pos = body + u64::from(size);
+                    scan.resume_at = pos;
                     continue;
                 }
-                None => break,
+                _ => pos + 1,
             }
         };
-        if let Some(seen) = scan.network {
-            if seen != network {
-                bail!(
-                    "{}: record at offset {pos} has {network} magic, but earlier records are {seen}: a blocks directory must hold one network",
-                    file.path.display()
-                );
-            }
+        match resync(file, key, resync_from, &mut scan, pos) {
+            Some(next) => pos = next,
+            None => break,
         }
-        if !(HEADER_BYTES..=MAX_BLOCK_BYTES).contains(&size) {
-            match resync(file, key, pos + 1, &mut scan, pos)? {
-                Some(p) => {
-                    pos = p;
-                    continue;
-                }
-                None => break,
-            }
-        }
-        let body = pos + 8;
-        if body + u64::from(size) > len {
-            scan.notes.push(ScanNote::Truncated {
-                file: file.path.clone(),
-                offset: pos,
-                declared: size,
-                present: len - body,
-            });
-            break;
-        }
-        scan.network = Some(network);
-        let header: [u8; 80] = file.read(key, body, 80)?[..].try_into().expect("80 bytes");
-        scan.records.push(Record {
-            loc: BlockLoc {
-                file: file.number,
-                offset: body,
-                len: size,
-            },
-            header,
-        });
-        pos = body + u64::from(size);
-        scan.resume_at = pos;
     }
     // Whatever follows the last complete record is re-read next time.
     Ok(scan)
@@ -320,13 +304,7 @@ fn next_non_padding(file: &BlkFile, key: XorKey, from: u64) -> Option<u64> {
 }
 
 /// Finds the next known magic at or after `from`, noting the skipped bytes.
-fn resync(
-    file: &BlkFile,
-    key: XorKey,
-    from: u64,
-    scan: &mut FileScan,
-    bad_at: u64,
-) -> Result<Option<u64>> {
+fn resync(file: &BlkFile, key: XorKey, from: u64, scan: &mut FileScan, bad_at: u64) -> Option<u64> {
     let raw = file.raw();
     let found = (from..file.len().saturating_sub(3)).find(|&p| {
         let mut m = [0u8; 4];
@@ -340,7 +318,7 @@ fn resync(
         offset: bad_at,
         skipped,
     });
-    Ok(found)
+    found
 }
 
 #[cfg(test)]
@@ -435,6 +413,33 @@ mod tests {
                 (x.loc.offset, x.loc.len, x.header),
                 (y.loc.offset, y.loc.len, y.header)
             );
+        }
+    }
+
+    proptest::proptest! {
+        // Fuzz: arbitrary bytes, with real magics and sizes spliced in, under
+        // any key, never panic and never yield a record past the end.
+        #[test]
+        fn scanning_arbitrary_bytes_never_panics(
+            mut bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600),
+            splices in proptest::collection::vec((0usize..600, 0u32..700), 0..6),
+            key in proptest::prelude::any::<[u8; 8]>(),
+            start in 0u64..700,
+        ) {
+            for (at, size) in splices {
+                if at + 8 <= bytes.len() {
+                    bytes[at..at + 4].copy_from_slice(&Network::Regtest.magic());
+                    bytes[at + 4..at + 8].copy_from_slice(&size.to_le_bytes());
+                }
+            }
+            let dir = tempfile::tempdir().unwrap();
+            let f = write_file(dir.path(), "blk00000.dat", &bytes);
+            if let Ok(scan) = scan_file(&f, XorKey(key), start.min(bytes.len() as u64)) {
+                for r in &scan.records {
+                    proptest::prop_assert!(r.loc.offset + u64::from(r.loc.len) <= bytes.len() as u64);
+                }
+                proptest::prop_assert!(scan.resume_at <= bytes.len() as u64);
+            }
         }
     }
 

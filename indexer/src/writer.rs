@@ -1,6 +1,6 @@
 //! Turns parsed blocks into rows (apply) and removes them again (undo).
-//! Both add to a `WriteBatch`; the caller commits each batch together with
-//! the new tip, so the database only ever holds whole blocks.
+//! Both add to a `SortedBatch` that also carries the new tip, so the
+//! database only ever holds whole blocks.
 
 use anyhow::{anyhow, bail, Context, Result};
 use bitcoin::hashes::Hash;

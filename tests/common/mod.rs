@@ -123,6 +123,22 @@ pub fn utxo_set(db: &Path) -> (u64, u64) {
     (count, value)
 }
 
+/// Where each complete record of a blk file starts, and its block's
+/// length, read independently of the indexer's scanner.
+pub fn records(bytes: &[u8]) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos + 8 <= bytes.len() {
+        let len = u32::from_le_bytes(bytes[pos + 4..pos + 8].try_into().unwrap()) as usize;
+        if pos + 8 + len > bytes.len() {
+            break;
+        }
+        out.push((pos, len));
+        pos += 8 + len;
+    }
+    out
+}
+
 /// Hand-built regtest blocks, for cases real data does not have.
 pub mod build {
     use bitcoin::absolute::LockTime;
