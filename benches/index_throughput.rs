@@ -71,6 +71,8 @@ fn mb_per_s(bytes: u64, d: Duration) -> f64 {
 }
 
 /// Runs a command to completion, returning wall time and peak RSS (KiB).
+// The child is reaped by `wait4`, which also reports its own rusage.
+#[allow(clippy::zombie_processes)]
 fn timed(mut cmd: Command) -> (Duration, i64) {
     let start = Instant::now();
     let child = cmd.spawn().expect("spawn");

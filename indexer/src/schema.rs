@@ -146,7 +146,7 @@ pub fn split_pair(key: &[u8]) -> Result<(u64, u64), RowError> {
 /// `inputs`, keyed by tx number: the output number each input spends, in
 /// input order (one row per tx, not per input: fewer writes).
 pub fn decode_inputs(v: &[u8]) -> Result<Vec<u64>, RowError> {
-    if v.len() % 8 != 0 {
+    if !v.len().is_multiple_of(8) {
         return Err(RowError {
             row: "inputs",
             len: v.len(),
