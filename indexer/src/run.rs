@@ -326,9 +326,12 @@ fn apply_chain(
             .expect("spawning the commit thread");
         let mut height = from as u32;
         let mut in_flight = 0;
-        let mut on_commit = |done: Result<Committed>, writer: &mut Writer| -> Result<()> {
-            let done = done?;
-            // Everything the caches could forget now is on disk.
+        // Waits for the oldest batch in flight to be committed.
+        let mut await_commit = |writer: &mut Writer| -> Result<()> {
+            let done = ack_rx
+                .recv()
+                .map_err(|_| anyhow!("the commit thread stopped"))??;
+            // Whatever the caches forget now can be read back from the DB.
             writer.committed();
             summary.blocks_applied += done.blocks;
             summary.blk_bytes += done.bytes;
@@ -364,23 +367,13 @@ fn apply_chain(
                 in_flight += 1;
                 // Keep one batch committing while the next is applied.
                 while in_flight > 1 {
-                    on_commit(
-                        ack_rx
-                            .recv()
-                            .map_err(|_| anyhow!("the commit thread stopped"))?,
-                        writer,
-                    )?;
+                    await_commit(writer)?;
                     in_flight -= 1;
                 }
             }
             drop(commit_tx);
             for _ in 0..in_flight {
-                on_commit(
-                    ack_rx
-                        .recv()
-                        .map_err(|_| anyhow!("the commit thread stopped"))?,
-                    writer,
-                )?;
+                await_commit(writer)?;
             }
             Ok(())
         })();
