@@ -8,8 +8,8 @@ use bitcoin::hashes::Hash;
 use bitcoin::{BlockHash, Txid};
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Direction,
-    IteratorMode, MergeOperands, Options, ReadOptions, SliceTransform, WriteBatch, WriteOptions,
-    DB,
+    IteratorMode, MergeOperands, Options, ReadOptions, SliceTransform, WriteBatch,
+    WriteBufferManager, WriteOptions, DB,
 };
 
 use crate::network::Network;
@@ -39,7 +39,12 @@ impl Store {
         opts.create_if_missing(access == Access::Write);
         opts.create_missing_column_families(true);
         opts.set_max_background_jobs(4);
-        opts.set_db_write_buffer_size(512 << 20);
+        // One memtable budget for all families, mutable and immutable:
+        // writes wait for flushes rather than memtables piling up.
+        opts.set_write_buffer_manager(&WriteBufferManager::new_write_buffer_manager(
+            512 << 20,
+            true,
+        ));
         opts.set_max_open_files(1024);
         // Batches are written without a WAL (half the write cost); flushing
         // every family together keeps what is on disk at one batch boundary,
