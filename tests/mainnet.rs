@@ -102,26 +102,20 @@ fn satoshis_h9_address_history_and_balance_at_4521() {
     for h in 0..=4521u32 {
         for txid in index.block_txids(h, 0, usize::MAX).unwrap() {
             let tx = index.tx(&txid).unwrap();
-            let r: u64 = tx
+            let paid: Vec<u64> = tx
                 .outputs
                 .iter()
                 .filter(|o| o.address.as_deref() == Some(SATOSHI_H9))
                 .map(|o| o.value)
-                .sum();
-            let s: u64 = tx
+                .collect();
+            let spent: Vec<u64> = tx
                 .inputs
                 .iter()
                 .filter(|i| i.address.as_deref() == Some(SATOSHI_H9))
                 .map(|i| i.value)
-                .sum();
-            let touches = tx
-                .outputs
-                .iter()
-                .any(|o| o.address.as_deref() == Some(SATOSHI_H9))
-                || tx
-                    .inputs
-                    .iter()
-                    .any(|i| i.address.as_deref() == Some(SATOSHI_H9));
+                .collect();
+            let (r, s): (u64, u64) = (paid.iter().sum(), spent.iter().sum());
+            let touches = !paid.is_empty() || !spent.is_empty();
             if touches {
                 received += r;
                 sent += s;
