@@ -9,10 +9,12 @@
 //! all of them on every core, and `satflow index` as a separate process
 //! (median wall time of --runs fresh builds, peak RSS, DB size).
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::{median, satflow, synth_dir, timed};
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
@@ -48,10 +50,6 @@ fn parse_args() -> Args {
     a
 }
 
-fn satflow() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_satflow"))
-}
-
 fn blk_files(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
@@ -70,35 +68,12 @@ fn mb_per_s(bytes: u64, d: Duration) -> f64 {
     bytes as f64 / 1e6 / d.as_secs_f64()
 }
 
-/// Runs a command to completion, returning wall time and peak RSS (KiB).
-// The child is reaped by `wait4`, which also reports its own rusage.
-#[allow(clippy::zombie_processes)]
-fn timed(mut cmd: Command) -> (Duration, i64) {
-    let start = Instant::now();
-    let child = cmd.spawn().expect("spawn");
-    let mut status = 0;
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: waiting on our own child with valid out-pointers.
-    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
-    assert_eq!(pid, child.id() as i32, "wait4");
-    assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "{cmd:?} failed"
-    );
-    (start.elapsed(), usage.ru_maxrss)
-}
-
 fn dir_bytes(p: &Path) -> u64 {
     std::fs::read_dir(p).map_or(0, |rd| {
         rd.flatten()
             .map(|e| e.metadata().map_or(0, |m| m.len()))
             .sum()
     })
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
 }
 
 fn bench_dir(name: &str, dir: &Path, args: &Args) -> f64 {
@@ -128,7 +103,8 @@ fn bench_dir(name: &str, dir: &Path, args: &Args) -> f64 {
     for _ in 0..args.runs {
         let _ = std::fs::remove_dir_all(&db);
         let mut cmd = satflow();
-        cmd.args(["index", "--quiet", "--blocks-dir"])
+        // Indexing alone: clustering has its own benchmark.
+        cmd.args(["index", "--quiet", "--no-cluster", "--blocks-dir"])
             .arg(dir)
             .arg("--db")
             .arg(&db);
@@ -173,15 +149,7 @@ fn main() {
         per_mb.push(bench_dir("given", dir, &args));
     } else {
         for size in &args.sizes {
-            let dir = args.work.join(format!("synth-{size}-seed7"));
-            if !dir.join("truth").exists() {
-                let _ = std::fs::remove_dir_all(&dir);
-                let mut cmd = satflow();
-                cmd.args(["synth", "--seed", "7", "--size", size, "--out"])
-                    .arg(&dir)
-                    .stdout(std::process::Stdio::null());
-                timed(cmd);
-            }
+            let dir = synth_dir(&args.work, size);
             per_mb.push(bench_dir(size, &dir, &args));
         }
     }

@@ -1,17 +1,30 @@
-//! `satflow query`: readable tables (or JSON) over the query API.
+//! `satflow query`: readable tables (or JSON) over the gRPC API, from a
+//! running server or from an index served in-process for one query.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
-use satflow_query::Index;
+use satflow_proto::v1 as pb;
+use satflow_query::client::{self, Clients, ConnectOptions};
+use satflow_query::server::{self, ServeOptions};
 use serde::Serialize;
 
 #[derive(Args)]
 pub struct QueryArgs {
-    /// The index database directory.
-    #[arg(long, global = true, default_value = "satflow-db")]
-    db: PathBuf,
+    /// A running `satflow serve`.
+    #[arg(long, global = true, default_value = "http://127.0.0.1:50051")]
+    server: String,
+    /// Query this index database directly instead of a server.
+    #[arg(long, global = true)]
+    db: Option<PathBuf>,
+    /// File holding the server's bearer token.
+    #[arg(long, global = true)]
+    token_file: Option<PathBuf>,
+    /// PEM of the CA that signed the server's TLS certificate (use an https:// server URL).
+    #[arg(long, global = true)]
+    tls_ca: Option<PathBuf>,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
@@ -23,93 +36,385 @@ pub struct QueryArgs {
 enum What {
     /// Network, tip and counts.
     Status,
-    /// A block by height or hash.
-    Block { id: String },
+    /// A block by height or hash, with a page of its txids.
+    Block {
+        id: String,
+        #[arg(long, default_value_t = 20)]
+        txids: u32,
+    },
     /// A transaction by txid.
-    Tx { txid: String },
-    /// An address (or hex scriptPubKey): summary, recent history, unspent outputs.
+    Tx {
+        txid: String,
+        /// Print the raw transaction in hex.
+        #[arg(long)]
+        raw: bool,
+    },
+    /// An address (or hex scriptPubKey): summary, history, unspent outputs.
     Address {
         address: String,
-        /// History entries to show, newest first.
+        /// History entries to show.
         #[arg(long, default_value_t = 20)]
-        limit: usize,
+        limit: u32,
+        /// History oldest first (default newest first).
+        #[arg(long)]
+        oldest_first: bool,
     },
+    /// The cluster of an address, or a cluster by id: figures and members.
+    Cluster {
+        /// An address, or a cluster id (a number).
+        id: String,
+        /// Members to list.
+        #[arg(long, default_value_t = 20)]
+        members: u32,
+    },
+    /// Clusters of two or more addresses, largest first.
+    Largest {
+        /// Rank by balance instead of size.
+        #[arg(long)]
+        by_balance: bool,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// Why two addresses share a cluster: the linking transactions.
+    Link { from: String, to: String },
 }
 
 pub fn run(q: QueryArgs) -> Result<()> {
-    let index = Index::open(&q.db)?;
-    match q.what {
-        What::Status => show(q.json, &index.status()?, |s| {
-            format!(
-                "network {}\ntip     {} {}\ntxs     {}\noutputs {}\naddrs   {}",
-                s.network, s.tip_height, s.tip_hash, s.txs, s.outputs, s.addresses
-            )
-        }),
-        What::Block { id } => show(q.json, &index.block(&id)?, |b| {
-            format!(
-                "height  {}\nhash    {}\nprev    {}\ntime    {}\ntxs     {}\nsize    {}\nweight  {}\nfees    {}",
-                b.height, b.hash, b.prev_hash, b.time, b.tx_count, b.size, b.weight, b.fees
-            )
-        }),
-        What::Tx { txid } => show(q.json, &index.tx(&txid)?, |t| {
-            let mut s = format!("txid    {}\nheight  {} (position {})\nsize    {} (vsize {}, weight {})\nfee     {}\n", t.txid, t.height, t.position, t.size, t.vsize, t.weight, t.fee);
-            for (i, inp) in t.inputs.iter().enumerate() {
-                s += &format!(
-                    "in  {i:>4} {:>16} {} <- {}\n",
-                    inp.value,
-                    inp.address.as_deref().unwrap_or("-"),
-                    inp.prevout
-                );
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(async move {
+            match q.db.clone() {
+                Some(db) => in_process(db, q).await,
+                None => {
+                    let opts = ConnectOptions {
+                        token: read_token(q.token_file.as_ref())?,
+                        ca_pem: q
+                            .tls_ca
+                            .as_ref()
+                            .map(|p| {
+                                std::fs::read(p).with_context(|| format!("reading {}", p.display()))
+                            })
+                            .transpose()?,
+                        tls_domain: None,
+                    };
+                    let clients = client::connect(&q.server, opts).await?;
+                    ask(clients, &q).await
+                }
             }
-            for (i, o) in t.outputs.iter().enumerate() {
-                let spent = o
-                    .spent_by
-                    .as_deref()
-                    .map_or(String::from("unspent"), |s| format!("spent by {s}"));
-                s += &format!(
-                    "out {i:>4} {:>16} {} ({}) {spent}\n",
-                    o.value,
-                    o.address.as_deref().unwrap_or("-"),
-                    o.script_type
+        })
+}
+
+pub fn read_token(file: Option<&PathBuf>) -> Result<Option<String>> {
+    file.map(|p| {
+        std::fs::read_to_string(p)
+            .map(|t| t.trim().to_string())
+            .with_context(|| format!("reading token file {}", p.display()))
+    })
+    .transpose()
+}
+
+/// Serves the index on an ephemeral loopback port for this one query, so
+/// `--db` answers through exactly the same API as a server.
+async fn in_process(db: PathBuf, q: QueryArgs) -> Result<()> {
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let opts = ServeOptions {
+        db,
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        blocks_dir: None,
+        token: None,
+        tls: None,
+        follow_every: std::time::Duration::from_secs(3600),
+        readers: 4,
+        queue: 16,
+    };
+    let serving = tokio::spawn(server::serve(
+        opts,
+        |addr| {
+            let _ = ready_tx.send(addr);
+        },
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
+    let Ok(addr) = ready_rx.await else {
+        return serving.await?;
+    };
+    let answer = async {
+        ask(
+            client::connect(&format!("http://{addr}"), ConnectOptions::default()).await?,
+            &q,
+        )
+        .await
+    }
+    .await;
+    let _ = stop_tx.send(());
+    serving.await??;
+    answer
+}
+
+async fn ask(mut c: Clients, q: &QueryArgs) -> Result<()> {
+    match &q.what {
+        What::Status => {
+            let s = c
+                .chain
+                .get_status(pb::GetStatusRequest {})
+                .await?
+                .into_inner();
+            show(q.json, &s, |s| {
+                format!(
+                    "network   {}\ntip       {} {}\ntip time  {} ({} s ago)\ntxs       {}\noutputs   {}\naddresses {}",
+                    s.network, s.tip_height, s.tip_hash, s.tip_time, s.lag_seconds, s.tx_count, s.output_count, s.address_count
+                )
+            })
+        }
+        What::Block { id, txids } => {
+            let id = match id.len() {
+                64 => pb::get_block_request::Id::Hash(id.clone()),
+                _ => pb::get_block_request::Id::Height(
+                    id.parse()
+                        .with_context(|| format!("{id:?} is neither a height nor a block hash"))?,
+                ),
+            };
+            let request = pb::GetBlockRequest {
+                id: Some(id),
+                tx_page_size: *txids,
+                tx_page_token: String::new(),
+            };
+            let b = c.chain.get_block(request).await?.into_inner();
+            show(q.json, &b, |b| {
+                let mut t = format!(
+                    "height  {}\nhash    {}\nprev    {}\nmerkle  {}\ntime    {}\nbits    {:08x}\nnonce   {}\ntxs     {}\nsize    {} (weight {})\nfees    {}\nfile    blk{:05}.dat at {}\n",
+                    b.height, b.hash, b.prev_hash, b.merkle_root, b.time, b.bits, b.nonce, b.tx_count, b.size, b.weight, b.fees, b.file, b.offset
                 );
-            }
-            s
-        }),
-        What::Address { address, limit } => {
-            let summary = index.address(&address)?;
-            let history = index.history(&address, true, limit)?;
-            let utxos = index.utxos(&address)?;
-            #[derive(Serialize)]
-            struct Out<'a> {
-                summary: &'a satflow_query::AddressSummary,
-                history: &'a [satflow_query::HistoryEntry],
-                utxos: &'a [satflow_query::Utxo],
-            }
-            show(
-                q.json,
-                &Out {
-                    summary: &summary,
-                    history: &history,
-                    utxos: &utxos,
-                },
-                |o| {
-                    let s = o.summary;
-                    let mut t = format!(
-                    "address  {}\ntxs      {}\nreceived {}\nsent     {}\nbalance  {}\nutxos    {}\nseen     heights {}..{}\n\nheight  net              txid\n",
-                    s.address, s.tx_count, s.received, s.sent, s.balance, s.utxo_count, seen(s.first_seen), seen(s.last_seen)
+                for txid in &b.txids {
+                    t += &format!("        {txid}\n");
+                }
+                if b.txids.len() < b.tx_count as usize {
+                    t += &format!("        ... {} more\n", b.tx_count as usize - b.txids.len());
+                }
+                t
+            })
+        }
+        What::Tx { txid, raw: true } => {
+            let request = pb::GetTransactionRequest { txid: txid.clone() };
+            let r = c.chain.get_raw_transaction(request).await?.into_inner();
+            show(q.json, &r, |r| hex::encode(&r.raw))
+        }
+        What::Tx { txid, raw: false } => {
+            let request = pb::GetTransactionRequest { txid: txid.clone() };
+            let t = c.chain.get_transaction(request).await?.into_inner();
+            show(q.json, &t, tx_table)
+        }
+        What::Address {
+            address,
+            limit,
+            oldest_first,
+        } => {
+            let summary = c
+                .addresses
+                .get_address_summary(pb::GetAddressSummaryRequest {
+                    address: address.clone(),
+                })
+                .await?
+                .into_inner();
+            let order = match oldest_first {
+                true => pb::Order::OldestFirst,
+                false => pb::Order::NewestFirst,
+            };
+            let history = c
+                .addresses
+                .list_address_history(pb::ListAddressHistoryRequest {
+                    address: address.clone(),
+                    page_size: *limit,
+                    order: order.into(),
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            let utxos = c
+                .addresses
+                .list_address_utxos(pb::ListAddressUtxosRequest {
+                    address: address.clone(),
+                    page_size: *limit,
+                    page_token: String::new(),
+                })
+                .await?
+                .into_inner();
+            let report = AddressReport {
+                summary,
+                history,
+                utxos,
+            };
+            show(q.json, &report, address_table)
+        }
+        What::Cluster { id, members } => {
+            let id = match id.parse::<u64>() {
+                Ok(n) => pb::get_cluster_request::Id::ClusterId(n),
+                Err(_) => pb::get_cluster_request::Id::Address(id.clone()),
+            };
+            let cluster = c
+                .clusters
+                .get_cluster(pb::GetClusterRequest { id: Some(id) })
+                .await?
+                .into_inner();
+            let listed = c
+                .clusters
+                .list_cluster_members(pb::ListClusterMembersRequest {
+                    cluster_id: cluster.id,
+                    page_size: *members,
+                    page_token: String::new(),
+                })
+                .await?
+                .into_inner();
+            let report = ClusterReport {
+                cluster,
+                members: listed.addresses,
+            };
+            show(q.json, &report, |r| {
+                let mut t = cluster_table(&r.cluster);
+                t += "\nmembers\n";
+                for a in &r.members {
+                    t += &format!("  {a}\n");
+                }
+                if (r.members.len() as u64) < r.cluster.size {
+                    t += &format!("  ... {} more\n", r.cluster.size - r.members.len() as u64);
+                }
+                t
+            })
+        }
+        What::Largest { by_balance, limit } => {
+            let by = match by_balance {
+                true => pb::ClusterRanking::Balance,
+                false => pb::ClusterRanking::Size,
+            };
+            let list = c
+                .clusters
+                .list_largest_clusters(pb::ListLargestClustersRequest {
+                    by: by.into(),
+                    page_size: *limit,
+                    page_token: String::new(),
+                })
+                .await?
+                .into_inner();
+            show(q.json, &list, |l| {
+                let mut t = format!(
+                    "{:<12} {:>10} {:>10} {:>18}  oldest address\n",
+                    "cluster", "addresses", "txs", "balance"
                 );
-                    for h in o.history {
-                        t += &format!("{:<7} {:>+16} {}\n", h.height, h.net, h.txid);
+                for c in &l.clusters {
+                    t += &format!(
+                        "{:<12} {:>10} {:>10} {:>18}  {}\n",
+                        c.id, c.size, c.tx_count, c.balance, c.oldest_address
+                    );
+                }
+                t
+            })
+        }
+        What::Link { from, to } => {
+            let path = c
+                .clusters
+                .explain_link(pb::ExplainLinkRequest {
+                    from_address: from.clone(),
+                    to_address: to.clone(),
+                })
+                .await?
+                .into_inner();
+            show(q.json, &path, |p| {
+                let mut t = String::new();
+                for s in &p.steps {
+                    t += &s.address;
+                    if !s.txid.is_empty() {
+                        t += &format!("\n  -- {} ({}) -->\n", s.txid, s.reason);
                     }
-                    t
-                },
-            )
+                }
+                t + "\n"
+            })
         }
     }
 }
 
-fn seen(h: Option<u32>) -> String {
-    h.map_or("-".into(), |h| h.to_string())
+#[derive(Serialize)]
+struct ClusterReport {
+    cluster: pb::Cluster,
+    members: Vec<String>,
+}
+
+fn cluster_table(c: &pb::Cluster) -> String {
+    format!(
+        "cluster  {} (oldest address {})\naddresses {}\ntxs      {}\nreceived {}\nsent     {}\nbalance  {}\nseen     heights {}..{}\nbuilt    with {} up to height {}\n",
+        c.id, c.oldest_address, c.size, c.tx_count, c.received, c.sent, c.balance, c.first_seen_height, c.last_seen_height, c.heuristics, c.as_of_height
+    )
+}
+
+fn tx_table(t: &pb::Transaction) -> String {
+    let mut s = format!(
+        "txid     {}\nblock    {} (height {}, position {}, time {})\nsize     {} (vsize {}, weight {})\nversion  {}  locktime {}\nfee      {}\n",
+        t.txid, t.block_hash, t.height, t.position, t.time, t.size, t.vsize, t.weight, t.version, t.locktime, t.fee
+    );
+    if t.coinbase {
+        s += "in       coinbase\n";
+    }
+    for (i, inp) in t.inputs.iter().enumerate() {
+        s += &format!(
+            "in  {i:>4} {:>16} {} <- {}:{}\n",
+            inp.value,
+            or_dash(&inp.address),
+            inp.prev_txid,
+            inp.prev_vout
+        );
+    }
+    for o in &t.outputs {
+        let spent = o.spent_by.as_ref().map_or("unspent".into(), |s| {
+            format!("spent by {}:{} at {}", s.txid, s.vin, s.height)
+        });
+        s += &format!(
+            "out {:>4} {:>16} {} ({}) {spent}\n",
+            o.vout,
+            o.value,
+            or_dash(&o.address),
+            o.script_type
+        );
+    }
+    s
+}
+
+#[derive(Serialize)]
+struct AddressReport {
+    summary: pb::AddressSummary,
+    history: pb::ListAddressHistoryResponse,
+    utxos: pb::ListAddressUtxosResponse,
+}
+
+fn address_table(o: &AddressReport) -> String {
+    let s = &o.summary;
+    let mut t = format!(
+        "address  {} ({})\ntxs      {}\nreceived {}\nsent     {}\nbalance  {}\nutxos    {}\nseen     heights {}..{}\n\nheight  net              txid\n",
+        s.address, s.script_type, s.tx_count, s.received, s.sent, s.balance, s.utxo_count, s.first_seen_height, s.last_seen_height
+    );
+    for h in &o.history.entries {
+        t += &format!("{:<7} {:>+16} {}\n", h.height, h.net, h.txid);
+    }
+    if !o.history.next_page_token.is_empty() {
+        t += "...     (more)\n";
+    }
+    t += "\nunspent  value            outpoint\n";
+    for u in &o.utxos.utxos {
+        t += &format!("{:<8} {:>16} {}:{}\n", u.height, u.value, u.txid, u.vout);
+    }
+    if !o.utxos.next_page_token.is_empty() {
+        t += "...      (more)\n";
+    }
+    t
+}
+
+fn or_dash(s: &str) -> &str {
+    if s.is_empty() {
+        "-"
+    } else {
+        s
+    }
 }
 
 fn show<T: Serialize>(json: bool, value: &T, table: impl Fn(&T) -> String) -> Result<()> {

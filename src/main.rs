@@ -1,9 +1,11 @@
 //! `satflow`: one binary for indexing, querying and generating chains.
 
 mod cli_query;
+mod cli_serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
@@ -25,7 +27,11 @@ enum Command {
     /// Index a Bitcoin Core blocks directory (blk*.dat, xor.dat) into RocksDB;
     /// run again to add new blocks and follow reorgs.
     Index(IndexArgs),
-    /// Look up blocks, transactions and addresses in an index.
+    /// Rebuild address clusters with another set of heuristics (no reindexing).
+    Cluster(ClusterArgs),
+    /// Serve an index over gRPC (package satflow.v1), following the writer.
+    Serve(cli_serve::ServeArgs),
+    /// Look up blocks, transactions and addresses, from a server or an index.
     Query(cli_query::QueryArgs),
     /// Generate a realistic blocks directory with ground truth, for tests and benchmarks.
     Synth(satflow_synth::SynthArgs),
@@ -54,6 +60,29 @@ struct IndexArgs {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+    /// Keep running: look for new blocks every --poll-ms and index them.
+    #[arg(long)]
+    follow: bool,
+    /// How often --follow looks for new blocks, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    poll_ms: u64,
+    /// Do not keep address clusters current (they can be built later with `satflow cluster`).
+    #[arg(long)]
+    no_cluster: bool,
+}
+
+#[derive(Args)]
+struct ClusterArgs {
+    /// The index database directory.
+    #[arg(long)]
+    db: PathBuf,
+    /// Comma-separated: multi-input (always on), whirlpool, wasabi,
+    /// joinmarket (or coinjoin for all three), change-fresh, change-round.
+    #[arg(long, default_value = "multi-input,coinjoin")]
+    heuristics: satflow_indexer::cluster::Heuristics,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
 }
 
 fn main() -> ExitCode {
@@ -75,6 +104,8 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Index(a) => index(a),
+        Command::Cluster(a) => cluster(a),
+        Command::Serve(a) => cli_serve::run(a),
         Command::Query(q) => cli_query::run(q),
         Command::Synth(a) => {
             let summary = satflow_synth::run(&a)?;
@@ -85,15 +116,58 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn index(a: IndexArgs) -> Result<()> {
-    let opts = IndexOptions {
+    let mut opts = IndexOptions {
         network: a.network,
         threads: a.threads,
         cache_mb: a.cache_mb,
         batch_bytes: (a.batch_mb * (1u64 << 20) as f64) as u64,
         quiet: a.quiet,
+        cluster: !a.no_cluster,
         ..IndexOptions::new(a.blocks_dir, a.db)
     };
     let s = satflow_indexer::run(&opts)?;
+    print_summary(&s);
+    if a.follow {
+        opts.quiet = true;
+        follow(&opts, s.tip_hash, Duration::from_millis(a.poll_ms));
+    }
+    Ok(())
+}
+
+/// Indexes what the node appends, round after round; each round ends with
+/// a flush, which is when servers following the index see the new tip.
+/// Errors are logged and retried: the node may be mid-write.
+fn follow(opts: &IndexOptions, mut tip: Option<bitcoin::BlockHash>, poll: Duration) -> ! {
+    tracing::info!("following {} every {poll:?}", opts.blocks_dir.display());
+    loop {
+        std::thread::sleep(poll);
+        match satflow_indexer::run(opts) {
+            Ok(s) if s.tip_hash != tip => {
+                tracing::info!(
+                    "tip {} {}: {} block(s) applied, {} rolled back",
+                    s.tip_height.unwrap_or(0),
+                    s.tip_hash.map_or("-".into(), |h| h.to_string()),
+                    s.blocks_applied,
+                    s.blocks_undone
+                );
+                tip = s.tip_hash;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("indexing new blocks: {e:#}"),
+        }
+    }
+}
+
+fn cluster(a: ClusterArgs) -> Result<()> {
+    let store = satflow_indexer::Store::open(&a.db, satflow_indexer::Access::Write)?;
+    let started = std::time::Instant::now();
+    satflow_indexer::cluster::rebuild(&store, a.heuristics, a.quiet)?;
+    println!("heuristics      {}", a.heuristics);
+    println!("elapsed         {:.2} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn print_summary(s: &satflow_indexer::Summary) {
     let network = s.network.map_or("?".into(), |n| n.to_string());
     println!("network         {network}");
     match (s.tip_height, s.tip_hash) {
@@ -114,12 +188,15 @@ fn index(a: IndexArgs) -> Result<()> {
             d.blocks, d.missing_parent
         );
     }
-    println!("elapsed         {:.2} s", s.elapsed.as_secs_f64());
+    println!(
+        "elapsed         {:.2} s ({:.2} s of it clustering)",
+        s.elapsed.as_secs_f64(),
+        s.cluster_elapsed.as_secs_f64()
+    );
     println!(
         "blk data        {:.1} MB at {:.1} MB/s",
         s.blk_bytes as f64 / 1e6,
         s.mb_per_sec()
     );
     println!("db size         {:.1} MB", s.db_bytes as f64 / 1e6);
-    Ok(())
 }

@@ -6,8 +6,8 @@ mod common;
 
 use bitcoin::OutPoint;
 use common::build::*;
+use common::query::Q;
 use common::*;
-use satflow_query::Index;
 
 #[test]
 fn duplicate_coinbase_txids_are_both_indexed_and_undo_cleanly() {
@@ -41,24 +41,12 @@ fn duplicate_coinbase_txids_are_both_indexed_and_undo_cleanly() {
             satflow_indexer::Store::open(db.path(), satflow_indexer::Access::ReadOnly).unwrap();
         assert_eq!(store.tx_numbers(&dup.compute_txid()).unwrap().len(), 2);
     }
-    let q = Index::open(db.path()).unwrap();
-    assert_eq!(
-        q.tx(&dup.compute_txid().to_string()).unwrap().height,
-        2,
-        "lookup finds the latest"
-    );
-    let spent = q.tx(&spend.compute_txid().to_string()).unwrap();
+    let q = Q::open(db.path());
+    let latest = q.tx(&dup.compute_txid().to_string());
+    assert_eq!(latest.height, 2, "lookup finds the latest");
+    let spent = q.tx(&spend.compute_txid().to_string());
     assert_eq!((spent.fee, spent.inputs[0].value), (10_000, 50_0000_0000));
-    let owner = q
-        .history(
-            &q.tx(&dup.compute_txid().to_string()).unwrap().outputs[0]
-                .address
-                .clone()
-                .unwrap(),
-            false,
-            10,
-        )
-        .unwrap();
+    let owner = q.history(&latest.outputs[0].address);
     let heights: Vec<_> = owner.iter().map(|h| (h.height, h.net)).collect();
     assert_eq!(
         heights,

@@ -6,8 +6,8 @@ mod common;
 
 use std::collections::HashSet;
 
+use common::query::Q;
 use common::*;
-use satflow_query::{Index, QueryError};
 use satflow_synth::{NetworkChoice, SynthArgs};
 
 fn generate(out: &std::path::Path, seed: u64) -> satflow_synth::Summary {
@@ -43,26 +43,26 @@ fn the_indexer_accepts_a_generated_chain_and_agrees_with_its_summary() {
     );
 
     // Every address the truth assigns an owner has history in the index.
-    let index = Index::open(db.path()).unwrap();
+    let q = Q::open(db.path());
     let csv = std::fs::read_to_string(blocks.path().join("truth/addresses.csv")).unwrap();
     let mut seen = HashSet::new();
     for line in csv.lines().skip(1) {
         let address = line.split(',').next().unwrap();
         let query = address.strip_prefix("script:").unwrap_or(address);
-        match index.address(query) {
-            Ok(a) => assert!(a.tx_count > 0 && a.received > 0, "{address}"),
-            Err(QueryError::NotFound(e)) => panic!("{address}: {e}"),
+        match q.summary(query) {
+            Ok(Some(a)) => assert!(a.tx_count > 0 && a.received > 0, "{address}"),
+            Ok(None) => panic!("{address} has no history"),
             Err(e) => panic!("{address}: {e}"),
         }
         seen.insert(address.to_string());
     }
     assert!(seen.len() > 1000, "{} addresses", seen.len());
     // The only address without an owner in the truth: genesis's coinbase.
-    let genesis = index.tx(&index.block_txids(0, 0, 1).unwrap()[0]).unwrap();
-    let genesis_address = genesis.outputs[0].address.clone().unwrap();
+    let genesis = q.tx(&q.block(0).txids[0]);
+    let genesis_address = genesis.outputs[0].address.clone();
     assert!(!seen.contains(&genesis_address));
     assert_eq!(
-        index.status().unwrap().addresses as usize,
+        q.status().address_count as usize,
         seen.len() + 1,
         "the truth names every other indexed address once"
     );

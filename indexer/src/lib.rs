@@ -9,6 +9,7 @@ mod batch;
 pub mod blkfiles;
 mod cache;
 pub mod chain;
+pub mod cluster;
 pub mod network;
 pub mod parse;
 mod progress;

@@ -3,6 +3,7 @@
 //! parallel and apply them in height order.
 
 use std::collections::BTreeMap;
+use std::os::unix::ffi::OsStringExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -35,6 +36,8 @@ pub struct IndexOptions {
     /// ones lose less work to a crash.
     pub batch_bytes: u64,
     pub quiet: bool,
+    /// Keep address clusters current (see `cluster`).
+    pub cluster: bool,
 }
 
 impl IndexOptions {
@@ -47,6 +50,7 @@ impl IndexOptions {
             cache_mb: 1024,
             batch_bytes: 32 << 20,
             quiet: false,
+            cluster: true,
         }
     }
 }
@@ -67,6 +71,8 @@ pub struct Summary {
     pub notes: Vec<String>,
     pub blk_bytes: u64,
     pub elapsed: Duration,
+    /// Of `elapsed`, the time spent bringing clusters up to date.
+    pub cluster_elapsed: Duration,
     pub db_bytes: u64,
 }
 
@@ -130,6 +136,11 @@ pub fn run(opts: &IndexOptions) -> Result<Summary> {
     // Whatever was committed before an error is kept: flush it either way.
     store.flush()?;
     applied?;
+    if opts.cluster {
+        let t = Instant::now();
+        crate::cluster::update(&store, opts.quiet)?;
+        summary.cluster_elapsed = t.elapsed();
+    }
     if let Some((h, hash)) = store.tip()? {
         summary.tip_height = Some(h);
         summary.tip_hash = Some(hash);
@@ -213,6 +224,12 @@ fn record_scans(
     let mut batch = WriteBatch::default();
     batch.put_cf(store.cf(cf::META), meta::NETWORK, network.name());
     batch.put_cf(store.cf(cf::META), meta::XOR_KEY, dir.key.0);
+    let path = std::fs::canonicalize(&dir.path).unwrap_or_else(|_| dir.path.clone());
+    batch.put_cf(
+        store.cf(cf::META),
+        meta::BLOCKS_DIR,
+        path.into_os_string().into_vec(),
+    );
     for (file, scan) in dir.files.iter().zip(scans) {
         for note in &scan.notes {
             if matches!(note, ScanNote::Garbage { .. }) {
@@ -250,27 +267,43 @@ fn undo_to_fork(
     best: &BestChain,
     summary: &mut Summary,
 ) -> Result<usize> {
-    let Some((mut height, _)) = store.tip()? else {
+    let Some((tip, _)) = store.tip()? else {
         return Ok(0);
     };
+    let first_gone = fork_height(store, best, tip)?.map_or(0, |f| f + 1);
+    if first_gone > tip {
+        return Ok(first_gone as usize);
+    }
+    // The clusters learn what is leaving while its rows are still there.
+    crate::cluster::forget_above(store, first_gone.checked_sub(1))?;
+    for height in (first_gone..=tip).rev() {
+        let hash = store
+            .block(height)?
+            .with_context(|| format!("block row at height {height} is missing"))?
+            .hash;
+        tracing::info!("rolling back block {hash} at height {height}: no longer on the best chain");
+        let mut batch = SortedBatch::default();
+        writer.undo_tip(&mut batch)?;
+        store.write(batch.into_write_batch(store))?;
+        summary.blocks_undone += 1;
+    }
+    Ok(first_gone as usize)
+}
+
+/// The highest indexed height still on the best chain; None if even the
+/// indexed genesis is not.
+fn fork_height(store: &Store, best: &BestChain, tip: u32) -> Result<Option<u32>> {
+    let mut height = tip;
     loop {
         let row = store
             .block(height)?
             .with_context(|| format!("block row at height {height} is missing"))?;
         if best.blocks.get(height as usize).map(|n| n.hash) == Some(row.hash) {
-            return Ok(height as usize + 1);
+            return Ok(Some(height));
         }
-        tracing::info!(
-            "rolling back block {} at height {height}: no longer on the best chain",
-            row.hash
-        );
-        let mut batch = SortedBatch::default();
-        writer.undo_tip(&mut batch)?;
-        store.write(batch.into_write_batch(store))?;
-        summary.blocks_undone += 1;
         match height.checked_sub(1) {
             Some(h) => height = h,
-            None => return Ok(0),
+            None => return Ok(None),
         }
     }
 }

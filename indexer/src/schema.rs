@@ -28,8 +28,13 @@ pub mod cf {
     pub const HISTORY: &str = "history";
     pub const ADDR_UTXOS: &str = "addr_utxos";
     pub const ADDR_STATS: &str = "addr_stats";
+    pub const CLUSTER_OF: &str = "cluster_of";
+    pub const CLUSTER_MEMBERS: &str = "cluster_members";
+    pub const CLUSTER_STATS: &str = "cluster_stats";
+    pub const CLUSTER_HISTORY: &str = "cluster_history";
+    pub const CLUSTER_RANK: &str = "cluster_rank";
 
-    pub const ALL: [&str; 14] = [
+    pub const ALL: [&str; 19] = [
         META,
         BLOCK_INDEX,
         BLOCKS,
@@ -44,6 +49,11 @@ pub mod cf {
         HISTORY,
         ADDR_UTXOS,
         ADDR_STATS,
+        CLUSTER_OF,
+        CLUSTER_MEMBERS,
+        CLUSTER_STATS,
+        CLUSTER_HISTORY,
+        CLUSTER_RANK,
     ];
 }
 
@@ -51,10 +61,19 @@ pub mod meta {
     pub const SCHEMA_VERSION: &[u8] = b"schema_version";
     pub const NETWORK: &[u8] = b"network";
     pub const XOR_KEY: &[u8] = b"xor_key";
+    /// Path of the blocks directory of the last run (raw bytes of the OS string).
+    pub const BLOCKS_DIR: &[u8] = b"blocks_dir";
     /// Height (4) + hash (32) of the last block applied; absent when empty.
     pub const TIP: &[u8] = b"tip";
     /// `scan/` + file number (4): where the next scan of that file starts.
     pub const SCAN_PREFIX: &[u8] = b"scan/";
+    /// The clustering heuristics in force, as `satflow cluster --heuristics` names them.
+    pub const CLUSTER_HEURISTICS: &[u8] = b"cluster_heuristics";
+    /// Height (4) + hash (32) of the last block the clusters include.
+    pub const CLUSTER_TIP: &[u8] = b"cluster_tip";
+    /// Address ids (8 each) whose clusters a reorg dissolved, to be
+    /// recomputed before the next block is clustered.
+    pub const CLUSTER_DIRTY: &[u8] = b"cluster_dirty";
 }
 
 /// A row that failed to decode: the DB is corrupt or from another version.

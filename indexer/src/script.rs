@@ -76,6 +76,17 @@ impl AddrKind {
             .find(|k| *k as u8 == b)
     }
 
+    pub fn name(self) -> &'static str {
+        match self {
+            AddrKind::P2pkh => "p2pkh",
+            AddrKind::P2sh => "p2sh",
+            AddrKind::P2wpkh => "p2wpkh",
+            AddrKind::P2wsh => "p2wsh",
+            AddrKind::P2tr => "p2tr",
+            AddrKind::ScriptHash => "script",
+        }
+    }
+
     pub fn hash_len(self) -> usize {
         match self {
             AddrKind::P2pkh | AddrKind::P2sh | AddrKind::P2wpkh => 20,

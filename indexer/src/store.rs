@@ -1,6 +1,8 @@
 //! The RocksDB database: opening it with the column families of `schema`,
 //! checking its schema version and network, and small typed accessors.
 
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -12,12 +14,16 @@ use rocksdb::{
     WriteBufferManager, WriteOptions, DB,
 };
 
+use crate::blkfiles::XorKey;
 use crate::network::Network;
-use crate::schema::{self, cf, meta, AddrStats, BlockRow, SCHEMA_VERSION};
+use crate::schema::{self, cf, meta, AddrStats, BlockRow, HistoryRow, SCHEMA_VERSION};
 
 pub struct Store {
     db: DB,
     path: PathBuf,
+    /// A follower's own RocksDB files (info log, replayed MANIFEST state),
+    /// removed when the store closes.
+    _follower_dir: Option<tempfile::TempDir>,
 }
 
 /// How the database is opened.
@@ -25,8 +31,11 @@ pub struct Store {
 pub enum Access {
     /// The single writer (`satflow index`); holds RocksDB's lock.
     Write,
-    /// A reader that never blocks the writer.
+    /// A reader of what was flushed when it opened; never blocks the writer.
     ReadOnly,
+    /// A reader that moves to what the writer has flushed since, at each
+    /// `catch_up` (a RocksDB secondary instance).
+    Follow,
 }
 
 impl Store {
@@ -45,19 +54,32 @@ impl Store {
             512 << 20,
             true,
         ));
-        opts.set_max_open_files(1024);
+        // Readers keep every table file open from the start: the writer's
+        // compactions may delete a file a reader has not opened yet.
+        opts.set_max_open_files(if access == Access::Write { 1024 } else { -1 });
         // Batches are written without a WAL (half the write cost); flushing
         // every family together keeps what is on disk at one batch boundary,
         // so after a crash the tip row still names the last whole block.
         opts.set_atomic_flush(true);
+        let mut follower_dir = None;
         let db = match access {
             Access::Write => DB::open_cf_descriptors(&opts, path, cfs),
             Access::ReadOnly => DB::open_cf_descriptors_read_only(&opts, path, cfs, false),
+            Access::Follow => {
+                let dir = tempfile::Builder::new()
+                    .prefix("satflow-follower-")
+                    .tempdir()
+                    .context("creating a follower's scratch directory")?;
+                let db = DB::open_cf_descriptors_as_secondary(&opts, path, dir.path(), cfs);
+                follower_dir = Some(dir);
+                db
+            }
         };
         let db = db.map_err(|e| open_error(path, e))?;
         let store = Store {
             db,
             path: path.to_owned(),
+            _follower_dir: follower_dir,
         };
         store.check_schema(access)?;
         Ok(store)
@@ -83,6 +105,16 @@ impl Store {
             .with_context(|| format!("reading {cf_name} from {}", self.path.display()))
     }
 
+    /// A row that must exist: its absence means the index is inconsistent.
+    pub fn need(&self, cf_name: &str, key: &[u8]) -> Result<Vec<u8>> {
+        self.get(cf_name, key)?.with_context(|| {
+            format!(
+                "index is inconsistent: {cf_name} row {} is missing",
+                hex::encode(key)
+            )
+        })
+    }
+
     /// Writes a batch without the WAL: durable at the next `flush` (or the
     /// next automatic memtable flush), all or nothing.
     pub fn write(&self, batch: WriteBatch) -> Result<()> {
@@ -91,6 +123,15 @@ impl Store {
         self.db
             .write_opt(batch, &opts)
             .with_context(|| format!("writing to {}", self.path.display()))
+    }
+
+    /// A follower moves to the writer's latest flushed state. The writer
+    /// flushes all families atomically at whole-block batch boundaries, so
+    /// a follower never sees part of a block.
+    pub fn catch_up(&self) -> Result<()> {
+        self.db
+            .try_catch_up_with_primary()
+            .with_context(|| format!("following the writer of {}", self.path.display()))
     }
 
     /// Persists every column family at the same point.
@@ -126,6 +167,21 @@ impl Store {
         name.parse()
             .map(Some)
             .map_err(|e: String| anyhow::anyhow!("{}: {e}", self.path.display()))
+    }
+
+    /// The blocks directory of the last index run and its XOR key, to read
+    /// raw blocks back.
+    pub fn blocks_source(&self) -> Result<Option<(PathBuf, XorKey)>> {
+        let (Some(dir), Some(key)) = (
+            self.get(cf::META, meta::BLOCKS_DIR)?,
+            self.get(cf::META, meta::XOR_KEY)?,
+        ) else {
+            return Ok(None);
+        };
+        let key: [u8; 8] = key
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("{}: corrupt xor key row", self.path.display()))?;
+        Ok(Some((PathBuf::from(OsString::from_vec(dir)), XorKey(key))))
     }
 
     /// Height and hash of the last block applied.
@@ -248,7 +304,10 @@ fn cf_options(name: &str, cache: &Cache) -> Options {
             o.set_memtable_whole_key_filtering(true);
             o.set_memtable_prefix_bloom_ratio(0.05);
         }
-        cf::BLOCK_HEIGHT | cf::OUTPUTS | cf::TXS => table.set_bloom_filter(10.0, false),
+        // cluster_of: most addresses are alone in their cluster and have no row.
+        cf::BLOCK_HEIGHT | cf::OUTPUTS | cf::TXS | cf::CLUSTER_OF => {
+            table.set_bloom_filter(10.0, false)
+        }
         cf::TXIDS => {
             // Lookups are by txid alone: filter on the 32-byte prefix.
             o.set_prefix_extractor(SliceTransform::create_fixed_prefix(32));
@@ -257,10 +316,30 @@ fn cf_options(name: &str, cache: &Cache) -> Options {
             table.set_whole_key_filtering(false);
         }
         cf::ADDR_STATS => o.set_merge_operator_associative("add_addr_stats", merge_stats),
+        cf::CLUSTER_HISTORY => o.set_merge_operator_associative("add_history", merge_history),
         _ => {}
     }
     o.set_block_based_table_factory(&table);
     o
+}
+
+/// Sums `HistoryRow`s: a cluster's row for a tx is the sum of its members' rows.
+fn merge_history(
+    _key: &[u8],
+    existing: Option<&[u8]>,
+    operands: &MergeOperands,
+) -> Option<Vec<u8>> {
+    let mut sum = existing
+        .and_then(|b| HistoryRow::decode(b).ok())
+        .unwrap_or_default();
+    for row in operands
+        .into_iter()
+        .filter_map(|b| HistoryRow::decode(b).ok())
+    {
+        sum.received += row.received;
+        sum.sent += row.sent;
+    }
+    Some(sum.encode().to_vec())
 }
 
 /// Adds `AddrStats` deltas; a malformed operand is a bug, kept out of the sum

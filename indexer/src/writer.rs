@@ -229,10 +229,10 @@ impl<'s> Writer<'s> {
         // Newest first, so an output created and spent inside the block
         // ends up deleted, not restored.
         for txnum in (row.first_tx..end.tx).rev() {
-            let tx = TxRow::decode(&self.need(cf::TXS, &key_u64(txnum))?)?;
+            let tx = TxRow::decode(&self.store.need(cf::TXS, &key_u64(txnum))?)?;
             self.touched.clear();
             for output in tx.first_output..tx.first_output + u64::from(tx.output_count) {
-                let out = OutputRow::decode(&self.need(cf::OUTPUTS, &key_u64(output))?)?;
+                let out = OutputRow::decode(&self.store.need(cf::OUTPUTS, &key_u64(output))?)?;
                 batch.delete(cf::OUTPUTS, key_u64(output));
                 if let Some(a) = out.addr {
                     batch.delete(cf::ADDR_UTXOS, key_pair(a, output));
@@ -248,11 +248,11 @@ impl<'s> Writer<'s> {
             }
             let spent_outputs = match tx.is_coinbase() {
                 true => Vec::new(),
-                false => decode_inputs(&self.need(cf::INPUTS, &key_u64(txnum))?)?,
+                false => decode_inputs(&self.store.need(cf::INPUTS, &key_u64(txnum))?)?,
             };
             batch.delete(cf::INPUTS, key_u64(txnum));
             for spent in spent_outputs {
-                let out = OutputRow::decode(&self.need(cf::OUTPUTS, &key_u64(spent))?)?;
+                let out = OutputRow::decode(&self.store.need(cf::OUTPUTS, &key_u64(spent))?)?;
                 batch.delete(cf::SPENDS, key_u64(spent));
                 if let Some(a) = out.addr {
                     batch.put(cf::ADDR_UTXOS, key_pair(a, spent), key_u64(out.value));
@@ -273,7 +273,7 @@ impl<'s> Writer<'s> {
         // After the stats merges, so the deletes win.
         self.finish_batch(batch);
         for addr in row.first_addr..end.addr {
-            let key = self.need(cf::ADDRS, &key_u64(addr))?;
+            let key = self.store.need(cf::ADDRS, &key_u64(addr))?;
             batch.delete(cf::ADDR_IDS, key);
             batch.delete(cf::ADDRS, key_u64(addr));
             batch.delete(cf::ADDR_STATS, key_u64(addr));
@@ -329,15 +329,6 @@ impl<'s> Writer<'s> {
         }
     }
 
-    fn need(&self, cf_name: &'static str, key: &[u8]) -> Result<Vec<u8>> {
-        self.store.get(cf_name, key)?.ok_or_else(|| {
-            anyhow!(
-                "index is inconsistent: {cf_name} row {} is missing",
-                hex::encode(key)
-            )
-        })
-    }
-
     fn take_unspent(&mut self, prevout: &OutPoint) -> Result<Unspent> {
         if let Some(u) = self.utxos.remove(prevout) {
             return Ok(u);
@@ -345,12 +336,12 @@ impl<'s> Writer<'s> {
         let Some(txnum) = self.store.find_tx(&prevout.txid)? else {
             bail!("its transaction is not in the index");
         };
-        let tx = TxRow::decode(&self.need(cf::TXS, &key_u64(txnum))?)?;
+        let tx = TxRow::decode(&self.store.need(cf::TXS, &key_u64(txnum))?)?;
         if prevout.vout >= tx.output_count {
             bail!("its transaction has only {} outputs", tx.output_count);
         }
         let output = tx.first_output + u64::from(prevout.vout);
-        let row = OutputRow::decode(&self.need(cf::OUTPUTS, &key_u64(output))?)?;
+        let row = OutputRow::decode(&self.store.need(cf::OUTPUTS, &key_u64(output))?)?;
         Ok(Unspent {
             output,
             value: row.value,

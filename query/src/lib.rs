@@ -1,10 +1,16 @@
-//! Answers over a satflow index: chain status, blocks, transactions and
-//! address history. The gRPC server and the CLI both call these.
+//! Answers over a satflow index, and the gRPC server that serves them.
+//!
+//! `reader` answers lookups as `satflow.v1` messages; `args` and `page`
+//! turn request fields into typed keys and resume points; `server` serves
+//! it all over gRPC; `client` connects to it (the CLI, tests, benches).
 
+mod args;
+pub mod client;
+mod clusters;
 mod error;
+mod page;
 mod reader;
+pub mod server;
 
-pub use error::QueryError;
-pub use reader::{
-    AddressSummary, BlockInfo, HistoryEntry, Index, InputInfo, OutputInfo, Status, TxInfo, Utxo,
-};
+pub use error::{QueryError, Result};
+pub use reader::{BlockId, HistoryQuery, Index, Order};

@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 use satflow_indexer::schema::cf;
 use satflow_indexer::{Access, IndexOptions, Store, Summary};
 
+pub mod query;
+pub mod server;
+
 pub fn data(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/data")
@@ -66,7 +69,7 @@ pub fn dump_all(db: &Path) -> BTreeMap<String, BTreeMap<String, String>> {
 }
 
 /// The families whose rows do not depend on where blocks lie on disk.
-pub const LOCATION_FREE: [&str; 11] = [
+pub const LOCATION_FREE: [&str; 16] = [
     cf::BLOCK_HEIGHT,
     cf::TXS,
     cf::TXIDS,
@@ -78,6 +81,11 @@ pub const LOCATION_FREE: [&str; 11] = [
     cf::HISTORY,
     cf::ADDR_UTXOS,
     cf::ADDR_STATS,
+    cf::CLUSTER_OF,
+    cf::CLUSTER_MEMBERS,
+    cf::CLUSTER_STATS,
+    cf::CLUSTER_HISTORY,
+    cf::CLUSTER_RANK,
 ];
 
 /// Asserts two dumps are equal, naming the first family that differs.

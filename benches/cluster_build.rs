@@ -1,0 +1,86 @@
+//! Clustering a whole index: wall time and peak memory of `satflow cluster`
+//! for each heuristics set.
+//!
+//!     cargo bench --bench cluster_build -- [--size 4GB] [--db DIR] [--work DIR] [--runs 3]
+//!
+//! The index is a generated chain of --size (seed 7), built once under
+//! --work, or --db as is. Each run is a separate `satflow cluster` process
+//! rebuilding every cluster from the index; the median wall time is shown.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::{median, satflow, synth_index, timed};
+use satflow_indexer::schema::cf;
+use satflow_indexer::{Access, Store};
+
+fn main() {
+    let (mut size, mut db, mut work, mut runs) = (
+        "4GB".to_string(),
+        None::<PathBuf>,
+        PathBuf::from("target/bench-data"),
+        3,
+    );
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+        match flag.as_str() {
+            "--size" => size = value(),
+            "--db" => db = Some(value().into()),
+            "--work" => work = value().into(),
+            "--runs" => runs = value().parse().expect("--runs takes a number"),
+            "--bench" => {}
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    std::fs::create_dir_all(&work).unwrap();
+    let db = db.unwrap_or_else(|| synth_index(&work, &size));
+    let (txs, addrs) = {
+        let store = Store::open(&db, Access::ReadOnly).unwrap();
+        let (tip, _) = store.tip().unwrap().unwrap();
+        let next = store.block(tip).unwrap().unwrap().next_ids();
+        (next.tx, next.addr)
+    };
+    println!(
+        "index {} · {txs} transactions · {addrs} addresses",
+        db.display()
+    );
+    println!(
+        "{:<24} {:>9} {:>10} {:>12} {:>10}   runs",
+        "heuristics", "wall s", "peak MiB", "tx/s", "clusters ≥2"
+    );
+    for heuristics in ["multi-input", "multi-input,coinjoin"] {
+        let mut walls = Vec::new();
+        let mut peak = 0;
+        for _ in 0..runs {
+            let mut cmd = satflow();
+            cmd.args(["cluster", "--quiet", "--heuristics", heuristics, "--db"])
+                .arg(&db)
+                .stdout(std::process::Stdio::null());
+            let (wall, rss) = timed(cmd);
+            walls.push(wall);
+            peak = peak.max(rss);
+        }
+        let multi = {
+            let store = Store::open(&db, Access::ReadOnly).unwrap();
+            store
+                .db()
+                .iterator_cf(store.cf(cf::CLUSTER_STATS), rocksdb::IteratorMode::Start)
+                .count()
+        };
+        let wall: Duration = median(walls.clone());
+        println!(
+            "{heuristics:<24} {:>9.1} {:>10.0} {:>12.0} {:>10}   {:?}",
+            wall.as_secs_f64(),
+            peak as f64 / 1024.0,
+            txs as f64 / wall.as_secs_f64(),
+            multi,
+            walls
+                .iter()
+                .map(|w| format!("{:.1}s", w.as_secs_f64()))
+                .collect::<Vec<_>>()
+        );
+    }
+}

@@ -1,0 +1,67 @@
+//! What the benchmarks share: the satflow binary, timing a child process,
+//! and the generated chains they run on.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+pub fn satflow() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_satflow"))
+}
+
+/// Runs a command to completion, returning wall time and peak RSS (KiB).
+// The child is reaped by `wait4`, which also reports its own rusage.
+#[allow(clippy::zombie_processes)]
+pub fn timed(mut cmd: Command) -> (Duration, i64) {
+    let start = Instant::now();
+    let child = cmd.spawn().expect("spawn");
+    let mut status = 0;
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waiting on our own child with valid out-pointers.
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as i32, "wait4");
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "{cmd:?} failed"
+    );
+    (start.elapsed(), usage.ru_maxrss)
+}
+
+pub fn median<T: Ord + Copy>(mut v: Vec<T>) -> T {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// A generated blocks directory of `size` (seed 7) under `work`, made once.
+pub fn synth_dir(work: &Path, size: &str) -> PathBuf {
+    let dir = work.join(format!("synth-{size}-seed7"));
+    if !dir.join("truth").exists() {
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut cmd = satflow();
+        cmd.args(["synth", "--seed", "7", "--size", size, "--out"])
+            .arg(&dir)
+            .stdout(std::process::Stdio::null());
+        timed(cmd);
+    }
+    dir
+}
+
+/// The index of `synth_dir(work, size)`, built once.
+pub fn synth_index(work: &Path, size: &str) -> PathBuf {
+    let blocks = synth_dir(work, size);
+    let db = work.join(format!("synth-{size}-seed7.db"));
+    let done = db.join("satflow-bench-complete");
+    if !done.exists() {
+        let _ = std::fs::remove_dir_all(&db);
+        let mut cmd = satflow();
+        cmd.args(["index", "--quiet", "--blocks-dir"])
+            .arg(&blocks)
+            .arg("--db")
+            .arg(&db)
+            .stdout(std::process::Stdio::null());
+        timed(cmd);
+        std::fs::write(&done, "").unwrap();
+    }
+    db
+}

@@ -1,0 +1,131 @@
+//! Union-find over dense ids in a memory-mapped scratch file: the parent
+//! array of a mainnet-sized chain (~2 billion addresses, 8 GB as u32s) is
+//! paged by the OS rather than held in the heap, so resident memory stays
+//! what the page cache can spare.
+//!
+//! Roots are always the lowest id of their set (a larger root is linked
+//! under a smaller one), which is what makes cluster ids stable: merging
+//! newer addresses into an old cluster keeps the old cluster's id.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use memmap2::MmapMut;
+
+/// Names of scratch files, so that a killed build's can be found.
+pub const SCRATCH_PREFIX: &str = "cluster-scratch-";
+
+/// A `u32` array in a scratch file, deleted with the value.
+pub struct MappedArray {
+    map: MmapMut,
+    len: usize,
+    _file: tempfile::NamedTempFile,
+}
+
+impl MappedArray {
+    pub fn zeroed(dir: &Path, len: usize) -> Result<MappedArray> {
+        let file = tempfile::Builder::new()
+            .prefix(SCRATCH_PREFIX)
+            .tempfile_in(dir)
+            .with_context(|| format!("creating a scratch file in {}", dir.display()))?;
+        let bytes = (len.max(1) * 4) as u64;
+        file.as_file()
+            .set_len(bytes)
+            .with_context(|| format!("sizing scratch file to {bytes} bytes"))?;
+        // SAFETY: the file is ours alone (a fresh temp file), and lives as
+        // long as the map.
+        let map = unsafe { MmapMut::map_mut(file.as_file()) }.context("mapping scratch file")?;
+        Ok(MappedArray {
+            map,
+            len,
+            _file: file,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn get(&self, i: usize) -> u32 {
+        u32::from_ne_bytes(self.map[i * 4..i * 4 + 4].try_into().expect("4 bytes"))
+    }
+
+    pub fn set(&mut self, i: usize, v: u32) {
+        self.map[i * 4..i * 4 + 4].copy_from_slice(&v.to_ne_bytes());
+    }
+
+    /// Entry `i` of the array read as u64s (slots 2i and 2i + 1).
+    pub fn get_u64(&self, i: usize) -> u64 {
+        u64::from(self.get(2 * i)) | u64::from(self.get(2 * i + 1)) << 32
+    }
+
+    pub fn set_u64(&mut self, i: usize, v: u64) {
+        self.set(2 * i, v as u32);
+        self.set(2 * i + 1, (v >> 32) as u32);
+    }
+}
+
+pub struct UnionFind {
+    parent: MappedArray,
+}
+
+impl UnionFind {
+    /// `n` singleton sets, in a scratch file under `dir`.
+    pub fn new(dir: &Path, n: u64) -> Result<UnionFind> {
+        if n > u64::from(u32::MAX) {
+            bail!(
+                "{n} addresses: clustering holds address ids as u32, up to {}",
+                u32::MAX
+            );
+        }
+        let mut parent = MappedArray::zeroed(dir, n as usize)?;
+        for i in 0..n as usize {
+            parent.set(i, i as u32);
+        }
+        Ok(UnionFind { parent })
+    }
+
+    /// The root of `x`'s set, halving the path on the way.
+    pub fn find(&mut self, x: u64) -> u64 {
+        let mut x = x as usize;
+        loop {
+            let p = self.parent.get(x) as usize;
+            if p == x {
+                return x as u64;
+            }
+            let gp = self.parent.get(p);
+            self.parent.set(x, gp);
+            x = gp as usize;
+        }
+    }
+
+    pub fn union(&mut self, a: u64, b: u64) {
+        let (ra, rb) = (self.find(a), self.find(b));
+        if ra != rb {
+            let (low, high) = (ra.min(rb), ra.max(rb));
+            self.parent.set(high as usize, low as u32);
+        }
+    }
+
+    pub fn len(&self) -> u64 {
+        self.parent.len() as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roots_are_the_lowest_member() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut uf = UnionFind::new(dir.path(), 10).unwrap();
+        uf.union(7, 9);
+        uf.union(9, 3);
+        uf.union(5, 6);
+        assert_eq!([uf.find(7), uf.find(9), uf.find(3)], [3, 3, 3]);
+        assert_eq!([uf.find(5), uf.find(6), uf.find(0)], [5, 5, 0]);
+        uf.union(6, 9);
+        assert_eq!(uf.find(5), 3);
+    }
+}

@@ -1,0 +1,68 @@
+//! `satflow.v1.Chain`: status, blocks, transactions.
+
+use std::sync::Arc;
+
+use satflow_proto::v1 as pb;
+use tonic::{Request, Response, Status};
+
+use super::Shared;
+use crate::{args, page};
+
+pub struct ChainService {
+    shared: Arc<Shared>,
+}
+
+impl ChainService {
+    pub fn new(shared: Arc<Shared>) -> ChainService {
+        ChainService { shared }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::chain_server::Chain for ChainService {
+    async fn get_status(
+        &self,
+        request: Request<pb::GetStatusRequest>,
+    ) -> Result<Response<pb::ChainStatus>, Status> {
+        self.shared
+            .answer(request.metadata(), |index, _| index.status())
+            .await
+    }
+
+    async fn get_block(
+        &self,
+        request: Request<pb::GetBlockRequest>,
+    ) -> Result<Response<pb::Block>, Status> {
+        let r = request.get_ref();
+        let id = args::block_id(r.id.as_ref())?;
+        let size = page::page_size(r.tx_page_size);
+        let token = r.tx_page_token.clone();
+        self.shared
+            .answer(request.metadata(), move |index, _| {
+                index.block(&id, size, &token)
+            })
+            .await
+    }
+
+    async fn get_transaction(
+        &self,
+        request: Request<pb::GetTransactionRequest>,
+    ) -> Result<Response<pb::Transaction>, Status> {
+        let txid = args::txid("txid", &request.get_ref().txid)?;
+        self.shared
+            .answer(request.metadata(), move |index, _| index.transaction(&txid))
+            .await
+    }
+
+    async fn get_raw_transaction(
+        &self,
+        request: Request<pb::GetTransactionRequest>,
+    ) -> Result<Response<pb::RawTransaction>, Status> {
+        let txid = args::txid("txid", &request.get_ref().txid)?;
+        self.shared
+            .answer(request.metadata(), move |index, _| {
+                index.raw_transaction(&txid)
+            })
+            .await
+    }
+}

@@ -1,0 +1,222 @@
+//! `satflow serve`: the index over gRPC (`satflow.v1`), with health,
+//! reflection, deadlines, bounded concurrency, and optional TLS and
+//! bearer token.
+//!
+//! Requests run on blocking threads (RocksDB reads may wait on the disk)
+//! behind a `Gate`. The server opens the index as a follower of the writer:
+//! a background task catches up with what `satflow index` has flushed, and
+//! takes the view lock for it, so one request reads one state of the index.
+
+mod addresses;
+mod admission;
+mod chain;
+mod clusters;
+mod limits;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use satflow_indexer::Access;
+use satflow_proto::v1 as pb;
+use tonic::metadata::MetadataMap;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
+use tonic::{Response, Status};
+
+pub use addresses::{AddressesService, MAX_BATCH};
+pub use chain::ChainService;
+pub use clusters::ClustersService;
+pub use limits::Deadline;
+
+use crate::error::QueryError;
+use crate::reader::Index;
+use admission::Admission;
+use limits::{deadline_exceeded, Gate};
+
+pub struct ServeOptions {
+    pub db: PathBuf,
+    pub listen: SocketAddr,
+    /// Where raw transactions are read; default: the directory of the last index run.
+    pub blocks_dir: Option<PathBuf>,
+    /// Require `authorization: Bearer <token>` on every satflow and reflection call.
+    pub token: Option<String>,
+    pub tls: Option<TlsFiles>,
+    /// How often to look for blocks the writer has flushed.
+    pub follow_every: Duration,
+    /// Requests reading the index at once.
+    pub readers: usize,
+    /// Requests waiting for a reader before new ones are refused.
+    pub queue: usize,
+}
+
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// What every request handler shares.
+pub struct Shared {
+    index: Index,
+    /// Read by requests, written by catch-up.
+    view: RwLock<()>,
+    gate: Gate,
+}
+
+impl Shared {
+    pub fn new(index: Index, readers: usize, queue: usize) -> Arc<Shared> {
+        Arc::new(Shared {
+            index,
+            view: RwLock::new(()),
+            gate: Gate::new(readers, queue),
+        })
+    }
+
+    /// Runs `job` against the index on a blocking thread, once admitted,
+    /// within the caller's deadline.
+    async fn answer<T, F>(
+        self: &Arc<Self>,
+        metadata: &MetadataMap,
+        job: F,
+    ) -> Result<Response<T>, Status>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Index, Deadline) -> crate::Result<T> + Send + 'static,
+    {
+        let deadline = Deadline::from_metadata(metadata, Instant::now());
+        if deadline.expired() {
+            return Err(deadline_exceeded());
+        }
+        let turn = self.gate.enter(deadline).await?;
+        let shared = Arc::clone(self);
+        let work = tokio::task::spawn_blocking(move || {
+            let _turn = turn;
+            if deadline.expired() {
+                return Err(QueryError::DeadlineExceeded);
+            }
+            let _view = shared.view.read().unwrap_or_else(PoisonError::into_inner);
+            job(&shared.index, deadline)
+        });
+        let joined = match deadline.instant() {
+            Some(d) => tokio::time::timeout_at(d.into(), work)
+                .await
+                .map_err(|_| deadline_exceeded())?,
+            None => work.await,
+        };
+        match joined {
+            Ok(answer) => answer.map(Response::new).map_err(Status::from),
+            Err(e) => Err(Status::internal(format!("request handler failed: {e}"))),
+        }
+    }
+
+    /// Moves to the writer's latest flushed state; returns the tip height.
+    fn catch_up(&self) -> anyhow::Result<u32> {
+        let _view = self.view.write().unwrap_or_else(PoisonError::into_inner);
+        self.index.catch_up()?;
+        Ok(self.index.status()?.tip_height)
+    }
+}
+
+/// Serves until `shutdown` completes. `ready` is told the bound address
+/// (useful with port 0) once the server accepts connections.
+pub async fn serve(
+    opts: ServeOptions,
+    ready: impl FnOnce(SocketAddr),
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let index = Index::open(&opts.db, Access::Follow)?.with_blocks_dir(opts.blocks_dir.clone());
+    let shared = Shared::new(index, opts.readers, opts.queue);
+    tokio::spawn(follow(Arc::clone(&shared), opts.follow_every));
+
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .with_context(|| format!("listening on {}", opts.listen))?;
+    let local = listener.local_addr()?;
+    if !local.ip().is_loopback() && (opts.token.is_none() || opts.tls.is_none()) {
+        tracing::warn!(
+            "listening on {local}, beyond loopback, without both TLS and a bearer token: anyone who can reach it can read the index"
+        );
+    }
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<pb::chain_server::ChainServer<ChainService>>()
+        .await;
+    health
+        .set_serving::<pb::addresses_server::AddressesServer<AddressesService>>()
+        .await;
+    health
+        .set_serving::<pb::clusters_server::ClustersServer<ClustersService>>()
+        .await;
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let admission = Admission::new(opts.token);
+
+    let mut server = Server::builder()
+        .concurrency_limit_per_connection(256)
+        .max_concurrent_streams(Some(1024))
+        .http2_keepalive_interval(Some(Duration::from_secs(30)));
+    if let Some(tls) = &opts.tls {
+        let read =
+            |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+        let identity = Identity::from_pem(read(&tls.cert)?, read(&tls.key)?);
+        server = server
+            .tls_config(ServerTlsConfig::new().identity(identity))
+            .context("TLS certificate or key")?;
+    }
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    ready(local);
+    server
+        // Health stays open: load balancers probe it without credentials.
+        .add_service(health_service)
+        .add_service(InterceptedService::new(
+            reflection().build_v1()?,
+            admission.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            reflection().build_v1alpha()?,
+            admission.clone(),
+        ))
+        .add_service(pb::chain_server::ChainServer::with_interceptor(
+            ChainService::new(Arc::clone(&shared)),
+            admission.clone(),
+        ))
+        .add_service(pb::addresses_server::AddressesServer::with_interceptor(
+            AddressesService::new(Arc::clone(&shared)),
+            admission.clone(),
+        ))
+        .add_service(pb::clusters_server::ClustersServer::with_interceptor(
+            ClustersService::new(shared),
+            admission,
+        ))
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+        .context("serving gRPC")
+}
+
+/// Catches up with the writer every `every`, logging each new tip.
+async fn follow(shared: Arc<Shared>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_tip = None;
+    loop {
+        tick.tick().await;
+        let s = Arc::clone(&shared);
+        match tokio::task::spawn_blocking(move || s.catch_up()).await {
+            Ok(Ok(tip)) if last_tip != Some(tip) => {
+                tracing::info!("serving the index at tip height {tip}");
+                last_tip = Some(tip);
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!("catching up with the writer: {e:#}"),
+            Err(e) => tracing::warn!("catch-up task failed: {e}"),
+        }
+    }
+}

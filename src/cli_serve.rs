@@ -1,0 +1,80 @@
+//! `satflow serve`: command-line settings of the gRPC server.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::Args;
+use satflow_query::server::{self, ServeOptions, TlsFiles};
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// The index database directory.
+    #[arg(long)]
+    db: PathBuf,
+    /// Address to listen on; loopback unless TLS and a token protect it.
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    listen: SocketAddr,
+    /// Where raw transactions are read (default: the blocks directory of the last index run).
+    #[arg(long)]
+    blocks_dir: Option<PathBuf>,
+    /// File holding a bearer token that every call must carry.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// TLS certificate chain (PEM).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// How often to pick up blocks that `satflow index` has added, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    follow_ms: u64,
+    /// Requests reading the index at once.
+    #[arg(long, default_value_t = 16)]
+    readers: usize,
+    /// Requests allowed to wait for a reader; beyond that, RESOURCE_EXHAUSTED.
+    #[arg(long, default_value_t = 1024)]
+    queue: usize,
+}
+
+pub fn run(a: ServeArgs) -> Result<()> {
+    let opts = ServeOptions {
+        db: a.db,
+        listen: a.listen,
+        blocks_dir: a.blocks_dir,
+        token: crate::cli_query::read_token(a.token_file.as_ref())?,
+        tls: a
+            .tls_cert
+            .zip(a.tls_key)
+            .map(|(cert, key)| TlsFiles { cert, key }),
+        follow_every: Duration::from_millis(a.follow_ms.max(1)),
+        readers: a.readers,
+        queue: a.queue,
+    };
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(server::serve(
+            opts,
+            |addr| {
+                // Scripts and tests wait for this line.
+                println!("listening on {addr}");
+                tracing::info!("serving satflow.v1 on {addr}");
+            },
+            shutdown(),
+        ))
+}
+
+async fn shutdown() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,462 @@
+//! Address clusters: an independent union-find agrees with `multi-input`;
+//! precision and recall against a generated chain's ground truth; CoinJoins
+//! kept apart; a reorg that removes a merging transaction; and the gRPC
+//! answers on real mainnet blocks.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use bitcoin::OutPoint;
+use common::build::*;
+use common::server::Server;
+use common::*;
+use satflow_indexer::cluster::{self, view, Heuristics};
+use satflow_indexer::schema::{cf, decode_inputs, key_u64, OutputRow, TxRow};
+use satflow_indexer::script::AddrKey;
+use satflow_indexer::{address, Access, Store};
+use satflow_proto::v1 as pb;
+use satflow_synth::{NetworkChoice, SynthArgs};
+
+/// Cluster id of every address, by address id.
+fn clusters(db: &Path) -> Vec<u64> {
+    let store = Store::open(db, Access::ReadOnly).unwrap();
+    let (tip, _) = store.tip().unwrap().unwrap();
+    let n = store.block(tip).unwrap().unwrap().next_ids().addr;
+    (0..n)
+        .map(|a| view::cluster_of(&store, a).unwrap())
+        .collect()
+}
+
+fn recluster(db: &Path, heuristics: &str) {
+    let store = Store::open(db, Access::Write).unwrap();
+    cluster::rebuild(&store, heuristics.parse().unwrap(), true).unwrap();
+}
+
+/// Written apart from satflow's clustering on purpose: every tx's input
+/// addresses are one entity; nothing else.
+fn plain_union_find(db: &Path) -> Vec<u64> {
+    let store = Store::open(db, Access::ReadOnly).unwrap();
+    let (tip, _) = store.tip().unwrap().unwrap();
+    let next = store.block(tip).unwrap().unwrap().next_ids();
+    let mut parent: Vec<u64> = (0..next.addr).collect();
+    fn root(p: &mut [u64], mut x: u64) -> u64 {
+        while p[x as usize] != x {
+            x = p[x as usize];
+        }
+        x
+    }
+    for txnum in 0..next.tx {
+        let tx = TxRow::decode(&store.need(cf::TXS, &key_u64(txnum)).unwrap()).unwrap();
+        if tx.is_coinbase() {
+            continue;
+        }
+        let spent = decode_inputs(&store.need(cf::INPUTS, &key_u64(txnum)).unwrap()).unwrap();
+        let addrs: Vec<u64> = spent
+            .iter()
+            .filter_map(|&o| {
+                OutputRow::decode(&store.need(cf::OUTPUTS, &key_u64(o)).unwrap())
+                    .unwrap()
+                    .addr
+            })
+            .collect();
+        for w in addrs.windows(2) {
+            let (a, b) = (root(&mut parent, w[0]), root(&mut parent, w[1]));
+            parent[a.max(b) as usize] = a.min(b);
+        }
+    }
+    (0..next.addr).map(|a| root(&mut parent, a)).collect()
+}
+
+fn synth_chain(seed: u64, size: u64) -> (tempfile::TempDir, tempfile::TempDir) {
+    let blocks = tempfile::tempdir().unwrap();
+    satflow_synth::run(&SynthArgs {
+        out: blocks.path().to_owned(),
+        size,
+        seed,
+        network: NetworkChoice::Regtest,
+        xor: false,
+        truncate_tail: false,
+        quiet: true,
+    })
+    .unwrap();
+    let db = tempfile::tempdir().unwrap();
+    index(blocks.path(), db.path());
+    (blocks, db)
+}
+
+#[test]
+fn multi_input_clusters_equal_a_plain_union_find() {
+    for (name, blocks, db) in [
+        {
+            let blocks = blocks_dir(&["mainnet/blk00000_first1MiB.dat"]);
+            let db = tempfile::tempdir().unwrap();
+            index(blocks.path(), db.path());
+            ("mainnet 0-4521", blocks, db)
+        },
+        {
+            let (blocks, db) = synth_chain(5, 8_000_000);
+            ("generated", blocks, db)
+        },
+    ] {
+        recluster(db.path(), "multi-input");
+        let expected = plain_union_find(db.path());
+        assert_eq!(clusters(db.path()), expected, "{name}");
+        let merged = expected
+            .iter()
+            .enumerate()
+            .filter(|(a, r)| *a as u64 != **r)
+            .count();
+        assert!(
+            merged > 0,
+            "{name}: no address was merged, the check proves nothing"
+        );
+        drop(blocks);
+    }
+}
+
+/// Addresses whose cluster's most common owner is someone else.
+fn misplaced(clusters: &[u64], owner: &HashMap<u64, u64>) -> u64 {
+    let mut counts: HashMap<u64, HashMap<u64, u64>> = HashMap::new();
+    for (&a, &o) in owner {
+        *counts
+            .entry(clusters[a as usize])
+            .or_default()
+            .entry(o)
+            .or_default() += 1;
+    }
+    counts
+        .values()
+        .map(|by_owner| by_owner.values().sum::<u64>() - by_owner.values().max().unwrap())
+        .sum()
+}
+
+/// Pairwise precision and recall of `clusters` against the truth's owners.
+fn pairwise(clusters: &[u64], owner: &HashMap<u64, u64>) -> (f64, f64) {
+    let pairs = |n: u64| n * n.saturating_sub(1) / 2;
+    let (mut by_cluster, mut by_owner, mut both) = (HashMap::new(), HashMap::new(), HashMap::new());
+    for (&a, &o) in owner {
+        let c = clusters[a as usize];
+        *by_cluster.entry(c).or_insert(0u64) += 1;
+        *by_owner.entry(o).or_insert(0u64) += 1;
+        *both.entry((c, o)).or_insert(0u64) += 1;
+    }
+    let same_both: u64 = both.values().map(|&n| pairs(n)).sum();
+    let same_cluster: u64 = by_cluster.values().map(|&n| pairs(n)).sum();
+    let same_owner: u64 = by_owner.values().map(|&n| pairs(n)).sum();
+    (
+        same_both as f64 / same_cluster.max(1) as f64,
+        same_both as f64 / same_owner.max(1) as f64,
+    )
+}
+
+#[test]
+fn coinjoin_detection_keeps_participants_apart_and_raises_precision() {
+    let (blocks, db) = synth_chain(7, 100_000_000);
+    let store = Store::open(db.path(), Access::ReadOnly).unwrap();
+    let id_of = |addr: &str| -> Option<u64> {
+        let key: AddrKey = address::parse(
+            addr.strip_prefix("script:").unwrap_or(addr),
+            store.network().unwrap().unwrap(),
+        )
+        .ok()?;
+        store
+            .get(cf::ADDR_IDS, &key.to_bytes())
+            .unwrap()
+            .map(|v| u64::from_be_bytes(v[..8].try_into().unwrap()))
+    };
+    let truth = std::fs::read_to_string(blocks.path().join("truth/addresses.csv")).unwrap();
+    let owner: HashMap<u64, u64> = truth
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let (a, o) = l.split_once(',')?;
+            Some((id_of(a)?, o.parse().ok()?))
+        })
+        .collect();
+    let coinjoins: Vec<(String, String)> =
+        std::fs::read_to_string(blocks.path().join("truth/coinjoins.csv"))
+            .unwrap()
+            .lines()
+            .skip(1)
+            .map(|l| {
+                let f: Vec<&str> = l.split(',').collect();
+                (f[0].to_string(), f[1].to_string())
+            })
+            .collect();
+    assert!(coinjoins.len() > 10, "{} coinjoins", coinjoins.len());
+    drop(store);
+
+    let mut results = BTreeMap::new();
+    for heuristics in ["multi-input", "multi-input,coinjoin"] {
+        recluster(db.path(), heuristics);
+        let c = clusters(db.path());
+        let (precision, recall) = pairwise(&c, &owner);
+        let wrong = misplaced(&c, &owner);
+        // How many CoinJoins ended with participants of different owners in one cluster.
+        let store = Store::open(db.path(), Access::ReadOnly).unwrap();
+        let merged_joins = coinjoins
+            .iter()
+            .filter(|(txid, _)| {
+                let txnum = store.find_tx(&txid.parse().unwrap()).unwrap().unwrap();
+                let tx = view::load_tx(&store, txnum).unwrap();
+                let mut owners_per_cluster: HashMap<u64, std::collections::HashSet<u64>> =
+                    HashMap::new();
+                for a in tx.inputs.iter().filter_map(|s| s.addr) {
+                    if let Some(&o) = owner.get(&a) {
+                        owners_per_cluster
+                            .entry(c[a as usize])
+                            .or_default()
+                            .insert(o);
+                    }
+                }
+                owners_per_cluster.values().any(|o| o.len() > 1)
+            })
+            .count();
+        eprintln!(
+            "{heuristics:<22} pairwise precision {precision:.6} recall {recall:.6}; misplaced addresses {wrong}/{}; CoinJoins whose participants share a cluster: {merged_joins}/{}",
+            owner.len(),
+            coinjoins.len()
+        );
+        results.insert(heuristics, (precision, recall, merged_joins, wrong));
+    }
+    let plain = results["multi-input"];
+    let detected = results["multi-input,coinjoin"];
+    assert!(
+        plain.2 > coinjoins.len() / 2,
+        "without detection, CoinJoins merge their participants: {plain:?}"
+    );
+    assert_eq!(
+        detected.2, 0,
+        "with detection no CoinJoin merges its participants: {detected:?}"
+    );
+    assert!(
+        detected.3 < plain.3,
+        "detection misplaces fewer addresses: {plain:?} -> {detected:?}"
+    );
+    assert!(
+        detected.0 >= plain.0,
+        "detection does not lower precision: {plain:?} -> {detected:?}"
+    );
+}
+
+#[test]
+fn a_reorg_that_removes_a_merging_transaction_equals_a_fresh_build() {
+    // a1, a2 pay P1 and P2; a3 spends both (merging them); b3, b4 replace a3.
+    let g = regtest_genesis();
+    let a1 = block(
+        g.block_hash(),
+        1,
+        vec![coinbase(b"a1", &[(50_0000_0000, p2pkh(1))])],
+    );
+    let a2 = block(
+        a1.block_hash(),
+        2,
+        vec![coinbase(b"a2", &[(50_0000_0000, p2pkh(2))])],
+    );
+    let spend = tx(
+        &[
+            OutPoint {
+                txid: a1.txdata[0].compute_txid(),
+                vout: 0,
+            },
+            OutPoint {
+                txid: a2.txdata[0].compute_txid(),
+                vout: 0,
+            },
+        ],
+        &[(99_9990_0000, p2pkh(3))],
+    );
+    let a3 = block(
+        a2.block_hash(),
+        3,
+        vec![coinbase(b"a3", &[(50_0000_0000, p2pkh(4))]), spend],
+    );
+    // b4 spends a1's output alone: nothing merges on this branch.
+    let b3 = block(
+        a2.block_hash(),
+        33,
+        vec![coinbase(b"b3", &[(50_0000_0000, p2pkh(5))])],
+    );
+    let lone = tx(
+        &[OutPoint {
+            txid: a1.txdata[0].compute_txid(),
+            vout: 0,
+        }],
+        &[(49_0000_0000, p2pkh(6))],
+    );
+    let b4 = block(
+        b3.block_hash(),
+        34,
+        vec![coinbase(b"b4", &[(50_0000_0000, p2pkh(7))]), lone],
+    );
+
+    let blocks = tempfile::tempdir().unwrap();
+    write_blk(
+        &blocks.path().join("blk00000.dat"),
+        &[g.clone(), a1.clone(), a2.clone(), a3.clone()],
+    );
+    let db = tempfile::tempdir().unwrap();
+    index(blocks.path(), db.path());
+    let before = clusters(db.path());
+    assert_eq!(
+        (before[1], before[2]),
+        (1, 1),
+        "a3 merged P2 into the cluster of the older P1"
+    );
+
+    write_blk(&blocks.path().join("blk00001.dat"), &[b3, b4]);
+    let s = index(blocks.path(), db.path());
+    assert_eq!((s.blocks_undone, s.tip_height), (1, Some(4)));
+    let after = clusters(db.path());
+    assert_ne!(after[1], after[2], "the merge left with a3");
+
+    let fresh = tempfile::tempdir().unwrap();
+    index(blocks.path(), fresh.path());
+    assert_same(
+        &dump(db.path(), &LOCATION_FREE),
+        &dump(fresh.path(), &LOCATION_FREE),
+    );
+}
+
+#[tokio::test]
+async fn clusters_of_real_mainnet_blocks_over_grpc() {
+    let blocks = blocks_dir(&["mainnet/blk00000_first1MiB.dat"]);
+    let db = tempfile::tempdir().unwrap();
+    index(blocks.path(), db.path());
+    let server = Server::start(db.path(), &[]);
+    let mut c = server.connect().await;
+    let largest = c
+        .clusters
+        .list_largest_clusters(pb::ListLargestClustersRequest {
+            by: pb::ClusterRanking::Size.into(),
+            page_size: 5,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        !largest.clusters.is_empty(),
+        "early mainnet has multi-input spends"
+    );
+    assert!(largest.clusters.windows(2).all(|w| w[0].size >= w[1].size));
+    let top = &largest.clusters[0];
+    assert_eq!(top.heuristics, Heuristics::DEFAULT.to_string());
+    assert_eq!(top.as_of_height, 4521);
+
+    // Every member, page by page, points back at the cluster.
+    let (mut members, mut token) = (Vec::new(), String::new());
+    loop {
+        let page = c
+            .clusters
+            .list_cluster_members(pb::ListClusterMembersRequest {
+                cluster_id: top.id,
+                page_size: 2,
+                page_token: token,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        members.extend(page.addresses);
+        token = page.next_page_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(members.len() as u64, top.size);
+    assert_eq!(members[0], top.oldest_address);
+    for m in &members {
+        let of = c
+            .clusters
+            .get_cluster(pb::GetClusterRequest {
+                id: Some(pb::get_cluster_request::Id::Address(m.clone())),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(of, *top);
+    }
+
+    // The cluster's history sums to its figures.
+    let history = c
+        .clusters
+        .list_cluster_history(pb::ListClusterHistoryRequest {
+            cluster_id: top.id,
+            page_size: 10_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(history.entries.len() as u64, top.tx_count);
+    assert_eq!(
+        history.entries.iter().map(|e| e.received).sum::<u64>(),
+        top.received
+    );
+    assert_eq!(
+        history.entries.iter().map(|e| e.net).sum::<i64>(),
+        top.balance as i64
+    );
+
+    // The link between the first and last member: every step checks out
+    // against the transaction it names.
+    let path = c
+        .clusters
+        .explain_link(pb::ExplainLinkRequest {
+            from_address: members[0].clone(),
+            to_address: members.last().unwrap().clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(path.steps.first().unwrap().address, members[0]);
+    assert_eq!(&path.steps.last().unwrap().address, members.last().unwrap());
+    for w in path.steps.windows(2) {
+        let tx = c
+            .chain
+            .get_transaction(pb::GetTransactionRequest {
+                txid: w[0].txid.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let inputs: Vec<&str> = tx.inputs.iter().map(|i| i.address.as_str()).collect();
+        assert_eq!(w[0].reason, "common input");
+        assert!(
+            inputs.contains(&w[0].address.as_str()) && inputs.contains(&w[1].address.as_str()),
+            "{w:?}"
+        );
+    }
+
+    // Genesis's coinbase can never be spent: its address is a cluster of
+    // one, linked to nothing.
+    let genesis = "1A1zP1eP5QGefi2DMPTfTL5SLmv7DivfNa";
+    let alone = c
+        .clusters
+        .get_cluster(pb::GetClusterRequest {
+            id: Some(pb::get_cluster_request::Id::Address(genesis.into())),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (
+            alone.id,
+            alone.size,
+            alone.oldest_address.as_str(),
+            alone.first_seen_height
+        ),
+        (0, 1, genesis, 0)
+    );
+    let e = c
+        .clusters
+        .explain_link(pb::ExplainLinkRequest {
+            from_address: genesis.into(),
+            to_address: members[0].clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+}

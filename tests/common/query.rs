@@ -1,0 +1,67 @@
+//! The query API called in-process, for tests that check index contents
+//! rather than the server: string arguments, every page collected.
+
+use std::path::Path;
+
+use satflow_indexer::{address, Access};
+use satflow_proto::v1 as pb;
+use satflow_query::{BlockId, HistoryQuery, Index, Order, QueryError};
+
+pub struct Q(pub Index);
+
+impl Q {
+    pub fn open(db: &Path) -> Q {
+        Q(Index::open(db, Access::ReadOnly).unwrap())
+    }
+
+    pub fn status(&self) -> pb::ChainStatus {
+        self.0.status().unwrap()
+    }
+
+    pub fn tx(&self, txid: &str) -> pb::Transaction {
+        self.0
+            .transaction(&txid.parse().unwrap())
+            .unwrap_or_else(|e| panic!("{txid}: {e}"))
+    }
+
+    /// A block with all its txids.
+    pub fn block(&self, height: u32) -> pb::Block {
+        self.0
+            .block(&BlockId::Height(height), usize::MAX, "")
+            .unwrap()
+    }
+
+    /// None for an address the chain never used.
+    pub fn summary(&self, addr: &str) -> Result<Option<pb::AddressSummary>, QueryError> {
+        let key = address::parse(addr, self.0.network())
+            .map_err(|e| QueryError::InvalidArgument(e.to_string()))?;
+        self.0.address_summary(&key)
+    }
+
+    /// The whole history, in chain order.
+    pub fn history(&self, addr: &str) -> Vec<pb::HistoryEntry> {
+        let key = address::parse(addr, self.0.network()).unwrap();
+        let mut token = String::new();
+        let mut out = Vec::new();
+        loop {
+            let page = self
+                .0
+                .history(
+                    &key,
+                    &HistoryQuery {
+                        order: Order::OldestFirst,
+                        min_height: None,
+                        max_height: None,
+                        page_size: 1000,
+                        page_token: &token,
+                    },
+                )
+                .unwrap();
+            out.extend(page.entries);
+            if page.next_page_token.is_empty() {
+                return out;
+            }
+            token = page.next_page_token;
+        }
+    }
+}
