@@ -2,26 +2,28 @@
 //! percentiles per call, and the cost of a deep history page.
 //!
 //!     cargo bench --bench serve_load -- [--size 4GB] [--db DIR] [--work DIR]
-//!                 [--clients 32] [--seconds 10]
+//!                 [--clients 8] [--seconds 10] [--readers N]
 //!
 //! The index is a generated chain of --size (seed 7), built once under
 //! --work, or --db as is. The server runs as its own process; the load
 //! comes from this one, on the same machine (so both share its cores).
 //! Each call is driven by --clients concurrent callers for --seconds after a
-//! 2 s warm-up, over 4 HTTP/2 connections, on addresses and txids sampled
+//! 5 s warm-up, over 4 HTTP/2 connections, on addresses and txids sampled
 //! across the whole chain.
 
 mod common;
-#[path = "../tests/common/server.rs"]
-mod server;
+#[path = "../tests/common/mod.rs"]
+mod testkit;
 
 use std::path::{Path, PathBuf};
+
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use testkit::server::Server;
 
 use common::synth_index;
-use satflow_indexer::schema::{cf, key_u64, AddrStats, Dec};
+use satflow_indexer::schema::{cf, key_u64};
 use satflow_indexer::script::AddrKey;
 use satflow_indexer::{address, Access, Store};
 use satflow_proto::v1 as pb;
@@ -34,6 +36,8 @@ struct Args {
     work: PathBuf,
     clients: usize,
     seconds: u64,
+    /// Passed to `satflow serve --readers`.
+    readers: Option<String>,
 }
 
 fn parse_args() -> Args {
@@ -41,8 +45,9 @@ fn parse_args() -> Args {
         size: "4GB".into(),
         db: None,
         work: "target/bench-data".into(),
-        clients: 32,
+        clients: 8,
         seconds: 10,
+        readers: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -53,6 +58,7 @@ fn parse_args() -> Args {
             "--work" => a.work = value().into(),
             "--clients" => a.clients = value().parse().expect("--clients takes a number"),
             "--seconds" => a.seconds = value().parse().expect("--seconds takes a number"),
+            "--readers" => a.readers = Some(value()),
             "--bench" => {}
             other => panic!("unknown argument {other}"),
         }
@@ -64,8 +70,6 @@ fn parse_args() -> Args {
 struct Sample {
     addresses: Vec<String>,
     txids: Vec<String>,
-    /// The address with the longest history, and its length.
-    busiest: (String, u64),
 }
 
 /// Deterministic spread over a range (splitmix64).
@@ -88,18 +92,6 @@ fn sample(db: &Path) -> Sample {
     let addresses = (0..10_000)
         .map(|i| address_of(spread(i, next.addr)))
         .collect();
-    let mut busiest = (0, 0);
-    for item in store
-        .db()
-        .iterator_cf(store.cf(cf::ADDR_STATS), rocksdb::IteratorMode::Start)
-    {
-        let (k, v) = item.unwrap();
-        let txs = AddrStats::decode(&v).unwrap().tx_count as u64;
-        if txs > busiest.1 {
-            busiest = (Dec::new("addr id", &k).u64().unwrap(), txs);
-        }
-    }
-    let busiest = (address_of(busiest.0), busiest.1);
     let (tip, _) = store.tip().unwrap().unwrap();
     drop(store);
     let index = Index::open(db, Access::ReadOnly).unwrap();
@@ -111,12 +103,11 @@ fn sample(db: &Path) -> Sample {
             block.txids
         })
         .collect();
-    Sample {
-        addresses,
-        txids,
-        busiest,
-    }
+    Sample { addresses, txids }
 }
+
+/// Calls before measuring starts: the server's block cache fills up.
+const WARM_UP: Duration = Duration::from_secs(5);
 
 /// Latencies in microseconds of every call made in the measured window.
 async fn drive<F, Fut>(
@@ -155,7 +146,7 @@ where
             lat
         }));
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(WARM_UP).await;
     measuring.store(true, Ordering::Relaxed);
     let start = Instant::now();
     tokio::time::sleep(Duration::from_secs(seconds)).await;
@@ -189,7 +180,11 @@ fn main() {
         .clone()
         .unwrap_or_else(|| synth_index(&args.work, &args.size));
     let sample = sample(&db);
-    let server = server::Server::start(&db, &[]);
+    let readers: Vec<&str> = match &args.readers {
+        Some(n) => vec!["--readers", n],
+        None => vec![],
+    };
+    let server = Server::start(&db, &readers);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -267,16 +262,66 @@ fn main() {
         })
         .await;
         report("cluster of an address", lat, w);
-
-        deep_pages(&conns[0], &sample.busiest).await;
     });
+    drop(server);
+    let (db, address) = hot_address_index(&args.work);
+    let server = Server::start(&db, &readers);
+    rt.block_on(async { deep_pages(&server.connect().await, &address).await });
 }
 
-/// Page 1 against the deepest page (up to page 1,000) of the busiest
-/// address, 100 entries a page, one caller: a seek costs the same anywhere.
-async fn deep_pages(c: &Clients, (address, txs): &(String, u64)) {
+/// 101 regtest blocks in which 100,000 transactions pay one address, each
+/// spending its own coinbase output: an address as busy as an exchange's.
+fn hot_address_index(work: &Path) -> (PathBuf, String) {
+    use testkit::build::{block, coinbase, p2pkh, regtest_genesis, tx, write_blk};
+    let hot = p2pkh(0xaa);
+    let address = bitcoin::Address::from_script(&hot, bitcoin::Network::Regtest)
+        .unwrap()
+        .to_string();
+    let (blocks, db) = (work.join("hot-address"), work.join("hot-address.db"));
+    let done = db.join("satflow-bench-complete");
+    if done.exists() {
+        return (db, address);
+    }
+    let _ = std::fs::remove_dir_all(&blocks);
+    let _ = std::fs::remove_dir_all(&db);
+    std::fs::create_dir_all(&blocks).unwrap();
+    let mut chain = vec![regtest_genesis()];
+    for height in 1..=101u32 {
+        let funding = chain.last().unwrap().txdata[0].compute_txid();
+        let mut txs = vec![coinbase(
+            &height.to_le_bytes(),
+            &vec![(10_000, p2pkh(1)); 1000],
+        )];
+        if height > 1 {
+            txs.extend((0..1000).map(|vout| {
+                tx(
+                    &[bitcoin::OutPoint {
+                        txid: funding,
+                        vout,
+                    }],
+                    &[(9_000, hot.clone())],
+                )
+            }));
+        }
+        chain.push(block(chain.last().unwrap().block_hash(), height, txs));
+    }
+    write_blk(&blocks.join("blk00000.dat"), &chain);
+    let mut cmd = common::satflow();
+    cmd.args(["index", "--quiet", "--blocks-dir"])
+        .arg(&blocks)
+        .arg("--db")
+        .arg(&db)
+        .stdout(std::process::Stdio::null());
+    common::timed(cmd);
+    std::fs::write(&done, "").unwrap();
+    (db, address)
+}
+
+/// Page 1 against page 1,000 of a 100,000-tx address, 100 entries a page,
+/// one caller: a seek costs the same anywhere.
+async fn deep_pages(c: &Clients, address: &str) {
     let request = |token: String| pb::ListAddressHistoryRequest {
-        address: address.clone(),
+        address: address.to_string(),
         page_size: 100,
         page_token: token,
         ..Default::default()
@@ -322,7 +367,7 @@ async fn deep_pages(c: &Clients, (address, txs): &(String, u64)) {
     let first = time(String::new()).await;
     let deep = time(token).await;
     println!(
-        "history of {address} ({txs} txs), 100 per page, one caller:\n  page 1: p50 {:.2} ms, p99 {:.2} ms\n  page {page}: p50 {:.2} ms, p99 {:.2} ms",
+        "history of a 100,000-tx address, 100 per page, one caller:\n  page 1: p50 {:.2} ms, p99 {:.2} ms\n  page {page}: p50 {:.2} ms, p99 {:.2} ms",
         first.0, first.1, deep.0, deep.1
     );
 }

@@ -96,7 +96,6 @@ pub fn run(q: QueryArgs) -> Result<()> {
                                 std::fs::read(p).with_context(|| format!("reading {}", p.display()))
                             })
                             .transpose()?,
-                        tls_domain: None,
                     };
                     let clients = client::connect(&q.server, opts).await?;
                     ask(clients, &q).await
@@ -126,8 +125,8 @@ async fn in_process(db: PathBuf, q: QueryArgs) -> Result<()> {
         token: None,
         tls: None,
         follow_every: std::time::Duration::from_secs(3600),
-        readers: 4,
-        queue: 16,
+        max_in_flight: 16,
+        cache_mb: 64,
     };
     let serving = tokio::spawn(server::serve(
         opts,

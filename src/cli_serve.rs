@@ -31,12 +31,15 @@ pub struct ServeArgs {
     /// How often to pick up blocks that `satflow index` has added, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     follow_ms: u64,
-    /// Requests reading the index at once.
-    #[arg(long, default_value_t = 16)]
+    /// Worker threads, each reading the index for one request at a time.
+    #[arg(long, default_value_t = 4)]
     readers: usize,
-    /// Requests allowed to wait for a reader; beyond that, RESOURCE_EXHAUSTED.
+    /// Requests accepted and not yet answered; beyond that, RESOURCE_EXHAUSTED.
     #[arg(long, default_value_t = 1024)]
-    queue: usize,
+    max_in_flight: usize,
+    /// Block cache for uncompressed index blocks, in MiB.
+    #[arg(long, default_value_t = 1024)]
+    cache_mb: usize,
 }
 
 pub fn run(a: ServeArgs) -> Result<()> {
@@ -50,10 +53,11 @@ pub fn run(a: ServeArgs) -> Result<()> {
             .zip(a.tls_key)
             .map(|(cert, key)| TlsFiles { cert, key }),
         follow_every: Duration::from_millis(a.follow_ms.max(1)),
-        readers: a.readers,
-        queue: a.queue,
+        max_in_flight: a.max_in_flight,
+        cache_mb: a.cache_mb,
     };
     tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(a.readers.max(1))
         .enable_all()
         .build()?
         .block_on(server::serve(

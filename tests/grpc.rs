@@ -585,6 +585,35 @@ async fn an_expired_deadline_is_deadline_exceeded() {
 }
 
 #[tokio::test]
+async fn requests_beyond_the_in_flight_limit_are_refused_at_once() {
+    let f = serve_blk00000(&["--max-in-flight", "1"]);
+    let c = f.server.connect().await;
+    // 32 callers at once, each asking for 1,000 summaries (tens of ms of work).
+    let calls = (0..32).map(|_| {
+        let mut c = c.clone();
+        tokio::spawn(async move {
+            let addresses = vec![SATOSHI_H9.to_string(); satflow_query::server::MAX_BATCH];
+            c.addresses
+                .batch_get_address_summaries(pb::BatchGetAddressSummariesRequest { addresses })
+                .await
+                .map(drop)
+        })
+    });
+    let mut codes = Vec::new();
+    for call in calls.collect::<Vec<_>>() {
+        codes.push(call.await.unwrap().err().map_or(Code::Ok, |e| e.code()));
+    }
+    assert!(codes.contains(&Code::Ok), "{codes:?}");
+    assert!(codes.contains(&Code::ResourceExhausted), "{codes:?}");
+    assert!(
+        codes
+            .iter()
+            .all(|c| matches!(c, Code::Ok | Code::ResourceExhausted)),
+        "{codes:?}"
+    );
+}
+
+#[tokio::test]
 async fn health_and_reflection_work_out_of_the_box() {
     use tonic_health::pb::health_client::HealthClient;
     use tonic_health::pb::{health_check_response::ServingStatus, HealthCheckRequest};
@@ -661,7 +690,6 @@ async fn a_token_protected_tls_server_refuses_callers_without_the_token() {
     let with = |token: Option<&str>| ConnectOptions {
         token: token.map(Into::into),
         ca_pem: Some(ca.clone()),
-        tls_domain: None,
     };
     let status = |c: &mut client::Clients| {
         let mut chain = c.chain.clone();

@@ -40,7 +40,14 @@ pub enum Access {
 
 impl Store {
     pub fn open(path: &Path, access: Access) -> Result<Store> {
-        let cache = Cache::new_lru_cache(256 << 20);
+        Store::open_with_cache(path, access, 256 << 20)
+    }
+
+    /// `cache_bytes` of RocksDB block cache (uncompressed blocks): a server
+    /// answering random lookups wants most of its working set there, or it
+    /// spends its time decompressing blocks again.
+    pub fn open_with_cache(path: &Path, access: Access, cache_bytes: usize) -> Result<Store> {
+        let cache = Cache::new_lru_cache(cache_bytes);
         let cfs = cf::ALL
             .iter()
             .map(|name| ColumnFamilyDescriptor::new(*name, cf_options(name, &cache)));

@@ -16,10 +16,9 @@ pub type ClustersClient = pb::clusters_client::ClustersClient<InterceptedService
 #[derive(Default)]
 pub struct ConnectOptions {
     pub token: Option<String>,
-    /// PEM of the CA that signed the server's certificate; enables TLS.
+    /// PEM of the CA that signed the server's certificate (for the URL's
+    /// host name); enables TLS.
     pub ca_pem: Option<Vec<u8>>,
-    /// Name the server's certificate is for, when not the URL's host.
-    pub tls_domain: Option<String>,
 }
 
 #[derive(Clone)]
@@ -47,10 +46,7 @@ pub async fn connect(url: &str, opts: ConnectOptions) -> anyhow::Result<Clients>
         .with_context(|| format!("{url:?} is not a server URL"))?
         .tcp_nodelay(true);
     if let Some(ca) = opts.ca_pem {
-        let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
-        if let Some(domain) = opts.tls_domain {
-            tls = tls.domain_name(domain);
-        }
+        let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
         endpoint = endpoint.tls_config(tls).context("TLS settings")?;
     }
     let channel = endpoint

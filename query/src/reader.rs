@@ -54,7 +54,15 @@ pub struct HistoryQuery<'a> {
 
 impl Index {
     pub fn open(db: &Path, access: Access) -> anyhow::Result<Index> {
-        let store = Store::open(db, access)?;
+        Index::from_store(Store::open(db, access)?, db)
+    }
+
+    /// With `cache_bytes` of block cache (see `Store::open_with_cache`).
+    pub fn open_with_cache(db: &Path, access: Access, cache_bytes: usize) -> anyhow::Result<Index> {
+        Index::from_store(Store::open_with_cache(db, access, cache_bytes)?, db)
+    }
+
+    fn from_store(store: Store, db: &Path) -> anyhow::Result<Index> {
         let network = store
             .network()?
             .with_context(|| format!("{}: the index holds no blocks yet", db.display()))?;

@@ -30,14 +30,12 @@ impl pb::addresses_server::Addresses for AddressesService {
         request: Request<pb::GetAddressSummaryRequest>,
     ) -> Result<Response<pb::AddressSummary>, Status> {
         let given = request.get_ref().address.clone();
-        self.shared
-            .answer(request.metadata(), move |index, _| {
-                let key = args::address("address", &given, index.network())?;
-                index.address_summary(&key)?.ok_or_else(|| {
-                    QueryError::NotFound(format!("address {given} has no history in the index"))
-                })
+        self.shared.answer(request.metadata(), move |index, _| {
+            let key = args::address("address", &given, index.network())?;
+            index.address_summary(&key)?.ok_or_else(|| {
+                QueryError::NotFound(format!("address {given} has no history in the index"))
             })
-            .await
+        })
     }
 
     async fn batch_get_address_summaries(
@@ -73,7 +71,6 @@ impl pb::addresses_server::Addresses for AddressesService {
                 }
                 Ok(pb::BatchGetAddressSummariesResponse { results })
             })
-            .await
     }
 
     async fn list_address_history(
@@ -83,21 +80,19 @@ impl pb::addresses_server::Addresses for AddressesService {
         let r = request.get_ref().clone();
         let order = args::order(r.order)?;
         args::height_range(r.min_height, r.max_height)?;
-        self.shared
-            .answer(request.metadata(), move |index, _| {
-                let key = args::address("address", &r.address, index.network())?;
-                index.history(
-                    &key,
-                    &HistoryQuery {
-                        order,
-                        min_height: r.min_height,
-                        max_height: r.max_height,
-                        page_size: page::page_size(r.page_size),
-                        page_token: &r.page_token,
-                    },
-                )
-            })
-            .await
+        self.shared.answer(request.metadata(), move |index, _| {
+            let key = args::address("address", &r.address, index.network())?;
+            index.history(
+                &key,
+                &HistoryQuery {
+                    order,
+                    min_height: r.min_height,
+                    max_height: r.max_height,
+                    page_size: page::page_size(r.page_size),
+                    page_token: &r.page_token,
+                },
+            )
+        })
     }
 
     async fn list_address_utxos(
@@ -105,11 +100,9 @@ impl pb::addresses_server::Addresses for AddressesService {
         request: Request<pb::ListAddressUtxosRequest>,
     ) -> Result<Response<pb::ListAddressUtxosResponse>, Status> {
         let r = request.get_ref().clone();
-        self.shared
-            .answer(request.metadata(), move |index, _| {
-                let key = args::address("address", &r.address, index.network())?;
-                index.utxos(&key, page::page_size(r.page_size), &r.page_token)
-            })
-            .await
+        self.shared.answer(request.metadata(), move |index, _| {
+            let key = args::address("address", &r.address, index.network())?;
+            index.utxos(&key, page::page_size(r.page_size), &r.page_token)
+        })
     }
 }

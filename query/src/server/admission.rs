@@ -1,28 +1,31 @@
 //! The checks every satflow call passes before its body is even decoded:
-//! the bearer token, when the server has one, and a deadline that has not
-//! already run out.
+//! the bearer token, when the server has one, a deadline that has not
+//! already run out, and room among the requests in flight.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use tonic::{Request, Status};
 
-use super::limits::{deadline_exceeded, Deadline};
+use super::limits::{deadline_exceeded, Deadline, InFlight};
 
 #[derive(Clone)]
 pub struct Admission {
-    token: Option<std::sync::Arc<str>>,
+    token: Option<Arc<str>>,
+    in_flight: Arc<InFlight>,
 }
 
 impl Admission {
-    pub fn new(token: Option<String>) -> Admission {
+    pub fn new(token: Option<String>, max_in_flight: usize) -> Admission {
         Admission {
             token: token.map(Into::into),
+            in_flight: InFlight::new(max_in_flight),
         }
     }
 }
 
 impl tonic::service::Interceptor for Admission {
-    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
         if let Some(expected) = &self.token {
             let given = request
                 .metadata()
@@ -44,6 +47,9 @@ impl tonic::service::Interceptor for Admission {
         if Deadline::from_metadata(request.metadata(), Instant::now()).expired() {
             return Err(deadline_exceeded());
         }
+        // Held by the request until its handler returns.
+        let place = self.in_flight.enter()?;
+        request.extensions_mut().insert(place);
         Ok(request)
     }
 }

@@ -26,7 +26,6 @@ impl pb::chain_server::Chain for ChainService {
     ) -> Result<Response<pb::ChainStatus>, Status> {
         self.shared
             .answer(request.metadata(), |index, _| index.status())
-            .await
     }
 
     async fn get_block(
@@ -37,11 +36,9 @@ impl pb::chain_server::Chain for ChainService {
         let id = args::block_id(r.id.as_ref())?;
         let size = page::page_size(r.tx_page_size);
         let token = r.tx_page_token.clone();
-        self.shared
-            .answer(request.metadata(), move |index, _| {
-                index.block(&id, size, &token)
-            })
-            .await
+        self.shared.answer(request.metadata(), move |index, _| {
+            index.block(&id, size, &token)
+        })
     }
 
     async fn get_transaction(
@@ -51,7 +48,6 @@ impl pb::chain_server::Chain for ChainService {
         let txid = args::txid("txid", &request.get_ref().txid)?;
         self.shared
             .answer(request.metadata(), move |index, _| index.transaction(&txid))
-            .await
     }
 
     async fn get_raw_transaction(
@@ -59,10 +55,8 @@ impl pb::chain_server::Chain for ChainService {
         request: Request<pb::GetTransactionRequest>,
     ) -> Result<Response<pb::RawTransaction>, Status> {
         let txid = args::txid("txid", &request.get_ref().txid)?;
-        self.shared
-            .answer(request.metadata(), move |index, _| {
-                index.raw_transaction(&txid)
-            })
-            .await
+        self.shared.answer(request.metadata(), move |index, _| {
+            index.raw_transaction(&txid)
+        })
     }
 }

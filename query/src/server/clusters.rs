@@ -27,18 +27,16 @@ impl pb::clusters_server::Clusters for ClustersService {
         request: Request<pb::GetClusterRequest>,
     ) -> Result<Response<pb::Cluster>, Status> {
         let id = request.get_ref().id.clone();
-        self.shared
-            .answer(request.metadata(), move |index, _| {
-                let cluster = match id {
-                    Some(pb::get_cluster_request::Id::ClusterId(c)) => c,
-                    Some(pb::get_cluster_request::Id::Address(a)) => {
-                        index.cluster_id_of(&args::address("address", &a, index.network())?)?
-                    }
-                    None => return Err(args::invalid("id", "set either address or cluster_id")),
-                };
-                index.cluster(cluster)
-            })
-            .await
+        self.shared.answer(request.metadata(), move |index, _| {
+            let cluster = match id {
+                Some(pb::get_cluster_request::Id::ClusterId(c)) => c,
+                Some(pb::get_cluster_request::Id::Address(a)) => {
+                    index.cluster_id_of(&args::address("address", &a, index.network())?)?
+                }
+                None => return Err(args::invalid("id", "set either address or cluster_id")),
+            };
+            index.cluster(cluster)
+        })
     }
 
     async fn list_cluster_members(
@@ -46,11 +44,9 @@ impl pb::clusters_server::Clusters for ClustersService {
         request: Request<pb::ListClusterMembersRequest>,
     ) -> Result<Response<pb::ListClusterMembersResponse>, Status> {
         let r = request.get_ref().clone();
-        self.shared
-            .answer(request.metadata(), move |index, _| {
-                index.cluster_members(r.cluster_id, page::page_size(r.page_size), &r.page_token)
-            })
-            .await
+        self.shared.answer(request.metadata(), move |index, _| {
+            index.cluster_members(r.cluster_id, page::page_size(r.page_size), &r.page_token)
+        })
     }
 
     async fn list_cluster_history(
@@ -59,20 +55,18 @@ impl pb::clusters_server::Clusters for ClustersService {
     ) -> Result<Response<pb::ListAddressHistoryResponse>, Status> {
         let r = request.get_ref().clone();
         let order = args::order(r.order)?;
-        self.shared
-            .answer(request.metadata(), move |index, _| {
-                index.cluster_history(
-                    r.cluster_id,
-                    &HistoryQuery {
-                        order,
-                        min_height: None,
-                        max_height: None,
-                        page_size: page::page_size(r.page_size),
-                        page_token: &r.page_token,
-                    },
-                )
-            })
-            .await
+        self.shared.answer(request.metadata(), move |index, _| {
+            index.cluster_history(
+                r.cluster_id,
+                &HistoryQuery {
+                    order,
+                    min_height: None,
+                    max_height: None,
+                    page_size: page::page_size(r.page_size),
+                    page_token: &r.page_token,
+                },
+            )
+        })
     }
 
     async fn list_largest_clusters(
@@ -81,11 +75,9 @@ impl pb::clusters_server::Clusters for ClustersService {
     ) -> Result<Response<pb::ListLargestClustersResponse>, Status> {
         let r = request.get_ref().clone();
         let by = args::ranking(r.by)?;
-        self.shared
-            .answer(request.metadata(), move |index, _| {
-                index.largest_clusters(by, page::page_size(r.page_size), &r.page_token)
-            })
-            .await
+        self.shared.answer(request.metadata(), move |index, _| {
+            index.largest_clusters(by, page::page_size(r.page_size), &r.page_token)
+        })
     }
 
     async fn explain_link(
@@ -93,12 +85,10 @@ impl pb::clusters_server::Clusters for ClustersService {
         request: Request<pb::ExplainLinkRequest>,
     ) -> Result<Response<pb::LinkPath>, Status> {
         let r = request.get_ref().clone();
-        self.shared
-            .answer(request.metadata(), move |index, _| {
-                let from = args::address("from_address", &r.from_address, index.network())?;
-                let to = args::address("to_address", &r.to_address, index.network())?;
-                index.explain_link(&from, &to)
-            })
-            .await
+        self.shared.answer(request.metadata(), move |index, _| {
+            let from = args::address("from_address", &r.from_address, index.network())?;
+            let to = args::address("to_address", &r.to_address, index.network())?;
+            index.explain_link(&from, &to)
+        })
     }
 }

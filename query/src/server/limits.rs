@@ -1,11 +1,10 @@
-//! Bounds on the work one request may take: client deadlines and a fixed
-//! number of index readers, with a short queue in front of them.
+//! Bounds on what requests may take: client deadlines, and how many
+//! requests may be in flight at once.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::metadata::MetadataMap;
 use tonic::Status;
 
@@ -19,18 +18,12 @@ pub struct Deadline(Option<Instant>);
 const AHEAD_OF_TRANSPORT: Duration = Duration::from_millis(2);
 
 impl Deadline {
-    pub const NONE: Deadline = Deadline(None);
-
     pub fn from_metadata(metadata: &MetadataMap, arrived: Instant) -> Deadline {
         let timeout = metadata
             .get("grpc-timeout")
             .and_then(|v| v.to_str().ok())
             .and_then(parse_grpc_timeout);
         Deadline(timeout.map(|t| arrived + t.saturating_sub(AHEAD_OF_TRANSPORT)))
-    }
-
-    pub fn instant(&self) -> Option<Instant> {
-        self.0
     }
 
     pub fn expired(&self) -> bool {
@@ -60,53 +53,49 @@ pub fn deadline_exceeded() -> Status {
     Status::deadline_exceeded("the request's deadline passed before it was answered")
 }
 
-/// Admits at most `readers` requests to the index at once; up to `queue`
-/// more wait for a turn (until their deadline), and beyond that a request
-/// is refused with RESOURCE_EXHAUSTED at once rather than piling up.
-pub struct Gate {
-    readers: Arc<Semaphore>,
-    waiting: AtomicUsize,
-    queue: usize,
+/// Requests accepted and not yet answered, at most `limit`: beyond that a
+/// request is refused at once with RESOURCE_EXHAUSTED rather than joining
+/// a backlog it would only time out in. Counted from admission (before a
+/// worker picks the request up) until its handler returns.
+pub struct InFlight {
+    count: AtomicUsize,
+    limit: usize,
 }
 
-/// A reader's place, given back when dropped: it moves with the work onto
-/// its thread, so work that outlives its caller's deadline still counts.
-pub struct Turn {
-    _permit: OwnedSemaphorePermit,
+/// One request's place, given back when the last clone drops (the request
+/// carries it in its extensions).
+#[derive(Clone)]
+pub struct Place {
+    _inner: Arc<PlaceInner>,
 }
 
-impl Gate {
-    pub fn new(readers: usize, queue: usize) -> Gate {
-        Gate {
-            readers: Arc::new(Semaphore::new(readers.max(1))),
-            waiting: AtomicUsize::new(0),
-            queue,
-        }
+struct PlaceInner(Arc<InFlight>);
+
+impl Drop for PlaceInner {
+    fn drop(&mut self) {
+        self.0.count.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl InFlight {
+    pub fn new(limit: usize) -> Arc<InFlight> {
+        Arc::new(InFlight {
+            count: AtomicUsize::new(0),
+            limit: limit.max(1),
+        })
     }
 
-    pub async fn enter(&self, deadline: Deadline) -> Result<Turn, Status> {
-        if let Ok(permit) = Arc::clone(&self.readers).try_acquire_owned() {
-            return Ok(Turn { _permit: permit });
-        }
-        if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.queue {
-            self.waiting.fetch_sub(1, Ordering::AcqRel);
+    pub fn enter(self: &Arc<Self>) -> Result<Place, Status> {
+        if self.count.fetch_add(1, Ordering::AcqRel) >= self.limit {
+            self.count.fetch_sub(1, Ordering::AcqRel);
             return Err(Status::resource_exhausted(format!(
-                "server busy: {} requests already waiting for an index reader; retry with backoff",
-                self.queue
+                "server busy: {} requests already in progress; retry with backoff",
+                self.limit
             )));
         }
-        let acquire = Arc::clone(&self.readers).acquire_owned();
-        let permit = match deadline.instant() {
-            Some(d) => tokio::time::timeout_at(d.into(), acquire).await.ok(),
-            None => Some(acquire.await),
-        };
-        self.waiting.fetch_sub(1, Ordering::AcqRel);
-        match permit {
-            Some(p) => Ok(Turn {
-                _permit: p.expect("the semaphore is never closed"),
-            }),
-            None => Err(deadline_exceeded()),
-        }
+        Ok(Place {
+            _inner: Arc::new(PlaceInner(Arc::clone(self))),
+        })
     }
 }
 
@@ -125,26 +114,20 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_full_queue_is_refused_and_a_waiter_times_out() {
-        let gate = Gate::new(1, 1);
-        let held = gate.enter(Deadline::NONE).await.unwrap();
-        let soon = Deadline(Some(Instant::now() + Duration::from_millis(30)));
-        let waiter = gate.enter(soon);
-        tokio::pin!(waiter);
-        // The waiter takes the only queue place...
-        assert!(futures_poll_once(waiter.as_mut()).await.is_none());
-        // ...so the next request is refused at once...
-        let refused = gate.enter(Deadline::NONE).await.err().unwrap();
+    #[test]
+    fn requests_beyond_the_limit_are_refused_until_one_finishes() {
+        let in_flight = InFlight::new(2);
+        let first = in_flight.enter().unwrap();
+        let second = in_flight.enter().unwrap();
+        let refused = in_flight.enter().err().unwrap();
         assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
-        // ...and the waiter gives up at its deadline.
-        let late = waiter.await.err().unwrap();
-        assert_eq!(late.code(), tonic::Code::DeadlineExceeded);
-        drop(held);
-        assert!(gate.enter(Deadline::NONE).await.is_ok());
-    }
-
-    async fn futures_poll_once<F: std::future::Future + Unpin>(f: F) -> Option<F::Output> {
-        tokio::time::timeout(Duration::from_millis(5), f).await.ok()
+        // A place is held until its last clone drops.
+        let copy = first.clone();
+        drop(first);
+        assert!(in_flight.enter().is_err());
+        drop(copy);
+        let third = in_flight.enter().unwrap();
+        drop((second, third));
+        assert_eq!(in_flight.count.load(Ordering::Acquire), 0);
     }
 }
