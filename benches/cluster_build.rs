@@ -9,34 +9,26 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{median, satflow, synth_index, timed};
+use clap::Parser;
+use common::{median, satflow, timed, Common, IndexChoice};
 use satflow_indexer::schema::cf;
 use satflow_indexer::{Access, Store};
 
+/// Clustering a whole index: wall time and peak memory of `satflow cluster`.
+#[derive(clap::Parser)]
+struct Args {
+    #[command(flatten)]
+    index: IndexChoice,
+    #[command(flatten)]
+    common: Common,
+}
+
 fn main() {
-    let (mut size, mut db, mut work, mut runs) = (
-        "4GB".to_string(),
-        None::<PathBuf>,
-        PathBuf::from("target/bench-data"),
-        3,
-    );
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
-        match flag.as_str() {
-            "--size" => size = value(),
-            "--db" => db = Some(value().into()),
-            "--work" => work = value().into(),
-            "--runs" => runs = value().parse().expect("--runs takes a number"),
-            "--bench" => {}
-            other => panic!("unknown argument {other}"),
-        }
-    }
-    std::fs::create_dir_all(&work).unwrap();
-    let db = db.unwrap_or_else(|| synth_index(&work, &size));
+    let args = Args::parse();
+    let runs = args.common.runs;
+    let db = args.index.path(&args.common.work);
     let (txs, addrs) = {
         let store = Store::open(&db, Access::ReadOnly).unwrap();
         let (tip, _) = store.tip().unwrap().unwrap();

@@ -14,40 +14,25 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{median, satflow, synth_dir, timed};
+use clap::Parser;
+use common::{median, satflow, synth_dir, timed, Common};
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
+/// Indexing throughput next to the machine's own ceilings.
+#[derive(clap::Parser)]
 struct Args {
+    /// Generated chain sizes to measure.
+    #[arg(long, value_delimiter = ',', default_value = "512MB,4GB")]
     sizes: Vec<String>,
+    /// Measure this blocks directory instead of generated chains.
+    #[arg(long)]
     blocks_dir: Option<PathBuf>,
-    work: PathBuf,
-    runs: usize,
+    /// Passed to `satflow index --threads`.
+    #[arg(long)]
     threads: Option<String>,
-}
-
-fn parse_args() -> Args {
-    let mut a = Args {
-        sizes: vec!["512MB".into(), "4GB".into()],
-        blocks_dir: None,
-        work: "target/bench-data".into(),
-        runs: 3,
-        threads: None,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
-        match flag.as_str() {
-            "--sizes" => a.sizes = value().split(',').map(String::from).collect(),
-            "--blocks-dir" => a.blocks_dir = Some(value().into()),
-            "--work" => a.work = value().into(),
-            "--runs" => a.runs = value().parse().expect("--runs takes a number"),
-            "--threads" => a.threads = Some(value()),
-            "--bench" => {}
-            other => panic!("unknown argument {other}"),
-        }
-    }
-    a
+    #[command(flatten)]
+    common: Common,
 }
 
 fn blk_files(dir: &Path) -> Vec<PathBuf> {
@@ -97,10 +82,10 @@ fn bench_dir(name: &str, dir: &Path, args: &Args) -> f64 {
     let sha = t.elapsed();
     std::hint::black_box(hashed);
 
-    let db = args.work.join("bench-db");
+    let db = args.common.work.join("bench-db");
     let mut walls = Vec::new();
     let mut peak = 0;
-    for _ in 0..args.runs {
+    for _ in 0..args.common.runs {
         let _ = std::fs::remove_dir_all(&db);
         let mut cmd = satflow();
         // Indexing alone: clustering has its own benchmark.
@@ -138,8 +123,8 @@ fn bench_dir(name: &str, dir: &Path, args: &Args) -> f64 {
 }
 
 fn main() {
-    let args = parse_args();
-    std::fs::create_dir_all(&args.work).unwrap();
+    let args = Args::parse();
+    std::fs::create_dir_all(&args.common.work).unwrap();
     println!(
         "{:<10} {:>9} {:>10} {:>12} {:>11} {:>9} {:>9} {:>9}",
         "data", "blk MB", "read MB/s", "sha256d MB/s", "index MB/s", "index s", "peak MiB", "db MB"
@@ -149,7 +134,7 @@ fn main() {
         per_mb.push(bench_dir("given", dir, &args));
     } else {
         for size in &args.sizes {
-            let dir = synth_dir(&args.work, size);
+            let dir = synth_dir(&args.common.work, size);
             per_mb.push(bench_dir(size, &dir, &args));
         }
     }

@@ -2,14 +2,14 @@
 //! percentiles per call, and the cost of a deep history page.
 //!
 //!     cargo bench --bench serve_load -- [--size 4GB] [--db DIR] [--work DIR]
-//!                 [--clients 8] [--seconds 10] [--readers N]
+//!                 [--clients 8] [--seconds 10] [--runs 3] [--readers N]
 //!
 //! The index is a generated chain of --size (seed 7), built once under
 //! --work, or --db as is. The server runs as its own process; the load
 //! comes from this one, on the same machine (so both share its cores).
 //! Each call is driven by --clients concurrent callers for --seconds after a
-//! 5 s warm-up, over 4 HTTP/2 connections, on addresses and txids sampled
-//! across the whole chain.
+//! 5 s warm-up, --runs times (medians shown), over 4 HTTP/2 connections,
+//! on addresses and txids sampled across the whole chain.
 
 mod common;
 #[path = "../tests/common/mod.rs"]
@@ -22,7 +22,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use testkit::server::Server;
 
-use common::synth_index;
+use clap::Parser;
+use common::{Common, IndexChoice};
 use satflow_indexer::schema::{cf, key_u64};
 use satflow_indexer::script::AddrKey;
 use satflow_indexer::{address, Access, Store};
@@ -30,40 +31,22 @@ use satflow_proto::v1 as pb;
 use satflow_query::client::Clients;
 use satflow_query::{BlockId, Index};
 
+/// gRPC load on `satflow serve` over loopback.
+#[derive(clap::Parser)]
 struct Args {
-    size: String,
-    db: Option<PathBuf>,
-    work: PathBuf,
+    #[command(flatten)]
+    index: IndexChoice,
+    /// Concurrent callers.
+    #[arg(long, default_value_t = 8)]
     clients: usize,
+    /// Measured seconds per call.
+    #[arg(long, default_value_t = 10)]
     seconds: u64,
     /// Passed to `satflow serve --readers`.
+    #[arg(long)]
     readers: Option<String>,
-}
-
-fn parse_args() -> Args {
-    let mut a = Args {
-        size: "4GB".into(),
-        db: None,
-        work: "target/bench-data".into(),
-        clients: 8,
-        seconds: 10,
-        readers: None,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
-        match flag.as_str() {
-            "--size" => a.size = value(),
-            "--db" => a.db = Some(value().into()),
-            "--work" => a.work = value().into(),
-            "--clients" => a.clients = value().parse().expect("--clients takes a number"),
-            "--seconds" => a.seconds = value().parse().expect("--seconds takes a number"),
-            "--readers" => a.readers = Some(value()),
-            "--bench" => {}
-            other => panic!("unknown argument {other}"),
-        }
-    }
-    a
+    #[command(flatten)]
+    common: Common,
 }
 
 /// What the load is made of, sampled from the index before the server starts.
@@ -160,26 +143,85 @@ where
     (all, window)
 }
 
-fn report(name: &str, mut lat: Vec<u32>, window: Duration) {
+/// The calls measured, each on addresses or txids sampled across the chain.
+#[derive(Clone, Copy)]
+enum Call {
+    Summary,
+    History,
+    Transaction,
+    Cluster,
+}
+
+impl Call {
+    const ALL: [Call; 4] = [
+        Call::Summary,
+        Call::History,
+        Call::Transaction,
+        Call::Cluster,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Call::Summary => "address summary",
+            Call::History => "address history, page 1",
+            Call::Transaction => "transaction",
+            Call::Cluster => "cluster of an address",
+        }
+    }
+
+    async fn make(self, mut c: Clients, sample: &Sample, n: usize) {
+        let address = sample.addresses[n % sample.addresses.len()].clone();
+        let done = match self {
+            Call::Summary => c
+                .addresses
+                .get_address_summary(pb::GetAddressSummaryRequest { address })
+                .await
+                .map(drop),
+            Call::History => c
+                .addresses
+                .list_address_history(pb::ListAddressHistoryRequest {
+                    address,
+                    page_size: 25,
+                    order: pb::Order::NewestFirst.into(),
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
+            Call::Transaction => {
+                let txid = sample.txids[n % sample.txids.len()].clone();
+                c.chain
+                    .get_transaction(pb::GetTransactionRequest { txid })
+                    .await
+                    .map(drop)
+            }
+            Call::Cluster => c
+                .clusters
+                .get_cluster(pb::GetClusterRequest {
+                    id: Some(pb::get_cluster_request::Id::Address(address)),
+                })
+                .await
+                .map(drop),
+        };
+        done.unwrap();
+    }
+}
+
+/// req/s, p50, p99 and p99.9 (ms) of one measured window.
+fn figures(mut lat: Vec<u32>, window: Duration) -> [f64; 4] {
     lat.sort_unstable();
     let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)] as f64 / 1000.0;
-    println!(
-        "{name:<28} {:>9.0} {:>9.2} {:>9.2} {:>9.2}",
+    [
         lat.len() as f64 / window.as_secs_f64(),
         pct(0.50),
         pct(0.99),
-        pct(0.999)
-    );
+        pct(0.999),
+    ]
 }
 
 fn main() {
-    let args = parse_args();
-    std::fs::create_dir_all(&args.work).unwrap();
-    let db = args
-        .db
-        .clone()
-        .unwrap_or_else(|| synth_index(&args.work, &args.size));
-    let sample = sample(&db);
+    let args = Args::parse();
+    let db = args.index.path(&args.common.work);
+    let sample = Arc::new(sample(&db));
     let readers: Vec<&str> = match &args.readers {
         Some(n) => vec!["--readers", n],
         None => vec![],
@@ -194,77 +236,49 @@ fn main() {
         for _ in 0..4 {
             conns.push(server.connect().await);
         }
-        let addresses = Arc::new(sample.addresses);
-        let txids = Arc::new(sample.txids);
+        let mut runs: Vec<Vec<[f64; 4]>> = vec![Vec::new(); Call::ALL.len()];
+        for _ in 0..args.common.runs {
+            for (i, call) in Call::ALL.into_iter().enumerate() {
+                let sample = sample.clone();
+                let (lat, window) = drive(&conns, args.clients, args.seconds, move |c, n| {
+                    let sample = sample.clone();
+                    async move { call.make(c, &sample, n).await }
+                })
+                .await;
+                runs[i].push(figures(lat, window));
+            }
+        }
         println!(
-            "index {} · {} clients · {} s per call\n{:<28} {:>9} {:>9} {:>9} {:>9}",
+            "index {} · {} clients · {} s per call · medians of {} runs\n{:<28} {:>9} {:>9} {:>9} {:>9}",
             db.display(),
             args.clients,
             args.seconds,
+            args.common.runs,
             "call",
             "req/s",
             "p50 ms",
             "p99 ms",
             "p99.9 ms"
         );
-        let a = addresses.clone();
-        let (lat, w) = drive(&conns, args.clients, args.seconds, move |mut c, n| {
-            let address = a[n % a.len()].clone();
-            async move {
-                c.addresses
-                    .get_address_summary(pb::GetAddressSummaryRequest { address })
-                    .await
-                    .unwrap();
-            }
-        })
-        .await;
-        report("address summary", lat, w);
-        let a = addresses.clone();
-        let (lat, w) = drive(&conns, args.clients, args.seconds, move |mut c, n| {
-            let address = a[n % a.len()].clone();
-            async move {
-                c.addresses
-                    .list_address_history(pb::ListAddressHistoryRequest {
-                        address,
-                        page_size: 25,
-                        order: pb::Order::NewestFirst.into(),
-                        ..Default::default()
-                    })
-                    .await
-                    .unwrap();
-            }
-        })
-        .await;
-        report("address history, page 1", lat, w);
-        let t = txids.clone();
-        let (lat, w) = drive(&conns, args.clients, args.seconds, move |mut c, n| {
-            let txid = t[n % t.len()].clone();
-            async move {
-                c.chain
-                    .get_transaction(pb::GetTransactionRequest { txid })
-                    .await
-                    .unwrap();
-            }
-        })
-        .await;
-        report("transaction", lat, w);
-        let a = addresses.clone();
-        let (lat, w) = drive(&conns, args.clients, args.seconds, move |mut c, n| {
-            let address = a[n % a.len()].clone();
-            async move {
-                c.clusters
-                    .get_cluster(pb::GetClusterRequest {
-                        id: Some(pb::get_cluster_request::Id::Address(address)),
-                    })
-                    .await
-                    .unwrap();
-            }
-        })
-        .await;
-        report("cluster of an address", lat, w);
+        for (call, figures) in Call::ALL.into_iter().zip(runs) {
+            let median = |k: usize| {
+                let mut v: Vec<f64> = figures.iter().map(|f| f[k]).collect();
+                v.sort_by(f64::total_cmp);
+                v[v.len() / 2]
+            };
+            println!(
+                "{:<28} {:>9.0} {:>9.2} {:>9.2} {:>9.2}   req/s per run: {:?}",
+                call.name(),
+                median(0),
+                median(1),
+                median(2),
+                median(3),
+                figures.iter().map(|f| f[0].round()).collect::<Vec<_>>()
+            );
+        }
     });
     drop(server);
-    let (db, address) = hot_address_index(&args.work);
+    let (db, address) = hot_address_index(&args.common.work);
     let server = Server::start(&db, &readers);
     rt.block_on(async { deep_pages(&server.connect().await, &address).await });
 }

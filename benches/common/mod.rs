@@ -6,6 +6,20 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+/// Flags every benchmark takes.
+#[derive(clap::Args)]
+pub struct Common {
+    /// Where generated chains and their indexes are kept between runs.
+    #[arg(long, default_value = "target/bench-data")]
+    pub work: PathBuf,
+    /// Runs per figure; the median is shown.
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    pub bench: bool,
+}
+
 pub fn satflow() -> Command {
     Command::new(env!("CARGO_BIN_EXE_satflow"))
 }
@@ -31,6 +45,27 @@ pub fn timed(mut cmd: Command) -> (Duration, i64) {
 pub fn median<T: Ord + Copy>(mut v: Vec<T>) -> T {
     v.sort();
     v[v.len() / 2]
+}
+
+/// Which index a benchmark reads: a generated chain's, or one given.
+#[derive(clap::Args)]
+pub struct IndexChoice {
+    /// Size of the generated chain (seed 7) whose index is used.
+    #[arg(long, default_value = "4GB")]
+    pub size: String,
+    /// Use this index instead of a generated one.
+    #[arg(long)]
+    pub db: Option<PathBuf>,
+}
+
+impl IndexChoice {
+    /// The index directory, generating and indexing the chain under `work` once.
+    pub fn path(&self, work: &Path) -> PathBuf {
+        std::fs::create_dir_all(work).unwrap();
+        self.db
+            .clone()
+            .unwrap_or_else(|| synth_index(work, &self.size))
+    }
 }
 
 /// A generated blocks directory of `size` (seed 7) under `work`, made once.
