@@ -208,6 +208,10 @@ impl Call {
 
 /// req/s, p50, p99 and p99.9 (ms) of one measured window.
 fn figures(mut lat: Vec<u32>, window: Duration) -> [f64; 4] {
+    assert!(
+        !lat.is_empty(),
+        "no call finished within the measured window"
+    );
     lat.sort_unstable();
     let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)] as f64 / 1000.0;
     [

@@ -52,7 +52,7 @@ enum What {
     /// An address (or hex scriptPubKey): summary, history, unspent outputs.
     Address {
         address: String,
-        /// History entries to show.
+        /// History entries, and unspent outputs, to show.
         #[arg(long, default_value_t = 20)]
         limit: u32,
         /// History oldest first (default newest first).

@@ -13,7 +13,8 @@ pub struct ServeArgs {
     /// The index database directory.
     #[arg(long)]
     db: PathBuf,
-    /// Address to listen on; loopback unless TLS and a token protect it.
+    /// Address to listen on. Beyond loopback, use TLS and a token (the
+    /// server warns when it listens wider without both).
     #[arg(long, default_value = "127.0.0.1:50051")]
     listen: SocketAddr,
     /// Where raw transactions are read (default: the blocks directory of the last index run).

@@ -460,3 +460,36 @@ async fn clusters_of_real_mainnet_blocks_over_grpc() {
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
 }
+
+#[test]
+fn an_interrupted_rebuild_is_redone_with_the_heuristics_asked_for() {
+    let blocks = blocks_dir(&["mainnet/blk00000_first1MiB.dat"]);
+    let db = tempfile::tempdir().unwrap();
+    index(blocks.path(), db.path());
+    {
+        // What `satflow cluster --heuristics multi-input` leaves when killed
+        // mid-build: the heuristics asked for, no tip.
+        let store = Store::open(db.path(), Access::Write).unwrap();
+        let mut batch = rocksdb::WriteBatch::default();
+        batch.put_cf(
+            store.cf(cf::META),
+            satflow_indexer::schema::meta::CLUSTER_HEURISTICS,
+            "multi-input",
+        );
+        batch.delete_cf(
+            store.cf(cf::META),
+            satflow_indexer::schema::meta::CLUSTER_TIP,
+        );
+        store.write(batch).unwrap();
+        store.flush().unwrap();
+    }
+    index(blocks.path(), db.path());
+    let store = Store::open(db.path(), Access::ReadOnly).unwrap();
+    assert_eq!(
+        cluster::heuristics(&store).unwrap().unwrap().to_string(),
+        "multi-input"
+    );
+    assert_eq!(cluster::tip(&store).unwrap().map(|(h, _)| h), Some(4521));
+    drop(store);
+    assert_eq!(clusters(db.path()), plain_union_find(db.path()));
+}

@@ -131,12 +131,12 @@ impl BlocksDir {
     }
 }
 
-/// `blk01234.dat` → 1234; anything else (rev*.dat, xor.dat, index/) → None.
 /// Where Core keeps blk file `number` in `dir`.
 pub fn blk_path(dir: &Path, number: u32) -> PathBuf {
     dir.join(format!("blk{number:05}.dat"))
 }
 
+/// `blk01234.dat` → 1234; anything else (rev*.dat, xor.dat, index/) → None.
 fn blk_file_number(name: &str) -> Option<u32> {
     let digits = name.strip_prefix("blk")?.strip_suffix(".dat")?;
     if digits.len() < 5 || !digits.bytes().all(|b| b.is_ascii_digit()) {

@@ -271,6 +271,12 @@ fn open_error(path: &Path, e: rocksdb::Error) -> anyhow::Error {
             "{} is already open for writing by another process (one `satflow index` per database): {msg}",
             path.display()
         )
+    } else if msg.contains("Column family not found") {
+        anyhow::anyhow!(
+            "{} lacks column families this satflow reads (it was written before clustering existed): run `satflow cluster --db {}` once to add them: {msg}",
+            path.display(),
+            path.display()
+        )
     } else {
         anyhow::anyhow!("opening index database {}: {msg}", path.display())
     }

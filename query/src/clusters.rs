@@ -16,14 +16,15 @@ use crate::page::{Listing, Token};
 use crate::reader::{HistoryQuery, Index, Order};
 
 /// Transactions a link search may read before giving up.
-pub const LINK_BUDGET: usize = 200_000;
+const LINK_BUDGET: usize = 200_000;
 
 /// What the clusters were built with and up to where.
 struct Built {
     heuristics: Heuristics,
     height: u32,
-    /// Tx numbers at and above this are not in the clusters yet.
+    /// Tx and address numbers at and above these are not in the clusters yet.
     next_tx: u64,
+    next_addr: u64,
 }
 
 impl Index {
@@ -36,27 +37,33 @@ impl Index {
         };
         let heuristics = cluster::heuristics(&self.store)?.ok_or_else(not_built)?;
         let (height, _) = cluster::tip(&self.store)?.ok_or_else(not_built)?;
-        let next_tx = self.block_row(height)?.next_ids().tx;
+        let next = self.block_row(height)?.next_ids();
         Ok(Built {
             heuristics,
             height,
-            next_tx,
+            next_tx: next.tx,
+            next_addr: next.addr,
         })
     }
 
     pub fn cluster_id_of(&self, key: &AddrKey) -> Result<u64> {
         let id = self.known_address_id(key)?;
-        self.built()?;
+        let built = self.built()?;
+        if id >= built.next_addr {
+            return Err(QueryError::NotFound(format!(
+                "address {id} is newer than the clusters, which include blocks up to height {}",
+                built.height
+            )));
+        }
         Ok(view::cluster_of(&self.store, id)?)
     }
 
     /// Checks that `id` names a cluster (its lowest address number).
-    fn cluster_root(&self, id: u64) -> Result<()> {
-        let (_, tip) = self.tip()?;
-        if id >= tip.next_ids().addr {
+    fn cluster_root(&self, id: u64, built: &Built) -> Result<()> {
+        if id >= built.next_addr {
             return Err(QueryError::NotFound(format!(
-                "no cluster {id}: there are {} addresses",
-                tip.next_ids().addr
+                "no cluster {id}: the clusters hold {} addresses (up to height {})",
+                built.next_addr, built.height
             )));
         }
         match view::cluster_of(&self.store, id)? {
@@ -69,7 +76,7 @@ impl Index {
 
     pub fn cluster(&self, id: u64) -> Result<pb::Cluster> {
         let built = self.built()?;
-        self.cluster_root(id)?;
+        self.cluster_root(id, &built)?;
         let oldest_address = self.address_string(Some(id))?;
         let s = match view::stats(&self.store, id)? {
             Some(s) => s,
@@ -122,19 +129,14 @@ impl Index {
         page_size: usize,
         page_token: &str,
     ) -> Result<pb::ListClusterMembersResponse> {
-        self.built()?;
-        self.cluster_root(id)?;
+        let built = self.built()?;
+        self.cluster_root(id, &built)?;
         let from =
             Token::resume("page_token", page_token, Listing::ClusterMembers, id)?.unwrap_or(0);
         let mut addresses = Vec::new();
         let mut next_page_token = String::new();
-        let mut any = false;
-        for r in pairs(&self.store, cf::CLUSTER_MEMBERS, id) {
+        for r in pairs(&self.store, cf::CLUSTER_MEMBERS, id, from) {
             let (member, _) = r?;
-            any = true;
-            if member < from {
-                continue;
-            }
             if addresses.len() == page_size {
                 next_page_token = Token {
                     listing: Listing::ClusterMembers,
@@ -146,7 +148,8 @@ impl Index {
             }
             addresses.push(self.address_string(Some(member))?);
         }
-        if !any {
+        if view::stats(&self.store, id)?.is_none() {
+            // A lone address: its own only member, and no member rows.
             addresses.push(self.address_string(Some(id))?);
         }
         Ok(pb::ListClusterMembersResponse {
@@ -161,7 +164,7 @@ impl Index {
         q: &HistoryQuery,
     ) -> Result<pb::ListAddressHistoryResponse> {
         let built = self.built()?;
-        self.cluster_root(id)?;
+        self.cluster_root(id, &built)?;
         let listing = match q.order {
             Order::OldestFirst => Listing::ClusterHistoryOldestFirst,
             Order::NewestFirst => Listing::ClusterHistoryNewestFirst,
@@ -229,8 +232,14 @@ impl Index {
         })
     }
 
-    /// A shortest chain of linking transactions from `from` to `to`.
-    pub fn explain_link(&self, from: &AddrKey, to: &AddrKey) -> Result<pb::LinkPath> {
+    /// A shortest chain of linking transactions from `from` to `to`;
+    /// gives up with DeadlineExceeded once `expired()`.
+    pub fn explain_link(
+        &self,
+        from: &AddrKey,
+        to: &AddrKey,
+        expired: impl Fn() -> bool,
+    ) -> Result<pb::LinkPath> {
         let built = self.built()?;
         let (a, b) = (self.known_address_id(from)?, self.known_address_id(to)?);
         let (ca, cb) = (
@@ -252,13 +261,16 @@ impl Index {
             if addr == b {
                 break 'search;
             }
-            for r in pairs(&self.store, cf::HISTORY, addr) {
+            for r in pairs(&self.store, cf::HISTORY, addr, 0) {
                 let (txnum, _) = r?;
                 if txnum >= built.next_tx {
                     break;
                 }
                 if !read.insert(txnum) {
                     continue;
+                }
+                if expired() {
+                    return Err(QueryError::DeadlineExceeded);
                 }
                 if read.len() > LINK_BUDGET {
                     return Err(QueryError::ResourceExhausted(format!(

@@ -11,7 +11,8 @@ pub enum QueryError {
     #[error("{0}")]
     NotFound(String),
     /// The server cannot answer this until something outside it changes:
-    /// the blk files for raw transactions are gone or were rewritten.
+    /// the blk files for raw transactions are gone or were rewritten, or
+    /// the clusters were never built.
     #[error("{0}")]
     FailedPrecondition(String),
     /// The work would exceed its budget (e.g. a link search visiting too

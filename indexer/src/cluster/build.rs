@@ -31,7 +31,7 @@ pub fn build(store: &Store, h: Heuristics, progress: &mut Progress) -> Result<()
     let next = store.block(tip)?.context("tip block row")?.next_ids();
     remove_stale_scratch(store);
     let mut sets = UnionFind::new(store.path(), next.addr)?;
-    unite(store, h, tip, &mut sets, progress)?;
+    unite(store, h, tip, next.output, &mut sets, progress)?;
     let sizes = write_members(store, &mut sets)?;
     write_history(store, &mut sets, &sizes)?;
     write_stats(store, tip, &sizes)
@@ -54,12 +54,12 @@ fn unite(
     store: &Store,
     h: Heuristics,
     tip: u32,
+    output_count: u64,
     sets: &mut UnionFind,
     progress: &mut Progress,
 ) -> Result<()> {
-    let next = store.block(tip)?.context("tip block row")?.next_ids();
     // Per output: address + 1 (0: none) in the low 56 bits, script type above.
-    let mut outputs = MappedArray::zeroed(store.path(), next.output as usize * 2)?;
+    let mut outputs = MappedArray::zeroed(store.path(), output_count as usize * 2)?;
     let mut txs = store
         .db()
         .iterator_cf(store.cf(cf::TXS), IteratorMode::Start);

@@ -33,7 +33,7 @@ pub struct TxView {
 
 /// The heuristics in force. Common-input ownership is always on: it is what
 /// the others refine.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Heuristics {
     pub whirlpool: bool,
     pub wasabi: bool,
@@ -83,7 +83,12 @@ impl Heuristics {
     }
 
     fn coinjoin(&self, tx: &TxView) -> Option<CoinJoin> {
-        let (value, equal) = most_common_output(tx)?;
+        let counts = value_counts(tx);
+        // The most frequent output value and how often (ties: the larger value).
+        let (value, equal) = counts
+            .iter()
+            .map(|(&v, &n)| (v, n))
+            .max_by_key(|&(v, n)| (n, v))?;
         let (inputs, outputs) = (tx.inputs.len(), tx.outputs.len());
         if self.whirlpool
             && (5..=8).contains(&outputs)
@@ -97,7 +102,7 @@ impl Heuristics {
             // One participant may take several equal outputs: no input count rule.
             let wasabi1 =
                 equal >= 5 && inputs >= 3 && value.abs_diff(WASABI1_DENOM) <= WASABI1_DENOM / 10;
-            let repeated = repeated_outputs(tx);
+            let repeated: usize = counts.values().filter(|&&n| n > 1).sum();
             let wasabi2 = inputs >= 50 && outputs >= 50 && repeated * 2 >= outputs;
             if wasabi1 || wasabi2 {
                 return Some(CoinJoin::Wasabi);
@@ -152,23 +157,13 @@ const WASABI1_DENOM: u64 = 10_000_000;
 /// A payment "looks round" at 0.0001 BTC precision.
 const ROUND: u64 = 10_000;
 
-/// The most frequent output value and how often it occurs (ties: the
-/// larger value), or None without outputs.
-fn most_common_output(tx: &TxView) -> Option<(u64, usize)> {
+/// How many outputs carry each value.
+fn value_counts(tx: &TxView) -> HashMap<u64, usize> {
     let mut counts: HashMap<u64, usize> = HashMap::new();
     for (c, _) in &tx.outputs {
         *counts.entry(c.value).or_default() += 1;
     }
-    counts.into_iter().max_by_key(|&(v, n)| (n, v))
-}
-
-/// Outputs whose value another output shares.
-fn repeated_outputs(tx: &TxView) -> usize {
-    let mut counts: HashMap<u64, usize> = HashMap::new();
-    for (c, _) in &tx.outputs {
-        *counts.entry(c.value).or_default() += 1;
-    }
-    counts.values().filter(|&&n| n > 1).sum()
+    counts
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -115,7 +115,7 @@ fn recompute_dirty(store: &Store, h: Heuristics) -> Result<()> {
     let mut links: HashMap<u64, Vec<u64>> = HashMap::new();
     for &a in &ids {
         groups.add(a);
-        for r in pairs(store, cf::HISTORY, a) {
+        for r in pairs(store, cf::HISTORY, a, 0) {
             let (txnum, _) = r?;
             if txnum >= next.tx {
                 break;

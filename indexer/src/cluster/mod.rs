@@ -18,7 +18,7 @@ use bitcoin::hashes::Hash;
 use bitcoin::BlockHash;
 use rocksdb::WriteBatch;
 
-pub use heuristics::{CoinJoin, Heuristics, TxView};
+pub use heuristics::Heuristics;
 pub use live::forget_above;
 
 use crate::progress::Progress;
@@ -49,19 +49,21 @@ pub fn tip(store: &Store) -> Result<Option<(u32, BlockHash)>> {
     Ok(Some(tip))
 }
 
-/// Brings the clusters up to the index tip with the heuristics in force
-/// (the default set when they were never built).
+/// Brings the clusters up to the index tip with the heuristics in force:
+/// block by block from the cluster tip, or a whole build when there is no
+/// tip yet (never built, or a build that was interrupted; the default set
+/// when none was ever chosen).
 pub fn update(store: &Store, quiet: bool) -> Result<()> {
-    match heuristics(store)? {
-        Some(h) => catch_up(store, h, quiet),
-        None => rebuild(store, Heuristics::DEFAULT, quiet),
+    match (heuristics(store)?, tip(store)?) {
+        (Some(h), Some(_)) => catch_up(store, h, quiet),
+        (h, _) => rebuild(store, h.unwrap_or(Heuristics::DEFAULT), quiet),
     }
 }
 
 /// Drops every cluster and builds them again from the index with `h`.
 pub fn rebuild(store: &Store, h: Heuristics, quiet: bool) -> Result<()> {
-    // No heuristics and no tip until the build is whole: an interrupted
-    // build is started over by the next run, never continued.
+    // No tip until the build is whole: an interrupted build is started
+    // over (with the same heuristics) by the next run, never continued.
     let mut batch = WriteBatch::default();
     for family in [
         cf::CLUSTER_OF,
@@ -72,16 +74,14 @@ pub fn rebuild(store: &Store, h: Heuristics, quiet: bool) -> Result<()> {
     ] {
         batch.delete_range_cf(store.cf(family), &[][..], &[0xffu8; 40][..]);
     }
-    for key in [meta::CLUSTER_DIRTY, meta::CLUSTER_HEURISTICS] {
-        batch.delete_cf(store.cf(cf::META), key);
-    }
+    batch.delete_cf(store.cf(cf::META), meta::CLUSTER_DIRTY);
+    batch.put_cf(store.cf(cf::META), meta::CLUSTER_HEURISTICS, h.to_string());
     live::put_tip(store, &mut batch, None);
     store.write(batch)?;
     let mut progress = Progress::new(blk_bytes_above(store, None)?, quiet);
     build::build(store, h, &mut progress)?;
     progress.finish();
     let mut batch = WriteBatch::default();
-    batch.put_cf(store.cf(cf::META), meta::CLUSTER_HEURISTICS, h.to_string());
     live::put_tip(store, &mut batch, store.tip()?);
     store.write(batch)?;
     store.flush()

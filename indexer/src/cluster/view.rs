@@ -57,17 +57,19 @@ pub fn load_tx(store: &Store, txnum: u64) -> Result<TxView> {
     Ok(TxView { inputs, outputs })
 }
 
-/// The `(first, second)`-keyed rows of `family` whose first id is `first`.
+/// The `(first, second)`-keyed rows of `family` whose first id is `first`,
+/// from second id `from` on: one seek, however far in.
 pub fn pairs<'s>(
     store: &'s Store,
     family: &str,
     first: u64,
+    from: u64,
 ) -> impl Iterator<Item = Result<(u64, Box<[u8]>)>> + 's {
     store
         .db()
         .iterator_cf(
             store.cf(family),
-            IteratorMode::From(&key_pair(first, 0), Direction::Forward),
+            IteratorMode::From(&key_pair(first, from), Direction::Forward),
         )
         .map(|item| -> Result<(u64, u64, Box<[u8]>)> {
             let (k, v) = item?;
@@ -79,7 +81,7 @@ pub fn pairs<'s>(
 }
 
 fn first_tx_of(store: &Store, addr: u64) -> Result<Option<u64>> {
-    pairs(store, cf::HISTORY, addr)
+    pairs(store, cf::HISTORY, addr, 0)
         .next()
         .transpose()
         .map(|r| r.map(|(txnum, _)| txnum))
@@ -102,7 +104,7 @@ pub fn stats(store: &Store, cluster: u64) -> Result<Option<ClusterStats>> {
 }
 
 pub fn members(store: &Store, cluster: u64) -> Result<Vec<u64>> {
-    let found: Vec<u64> = pairs(store, cf::CLUSTER_MEMBERS, cluster)
+    let found: Vec<u64> = pairs(store, cf::CLUSTER_MEMBERS, cluster, 0)
         .map(|r| r.map(|(m, _)| m))
         .collect::<Result<_>>()?;
     Ok(if found.is_empty() {
@@ -126,7 +128,7 @@ pub fn history(
         cf::HISTORY
     };
     let mut rows = BTreeMap::new();
-    for r in pairs(store, family, cluster) {
+    for r in pairs(store, family, cluster, 0) {
         let (txnum, v) = r?;
         if txnum >= before {
             break;

@@ -30,7 +30,7 @@ impl pb::addresses_server::Addresses for AddressesService {
         request: Request<pb::GetAddressSummaryRequest>,
     ) -> Result<Response<pb::AddressSummary>, Status> {
         let given = request.get_ref().address.clone();
-        self.shared.answer(request.metadata(), move |index, _| {
+        self.shared.answer(&request, move |index, _| {
             let key = args::address("address", &given, index.network())?;
             index.address_summary(&key)?.ok_or_else(|| {
                 QueryError::NotFound(format!("address {given} has no history in the index"))
@@ -49,28 +49,27 @@ impl pb::addresses_server::Addresses for AddressesService {
                 addresses.len()
             )));
         }
-        self.shared
-            .answer(request.metadata(), move |index, deadline| {
-                // Parse all first: a malformed entry fails the call before any work.
-                let keys = addresses
-                    .iter()
-                    .enumerate()
-                    .map(|(i, a)| args::address(&format!("addresses[{i}]"), a, index.network()))
-                    .collect::<Result<Vec<_>, _>>()?;
-                let mut results = Vec::with_capacity(keys.len());
-                for (address, key) in addresses.into_iter().zip(&keys) {
-                    if deadline.expired() {
-                        return Err(QueryError::DeadlineExceeded);
-                    }
-                    let summary = index.address_summary(key)?;
-                    results.push(pb::AddressResult {
-                        address,
-                        found: summary.is_some(),
-                        summary,
-                    });
+        self.shared.answer(&request, move |index, deadline| {
+            // Parse all first: a malformed entry fails the call before any work.
+            let keys = addresses
+                .iter()
+                .enumerate()
+                .map(|(i, a)| args::address(&format!("addresses[{i}]"), a, index.network()))
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut results = Vec::with_capacity(keys.len());
+            for (address, key) in addresses.into_iter().zip(&keys) {
+                if deadline.expired() {
+                    return Err(QueryError::DeadlineExceeded);
                 }
-                Ok(pb::BatchGetAddressSummariesResponse { results })
-            })
+                let summary = index.address_summary(key)?;
+                results.push(pb::AddressResult {
+                    address,
+                    found: summary.is_some(),
+                    summary,
+                });
+            }
+            Ok(pb::BatchGetAddressSummariesResponse { results })
+        })
     }
 
     async fn list_address_history(
@@ -80,7 +79,7 @@ impl pb::addresses_server::Addresses for AddressesService {
         let r = request.get_ref().clone();
         let order = args::order(r.order)?;
         args::height_range(r.min_height, r.max_height)?;
-        self.shared.answer(request.metadata(), move |index, _| {
+        self.shared.answer(&request, move |index, _| {
             let key = args::address("address", &r.address, index.network())?;
             index.history(
                 &key,
@@ -100,7 +99,7 @@ impl pb::addresses_server::Addresses for AddressesService {
         request: Request<pb::ListAddressUtxosRequest>,
     ) -> Result<Response<pb::ListAddressUtxosResponse>, Status> {
         let r = request.get_ref().clone();
-        self.shared.answer(request.metadata(), move |index, _| {
+        self.shared.answer(&request, move |index, _| {
             let key = args::address("address", &r.address, index.network())?;
             index.utxos(&key, page::page_size(r.page_size), &r.page_token)
         })

@@ -44,12 +44,15 @@ impl tonic::service::Interceptor for Admission {
         }
         // Answered here, at once, rather than racing tonic's own timer
         // (which would answer CANCELLED).
-        if Deadline::from_metadata(request.metadata(), Instant::now()).expired() {
+        let deadline = Deadline::from_metadata(request.metadata(), Instant::now());
+        if deadline.expired() {
             return Err(deadline_exceeded());
         }
-        // Held by the request until its handler returns.
+        // Both carried by the request until its handler returns: the
+        // deadline counts from arrival, not from when a worker is free.
         let place = self.in_flight.enter()?;
         request.extensions_mut().insert(place);
+        request.extensions_mut().insert(deadline);
         Ok(request)
     }
 }

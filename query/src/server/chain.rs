@@ -24,8 +24,7 @@ impl pb::chain_server::Chain for ChainService {
         &self,
         request: Request<pb::GetStatusRequest>,
     ) -> Result<Response<pb::ChainStatus>, Status> {
-        self.shared
-            .answer(request.metadata(), |index, _| index.status())
+        self.shared.answer(&request, |index, _| index.status())
     }
 
     async fn get_block(
@@ -36,9 +35,8 @@ impl pb::chain_server::Chain for ChainService {
         let id = args::block_id(r.id.as_ref())?;
         let size = page::page_size(r.tx_page_size);
         let token = r.tx_page_token.clone();
-        self.shared.answer(request.metadata(), move |index, _| {
-            index.block(&id, size, &token)
-        })
+        self.shared
+            .answer(&request, move |index, _| index.block(&id, size, &token))
     }
 
     async fn get_transaction(
@@ -47,7 +45,7 @@ impl pb::chain_server::Chain for ChainService {
     ) -> Result<Response<pb::Transaction>, Status> {
         let txid = args::txid("txid", &request.get_ref().txid)?;
         self.shared
-            .answer(request.metadata(), move |index, _| index.transaction(&txid))
+            .answer(&request, move |index, _| index.transaction(&txid))
     }
 
     async fn get_raw_transaction(
@@ -55,8 +53,7 @@ impl pb::chain_server::Chain for ChainService {
         request: Request<pb::GetTransactionRequest>,
     ) -> Result<Response<pb::RawTransaction>, Status> {
         let txid = args::txid("txid", &request.get_ref().txid)?;
-        self.shared.answer(request.metadata(), move |index, _| {
-            index.raw_transaction(&txid)
-        })
+        self.shared
+            .answer(&request, move |index, _| index.raw_transaction(&txid))
     }
 }

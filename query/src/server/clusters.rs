@@ -27,7 +27,7 @@ impl pb::clusters_server::Clusters for ClustersService {
         request: Request<pb::GetClusterRequest>,
     ) -> Result<Response<pb::Cluster>, Status> {
         let id = request.get_ref().id.clone();
-        self.shared.answer(request.metadata(), move |index, _| {
+        self.shared.answer(&request, move |index, _| {
             let cluster = match id {
                 Some(pb::get_cluster_request::Id::ClusterId(c)) => c,
                 Some(pb::get_cluster_request::Id::Address(a)) => {
@@ -44,7 +44,7 @@ impl pb::clusters_server::Clusters for ClustersService {
         request: Request<pb::ListClusterMembersRequest>,
     ) -> Result<Response<pb::ListClusterMembersResponse>, Status> {
         let r = request.get_ref().clone();
-        self.shared.answer(request.metadata(), move |index, _| {
+        self.shared.answer(&request, move |index, _| {
             index.cluster_members(r.cluster_id, page::page_size(r.page_size), &r.page_token)
         })
     }
@@ -55,7 +55,7 @@ impl pb::clusters_server::Clusters for ClustersService {
     ) -> Result<Response<pb::ListAddressHistoryResponse>, Status> {
         let r = request.get_ref().clone();
         let order = args::order(r.order)?;
-        self.shared.answer(request.metadata(), move |index, _| {
+        self.shared.answer(&request, move |index, _| {
             index.cluster_history(
                 r.cluster_id,
                 &HistoryQuery {
@@ -75,7 +75,7 @@ impl pb::clusters_server::Clusters for ClustersService {
     ) -> Result<Response<pb::ListLargestClustersResponse>, Status> {
         let r = request.get_ref().clone();
         let by = args::ranking(r.by)?;
-        self.shared.answer(request.metadata(), move |index, _| {
+        self.shared.answer(&request, move |index, _| {
             index.largest_clusters(by, page::page_size(r.page_size), &r.page_token)
         })
     }
@@ -85,10 +85,10 @@ impl pb::clusters_server::Clusters for ClustersService {
         request: Request<pb::ExplainLinkRequest>,
     ) -> Result<Response<pb::LinkPath>, Status> {
         let r = request.get_ref().clone();
-        self.shared.answer(request.metadata(), move |index, _| {
+        self.shared.answer(&request, move |index, deadline| {
             let from = args::address("from_address", &r.from_address, index.network())?;
             let to = args::address("to_address", &r.to_address, index.network())?;
-            index.explain_link(&from, &to)
+            index.explain_link(&from, &to, || deadline.expired())
         })
     }
 }

@@ -50,7 +50,7 @@ fn parse_grpc_timeout(v: &str) -> Option<Duration> {
 }
 
 pub fn deadline_exceeded() -> Status {
-    Status::deadline_exceeded("the request's deadline passed before it was answered")
+    crate::QueryError::DeadlineExceeded.into()
 }
 
 /// Requests accepted and not yet answered, at most `limit`: beyond that a

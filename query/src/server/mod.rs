@@ -20,17 +20,16 @@ mod limits;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock, TryLockError};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use satflow_indexer::Access;
 use satflow_proto::v1 as pb;
-use tonic::metadata::MetadataMap;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
-use tonic::{Response, Status};
+use tonic::{Request, Response, Status};
 
 pub use addresses::MAX_BATCH;
 
@@ -72,25 +71,46 @@ struct Shared {
 }
 
 impl Shared {
-    /// Runs `job` against the index, unless the caller's deadline has
-    /// passed while the request waited for a worker.
-    fn answer<T, F>(&self, metadata: &MetadataMap, job: F) -> Result<Response<T>, Status>
+    /// Runs `job` against the index, unless the caller's deadline passed
+    /// while the request waited for a worker or for catch-up.
+    fn answer<R, T, F>(&self, request: &Request<R>, job: F) -> Result<Response<T>, Status>
     where
         F: FnOnce(&Index, Deadline) -> crate::Result<T>,
     {
-        let deadline = Deadline::from_metadata(metadata, Instant::now());
+        // Admission notes the deadline at arrival; without it (a call that
+        // bypassed admission) it counts from now.
+        let deadline = request
+            .extensions()
+            .get::<Deadline>()
+            .copied()
+            .unwrap_or_else(|| Deadline::from_metadata(request.metadata(), Instant::now()));
+        let _view = self.view.read().unwrap_or_else(PoisonError::into_inner);
         if deadline.expired() {
             return Err(deadline_exceeded());
         }
-        let _view = self.view.read().unwrap_or_else(PoisonError::into_inner);
         job(&self.index, deadline)
             .map(Response::new)
             .map_err(Status::from)
     }
 
     /// Moves to the writer's latest flushed state; returns the tip height.
+    /// Waits for a moment without readers rather than queueing for the
+    /// lock: std's RwLock favours a waiting writer, which would stop every
+    /// new request (and its worker) behind the longest one running.
     fn catch_up(&self) -> anyhow::Result<u32> {
-        let _view = self.view.write().unwrap_or_else(PoisonError::into_inner);
+        let patience = Instant::now() + Duration::from_millis(200);
+        let _view = loop {
+            match self.view.try_write() {
+                Ok(guard) => break guard,
+                Err(TryLockError::Poisoned(e)) => break e.into_inner(),
+                Err(TryLockError::WouldBlock) if Instant::now() < patience => {
+                    std::thread::sleep(Duration::from_millis(1))
+                }
+                Err(TryLockError::WouldBlock) => {
+                    break self.view.write().unwrap_or_else(PoisonError::into_inner)
+                }
+            }
+        };
         self.index.catch_up()?;
         Ok(self.index.status()?.tip_height)
     }
