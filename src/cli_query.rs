@@ -163,8 +163,8 @@ async fn ask(mut c: Clients, q: &QueryArgs) -> Result<()> {
                 .into_inner();
             show(q.json, &s, |s| {
                 format!(
-                    "network   {}\ntip       {} {}\ntip time  {} ({} s ago)\ntxs       {}\noutputs   {}\naddresses {}",
-                    s.network, s.tip_height, s.tip_hash, s.tip_time, s.lag_seconds, s.tx_count, s.output_count, s.address_count
+                    "network   {}\nheights   {}..{}\ntip       {}\ntip time  {} ({} s ago)\ntxs       {}\noutputs   {}\naddresses {}",
+                    s.network, s.first_height, s.tip_height, s.tip_hash, s.tip_time, s.lag_seconds, s.tx_count, s.output_count, s.address_count
                 )
             })
         }
@@ -185,7 +185,7 @@ async fn ask(mut c: Clients, q: &QueryArgs) -> Result<()> {
             show(q.json, &b, |b| {
                 let mut t = format!(
                     "height  {}\nhash    {}\nprev    {}\nmerkle  {}\ntime    {}\nbits    {:08x}\nnonce   {}\ntxs     {}\nsize    {} (weight {})\nfees    {}\nfile    blk{:05}.dat at {}\n",
-                    b.height, b.hash, b.prev_hash, b.merkle_root, b.time, b.bits, b.nonce, b.tx_count, b.size, b.weight, b.fees, b.file, b.offset
+                    b.height, b.hash, b.prev_hash, b.merkle_root, b.time, b.bits, b.nonce, b.tx_count, b.size, b.weight, amount(b.fees), b.file, b.offset
                 );
                 for txid in &b.txids {
                     t += &format!("        {txid}\n");
@@ -350,7 +350,7 @@ fn cluster_table(c: &pb::Cluster) -> String {
 fn tx_table(t: &pb::Transaction) -> String {
     let mut s = format!(
         "txid     {}\nblock    {} (height {}, position {}, time {})\nsize     {} (vsize {}, weight {})\nversion  {}  locktime {}\nfee      {}\n",
-        t.txid, t.block_hash, t.height, t.position, t.time, t.size, t.vsize, t.weight, t.version, t.locktime, t.fee
+        t.txid, t.block_hash, t.height, t.position, t.time, t.size, t.vsize, t.weight, t.version, t.locktime, amount(t.fee)
     );
     if t.coinbase {
         s += "in       coinbase\n";
@@ -358,7 +358,7 @@ fn tx_table(t: &pb::Transaction) -> String {
     for (i, inp) in t.inputs.iter().enumerate() {
         s += &format!(
             "in  {i:>4} {:>16} {} <- {}:{}\n",
-            inp.value,
+            amount(inp.value),
             or_dash(&inp.address),
             inp.prev_txid,
             inp.prev_vout
@@ -406,6 +406,11 @@ fn address_table(o: &AddressReport) -> String {
         t += "...      (more)\n";
     }
     t
+}
+
+/// An amount the index may not know (see `satflow index --start-at`).
+fn amount(sat: Option<u64>) -> String {
+    sat.map_or("unknown".into(), |v| v.to_string())
 }
 
 fn or_dash(s: &str) -> &str {

@@ -69,6 +69,15 @@ struct IndexArgs {
     /// Do not keep address clusters current (they can be built later with `satflow cluster`).
     #[arg(long)]
     no_cluster: bool,
+    /// Start a new index at this block (hash) rather than genesis, e.g. for a
+    /// pruned node's directory; its height is read from its coinbase (BIP34).
+    #[arg(long, value_name = "HASH")]
+    start_at: Option<bitcoin::BlockHash>,
+    /// Directory of `<block hash>.json` prevouts files giving the value and
+    /// script of each coin from before --start-at that a block spends (without
+    /// one, such inputs are indexed with unknown value and fees are unknown).
+    #[arg(long, value_name = "DIR")]
+    prevouts: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -86,6 +95,10 @@ struct ClusterArgs {
 }
 
 fn main() -> ExitCode {
+    // Output piped into `head` ends quietly, as with other command-line tools,
+    // instead of Rust's default of a panic on the failed write.
+    // SAFETY: called first, before any other thread exists.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -123,6 +136,8 @@ fn index(a: IndexArgs) -> Result<()> {
         batch_bytes: (a.batch_mb * (1u64 << 20) as f64) as u64,
         quiet: a.quiet,
         cluster: !a.no_cluster,
+        start_at: a.start_at,
+        prevouts: a.prevouts,
         ..IndexOptions::new(a.blocks_dir, a.db)
     };
     let s = satflow_indexer::run(&opts)?;

@@ -45,7 +45,10 @@ fn duplicate_coinbase_txids_are_both_indexed_and_undo_cleanly() {
     let latest = q.tx(&dup.compute_txid().to_string());
     assert_eq!(latest.height, 2, "lookup finds the latest");
     let spent = q.tx(&spend.compute_txid().to_string());
-    assert_eq!((spent.fee, spent.inputs[0].value), (10_000, 50_0000_0000));
+    assert_eq!(
+        (spent.fee, spent.inputs[0].value),
+        (Some(10_000), Some(50_0000_0000))
+    );
     let owner = q.history(&latest.outputs[0].address);
     let heights: Vec<_> = owner.iter().map(|h| (h.height, h.net)).collect();
     assert_eq!(

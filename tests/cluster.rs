@@ -17,7 +17,6 @@ use satflow_indexer::schema::{cf, decode_inputs, key_u64, OutputRow, TxRow};
 use satflow_indexer::script::AddrKey;
 use satflow_indexer::{address, Access, Store};
 use satflow_proto::v1 as pb;
-use satflow_synth::{NetworkChoice, SynthArgs};
 
 /// Cluster id of every address, by address id.
 fn clusters(db: &Path) -> Vec<u64> {
@@ -67,23 +66,6 @@ fn plain_union_find(db: &Path) -> Vec<u64> {
         }
     }
     (0..next.addr).map(|a| root(&mut parent, a)).collect()
-}
-
-fn synth_chain(seed: u64, size: u64) -> (tempfile::TempDir, tempfile::TempDir) {
-    let blocks = tempfile::tempdir().unwrap();
-    satflow_synth::run(&SynthArgs {
-        out: blocks.path().to_owned(),
-        size,
-        seed,
-        network: NetworkChoice::Regtest,
-        xor: false,
-        truncate_tail: false,
-        quiet: true,
-    })
-    .unwrap();
-    let db = tempfile::tempdir().unwrap();
-    index(blocks.path(), db.path());
-    (blocks, db)
 }
 
 #[test]

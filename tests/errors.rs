@@ -67,7 +67,7 @@ fn an_empty_directory_or_missing_genesis_is_an_error() {
     assert!(
         err.contains(
             "genesis block 000000000019d6689c085ae165831e934ff763ae46a2a6c172b3f1b60a8ce26f"
-        ),
+        ) && err.contains("--start-at"),
         "{err}"
     );
 }

@@ -95,7 +95,7 @@ async fn block_170_payment() {
             tx.weight,
             tx.vsize
         ),
-        (170, 1, 0, false, 275, 1100, 275)
+        (170, 1, Some(0), false, 275, 1100, 275)
     );
     let block = c
         .chain
@@ -124,7 +124,7 @@ async fn block_170_payment() {
             input.address.as_str(),
             input.script_type.as_str()
         ),
-        (H9_COINBASE, 0, 5_000_000_000, SATOSHI_H9, "p2pk")
+        (H9_COINBASE, 0, Some(5_000_000_000), SATOSHI_H9, "p2pk")
     );
     let outs: Vec<_> = tx
         .outputs

@@ -74,7 +74,7 @@ fn satoshis_h9_address_history_and_balance_at_4521() {
                 .inputs
                 .iter()
                 .filter(|i| i.address == SATOSHI_H9)
-                .map(|i| i.value)
+                .map(|i| i.value.expect("genesis-rooted index knows every input"))
                 .collect();
             let paid_to = tx.outputs.iter().any(|o| o.address == SATOSHI_H9);
             if paid_to || !touching_inputs.is_empty() {

@@ -23,7 +23,8 @@ pub struct HeaderTree {
     index: HashMap<BlockHash, usize>,
 }
 
-/// A branch that does not link to genesis: its root's parent was never seen.
+/// A branch that does not link to the root: its first block's parent was
+/// never seen.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Detached {
     pub missing_parent: BlockHash,
@@ -32,10 +33,12 @@ pub struct Detached {
 
 #[derive(Debug)]
 pub struct BestChain {
-    /// The chain from genesis to the tip, indexed by height.
+    /// Height of `blocks[0]`: 0 for genesis.
+    pub base: u32,
+    /// The chain from its root to the tip; `blocks[i]` is at `base + i`.
     pub blocks: Vec<Node>,
     pub work: Work,
-    /// Blocks linked to genesis but not on the best chain.
+    /// Blocks linked to the root but not on the best chain.
     pub stale: usize,
     pub detached: Vec<Detached>,
 }
@@ -65,9 +68,11 @@ impl HeaderTree {
         self.index.get(hash).map(|&i| &self.nodes[i])
     }
 
-    pub fn best_chain(&self, genesis: BlockHash) -> Result<BestChain> {
-        let Some(&root) = self.index.get(&genesis) else {
-            bail!("the genesis block {genesis} is not in the blocks directory");
+    /// The best chain from `root` (genesis, or the first block of an index
+    /// that starts later) at height `base`.
+    pub fn best_chain(&self, root: BlockHash, base: u32) -> Result<BestChain> {
+        let Some(&root) = self.index.get(&root) else {
+            bail!("block {root}, where the index starts, is not in the blocks directory");
         };
         let mut children = vec![Vec::new(); self.nodes.len()];
         for (i, n) in self.nodes.iter().enumerate() {
@@ -105,6 +110,7 @@ impl HeaderTree {
         blocks.reverse();
         let detached = self.detached(&reached, &children);
         Ok(BestChain {
+            base,
             stale: reached_count - blocks.len(),
             work: best.0,
             blocks,
@@ -112,7 +118,7 @@ impl HeaderTree {
         })
     }
 
-    /// Roots of the branches not linked to genesis, with their sizes.
+    /// Roots of the branches not linked to the root, with their sizes.
     fn detached(&self, reached: &[bool], children: &[Vec<usize>]) -> Vec<Detached> {
         let mut out = Vec::new();
         for (i, n) in self.nodes.iter().enumerate() {
@@ -177,7 +183,7 @@ mod tests {
         let hard = header(g.block_hash(), HARD, 99);
         t.insert(hard, loc(50));
         assert!(!t.insert(hard, loc(60)), "a record seen twice counts once");
-        let best = t.best_chain(g.block_hash()).unwrap();
+        let best = t.best_chain(g.block_hash(), 0).unwrap();
         assert_eq!(best.blocks.len(), 2);
         assert_eq!(best.blocks[1].hash, hard.block_hash());
         assert_eq!(best.blocks[1].loc, loc(50));
@@ -196,7 +202,7 @@ mod tests {
         for (i, h) in [b, d2, a, g, d1].into_iter().enumerate() {
             t.insert(h, loc(i as u64));
         }
-        let best = t.best_chain(g.block_hash()).unwrap();
+        let best = t.best_chain(g.block_hash(), 0).unwrap();
         let hashes: Vec<_> = best.blocks.iter().map(|n| n.hash).collect();
         assert_eq!(hashes, vec![g.block_hash(), a.block_hash(), b.block_hash()]);
         assert_eq!(
@@ -206,6 +212,6 @@ mod tests {
                 blocks: 2
             }]
         );
-        assert!(t.best_chain(lost_parent).is_err());
+        assert!(t.best_chain(lost_parent, 0).is_err());
     }
 }

@@ -3,6 +3,8 @@
 //! Data flow: `blkfiles` finds records → `chain` picks the best chain by
 //! work → `parse` decodes blocks (in parallel) → `writer` turns them into
 //! the rows of `schema`, stored by `store`. `run` ties one index run together.
+//! An index may start after genesis; `prevouts` then describes the older
+//! coins its blocks spend.
 
 pub mod address;
 mod batch;
@@ -12,6 +14,7 @@ pub mod chain;
 pub mod cluster;
 pub mod network;
 pub mod parse;
+pub mod prevouts;
 mod progress;
 pub mod run;
 pub mod schema;

@@ -2,6 +2,7 @@
 //! best chain, roll back blocks that left it, then parse the new blocks in
 //! parallel and apply them in height order.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::os::unix::ffi::OsStringExt;
 use std::path::PathBuf;
@@ -10,6 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use bitcoin::consensus::deserialize;
 use bitcoin::hashes::Hash;
+use bitcoin::BlockHash;
 use rayon::prelude::*;
 use rocksdb::{IteratorMode, WriteBatch};
 
@@ -18,6 +20,7 @@ use crate::blkfiles::{scan_file, BlocksDir, FileScan, ScanNote};
 use crate::chain::{BestChain, Detached, HeaderTree, Node};
 use crate::network::Network;
 use crate::parse::{parse_block, ParsedBlock};
+use crate::prevouts::{self, Prevouts};
 use crate::progress::Progress;
 use crate::schema::{cf, decode_block_index, encode_block_index, meta, Dec};
 use crate::store::{Access, Store};
@@ -38,6 +41,13 @@ pub struct IndexOptions {
     pub quiet: bool,
     /// Keep address clusters current (see `cluster`).
     pub cluster: bool,
+    /// Start a new index at this block instead of genesis (a pruned node's
+    /// directory, a few raw blocks); its height comes from its coinbase
+    /// (BIP34). Later runs continue from where the index starts.
+    pub start_at: Option<BlockHash>,
+    /// Directory of prevouts files (see `prevouts`) for the coins from
+    /// before the start that the blocks spend.
+    pub prevouts: Option<PathBuf>,
 }
 
 impl IndexOptions {
@@ -51,6 +61,8 @@ impl IndexOptions {
             batch_bytes: 32 << 20,
             quiet: false,
             cluster: true,
+            start_at: None,
+            prevouts: None,
         }
     }
 }
@@ -117,18 +129,19 @@ pub fn run(opts: &IndexOptions) -> Result<Summary> {
     summary.network = Some(network);
     record_scans(&store, &dir, network, &scans, &mut tree, &mut summary)?;
 
-    let best = tree.best_chain(network.genesis_hash())?;
+    let (base, root) = settle_start(&store, opts.start_at, network, &dir, &tree)?;
+    let best = tree.best_chain(root, base)?;
     summary.stale_blocks = best.stale;
     summary.detached = best.detached.clone();
     let mut writer = Writer::new(&store, opts.cache_mb << 20)?;
-    let applied = undo_to_fork(&store, &mut writer, &best, &mut summary).and_then(|fork| {
+    let applied = undo_to_fork(&store, &mut writer, &best, &mut summary).and_then(|from| {
         apply_chain(
             &store,
             &mut writer,
             &dir,
             &pool,
-            &best.blocks,
-            fork,
+            &best,
+            from,
             opts,
             &mut summary,
         )
@@ -259,6 +272,58 @@ fn record_scans(
     store.flush()
 }
 
+/// Where the chain starts: (height, hash) of genesis, or of the block an
+/// index that starts later was started at (recorded in meta by its first
+/// run).
+fn settle_start(
+    store: &Store,
+    wanted: Option<BlockHash>,
+    network: Network,
+    dir: &BlocksDir,
+    tree: &HeaderTree,
+) -> Result<(u32, BlockHash)> {
+    let genesis = network.genesis_hash();
+    let recorded = store.start()?;
+    let current = recorded.unwrap_or((0, genesis));
+    let Some(wanted) = wanted.filter(|&w| w != current.1) else {
+        if recorded.is_none() && tree.get(&genesis).is_none() {
+            bail!(
+                "the {network} genesis block {genesis} is not in {}: to index a directory that begins later (a pruned node, a few raw blocks), give --start-at <hash of the block to start at>",
+                dir.path.display()
+            );
+        }
+        return Ok(current);
+    };
+    if recorded.is_some() || store.tip()?.is_some() {
+        bail!(
+            "the index at {} starts at block {} (height {}), not {wanted}: index into a new --db",
+            store.path().display(),
+            current.1,
+            current.0
+        );
+    }
+    if wanted == genesis {
+        return Ok(current);
+    }
+    let node = tree
+        .get(&wanted)
+        .with_context(|| format!("--start-at {wanted}: no such block in the blocks directory"))?;
+    let block: bitcoin::Block = deserialize(&read_raw(dir, node)?)
+        .with_context(|| format!("--start-at {wanted}: the block does not decode"))?;
+    let height = block.bip34_block_height().map_err(|e| {
+        anyhow!("--start-at {wanted}: its height cannot be read from its coinbase (BIP34): {e}")
+    })?;
+    let height = u32::try_from(height)
+        .with_context(|| format!("--start-at {wanted}: coinbase height {height} is too large"))?;
+    let mut v = height.to_be_bytes().to_vec();
+    v.extend_from_slice(wanted.as_byte_array());
+    let mut batch = WriteBatch::default();
+    batch.put_cf(store.cf(cf::META), meta::START, v);
+    store.write(batch)?;
+    tracing::info!("starting a new index at block {wanted}, height {height}");
+    Ok((height, wanted))
+}
+
 /// Rolls back indexed blocks that are not on the best chain; returns the
 /// height of the first block to apply.
 fn undo_to_fork(
@@ -266,16 +331,17 @@ fn undo_to_fork(
     writer: &mut Writer,
     best: &BestChain,
     summary: &mut Summary,
-) -> Result<usize> {
+) -> Result<u32> {
     let Some((tip, _)) = store.tip()? else {
-        return Ok(0);
+        return Ok(best.base);
     };
-    let first_gone = fork_height(store, best, tip)?.map_or(0, |f| f + 1);
+    let fork = fork_height(store, best, tip)?;
+    let first_gone = fork.map_or(best.base, |f| f + 1);
     if first_gone > tip {
-        return Ok(first_gone as usize);
+        return Ok(first_gone);
     }
     // The clusters learn what is leaving while its rows are still there.
-    crate::cluster::forget_above(store, first_gone.checked_sub(1))?;
+    crate::cluster::forget_above(store, fork)?;
     for height in (first_gone..=tip).rev() {
         let hash = store
             .block(height)?
@@ -287,25 +353,26 @@ fn undo_to_fork(
         store.write(batch.into_write_batch(store))?;
         summary.blocks_undone += 1;
     }
-    Ok(first_gone as usize)
+    Ok(first_gone)
 }
 
 /// The highest indexed height still on the best chain; None if even the
-/// indexed genesis is not.
+/// index's first block is not.
 fn fork_height(store: &Store, best: &BestChain, tip: u32) -> Result<Option<u32>> {
-    let mut height = tip;
-    loop {
+    for height in (best.base..=tip).rev() {
         let row = store
             .block(height)?
             .with_context(|| format!("block row at height {height} is missing"))?;
-        if best.blocks.get(height as usize).map(|n| n.hash) == Some(row.hash) {
+        if best
+            .blocks
+            .get((height - best.base) as usize)
+            .map(|n| n.hash)
+            == Some(row.hash)
+        {
             return Ok(Some(height));
         }
-        match height.checked_sub(1) {
-            Some(h) => height = h,
-            None => return Ok(None),
-        }
     }
+    Ok(None)
 }
 
 /// Three stages, bounded channels between them: the pool parses the chain
@@ -318,16 +385,17 @@ fn apply_chain(
     writer: &mut Writer,
     dir: &BlocksDir,
     pool: &rayon::ThreadPool,
-    chain: &[Node],
-    from: usize,
+    chain: &BestChain,
+    from: u32,
     opts: &IndexOptions,
     summary: &mut Summary,
 ) -> Result<()> {
-    let blocks = &chain[from..];
+    let blocks = &chain.blocks[(from - chain.base) as usize..];
     let total: u64 = blocks.iter().map(|n| u64::from(n.loc.len)).sum();
     let mut progress = Progress::new(total, opts.quiet);
     let batches = split_by_bytes(blocks, opts.batch_bytes.max(1));
-    let (parsed_tx, parsed_rx) = crossbeam_channel::bounded::<Result<Vec<ParsedBlock>>>(2);
+    type Parsed = (ParsedBlock, Option<Prevouts>);
+    let (parsed_tx, parsed_rx) = crossbeam_channel::bounded::<Result<Vec<Parsed>>>(2);
     let (commit_tx, commit_rx) = crossbeam_channel::bounded::<(SortedBatch, Committed)>(1);
     let (ack_tx, ack_rx) = crossbeam_channel::unbounded::<Result<Committed>>();
     std::thread::scope(|s| {
@@ -336,7 +404,13 @@ fn apply_chain(
                 let parsed = pool.install(|| {
                     batch
                         .par_iter()
-                        .map(|n| read_block(dir, n))
+                        .map(|n| {
+                            let prevouts = match &opts.prevouts {
+                                Some(d) => prevouts::load(d, &n.hash)?,
+                                None => None,
+                            };
+                            Ok((read_block(dir, n)?, prevouts))
+                        })
                         .collect::<Result<Vec<_>>>()
                 });
                 let failed = parsed.is_err();
@@ -357,7 +431,7 @@ fn apply_chain(
                 }
             })
             .expect("spawning the commit thread");
-        let mut height = from as u32;
+        let mut height = from;
         let mut in_flight = 0;
         // Waits for the oldest batch in flight to be committed.
         let mut await_commit = |writer: &mut Writer| -> Result<()> {
@@ -376,8 +450,8 @@ fn apply_chain(
                 let parsed = parsed?;
                 let mut batch = SortedBatch::default();
                 let mut bytes = 0;
-                for (node, block) in nodes.iter().zip(&parsed) {
-                    writer.apply(&mut batch, height, node.loc, block)?;
+                for (node, (block, prevouts)) in nodes.iter().zip(&parsed) {
+                    writer.apply(&mut batch, height, node.loc, block, prevouts.as_ref())?;
                     summary.txs += block.txs.len() as u64;
                     summary.inputs += block.txs.iter().map(|t| t.spends.len() as u64).sum::<u64>();
                     summary.outputs += block
@@ -440,11 +514,16 @@ fn split_by_bytes(blocks: &[Node], max_bytes: u64) -> Vec<&[Node]> {
     out
 }
 
-fn read_block(dir: &BlocksDir, node: &Node) -> Result<ParsedBlock> {
+fn read_raw<'d>(dir: &'d BlocksDir, node: &Node) -> Result<Cow<'d, [u8]>> {
     let file = dir
         .file(node.loc.file)
         .ok_or_else(|| anyhow!("blk file {} has disappeared", node.loc.file))?;
-    let bytes = file.read(dir.key, node.loc.offset, node.loc.len as usize)?;
+    file.read(dir.key, node.loc.offset, node.loc.len as usize)
+}
+
+fn read_block(dir: &BlocksDir, node: &Node) -> Result<ParsedBlock> {
+    let bytes = read_raw(dir, node)?;
+    let file = dir.file(node.loc.file).expect("read_raw found it");
     parse_block(&bytes).map_err(|e| {
         anyhow!(
             "{}: corrupt block {} at offset {}: {e}",

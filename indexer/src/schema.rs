@@ -33,8 +33,9 @@ pub mod cf {
     pub const CLUSTER_STATS: &str = "cluster_stats";
     pub const CLUSTER_HISTORY: &str = "cluster_history";
     pub const CLUSTER_RANK: &str = "cluster_rank";
+    pub const OUTSIDE: &str = "outside";
 
-    pub const ALL: [&str; 19] = [
+    pub const ALL: [&str; 20] = [
         META,
         BLOCK_INDEX,
         BLOCKS,
@@ -54,6 +55,7 @@ pub mod cf {
         CLUSTER_STATS,
         CLUSTER_HISTORY,
         CLUSTER_RANK,
+        OUTSIDE,
     ];
 }
 
@@ -65,6 +67,9 @@ pub mod meta {
     pub const BLOCKS_DIR: &[u8] = b"blocks_dir";
     /// Height (4) + hash (32) of the last block applied; absent when empty.
     pub const TIP: &[u8] = b"tip";
+    /// Height (4) + hash (32) of the first block of an index that does not
+    /// start at genesis; absent when it does.
+    pub const START: &[u8] = b"start";
     /// `scan/` + file number (4): where the next scan of that file starts.
     pub const SCAN_PREFIX: &[u8] = b"scan/";
     /// The clustering heuristics in force, as `satflow cluster --heuristics` names them.
@@ -222,7 +227,8 @@ pub struct BlockRow {
     pub tx_count: u32,
     pub input_count: u32,
     pub output_count: u32,
-    pub fees: u64,
+    /// None when a transaction's fee is unknown (see `TxRow::fee`).
+    pub fees: Option<u64>,
     pub first_tx: u64,
     pub first_output: u64,
     pub first_addr: u64,
@@ -245,7 +251,12 @@ impl BlockRow {
         ] {
             v.extend_from_slice(&n.to_be_bytes());
         }
-        for n in [self.fees, self.first_tx, self.first_output, self.first_addr] {
+        for n in [
+            self.fees.unwrap_or(FEE_UNKNOWN),
+            self.first_tx,
+            self.first_output,
+            self.first_addr,
+        ] {
             v.extend_from_slice(&n.to_be_bytes());
         }
         v.extend_from_slice(&self.new_addrs.to_be_bytes());
@@ -269,7 +280,7 @@ impl BlockRow {
             tx_count: d.u32()?,
             input_count: d.u32()?,
             output_count: d.u32()?,
-            fees: d.u64()?,
+            fees: Some(d.u64()?).filter(|&f| f != FEE_UNKNOWN),
             first_tx: d.u64()?,
             first_output: d.u64()?,
             first_addr: d.u64()?,
@@ -329,8 +340,9 @@ pub struct TxRow {
     pub locktime: u32,
     pub size: u32,
     pub weight: u32,
-    /// Inputs minus outputs; 0 for a coinbase.
-    pub fee: u64,
+    /// Inputs minus outputs; 0 for a coinbase; None when it spends a coin
+    /// from before the index's first block that no prevouts file described.
+    pub fee: Option<u64>,
     pub input_count: u32,
     pub output_count: u32,
     pub first_output: u64,
@@ -352,7 +364,7 @@ impl TxRow {
         ] {
             v.extend_from_slice(&n.to_be_bytes());
         }
-        v.extend_from_slice(&self.fee.to_be_bytes());
+        v.extend_from_slice(&self.fee.unwrap_or(FEE_UNKNOWN).to_be_bytes());
         v.extend_from_slice(&self.input_count.to_be_bytes());
         v.extend_from_slice(&self.output_count.to_be_bytes());
         v.extend_from_slice(&self.first_output.to_be_bytes());
@@ -370,7 +382,7 @@ impl TxRow {
             locktime: d.u32()?,
             size: d.u32()?,
             weight: d.u32()?,
-            fee: d.u64()?,
+            fee: Some(d.u64()?).filter(|&f| f != FEE_UNKNOWN),
             input_count: d.u32()?,
             output_count: d.u32()?,
             first_output: d.u64()?,
@@ -429,31 +441,64 @@ impl OutputRow {
     }
 }
 
+/// `OutputRow::tx` of a coin created before the first block of an index
+/// that starts later than genesis (see `Writer::apply`).
+pub const OUTSIDE_TX: u64 = u64::MAX;
+
+/// Output numbers of coins created before the index's first block start
+/// here, in the order they are spent, apart from the chain-ordered ones.
+pub const FIRST_OUTSIDE_OUTPUT: u64 = 1 << 63;
+
+/// How `TxRow::fee` and `BlockRow::fees` store None.
+const FEE_UNKNOWN: u64 = u64::MAX;
+
 /// `history`, keyed by (address, tx): what the tx paid to and took from it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HistoryRow {
     pub received: u64,
     pub sent: u64,
+    /// Of `sent`, the coins created before the index's first block. The
+    /// index never saw them arrive, so it books them as received when they
+    /// leave: balances then stay the value of the coins it holds.
+    pub opened: u64,
 }
 
 impl HistoryRow {
-    pub fn encode(&self) -> [u8; 16] {
-        key_pair(self.received, self.sent)
+    /// 16 bytes, or 24 when `opened` is not zero.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = key_pair(self.received, self.sent).to_vec();
+        if self.opened != 0 {
+            v.extend_from_slice(&self.opened.to_be_bytes());
+        }
+        v
     }
 
     pub fn decode(b: &[u8]) -> Result<HistoryRow, RowError> {
         let mut d = Dec::new("history", b);
-        let row = HistoryRow {
-            received: d.u64()?,
-            sent: d.u64()?,
-        };
+        let (received, sent) = (d.u64()?, d.u64()?);
+        let opened = if b.len() > 16 { d.u64()? } else { 0 };
         d.done()?;
-        Ok(row)
+        Ok(HistoryRow {
+            received,
+            sent,
+            opened,
+        })
     }
 
-    /// Net effect on the address's balance.
+    /// Net effect of the tx on the address's balance.
     pub fn net(&self) -> i64 {
         self.received as i64 - self.sent as i64
+    }
+
+    /// What the address's running `received` total counts for this tx.
+    pub fn credited(&self) -> u64 {
+        self.received + self.opened
+    }
+
+    pub fn add(&mut self, other: &HistoryRow) {
+        self.received += other.received;
+        self.sent += other.sent;
+        self.opened += other.opened;
     }
 }
 
@@ -567,7 +612,7 @@ mod tests {
             locktime: 0,
             size: 275,
             weight: 1100,
-            fee: 0,
+            fee: None,
             input_count: 1,
             output_count: 2,
             first_output: 180,
@@ -588,7 +633,7 @@ mod tests {
             tx_count: 1,
             input_count: 1,
             output_count: 1,
-            fees: 0,
+            fees: Some(12_345),
             first_tx: 0,
             first_output: 0,
             first_addr: 0,

@@ -17,6 +17,9 @@ pub enum ScriptType {
     Multisig = 7,
     OpReturn = 8,
     WitnessUnknown = 9,
+    /// The script of a coin spent from before the index's first block when
+    /// no prevouts were given for it.
+    Unknown = 10,
 }
 
 impl ScriptType {
@@ -33,6 +36,7 @@ impl ScriptType {
             Multisig,
             OpReturn,
             WitnessUnknown,
+            Unknown,
         ]
         .into_iter()
         .find(|t| *t as u8 == b)
@@ -50,6 +54,7 @@ impl ScriptType {
             ScriptType::Multisig => "multisig",
             ScriptType::OpReturn => "op_return",
             ScriptType::WitnessUnknown => "witness_unknown",
+            ScriptType::Unknown => "unknown",
         }
     }
 }

@@ -202,10 +202,38 @@ impl Store {
         Ok(Some(tip))
     }
 
+    /// The first block of an index that does not start at genesis.
+    pub fn start(&self) -> Result<Option<(u32, BlockHash)>> {
+        let Some(v) = self.get(cf::META, meta::START)? else {
+            return Ok(None);
+        };
+        let mut d = schema::Dec::new("start", &v);
+        let start = (d.u32()?, BlockHash::from_byte_array(d.take()?));
+        d.done()?;
+        Ok(Some(start))
+    }
+
+    /// Height of the index's first block: 0 unless it starts later.
+    pub fn base_height(&self) -> Result<u32> {
+        Ok(self.start()?.map_or(0, |(h, _)| h))
+    }
+
     pub fn block(&self, height: u32) -> Result<Option<BlockRow>> {
         self.get(cf::BLOCKS, &schema::key_u32(height))?
             .map(|v| BlockRow::decode(&v).with_context(|| format!("block at height {height}")))
             .transpose()
+    }
+
+    /// The highest key of a column family.
+    pub fn last_key(&self, family: &str) -> Result<Option<Box<[u8]>>> {
+        match self
+            .db()
+            .iterator_cf(self.cf(family), IteratorMode::End)
+            .next()
+        {
+            Some(item) => Ok(Some(item.with_context(|| format!("reading {family}"))?.0)),
+            None => Ok(None),
+        }
     }
 
     pub fn tip_block(&self) -> Result<Option<BlockRow>> {
@@ -349,10 +377,9 @@ fn merge_history(
         .into_iter()
         .filter_map(|b| HistoryRow::decode(b).ok())
     {
-        sum.received += row.received;
-        sum.sent += row.sent;
+        sum.add(&row);
     }
-    Some(sum.encode().to_vec())
+    Some(sum.encode())
 }
 
 /// Adds `AddrStats` deltas; a malformed operand is a bug, kept out of the sum

@@ -11,11 +11,12 @@ use crate::batch::SortedBatch;
 use crate::blkfiles::BlockLoc;
 use crate::cache::BoundedMap;
 use crate::parse::ParsedBlock;
+use crate::prevouts::{Coin, Prevouts};
 use crate::schema::{
     cf, decode_inputs, key_pair, key_u32, key_u64, meta, txid_key, AddrStats, BlockRow, Dec,
-    HistoryRow, InputRef, NextIds, OutputRow, TxRow,
+    HistoryRow, InputRef, NextIds, OutputRow, TxRow, FIRST_OUTSIDE_OUTPUT, OUTSIDE_TX,
 };
-use crate::script::{AddrKey, ScriptType};
+use crate::script::{classify, AddrKey, ScriptType};
 use crate::store::Store;
 
 /// An output not yet spent, as the next spender needs it.
@@ -26,12 +27,35 @@ struct Unspent {
     addr: Option<u64>,
 }
 
+/// The coin an input spends, once resolved.
+struct Spent {
+    output: u64,
+    /// None for a coin from before the index's first block that no
+    /// prevouts file described.
+    value: Option<u64>,
+    addr: Option<u64>,
+    /// Created before the index's first block.
+    outside: bool,
+}
+
+/// What one transaction did to one address.
+#[derive(Clone, Copy, Debug, Default)]
+struct Touch {
+    stats: AddrStats,
+    /// See `HistoryRow::opened`.
+    opened: u64,
+}
+
 pub struct Writer<'s> {
     store: &'s Store,
     ids: NextIds,
+    /// Set for an index that starts after genesis: there, an input may
+    /// spend a coin the index never saw created.
+    start: Option<(u32, BlockHash)>,
+    next_outside: u64,
     utxos: BoundedMap<OutPoint, Unspent>,
     addrs: BoundedMap<AddrKey, u64>,
-    touched: FxHashMap<u64, AddrStats>,
+    touched: FxHashMap<u64, Touch>,
     /// Stats deltas of the batch being built, merged once per address.
     pending_stats: FxHashMap<u64, AddrStats>,
 }
@@ -46,9 +70,15 @@ impl<'s> Writer<'s> {
     /// `cache_bytes` bounds the in-memory maps, whatever the chain's size.
     pub fn new(store: &'s Store, cache_bytes: usize) -> Result<Writer<'s>> {
         let ids = store.tip_block()?.map(|b| b.next_ids()).unwrap_or_default();
+        let next_outside = match store.last_key(cf::OUTSIDE)? {
+            Some(k) => Dec::new("outside key", &k).u64()? + 1,
+            None => FIRST_OUTSIDE_OUTPUT,
+        };
         Ok(Writer {
             store,
             ids,
+            start: store.start()?,
+            next_outside,
             utxos: BoundedMap::new(generation(cache_bytes * 3 / 4, 96)),
             addrs: BoundedMap::new(generation(cache_bytes / 4, 64)),
             touched: FxHashMap::default(),
@@ -70,29 +100,37 @@ impl<'s> Writer<'s> {
         self.addrs.evict_if_full();
     }
 
+    /// `prevouts` describes the coins the block spends, for an index that
+    /// starts after genesis; the index's own rows win, and must agree.
     pub fn apply(
         &mut self,
         batch: &mut SortedBatch,
         height: u32,
         loc: BlockLoc,
         block: &ParsedBlock,
+        prevouts: Option<&Prevouts>,
     ) -> Result<BlockRow> {
+        if let Some(p) = prevouts {
+            p.check_len(block.txs.iter().map(|t| t.spends.len()).sum())?;
+        }
+        let mut given = prevouts.map(|p| p.coins.iter());
         let first = self.ids;
-        let (mut fees, mut inputs) = (0u64, 0u32);
+        let (mut fees, mut inputs) = (Some(0u64), 0u32);
         for (position, tx) in block.txs.iter().enumerate() {
             let txnum = self.ids.tx;
             self.ids.tx += 1;
             self.touched.clear();
-            let mut value_in = 0u64;
+            let mut value_in = Some(0u64);
             let mut spent_outputs = Vec::with_capacity(tx.spends.len() * 8);
             for (vin, prevout) in tx.spends.iter().enumerate() {
-                let spent = self.take_unspent(prevout).with_context(|| {
+                let coin = given.as_mut().and_then(|g| g.next());
+                let spent = self.resolve(batch, prevout, coin).with_context(|| {
                     format!(
                         "block {} at height {height}: tx {} input {vin} spends {prevout}",
                         block.hash, tx.txid
                     )
                 })?;
-                value_in += spent.value;
+                value_in = value_in.zip(spent.value).map(|(a, b)| a + b);
                 spent_outputs.extend_from_slice(&key_u64(spent.output));
                 batch.put(
                     cf::SPENDS,
@@ -103,16 +141,11 @@ impl<'s> Writer<'s> {
                     }
                     .encode(),
                 );
-                if let Some(a) = spent.addr {
-                    batch.delete(cf::ADDR_UTXOS, key_pair(a, spent.output));
-                    self.touch(
-                        a,
-                        AddrStats {
-                            sent: spent.value as i64,
-                            utxo_count: -1,
-                            ..Default::default()
-                        },
-                    );
+                if let (Some(a), Some(value)) = (spent.addr, spent.value) {
+                    if !spent.outside {
+                        batch.delete(cf::ADDR_UTXOS, key_pair(a, spent.output));
+                    }
+                    self.touch(a, spent_delta(value, spent.outside));
                 }
             }
             if !tx.is_coinbase() {
@@ -136,14 +169,7 @@ impl<'s> Writer<'s> {
                 batch.put(cf::OUTPUTS, key_u64(output), row.encode());
                 if let Some(a) = addr {
                     batch.put(cf::ADDR_UTXOS, key_pair(a, output), key_u64(out.value));
-                    self.touch(
-                        a,
-                        AddrStats {
-                            received: out.value as i64,
-                            utxo_count: 1,
-                            ..Default::default()
-                        },
-                    );
+                    self.touch(a, received_delta(out.value));
                 }
                 // OP_RETURN outputs can never be spent: not worth a slot.
                 if out.script_type != ScriptType::OpReturn {
@@ -161,14 +187,14 @@ impl<'s> Writer<'s> {
                     );
                 }
             }
-            let fee = if tx.is_coinbase() {
-                0
-            } else {
-                value_in.checked_sub(value_out).ok_or_else(|| {
+            let fee = match value_in {
+                _ if tx.is_coinbase() => Some(0),
+                None => None,
+                Some(value_in) => Some(value_in.checked_sub(value_out).ok_or_else(|| {
                     anyhow!("block {} at height {height}: tx {} spends {value_in} sat but pays out {value_out}", block.hash, tx.txid)
-                })?
+                })?),
             };
-            fees += fee;
+            fees = fees.zip(fee).map(|(a, b)| a + b);
             let row = TxRow {
                 txid: tx.txid,
                 height,
@@ -236,14 +262,7 @@ impl<'s> Writer<'s> {
                 batch.delete(cf::OUTPUTS, key_u64(output));
                 if let Some(a) = out.addr {
                     batch.delete(cf::ADDR_UTXOS, key_pair(a, output));
-                    self.touch(
-                        a,
-                        AddrStats {
-                            received: out.value as i64,
-                            utxo_count: 1,
-                            ..Default::default()
-                        },
-                    );
+                    self.touch(a, received_delta(out.value));
                 }
             }
             let spent_outputs = match tx.is_coinbase() {
@@ -254,16 +273,18 @@ impl<'s> Writer<'s> {
             for spent in spent_outputs {
                 let out = OutputRow::decode(&self.store.need(cf::OUTPUTS, &key_u64(spent))?)?;
                 batch.delete(cf::SPENDS, key_u64(spent));
+                let outside = out.tx == OUTSIDE_TX;
+                if outside {
+                    // Only its spend brought it into the index.
+                    batch.delete(cf::OUTPUTS, key_u64(spent));
+                    batch.delete(cf::OUTSIDE, key_u64(spent));
+                    self.next_outside = self.next_outside.min(spent);
+                }
                 if let Some(a) = out.addr {
-                    batch.put(cf::ADDR_UTXOS, key_pair(a, spent), key_u64(out.value));
-                    self.touch(
-                        a,
-                        AddrStats {
-                            sent: out.value as i64,
-                            utxo_count: -1,
-                            ..Default::default()
-                        },
-                    );
+                    if !outside {
+                        batch.put(cf::ADDR_UTXOS, key_pair(a, spent), key_u64(out.value));
+                    }
+                    self.touch(a, spent_delta(out.value, outside));
                 }
             }
             batch.delete(cf::TXS, key_u64(txnum));
@@ -280,7 +301,8 @@ impl<'s> Writer<'s> {
         }
         batch.delete(cf::BLOCKS, key_u32(height));
         batch.delete(cf::BLOCK_HEIGHT, row.hash.as_byte_array());
-        let new_tip = match height.checked_sub(1) {
+        let base = self.start.map_or(0, |(h, _)| h);
+        let new_tip = match height.checked_sub(1).filter(|&h| h >= base) {
             Some(h) => Some((
                 h,
                 self.store
@@ -299,24 +321,27 @@ impl<'s> Writer<'s> {
         Ok(row)
     }
 
-    fn touch(&mut self, addr: u64, delta: AddrStats) {
-        self.touched.entry(addr).or_default().add(&delta);
+    fn touch(&mut self, addr: u64, delta: Touch) {
+        let t = self.touched.entry(addr).or_default();
+        t.stats.add(&delta.stats);
+        t.opened += delta.opened;
     }
 
     /// One history row and one stats delta per address the tx touched.
     fn write_touched(&mut self, batch: &mut SortedBatch, txnum: u64, dir: Direction) {
-        for (&addr, delta) in &self.touched {
+        for (&addr, t) in &self.touched {
             let delta = AddrStats {
                 tx_count: 1,
-                ..*delta
+                ..t.stats
             };
             let key = key_pair(addr, txnum);
             let pending = self.pending_stats.entry(addr).or_default();
             match dir {
                 Direction::Apply => {
                     let h = HistoryRow {
-                        received: delta.received as u64,
+                        received: delta.received as u64 - t.opened,
                         sent: delta.sent as u64,
+                        opened: t.opened,
                     };
                     batch.put(cf::HISTORY, key, h.encode());
                     pending.add(&delta);
@@ -329,12 +354,68 @@ impl<'s> Writer<'s> {
         }
     }
 
-    fn take_unspent(&mut self, prevout: &OutPoint) -> Result<Unspent> {
+    /// The coin `prevout` names: from the index, or, in an index that
+    /// starts after genesis, a coin from before it, described by `given`
+    /// when a prevouts file was supplied.
+    fn resolve(
+        &mut self,
+        batch: &mut SortedBatch,
+        prevout: &OutPoint,
+        given: Option<&Coin>,
+    ) -> Result<Spent> {
+        if let Some(u) = self.take_unspent(prevout)? {
+            if let Some(c) = given.filter(|c| c.value != u.value) {
+                bail!(
+                    "the prevouts file says {} sat, the index {} sat",
+                    c.value,
+                    u.value
+                );
+            }
+            return Ok(Spent {
+                output: u.output,
+                value: Some(u.value),
+                addr: u.addr,
+                outside: false,
+            });
+        }
+        let Some((height, _)) = self.start else {
+            bail!("its transaction is not in the index");
+        };
+        let (value, script_type, addr) = match given {
+            Some(c) => {
+                let (kind, key) = classify(&c.script);
+                let addr = key.map(|k| self.addr_id(batch, k)).transpose()?;
+                (Some(c.value), kind, addr)
+            }
+            None => (None, ScriptType::Unknown, None),
+        };
+        let output = self.next_outside;
+        self.next_outside += 1;
+        tracing::trace!("{prevout}: a coin from before height {height}");
+        let row = OutputRow {
+            tx: OUTSIDE_TX,
+            vout: prevout.vout,
+            value: value.unwrap_or(0),
+            script_type,
+            addr,
+        };
+        batch.put(cf::OUTPUTS, key_u64(output), row.encode());
+        batch.put(cf::OUTSIDE, key_u64(output), prevout.txid.as_byte_array());
+        Ok(Spent {
+            output,
+            value,
+            addr,
+            outside: true,
+        })
+    }
+
+    /// The unspent output from the index; None when its tx is not indexed.
+    fn take_unspent(&mut self, prevout: &OutPoint) -> Result<Option<Unspent>> {
         if let Some(u) = self.utxos.remove(prevout) {
-            return Ok(u);
+            return Ok(Some(u));
         }
         let Some(txnum) = self.store.find_tx(&prevout.txid)? else {
-            bail!("its transaction is not in the index");
+            return Ok(None);
         };
         let tx = TxRow::decode(&self.store.need(cf::TXS, &key_u64(txnum))?)?;
         if prevout.vout >= tx.output_count {
@@ -342,11 +423,11 @@ impl<'s> Writer<'s> {
         }
         let output = tx.first_output + u64::from(prevout.vout);
         let row = OutputRow::decode(&self.store.need(cf::OUTPUTS, &key_u64(output))?)?;
-        Ok(Unspent {
+        Ok(Some(Unspent {
             output,
             value: row.value,
             addr: row.addr,
-        })
+        }))
     }
 
     fn addr_id(&mut self, batch: &mut SortedBatch, key: AddrKey) -> Result<u64> {
@@ -366,6 +447,42 @@ impl<'s> Writer<'s> {
         };
         self.addrs.insert(key, id);
         Ok(id)
+    }
+}
+
+/// An output paid to the address.
+fn received_delta(value: u64) -> Touch {
+    Touch {
+        stats: AddrStats {
+            received: value as i64,
+            utxo_count: 1,
+            ..Default::default()
+        },
+        opened: 0,
+    }
+}
+
+/// A coin of the address spent; one from outside the index is booked as
+/// received too (see `HistoryRow::opened`).
+fn spent_delta(value: u64, outside: bool) -> Touch {
+    let v = value as i64;
+    match outside {
+        false => Touch {
+            stats: AddrStats {
+                sent: v,
+                utxo_count: -1,
+                ..Default::default()
+            },
+            opened: 0,
+        },
+        true => Touch {
+            stats: AddrStats {
+                sent: v,
+                received: v,
+                ..Default::default()
+            },
+            opened: value,
+        },
     }
 }
 

@@ -118,7 +118,7 @@ impl Index {
         }
         let mut s = alone;
         for (txnum, row) in view::history(&self.store, id, false, next_tx)? {
-            s.add_tx(self.tx_row(txnum)?.height, row.received, row.sent);
+            s.add_tx(self.tx_row(txnum)?.height, row.credited(), row.sent);
         }
         Ok(s)
     }

@@ -13,9 +13,9 @@ use rocksdb::{Direction, IteratorMode};
 use satflow_indexer::blkfiles::{blk_path, BlkFile};
 use satflow_indexer::schema::{
     cf, decode_inputs, key_pair, key_u64, split_pair, AddrStats, BlockRow, Dec, HistoryRow,
-    InputRef, OutputRow, TxRow,
+    InputRef, OutputRow, TxRow, OUTSIDE_TX,
 };
-use satflow_indexer::script::AddrKey;
+use satflow_indexer::script::{AddrKey, ScriptType};
 use satflow_indexer::{address, Access, Network, Store};
 use satflow_proto::v1 as pb;
 
@@ -103,6 +103,7 @@ impl Index {
             output_count: next.output,
             address_count: next.addr,
             lag_seconds: now - i64::from(tip.header.time),
+            first_height: self.store.base_height()?,
         })
     }
 
@@ -176,10 +177,16 @@ impl Index {
             .into_iter()
             .map(|n| {
                 let out = self.output(n)?;
+                let prev_txid = match out.tx {
+                    OUTSIDE_TX => Txid::from_byte_array(
+                        Dec::new("outside", &self.need(cf::OUTSIDE, &key_u64(n))?).take()?,
+                    ),
+                    tx => self.tx_row(tx)?.txid,
+                };
                 Ok(pb::Input {
-                    prev_txid: self.tx_row(out.tx)?.txid.to_string(),
+                    prev_txid: prev_txid.to_string(),
                     prev_vout: out.vout,
-                    value: out.value,
+                    value: (out.script_type != ScriptType::Unknown).then_some(out.value),
                     address: self.address_string(out.addr)?,
                     script_type: out.script_type.name().into(),
                 })

@@ -14,6 +14,7 @@ use super::unionfind::{MappedArray, UnionFind, SCRATCH_PREFIX};
 use crate::progress::Progress;
 use crate::schema::{
     cf, decode_inputs, key_pair, key_u64, split_pair, Dec, HistoryRow, OutputRow, TxRow,
+    FIRST_OUTSIDE_OUTPUT,
 };
 use crate::script::ScriptType;
 use crate::store::Store;
@@ -58,7 +59,7 @@ fn unite(
     sets: &mut UnionFind,
     progress: &mut Progress,
 ) -> Result<()> {
-    // Per output: address + 1 (0: none) in the low 56 bits, script type above.
+    // Per output number: `pack`ed.
     let mut outputs = MappedArray::zeroed(store.path(), output_count as usize * 2)?;
     let mut txs = store
         .db()
@@ -72,7 +73,7 @@ fn unite(
     // Ids are given at first sight, in output order: an output's address is
     // fresh when its id is at least the next id before the tx.
     let mut next_addr = 0u64;
-    for height in 0..=tip {
+    for height in store.base_height()?..=tip {
         let block = store.block(height)?.context("block row")?;
         for _ in 0..block.tx_count {
             let (_, v) = txs.next().context("txs ended early")??;
@@ -83,10 +84,7 @@ fn unite(
                 let (k, v) = outs.next().context("outputs ended early")??;
                 let n = Dec::new("output key", &k).u64()?;
                 let o = OutputRow::decode(&v)?;
-                outputs.set_u64(
-                    n as usize,
-                    o.addr.map_or(0, |a| a + 1) | ((o.script_type as u64) << 56),
-                );
+                outputs.set_u64(n as usize, pack(&o));
                 if let Some(a) = o.addr {
                     next_addr = next_addr.max(a + 1);
                 }
@@ -101,7 +99,11 @@ fn unite(
             if !tx.is_coinbase() {
                 let (_, v) = ins.next().context("inputs ended early")??;
                 for n in decode_inputs(&v)? {
-                    let packed = outputs.get_u64(n as usize);
+                    let packed = match n >= FIRST_OUTSIDE_OUTPUT {
+                        // A coin from before the index's first block.
+                        true => pack(&OutputRow::decode(&store.need(cf::OUTPUTS, &key_u64(n))?)?),
+                        false => outputs.get_u64(n as usize),
+                    };
                     let addr = packed & ((1 << 56) - 1);
                     view.inputs.push(Spent {
                         addr: addr.checked_sub(1),
@@ -117,6 +119,12 @@ fn unite(
         progress.advance(1, u64::from(block.loc.len), height);
     }
     Ok(())
+}
+
+/// An output as pass 1 keeps it: address + 1 (0: none) in the low 56 bits,
+/// script type above.
+fn pack(o: &OutputRow) -> u64 {
+    o.addr.map_or(0, |a| a + 1) | ((o.script_type as u64) << 56)
 }
 
 /// Pass 2: `cluster_of` and `cluster_members`; returns each root's size
@@ -167,10 +175,11 @@ fn write_history(store: &Store, sets: &mut UnionFind, sizes: &MappedArray) -> Re
 
 /// Pass 4: `cluster_stats` and `cluster_rank` from `cluster_history`.
 fn write_stats(store: &Store, tip: u32, sizes: &MappedArray) -> Result<()> {
-    let first_txs = (0..=tip)
+    let base = store.base_height()?;
+    let first_txs = (base..=tip)
         .map(|h| Ok(store.block(h)?.context("block row")?.first_tx))
         .collect::<Result<Vec<u64>>>()?;
-    let height_of = |txnum: u64| (first_txs.partition_point(|&f| f <= txnum) - 1) as u32;
+    let height_of = |txnum: u64| base + (first_txs.partition_point(|&f| f <= txnum) - 1) as u32;
     let mut batch = WriteBatch::default();
     let mut current: Option<(u64, ClusterStats)> = None;
     let finish = |batch: &mut WriteBatch, (c, s): (u64, ClusterStats)| {
@@ -198,7 +207,7 @@ fn write_stats(store: &Store, tip: u32, sizes: &MappedArray) -> Result<()> {
                 },
             )
         });
-        s.add_tx(height_of(txnum), row.received, row.sent);
+        s.add_tx(height_of(txnum), row.credited(), row.sent);
         if batch.len() >= CHUNK {
             store.write(std::mem::take(&mut batch))?;
         }

@@ -26,7 +26,10 @@ pub fn catch_up(store: &Store, h: Heuristics, progress: &mut Progress) -> Result
     let Some((index_tip, _)) = store.tip()? else {
         return Ok(());
     };
-    let from = tip(store)?.map_or(0, |(height, _)| height + 1);
+    let from = match tip(store)? {
+        Some((height, _)) => height + 1,
+        None => store.base_height()?,
+    };
     for height in from..=index_tip {
         let mut batch = Batch::new(store);
         apply_block(&mut batch, h, height)?;
@@ -43,7 +46,10 @@ pub fn forget_above(store: &Store, fork: Option<u32>) -> Result<()> {
     let Some((cluster_tip, _)) = tip(store)? else {
         return Ok(());
     };
-    let first = fork.map_or(0, |f| f + 1);
+    let first = match fork {
+        Some(f) => f + 1,
+        None => store.base_height()?,
+    };
     if cluster_tip < first {
         return Ok(());
     }
@@ -192,9 +198,7 @@ fn apply_block(batch: &mut Batch, h: Heuristics, height: u32) -> Result<()> {
                 continue;
             }
             let row = HistoryRow::decode(&store.need(cf::HISTORY, &key_pair(a, txnum))?)?;
-            let sum = per_cluster.entry(c).or_default();
-            sum.received += row.received;
-            sum.sent += row.sent;
+            per_cluster.entry(c).or_default().add(&row);
         }
         for (c, row) in per_cluster {
             batch.add_row(c, txnum, height, row)?;
@@ -267,19 +271,14 @@ impl<'s> Batch<'s> {
     fn add_row(&mut self, c: u64, txnum: u64, height: u32, row: HistoryRow) -> Result<()> {
         let mut s = self.stats(c)?.context("adding a row to a lone address")?;
         match self.row(c, txnum)? {
-            Some(old) => {
-                s.received += row.received;
+            Some(mut sum) => {
+                s.received += row.credited();
                 s.sent += row.sent;
-                self.rows.insert(
-                    (c, txnum),
-                    HistoryRow {
-                        received: old.received + row.received,
-                        sent: old.sent + row.sent,
-                    },
-                );
+                sum.add(&row);
+                self.rows.insert((c, txnum), sum);
             }
             None => {
-                s.add_tx(height, row.received, row.sent);
+                s.add_tx(height, row.credited(), row.sent);
                 self.rows.insert((c, txnum), row);
             }
         }

@@ -90,7 +90,10 @@ pub fn rebuild(store: &Store, h: Heuristics, quiet: bool) -> Result<()> {
 /// Blk bytes of the indexed blocks above `height` (all when None): the
 /// work left, for progress.
 fn blk_bytes_above(store: &Store, height: Option<u32>) -> Result<u64> {
-    let from = height.map_or(0, |h| h + 1);
+    let from = match height {
+        Some(h) => h + 1,
+        None => store.base_height()?,
+    };
     match store.tip()? {
         Some((tip, _)) => (from..=tip)
             .map(|h| Ok(store.block(h)?.map_or(0, |b| u64::from(b.loc.len))))
