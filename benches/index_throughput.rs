@@ -89,10 +89,16 @@ fn bench_dir(name: &str, dir: &Path, args: &Args) -> f64 {
         let _ = std::fs::remove_dir_all(&db);
         let mut cmd = satflow();
         // Indexing alone: clustering has its own benchmark.
-        cmd.args(["index", "--quiet", "--no-cluster", "--blocks-dir"])
-            .arg(dir)
-            .arg("--db")
-            .arg(&db);
+        cmd.args([
+            "index",
+            "--quiet",
+            "--no-cluster",
+            "--no-flow",
+            "--blocks-dir",
+        ])
+        .arg(dir)
+        .arg("--db")
+        .arg(&db);
         if let Some(t) = &args.threads {
             cmd.args(["--threads", t]);
         }

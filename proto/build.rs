@@ -10,6 +10,7 @@ const PROTOS: &[&str] = &[
     "satflow/v1/chain.proto",
     "satflow/v1/address.proto",
     "satflow/v1/cluster.proto",
+    "satflow/v1/taint.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

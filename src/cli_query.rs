@@ -13,6 +13,15 @@ use serde::Serialize;
 
 #[derive(Args)]
 pub struct QueryArgs {
+    #[command(flatten)]
+    conn: Connection,
+    #[command(subcommand)]
+    what: What,
+}
+
+/// Where the answers come from, and how they are printed.
+#[derive(Args)]
+pub struct Connection {
     /// A running `satflow serve`.
     #[arg(long, global = true, default_value = "http://127.0.0.1:50051")]
     server: String,
@@ -28,12 +37,10 @@ pub struct QueryArgs {
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
-    #[command(subcommand)]
-    what: What,
 }
 
 #[derive(Subcommand)]
-enum What {
+pub enum What {
     /// Network, tip and counts.
     Status,
     /// A block by height or hash, with a page of its txids.
@@ -77,19 +84,29 @@ enum What {
     },
     /// Why two addresses share a cluster: the linking transactions.
     Link { from: String, to: String },
+    /// Taint tracing (`satflow trace`).
+    #[command(skip)]
+    Trace(crate::cli_trace::TraceArgs),
 }
 
 pub fn run(q: QueryArgs) -> Result<()> {
+    run_on(q.conn, q.what)
+}
+
+/// Answers `what` from the server or index `conn` names.
+pub fn run_on(conn: Connection, what: What) -> Result<()> {
+    let q = Q { conn, what };
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
         .block_on(async move {
-            match q.db.clone() {
+            match q.conn.db.clone() {
                 Some(db) => in_process(db, q).await,
                 None => {
                     let opts = ConnectOptions {
-                        token: read_token(q.token_file.as_ref())?,
+                        token: read_token(q.conn.token_file.as_ref())?,
                         ca_pem: q
+                            .conn
                             .tls_ca
                             .as_ref()
                             .map(|p| {
@@ -97,7 +114,7 @@ pub fn run(q: QueryArgs) -> Result<()> {
                             })
                             .transpose()?,
                     };
-                    let clients = client::connect(&q.server, opts).await?;
+                    let clients = client::connect(&q.conn.server, opts).await?;
                     ask(clients, &q).await
                 }
             }
@@ -115,7 +132,7 @@ pub fn read_token(file: Option<&PathBuf>) -> Result<Option<String>> {
 
 /// Serves the index on an ephemeral loopback port for this one query, so
 /// `--db` answers through exactly the same API as a server.
-async fn in_process(db: PathBuf, q: QueryArgs) -> Result<()> {
+async fn in_process(db: PathBuf, q: Q) -> Result<()> {
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let opts = ServeOptions {
@@ -127,6 +144,7 @@ async fn in_process(db: PathBuf, q: QueryArgs) -> Result<()> {
         follow_every: std::time::Duration::from_secs(3600),
         max_in_flight: 16,
         cache_mb: 64,
+        max_traces: 1,
     };
     let serving = tokio::spawn(server::serve(
         opts,
@@ -153,7 +171,14 @@ async fn in_process(db: PathBuf, q: QueryArgs) -> Result<()> {
     answer
 }
 
-async fn ask(mut c: Clients, q: &QueryArgs) -> Result<()> {
+/// One command: what to ask, and where.
+struct Q {
+    conn: Connection,
+    what: What,
+}
+
+async fn ask(mut c: Clients, q: &Q) -> Result<()> {
+    let json = q.conn.json;
     match &q.what {
         What::Status => {
             let s = c
@@ -161,7 +186,7 @@ async fn ask(mut c: Clients, q: &QueryArgs) -> Result<()> {
                 .get_status(pb::GetStatusRequest {})
                 .await?
                 .into_inner();
-            show(q.json, &s, |s| {
+            show(json, &s, |s| {
                 format!(
                     "network   {}\nheights   {}..{}\ntip       {}\ntip time  {} ({} s ago)\ntxs       {}\noutputs   {}\naddresses {}",
                     s.network, s.first_height, s.tip_height, s.tip_hash, s.tip_time, s.lag_seconds, s.tx_count, s.output_count, s.address_count
@@ -182,7 +207,7 @@ async fn ask(mut c: Clients, q: &QueryArgs) -> Result<()> {
                 tx_page_token: String::new(),
             };
             let b = c.chain.get_block(request).await?.into_inner();
-            show(q.json, &b, |b| {
+            show(json, &b, |b| {
                 let mut t = format!(
                     "height  {}\nhash    {}\nprev    {}\nmerkle  {}\ntime    {}\nbits    {:08x}\nnonce   {}\ntxs     {}\nsize    {} (weight {})\nfees    {}\nfile    blk{:05}.dat at {}\n",
                     b.height, b.hash, b.prev_hash, b.merkle_root, b.time, b.bits, b.nonce, b.tx_count, b.size, b.weight, amount(b.fees), b.file, b.offset
@@ -199,12 +224,12 @@ async fn ask(mut c: Clients, q: &QueryArgs) -> Result<()> {
         What::Tx { txid, raw: true } => {
             let request = pb::GetTransactionRequest { txid: txid.clone() };
             let r = c.chain.get_raw_transaction(request).await?.into_inner();
-            show(q.json, &r, |r| hex::encode(&r.raw))
+            show(json, &r, |r| hex::encode(&r.raw))
         }
         What::Tx { txid, raw: false } => {
             let request = pb::GetTransactionRequest { txid: txid.clone() };
             let t = c.chain.get_transaction(request).await?.into_inner();
-            show(q.json, &t, tx_table)
+            show(json, &t, tx_table)
         }
         What::Address {
             address,
@@ -246,7 +271,7 @@ async fn ask(mut c: Clients, q: &QueryArgs) -> Result<()> {
                 history,
                 utxos,
             };
-            show(q.json, &report, address_table)
+            show(json, &report, address_table)
         }
         What::Cluster { id, members } => {
             let id = match id.parse::<u64>() {
@@ -271,7 +296,7 @@ async fn ask(mut c: Clients, q: &QueryArgs) -> Result<()> {
                 cluster,
                 members: listed.addresses,
             };
-            show(q.json, &report, |r| {
+            show(json, &report, |r| {
                 let mut t = cluster_table(&r.cluster);
                 t += "\nmembers\n";
                 for a in &r.members {
@@ -297,7 +322,7 @@ async fn ask(mut c: Clients, q: &QueryArgs) -> Result<()> {
                 })
                 .await?
                 .into_inner();
-            show(q.json, &list, |l| {
+            show(json, &list, |l| {
                 let mut t = format!(
                     "{:<12} {:>10} {:>10} {:>18}  oldest address\n",
                     "cluster", "addresses", "txs", "balance"
@@ -320,7 +345,7 @@ async fn ask(mut c: Clients, q: &QueryArgs) -> Result<()> {
                 })
                 .await?
                 .into_inner();
-            show(q.json, &path, |p| {
+            show(json, &path, |p| {
                 let mut t = String::new();
                 for s in &p.steps {
                     t += &s.address;
@@ -331,6 +356,7 @@ async fn ask(mut c: Clients, q: &QueryArgs) -> Result<()> {
                 t + "\n"
             })
         }
+        What::Trace(args) => crate::cli_trace::run(&mut c.taint, args, json).await,
     }
 }
 

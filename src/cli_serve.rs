@@ -41,6 +41,10 @@ pub struct ServeArgs {
     /// Block cache for uncompressed index blocks, in MiB.
     #[arg(long, default_value_t = 1024)]
     cache_mb: usize,
+    /// Taint traces running at once (each takes a core while it runs);
+    /// beyond that, RESOURCE_EXHAUSTED.
+    #[arg(long, default_value_t = 2)]
+    max_traces: usize,
 }
 
 pub fn run(a: ServeArgs) -> Result<()> {
@@ -56,6 +60,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
         follow_every: Duration::from_millis(a.follow_ms.max(1)),
         max_in_flight: a.max_in_flight,
         cache_mb: a.cache_mb,
+        max_traces: a.max_traces.max(1),
     };
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(a.readers.max(1))

@@ -2,6 +2,7 @@
 
 mod cli_query;
 mod cli_serve;
+mod cli_trace;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,8 +34,18 @@ enum Command {
     Serve(cli_serve::ServeArgs),
     /// Look up blocks, transactions and addresses, from a server or an index.
     Query(cli_query::QueryArgs),
+    /// Follow tainted value forward (where it went) or backward (where it came from).
+    Trace(TraceCommand),
     /// Generate a realistic blocks directory with ground truth, for tests and benchmarks.
     Synth(satflow_synth::SynthArgs),
+}
+
+#[derive(Args)]
+struct TraceCommand {
+    #[command(flatten)]
+    conn: cli_query::Connection,
+    #[command(flatten)]
+    args: cli_trace::TraceArgs,
 }
 
 #[derive(Args)]
@@ -69,6 +80,10 @@ struct IndexArgs {
     /// Do not keep address clusters current (they can be built later with `satflow cluster`).
     #[arg(long)]
     no_cluster: bool,
+    /// Do not keep the value-flow graph that taint tracing walks current (the
+    /// next run without the flag brings it up to date).
+    #[arg(long)]
+    no_flow: bool,
     /// Start a new index at this block (hash) rather than genesis, e.g. for a
     /// pruned node's directory; its height is read from its coinbase (BIP34).
     #[arg(long, value_name = "HASH")]
@@ -120,6 +135,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Cluster(a) => cluster(a),
         Command::Serve(a) => cli_serve::run(a),
         Command::Query(q) => cli_query::run(q),
+        Command::Trace(t) => cli_query::run_on(t.conn, cli_query::What::Trace(t.args)),
         Command::Synth(a) => {
             let summary = satflow_synth::run(&a)?;
             println!("{}", serde_json::to_string_pretty(&summary)?);
@@ -136,6 +152,7 @@ fn index(a: IndexArgs) -> Result<()> {
         batch_bytes: (a.batch_mb * (1u64 << 20) as f64) as u64,
         quiet: a.quiet,
         cluster: !a.no_cluster,
+        flow: !a.no_flow,
         start_at: a.start_at,
         prevouts: a.prevouts,
         ..IndexOptions::new(a.blocks_dir, a.db)
@@ -204,9 +221,10 @@ fn print_summary(s: &satflow_indexer::Summary) {
         );
     }
     println!(
-        "elapsed         {:.2} s ({:.2} s of it clustering)",
+        "elapsed         {:.2} s ({:.2} s of it clustering, {:.2} s the flow graph)",
         s.elapsed.as_secs_f64(),
-        s.cluster_elapsed.as_secs_f64()
+        s.cluster_elapsed.as_secs_f64(),
+        s.flow_elapsed.as_secs_f64()
     );
     println!(
         "blk data        {:.1} MB at {:.1} MB/s",

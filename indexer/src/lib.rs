@@ -3,6 +3,8 @@
 //! Data flow: `blkfiles` finds records → `chain` picks the best chain by
 //! work → `parse` decodes blocks (in parallel) → `writer` turns them into
 //! the rows of `schema`, stored by `store`. `run` ties one index run together.
+//! `cluster` and `flow` (the value-flow graph taint tracing walks) are
+//! derived from those rows and kept current with them.
 //! An index may start after genesis; `prevouts` then describes the older
 //! coins its blocks spend.
 
@@ -12,6 +14,7 @@ pub mod blkfiles;
 mod cache;
 pub mod chain;
 pub mod cluster;
+pub mod flow;
 pub mod network;
 pub mod parse;
 pub mod prevouts;

@@ -41,6 +41,8 @@ pub struct IndexOptions {
     pub quiet: bool,
     /// Keep address clusters current (see `cluster`).
     pub cluster: bool,
+    /// Keep the value-flow graph current (see `flow`).
+    pub flow: bool,
     /// Start a new index at this block instead of genesis (a pruned node's
     /// directory, a few raw blocks); its height comes from its coinbase
     /// (BIP34). Later runs continue from where the index starts.
@@ -61,6 +63,7 @@ impl IndexOptions {
             batch_bytes: 32 << 20,
             quiet: false,
             cluster: true,
+            flow: true,
             start_at: None,
             prevouts: None,
         }
@@ -85,6 +88,8 @@ pub struct Summary {
     pub elapsed: Duration,
     /// Of `elapsed`, the time spent bringing clusters up to date.
     pub cluster_elapsed: Duration,
+    /// Of `elapsed`, the time spent bringing the flow graph up to date.
+    pub flow_elapsed: Duration,
     pub db_bytes: u64,
 }
 
@@ -153,6 +158,11 @@ pub fn run(opts: &IndexOptions) -> Result<Summary> {
         let t = Instant::now();
         crate::cluster::update(&store, opts.quiet)?;
         summary.cluster_elapsed = t.elapsed();
+    }
+    if opts.flow {
+        let t = Instant::now();
+        crate::flow::update(&store, opts.quiet)?;
+        summary.flow_elapsed = t.elapsed();
     }
     if let Some((h, hash)) = store.tip()? {
         summary.tip_height = Some(h);

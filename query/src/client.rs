@@ -12,6 +12,7 @@ pub type ChainClient = pb::chain_client::ChainClient<InterceptedService<Channel,
 pub type AddressesClient =
     pb::addresses_client::AddressesClient<InterceptedService<Channel, Bearer>>;
 pub type ClustersClient = pb::clusters_client::ClustersClient<InterceptedService<Channel, Bearer>>;
+pub type TaintClient = pb::taint_client::TaintClient<InterceptedService<Channel, Bearer>>;
 
 #[derive(Default)]
 pub struct ConnectOptions {
@@ -26,6 +27,7 @@ pub struct Clients {
     pub chain: ChainClient,
     pub addresses: AddressesClient,
     pub clusters: ClustersClient,
+    pub taint: TaintClient,
 }
 
 /// Adds `authorization: Bearer <token>` to every call.
@@ -65,6 +67,10 @@ pub async fn connect(url: &str, opts: ConnectOptions) -> anyhow::Result<Clients>
             channel.clone(),
             bearer.clone(),
         ),
-        clusters: pb::clusters_client::ClustersClient::with_interceptor(channel, bearer),
+        clusters: pb::clusters_client::ClustersClient::with_interceptor(
+            channel.clone(),
+            bearer.clone(),
+        ),
+        taint: pb::taint_client::TaintClient::with_interceptor(channel, bearer),
     })
 }

@@ -11,6 +11,8 @@ mod error;
 mod page;
 mod reader;
 pub mod server;
+pub mod taint;
+mod trace;
 
 pub use error::{QueryError, Result};
 pub use reader::{BlockId, HistoryQuery, Index, Order};

@@ -28,6 +28,7 @@ pub struct Index {
     /// Where raw transactions are read from when not the directory recorded
     /// by the last index run (blocks moved, or the index copied elsewhere).
     blocks_dir: Option<PathBuf>,
+    pub(crate) flow: crate::trace::FlowSlot,
 }
 
 pub enum BlockId {
@@ -66,10 +67,13 @@ impl Index {
         let network = store
             .network()?
             .with_context(|| format!("{}: the index holds no blocks yet", db.display()))?;
+        let flow = crate::trace::FlowSlot::default();
+        flow.load(db)?;
         Ok(Index {
             store,
             network,
             blocks_dir: None,
+            flow,
         })
     }
 
@@ -85,7 +89,8 @@ impl Index {
     /// For an index opened with `Access::Follow`: moves to what the writer
     /// has flushed since.
     pub fn catch_up(&self) -> anyhow::Result<()> {
-        self.store.catch_up()
+        self.store.catch_up()?;
+        self.flow.load(self.store.path())
     }
 
     pub fn status(&self) -> Result<pb::ChainStatus> {
@@ -469,7 +474,7 @@ impl Index {
         Ok((height, self.block_row(height)?))
     }
 
-    fn tx_number(&self, txid: &Txid) -> Result<u64> {
+    pub(crate) fn tx_number(&self, txid: &Txid) -> Result<u64> {
         self.store
             .find_tx(txid)?
             .ok_or_else(|| QueryError::NotFound(format!("transaction {txid} is not in the index")))

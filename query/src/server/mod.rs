@@ -16,6 +16,7 @@ mod admission;
 mod chain;
 mod clusters;
 mod limits;
+mod taint;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -37,6 +38,7 @@ use addresses::AddressesService;
 use chain::ChainService;
 use clusters::ClustersService;
 use limits::Deadline;
+use taint::TaintService;
 
 use crate::reader::Index;
 use admission::Admission;
@@ -56,6 +58,8 @@ pub struct ServeOptions {
     pub max_in_flight: usize,
     /// RocksDB block cache, in MiB.
     pub cache_mb: usize,
+    /// Taint traces running at once; beyond, RESOURCE_EXHAUSTED.
+    pub max_traces: usize,
 }
 
 pub struct TlsFiles {
@@ -151,6 +155,9 @@ pub async fn serve(
     health
         .set_serving::<pb::clusters_server::ClustersServer<ClustersService>>()
         .await;
+    health
+        .set_serving::<pb::taint_server::TaintServer<TaintService>>()
+        .await;
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
@@ -192,7 +199,11 @@ pub async fn serve(
             admission.clone(),
         ))
         .add_service(pb::clusters_server::ClustersServer::with_interceptor(
-            ClustersService::new(shared),
+            ClustersService::new(Arc::clone(&shared)),
+            admission.clone(),
+        ))
+        .add_service(pb::taint_server::TaintServer::with_interceptor(
+            TaintService::new(shared, opts.max_traces),
             admission,
         ))
         .serve_with_incoming_shutdown(incoming, shutdown)

@@ -1,0 +1,102 @@
+//! The writer's side of a flow array: a file of u64 words, mapped
+//! read-write, grown in large steps and never shrunk.
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use memmap2::MmapMut;
+
+/// Growth step floor: small chains stay small, big ones do not remap often.
+const MIN_GROWTH: usize = 1 << 20;
+
+pub struct ArrayFile {
+    path: PathBuf,
+    file: File,
+    map: MmapMut,
+    /// Words in use; the file may be longer.
+    len: usize,
+}
+
+impl ArrayFile {
+    /// Opens (or creates) `path` with `len` words in use.
+    pub fn open(path: &Path, len: usize) -> Result<ArrayFile> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        let size = file
+            .metadata()
+            .with_context(|| format!("reading {}", path.display()))?
+            .len();
+        if size < MIN_GROWTH as u64 {
+            // Never map an empty file.
+            file.set_len(MIN_GROWTH as u64)
+                .with_context(|| format!("sizing {}", path.display()))?;
+        }
+        let mut a = ArrayFile {
+            path: path.to_owned(),
+            map: map(&file, path)?,
+            file,
+            len: 0,
+        };
+        a.reserve(len)?;
+        a.len = len;
+        Ok(a)
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Forgets the words from `len` on (the file keeps its size).
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
+    fn reserve(&mut self, words: usize) -> Result<()> {
+        let need = words * 8;
+        if need <= self.map.len() {
+            return Ok(());
+        }
+        let size = need.max(self.map.len() * 2).max(MIN_GROWTH);
+        self.file
+            .set_len(size as u64)
+            .with_context(|| format!("growing {} to {size} bytes", self.path.display()))?;
+        self.map = map(&self.file, &self.path)?;
+        Ok(())
+    }
+
+    pub fn push(&mut self, words: &[u64]) -> Result<()> {
+        self.reserve(self.len + words.len())?;
+        for (i, w) in words.iter().enumerate() {
+            self.set(self.len + i, *w);
+        }
+        self.len += words.len();
+        Ok(())
+    }
+
+    pub fn get(&self, i: usize) -> u64 {
+        u64::from_ne_bytes(self.map[i * 8..i * 8 + 8].try_into().expect("8 bytes"))
+    }
+
+    pub fn set(&mut self, i: usize, v: u64) {
+        self.map[i * 8..i * 8 + 8].copy_from_slice(&v.to_ne_bytes());
+    }
+
+    /// Writes the mapped pages back to the file.
+    pub fn sync(&self) -> Result<()> {
+        self.map
+            .flush()
+            .with_context(|| format!("syncing {}", self.path.display()))
+    }
+}
+
+fn map(file: &File, path: &Path) -> Result<MmapMut> {
+    // SAFETY: only this writer (the index's single writer process) maps
+    // the file read-write; readers map it read-only and never see it shrink.
+    unsafe { MmapMut::map_mut(file) }.with_context(|| format!("mapping {}", path.display()))
+}

@@ -1,0 +1,337 @@
+//! The value-flow graph: every transaction, the coins it spends and the
+//! coins it makes, as flat arrays of u64 words in files beside the index
+//! (`<db>/flow/`). Taint tracing walks millions of transactions a second
+//! through it; RocksDB lookups (about ten per transaction) would manage a
+//! tenth of that. It is derived from the index's rows, kept current by
+//! `satflow index` (`update`), and memory-mapped read-only by servers
+//! (`Flow`), so its resident size is what the page cache can spare.
+//!
+//! | file | words per entry | entry |
+//! |---|---|---|
+//! | `blocks` | 5 | first tx number, block hash (4 words) — one per height from the index's first block |
+//! | `txs` | 2 | first input (index into `inputs`), first output number |
+//! | `inputs` | 2 | spent output number (≥ 2^63: a coin from before the index's start), its value (`u64::MAX`: unknown) |
+//! | `outputs` | 3 | value, spending tx number (`u64::MAX`: unspent), address number (`u64::MAX`: none) |
+//!
+//! Words are native-endian. Files only grow: a reorg rewrites entries in
+//! place and lowers the counts in `tip`, so a reader's mapping stays valid.
+
+mod files;
+mod update;
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use bitcoin::hashes::Hash;
+use bitcoin::BlockHash;
+use memmap2::Mmap;
+
+pub use update::update;
+
+/// Subdirectory of the database directory.
+pub const DIR: &str = "flow";
+/// `outputs` spender of an unspent output, and `inputs` value of an
+/// unknown coin.
+pub const NONE: u64 = u64::MAX;
+
+const BLOCK_WORDS: usize = 5;
+const TX_WORDS: usize = 2;
+const INPUT_WORDS: usize = 2;
+const OUTPUT_WORDS: usize = 3;
+
+/// The `tip` file: what the arrays hold, written last (by rename) so that
+/// it only ever names complete entries.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tip {
+    /// Height of the first block.
+    pub base: u32,
+    pub blocks: u64,
+    pub txs: u64,
+    pub inputs: u64,
+    pub outputs: u64,
+    pub hash: [u8; 32],
+}
+
+impl Tip {
+    const LEN: usize = 4 + 4 * 8 + 32;
+
+    fn encode(&self) -> Vec<u8> {
+        let mut v = self.base.to_le_bytes().to_vec();
+        for n in [self.blocks, self.txs, self.inputs, self.outputs] {
+            v.extend_from_slice(&n.to_le_bytes());
+        }
+        v.extend_from_slice(&self.hash);
+        v
+    }
+
+    fn decode(b: &[u8], path: &Path) -> Result<Tip> {
+        if b.len() != Tip::LEN {
+            bail!("{}: {} bytes, not a flow tip", path.display(), b.len());
+        }
+        let word = |i: usize| u64::from_le_bytes(b[4 + 8 * i..12 + 8 * i].try_into().expect("8"));
+        Ok(Tip {
+            base: u32::from_le_bytes(b[..4].try_into().expect("4")),
+            blocks: word(0),
+            txs: word(1),
+            inputs: word(2),
+            outputs: word(3),
+            hash: b[36..].try_into().expect("32"),
+        })
+    }
+
+    /// Height of the last block; None when empty.
+    pub fn height(&self) -> Option<u32> {
+        (self.blocks > 0).then(|| self.base + self.blocks as u32 - 1)
+    }
+
+    pub fn block_hash(&self) -> BlockHash {
+        BlockHash::from_byte_array(self.hash)
+    }
+
+    fn read(dir: &Path) -> Result<Option<Tip>> {
+        let path = dir.join("tip");
+        match std::fs::read(&path) {
+            Ok(b) => Tip::decode(&b, &path).map(Some),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+}
+
+/// One spent coin as a transaction's input sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Input {
+    /// ≥ 2^63 for a coin from before the index's start.
+    pub output: u64,
+    /// None when unknown (a coin from before the start without prevouts).
+    pub value: Option<u64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Output {
+    pub value: u64,
+    /// The spending tx, if spent on the chain the view holds.
+    pub spender: Option<u64>,
+    pub addr: Option<u64>,
+}
+
+/// The graph as of one tip: slices of the arrays cut at the tip's counts.
+#[derive(Clone, Copy, Debug)]
+pub struct FlowView<'a> {
+    base: u32,
+    blocks: &'a [u64],
+    txs: &'a [u64],
+    inputs: &'a [u64],
+    outputs: &'a [u64],
+}
+
+impl<'a> FlowView<'a> {
+    /// A view over arrays laid out as the files are (see the module docs),
+    /// e.g. built in memory by tests.
+    pub fn new(
+        base: u32,
+        blocks: &'a [u64],
+        txs: &'a [u64],
+        inputs: &'a [u64],
+        outputs: &'a [u64],
+    ) -> FlowView<'a> {
+        FlowView {
+            base,
+            blocks,
+            txs,
+            inputs,
+            outputs,
+        }
+    }
+
+    pub fn tx_count(&self) -> u64 {
+        (self.txs.len() / TX_WORDS) as u64
+    }
+
+    pub fn output_count(&self) -> u64 {
+        (self.outputs.len() / OUTPUT_WORDS) as u64
+    }
+
+    /// Height of the last block.
+    pub fn tip_height(&self) -> u32 {
+        self.base + (self.blocks.len() / BLOCK_WORDS).saturating_sub(1) as u32
+    }
+
+    fn tx_word(&self, tx: u64, i: usize) -> u64 {
+        self.txs[tx as usize * TX_WORDS + i]
+    }
+
+    /// Indices into the input array of `tx`'s inputs.
+    fn input_range(&self, tx: u64) -> Range<usize> {
+        let start = self.tx_word(tx, 0) as usize;
+        let end = match tx + 1 < self.tx_count() {
+            true => self.tx_word(tx + 1, 0) as usize,
+            false => self.inputs.len() / INPUT_WORDS,
+        };
+        start..end
+    }
+
+    /// `tx`'s inputs in input order; empty for a coinbase.
+    pub fn inputs(&self, tx: u64) -> impl ExactSizeIterator<Item = Input> + 'a {
+        let r = self.input_range(tx);
+        self.inputs[r.start * INPUT_WORDS..r.end * INPUT_WORDS]
+            .chunks_exact(INPUT_WORDS)
+            .map(|w| Input {
+                output: w[0],
+                value: Some(w[1]).filter(|&v| v != NONE),
+            })
+    }
+
+    /// Output numbers of `tx`'s outputs.
+    pub fn outputs(&self, tx: u64) -> Range<u64> {
+        let start = self.tx_word(tx, 1);
+        let end = match tx + 1 < self.tx_count() {
+            true => self.tx_word(tx + 1, 1),
+            false => self.output_count(),
+        };
+        start..end
+    }
+
+    pub fn output(&self, n: u64) -> Output {
+        let w = &self.outputs[n as usize * OUTPUT_WORDS..(n as usize + 1) * OUTPUT_WORDS];
+        Output {
+            value: w[0],
+            // A spender past the view's tip belongs to a later state.
+            spender: Some(w[1]).filter(|&s| s < self.tx_count()),
+            addr: Some(w[2]).filter(|&a| a != NONE),
+        }
+    }
+
+    /// Whether output number `n` is in the view (not from before the start,
+    /// not from after the tip).
+    pub fn has_output(&self, n: u64) -> bool {
+        n < self.output_count()
+    }
+
+    /// The tx that made output `n`.
+    pub fn creator(&self, n: u64) -> u64 {
+        let (mut lo, mut hi) = (0u64, self.tx_count());
+        // The last tx whose first output is at most n (txs without outputs
+        // cannot exist, so this is the one holding it).
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if self.tx_word(mid, 1) <= n {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+
+    /// Height of the block holding `tx`.
+    pub fn height(&self, tx: u64) -> u32 {
+        let blocks = self.blocks.len() / BLOCK_WORDS;
+        let first_tx = |b: usize| self.blocks[b * BLOCK_WORDS];
+        let (mut lo, mut hi) = (0usize, blocks);
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if first_tx(mid) <= tx {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        self.base + lo as u32
+    }
+}
+
+/// The flow graph of a database, mapped read-only.
+pub struct Flow {
+    dir: PathBuf,
+    tip: Tip,
+    maps: [Option<Mmap>; 4],
+}
+
+const FILES: [(&str, usize); 4] = [
+    ("blocks", BLOCK_WORDS),
+    ("txs", TX_WORDS),
+    ("inputs", INPUT_WORDS),
+    ("outputs", OUTPUT_WORDS),
+];
+
+impl Flow {
+    /// None when `satflow index` has not built it yet.
+    pub fn open(db: &Path) -> Result<Option<Flow>> {
+        let dir = db.join(DIR);
+        if Tip::read(&dir)?.is_none() {
+            return Ok(None);
+        }
+        let mut flow = Flow {
+            dir,
+            tip: Tip::default(),
+            maps: Default::default(),
+        };
+        flow.refresh()?;
+        Ok(Some(flow))
+    }
+
+    /// Follows the writer: re-reads the tip and maps what grew.
+    pub fn refresh(&mut self) -> Result<()> {
+        let tip = Tip::read(&self.dir)?
+            .with_context(|| format!("{}: the flow graph's tip has gone", self.dir.display()))?;
+        let counts = [tip.blocks, tip.txs, tip.inputs, tip.outputs];
+        for ((map, (name, words)), count) in self.maps.iter_mut().zip(FILES).zip(counts) {
+            let need = count as usize * words * 8;
+            if map.as_ref().is_some_and(|m| m.len() >= need) {
+                continue;
+            }
+            let path = self.dir.join(name);
+            let file = std::fs::File::open(&path)
+                .with_context(|| format!("opening {}", path.display()))?;
+            // SAFETY: the writer only appends and rewrites words in place;
+            // files never shrink, so the mapping stays backed.
+            let m = unsafe { Mmap::map(&file) }
+                .with_context(|| format!("mapping {}", path.display()))?;
+            if m.len() < need {
+                bail!(
+                    "{}: {} bytes, the tip needs {need}",
+                    path.display(),
+                    m.len()
+                );
+            }
+            *map = Some(m);
+        }
+        self.tip = tip;
+        Ok(())
+    }
+
+    pub fn tip(&self) -> Tip {
+        self.tip
+    }
+
+    pub fn view(&self) -> FlowView<'_> {
+        let counts = [
+            self.tip.blocks,
+            self.tip.txs,
+            self.tip.inputs,
+            self.tip.outputs,
+        ];
+        let mut slices = self
+            .maps
+            .iter()
+            .zip(FILES)
+            .zip(counts)
+            .map(|((m, (_, words)), n)| {
+                let bytes = m.as_ref().map_or(&[][..], |m| &m[..n as usize * words * 8]);
+                words_of(bytes)
+            });
+        let mut next = || slices.next().expect("four files");
+        FlowView::new(self.tip.base, next(), next(), next(), next())
+    }
+}
+
+/// The bytes of a mapping as u64 words.
+fn words_of(bytes: &[u8]) -> &[u64] {
+    // SAFETY: any bit pattern is a valid u64; mappings are page-aligned,
+    // so the prefix is empty (checked).
+    let (prefix, words, _) = unsafe { bytes.align_to::<u64>() };
+    assert!(prefix.is_empty(), "mappings are page-aligned");
+    words
+}

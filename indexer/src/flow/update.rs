@@ -1,0 +1,245 @@
+//! Keeps the flow graph equal to the index: appends the blocks the index
+//! gained, first undoing those a reorg removed. A run that dies midway
+//! leaves a `dirty` marker, and the next one rebuilds from scratch.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use bitcoin::hashes::Hash;
+use rocksdb::{Direction, IteratorMode};
+
+use super::files::ArrayFile;
+use super::{Tip, BLOCK_WORDS, DIR, FILES, INPUT_WORDS, NONE, OUTPUT_WORDS, TX_WORDS};
+use crate::progress::Progress;
+use crate::schema::{cf, decode_inputs, key_u64, Dec, OutputRow, TxRow, FIRST_OUTSIDE_OUTPUT};
+use crate::script::ScriptType;
+use crate::store::Store;
+
+struct Arrays {
+    blocks: ArrayFile,
+    txs: ArrayFile,
+    inputs: ArrayFile,
+    outputs: ArrayFile,
+}
+
+impl Arrays {
+    fn open(dir: &Path, tip: &Tip) -> Result<Arrays> {
+        let counts = [tip.blocks, tip.txs, tip.inputs, tip.outputs];
+        let mut files = FILES
+            .iter()
+            .zip(counts)
+            .map(|((name, words), n)| ArrayFile::open(&dir.join(name), n as usize * words));
+        let mut next = || files.next().expect("four files");
+        Ok(Arrays {
+            blocks: next()?,
+            txs: next()?,
+            inputs: next()?,
+            outputs: next()?,
+        })
+    }
+
+    fn tip(&self, base: u32) -> Tip {
+        let blocks = self.blocks.len() / BLOCK_WORDS;
+        let mut hash = [0u8; 32];
+        if blocks > 0 {
+            for i in 0..4 {
+                let w = self.blocks.get((blocks - 1) * BLOCK_WORDS + 1 + i);
+                hash[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
+            }
+        }
+        Tip {
+            base,
+            blocks: blocks as u64,
+            txs: (self.txs.len() / TX_WORDS) as u64,
+            inputs: (self.inputs.len() / INPUT_WORDS) as u64,
+            outputs: (self.outputs.len() / OUTPUT_WORDS) as u64,
+            hash,
+        }
+    }
+
+    fn block_hash(&self, i: usize) -> [u8; 32] {
+        let mut hash = [0u8; 32];
+        for w in 0..4 {
+            hash[w * 8..w * 8 + 8]
+                .copy_from_slice(&self.blocks.get(i * BLOCK_WORDS + 1 + w).to_le_bytes());
+        }
+        hash
+    }
+}
+
+/// Brings the flow graph to the index tip.
+pub fn update(store: &Store, quiet: bool) -> Result<()> {
+    let dir = store.path().join(DIR);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let dirty = dir.join("dirty");
+    let base = store.base_height()?;
+    let fresh = Tip {
+        base,
+        ..Tip::default()
+    };
+    let recorded = match Tip::read(&dir)? {
+        Some(t) if !dirty.exists() && t.base == base => t,
+        Some(_) => {
+            tracing::info!("{}: rebuilding the flow graph", dir.display());
+            // Readers see no graph rather than one being rewritten.
+            let tip = dir.join("tip");
+            std::fs::remove_file(&tip).with_context(|| format!("removing {}", tip.display()))?;
+            fresh
+        }
+        None => fresh,
+    };
+    let Some((index_tip, index_hash)) = store.tip()? else {
+        return Ok(());
+    };
+    if recorded.height() == Some(index_tip) && recorded.block_hash() == index_hash {
+        return Ok(());
+    }
+    std::fs::write(&dirty, b"").with_context(|| format!("writing {}", dirty.display()))?;
+    let mut a = Arrays::open(&dir, &recorded)?;
+    let kept = undo_to_fork(store, &mut a, base)?;
+    if (kept as u64) < recorded.blocks {
+        // Readers stop at the fork while the new branch is written.
+        write_tip(&dir, &a.tip(base))?;
+    }
+    let from = base + kept as u32;
+    let bytes = (from..=index_tip)
+        .map(|h| Ok(store.block(h)?.map_or(0, |b| u64::from(b.loc.len))))
+        .sum::<Result<u64>>()?;
+    let mut progress = Progress::new(bytes, quiet);
+    append(store, &mut a, from, index_tip, &mut progress)?;
+    progress.finish();
+    for f in [&a.blocks, &a.txs, &a.inputs, &a.outputs] {
+        f.sync()?;
+    }
+    write_tip(&dir, &a.tip(base))?;
+    std::fs::remove_file(&dirty).with_context(|| format!("removing {}", dirty.display()))
+}
+
+/// Replaces the tip file at once (by rename), so readers see the old or the new.
+fn write_tip(dir: &Path, tip: &Tip) -> Result<()> {
+    let tmp = dir.join("tip.new");
+    std::fs::write(&tmp, tip.encode()).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, dir.join("tip")).context("replacing the flow tip")
+}
+
+/// Drops the blocks that are no longer on the index's chain; returns how
+/// many blocks are kept.
+fn undo_to_fork(store: &Store, a: &mut Arrays, base: u32) -> Result<usize> {
+    let mut kept = a.blocks.len() / BLOCK_WORDS;
+    while kept > 0 {
+        let height = base + kept as u32 - 1;
+        let same = store
+            .block(height)?
+            .is_some_and(|b| *b.hash.as_byte_array() == a.block_hash(kept - 1));
+        if same {
+            break;
+        }
+        kept -= 1;
+    }
+    if kept == a.blocks.len() / BLOCK_WORDS {
+        return Ok(kept);
+    }
+    let first_gone_tx = match kept {
+        0 => 0,
+        k => a.blocks.get(k * BLOCK_WORDS) as usize,
+    };
+    let txs_now = a.txs.len() / TX_WORDS;
+    let (first_input, first_output) = match first_gone_tx < txs_now {
+        true => (
+            a.txs.get(first_gone_tx * TX_WORDS) as usize,
+            a.txs.get(first_gone_tx * TX_WORDS + 1),
+        ),
+        false => (
+            a.inputs.len() / INPUT_WORDS,
+            (a.outputs.len() / OUTPUT_WORDS) as u64,
+        ),
+    };
+    // Coins that the removed transactions spent are unspent again.
+    for i in first_input..a.inputs.len() / INPUT_WORDS {
+        let spent = a.inputs.get(i * INPUT_WORDS);
+        if spent < first_output {
+            a.outputs.set(spent as usize * OUTPUT_WORDS + 1, NONE);
+        }
+    }
+    a.blocks.truncate(kept * BLOCK_WORDS);
+    a.txs.truncate(first_gone_tx * TX_WORDS);
+    a.inputs.truncate(first_input * INPUT_WORDS);
+    a.outputs.truncate(first_output as usize * OUTPUT_WORDS);
+    Ok(kept)
+}
+
+/// Appends heights `from..=to` from the index's rows, read in key order.
+fn append(
+    store: &Store,
+    a: &mut Arrays,
+    from: u32,
+    to: u32,
+    progress: &mut Progress,
+) -> Result<()> {
+    let Some(first) = store.block(from)? else {
+        return Ok(());
+    };
+    let db = store.db();
+    let seek = |family: &str, n: u64| {
+        db.iterator_cf(
+            store.cf(family),
+            IteratorMode::From(&key_u64(n), Direction::Forward),
+        )
+    };
+    let mut txs = seek(cf::TXS, first.first_tx);
+    let mut ins = seek(cf::INPUTS, first.first_tx);
+    let mut outs = seek(cf::OUTPUTS, first.first_output);
+    for height in from..=to {
+        let block = store.block(height)?.context("block row")?;
+        if (a.txs.len() / TX_WORDS) as u64 != block.first_tx {
+            bail!("flow graph out of step with the index at height {height}");
+        }
+        let mut row = vec![block.first_tx];
+        row.extend(
+            block
+                .hash
+                .as_byte_array()
+                .chunks_exact(8)
+                .map(|c| u64::from_le_bytes(c.try_into().expect("8"))),
+        );
+        a.blocks.push(&row)?;
+        for txnum in block.first_tx..block.next_ids().tx {
+            let (_, v) = txs.next().context("txs ended early")??;
+            let tx = TxRow::decode(&v)?;
+            a.txs
+                .push(&[(a.inputs.len() / INPUT_WORDS) as u64, tx.first_output])?;
+            if !tx.is_coinbase() {
+                let (k, v) = ins.next().context("inputs ended early")??;
+                if Dec::new("inputs key", &k).u64()? != txnum {
+                    bail!("inputs row of tx {txnum} is missing");
+                }
+                for spent in decode_inputs(&v)? {
+                    let value = match spent < FIRST_OUTSIDE_OUTPUT {
+                        true => {
+                            a.outputs.set(spent as usize * OUTPUT_WORDS + 1, txnum);
+                            a.outputs.get(spent as usize * OUTPUT_WORDS)
+                        }
+                        false => outside_value(store, spent)?,
+                    };
+                    a.inputs.push(&[spent, value])?;
+                }
+            }
+            for _ in 0..tx.output_count {
+                let (_, v) = outs.next().context("outputs ended early")??;
+                let o = OutputRow::decode(&v)?;
+                a.outputs.push(&[o.value, NONE, o.addr.unwrap_or(NONE)])?;
+            }
+        }
+        progress.advance(1, u64::from(block.loc.len), height);
+    }
+    Ok(())
+}
+
+/// The value of a coin from before the index's start, if it is known.
+fn outside_value(store: &Store, n: u64) -> Result<u64> {
+    let o = OutputRow::decode(&store.need(cf::OUTPUTS, &key_u64(n))?)?;
+    Ok(match o.script_type {
+        ScriptType::Unknown => NONE,
+        _ => o.value,
+    })
+}

@@ -1,0 +1,263 @@
+//! `satflow.v1.Taint`: each trace runs on a blocking thread (it may walk
+//! millions of transactions) and streams its hits through a bounded
+//! channel, so a slow reader slows the trace rather than filling memory,
+//! and a reader that goes away stops it.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use rustc_hash::FxHashMap;
+use satflow_proto::v1 as pb;
+use tokio::sync::{mpsc, Semaphore};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::limits::{deadline_exceeded, Deadline, Place};
+use super::Shared;
+use crate::args::invalid;
+use crate::reader::Index;
+use crate::taint::{trace_with, Direction, End, Event, Kind, Limits, PolicyName, Sink, Totals};
+use crate::QueryError;
+
+/// `max_hops` when the request leaves it 0.
+const DEFAULT_HOPS: u32 = 10;
+/// `max_transactions` when the request leaves it 0, and its ceiling.
+const DEFAULT_TXS: u64 = 1_000_000;
+const MAX_TXS: u64 = 1_000_000_000;
+/// Clusters listed in a summary.
+const SUMMARY_CLUSTERS: usize = 1000;
+
+pub struct TaintService {
+    shared: Arc<Shared>,
+    /// Traces allowed to run at once.
+    slots: Arc<Semaphore>,
+    max_traces: usize,
+}
+
+impl TaintService {
+    pub fn new(shared: Arc<Shared>, max_traces: usize) -> TaintService {
+        TaintService {
+            shared,
+            slots: Arc::new(Semaphore::new(max_traces)),
+            max_traces,
+        }
+    }
+}
+
+type Events = mpsc::Sender<Result<pb::TraceEvent, Status>>;
+
+#[tonic::async_trait]
+impl pb::taint_server::Taint for TaintService {
+    type TraceStream = ReceiverStream<Result<pb::TraceEvent, Status>>;
+
+    async fn trace(
+        &self,
+        request: Request<pb::TraceRequest>,
+    ) -> Result<Response<Self::TraceStream>, Status> {
+        let slot = Arc::clone(&self.slots).try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "{} traces are running, the most this server runs at once (satflow serve --max-traces)",
+                self.max_traces
+            ))
+        })?;
+        let place = request.extensions().get::<Place>().cloned();
+        let r = request.get_ref();
+        let (policy, direction, mut limits) = parse(r)?;
+        let sources = r.sources.clone();
+        let (stop_clusters, stop_addresses) =
+            (r.stop_cluster_ids.clone(), r.stop_addresses.clone());
+        let deadline = request
+            .extensions()
+            .get::<Deadline>()
+            .copied()
+            .unwrap_or_else(|| Deadline::from_metadata(request.metadata(), Instant::now()));
+        let max_sources = limits.max_txs.min(10_000_000) as usize;
+        let (flow, sources, stop) = self
+            .shared
+            .answer(&request, move |index, _| {
+                let flow = index.flow()?;
+                let g = flow.view();
+                let sources = index.trace_sources(&g, &sources, max_sources)?;
+                let stop = index.stop_addresses(&stop_clusters, &stop_addresses)?;
+                Ok((Arc::clone(&flow), sources, stop))
+            })?
+            .into_inner();
+        limits.stop = stop;
+        let (tx, rx) = mpsc::channel(256);
+        let shared = Arc::clone(&self.shared);
+        tokio::task::spawn_blocking(move || {
+            let _held = (slot, place);
+            let g = flow.view();
+            let mut sink = StreamSink {
+                index: &shared.index,
+                g,
+                events: &tx,
+                deadline,
+                expired: false,
+                failed: None,
+                cover: 0,
+                clusters: FxHashMap::default(),
+            };
+            sink.cover = match shared.index.clusters_cover_or_none() {
+                Ok(c) => c,
+                Err(e) => return send_error(&tx, e.into()),
+            };
+            let (totals, end) = trace_with(policy, g, direction, &sources, &limits, &mut sink)
+                .expect("parse refuses policies without a reading in the direction");
+            if let Some(status) = sink.failed.take() {
+                return send_error(&tx, status);
+            }
+            let expired = sink.expired;
+            let summary = summary(&totals, end == End::Complete, g.tip_height(), sink.clusters);
+            let _ = tx.blocking_send(Ok(pb::TraceEvent {
+                event: Some(pb::trace_event::Event::Summary(summary)),
+            }));
+            match end {
+                End::Complete => {}
+                End::Budget => send_error(
+                    &tx,
+                    Status::resource_exhausted(format!(
+                        "the trace visited max_transactions = {} transactions with {} sat still on its way; the hits and summary above are what it found",
+                        limits.max_txs, totals.unfinished
+                    )),
+                ),
+                End::Stopped if expired => send_error(&tx, deadline_exceeded()),
+                // The caller went away.
+                End::Stopped => {}
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+fn send_error(tx: &Events, status: Status) {
+    let _ = tx.blocking_send(Err(status));
+}
+
+fn parse(r: &pb::TraceRequest) -> Result<(PolicyName, Direction, Limits), QueryError> {
+    let policy = match pb::TaintPolicy::try_from(r.policy) {
+        Ok(pb::TaintPolicy::Haircut) => PolicyName::Haircut,
+        Ok(pb::TaintPolicy::Poison) => PolicyName::Poison,
+        Ok(pb::TaintPolicy::Fifo) => PolicyName::Fifo,
+        Ok(pb::TaintPolicy::Lifo) => PolicyName::Lifo,
+        Ok(pb::TaintPolicy::Tiho) => PolicyName::Tiho,
+        Err(_) => return Err(invalid("policy", format!("{} is no policy", r.policy))),
+    };
+    let direction = match pb::TraceDirection::try_from(r.direction) {
+        Ok(pb::TraceDirection::Forward) => Direction::Forward,
+        Ok(pb::TraceDirection::Backward) => Direction::Backward,
+        Err(_) => {
+            return Err(invalid(
+                "direction",
+                format!("{} is no direction", r.direction),
+            ))
+        }
+    };
+    if policy == PolicyName::Tiho && direction == Direction::Backward {
+        return Err(invalid("policy", "tiho traces forward only"));
+    }
+    let max_txs = match r.max_transactions {
+        0 => DEFAULT_TXS,
+        n if n > MAX_TXS => {
+            return Err(invalid(
+                "max_transactions",
+                format!("{n} is above the limit of {MAX_TXS}"),
+            ))
+        }
+        n => n,
+    };
+    let to = r.to_height.unwrap_or(u32::MAX);
+    if r.from_height > to {
+        return Err(invalid(
+            "from_height",
+            format!("{} is above to_height {to}", r.from_height),
+        ));
+    }
+    let limits = Limits {
+        max_hops: match r.max_hops {
+            0 => DEFAULT_HOPS,
+            n => n,
+        },
+        max_txs,
+        min_amount: r.min_amount,
+        heights: r.from_height..=to,
+        stop: Default::default(),
+        transit: r.include_transit,
+    };
+    Ok((policy, direction, limits))
+}
+
+/// Streams hits to the caller, tallying where the value ended by cluster.
+struct StreamSink<'a> {
+    index: &'a Index,
+    g: satflow_indexer::flow::FlowView<'a>,
+    events: &'a Events,
+    deadline: Deadline,
+    expired: bool,
+    /// A hit that could not be read: the trace stops and the call fails.
+    failed: Option<Status>,
+    /// Address numbers below this have cluster ids.
+    cover: u64,
+    clusters: FxHashMap<u64, u64>,
+}
+
+impl Sink for StreamSink<'_> {
+    fn event(&mut self, e: Event) -> bool {
+        let hit = match self.index.trace_hit(&self.g, &e, self.cover) {
+            Ok(h) => h,
+            Err(err) => {
+                self.failed = Some(err.into());
+                return false;
+            }
+        };
+        if let (Some(c), false) = (hit.cluster_id, e.kind == Kind::Transit) {
+            *self.clusters.entry(c).or_default() += e.amount;
+        }
+        let event = pb::TraceEvent {
+            event: Some(pb::trace_event::Event::Hit(hit)),
+        };
+        self.events.blocking_send(Ok(event)).is_ok() && self.alive()
+    }
+
+    fn alive(&mut self) -> bool {
+        if self.deadline.expired() {
+            self.expired = true;
+            return false;
+        }
+        !self.events.is_closed()
+    }
+}
+
+fn summary(
+    t: &Totals,
+    complete: bool,
+    height: u32,
+    clusters: FxHashMap<u64, u64>,
+) -> pb::TraceSummary {
+    let cluster_count = clusters.len() as u64;
+    let mut clusters: Vec<pb::ClusterAmount> = clusters
+        .into_iter()
+        .map(|(cluster_id, amount)| pb::ClusterAmount { cluster_id, amount })
+        .collect();
+    clusters.sort_by_key(|c| (std::cmp::Reverse(c.amount), c.cluster_id));
+    clusters.truncate(SUMMARY_CLUSTERS);
+    pb::TraceSummary {
+        complete,
+        as_of_height: height,
+        source_amount: t.source,
+        transactions_visited: t.visited,
+        unspent: t.unspent,
+        stopped: t.stopped,
+        beyond_hops: t.beyond_hops,
+        outside_window: t.outside_window,
+        below_min: t.below_min,
+        mined: t.mined,
+        before_start: t.before_start,
+        unknown_value: t.unknown_value,
+        to_fees: t.to_fees,
+        rounding: t.rounding,
+        unfinished: t.unfinished,
+        clusters,
+        cluster_count,
+    }
+}

@@ -1,0 +1,380 @@
+//! The trace: taint moved transaction by transaction through the flow
+//! graph, in chain order (forward) or reverse chain order (backward). A
+//! spending transaction always comes after the ones whose coins it spends,
+//! so by the time a transaction is taken up every mark that will ever reach
+//! it has arrived, and the result does not depend on the order paths were
+//! found in.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::ops::RangeInclusive;
+
+use rustc_hash::{FxHashMap, FxHashSet};
+use satflow_indexer::flow::FlowView;
+
+use super::policy::{Policy, Split};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// Where the coins went.
+    Forward,
+    /// Where the coins came from.
+    Backward,
+}
+
+/// The bounds of a trace.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Transactions followed from a source, at most.
+    pub max_hops: u32,
+    /// Transactions visited in all, at most; beyond it the trace ends
+    /// unfinished.
+    pub max_txs: u64,
+    /// Marks smaller than this (in satoshis) are not followed.
+    pub min_amount: u64,
+    /// Only transactions of these heights are followed.
+    pub heights: RangeInclusive<u32>,
+    /// Addresses where taint stops (e.g. an exchange's cluster).
+    pub stop: FxHashSet<u64>,
+    /// Report every tainted coin passed through, not only where taint ends.
+    pub transit: bool,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_hops: u32::MAX,
+            max_txs: u64::MAX,
+            min_amount: 0,
+            heights: 0..=u32::MAX,
+            stop: FxHashSet::default(),
+            transit: false,
+        }
+    }
+}
+
+/// Why a tainted coin is reported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// Forward: the taint rests in an unspent coin.
+    Unspent,
+    /// It reached a stop address.
+    Stopped,
+    /// Passed through (only with `Limits::transit`).
+    Transit,
+    /// The next transaction would exceed `max_hops`.
+    BeyondHops,
+    /// The next transaction lies outside `heights`.
+    OutsideWindow,
+    /// Less than `min_amount`.
+    BelowMin,
+    /// Backward: the value was mined (a coinbase output).
+    Mined,
+    /// Backward: the coin was made before the index's first block.
+    BeforeStart,
+    /// The next transaction spends a coin of unknown value (an index that
+    /// starts later than genesis, without prevouts).
+    UnknownValue,
+}
+
+/// One tainted coin.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Event {
+    pub kind: Kind,
+    /// Output number (≥ 2^63 for `BeforeStart`).
+    pub output: u64,
+    /// Transactions followed from the source to reach it (sources: 0).
+    pub hop: u32,
+    pub amount: u64,
+}
+
+/// Totals of a trace, in satoshis. Except under poison (which spreads
+/// taint), `source` = `unspent + stopped + beyond_hops + outside_window +
+/// below_min + mined + before_start + unknown_value + to_fees + rounding +
+/// unfinished`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub source: u64,
+    pub visited: u64,
+    pub unspent: u64,
+    pub stopped: u64,
+    pub beyond_hops: u64,
+    pub outside_window: u64,
+    pub below_min: u64,
+    pub mined: u64,
+    pub before_start: u64,
+    pub unknown_value: u64,
+    pub to_fees: u64,
+    pub rounding: u64,
+    /// Taint still on its way when the trace ended early.
+    pub unfinished: u64,
+}
+
+impl Totals {
+    fn add(&mut self, kind: Kind, amount: u64) {
+        let slot = match kind {
+            Kind::Unspent => &mut self.unspent,
+            Kind::Stopped => &mut self.stopped,
+            Kind::Transit => return,
+            Kind::BeyondHops => &mut self.beyond_hops,
+            Kind::OutsideWindow => &mut self.outside_window,
+            Kind::BelowMin => &mut self.below_min,
+            Kind::Mined => &mut self.mined,
+            Kind::BeforeStart => &mut self.before_start,
+            Kind::UnknownValue => &mut self.unknown_value,
+        };
+        *slot += amount;
+    }
+
+    /// Everything accounted for, to check against `source`.
+    pub fn accounted(&self) -> u64 {
+        self.unspent
+            + self.stopped
+            + self.beyond_hops
+            + self.outside_window
+            + self.below_min
+            + self.mined
+            + self.before_start
+            + self.unknown_value
+            + self.to_fees
+            + self.rounding
+            + self.unfinished
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum End {
+    Complete,
+    /// `max_txs` was reached.
+    Budget,
+    /// The sink asked to stop (a cancelled call, a deadline).
+    Stopped,
+}
+
+/// Where a trace's events go.
+pub trait Sink {
+    /// Takes one event; false stops the trace.
+    fn event(&mut self, e: Event) -> bool;
+    /// Asked every few thousand transactions; false stops the trace.
+    fn alive(&mut self) -> bool {
+        true
+    }
+}
+
+/// Collects every event, for callers that want them all at the end.
+impl Sink for Vec<Event> {
+    fn event(&mut self, e: Event) -> bool {
+        self.push(e);
+        true
+    }
+}
+
+/// How often a trace asks its sink whether to go on.
+const CHECK_EVERY: u64 = 4096;
+
+/// Marks waiting on one transaction.
+struct Pending<M> {
+    hop: u32,
+    marks: Vec<(u32, M)>,
+}
+
+struct Trace<'a, 'e, P: Policy> {
+    g: FlowView<'a>,
+    policy: &'a P,
+    limits: &'a Limits,
+    direction: Direction,
+    pending: FxHashMap<u64, Pending<P::Mark>>,
+    /// Forward: smallest tx first; backward: largest first.
+    queue: BinaryHeap<(Reverse<u64>, u64)>,
+    totals: Totals,
+    sink: &'e mut dyn Sink,
+    stopped: bool,
+}
+
+/// Traces `sources` (output numbers, each wholly tainted) under `policy`
+/// (which must have a reading in `direction`), reporting to `sink`.
+pub fn trace<P: Policy>(
+    g: FlowView<'_>,
+    policy: &P,
+    direction: Direction,
+    sources: &[u64],
+    limits: &Limits,
+    sink: &mut dyn Sink,
+) -> (Totals, End) {
+    let mut t = Trace {
+        g,
+        policy,
+        limits,
+        direction,
+        pending: FxHashMap::default(),
+        queue: BinaryHeap::new(),
+        totals: Totals::default(),
+        sink,
+        stopped: false,
+    };
+    let mut seen = FxHashSet::default();
+    for &o in sources {
+        if !seen.insert(o) || !g.has_output(o) {
+            continue;
+        }
+        let value = g.output(o).value;
+        t.totals.source += value;
+        t.settle(o, P::full(value), 0);
+    }
+    let end = t.run();
+    (t.totals, end)
+}
+
+impl<P: Policy> Trace<'_, '_, P> {
+    fn push(&mut self, tx: u64, index: u32, mark: P::Mark, hop: u32) {
+        let p = self.pending.entry(tx).or_insert_with(|| Pending {
+            hop,
+            marks: Vec::new(),
+        });
+        if p.marks.is_empty() {
+            let key = match self.direction {
+                Direction::Forward => (Reverse(tx), 0),
+                Direction::Backward => (Reverse(0), tx),
+            };
+            self.queue.push(key);
+        }
+        p.hop = p.hop.min(hop);
+        p.marks.push((index, mark));
+    }
+
+    fn report(&mut self, kind: Kind, output: u64, hop: u32, amount: u64) {
+        self.totals.add(kind, amount);
+        if !self.stopped
+            && !self.sink.event(Event {
+                kind,
+                output,
+                hop,
+                amount,
+            })
+        {
+            self.stopped = true;
+        }
+    }
+
+    /// Output `o`, reached at `hop` with `mark`: reported where the taint
+    /// ends, queued on the next transaction otherwise.
+    fn settle(&mut self, o: u64, mark: P::Mark, hop: u32) {
+        let amount = P::amount(&mark);
+        if amount == 0 {
+            return;
+        }
+        if !self.g.has_output(o) {
+            return self.report(Kind::BeforeStart, o, hop, amount);
+        }
+        if amount < self.limits.min_amount {
+            return self.report(Kind::BelowMin, o, hop, amount);
+        }
+        let out = self.g.output(o);
+        if hop > 0 && out.addr.is_some_and(|a| self.limits.stop.contains(&a)) {
+            return self.report(Kind::Stopped, o, hop, amount);
+        }
+        let next = match self.direction {
+            Direction::Forward => match out.spender {
+                Some(s) => s,
+                None => return self.report(Kind::Unspent, o, hop, amount),
+            },
+            Direction::Backward => {
+                let c = self.g.creator(o);
+                if self.g.inputs(c).len() == 0 {
+                    return self.report(Kind::Mined, o, hop, amount);
+                }
+                c
+            }
+        };
+        if hop >= self.limits.max_hops {
+            return self.report(Kind::BeyondHops, o, hop, amount);
+        }
+        if !self.limits.heights.contains(&self.g.height(next)) {
+            return self.report(Kind::OutsideWindow, o, hop, amount);
+        }
+        if self.g.inputs(next).any(|i| i.value.is_none()) {
+            return self.report(Kind::UnknownValue, o, hop, amount);
+        }
+        if self.limits.transit {
+            self.report(Kind::Transit, o, hop, amount);
+        }
+        let index = match self.direction {
+            Direction::Forward => self
+                .g
+                .inputs(next)
+                .position(|i| i.output == o)
+                .expect("a spender spends the coin") as u32,
+            Direction::Backward => (o - self.g.outputs(next).start) as u32,
+        };
+        self.push(next, index, mark, hop + 1);
+    }
+
+    fn run(&mut self) -> End {
+        while let Some((Reverse(fwd), back)) = self.queue.pop() {
+            if self.totals.visited % CHECK_EVERY == 0 && !self.sink.alive() {
+                self.stopped = true;
+            }
+            if self.stopped {
+                return End::Stopped;
+            }
+            let tx = match self.direction {
+                Direction::Forward => fwd,
+                Direction::Backward => back,
+            };
+            let Some(Pending { hop, marks }) = self.pending.remove(&tx) else {
+                continue;
+            };
+            if self.totals.visited == self.limits.max_txs {
+                self.totals.unfinished += marks.iter().map(|(_, m)| P::amount(m)).sum::<u64>();
+                self.totals.unfinished += self
+                    .pending
+                    .values()
+                    .flat_map(|p| &p.marks)
+                    .map(|(_, m)| P::amount(m))
+                    .sum::<u64>();
+                return End::Budget;
+            }
+            self.totals.visited += 1;
+            self.visit(tx, hop, &marks);
+        }
+        match self.stopped {
+            true => End::Stopped,
+            false => End::Complete,
+        }
+    }
+
+    fn visit(&mut self, tx: u64, hop: u32, marks: &[(u32, P::Mark)]) {
+        let ins: Vec<u64> = self
+            .g
+            .inputs(tx)
+            .map(|i| i.value.expect("settle stops before unknown values"))
+            .collect();
+        let outputs = self.g.outputs(tx);
+        let outs: Vec<u64> = outputs.clone().map(|o| self.g.output(o).value).collect();
+        let split = match self.direction {
+            Direction::Forward => self.policy.forward(&ins, &outs, marks),
+            Direction::Backward => self
+                .policy
+                .backward(&ins, &outs, marks)
+                .expect("checked before the trace"),
+        };
+        let Split {
+            marks: carried,
+            fee,
+            rounding,
+        } = split;
+        self.totals.to_fees += fee;
+        self.totals.rounding += rounding;
+        let spent: Vec<u64> = match self.direction {
+            Direction::Forward => Vec::new(),
+            Direction::Backward => self.g.inputs(tx).map(|i| i.output).collect(),
+        };
+        for (index, mark) in carried {
+            let coin = match self.direction {
+                Direction::Forward => outputs.start + u64::from(index),
+                Direction::Backward => spent[index as usize],
+            };
+            self.settle(coin, mark, hop);
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! What a taint trace needs from the index: the flow graph, its sources
+//! and stop addresses as numbers, and each hit in terms a caller reads.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use bitcoin::hashes::Hash;
+use bitcoin::Txid;
+use rustc_hash::FxHashSet;
+use satflow_indexer::cluster::{self, view};
+use satflow_indexer::flow::{Flow, FlowView};
+use satflow_indexer::schema::{cf, key_u64, Dec, OutputRow};
+use satflow_proto::v1 as pb;
+
+use crate::args;
+use crate::error::{QueryError, Result};
+use crate::reader::Index;
+use crate::taint::{Event, Kind};
+
+/// The flow graph as last seen: traces hold a snapshot while catch-up
+/// moves on (the files only grow, so an old mapping stays readable).
+#[derive(Default)]
+pub(crate) struct FlowSlot(Mutex<Option<Arc<Flow>>>);
+
+impl FlowSlot {
+    pub fn load(&self, db: &std::path::Path) -> anyhow::Result<()> {
+        let flow = Flow::open(db)?.map(Arc::new);
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = flow;
+        Ok(())
+    }
+
+    fn get(&self) -> Option<Arc<Flow>> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl Index {
+    /// The flow graph taint traces walk.
+    pub fn flow(&self) -> Result<Arc<Flow>> {
+        self.flow.get().ok_or_else(|| {
+            QueryError::FailedPrecondition(
+                "the flow graph was not built for this index: run `satflow index` without --no-flow"
+                    .into(),
+            )
+        })
+    }
+
+    /// Output numbers of the coins `sources` name, at most `limit` of them.
+    pub fn trace_sources(
+        &self,
+        g: &FlowView<'_>,
+        sources: &[pb::TraceSource],
+        limit: usize,
+    ) -> Result<Vec<u64>> {
+        use pb::trace_source::Source;
+        if sources.is_empty() {
+            return Err(args::invalid("sources", "name at least one source"));
+        }
+        let mut out = Vec::new();
+        for (i, s) in sources.iter().enumerate() {
+            let field = format!("sources[{i}]");
+            match &s.source {
+                Some(Source::Outpoint(p)) => out.push(self.outpoint(&field, p)?),
+                Some(Source::Txid(t)) => {
+                    let row = self.tx_row(self.tx_number(&args::txid(&field, t)?)?)?;
+                    out.extend(row.first_output..row.first_output + u64::from(row.output_count));
+                }
+                Some(Source::Address(a)) => {
+                    let key = args::address(&field, a, self.network())?;
+                    let id = self.known_address_id(&key)?;
+                    self.coins_of(g, id, &mut out, limit)?;
+                }
+                Some(Source::ClusterId(c)) => {
+                    for member in self.cluster_members_of(*c)? {
+                        self.coins_of(g, member, &mut out, limit)?;
+                    }
+                }
+                None => {
+                    return Err(args::invalid(
+                        &field,
+                        "set one of outpoint, txid, address, cluster_id",
+                    ))
+                }
+            }
+            if out.len() > limit {
+                return Err(QueryError::ResourceExhausted(format!(
+                    "sources: more than {limit} coins; name fewer, or raise max_transactions"
+                )));
+            }
+        }
+        if let Some(&late) = out.iter().find(|&&o| !g.has_output(o)) {
+            return Err(QueryError::FailedPrecondition(format!(
+                "sources: output {late} is newer than the flow graph (up to height {}); it catches up after the next index run",
+                g.tip_height()
+            )));
+        }
+        Ok(out)
+    }
+
+    fn outpoint(&self, field: &str, p: &str) -> Result<u64> {
+        let (txid, vout) = p
+            .split_once(':')
+            .ok_or_else(|| args::invalid(field, format!("{p:?} is not txid:vout")))?;
+        let vout: u32 = vout
+            .parse()
+            .map_err(|_| args::invalid(field, format!("{p:?}: {vout:?} is not an output index")))?;
+        let row = self.tx_row(self.tx_number(&args::txid(field, txid)?)?)?;
+        if vout >= row.output_count {
+            return Err(QueryError::NotFound(format!(
+                "{field}: transaction {txid} has {} outputs, no output {vout}",
+                row.output_count
+            )));
+        }
+        Ok(row.first_output + u64::from(vout))
+    }
+
+    /// Every coin ever paid to address `id`, appended to `out`.
+    fn coins_of(&self, g: &FlowView<'_>, id: u64, out: &mut Vec<u64>, limit: usize) -> Result<()> {
+        let rows = self.history_rows(
+            cf::HISTORY,
+            id,
+            crate::Order::OldestFirst,
+            0..u64::MAX,
+            None,
+            limit + 1,
+        )?;
+        for (txnum, row) in rows {
+            if row.received == 0 || txnum >= g.tx_count() {
+                continue;
+            }
+            out.extend(g.outputs(txnum).filter(|&o| g.output(o).addr == Some(id)));
+            if out.len() > limit {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// The addresses of cluster `c`; NOT_FOUND when it is no cluster id.
+    fn cluster_members_of(&self, c: u64) -> Result<Vec<u64>> {
+        let covered = self.clusters_cover()?;
+        if c >= covered || view::cluster_of(&self.store, c)? != c {
+            return Err(QueryError::NotFound(format!("no cluster {c}")));
+        }
+        Ok(view::members(&self.store, c)?)
+    }
+
+    /// Address numbers below this are in the clusters.
+    fn clusters_cover(&self) -> Result<u64> {
+        let Some((height, _)) = cluster::tip(&self.store)? else {
+            return Err(QueryError::FailedPrecondition(
+                "address clusters were not built for this index: run `satflow cluster --db <dir>`"
+                    .into(),
+            ));
+        };
+        Ok(self.block_row(height)?.next_ids().addr)
+    }
+
+    /// Address numbers where a trace stops.
+    pub fn stop_addresses(&self, clusters: &[u64], addresses: &[String]) -> Result<FxHashSet<u64>> {
+        let mut stop = FxHashSet::default();
+        for &c in clusters {
+            stop.extend(self.cluster_members_of(c)?);
+        }
+        for (i, a) in addresses.iter().enumerate() {
+            let key = args::address(&format!("stop_addresses[{i}]"), a, self.network())?;
+            stop.extend(self.address_id(&key)?);
+        }
+        Ok(stop)
+    }
+
+    /// A trace event as the caller reads it, with the cluster of its
+    /// address when the clusters cover it.
+    pub fn trace_hit(
+        &self,
+        g: &FlowView<'_>,
+        e: &Event,
+        clusters_cover: u64,
+    ) -> Result<pb::TraceHit> {
+        let row = OutputRow::decode(&self.store.need(cf::OUTPUTS, &key_u64(e.output))?)?;
+        let (txid, height) = match e.kind {
+            Kind::BeforeStart => {
+                let v = self.store.need(cf::OUTSIDE, &key_u64(e.output))?;
+                (Txid::from_byte_array(Dec::new("outside", &v).take()?), 0)
+            }
+            _ => {
+                let tx = self.tx_row(row.tx)?;
+                (tx.txid, tx.height)
+            }
+        };
+        let cluster_id = match row.addr {
+            Some(a) if a < clusters_cover => Some(view::cluster_of(&self.store, a)?),
+            _ => None,
+        };
+        let value = match e.kind {
+            Kind::BeforeStart => row.value,
+            _ => g.output(e.output).value,
+        };
+        Ok(pb::TraceHit {
+            kind: reach_kind(e.kind).into(),
+            txid: txid.to_string(),
+            vout: row.vout,
+            height,
+            address: self.address_string(row.addr)?,
+            cluster_id,
+            hop: e.hop,
+            amount: e.amount,
+            value,
+            share: if value == 0 {
+                0.0
+            } else {
+                e.amount as f64 / value as f64
+            },
+        })
+    }
+
+    /// `clusters_cover`, or 0 (no cluster ids) when there are no clusters.
+    pub fn clusters_cover_or_none(&self) -> Result<u64> {
+        match self.clusters_cover() {
+            Err(QueryError::FailedPrecondition(_)) => Ok(0),
+            other => other,
+        }
+    }
+}
+
+fn reach_kind(k: Kind) -> pb::ReachKind {
+    match k {
+        Kind::Unspent => pb::ReachKind::Unspent,
+        Kind::Stopped => pb::ReachKind::Stopped,
+        Kind::Transit => pb::ReachKind::Transit,
+        Kind::BeyondHops => pb::ReachKind::BeyondHops,
+        Kind::OutsideWindow => pb::ReachKind::OutsideWindow,
+        Kind::BelowMin => pb::ReachKind::BelowMin,
+        Kind::Mined => pb::ReachKind::Mined,
+        Kind::BeforeStart => pb::ReachKind::BeforeStart,
+        Kind::UnknownValue => pb::ReachKind::UnknownValue,
+    }
+}
