@@ -237,7 +237,10 @@ async fn planted_flows_reach_their_exchange_deposit_under_every_policy() {
             let expected = along_the_hops(&mut c, flow, policy).await[&deposit_coin];
             // LIFO and TIHO may hand the criminal's satoshis to other
             // CoinJoin participants; the others always carry some along.
-            if matches!(policy, pb::TaintPolicy::Poison | pb::TaintPolicy::Haircut | pb::TaintPolicy::Fifo) {
+            if matches!(
+                policy,
+                pb::TaintPolicy::Poison | pb::TaintPolicy::Haircut | pb::TaintPolicy::Fifo
+            ) {
                 assert!(expected > 0, "{policy:?}: no taint planted at the deposit");
             }
             let (hits, summary, code) = trace(
@@ -268,7 +271,11 @@ async fn planted_flows_reach_their_exchange_deposit_under_every_policy() {
                 0 => &[],
                 _ => &[(pb::ReachKind::Stopped, expected, Some(exchange))],
             };
-            assert_eq!(at_deposit, want, "flow {} under {policy:?}", flow["flow_id"]);
+            assert_eq!(
+                at_deposit, want,
+                "flow {} under {policy:?}",
+                flow["flow_id"]
+            );
             let reaching: u64 = summary
                 .clusters
                 .iter()
@@ -407,7 +414,12 @@ async fn budgets_bad_requests_and_cancelled_calls() {
     // A trace whose reader stops reading holds its slot; dropping the call
     // frees it. Every ancestor of a coin of the last block, passed through
     // and reported, makes far more hits than the stream buffers.
-    let status = c.chain.get_status(pb::GetStatusRequest {}).await.unwrap().into_inner();
+    let status = c
+        .chain
+        .get_status(pb::GetStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     let last = c
         .chain
         .get_block(pb::GetBlockRequest {

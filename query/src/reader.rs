@@ -68,7 +68,7 @@ impl Index {
             .network()?
             .with_context(|| format!("{}: the index holds no blocks yet", db.display()))?;
         let flow = crate::trace::FlowSlot::default();
-        flow.load(db)?;
+        flow.load(db);
         Ok(Index {
             store,
             network,
@@ -90,7 +90,8 @@ impl Index {
     /// has flushed since.
     pub fn catch_up(&self) -> anyhow::Result<()> {
         self.store.catch_up()?;
-        self.flow.load(self.store.path())
+        self.flow.load(self.store.path());
+        Ok(())
     }
 
     pub fn status(&self) -> Result<pb::ChainStatus> {

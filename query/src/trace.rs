@@ -17,34 +17,43 @@ use crate::reader::Index;
 use crate::taint::{Event, Kind};
 
 /// The flow graph as last seen: traces hold a snapshot while catch-up
-/// moves on (the files only grow, so an old mapping stays readable).
-#[derive(Default)]
-pub(crate) struct FlowSlot(Mutex<Option<Arc<Flow>>>);
+/// moves on (the files only grow, so an old mapping stays readable). When
+/// it cannot be read, why not, for the callers of traces; the rest of the
+/// server goes on without it.
+pub(crate) struct FlowSlot(Mutex<std::result::Result<Arc<Flow>, String>>);
+
+impl Default for FlowSlot {
+    fn default() -> FlowSlot {
+        FlowSlot(Mutex::new(Err(String::new())))
+    }
+}
 
 impl FlowSlot {
-    pub fn load(&self, db: &std::path::Path) -> anyhow::Result<()> {
-        let flow = Flow::open(db)?.map(Arc::new);
+    pub fn load(&self, db: &std::path::Path) {
+        let flow = match Flow::open(db) {
+            Ok(Some(f)) => Ok(Arc::new(f)),
+            Ok(None) => Err(
+                "the flow graph was not built for this index: run `satflow index` without --no-flow"
+                    .into(),
+            ),
+            Err(e) => Err(format!("the flow graph cannot be read: {e:#}")),
+        };
         *self.0.lock().unwrap_or_else(PoisonError::into_inner) = flow;
-        Ok(())
     }
 
-    fn get(&self) -> Option<Arc<Flow>> {
+    fn get(&self) -> Result<Arc<Flow>> {
         self.0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+            .map_err(QueryError::FailedPrecondition)
     }
 }
 
 impl Index {
     /// The flow graph taint traces walk.
     pub fn flow(&self) -> Result<Arc<Flow>> {
-        self.flow.get().ok_or_else(|| {
-            QueryError::FailedPrecondition(
-                "the flow graph was not built for this index: run `satflow index` without --no-flow"
-                    .into(),
-            )
-        })
+        self.flow.get()
     }
 
     /// Output numbers of the coins `sources` name, at most `limit` of them.

@@ -11,7 +11,7 @@
 //! | `blocks` | 5 | first tx number, block hash (4 words) — one per height from the index's first block |
 //! | `txs` | 2 | first input (index into `inputs`), first output number |
 //! | `inputs` | 2 | spent output number (≥ 2^63: a coin from before the index's start), its value (`u64::MAX`: unknown) |
-//! | `outputs` | 3 | value, spending tx number (`u64::MAX`: unspent), address number (`u64::MAX`: none) |
+//! | `outputs` | 3 | value, spender (`u64::MAX`: unspent): its tx number in the low 40 bits and the input index above, address number (`u64::MAX`: none) |
 //!
 //! Words are native-endian. Files only grow: a reorg rewrites entries in
 //! place and lowers the counts in `tip`, so a reader's mapping stays valid.
@@ -35,6 +35,16 @@ pub const DIR: &str = "flow";
 /// unknown coin.
 pub const NONE: u64 = u64::MAX;
 
+/// Bits of a spender word that hold the tx number (a trillion txs); the
+/// input index (at most ~25,000 in a 4 MB block) takes the rest.
+const SPENDER_TX_BITS: u32 = 40;
+
+/// The `outputs` spender word of input `vin` of tx `tx`.
+pub fn spender_word(tx: u64, vin: u32) -> u64 {
+    debug_assert!(tx < 1 << SPENDER_TX_BITS);
+    tx | u64::from(vin) << SPENDER_TX_BITS
+}
+
 const BLOCK_WORDS: usize = 5;
 const TX_WORDS: usize = 2;
 const INPUT_WORDS: usize = 2;
@@ -53,11 +63,16 @@ pub struct Tip {
     pub hash: [u8; 32],
 }
 
+/// Layout version of the files, first in `tip`: a graph of another
+/// version is rebuilt by the next `satflow index`.
+const VERSION: u32 = 1;
+
 impl Tip {
-    const LEN: usize = 4 + 4 * 8 + 32;
+    const LEN: usize = 4 + 4 + 4 * 8 + 32;
 
     fn encode(&self) -> Vec<u8> {
-        let mut v = self.base.to_le_bytes().to_vec();
+        let mut v = VERSION.to_le_bytes().to_vec();
+        v.extend_from_slice(&self.base.to_le_bytes());
         for n in [self.blocks, self.txs, self.inputs, self.outputs] {
             v.extend_from_slice(&n.to_le_bytes());
         }
@@ -66,17 +81,21 @@ impl Tip {
     }
 
     fn decode(b: &[u8], path: &Path) -> Result<Tip> {
-        if b.len() != Tip::LEN {
-            bail!("{}: {} bytes, not a flow tip", path.display(), b.len());
+        let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4"));
+        if b.len() != Tip::LEN || u32_at(0) != VERSION {
+            bail!(
+                "{}: not a version {VERSION} flow graph; `satflow index` rebuilds it",
+                path.display()
+            );
         }
-        let word = |i: usize| u64::from_le_bytes(b[4 + 8 * i..12 + 8 * i].try_into().expect("8"));
+        let word = |i: usize| u64::from_le_bytes(b[8 + 8 * i..16 + 8 * i].try_into().expect("8"));
         Ok(Tip {
-            base: u32::from_le_bytes(b[..4].try_into().expect("4")),
+            base: u32_at(4),
             blocks: word(0),
             txs: word(1),
             inputs: word(2),
             outputs: word(3),
-            hash: b[36..].try_into().expect("32"),
+            hash: b[40..].try_into().expect("32"),
         })
     }
 
@@ -111,8 +130,9 @@ pub struct Input {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Output {
     pub value: u64,
-    /// The spending tx, if spent on the chain the view holds.
-    pub spender: Option<u64>,
+    /// The spending tx and the input index there, if spent on the chain
+    /// the view holds.
+    pub spender: Option<(u64, u32)>,
     pub addr: Option<u64>,
 }
 
@@ -198,7 +218,15 @@ impl<'a> FlowView<'a> {
         Output {
             value: w[0],
             // A spender past the view's tip belongs to a later state.
-            spender: Some(w[1]).filter(|&s| s < self.tx_count()),
+            spender: Some(w[1])
+                .filter(|&s| s != NONE)
+                .map(|s| {
+                    (
+                        s & ((1 << SPENDER_TX_BITS) - 1),
+                        (s >> SPENDER_TX_BITS) as u32,
+                    )
+                })
+                .filter(|&(tx, _)| tx < self.tx_count()),
             addr: Some(w[2]).filter(|&a| a != NONE),
         }
     }

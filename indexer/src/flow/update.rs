@@ -9,7 +9,9 @@ use bitcoin::hashes::Hash;
 use rocksdb::{Direction, IteratorMode};
 
 use super::files::ArrayFile;
-use super::{Tip, BLOCK_WORDS, DIR, FILES, INPUT_WORDS, NONE, OUTPUT_WORDS, TX_WORDS};
+use super::{
+    spender_word, Tip, BLOCK_WORDS, DIR, FILES, INPUT_WORDS, NONE, OUTPUT_WORDS, TX_WORDS,
+};
 use crate::progress::Progress;
 use crate::schema::{cf, decode_inputs, key_u64, Dec, OutputRow, TxRow, FIRST_OUTSIDE_OUTPUT};
 use crate::script::ScriptType;
@@ -77,16 +79,17 @@ pub fn update(store: &Store, quiet: bool) -> Result<()> {
         base,
         ..Tip::default()
     };
-    let recorded = match Tip::read(&dir)? {
-        Some(t) if !dirty.exists() && t.base == base => t,
-        Some(_) => {
+    let recorded = match Tip::read(&dir) {
+        Ok(Some(t)) if !dirty.exists() && t.base == base => t,
+        Ok(None) => fresh,
+        // Interrupted, another start, or another version.
+        _ => {
             tracing::info!("{}: rebuilding the flow graph", dir.display());
             // Readers see no graph rather than one being rewritten.
             let tip = dir.join("tip");
             std::fs::remove_file(&tip).with_context(|| format!("removing {}", tip.display()))?;
             fresh
         }
-        None => fresh,
     };
     let Some((index_tip, index_hash)) = store.tip()? else {
         return Ok(());
@@ -213,10 +216,11 @@ fn append(
                 if Dec::new("inputs key", &k).u64()? != txnum {
                     bail!("inputs row of tx {txnum} is missing");
                 }
-                for spent in decode_inputs(&v)? {
+                for (vin, spent) in decode_inputs(&v)?.into_iter().enumerate() {
                     let value = match spent < FIRST_OUTSIDE_OUTPUT {
                         true => {
-                            a.outputs.set(spent as usize * OUTPUT_WORDS + 1, txnum);
+                            let word = spender_word(txnum, vin as u32);
+                            a.outputs.set(spent as usize * OUTPUT_WORDS + 1, word);
                             a.outputs.get(spent as usize * OUTPUT_WORDS)
                         }
                         false => outside_value(store, spent)?,

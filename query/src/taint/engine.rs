@@ -5,14 +5,13 @@
 //! it has arrived, and the result does not depend on the order paths were
 //! found in.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::ops::RangeInclusive;
 
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashSet;
 use satflow_indexer::flow::FlowView;
 
 use super::policy::{Policy, Split};
+use super::queue::RadixHeap;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Direction {
@@ -172,10 +171,12 @@ impl Sink for Vec<Event> {
 /// How often a trace asks its sink whether to go on.
 const CHECK_EVERY: u64 = 4096;
 
-/// Marks waiting on one transaction.
-struct Pending<M> {
+/// A mark waiting on a transaction: the input (forward) or output
+/// (backward) it sits on, and the hop it arrived at.
+struct Waiting<M> {
+    index: u32,
     hop: u32,
-    marks: Vec<(u32, M)>,
+    mark: M,
 }
 
 struct Trace<'a, 'e, P: Policy> {
@@ -183,9 +184,14 @@ struct Trace<'a, 'e, P: Policy> {
     policy: &'a P,
     limits: &'a Limits,
     direction: Direction,
-    pending: FxHashMap<u64, Pending<P::Mark>>,
-    /// Forward: smallest tx first; backward: largest first.
-    queue: BinaryHeap<(Reverse<u64>, u64)>,
+    /// Forward: smallest tx first (keyed by tx number); backward: largest
+    /// first (keyed by its complement).
+    queue: RadixHeap<Waiting<P::Mark>>,
+    /// Whether `limits.heights` excludes any height (else heights are not looked up).
+    windowed: bool,
+    /// Scratch: the values of the inputs and outputs of the tx visited.
+    ins: Vec<u64>,
+    outs: Vec<u64>,
     totals: Totals,
     sink: &'e mut dyn Sink,
     stopped: bool,
@@ -206,8 +212,10 @@ pub fn trace<P: Policy>(
         policy,
         limits,
         direction,
-        pending: FxHashMap::default(),
-        queue: BinaryHeap::new(),
+        queue: RadixHeap::default(),
+        windowed: limits.heights != (0..=u32::MAX),
+        ins: Vec::new(),
+        outs: Vec::new(),
         totals: Totals::default(),
         sink,
         stopped: false,
@@ -227,19 +235,14 @@ pub fn trace<P: Policy>(
 
 impl<P: Policy> Trace<'_, '_, P> {
     fn push(&mut self, tx: u64, index: u32, mark: P::Mark, hop: u32) {
-        let p = self.pending.entry(tx).or_insert_with(|| Pending {
-            hop,
-            marks: Vec::new(),
-        });
-        if p.marks.is_empty() {
-            let key = match self.direction {
-                Direction::Forward => (Reverse(tx), 0),
-                Direction::Backward => (Reverse(0), tx),
-            };
-            self.queue.push(key);
+        self.queue.push(self.key(tx), Waiting { index, hop, mark });
+    }
+
+    fn key(&self, tx: u64) -> u64 {
+        match self.direction {
+            Direction::Forward => tx,
+            Direction::Backward => !tx,
         }
-        p.hop = p.hop.min(hop);
-        p.marks.push((index, mark));
     }
 
     fn report(&mut self, kind: Kind, output: u64, hop: u32, amount: u64) {
@@ -273,9 +276,9 @@ impl<P: Policy> Trace<'_, '_, P> {
         if hop > 0 && out.addr.is_some_and(|a| self.limits.stop.contains(&a)) {
             return self.report(Kind::Stopped, o, hop, amount);
         }
-        let next = match self.direction {
+        let (next, index) = match self.direction {
             Direction::Forward => match out.spender {
-                Some(s) => s,
+                Some((tx, vin)) => (tx, vin),
                 None => return self.report(Kind::Unspent, o, hop, amount),
             },
             Direction::Backward => {
@@ -283,59 +286,40 @@ impl<P: Policy> Trace<'_, '_, P> {
                 if self.g.inputs(c).len() == 0 {
                     return self.report(Kind::Mined, o, hop, amount);
                 }
-                c
+                (c, (o - self.g.outputs(c).start) as u32)
             }
         };
         if hop >= self.limits.max_hops {
             return self.report(Kind::BeyondHops, o, hop, amount);
         }
-        if !self.limits.heights.contains(&self.g.height(next)) {
+        if self.windowed && !self.limits.heights.contains(&self.g.height(next)) {
             return self.report(Kind::OutsideWindow, o, hop, amount);
-        }
-        if self.g.inputs(next).any(|i| i.value.is_none()) {
-            return self.report(Kind::UnknownValue, o, hop, amount);
         }
         if self.limits.transit {
             self.report(Kind::Transit, o, hop, amount);
         }
-        let index = match self.direction {
-            Direction::Forward => self
-                .g
-                .inputs(next)
-                .position(|i| i.output == o)
-                .expect("a spender spends the coin") as u32,
-            Direction::Backward => (o - self.g.outputs(next).start) as u32,
-        };
         self.push(next, index, mark, hop + 1);
     }
 
     fn run(&mut self) -> End {
-        while let Some((Reverse(fwd), back)) = self.queue.pop() {
+        let (mut waiting, mut marks) = (Vec::new(), Vec::new());
+        while let Some(key) = self.queue.pop_all(&mut waiting) {
             if self.totals.visited % CHECK_EVERY == 0 && !self.sink.alive() {
                 self.stopped = true;
             }
             if self.stopped {
                 return End::Stopped;
             }
-            let tx = match self.direction {
-                Direction::Forward => fwd,
-                Direction::Backward => back,
-            };
-            let Some(Pending { hop, marks }) = self.pending.remove(&tx) else {
-                continue;
-            };
             if self.totals.visited == self.limits.max_txs {
-                self.totals.unfinished += marks.iter().map(|(_, m)| P::amount(m)).sum::<u64>();
-                self.totals.unfinished += self
-                    .pending
-                    .values()
-                    .flat_map(|p| &p.marks)
-                    .map(|(_, m)| P::amount(m))
-                    .sum::<u64>();
+                let queued = self.queue.values().chain(&waiting);
+                self.totals.unfinished += queued.map(|w| P::amount(&w.mark)).sum::<u64>();
                 return End::Budget;
             }
             self.totals.visited += 1;
-            self.visit(tx, hop, &marks);
+            let hop = waiting.iter().map(|w| w.hop).min().expect("popped entries");
+            marks.clear();
+            marks.extend(waiting.drain(..).map(|w| (w.index, w.mark)));
+            self.visit(self.key(key), hop, &marks);
         }
         match self.stopped {
             true => End::Stopped,
@@ -344,18 +328,53 @@ impl<P: Policy> Trace<'_, '_, P> {
     }
 
     fn visit(&mut self, tx: u64, hop: u32, marks: &[(u32, P::Mark)]) {
-        let ins: Vec<u64> = self
-            .g
-            .inputs(tx)
-            .map(|i| i.value.expect("settle stops before unknown values"))
-            .collect();
+        let mut ins = std::mem::take(&mut self.ins);
+        let mut outs = std::mem::take(&mut self.outs);
+        ins.clear();
+        outs.clear();
+        let mut known = true;
+        for i in self.g.inputs(tx) {
+            known &= i.value.is_some();
+            ins.push(i.value.unwrap_or(0));
+        }
         let outputs = self.g.outputs(tx);
-        let outs: Vec<u64> = outputs.clone().map(|o| self.g.output(o).value).collect();
+        if !known {
+            // Reported on the coins that led here, which are the spent
+            // inputs forward and the outputs backward.
+            for (index, mark) in marks {
+                let coin = self.coin(tx, *index, self.direction == Direction::Backward);
+                self.report(Kind::UnknownValue, coin, hop - 1, P::amount(mark));
+            }
+        } else {
+            outs.extend(outputs.clone().map(|o| self.g.output(o).value));
+            self.carry(tx, hop, marks, &ins, &outs);
+        }
+        self.ins = ins;
+        self.outs = outs;
+    }
+
+    /// Output `index` of `tx` (`output: true`), or the coin its input
+    /// `index` spends.
+    fn coin(&self, tx: u64, index: u32, output: bool) -> u64 {
+        match output {
+            true => self.g.outputs(tx).start + u64::from(index),
+            false => {
+                self.g
+                    .inputs(tx)
+                    .nth(index as usize)
+                    .expect("an input of the tx")
+                    .output
+            }
+        }
+    }
+
+    /// Moves `marks` over tx `tx` and settles the coins they land on.
+    fn carry(&mut self, tx: u64, hop: u32, marks: &[(u32, P::Mark)], ins: &[u64], outs: &[u64]) {
         let split = match self.direction {
-            Direction::Forward => self.policy.forward(&ins, &outs, marks),
+            Direction::Forward => self.policy.forward(ins, outs, marks),
             Direction::Backward => self
                 .policy
-                .backward(&ins, &outs, marks)
+                .backward(ins, outs, marks)
                 .expect("checked before the trace"),
         };
         let Split {
@@ -365,15 +384,8 @@ impl<P: Policy> Trace<'_, '_, P> {
         } = split;
         self.totals.to_fees += fee;
         self.totals.rounding += rounding;
-        let spent: Vec<u64> = match self.direction {
-            Direction::Forward => Vec::new(),
-            Direction::Backward => self.g.inputs(tx).map(|i| i.output).collect(),
-        };
         for (index, mark) in carried {
-            let coin = match self.direction {
-                Direction::Forward => outputs.start + u64::from(index),
-                Direction::Backward => spent[index as usize],
-            };
+            let coin = self.coin(tx, index, self.direction == Direction::Forward);
             self.settle(coin, mark, hop);
         }
     }

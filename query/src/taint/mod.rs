@@ -4,6 +4,7 @@
 
 mod engine;
 mod policy;
+mod queue;
 #[cfg(test)]
 mod tests;
 

@@ -2,7 +2,7 @@
 //! comments) and on random ones (invariants).
 
 use proptest::prelude::*;
-use satflow_indexer::flow::{FlowView, NONE};
+use satflow_indexer::flow::{spender_word, FlowView, NONE};
 
 use super::*;
 
@@ -25,9 +25,9 @@ impl Graph {
             (self.inputs.len() / 2) as u64,
             (self.outputs.len() / 3) as u64,
         ]);
-        for &s in spends {
+        for (vin, &s) in spends.iter().enumerate() {
             self.inputs.extend([s, self.outputs[s as usize * 3]]);
-            self.outputs[s as usize * 3 + 1] = txnum;
+            self.outputs[s as usize * 3 + 1] = spender_word(txnum, vin as u32);
         }
         let first = (self.outputs.len() / 3) as u64;
         for (i, &v) in outs.iter().enumerate() {
