@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Indexes the real mainnet blocks that ship in tests/data (heights 0–4521
 # plus a stale fork), serves them over gRPC, queries the server, and keeps
-# serving until Ctrl-C.
+# serving until Ctrl-C. `satflow trace` runs on the same server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -27,6 +27,8 @@ URL="http://$LISTEN"
 echo; $SATFLOW query --server "$URL" status
 echo; $SATFLOW query --server "$URL" tx f4184fc596403b9d638783cf57adfe4c75c605f6356fbc91338530e9831e9e16
 $SATFLOW query --server "$URL" address 12cbQLTFMXRnSzktFkuoG3eHoMeFtpTu3S --limit 5
+# Where Satoshi's first payment to Hal Finney came from, satoshi by satoshi.
+echo; $SATFLOW trace --server "$URL" --from f4184fc596403b9d638783cf57adfe4c75c605f6356fbc91338530e9831e9e16:0 --backward --policy fifo
 echo "satflow.v1 is served on $LISTEN (health and reflection included; try"
 echo "  grpcurl -plaintext $LISTEN list"
 echo "  $SATFLOW query --server $URL block 170"

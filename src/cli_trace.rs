@@ -104,7 +104,7 @@ pub async fn run(client: &mut TaintClient, args: &TraceArgs, json: bool) -> Resu
     let mut shown = 0;
     if !json {
         println!(
-            "{:<14} {:>3} {:>16} {:>7}  {:<68} {:<20} cluster",
+            "{:<14} {:>3} {:>16} {:>7}  {:<68} {:<42} cluster",
             "reached", "hop", "amount", "share", "coin", "address"
         );
     }
@@ -122,7 +122,7 @@ pub async fn run(client: &mut TaintClient, args: &TraceArgs, json: bool) -> Resu
                 shown += 1;
                 if shown <= args.limit {
                     println!(
-                        "{:<14} {:>3} {:>16} {:>6.2}%  {:<68} {:<20} {}",
+                        "{:<14} {:>3} {:>16} {:>6.2}%  {:<68} {:<42} {}",
                         kind_name(h.kind),
                         h.hop,
                         h.amount,

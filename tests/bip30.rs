@@ -82,4 +82,5 @@ fn duplicate_coinbase_txids_are_both_indexed_and_undo_cleanly() {
     let fresh = tempfile::tempdir().unwrap();
     index(blocks.path(), fresh.path());
     assert_same(&dump_all(db.path()), &dump_all(fresh.path()));
+    assert_eq!(flow_graph(db.path()), flow_graph(fresh.path()));
 }

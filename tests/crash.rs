@@ -70,6 +70,7 @@ fn killed_at_random_points_then_resumed_equals_an_uninterrupted_run() {
         } else {
             assert!(child.wait().unwrap().success());
             assert_same(&dump_all(db.path()), &dump_all(reference.path()));
+            assert_eq!(flow_graph(db.path()), flow_graph(reference.path()));
             completed += 1;
             std::fs::remove_dir_all(db.path()).unwrap();
             scale = scale.mul_f64(0.7);
@@ -84,6 +85,7 @@ fn killed_at_random_points_then_resumed_equals_an_uninterrupted_run() {
         .unwrap()
         .success());
     assert_same(&dump_all(db.path()), &dump_all(reference.path()));
+    assert_eq!(flow_graph(db.path()), flow_graph(reference.path()));
 }
 
 #[test]

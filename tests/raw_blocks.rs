@@ -218,6 +218,16 @@ fn inputs_without_prevouts_are_indexed_with_unknown_values() {
     assert!(known_fees > 0, "some tx spends only coins of its own block");
 }
 
+async fn summary_of(c: &mut satflow_query::client::Clients, address: &str) -> pb::AddressSummary {
+    c.addresses
+        .get_address_summary(pb::GetAddressSummaryRequest {
+            address: address.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 #[tokio::test]
 async fn a_taproot_address_and_a_nonstandard_script_over_grpc() {
     let (_b1, taproot_db, _) = window(TAPROOT, TAPROOT_HASH, true);
@@ -228,14 +238,7 @@ async fn a_taproot_address_and_a_nonstandard_script_over_grpc() {
     // The first P2TR output of block 866342, and the taproot coin it came from.
     let mut c = taproot.connect().await;
     let paid = "bc1p3p9z690l0ne2er7plv7w33ef2duxht580d4vg0dcexv5ke8q78aqg9lz7w";
-    let summary = c
-        .addresses
-        .get_address_summary(pb::GetAddressSummaryRequest {
-            address: paid.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let summary = summary_of(&mut c, paid).await;
     assert_eq!(
         (
             summary.script_type.as_str(),
@@ -282,14 +285,7 @@ async fn a_taproot_address_and_a_nonstandard_script_over_grpc() {
     let block = raw_block(NONSTANDARD);
     let tag = &block.txdata[0].output[2].script_pubkey;
     assert!(tag.as_bytes().starts_with(b"RSKBLOCK:"));
-    let summary = c
-        .addresses
-        .get_address_summary(pb::GetAddressSummaryRequest {
-            address: tag.to_hex_string(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let summary = summary_of(&mut c, &tag.to_hex_string()).await;
     assert_eq!(
         (
             summary.script_type.as_str(),
@@ -580,4 +576,53 @@ fn a_window_of_a_generated_chain_agrees_with_the_full_index_and_follows_reorgs()
     let fresh = tempfile::tempdir().unwrap();
     window_at(fresh.path());
     assert_same(&dump_all(db.path()), &dump_all(fresh.path()));
+    assert_eq!(flow_graph(db.path()), flow_graph(fresh.path()));
+}
+
+/// Traces in an index that starts later: value from before the start is
+/// reported as such, and value that cannot be known stops the trace.
+#[test]
+fn traces_stop_at_the_start_of_the_index() {
+    use satflow_indexer::flow::Flow;
+    use satflow_query::taint::{trace_with, Direction, Event, Kind, Limits, PolicyName};
+
+    let trace = |db: &Path, txid: bitcoin::Txid, direction, policy| {
+        let store = Store::open(db, Access::ReadOnly).unwrap();
+        let txnum = store.find_tx(&txid).unwrap().unwrap();
+        drop(store);
+        let flow = Flow::open(db).unwrap().unwrap();
+        let g = flow.view();
+        let sources: Vec<u64> = g.outputs(txnum).collect();
+        let mut events: Vec<Event> = Vec::new();
+        let (totals, _) = trace_with(
+            policy,
+            g,
+            direction,
+            &sources,
+            &Limits::default(),
+            &mut events,
+        )
+        .unwrap();
+        (totals, events)
+    };
+
+    // Block 866342 with its prevouts: backward, every satoshi of a payment
+    // is traced to coins from before the block (FIFO keeps them whole).
+    let (_b, db, _) = window(TAPROOT, TAPROOT_HASH, true);
+    let payment: bitcoin::Txid = "82b597dc67d0a236bcdb042430a81e32951fabc3707e2f623ddafe72b335d763"
+        .parse()
+        .unwrap();
+    let (totals, events) = trace(db.path(), payment, Direction::Backward, PolicyName::Fifo);
+    assert_eq!(totals.source, 330 + 44_906_470);
+    assert_eq!(totals.before_start, totals.source);
+    assert!(events.iter().all(|e| e.kind == Kind::BeforeStart));
+
+    // Block 540107 without prevouts: a transaction whose inputs' values are
+    // unknown cannot be traced through.
+    let (_b, db, _) = window(NONSTANDARD, NONSTANDARD_HASH, false);
+    let block = raw_block(NONSTANDARD);
+    let tx = block.txdata[1].compute_txid();
+    let (totals, events) = trace(db.path(), tx, Direction::Backward, PolicyName::Haircut);
+    assert_eq!(totals.unknown_value, totals.source);
+    assert!(!events.is_empty() && events.iter().all(|e| e.kind == Kind::UnknownValue));
 }

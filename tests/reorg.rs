@@ -49,6 +49,7 @@ fn a_five_block_reorg_onto_the_real_chain_equals_a_fresh_build() {
     let fresh = tempfile::tempdir().unwrap();
     index(blocks.path(), fresh.path());
     assert_same(&dump_all(db.path()), &dump_all(fresh.path()));
+    assert_eq!(flow_graph(db.path()), flow_graph(fresh.path()));
     assert_eq!(utxo_set(db.path()), (4349, 22_610_000_000_000));
 }
 
@@ -102,6 +103,7 @@ fn regtest_reorg_of_chain_a_by_longer_chain_b() {
     let fresh = tempfile::tempdir().unwrap();
     index(blocks.path(), fresh.path());
     assert_same(&dump_all(db.path()), &dump_all(fresh.path()));
+    assert_eq!(flow_graph(db.path()), flow_graph(fresh.path()));
 }
 
 #[test]
@@ -133,4 +135,5 @@ fn a_growing_file_is_picked_up_where_the_last_run_stopped() {
     let fresh = tempfile::tempdir().unwrap();
     index(blocks.path(), fresh.path());
     assert_same(&dump_all(db.path()), &dump_all(fresh.path()));
+    assert_eq!(flow_graph(db.path()), flow_graph(fresh.path()));
 }

@@ -83,6 +83,22 @@ pub fn index(blocks: &Path, db: &Path) -> Summary {
     satflow_indexer::run(&options(blocks, db)).unwrap()
 }
 
+/// The flow graph through its public reading: per tx its height, inputs
+/// and outputs (value, spender, address), for equality checks.
+pub fn flow_graph(db: &Path) -> Vec<String> {
+    let flow = satflow_indexer::flow::Flow::open(db)
+        .unwrap()
+        .expect("a flow graph");
+    let g = flow.view();
+    (0..g.tx_count())
+        .map(|tx| {
+            let ins: Vec<_> = g.inputs(tx).collect();
+            let outs: Vec<_> = g.outputs(tx).map(|o| g.output(o)).collect();
+            format!("{tx} @{}: {ins:?} -> {outs:?}", g.height(tx))
+        })
+        .collect()
+}
+
 /// Every row of every column family, as hex key → hex value (merge
 /// operands folded), for whole-database equality checks.
 pub fn dump(db: &Path, families: &[&str]) -> BTreeMap<String, BTreeMap<String, String>> {

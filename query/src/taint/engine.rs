@@ -304,7 +304,7 @@ impl<P: Policy> Trace<'_, '_, P> {
     fn run(&mut self) -> End {
         let (mut waiting, mut marks) = (Vec::new(), Vec::new());
         while let Some(key) = self.queue.pop_all(&mut waiting) {
-            if self.totals.visited % CHECK_EVERY == 0 && !self.sink.alive() {
+            if self.totals.visited.is_multiple_of(CHECK_EVERY) && !self.sink.alive() {
                 self.stopped = true;
             }
             if self.stopped {

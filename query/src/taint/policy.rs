@@ -407,6 +407,9 @@ mod tests {
                 rounding: 0
             }
         );
+        // Output 1's 3: 1.8 → 1 from input 0, 1.2 → 1 from input 1, 1 left.
+        let back = Haircut.backward(&INS, &OUTS, &[(1, 3)]).unwrap();
+        assert_eq!((back.marks, back.rounding), (vec![(0, 1), (1, 1)], 1));
     }
 
     #[test]
