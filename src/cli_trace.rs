@@ -34,6 +34,12 @@ pub struct TraceArgs {
     /// Stop at this address (repeatable).
     #[arg(long)]
     stop_address: Vec<String>,
+    /// Stop at the clusters carrying this label (repeatable).
+    #[arg(long)]
+    stop_label: Vec<String>,
+    /// Stop at the clusters carrying a label of this category (repeatable), e.g. exchange.
+    #[arg(long)]
+    stop_category: Vec<String>,
     /// Follow only transactions at or above this height.
     #[arg(long, default_value_t = 0)]
     from_height: u32,
@@ -92,6 +98,8 @@ impl TraceArgs {
             min_amount: self.min_amount,
             stop_cluster_ids: self.stop_cluster.clone(),
             stop_addresses: self.stop_address.clone(),
+            stop_labels: self.stop_label.clone(),
+            stop_categories: self.stop_category.clone(),
             from_height: self.from_height,
             to_height: self.to_height,
             include_transit: self.transit,
@@ -134,6 +142,7 @@ pub async fn run(client: &mut TaintClient, args: &TraceArgs, json: bool) -> Resu
                             &h.address
                         },
                         h.cluster_id.map_or("-".into(), |c| c.to_string())
+                            + &labels_text(&h.labels)
                     );
                 } else if shown == args.limit + 1 {
                     println!("… (more hits: --limit)");
@@ -191,4 +200,19 @@ fn print_summary(s: &pb::TraceSummary) {
     for c in s.clusters.iter().take(10) {
         println!("  cluster {:<12} {:>16} sat", c.cluster_id, c.amount);
     }
+    for l in &s.labels {
+        println!("  {} ({}) {:>16} sat", l.label, l.category, l.amount);
+    }
+}
+
+/// " [label (category), …]", or nothing.
+fn labels_text(labels: &[pb::Label]) -> String {
+    if labels.is_empty() {
+        return String::new();
+    }
+    let names: Vec<String> = labels
+        .iter()
+        .map(|l| format!("{} ({})", l.label, l.category))
+        .collect();
+    format!(" [{}]", names.join(", "))
 }

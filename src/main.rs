@@ -1,5 +1,6 @@
 //! `satflow`: one binary for indexing, querying and generating chains.
 
+mod cli_labels;
 mod cli_query;
 mod cli_serve;
 mod cli_trace;
@@ -36,6 +37,8 @@ enum Command {
     Query(cli_query::QueryArgs),
     /// Follow tainted value forward (where it went) or backward (where it came from).
     Trace(TraceCommand),
+    /// Import, list and remove address labels (exchanges, pools, sanctioned entities, ...).
+    Labels(cli_labels::LabelsArgs),
     /// Generate a realistic blocks directory with ground truth, for tests and benchmarks.
     Synth(satflow_synth::SynthArgs),
 }
@@ -135,6 +138,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Cluster(a) => cluster(a),
         Command::Serve(a) => cli_serve::run(a),
         Command::Query(q) => cli_query::run(q),
+        Command::Labels(a) => cli_labels::run(a),
         Command::Trace(t) => cli_query::run_on(t.conn, cli_query::What::Trace(t.args)),
         Command::Synth(a) => {
             let summary = satflow_synth::run(&a)?;

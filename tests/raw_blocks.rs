@@ -15,7 +15,7 @@ use common::query::Q;
 use common::server::Server;
 use common::*;
 use satflow_indexer::cluster::{self, Heuristics};
-use satflow_indexer::{address, Access, IndexOptions, Store, Summary};
+use satflow_indexer::{address, Access, IndexOptions, Store};
 use satflow_proto::v1 as pb;
 use satflow_query::Index;
 
@@ -23,27 +23,6 @@ const TAPROOT: u32 = 866342;
 const TAPROOT_HASH: &str = "000000000000000000014ce9ba7c6760053c3c82ce6ab43d60afb101d3c8f1f1";
 const NONSTANDARD: u32 = 540107;
 const NONSTANDARD_HASH: &str = "00000000000000000021868c2cefc52a480d173c849412fe81c4e5ab806f94ab";
-
-fn window_options(blocks: &Path, db: &Path, start: &str, prevouts: bool) -> IndexOptions {
-    IndexOptions {
-        start_at: Some(start.parse().unwrap()),
-        prevouts: prevouts.then(|| data("mainnet/prevouts")),
-        ..options(blocks, db)
-    }
-}
-
-/// A fresh index of the raw block at `height`, started at it.
-fn window(
-    height: u32,
-    hash: &str,
-    prevouts: bool,
-) -> (tempfile::TempDir, tempfile::TempDir, Summary) {
-    let blocks = raw_blocks_dir(&[height]);
-    let db = tempfile::tempdir().unwrap();
-    let summary =
-        satflow_indexer::run(&window_options(blocks.path(), db.path(), hash, prevouts)).unwrap();
-    (blocks, db, summary)
-}
 
 /// Block 866342's prevouts file, read with serde_json: one (value, script)
 /// per non-coinbase input, in input order.

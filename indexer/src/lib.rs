@@ -15,6 +15,7 @@ mod cache;
 pub mod chain;
 pub mod cluster;
 pub mod flow;
+pub mod labels;
 pub mod network;
 pub mod parse;
 pub mod prevouts;

@@ -34,8 +34,9 @@ pub mod cf {
     pub const CLUSTER_HISTORY: &str = "cluster_history";
     pub const CLUSTER_RANK: &str = "cluster_rank";
     pub const OUTSIDE: &str = "outside";
+    pub const LABELS: &str = "labels";
 
-    pub const ALL: [&str; 20] = [
+    pub const ALL: [&str; 21] = [
         META,
         BLOCK_INDEX,
         BLOCKS,
@@ -56,6 +57,7 @@ pub mod cf {
         CLUSTER_HISTORY,
         CLUSTER_RANK,
         OUTSIDE,
+        LABELS,
     ];
 }
 

@@ -94,6 +94,7 @@ impl Index {
             last_seen_height: s.last_seen,
             heuristics: built.heuristics.to_string(),
             as_of_height: built.height,
+            labels: self.cluster_labels(id)?,
         })
     }
 

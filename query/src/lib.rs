@@ -8,6 +8,7 @@ mod args;
 pub mod client;
 mod clusters;
 mod error;
+mod labels;
 mod page;
 mod reader;
 pub mod server;
@@ -15,4 +16,5 @@ pub mod taint;
 mod trace;
 
 pub use error::{QueryError, Result};
+pub use labels::LabelIndex;
 pub use reader::{BlockId, HistoryQuery, Index, Order};

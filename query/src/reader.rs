@@ -29,6 +29,7 @@ pub struct Index {
     /// by the last index run (blocks moved, or the index copied elsewhere).
     blocks_dir: Option<PathBuf>,
     pub(crate) flow: crate::trace::FlowSlot,
+    pub(crate) labels: crate::labels::LabelSlot,
 }
 
 pub enum BlockId {
@@ -69,12 +70,15 @@ impl Index {
             .with_context(|| format!("{}: the index holds no blocks yet", db.display()))?;
         let flow = crate::trace::FlowSlot::default();
         flow.load(db);
-        Ok(Index {
+        let index = Index {
             store,
             network,
             blocks_dir: None,
             flow,
-        })
+            labels: Default::default(),
+        };
+        index.load_labels()?;
+        Ok(index)
     }
 
     pub fn with_blocks_dir(mut self, dir: Option<PathBuf>) -> Index {
@@ -91,7 +95,7 @@ impl Index {
     pub fn catch_up(&self) -> anyhow::Result<()> {
         self.store.catch_up()?;
         self.flow.load(self.store.path());
-        Ok(())
+        Ok(self.load_labels()?)
     }
 
     pub fn status(&self) -> Result<pb::ChainStatus> {
@@ -296,6 +300,7 @@ impl Index {
             utxo_count: stats.utxo_count as u64,
             first_seen_height: self.seen_height(id, Order::OldestFirst)?,
             last_seen_height: self.seen_height(id, Order::NewestFirst)?,
+            labels: self.address_labels(key, id)?,
         }))
     }
 

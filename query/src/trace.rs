@@ -13,8 +13,10 @@ use satflow_proto::v1 as pb;
 
 use crate::args;
 use crate::error::{QueryError, Result};
+use crate::labels::{label_message, LabelIndex};
 use crate::reader::Index;
 use crate::taint::{Event, Kind};
+use satflow_indexer::labels::Category;
 
 /// The flow graph as last seen: traces hold a snapshot while catch-up
 /// moves on (the files only grow, so an old mapping stays readable). When
@@ -167,12 +169,36 @@ impl Index {
         Ok(self.block_row(height)?.next_ids().addr)
     }
 
-    /// Address numbers where a trace stops.
-    pub fn stop_addresses(&self, clusters: &[u64], addresses: &[String]) -> Result<FxHashSet<u64>> {
+    /// Address numbers where a trace stops: the members of the clusters
+    /// named, and of those carrying the labels or categories named.
+    pub fn stop_addresses(&self, r: &pb::TraceRequest) -> Result<FxHashSet<u64>> {
+        let categories = r
+            .stop_categories
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                c.parse()
+                    .map_err(|e: String| args::invalid(&format!("stop_categories[{i}]"), e))
+            })
+            .collect::<Result<Vec<Category>>>()?;
+        let labeled = self
+            .label_index()
+            .clusters_with(&r.stop_labels, &categories);
         let mut stop = FxHashSet::default();
-        for &c in clusters {
+        for &c in &labeled {
+            match self.cluster_members_of(c) {
+                Ok(members) => stop.extend(members),
+                // A labeled address the clusters do not cover yet.
+                Err(QueryError::NotFound(_) | QueryError::FailedPrecondition(_)) => {
+                    stop.insert(c);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        for &c in &r.stop_cluster_ids {
             stop.extend(self.cluster_members_of(c)?);
         }
+        let addresses = &r.stop_addresses;
         for (i, a) in addresses.iter().enumerate() {
             let key = args::address(&format!("stop_addresses[{i}]"), a, self.network())?;
             stop.extend(self.address_id(&key)?);
@@ -187,6 +213,7 @@ impl Index {
         g: &FlowView<'_>,
         e: &Event,
         clusters_cover: u64,
+        labels: &LabelIndex,
     ) -> Result<pb::TraceHit> {
         let row = OutputRow::decode(&self.store.need(cf::OUTPUTS, &key_u64(e.output))?)?;
         let (txid, height) = match e.kind {
@@ -207,6 +234,19 @@ impl Index {
             Kind::BeforeStart => row.value,
             _ => g.output(e.output).value,
         };
+        let holder = cluster_id.or(row.addr);
+        let labels = holder
+            .map(|c| labels.of_cluster(c))
+            .unwrap_or_default()
+            .iter()
+            .map(|(member, l)| {
+                let from = match Some(*member) == row.addr {
+                    true => String::new(),
+                    false => self.address_string(Some(*member))?,
+                };
+                Ok(label_message(l, from))
+            })
+            .collect::<Result<Vec<_>>>()?;
         Ok(pb::TraceHit {
             kind: reach_kind(e.kind).into(),
             txid: txid.to_string(),
@@ -222,6 +262,7 @@ impl Index {
             } else {
                 e.amount as f64 / value as f64
             },
+            labels,
         })
     }
 

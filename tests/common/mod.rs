@@ -53,6 +53,29 @@ pub fn raw_block(height: u32) -> bitcoin::Block {
     bitcoin::consensus::deserialize(&raw).unwrap()
 }
 
+/// Options for an index started at block `start`, with the prevouts files
+/// of `tests/data/mainnet/prevouts` when `prevouts`.
+pub fn window_options(blocks: &Path, db: &Path, start: &str, prevouts: bool) -> IndexOptions {
+    IndexOptions {
+        start_at: Some(start.parse().unwrap()),
+        prevouts: prevouts.then(|| data("mainnet/prevouts")),
+        ..options(blocks, db)
+    }
+}
+
+/// A fresh index of the raw block at `height`, started at it.
+pub fn window(
+    height: u32,
+    hash: &str,
+    prevouts: bool,
+) -> (tempfile::TempDir, tempfile::TempDir, Summary) {
+    let blocks = raw_blocks_dir(&[height]);
+    let db = tempfile::tempdir().unwrap();
+    let summary =
+        satflow_indexer::run(&window_options(blocks.path(), db.path(), hash, prevouts)).unwrap();
+    (blocks, db, summary)
+}
+
 pub fn options(blocks: &Path, db: &Path) -> IndexOptions {
     IndexOptions {
         quiet: true,

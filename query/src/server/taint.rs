@@ -17,6 +17,7 @@ use super::Shared;
 use crate::args::invalid;
 use crate::reader::Index;
 use crate::taint::{trace_with, Direction, End, Event, Kind, Limits, PolicyName, Sink, Totals};
+use crate::LabelIndex;
 use crate::QueryError;
 
 /// `max_hops` when the request leaves it 0.
@@ -64,8 +65,7 @@ impl pb::taint_server::Taint for TaintService {
         let r = request.get_ref();
         let (policy, direction, mut limits) = parse(r)?;
         let sources = r.sources.clone();
-        let (stop_clusters, stop_addresses) =
-            (r.stop_cluster_ids.clone(), r.stop_addresses.clone());
+        let stops = r.clone();
         let deadline = request
             .extensions()
             .get::<Deadline>()
@@ -78,7 +78,7 @@ impl pb::taint_server::Taint for TaintService {
                 let flow = index.flow()?;
                 let g = flow.view();
                 let sources = index.trace_sources(&g, &sources, max_sources)?;
-                let stop = index.stop_addresses(&stop_clusters, &stop_addresses)?;
+                let stop = index.stop_addresses(&stops)?;
                 Ok((Arc::clone(&flow), sources, stop))
             })?
             .into_inner();
@@ -96,7 +96,9 @@ impl pb::taint_server::Taint for TaintService {
                 expired: false,
                 failed: None,
                 cover: 0,
+                labels: shared.index.label_index(),
                 clusters: FxHashMap::default(),
+                by_label: FxHashMap::default(),
             };
             sink.cover = match shared.index.clusters_cover_or_none() {
                 Ok(c) => c,
@@ -108,7 +110,13 @@ impl pb::taint_server::Taint for TaintService {
                 return send_error(&tx, status);
             }
             let expired = sink.expired;
-            let summary = summary(&totals, end == End::Complete, g.tip_height(), sink.clusters);
+            let summary = summary(
+                &totals,
+                end == End::Complete,
+                g.tip_height(),
+                sink.clusters,
+                sink.by_label,
+            );
             let _ = tx.blocking_send(Ok(pb::TraceEvent {
                 event: Some(pb::trace_event::Event::Summary(summary)),
             }));
@@ -198,20 +206,34 @@ struct StreamSink<'a> {
     failed: Option<Status>,
     /// Address numbers below this have cluster ids.
     cover: u64,
+    labels: Arc<LabelIndex>,
     clusters: FxHashMap<u64, u64>,
+    /// (label, category) → amount.
+    by_label: FxHashMap<(String, String), u64>,
 }
 
 impl Sink for StreamSink<'_> {
     fn event(&mut self, e: Event) -> bool {
-        let hit = match self.index.trace_hit(&self.g, &e, self.cover) {
+        let hit = match self.index.trace_hit(&self.g, &e, self.cover, &self.labels) {
             Ok(h) => h,
             Err(err) => {
                 self.failed = Some(err.into());
                 return false;
             }
         };
-        if let (Some(c), false) = (hit.cluster_id, e.kind == Kind::Transit) {
-            *self.clusters.entry(c).or_default() += e.amount;
+        if e.kind != Kind::Transit {
+            if let Some(c) = hit.cluster_id {
+                *self.clusters.entry(c).or_default() += e.amount;
+            }
+            let mut seen = std::collections::BTreeSet::new();
+            for l in &hit.labels {
+                if seen.insert((&l.label, &l.category)) {
+                    *self
+                        .by_label
+                        .entry((l.label.clone(), l.category.clone()))
+                        .or_default() += e.amount;
+                }
+            }
         }
         let event = pb::TraceEvent {
             event: Some(pb::trace_event::Event::Hit(hit)),
@@ -233,6 +255,7 @@ fn summary(
     complete: bool,
     height: u32,
     clusters: FxHashMap<u64, u64>,
+    by_label: FxHashMap<(String, String), u64>,
 ) -> pb::TraceSummary {
     let cluster_count = clusters.len() as u64;
     let mut clusters: Vec<pb::ClusterAmount> = clusters
@@ -241,6 +264,15 @@ fn summary(
         .collect();
     clusters.sort_by_key(|c| (std::cmp::Reverse(c.amount), c.cluster_id));
     clusters.truncate(SUMMARY_CLUSTERS);
+    let mut labels: Vec<pb::LabelAmount> = by_label
+        .into_iter()
+        .map(|((label, category), amount)| pb::LabelAmount {
+            label,
+            category,
+            amount,
+        })
+        .collect();
+    labels.sort_by(|a, b| b.amount.cmp(&a.amount).then_with(|| a.label.cmp(&b.label)));
     pb::TraceSummary {
         complete,
         as_of_height: height,
@@ -259,5 +291,6 @@ fn summary(
         unfinished: t.unfinished,
         clusters,
         cluster_count,
+        labels,
     }
 }

@@ -1,0 +1,121 @@
+//! Labels as callers see them: on an address itself, inherited from the
+//! other addresses of its cluster, and per cluster for traces. Which
+//! cluster each labeled address is in is worked out once per catch-up
+//! (label sets hold thousands of addresses, not millions), so a summary
+//! pays one prefix seek for its own labels and one lookup for its
+//! cluster's.
+
+use std::sync::{Arc, PoisonError, RwLock};
+
+use rustc_hash::FxHashMap;
+use satflow_indexer::cluster::view;
+use satflow_indexer::labels::{self, Category, Label};
+use satflow_indexer::script::AddrKey;
+use satflow_proto::v1 as pb;
+
+use crate::error::Result;
+use crate::reader::Index;
+
+/// Every label on an address the index has seen, by the cluster holding it.
+#[derive(Default)]
+pub struct LabelIndex {
+    by_cluster: FxHashMap<u64, Vec<(u64, Label)>>,
+}
+
+impl LabelIndex {
+    /// The labels of cluster `c`, with the member carrying each.
+    pub fn of_cluster(&self, c: u64) -> &[(u64, Label)] {
+        self.by_cluster.get(&c).map_or(&[], Vec::as_slice)
+    }
+
+    /// Clusters carrying a label named in `names` or of a category in
+    /// `categories`.
+    pub fn clusters_with(&self, names: &[String], categories: &[Category]) -> Vec<u64> {
+        self.by_cluster
+            .iter()
+            .filter(|(_, ls)| {
+                ls.iter()
+                    .any(|(_, l)| names.contains(&l.label) || categories.contains(&l.category))
+            })
+            .map(|(&c, _)| c)
+            .collect()
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct LabelSlot(RwLock<Arc<LabelIndex>>);
+
+impl LabelSlot {
+    pub fn get(&self) -> Arc<LabelIndex> {
+        Arc::clone(&self.0.read().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+impl Index {
+    /// Re-reads the labels and the clusters of the labeled addresses.
+    pub(crate) fn load_labels(&self) -> Result<()> {
+        let cover = self.clusters_cover_or_none()?;
+        let mut by_cluster: FxHashMap<u64, Vec<(u64, Label)>> = FxHashMap::default();
+        for l in labels::all(&self.store)? {
+            let Some(id) = self.address_id(&l.address)? else {
+                continue;
+            };
+            let c = match id < cover {
+                true => view::cluster_of(&self.store, id)?,
+                false => id,
+            };
+            by_cluster.entry(c).or_default().push((id, l));
+        }
+        *self
+            .labels
+            .0
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Arc::new(LabelIndex { by_cluster });
+        Ok(())
+    }
+
+    pub fn label_index(&self) -> Arc<LabelIndex> {
+        self.labels.get()
+    }
+
+    /// An address's own labels, then those of the rest of its cluster.
+    pub(crate) fn address_labels(&self, key: &AddrKey, id: u64) -> Result<Vec<pb::Label>> {
+        let mut out: Vec<pb::Label> = labels::of(&self.store, key)?
+            .iter()
+            .map(|l| label_message(l, String::new()))
+            .collect();
+        let index = self.labels.get();
+        if index.by_cluster.is_empty() {
+            return Ok(out);
+        }
+        let c = match id < self.clusters_cover_or_none()? {
+            true => view::cluster_of(&self.store, id)?,
+            false => id,
+        };
+        for (member, l) in index.of_cluster(c).iter().filter(|(m, _)| *m != id) {
+            out.push(label_message(l, self.address_string(Some(*member))?));
+        }
+        Ok(out)
+    }
+
+    /// The labels of cluster `c`'s members.
+    pub(crate) fn cluster_labels(&self, c: u64) -> Result<Vec<pb::Label>> {
+        self.labels
+            .get()
+            .of_cluster(c)
+            .iter()
+            .map(|(member, l)| Ok(label_message(l, self.address_string(Some(*member))?)))
+            .collect()
+    }
+}
+
+/// `inherited_from`: empty for the address's own label.
+pub(crate) fn label_message(l: &Label, inherited_from: String) -> pb::Label {
+    pb::Label {
+        label: l.label.clone(),
+        category: l.category.name().into(),
+        set: l.set.clone(),
+        source: l.source.clone(),
+        inherited_from,
+    }
+}

@@ -1,0 +1,370 @@
+//! Labels from real label sets on real blocks: imports that skip what does
+//! not belong (with its line), a sanctioned payment in block 574200,
+//! labels inherited through clusters, and traces that stop at a category.
+
+mod common;
+
+use bitcoin::{Address, Network};
+use common::server::Server;
+use common::*;
+use satflow_indexer::cluster;
+use satflow_indexer::labels::{self, Category, Defaults, Format};
+use satflow_indexer::{Access, Store};
+use satflow_proto::v1 as pb;
+
+const SANCTIONED_BLOCK: u32 = 574200;
+const SANCTIONED_HASH: &str = "0000000000000000001602407ac49862a7bca9d00f7f402db20b7be2f5de59d2";
+const OFAC_PAYEE: &str = "1NpHuti9NSM9fVTXLkvSDU4AnhqGQ5N53d";
+const TAPROOT: u32 = 866342;
+const TAPROOT_HASH: &str = "000000000000000000014ce9ba7c6760053c3c82ce6ab43d60afb101d3c8f1f1";
+
+fn import(
+    db: &std::path::Path,
+    file: &std::path::Path,
+    format: Format,
+    d: Defaults,
+) -> labels::Parsed {
+    let store = Store::open(db, Access::Write).unwrap();
+    labels::import(&store, file, format, &d).unwrap()
+}
+
+/// Line numbers (from 1) of the lines of `file` containing `needle`.
+fn lines_with(file: &std::path::Path, needle: &str) -> Vec<usize> {
+    std::fs::read_to_string(file)
+        .unwrap()
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.contains(needle))
+        .map(|(i, _)| i + 1)
+        .collect()
+}
+
+#[tokio::test]
+async fn the_ofac_list_flags_a_payment_in_block_574200() {
+    let (_blocks, db, _) = window(SANCTIONED_BLOCK, SANCTIONED_HASH, false);
+    let list = data("labels/ofac_sanctioned_addresses_XBT.txt");
+    let parsed = import(
+        db.path(),
+        &list,
+        Format::List,
+        Defaults {
+            label: Some("OFAC SDN".into()),
+            category: Some(Category::Sanctioned),
+            ..Defaults::default()
+        },
+    );
+    // 435 entries, one of them a Tron address: reported with its line.
+    let tron = "TUCsTq7TofTCJRRoHk6RvhMoS2mJLm5Yzq";
+    assert_eq!(parsed.labels.len(), 434);
+    assert_eq!(
+        parsed
+            .skipped
+            .iter()
+            .map(|s| (s.line, s.entry.as_str()))
+            .collect::<Vec<_>>(),
+        [(lines_with(&list, tron)[0], tron)]
+    );
+
+    let server = Server::start(db.path(), &[]);
+    let mut c = server.connect().await;
+    let summary = c
+        .addresses
+        .get_address_summary(pb::GetAddressSummaryRequest {
+            address: OFAC_PAYEE.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(summary.received, 38_796_959);
+    let labels: Vec<_> = summary
+        .labels
+        .iter()
+        .map(|l| {
+            (
+                l.label.as_str(),
+                l.category.as_str(),
+                l.set.as_str(),
+                l.inherited_from.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        labels,
+        [(
+            "OFAC SDN",
+            "sanctioned",
+            "ofac_sanctioned_addresses_XBT",
+            ""
+        )]
+    );
+
+    // The paying transaction, as a watcher sees it: one of its outputs
+    // goes to a sanctioned address, found by the label alone.
+    let block = raw_block(SANCTIONED_BLOCK);
+    let payee = Address::from_str_checked(OFAC_PAYEE);
+    let paying: Vec<_> = block
+        .txdata
+        .iter()
+        .filter(|t| t.output.iter().any(|o| o.script_pubkey == payee))
+        .map(|t| t.compute_txid().to_string())
+        .collect();
+    assert_eq!(paying.len(), 1);
+    let tx = c
+        .chain
+        .get_transaction(pb::GetTransactionRequest {
+            txid: paying[0].clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut flagged = Vec::new();
+    for o in &tx.outputs {
+        let s = c
+            .addresses
+            .get_address_summary(pb::GetAddressSummaryRequest {
+                address: o.address.clone(),
+            })
+            .await;
+        if let Ok(s) = s {
+            if s.into_inner()
+                .labels
+                .iter()
+                .any(|l| l.category == "sanctioned")
+            {
+                flagged.push(o.address.clone());
+            }
+        }
+    }
+    assert_eq!(flagged, [OFAC_PAYEE]);
+}
+
+/// `Address::from_str` for mainnet, as a script.
+trait FromStrChecked {
+    fn from_str_checked(s: &str) -> bitcoin::ScriptBuf;
+}
+
+impl FromStrChecked for Address {
+    fn from_str_checked(s: &str) -> bitcoin::ScriptBuf {
+        s.parse::<Address<_>>()
+            .unwrap()
+            .require_network(Network::Bitcoin)
+            .unwrap()
+            .script_pubkey()
+    }
+}
+
+#[test]
+fn tagpacks_and_csv_skip_what_is_not_a_bitcoin_address_by_line() {
+    let (_blocks, db, _) = window(SANCTIONED_BLOCK, SANCTIONED_HASH, false);
+    // GraphSense's OFAC pack lists other chains' addresses too.
+    let pack = data("labels/graphsense_ofac.yaml");
+    let parsed = import(db.path(), &pack, Format::TagPack, Defaults::default());
+    assert!(parsed.labels.len() > 300 && parsed.skipped.len() > 100);
+    for s in &parsed.skipped {
+        assert!(lines_with(&pack, &s.entry).contains(&s.line), "{s:?}");
+        // Other chains' entries, and one Tron address filed as bitcoin.
+        assert!(
+            s.reason.contains("not bitcoin") || s.reason.contains("neither an address"),
+            "{s:?}"
+        );
+    }
+    // The pack's own category ("user") unless the import says otherwise.
+    assert!(parsed.labels.iter().all(|l| l.category == Category::Other));
+
+    let csv = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        csv.path(),
+        format!(
+            "address,label,category,source\n{OFAC_PAYEE},Some desk,exchange,note\nnot-an-address,x,exchange,\n\
+             tb1qw508d6qejxtdg4y5r3zarvary0c5xw7kxpjzsx,testnet,exchange,\n{OFAC_PAYEE},No category,,\n"
+        ),
+    )
+    .unwrap();
+    let parsed = import(db.path(), csv.path(), Format::Csv, Defaults::default());
+    assert_eq!(parsed.labels.len(), 1);
+    assert_eq!(
+        parsed.skipped.iter().map(|s| s.line).collect::<Vec<_>>(),
+        [3, 4, 5]
+    );
+    assert!(
+        parsed.skipped[1].reason.contains("main network"),
+        "{:?}",
+        parsed.skipped[1]
+    );
+
+    // Removing the set takes its labels away, and only them.
+    let store = Store::open(db.path(), Access::Write).unwrap();
+    let set = csv
+        .path()
+        .file_stem()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert_eq!(labels::remove_set(&store, &set).unwrap(), 1);
+    assert!(labels::all(&store)
+        .unwrap()
+        .iter()
+        .all(|l| l.set == "graphsense_ofac"));
+}
+
+#[tokio::test]
+async fn labels_reach_the_whole_cluster_and_stop_traces() {
+    let (_blocks, db, _) = window(TAPROOT, TAPROOT_HASH, true);
+    let block = raw_block(TAPROOT);
+    // A transaction with two input addresses, whose values the prevouts
+    // file gives: a multi-input cluster. Label one input address.
+    let server_db = db.path().to_owned();
+    let (labeled, other) = {
+        let server = Server::start(&server_db, &[]);
+        let mut c = server.connect().await;
+        let mut found = None;
+        for t in &block.txdata[1..] {
+            let tx = c
+                .chain
+                .get_transaction(pb::GetTransactionRequest {
+                    txid: t.compute_txid().to_string(),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            let mut addrs: Vec<String> = tx.inputs.iter().map(|i| i.address.clone()).collect();
+            addrs.sort();
+            addrs.dedup();
+            if addrs.len() >= 2 && addrs.iter().all(|a| !a.is_empty()) {
+                found = Some((addrs[0].clone(), addrs[1].clone()));
+                break;
+            }
+        }
+        found.expect("a multi-input transaction")
+    };
+    let csv = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(csv.path(), format!("{labeled},Desk A,exchange,test\n")).unwrap();
+    import(db.path(), csv.path(), Format::Csv, Defaults::default());
+    // Labels are keyed by address: a cluster rebuild leaves them be.
+    {
+        let store = Store::open(db.path(), Access::Write).unwrap();
+        cluster::rebuild(&store, "multi-input".parse().unwrap(), true).unwrap();
+    }
+
+    let server = Server::start(db.path(), &[]);
+    let mut c = server.connect().await;
+    let summary = |a: String| {
+        let mut c = c.clone();
+        async move {
+            c.addresses
+                .get_address_summary(pb::GetAddressSummaryRequest { address: a })
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    let own = summary(labeled.clone()).await.labels;
+    assert_eq!((own.len(), own[0].inherited_from.as_str()), (1, ""));
+    let inherited = summary(other.clone()).await.labels;
+    assert_eq!(
+        inherited
+            .iter()
+            .map(|l| (l.label.as_str(), l.inherited_from.as_str()))
+            .collect::<Vec<_>>(),
+        [("Desk A", labeled.as_str())]
+    );
+    let cluster = c
+        .clusters
+        .get_cluster(pb::GetClusterRequest {
+            id: Some(pb::get_cluster_request::Id::Address(other.clone())),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(cluster.labels.len(), 1);
+
+    // Tx B spends a coin tx A made in the same block; B pays an address
+    // labelled "Desk B" (an exchange). A trace forward from A's outputs,
+    // stopping at exchanges, stops there and names the label.
+    let made_here: std::collections::HashMap<_, _> =
+        block.txdata.iter().map(|t| (t.compute_txid(), t)).collect();
+    let (a, b_coin, desk_b) = block.txdata[1..]
+        .iter()
+        .find_map(|b| {
+            let a = b
+                .input
+                .iter()
+                .find_map(|i| made_here.get(&i.previous_output.txid))?;
+            let (vout, addr) = b.output.iter().enumerate().find_map(|(v, o)| {
+                Some((
+                    v,
+                    Address::from_script(&o.script_pubkey, Network::Bitcoin).ok()?,
+                ))
+            })?;
+            Some((
+                a.compute_txid(),
+                format!("{}:{vout}", b.compute_txid()),
+                addr.to_string(),
+            ))
+        })
+        .expect("a coin made and spent inside the block");
+    drop(server);
+    let csv = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(csv.path(), format!("{desk_b},Desk B,exchange,test\n")).unwrap();
+    import(db.path(), csv.path(), Format::Csv, Defaults::default());
+    let server = Server::start(db.path(), &[]);
+    let mut c = server.connect().await;
+    let (mut hits, mut summary) = (Vec::new(), None);
+    let mut stream = c
+        .taint
+        .trace(pb::TraceRequest {
+            sources: vec![pb::TraceSource {
+                source: Some(pb::trace_source::Source::Txid(a.to_string())),
+            }],
+            max_hops: 3,
+            stop_categories: vec!["exchange".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    while let Some(e) = stream.message().await.unwrap() {
+        match e.event.unwrap() {
+            pb::trace_event::Event::Hit(h) => hits.push(h),
+            pb::trace_event::Event::Summary(s) => summary = Some(s),
+        }
+    }
+    let stopped: Vec<_> = hits
+        .iter()
+        .filter(|h| h.kind == pb::ReachKind::Stopped as i32)
+        .collect();
+    assert_eq!(
+        stopped
+            .iter()
+            .map(|h| (format!("{}:{}", h.txid, h.vout), h.labels[0].label.as_str()))
+            .collect::<Vec<_>>(),
+        [(b_coin, "Desk B")]
+    );
+    assert!(stopped[0].amount > 0);
+    let summary = summary.unwrap();
+    let desk: u64 = summary
+        .labels
+        .iter()
+        .filter(|l| l.label == "Desk B")
+        .map(|l| l.amount)
+        .sum();
+    assert_eq!(
+        (summary.stopped, desk),
+        (stopped[0].amount, stopped[0].amount)
+    );
+
+    // A category name that is not in the vocabulary is refused.
+    let e = c
+        .taint
+        .trace(pb::TraceRequest {
+            sources: vec![pb::TraceSource {
+                source: Some(pb::trace_source::Source::Address(other)),
+            }],
+            stop_categories: vec!["exchanges and friends".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().starts_with("stop_categories[0]"), "{e:?}");
+}
