@@ -24,8 +24,9 @@ enum What {
     /// network, belong to another chain, or lack a label or category are
     /// listed with their line and skipped.
     Import {
-        /// tagpack (GraphSense YAML), csv (address,label,category,source) or
-        /// list (one address per line).
+        /// tagpack (GraphSense YAML), csv (address,label,category,source),
+        /// list (one address per line) or pools (bitcoin-data/mining-pools
+        /// pools.json: payout addresses and coinbase tags).
         #[arg(long)]
         format: Format,
         /// Label for entries that carry none (required for a list).
@@ -78,9 +79,10 @@ pub fn run(a: LabelsArgs) -> Result<()> {
                 };
                 let parsed = labels::import(&store, f, format, &defaults)?;
                 println!(
-                    "{}: {} labels imported, {} entries skipped",
+                    "{}: {} labels and {} coinbase tags imported, {} entries skipped",
                     f.display(),
                     parsed.labels.len(),
+                    parsed.tags.len(),
                     parsed.skipped.len()
                 );
                 for s in &parsed.skipped {

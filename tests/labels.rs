@@ -368,3 +368,45 @@ async fn labels_reach_the_whole_cluster_and_stop_traces() {
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
     assert!(e.message().starts_with("stop_categories[0]"), "{e:?}");
 }
+
+/// The pools the testdata manifest names for these real blocks, found from
+/// the bitcoin-data/mining-pools list: by coinbase tag, or (Poolin, block
+/// 713126) by payout address.
+#[tokio::test]
+async fn mining_pools_are_recognised_by_coinbase_tag_and_payout_address() {
+    for (height, hash, pool) in [
+        (SANCTIONED_BLOCK, SANCTIONED_HASH, "BTC.com"),
+        (
+            540107,
+            "00000000000000000021868c2cefc52a480d173c849412fe81c4e5ab806f94ab",
+            "BTC.com",
+        ),
+        (
+            713126,
+            "0000000000000000000593310d3b0cdc082af49f38b8a1611239072aef8433a8",
+            "Poolin",
+        ),
+        (TAPROOT, TAPROOT_HASH, "MARA Pool"),
+    ] {
+        let (_blocks, db, _) = window(height, hash, false);
+        let parsed = import(
+            db.path(),
+            &data("labels/mining_pools_pools.json"),
+            Format::Pools,
+            Defaults::default(),
+        );
+        assert!(parsed.tags.len() > 100 && parsed.labels.len() > 100);
+        let server = Server::start(db.path(), &[]);
+        let mut c = server.connect().await;
+        let block = c
+            .chain
+            .get_block(pb::GetBlockRequest {
+                id: Some(pb::get_block_request::Id::Height(height)),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(block.pool, pool, "block {height}");
+    }
+}

@@ -183,9 +183,16 @@ pub fn of(store: &Store, address: &AddrKey) -> Result<Vec<Label>> {
     Ok(out)
 }
 
-/// Stores `labels` (a label already there is kept once).
-pub fn add(store: &Store, labels: &[Label]) -> Result<()> {
+/// Stores `labels` and `tags` (one already there is kept once).
+pub fn add(store: &Store, labels: &[Label], tags: &[PoolTag]) -> Result<()> {
     let mut batch = WriteBatch::default();
+    for t in tags {
+        batch.put_cf(
+            store.cf(cf::POOL_TAGS),
+            t.tag.as_bytes(),
+            format!("{}\0{}", t.set, t.pool),
+        );
+    }
     for l in labels {
         let mut v = vec![l.category as u8];
         v.extend_from_slice(l.source.as_bytes());
@@ -195,12 +202,16 @@ pub fn add(store: &Store, labels: &[Label]) -> Result<()> {
     store.flush()
 }
 
-/// Removes every label of set `set`; returns how many.
+/// Removes every label and coinbase tag of set `set`; returns how many.
 pub fn remove_set(store: &Store, set: &str) -> Result<usize> {
     let mut batch = WriteBatch::default();
     let mut n = 0;
     for l in all(store)?.into_iter().filter(|l| l.set == set) {
         batch.delete_cf(store.cf(cf::LABELS), row_key(&l));
+        n += 1;
+    }
+    for t in pool_tags(store)?.into_iter().filter(|t| t.set == set) {
+        batch.delete_cf(store.cf(cf::POOL_TAGS), t.tag.as_bytes());
         n += 1;
     }
     store.write(batch)?;
@@ -218,6 +229,9 @@ pub enum Format {
     Csv,
     /// One address per line (e.g. the OFAC list); label and category given.
     List,
+    /// bitcoin-data/mining-pools `pools.json`: payout addresses become
+    /// mining_pool labels, coinbase tags name the pool of a block.
+    Pools,
 }
 
 impl FromStr for Format {
@@ -228,7 +242,8 @@ impl FromStr for Format {
             "tagpack" => Ok(Format::TagPack),
             "csv" => Ok(Format::Csv),
             "list" => Ok(Format::List),
-            _ => Err(format!("unknown format {s:?}: tagpack, csv or list")),
+            "pools" => Ok(Format::Pools),
+            _ => Err(format!("unknown format {s:?}: tagpack, csv, list or pools")),
         }
     }
 }
@@ -254,7 +269,17 @@ pub struct Skipped {
 #[derive(Debug, Default)]
 pub struct Parsed {
     pub labels: Vec<Label>,
+    /// Coinbase tags and the pools they name (`Format::Pools`).
+    pub tags: Vec<PoolTag>,
     pub skipped: Vec<Skipped>,
+}
+
+/// A string a mining pool writes into its coinbase.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoolTag {
+    pub tag: String,
+    pub pool: String,
+    pub set: String,
 }
 
 /// Reads a label set; entries that are not addresses of `network`, belong
@@ -271,7 +296,82 @@ pub fn parse(path: &Path, format: Format, network: Network, defaults: &Defaults)
         Format::TagPack => tagpack(&text, network, &d).with_context(|| path.display().to_string()),
         Format::Csv => Ok(lines(&text, network, &d, true)),
         Format::List => Ok(lines(&text, network, &d, false)),
+        Format::Pools => pools(&text, network, &d).with_context(|| path.display().to_string()),
     }
+}
+
+#[derive(Deserialize)]
+struct PoolsFile {
+    coinbase_tags: std::collections::BTreeMap<String, Pool>,
+    payout_addresses: std::collections::BTreeMap<String, Pool>,
+}
+
+#[derive(Deserialize)]
+struct Pool {
+    name: String,
+    #[serde(default)]
+    link: String,
+}
+
+fn pools(text: &str, network: Network, d: &Defaults) -> Result<Parsed> {
+    let file: PoolsFile = serde_json::from_str(text).context("not a mining-pools pools.json")?;
+    let mut out = Parsed::default();
+    let set = d.set.clone().unwrap_or_default();
+    let line_of = |needle: &str| {
+        text.find(&format!("\"{needle}\""))
+            .map_or(0, |at| text[..at].matches('\n').count() + 1)
+    };
+    for (addr, pool) in &file.payout_addresses {
+        let with = Defaults {
+            category: Some(d.category.unwrap_or(Category::MiningPool)),
+            ..d.clone()
+        };
+        accept(
+            &mut out,
+            network,
+            &with,
+            Entry {
+                line: line_of(addr),
+                address: addr,
+                label: Some(&pool.name),
+                category: None,
+                source: Some(&pool.link)
+                    .filter(|l| !l.is_empty())
+                    .map(|l| l.as_str()),
+            },
+        );
+    }
+    out.tags = file
+        .coinbase_tags
+        .into_iter()
+        .filter(|(tag, _)| !tag.is_empty())
+        .map(|(tag, pool)| PoolTag {
+            tag,
+            pool: pool.name,
+            set: set.clone(),
+        })
+        .collect();
+    Ok(out)
+}
+
+/// Every coinbase tag, longest first (the most specific match wins).
+pub fn pool_tags(store: &Store) -> Result<Vec<PoolTag>> {
+    let mut tags = store
+        .db()
+        .iterator_cf(store.cf(cf::POOL_TAGS), IteratorMode::Start)
+        .map(|item| {
+            let (k, v) = item.context("reading pool tags")?;
+            let v = String::from_utf8_lossy(&v);
+            let (set, pool) = v.split_once('\0').context("corrupt pool tag row")?;
+            Ok(PoolTag {
+                tag: String::from_utf8_lossy(&k).into_owned(),
+                pool: pool.into(),
+                set: set.into(),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    tags.sort_by_key(|t| std::cmp::Reverse(t.tag.len()));
+    Ok(tags)
 }
 
 struct Entry<'a> {
@@ -420,7 +520,7 @@ pub fn import(store: &Store, path: &Path, format: Format, defaults: &Defaults) -
         .network()?
         .context("the index holds no blocks yet: its network is unknown")?;
     let parsed = parse(path, format, network, defaults)?;
-    if parsed.labels.is_empty() && !parsed.skipped.is_empty() {
+    if parsed.labels.is_empty() && parsed.tags.is_empty() && !parsed.skipped.is_empty() {
         bail!(
             "{}: no entry could be imported ({} skipped, the first at line {}: {})",
             path.display(),
@@ -429,7 +529,7 @@ pub fn import(store: &Store, path: &Path, format: Format, defaults: &Defaults) -
             parsed.skipped[0].reason
         );
     }
-    add(store, &parsed.labels)?;
+    add(store, &parsed.labels, &parsed.tags)?;
     Ok(parsed)
 }
 

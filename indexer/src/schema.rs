@@ -35,8 +35,9 @@ pub mod cf {
     pub const CLUSTER_RANK: &str = "cluster_rank";
     pub const OUTSIDE: &str = "outside";
     pub const LABELS: &str = "labels";
+    pub const POOL_TAGS: &str = "pool_tags";
 
-    pub const ALL: [&str; 21] = [
+    pub const ALL: [&str; 22] = [
         META,
         BLOCK_INDEX,
         BLOCKS,
@@ -58,6 +59,7 @@ pub mod cf {
         CLUSTER_RANK,
         OUTSIDE,
         LABELS,
+        POOL_TAGS,
     ];
 }
 

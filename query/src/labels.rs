@@ -7,9 +7,11 @@
 
 use std::sync::{Arc, PoisonError, RwLock};
 
+use bitcoin::consensus::deserialize;
+use bitcoin::Transaction;
 use rustc_hash::FxHashMap;
 use satflow_indexer::cluster::view;
-use satflow_indexer::labels::{self, Category, Label};
+use satflow_indexer::labels::{self, Category, Label, PoolTag};
 use satflow_indexer::script::AddrKey;
 use satflow_proto::v1 as pb;
 
@@ -20,6 +22,8 @@ use crate::reader::Index;
 #[derive(Default)]
 pub struct LabelIndex {
     by_cluster: FxHashMap<u64, Vec<(u64, Label)>>,
+    /// Coinbase tags, longest first.
+    tags: Vec<PoolTag>,
 }
 
 impl LabelIndex {
@@ -66,12 +70,51 @@ impl Index {
             };
             by_cluster.entry(c).or_default().push((id, l));
         }
+        let tags = labels::pool_tags(&self.store)?;
         *self
             .labels
             .0
             .write()
-            .unwrap_or_else(PoisonError::into_inner) = Arc::new(LabelIndex { by_cluster });
+            .unwrap_or_else(PoisonError::into_inner) = Arc::new(LabelIndex { by_cluster, tags });
         Ok(())
+    }
+
+    /// The pool that mined the block whose coinbase is tx number `coinbase`:
+    /// by coinbase tag, else by a mining_pool label on a coinbase output.
+    pub(crate) fn block_pool(&self, coinbase: u64) -> Result<String> {
+        let index = self.labels.get();
+        let row = self.tx_row(coinbase)?;
+        if !index.tags.is_empty() {
+            // Tags are read from the blk files; without them, labels still answer.
+            if let Ok(raw) = self.raw_transaction(&row.txid) {
+                let tx: Transaction = deserialize(&raw.raw).map_err(anyhow::Error::from)?;
+                let script = tx
+                    .input
+                    .first()
+                    .map_or(&[][..], |i| i.script_sig.as_bytes());
+                let found = index
+                    .tags
+                    .iter()
+                    .filter(|t| !t.tag.is_empty())
+                    .find(|t| script.windows(t.tag.len()).any(|w| w == t.tag.as_bytes()));
+                if let Some(t) = found {
+                    return Ok(t.pool.clone());
+                }
+            }
+        }
+        for n in row.first_output..row.first_output + u64::from(row.output_count) {
+            let Some(addr) = self.output(n)?.addr else {
+                continue;
+            };
+            let key = self.address_key(addr)?;
+            if let Some(l) = labels::of(&self.store, &key)?
+                .into_iter()
+                .find(|l| l.category == Category::MiningPool)
+            {
+                return Ok(l.label);
+            }
+        }
+        Ok(String::new())
     }
 
     pub fn label_index(&self) -> Arc<LabelIndex> {

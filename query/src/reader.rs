@@ -172,6 +172,7 @@ impl Index {
             offset: row.loc.offset,
             txids,
             next_tx_page_token,
+            pool: self.block_pool(row.first_tx)?,
         })
     }
 
@@ -504,13 +505,16 @@ impl Index {
 
     /// The address an output is filed under; empty for OP_RETURN.
     pub(crate) fn address_string(&self, id: Option<u64>) -> Result<String> {
-        let Some(id) = id else {
-            return Ok(String::new());
-        };
+        match id {
+            Some(id) => Ok(address::encode(&self.address_key(id)?, self.network)),
+            None => Ok(String::new()),
+        }
+    }
+
+    pub(crate) fn address_key(&self, id: u64) -> Result<AddrKey> {
         let v = self.need(cf::ADDRS, &key_u64(id))?;
-        let key = AddrKey::from_bytes(&v)
-            .ok_or_else(|| QueryError::Internal(anyhow::anyhow!("corrupt address row {id}")))?;
-        Ok(address::encode(&key, self.network))
+        AddrKey::from_bytes(&v)
+            .ok_or_else(|| QueryError::Internal(anyhow::anyhow!("corrupt address row {id}")))
     }
 
     pub(crate) fn block_row(&self, height: u32) -> Result<BlockRow> {
@@ -523,7 +527,7 @@ impl Index {
         Ok(TxRow::decode(&self.need(cf::TXS, &key_u64(txnum))?)?)
     }
 
-    fn output(&self, n: u64) -> Result<OutputRow> {
+    pub(crate) fn output(&self, n: u64) -> Result<OutputRow> {
         Ok(OutputRow::decode(&self.need(cf::OUTPUTS, &key_u64(n))?)?)
     }
 
