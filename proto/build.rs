@@ -11,6 +11,7 @@ const PROTOS: &[&str] = &[
     "satflow/v1/address.proto",
     "satflow/v1/cluster.proto",
     "satflow/v1/taint.proto",
+    "satflow/v1/risk.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

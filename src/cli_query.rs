@@ -84,6 +84,14 @@ pub enum What {
     },
     /// Why two addresses share a cluster: the linking transactions.
     Link { from: String, to: String },
+    /// Exposure to labelled entities and the risk level of an address, a
+    /// transaction (txid) or a cluster (cluster:ID).
+    Exposure {
+        subject: String,
+        /// Hops for the indirect figures.
+        #[arg(long, default_value_t = 3)]
+        hops: u32,
+    },
     /// Taint tracing (`satflow trace`).
     #[command(skip)]
     Trace(crate::cli_trace::TraceArgs),
@@ -356,6 +364,26 @@ async fn ask(mut c: Clients, q: &Q) -> Result<()> {
                 t + "\n"
             })
         }
+        What::Exposure { subject, hops } => {
+            use pb::exposure_request::Subject;
+            let subject = match subject.strip_prefix("cluster:").map(str::parse) {
+                Some(Ok(id)) => Subject::ClusterId(id),
+                _ if subject.len() == 64 && subject.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                    Subject::Txid(subject.clone())
+                }
+                _ => Subject::Address(subject.clone()),
+            };
+            let e = c
+                .risk
+                .get_exposure(pb::ExposureRequest {
+                    subject: Some(subject),
+                    hops: *hops,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            show(json, &e, exposure_table)
+        }
         What::Trace(args) => crate::cli_trace::run(&mut c.taint, args, json).await,
     }
 }
@@ -364,6 +392,45 @@ async fn ask(mut c: Clients, q: &Q) -> Result<()> {
 struct ClusterReport {
     cluster: pb::Cluster,
     members: Vec<String>,
+}
+
+fn exposure_table(e: &pb::Exposure) -> String {
+    let mut t = format!(
+        "risk     {}{}\ntraced   {} sat received, {} sat sent (up to height {})\n",
+        e.risk,
+        if e.complete {
+            ""
+        } else {
+            " (lower bound: a trace hit its budget)"
+        },
+        e.received,
+        e.sent,
+        e.as_of_height
+    );
+    for r in &e.reasons {
+        t += &format!("  {r}\n");
+    }
+    for (what, list) in [
+        ("received directly", &e.direct_received),
+        ("sent directly", &e.direct_sent),
+        ("received within hops", &e.indirect_received),
+        ("sent within hops", &e.indirect_sent),
+    ] {
+        for x in list {
+            t += &format!(
+                "{what:<22} {:<15} {:<30} {:>16} sat {:>7.2}%\n",
+                x.category,
+                if x.label.is_empty() {
+                    "(all)"
+                } else {
+                    &x.label
+                },
+                x.amount,
+                x.share * 100.0
+            );
+        }
+    }
+    t
 }
 
 fn cluster_table(c: &pb::Cluster) -> String {

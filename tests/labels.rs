@@ -136,6 +136,52 @@ async fn the_ofac_list_flags_a_payment_in_block_574200() {
         }
     }
     assert_eq!(flagged, [OFAC_PAYEE]);
+
+    // Its risk view: the sanctioned payee is direct sent exposure, and the
+    // default rules call that severe.
+    let exposure = |rules: Vec<pb::RiskRule>| {
+        let mut c = c.clone();
+        let txid = paying[0].clone();
+        async move {
+            c.risk
+                .get_exposure(pb::ExposureRequest {
+                    subject: Some(pb::exposure_request::Subject::Txid(txid)),
+                    rules,
+                    ..Default::default()
+                })
+                .await
+        }
+    };
+    let e = exposure(vec![]).await.unwrap().into_inner();
+    let sanctioned: Vec<_> = e
+        .direct_sent
+        .iter()
+        .map(|x| (x.category.as_str(), x.label.as_str(), x.amount))
+        .collect();
+    assert_eq!(
+        sanctioned,
+        [
+            ("sanctioned", "", 38_796_959),
+            ("sanctioned", "OFAC SDN", 38_796_959)
+        ]
+    );
+    assert_eq!(e.risk, "severe", "{:?}", e.reasons);
+    assert!(e.reasons[0].starts_with("sanctioned: "), "{:?}", e.reasons);
+    // Rules are the analyst's: above this payment's size, nothing fires.
+    let rule = |category: &str| pb::RiskRule {
+        category: category.into(),
+        min_share: 0.0,
+        min_amount: 1_000_000_000,
+        level: "severe".into(),
+    };
+    let e = exposure(vec![rule("sanctioned")])
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((e.risk.as_str(), e.reasons.len()), ("low", 0));
+    let bad = exposure(vec![rule("sanctionned")]).await.unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    assert!(bad.message().starts_with("rules[0].category"), "{bad:?}");
 }
 
 /// `Address::from_str` for mainnet, as a script.
@@ -352,6 +398,61 @@ async fn labels_reach_the_whole_cluster_and_stop_traces() {
         (summary.stopped, desk),
         (stopped[0].amount, stopped[0].amount)
     );
+
+    // As exposure: A's direct payees are its outputs in Desk B's cluster
+    // (the label reaches them through it), worth what those outputs hold.
+    let clients = c.clone();
+    let cluster_of = |address: String| {
+        let mut c = clients.clone();
+        async move {
+            c.clusters
+                .get_cluster(pb::GetClusterRequest {
+                    id: Some(pb::get_cluster_request::Id::Address(address)),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .id
+        }
+    };
+    let desk_cluster = cluster_of(desk_b.clone()).await;
+    let a_tx = c
+        .chain
+        .get_transaction(pb::GetTransactionRequest {
+            txid: a.to_string(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut direct = 0;
+    for o in a_tx.outputs.iter().filter(|o| !o.address.is_empty()) {
+        if cluster_of(o.address.clone()).await == desk_cluster {
+            direct += o.value;
+        }
+    }
+    let e = c
+        .risk
+        .get_exposure(pb::ExposureRequest {
+            subject: Some(pb::exposure_request::Subject::Txid(a.to_string())),
+            hops: 3,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let desk = |list: &[pb::CategoryExposure]| -> u64 {
+        list.iter()
+            .filter(|x| x.label == "Desk B")
+            .map(|x| x.amount)
+            .sum()
+    };
+    assert_eq!(desk(&e.direct_sent), direct);
+    assert!(
+        desk(&e.indirect_sent) >= direct.max(1),
+        "{:?}",
+        e.indirect_sent
+    );
+    assert_eq!(e.risk, "low", "an exchange is no risk by the default rules");
 
     // A category name that is not in the vocabulary is refused.
     let e = c

@@ -301,7 +301,7 @@ fn open_error(path: &Path, e: rocksdb::Error) -> anyhow::Error {
         )
     } else if msg.contains("Column family not found") {
         anyhow::anyhow!(
-            "{} lacks column families this satflow reads (it was written before clustering existed): run `satflow cluster --db {}` once to add them: {msg}",
+            "{} lacks column families this satflow reads (it was written by an older satflow): run `satflow index --db {} --blocks-dir …` once to add them: {msg}",
             path.display(),
             path.display()
         )

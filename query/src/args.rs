@@ -7,6 +7,8 @@ use satflow_indexer::script::AddrKey;
 use satflow_indexer::{address, Network};
 use satflow_proto::v1 as pb;
 
+use crate::taint::PolicyName;
+
 use crate::error::{QueryError, Result};
 use crate::reader::{BlockId, Order};
 
@@ -66,6 +68,18 @@ pub fn height_range(min: Option<u32>, max: Option<u32>) -> Result<()> {
         )),
         _ => Ok(()),
     }
+}
+
+/// `policy`, as a taint policy.
+pub fn policy(v: i32) -> Result<PolicyName> {
+    Ok(match pb::TaintPolicy::try_from(v) {
+        Ok(pb::TaintPolicy::Haircut) => PolicyName::Haircut,
+        Ok(pb::TaintPolicy::Poison) => PolicyName::Poison,
+        Ok(pb::TaintPolicy::Fifo) => PolicyName::Fifo,
+        Ok(pb::TaintPolicy::Lifo) => PolicyName::Lifo,
+        Ok(pb::TaintPolicy::Tiho) => PolicyName::Tiho,
+        Err(_) => return Err(invalid("policy", format!("{v} is no policy"))),
+    })
 }
 
 pub fn invalid(field: &str, why: impl std::fmt::Display) -> QueryError {

@@ -13,6 +13,7 @@ pub type AddressesClient =
     pb::addresses_client::AddressesClient<InterceptedService<Channel, Bearer>>;
 pub type ClustersClient = pb::clusters_client::ClustersClient<InterceptedService<Channel, Bearer>>;
 pub type TaintClient = pb::taint_client::TaintClient<InterceptedService<Channel, Bearer>>;
+pub type RiskClient = pb::risk_client::RiskClient<InterceptedService<Channel, Bearer>>;
 
 #[derive(Default)]
 pub struct ConnectOptions {
@@ -28,6 +29,7 @@ pub struct Clients {
     pub addresses: AddressesClient,
     pub clusters: ClustersClient,
     pub taint: TaintClient,
+    pub risk: RiskClient,
 }
 
 /// Adds `authorization: Bearer <token>` to every call.
@@ -71,6 +73,7 @@ pub async fn connect(url: &str, opts: ConnectOptions) -> anyhow::Result<Clients>
             channel.clone(),
             bearer.clone(),
         ),
-        taint: pb::taint_client::TaintClient::with_interceptor(channel, bearer),
+        taint: pb::taint_client::TaintClient::with_interceptor(channel.clone(), bearer.clone()),
+        risk: pb::risk_client::RiskClient::with_interceptor(channel, bearer),
     })
 }

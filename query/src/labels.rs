@@ -32,6 +32,11 @@ impl LabelIndex {
         self.by_cluster.get(&c).map_or(&[], Vec::as_slice)
     }
 
+    /// Every cluster carrying a label.
+    pub fn clusters_with_any(&self) -> impl Iterator<Item = u64> + '_ {
+        self.by_cluster.keys().copied()
+    }
+
     /// Clusters carrying a label named in `names` or of a category in
     /// `categories`.
     pub fn clusters_with(&self, names: &[String], categories: &[Category]) -> Vec<u64> {

@@ -11,6 +11,7 @@ mod error;
 mod labels;
 mod page;
 mod reader;
+mod risk;
 pub mod server;
 pub mod taint;
 mod trace;

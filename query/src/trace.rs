@@ -128,7 +128,13 @@ impl Index {
     }
 
     /// Every coin ever paid to address `id`, appended to `out`.
-    fn coins_of(&self, g: &FlowView<'_>, id: u64, out: &mut Vec<u64>, limit: usize) -> Result<()> {
+    pub(crate) fn coins_of(
+        &self,
+        g: &FlowView<'_>,
+        id: u64,
+        out: &mut Vec<u64>,
+        limit: usize,
+    ) -> Result<()> {
         let rows = self.history_rows(
             cf::HISTORY,
             id,
@@ -150,7 +156,7 @@ impl Index {
     }
 
     /// The addresses of cluster `c`; NOT_FOUND when it is no cluster id.
-    fn cluster_members_of(&self, c: u64) -> Result<Vec<u64>> {
+    pub(crate) fn cluster_members_of(&self, c: u64) -> Result<Vec<u64>> {
         let covered = self.clusters_cover()?;
         if c >= covered || view::cluster_of(&self.store, c)? != c {
             return Err(QueryError::NotFound(format!("no cluster {c}")));

@@ -16,6 +16,7 @@ mod admission;
 mod chain;
 mod clusters;
 mod limits;
+mod risk;
 mod taint;
 
 use std::future::Future;
@@ -38,6 +39,7 @@ use addresses::AddressesService;
 use chain::ChainService;
 use clusters::ClustersService;
 use limits::Deadline;
+use risk::RiskService;
 use taint::TaintService;
 
 use crate::reader::Index;
@@ -158,6 +160,9 @@ pub async fn serve(
     health
         .set_serving::<pb::taint_server::TaintServer<TaintService>>()
         .await;
+    health
+        .set_serving::<pb::risk_server::RiskServer<RiskService>>()
+        .await;
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
@@ -203,7 +208,11 @@ pub async fn serve(
             admission.clone(),
         ))
         .add_service(pb::taint_server::TaintServer::with_interceptor(
-            TaintService::new(shared, opts.max_traces),
+            TaintService::new(Arc::clone(&shared), opts.max_traces),
+            admission.clone(),
+        ))
+        .add_service(pb::risk_server::RiskServer::with_interceptor(
+            RiskService::new(shared),
             admission,
         ))
         .serve_with_incoming_shutdown(incoming, shutdown)

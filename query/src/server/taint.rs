@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status};
 
 use super::limits::{deadline_exceeded, Deadline, Place};
 use super::Shared;
-use crate::args::invalid;
+use crate::args::{self, invalid};
 use crate::reader::Index;
 use crate::taint::{trace_with, Direction, End, Event, Kind, Limits, PolicyName, Sink, Totals};
 use crate::LabelIndex;
@@ -143,14 +143,7 @@ fn send_error(tx: &Events, status: Status) {
 }
 
 fn parse(r: &pb::TraceRequest) -> Result<(PolicyName, Direction, Limits), QueryError> {
-    let policy = match pb::TaintPolicy::try_from(r.policy) {
-        Ok(pb::TaintPolicy::Haircut) => PolicyName::Haircut,
-        Ok(pb::TaintPolicy::Poison) => PolicyName::Poison,
-        Ok(pb::TaintPolicy::Fifo) => PolicyName::Fifo,
-        Ok(pb::TaintPolicy::Lifo) => PolicyName::Lifo,
-        Ok(pb::TaintPolicy::Tiho) => PolicyName::Tiho,
-        Err(_) => return Err(invalid("policy", format!("{} is no policy", r.policy))),
-    };
+    let policy = args::policy(r.policy)?;
     let direction = match pb::TraceDirection::try_from(r.direction) {
         Ok(pb::TraceDirection::Forward) => Direction::Forward,
         Ok(pb::TraceDirection::Backward) => Direction::Backward,
@@ -190,6 +183,7 @@ fn parse(r: &pb::TraceRequest) -> Result<(PolicyName, Direction, Limits), QueryE
         min_amount: r.min_amount,
         heights: r.from_height..=to,
         stop: Default::default(),
+        stop_sources: false,
         transit: r.include_transit,
     };
     Ok((policy, direction, limits))

@@ -35,6 +35,9 @@ pub struct Limits {
     pub heights: RangeInclusive<u32>,
     /// Addresses where taint stops (e.g. an exchange's cluster).
     pub stop: FxHashSet<u64>,
+    /// Whether a source coin at a stop address stops at once (exposure of
+    /// a transaction's outputs); by default sources are always followed.
+    pub stop_sources: bool,
     /// Report every tainted coin passed through, not only where taint ends.
     pub transit: bool,
 }
@@ -47,6 +50,7 @@ impl Default for Limits {
             min_amount: 0,
             heights: 0..=u32::MAX,
             stop: FxHashSet::default(),
+            stop_sources: false,
             transit: false,
         }
     }
@@ -273,7 +277,8 @@ impl<P: Policy> Trace<'_, '_, P> {
             return self.report(Kind::BelowMin, o, hop, amount);
         }
         let out = self.g.output(o);
-        if hop > 0 && out.addr.is_some_and(|a| self.limits.stop.contains(&a)) {
+        let stoppable = hop > 0 || self.limits.stop_sources;
+        if stoppable && out.addr.is_some_and(|a| self.limits.stop.contains(&a)) {
             return self.report(Kind::Stopped, o, hop, amount);
         }
         let (next, index) = match self.direction {
