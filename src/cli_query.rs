@@ -368,9 +368,7 @@ async fn ask(mut c: Clients, q: &Q) -> Result<()> {
             use pb::exposure_request::Subject;
             let subject = match subject.strip_prefix("cluster:").map(str::parse) {
                 Some(Ok(id)) => Subject::ClusterId(id),
-                _ if subject.len() == 64 && subject.bytes().all(|b| b.is_ascii_hexdigit()) => {
-                    Subject::Txid(subject.clone())
-                }
+                _ if looks_like_txid(subject) => Subject::Txid(subject.clone()),
                 _ => Subject::Address(subject.clone()),
             };
             let e = c
@@ -499,6 +497,11 @@ fn address_table(o: &AddressReport) -> String {
         t += "...      (more)\n";
     }
     t
+}
+
+/// 64 hex digits: a txid rather than an address.
+pub fn looks_like_txid(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// An amount the index may not know (see `satflow index --start-at`).

@@ -68,7 +68,7 @@ impl TraceArgs {
                     }
                 } else if s.contains(':') {
                     Source::Outpoint(s.clone())
-                } else if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+                } else if crate::cli_query::looks_like_txid(s) {
                     Source::Txid(s.clone())
                 } else {
                     Source::Address(s.clone())
@@ -116,12 +116,15 @@ pub async fn run(client: &mut TaintClient, args: &TraceArgs, json: bool) -> Resu
             "reached", "hop", "amount", "share", "coin", "address"
         );
     }
+    let mut summarised = false;
     loop {
         let event = match stream.message().await {
             Ok(Some(e)) => e,
-            Ok(None) => return Ok(()),
+            Ok(None) if summarised => return Ok(()),
+            Ok(None) => bail!("the trace ended without its summary"),
             Err(status) => bail!("the trace ended early: {status}"),
         };
+        summarised |= matches!(event.event, Some(pb::trace_event::Event::Summary(_)));
         match event.event {
             Some(pb::trace_event::Event::Hit(h)) if json => {
                 println!("{}", serde_json::to_string(&h)?)
@@ -168,6 +171,7 @@ fn kind_name(kind: i32) -> &'static str {
         pb::ReachKind::Mined => "mined",
         pb::ReachKind::BeforeStart => "before start",
         pb::ReachKind::UnknownValue => "unknown value",
+        pb::ReachKind::Rejoined => "rejoined source",
     })
 }
 
@@ -188,6 +192,7 @@ fn print_summary(s: &pb::TraceSummary) {
         ("mined", s.mined),
         ("before start", s.before_start),
         ("unknown value", s.unknown_value),
+        ("rejoined", s.rejoined),
         ("to fees", s.to_fees),
         ("rounding", s.rounding),
         ("unfinished", s.unfinished),

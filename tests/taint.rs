@@ -395,7 +395,7 @@ async fn budgets_bad_requests_and_cancelled_calls() {
                 ..request.clone()
             },
             Code::NotFound,
-            "",
+            "sources[0]",
         ),
         (
             pb::TraceRequest {

@@ -82,7 +82,7 @@ impl HeaderTree {
                 }
             }
         }
-        // Depth-first over the tree rooted at genesis, keeping each node's
+        // Depth-first over the tree from the root, keeping each node's
         // cumulative work; ties go to the block stored first, as Core keeps
         // the first tip it received.
         let mut reached = vec![false; self.nodes.len()];

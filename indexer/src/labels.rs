@@ -446,9 +446,16 @@ fn tagpack(text: &str, network: Network, d: &Defaults) -> Result<Parsed> {
             });
             continue;
         };
-        let at = text[from..].find(addr).map_or(from, |p| from + p);
-        from = at + addr.len().min(text.len() - at);
-        let line = text[..at].matches('\n').count() + 1;
+        // An address not found verbatim (a YAML escape) leaves the search
+        // where it was, and its line unknown (0).
+        let line = match text[from..].find(addr) {
+            Some(p) => {
+                let at = from + p;
+                from = at + addr.len();
+                text[..at].matches('\n').count() + 1
+            }
+            None => 0,
+        };
         let currency = tag.currency.as_deref().or(pack.currency.as_deref());
         if let Some(c) = currency.filter(|c| !c.eq_ignore_ascii_case("btc")) {
             out.skipped.push(Skipped {

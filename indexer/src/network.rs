@@ -16,6 +16,16 @@ pub enum Network {
 }
 
 impl Network {
+    /// The first height at which every block's coinbase starts with its
+    /// height (BIP34); testnet4, signet and regtest had it from the start.
+    pub fn bip34_height(self) -> u32 {
+        match self {
+            Network::Main => 227_931,
+            Network::Test => 21_111,
+            Network::Testnet4 | Network::Signet | Network::Regtest => 1,
+        }
+    }
+
     pub const ALL: [Network; 5] = [
         Network::Main,
         Network::Test,

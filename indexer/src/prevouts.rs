@@ -14,6 +14,9 @@ use anyhow::{bail, Context, Result};
 use bitcoin::BlockHash;
 use serde::Deserialize;
 
+/// 21 million bitcoin, in satoshis: no coin is worth more.
+const MAX_MONEY: u64 = 21_000_000 * 100_000_000;
+
 /// One spent coin.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Coin {
@@ -56,6 +59,13 @@ pub fn load(dir: &Path, block: &BlockHash) -> Result<Option<Prevouts>> {
             let script = hex::decode(&e.txout.script_pubkey).with_context(|| {
                 format!("{}: entry {i}: script_pubkey is not hex", path.display())
             })?;
+            if e.txout.value > MAX_MONEY {
+                bail!(
+                    "{}: entry {i}: value {} sat is more than 21 million bitcoin",
+                    path.display(),
+                    e.txout.value
+                );
+            }
             Ok(Coin {
                 value: e.txout.value,
                 script,

@@ -325,6 +325,13 @@ fn settle_start(
     })?;
     let height = u32::try_from(height)
         .with_context(|| format!("--start-at {wanted}: coinbase height {height} is too large"))?;
+    if height < network.bip34_height() {
+        // Before BIP34 a coinbase may begin with any number: not a height.
+        bail!(
+            "--start-at {wanted}: its coinbase says height {height}, below {network}'s BIP34 height {}, from which on coinbases must hold their height; start at a later block",
+            network.bip34_height()
+        );
+    }
     let mut v = height.to_be_bytes().to_vec();
     v.extend_from_slice(wanted.as_byte_array());
     let mut batch = WriteBatch::default();

@@ -489,7 +489,9 @@ impl HistoryRow {
         })
     }
 
-    /// Net effect of the tx on the address's balance.
+    /// Net effect of the tx on the address's coins: what it received less
+    /// what it spent. (The booked balance, `received − sent` of
+    /// `addr_stats`, does not move for `opened` coins: see above.)
     pub fn net(&self) -> i64 {
         self.received as i64 - self.sent as i64
     }

@@ -125,8 +125,12 @@ impl<'s> Writer<'s> {
             for (vin, prevout) in tx.spends.iter().enumerate() {
                 let coin = given.as_mut().and_then(|g| g.next());
                 let spent = self.resolve(batch, prevout, coin).with_context(|| {
+                    let described = match prevouts {
+                        Some(p) => format!(" (prevouts file {})", p.path.display()),
+                        None => String::new(),
+                    };
                     format!(
-                        "block {} at height {height}: tx {} input {vin} spends {prevout}",
+                        "block {} at height {height}: tx {} input {vin} spends {prevout}{described}",
                         block.hash, tx.txid
                     )
                 })?;

@@ -90,9 +90,10 @@ impl Index {
         let index = self.labels.get();
         let row = self.tx_row(coinbase)?;
         if !index.tags.is_empty() {
-            // Tags are read from the blk files; without them, labels still answer.
-            if let Ok(raw) = self.raw_transaction(&row.txid) {
-                let tx: Transaction = deserialize(&raw.raw).map_err(anyhow::Error::from)?;
+            // Tags are read from the blk files (checked against the txid);
+            // without them, labels still answer.
+            let coinbase = self.raw_transaction(&row.txid).ok();
+            if let Some(tx) = coinbase.and_then(|raw| deserialize::<Transaction>(&raw.raw).ok()) {
                 let script = tx
                     .input
                     .first()
@@ -136,10 +137,7 @@ impl Index {
         if index.by_cluster.is_empty() {
             return Ok(out);
         }
-        let c = match id < self.clusters_cover_or_none()? {
-            true => view::cluster_of(&self.store, id)?,
-            false => id,
-        };
+        let c = self.cluster_or_self(id)?;
         for (member, l) in index.of_cluster(c).iter().filter(|(m, _)| *m != id) {
             out.push(label_message(l, self.address_string(Some(*member))?));
         }

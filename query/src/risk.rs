@@ -11,7 +11,6 @@
 use std::collections::BTreeMap;
 
 use rustc_hash::FxHashSet;
-use satflow_indexer::cluster::view;
 use satflow_indexer::flow::FlowView;
 use satflow_indexer::labels::Category;
 use satflow_proto::v1 as pb;
@@ -19,10 +18,11 @@ use satflow_proto::v1 as pb;
 use crate::args;
 use crate::error::{QueryError, Result};
 use crate::reader::Index;
-use crate::taint::{trace_with, Direction, End, Event, Kind, Limits, PolicyName};
+use crate::taint::{trace_with, Direction, End, Event, Kind, Limits, PolicyName, Sink};
 
 const DEFAULT_HOPS: u32 = 3;
 const DEFAULT_TXS: u64 = 100_000;
+const MAX_TXS: u64 = 100_000_000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Level {
@@ -79,6 +79,25 @@ pub fn default_rules() -> Vec<pb::RiskRule> {
     ]
 }
 
+/// Keeps the stopped coins; asks `alive` whether to go on.
+struct Stopped<'a> {
+    events: Vec<Event>,
+    alive: &'a mut dyn FnMut() -> bool,
+}
+
+impl Sink for Stopped<'_> {
+    fn event(&mut self, e: Event) -> bool {
+        if e.kind == Kind::Stopped {
+            self.events.push(e);
+        }
+        true
+    }
+
+    fn alive(&mut self) -> bool {
+        (self.alive)()
+    }
+}
+
 /// One side's exposure: (category, label) → satoshis, and the traced total.
 struct Side {
     total: u64,
@@ -87,17 +106,28 @@ struct Side {
 }
 
 impl Index {
-    pub fn exposure(&self, r: &pb::ExposureRequest) -> Result<pb::Exposure> {
+    /// `alive` is asked every few thousand transactions; false ends the
+    /// exposure with DEADLINE_EXCEEDED.
+    pub fn exposure(
+        &self,
+        r: &pb::ExposureRequest,
+        alive: &mut dyn FnMut() -> bool,
+    ) -> Result<pb::Exposure> {
         use pb::exposure_request::Subject;
         let policy = args::policy(r.policy)?;
         if policy == PolicyName::Tiho {
             return Err(args::invalid("policy", "tiho traces forward only"));
         }
         let hops = if r.hops == 0 { DEFAULT_HOPS } else { r.hops };
-        let max_txs = if r.max_transactions == 0 {
-            DEFAULT_TXS
-        } else {
-            r.max_transactions
+        let max_txs = match r.max_transactions {
+            0 => DEFAULT_TXS,
+            n if n > MAX_TXS => {
+                return Err(args::invalid(
+                    "max_transactions",
+                    format!("{n} is above the limit of {MAX_TXS}"),
+                ))
+            }
+            n => n,
         };
         let rules = match r.rules.is_empty() {
             true => default_rules(),
@@ -108,6 +138,12 @@ impl Index {
                 .parse::<Category>()
                 .map_err(|e| args::invalid(&format!("rules[{i}].category"), e))?;
             Level::parse(&format!("rules[{i}].level"), &rule.level)?;
+            if !(0.0..=1.0).contains(&rule.min_share) {
+                return Err(args::invalid(
+                    &format!("rules[{i}].min_share"),
+                    format!("{} is not a share between 0 and 1", rule.min_share),
+                ));
+            }
         }
         let flow = self.flow()?;
         let g = flow.view();
@@ -135,17 +171,9 @@ impl Index {
             None => return Err(args::invalid("subject", "set address, cluster_id or txid")),
         };
         let labels = self.label_index();
-        let mut stop = FxHashSet::default();
-        for c in labels.clusters_with_any().filter(|c| Some(*c) != own) {
-            match self.cluster_members_of(c) {
-                Ok(members) => stop.extend(members),
-                Err(QueryError::NotFound(_) | QueryError::FailedPrecondition(_)) => {
-                    stop.insert(c);
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        let side = |direction: Direction, max_hops: u32| -> Result<Side> {
+        let stop =
+            self.members_of_clusters(labels.clusters_with_any().filter(|c| Some(*c) != own))?;
+        let mut side = |direction: Direction, max_hops: u32| -> Result<Side> {
             let limits = Limits {
                 max_hops,
                 max_txs,
@@ -154,11 +182,18 @@ impl Index {
                 stop_sources: is_tx && direction == Direction::Forward,
                 ..Limits::default()
             };
-            let mut events: Vec<Event> = Vec::new();
-            let (totals, end) = trace_with(policy, g, direction, &coins, &limits, &mut events)
+            let mut sink = Stopped {
+                events: Vec::new(),
+                alive: &mut *alive,
+            };
+            let (totals, end) = trace_with(policy, g, direction, &coins, &limits, &mut sink)
                 .expect("tiho refused above");
+            if end == End::Stopped {
+                return Err(QueryError::DeadlineExceeded);
+            }
+            let events = sink.events;
             let mut by = BTreeMap::new();
-            for e in events.iter().filter(|e| e.kind == Kind::Stopped) {
+            for e in &events {
                 self.tally(&g, e, &labels, &mut by)?;
             }
             Ok(Side {
@@ -174,14 +209,15 @@ impl Index {
         let sent = side(Direction::Forward, direct_sent_hops)?;
         let far_received = side(Direction::Backward, hops)?;
         let far_sent = side(Direction::Forward, hops.max(direct_sent_hops))?;
+        let within_received = format!("received within {hops} hops");
+        let within_sent = format!("sent within {hops} hops");
         let (risk, reasons) = score(
             &rules,
-            hops,
             &[
                 ("received directly", &received),
                 ("sent directly", &sent),
-                ("received within the hops", &far_received),
-                ("sent within the hops", &far_sent),
+                (&within_received, &far_received),
+                (&within_sent, &far_sent),
             ],
         );
         Ok(pb::Exposure {
@@ -197,13 +233,6 @@ impl Index {
                 .iter()
                 .all(|s| s.complete),
             as_of_height: g.tip_height(),
-        })
-    }
-
-    fn cluster_or_self(&self, id: u64) -> Result<u64> {
-        Ok(match id < self.clusters_cover_or_none()? {
-            true => view::cluster_of(&self.store, id)?,
-            false => id,
         })
     }
 
@@ -258,7 +287,7 @@ fn listing(side: &Side) -> Vec<pb::CategoryExposure> {
 }
 
 /// The highest level among the rules that fire on any side, and why.
-fn score(rules: &[pb::RiskRule], hops: u32, sides: &[(&str, &Side)]) -> (Level, Vec<String>) {
+fn score(rules: &[pb::RiskRule], sides: &[(&str, &Side)]) -> (Level, Vec<String>) {
     let mut level = Level::Low;
     let mut reasons = Vec::new();
     for rule in rules {
@@ -279,7 +308,7 @@ fn score(rules: &[pb::RiskRule], hops: u32, sides: &[(&str, &Side)]) -> (Level, 
             if amount > 0 && amount >= rule.min_amount && share >= rule.min_share {
                 level = level.max(fired);
                 reasons.push(format!(
-                    "{category}: {:.2}% ({amount} sat) {what} ({hops} hops) ≥ {:.2}% and {} sat → {}",
+                    "{category}: {:.2}% ({amount} sat) {what} ≥ {:.2}% and {} sat → {}",
                     share * 100.0,
                     rule.min_share * 100.0,
                     rule.min_amount,

@@ -54,8 +54,19 @@ impl FlowSlot {
 
 impl Index {
     /// The flow graph taint traces walk.
+    /// The flow graph, checked to be on the index's chain (it may lag).
     pub fn flow(&self) -> Result<Arc<Flow>> {
-        self.flow.get()
+        let flow = self.flow.get()?;
+        let tip = flow.tip();
+        if let Some(h) = tip.height() {
+            let ours = self.store.block(h)?.map(|b| b.hash);
+            if ours != Some(tip.block_hash()) {
+                return Err(QueryError::FailedPrecondition(format!(
+                    "the flow graph is on another branch than the index at height {h} (a reorg is being applied); retry after the next index run"
+                )));
+            }
+        }
+        Ok(flow)
     }
 
     /// Output numbers of the coins `sources` name, at most `limit` of them.
@@ -72,34 +83,35 @@ impl Index {
         let mut out = Vec::new();
         for (i, s) in sources.iter().enumerate() {
             let field = format!("sources[{i}]");
-            match &s.source {
-                Some(Source::Outpoint(p)) => out.push(self.outpoint(&field, p)?),
-                Some(Source::Txid(t)) => {
-                    let row = self.tx_row(self.tx_number(&args::txid(&field, t)?)?)?;
-                    out.extend(row.first_output..row.first_output + u64::from(row.output_count));
-                }
-                Some(Source::Address(a)) => {
-                    let key = args::address(&field, a, self.network())?;
-                    let id = self.known_address_id(&key)?;
-                    self.coins_of(g, id, &mut out, limit)?;
-                }
-                Some(Source::ClusterId(c)) => {
-                    for member in self.cluster_members_of(*c)? {
-                        self.coins_of(g, member, &mut out, limit)?;
+            let mut one = || -> Result<()> {
+                match &s.source {
+                    Some(Source::Outpoint(p)) => out.push(self.outpoint(&field, p)?),
+                    Some(Source::Txid(t)) => {
+                        let row = self.tx_row(self.tx_number(&args::txid(&field, t)?)?)?;
+                        out.extend(
+                            row.first_output..row.first_output + u64::from(row.output_count),
+                        );
+                    }
+                    Some(Source::Address(a)) => {
+                        let key = args::address(&field, a, self.network())?;
+                        let id = self.known_address_id(&key)?;
+                        self.coins_of(g, id, &mut out, limit)?;
+                    }
+                    Some(Source::ClusterId(c)) => {
+                        for member in self.cluster_members_of(*c)? {
+                            self.coins_of(g, member, &mut out, limit)?;
+                        }
+                    }
+                    None => {
+                        return Err(args::invalid(
+                            &field,
+                            "set one of outpoint, txid, address, cluster_id",
+                        ))
                     }
                 }
-                None => {
-                    return Err(args::invalid(
-                        &field,
-                        "set one of outpoint, txid, address, cluster_id",
-                    ))
-                }
-            }
-            if out.len() > limit {
-                return Err(QueryError::ResourceExhausted(format!(
-                    "sources: more than {limit} coins; name fewer, or raise max_transactions"
-                )));
-            }
+                Ok(())
+            };
+            one().map_err(|e| name_field(e, &field))?;
         }
         if let Some(&late) = out.iter().find(|&&o| !g.has_output(o)) {
             return Err(QueryError::FailedPrecondition(format!(
@@ -128,6 +140,8 @@ impl Index {
     }
 
     /// Every coin ever paid to address `id`, appended to `out`.
+    /// Every coin ever paid to address `id`, appended to `out`; more than
+    /// `limit` coins in all is RESOURCE_EXHAUSTED.
     pub(crate) fn coins_of(
         &self,
         g: &FlowView<'_>,
@@ -135,21 +149,35 @@ impl Index {
         out: &mut Vec<u64>,
         limit: usize,
     ) -> Result<()> {
+        let too_many = || {
+            QueryError::ResourceExhausted(format!(
+                "the sources hold more than {limit} coins; name fewer, or raise max_transactions"
+            ))
+        };
+        // Each coin needs a history row: `limit` rows left is enough to see
+        // whether the limit is passed.
+        let left = limit.saturating_sub(out.len()) + 1;
         let rows = self.history_rows(
             cf::HISTORY,
             id,
             crate::Order::OldestFirst,
             0..u64::MAX,
             None,
-            limit + 1,
+            left,
         )?;
         for (txnum, row) in rows {
-            if row.received == 0 || txnum >= g.tx_count() {
+            if row.received == 0 {
                 continue;
+            }
+            if txnum >= g.tx_count() {
+                return Err(QueryError::FailedPrecondition(format!(
+                    "a coin of the sources is newer than the flow graph (up to height {}); it catches up after the next index run",
+                    g.tip_height()
+                )));
             }
             out.extend(g.outputs(txnum).filter(|&o| g.output(o).addr == Some(id)));
             if out.len() > limit {
-                break;
+                return Err(too_many());
             }
         }
         Ok(())
@@ -162,6 +190,33 @@ impl Index {
             return Err(QueryError::NotFound(format!("no cluster {c}")));
         }
         Ok(view::members(&self.store, c)?)
+    }
+
+    /// The members of `clusters` (a labelled address the clusters do not
+    /// cover yet stands for itself).
+    pub(crate) fn members_of_clusters(
+        &self,
+        clusters: impl Iterator<Item = u64>,
+    ) -> Result<FxHashSet<u64>> {
+        let mut out = FxHashSet::default();
+        for c in clusters {
+            match self.cluster_members_of(c) {
+                Ok(members) => out.extend(members),
+                Err(QueryError::NotFound(_) | QueryError::FailedPrecondition(_)) => {
+                    out.insert(c);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The cluster of address `id`, or `id` when the clusters do not cover it.
+    pub(crate) fn cluster_or_self(&self, id: u64) -> Result<u64> {
+        Ok(match id < self.clusters_cover_or_none()? {
+            true => view::cluster_of(&self.store, id)?,
+            false => id,
+        })
     }
 
     /// Address numbers below this are in the clusters.
@@ -190,17 +245,7 @@ impl Index {
         let labeled = self
             .label_index()
             .clusters_with(&r.stop_labels, &categories);
-        let mut stop = FxHashSet::default();
-        for &c in &labeled {
-            match self.cluster_members_of(c) {
-                Ok(members) => stop.extend(members),
-                // A labeled address the clusters do not cover yet.
-                Err(QueryError::NotFound(_) | QueryError::FailedPrecondition(_)) => {
-                    stop.insert(c);
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        let mut stop = self.members_of_clusters(labeled.into_iter())?;
         for &c in &r.stop_cluster_ids {
             stop.extend(self.cluster_members_of(c)?);
         }
@@ -281,6 +326,16 @@ impl Index {
     }
 }
 
+/// A NOT_FOUND about one request field says which.
+fn name_field(e: QueryError, field: &str) -> QueryError {
+    match e {
+        QueryError::NotFound(m) if !m.starts_with(field) => {
+            QueryError::NotFound(format!("{field}: {m}"))
+        }
+        e => e,
+    }
+}
+
 fn reach_kind(k: Kind) -> pb::ReachKind {
     match k {
         Kind::Unspent => pb::ReachKind::Unspent,
@@ -292,5 +347,6 @@ fn reach_kind(k: Kind) -> pb::ReachKind {
         Kind::Mined => pb::ReachKind::Mined,
         Kind::BeforeStart => pb::ReachKind::BeforeStart,
         Kind::UnknownValue => pb::ReachKind::UnknownValue,
+        Kind::Rejoined => pb::ReachKind::Rejoined,
     }
 }

@@ -100,8 +100,16 @@ fn unite(
                 let (_, v) = ins.next().context("inputs ended early")??;
                 for n in decode_inputs(&v)? {
                     let packed = match n >= FIRST_OUTSIDE_OUTPUT {
-                        // A coin from before the index's first block.
-                        true => pack(&OutputRow::decode(&store.need(cf::OUTPUTS, &key_u64(n))?)?),
+                        // A coin from before the index's first block: its
+                        // address got its id when this tx spent it, so later
+                        // payments to it are not to a fresh address.
+                        true => {
+                            let o = OutputRow::decode(&store.need(cf::OUTPUTS, &key_u64(n))?)?;
+                            if let Some(a) = o.addr {
+                                next_addr = next_addr.max(a + 1);
+                            }
+                            pack(&o)
+                        }
                         false => outputs.get_u64(n as usize),
                     };
                     let addr = packed & ((1 << 56) - 1);

@@ -97,13 +97,11 @@ pub fn update(store: &Store, quiet: bool) -> Result<()> {
     if recorded.height() == Some(index_tip) && recorded.block_hash() == index_hash {
         return Ok(());
     }
-    std::fs::write(&dirty, b"").with_context(|| format!("writing {}", dirty.display()))?;
+    // On disk before any mapped page can be: after a power loss, either the
+    // marker is there or nothing was changed.
+    durable_write(&dirty, b"")?;
     let mut a = Arrays::open(&dir, &recorded)?;
-    let kept = undo_to_fork(store, &mut a, base)?;
-    if (kept as u64) < recorded.blocks {
-        // Readers stop at the fork while the new branch is written.
-        write_tip(&dir, &a.tip(base))?;
-    }
+    let kept = undo_to_fork(store, &mut a, base, &dir)?;
     let from = base + kept as u32;
     let bytes = (from..=index_tip)
         .map(|h| Ok(store.block(h)?.map_or(0, |b| u64::from(b.loc.len))))
@@ -121,13 +119,30 @@ pub fn update(store: &Store, quiet: bool) -> Result<()> {
 /// Replaces the tip file at once (by rename), so readers see the old or the new.
 fn write_tip(dir: &Path, tip: &Tip) -> Result<()> {
     let tmp = dir.join("tip.new");
-    std::fs::write(&tmp, tip.encode()).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, dir.join("tip")).context("replacing the flow tip")
+    durable_write(&tmp, &tip.encode())?;
+    std::fs::rename(&tmp, dir.join("tip")).context("replacing the flow tip")?;
+    sync_dir(dir)
+}
+
+/// Writes `path` and syncs it and its directory.
+fn durable_write(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut f =
+        std::fs::File::create(path).with_context(|| format!("writing {}", path.display()))?;
+    std::io::Write::write_all(&mut f, bytes)
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("writing {}", path.display()))?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("syncing {}", dir.display()))
 }
 
 /// Drops the blocks that are no longer on the index's chain; returns how
 /// many blocks are kept.
-fn undo_to_fork(store: &Store, a: &mut Arrays, base: u32) -> Result<usize> {
+fn undo_to_fork(store: &Store, a: &mut Arrays, base: u32, dir: &Path) -> Result<usize> {
     let mut kept = a.blocks.len() / BLOCK_WORDS;
     while kept > 0 {
         let height = base + kept as u32 - 1;
@@ -157,17 +172,21 @@ fn undo_to_fork(store: &Store, a: &mut Arrays, base: u32) -> Result<usize> {
             (a.outputs.len() / OUTPUT_WORDS) as u64,
         ),
     };
-    // Coins that the removed transactions spent are unspent again.
-    for i in first_input..a.inputs.len() / INPUT_WORDS {
+    let inputs_before = a.inputs.len() / INPUT_WORDS;
+    a.blocks.truncate(kept * BLOCK_WORDS);
+    a.txs.truncate(first_gone_tx * TX_WORDS);
+    a.inputs.truncate(first_input * INPUT_WORDS);
+    a.outputs.truncate(first_output as usize * OUTPUT_WORDS);
+    // Readers stop at the fork before anything below it is touched.
+    write_tip(dir, &a.tip(base))?;
+    // Coins that the removed transactions spent are unspent again (the
+    // truncated words are still there to say which).
+    for i in first_input..inputs_before {
         let spent = a.inputs.get(i * INPUT_WORDS);
         if spent < first_output {
             a.outputs.set(spent as usize * OUTPUT_WORDS + 1, NONE);
         }
     }
-    a.blocks.truncate(kept * BLOCK_WORDS);
-    a.txs.truncate(first_gone_tx * TX_WORDS);
-    a.inputs.truncate(first_input * INPUT_WORDS);
-    a.outputs.truncate(first_output as usize * OUTPUT_WORDS);
     Ok(kept)
 }
 
@@ -179,9 +198,9 @@ fn append(
     to: u32,
     progress: &mut Progress,
 ) -> Result<()> {
-    let Some(first) = store.block(from)? else {
-        return Ok(());
-    };
+    let first = store.block(from)?.with_context(|| {
+        format!("the index has no block at height {from} to add to the flow graph")
+    })?;
     let db = store.db();
     let seek = |family: &str, n: u64| {
         db.iterator_cf(
@@ -194,8 +213,12 @@ fn append(
     let mut outs = seek(cf::OUTPUTS, first.first_output);
     for height in from..=to {
         let block = store.block(height)?.context("block row")?;
-        if (a.txs.len() / TX_WORDS) as u64 != block.first_tx {
-            bail!("flow graph out of step with the index at height {height}");
+        let have = (a.txs.len() / TX_WORDS) as u64;
+        if have != block.first_tx {
+            bail!(
+                "flow graph out of step with the index at height {height}: it holds {have} txs, the block starts at tx {}",
+                block.first_tx
+            );
         }
         let mut row = vec![block.first_tx];
         row.extend(
@@ -209,6 +232,13 @@ fn append(
         for txnum in block.first_tx..block.next_ids().tx {
             let (_, v) = txs.next().context("txs ended early")??;
             let tx = TxRow::decode(&v)?;
+            let outputs_now = (a.outputs.len() / OUTPUT_WORDS) as u64;
+            if tx.first_output != outputs_now {
+                bail!(
+                    "tx {txnum} at height {height} starts at output {}, the flow graph holds {outputs_now}",
+                    tx.first_output
+                );
+            }
             a.txs
                 .push(&[(a.inputs.len() / INPUT_WORDS) as u64, tx.first_output])?;
             if !tx.is_coinbase() {
@@ -217,6 +247,9 @@ fn append(
                     bail!("inputs row of tx {txnum} is missing");
                 }
                 for (vin, spent) in decode_inputs(&v)?.into_iter().enumerate() {
+                    if spent < FIRST_OUTSIDE_OUTPUT && spent >= outputs_now {
+                        bail!("tx {txnum} at height {height} input {vin} spends output {spent}, which the flow graph does not hold");
+                    }
                     let value = match spent < FIRST_OUTSIDE_OUTPUT {
                         true => {
                             let word = spender_word(txnum, vin as u32);

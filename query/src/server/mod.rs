@@ -169,6 +169,7 @@ pub async fn serve(
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
     let admission = Admission::new(opts.token, opts.max_in_flight);
+    let slots = taint::Slots::new(opts.max_traces);
 
     let mut server = Server::builder()
         .concurrency_limit_per_connection(256)
@@ -208,11 +209,11 @@ pub async fn serve(
             admission.clone(),
         ))
         .add_service(pb::taint_server::TaintServer::with_interceptor(
-            TaintService::new(Arc::clone(&shared), opts.max_traces),
+            TaintService::new(Arc::clone(&shared), slots.clone()),
             admission.clone(),
         ))
         .add_service(pb::risk_server::RiskServer::with_interceptor(
-            RiskService::new(shared),
+            RiskService::new(shared, slots),
             admission,
         ))
         .serve_with_incoming_shutdown(incoming, shutdown)

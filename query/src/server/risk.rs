@@ -1,20 +1,25 @@
 //! `satflow.v1.Risk`: exposure of an address, cluster or transaction to
-//! labelled entities, and its risk level.
+//! labelled entities, and its risk level. Exposure runs four traces, so it
+//! takes a trace slot and a blocking thread, like `Taint.Trace`.
 
 use std::sync::Arc;
 
 use satflow_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
+use super::limits::{deadline_exceeded, Deadline};
+use super::taint::Slots;
 use super::Shared;
+use crate::QueryError;
 
 pub struct RiskService {
     shared: Arc<Shared>,
+    slots: Slots,
 }
 
 impl RiskService {
-    pub fn new(shared: Arc<Shared>) -> RiskService {
-        RiskService { shared }
+    pub fn new(shared: Arc<Shared>, slots: Slots) -> RiskService {
+        RiskService { shared, slots }
     }
 }
 
@@ -24,8 +29,25 @@ impl pb::risk_server::Risk for RiskService {
         &self,
         request: Request<pb::ExposureRequest>,
     ) -> Result<Response<pb::Exposure>, Status> {
-        let r = request.get_ref().clone();
-        self.shared
-            .answer(&request, move |index, _| index.exposure(&r))
+        let slot = self.slots.take()?;
+        let deadline = request
+            .extensions()
+            .get::<Deadline>()
+            .copied()
+            .unwrap_or_else(|| {
+                Deadline::from_metadata(request.metadata(), std::time::Instant::now())
+            });
+        let r = request.into_inner();
+        let shared = Arc::clone(&self.shared);
+        let answer = tokio::task::spawn_blocking(move || {
+            let _held = slot;
+            shared.index.exposure(&r, &mut || !deadline.expired())
+        })
+        .await
+        .map_err(|e| Status::internal(format!("the exposure failed: {e}")))?;
+        match answer {
+            Err(QueryError::DeadlineExceeded) => Err(deadline_exceeded()),
+            other => other.map(Response::new).map_err(Status::from),
+        }
     }
 }

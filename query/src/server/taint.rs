@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use rustc_hash::FxHashMap;
+use satflow_indexer::flow::Flow;
 use satflow_proto::v1 as pb;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
@@ -27,21 +28,43 @@ const DEFAULT_TXS: u64 = 1_000_000;
 const MAX_TXS: u64 = 1_000_000_000;
 /// Clusters listed in a summary.
 const SUMMARY_CLUSTERS: usize = 1000;
+/// How long a trace waits for a caller that stopped reading its hits.
+const STALLED: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub struct TaintService {
     shared: Arc<Shared>,
-    /// Traces allowed to run at once.
-    slots: Arc<Semaphore>,
-    max_traces: usize,
+    slots: Slots,
 }
 
 impl TaintService {
-    pub fn new(shared: Arc<Shared>, max_traces: usize) -> TaintService {
-        TaintService {
-            shared,
-            slots: Arc::new(Semaphore::new(max_traces)),
-            max_traces,
+    pub fn new(shared: Arc<Shared>, slots: Slots) -> TaintService {
+        TaintService { shared, slots }
+    }
+}
+
+/// Places for traces (taint traces and exposure) running at once.
+#[derive(Clone)]
+pub struct Slots {
+    free: Arc<Semaphore>,
+    max: usize,
+}
+
+impl Slots {
+    pub fn new(max: usize) -> Slots {
+        Slots {
+            free: Arc::new(Semaphore::new(max)),
+            max,
         }
+    }
+
+    /// A place, or RESOURCE_EXHAUSTED.
+    pub fn take(&self) -> Result<OwnedSemaphorePermit, Status> {
+        Arc::clone(&self.free).try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "{} traces are running, the most this server runs at once (satflow serve --max-traces)",
+                self.max
+            ))
+        })
     }
 }
 
@@ -55,15 +78,10 @@ impl pb::taint_server::Taint for TaintService {
         &self,
         request: Request<pb::TraceRequest>,
     ) -> Result<Response<Self::TraceStream>, Status> {
-        let slot = Arc::clone(&self.slots).try_acquire_owned().map_err(|_| {
-            Status::resource_exhausted(format!(
-                "{} traces are running, the most this server runs at once (satflow serve --max-traces)",
-                self.max_traces
-            ))
-        })?;
         let place = request.extensions().get::<Place>().cloned();
         let r = request.get_ref();
         let (policy, direction, mut limits) = parse(r)?;
+        let slot = self.slots.take()?;
         let sources = r.sources.clone();
         let stops = r.clone();
         let deadline = request
@@ -87,59 +105,109 @@ impl pb::taint_server::Taint for TaintService {
         let shared = Arc::clone(&self.shared);
         tokio::task::spawn_blocking(move || {
             let _held = (slot, place);
-            let g = flow.view();
-            let mut sink = StreamSink {
-                index: &shared.index,
-                g,
-                events: &tx,
-                deadline,
-                expired: false,
-                failed: None,
-                cover: 0,
-                labels: shared.index.label_index(),
-                clusters: FxHashMap::default(),
-                by_label: FxHashMap::default(),
-            };
-            sink.cover = match shared.index.clusters_cover_or_none() {
-                Ok(c) => c,
-                Err(e) => return send_error(&tx, e.into()),
-            };
-            let (totals, end) = trace_with(policy, g, direction, &sources, &limits, &mut sink)
-                .expect("parse refuses policies without a reading in the direction");
-            if let Some(status) = sink.failed.take() {
-                return send_error(&tx, status);
-            }
-            let expired = sink.expired;
-            let summary = summary(
-                &totals,
-                end == End::Complete,
-                g.tip_height(),
-                sink.clusters,
-                sink.by_label,
-            );
-            let _ = tx.blocking_send(Ok(pb::TraceEvent {
-                event: Some(pb::trace_event::Event::Summary(summary)),
-            }));
-            match end {
-                End::Complete => {}
-                End::Budget => send_error(
+            // A bug must not end the stream as if the trace were complete.
+            let run = std::panic::AssertUnwindSafe(|| {
+                run_trace(
+                    &shared.index,
+                    &flow,
+                    policy,
+                    direction,
+                    &sources,
+                    &limits,
+                    deadline,
                     &tx,
-                    Status::resource_exhausted(format!(
-                        "the trace visited max_transactions = {} transactions with {} sat still on its way; the hits and summary above are what it found",
-                        limits.max_txs, totals.unfinished
-                    )),
-                ),
-                End::Stopped if expired => send_error(&tx, deadline_exceeded()),
-                // The caller went away.
-                End::Stopped => {}
+                )
+            });
+            if std::panic::catch_unwind(run).is_err() {
+                tracing::error!("a trace panicked");
+                send_error(
+                    &tx,
+                    Status::internal("the trace failed; see the server log"),
+                );
             }
         });
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
 
+/// Runs one trace on this (blocking) thread, streaming to `tx`.
+#[allow(clippy::too_many_arguments)]
+fn run_trace(
+    index: &Index,
+    flow: &Flow,
+    policy: PolicyName,
+    direction: Direction,
+    sources: &[u64],
+    limits: &Limits,
+    deadline: Deadline,
+    tx: &Events,
+) {
+    {
+        let g = flow.view();
+        let mut sink = StreamSink {
+            index,
+            g,
+            events: tx,
+            deadline,
+            expired: false,
+            failed: None,
+            cover: 0,
+            labels: index.label_index(),
+            clusters: FxHashMap::default(),
+            by_label: FxHashMap::default(),
+        };
+        sink.cover = match index.clusters_cover_or_none() {
+            Ok(c) => c,
+            Err(e) => return send_error(tx, e.into()),
+        };
+        let (totals, end) = trace_with(policy, g, direction, sources, limits, &mut sink)
+            .expect("parse refuses policies without a reading in the direction");
+        if let Some(status) = sink.failed.take() {
+            return send_error(tx, status);
+        }
+        let expired = sink.expired;
+        let summary = summary(
+            &totals,
+            end == End::Complete,
+            g.tip_height(),
+            sink.clusters,
+            sink.by_label,
+        );
+        send(
+            tx,
+            Ok(pb::TraceEvent {
+                event: Some(pb::trace_event::Event::Summary(summary)),
+            }),
+        );
+        match end {
+                End::Complete => {}
+                End::Budget => send_error(
+                    tx,
+                    Status::resource_exhausted(format!(
+                        "the trace visited max_transactions = {} transactions with {} sat still on its way; the hits and summary above are what it found",
+                        limits.max_txs, totals.unfinished
+                    )),
+                ),
+                End::Stopped if expired => send_error(tx, deadline_exceeded()),
+                // The caller went away, or stopped reading.
+                End::Stopped => {}
+            }
+    }
+}
+
 fn send_error(tx: &Events, status: Status) {
-    let _ = tx.blocking_send(Err(status));
+    send(tx, Err(status));
+}
+
+/// Sends from a blocking thread, giving up on a caller that stopped
+/// reading for `STALLED`; false when the item was not sent.
+fn send(tx: &Events, item: Result<pb::TraceEvent, Status>) -> bool {
+    let sent = tokio::runtime::Handle::current()
+        .block_on(async { tokio::time::timeout(STALLED, tx.send(item)).await });
+    if sent.is_err() {
+        tracing::warn!("a trace's caller stopped reading for {STALLED:?}: trace ended");
+    }
+    matches!(sent, Ok(Ok(())))
 }
 
 fn parse(r: &pb::TraceRequest) -> Result<(PolicyName, Direction, Limits), QueryError> {
@@ -232,7 +300,18 @@ impl Sink for StreamSink<'_> {
         let event = pb::TraceEvent {
             event: Some(pb::trace_event::Event::Hit(hit)),
         };
-        self.events.blocking_send(Ok(event)).is_ok() && self.alive()
+        // A caller that stops reading holds its trace only so long.
+        let sent = tokio::runtime::Handle::current()
+            .block_on(async { tokio::time::timeout(STALLED, self.events.send(Ok(event))).await });
+        match sent {
+            Ok(Ok(())) => self.alive(),
+            Ok(Err(_)) => false,
+            Err(_) => {
+                tracing::warn!("a trace's caller stopped reading for {STALLED:?}: trace ended");
+                self.expired = self.deadline.expired();
+                false
+            }
+        }
     }
 
     fn alive(&mut self) -> bool {
@@ -283,6 +362,7 @@ fn summary(
         to_fees: t.to_fees,
         rounding: t.rounding,
         unfinished: t.unfinished,
+        rejoined: t.rejoined,
         clusters,
         cluster_count,
         labels,

@@ -78,6 +78,9 @@ pub enum Kind {
     /// The next transaction spends a coin of unknown value (an index that
     /// starts later than genesis, without prevouts).
     UnknownValue,
+    /// The coin is itself a source, already traced whole: value reaching it
+    /// from another source is not counted twice.
+    Rejoined,
 }
 
 /// One tainted coin.
@@ -93,8 +96,8 @@ pub struct Event {
 
 /// Totals of a trace, in satoshis. Except under poison (which spreads
 /// taint), `source` = `unspent + stopped + beyond_hops + outside_window +
-/// below_min + mined + before_start + unknown_value + to_fees + rounding +
-/// unfinished`.
+/// below_min + mined + before_start + unknown_value + rejoined + to_fees +
+/// rounding + unfinished`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Totals {
     pub source: u64,
@@ -107,6 +110,7 @@ pub struct Totals {
     pub mined: u64,
     pub before_start: u64,
     pub unknown_value: u64,
+    pub rejoined: u64,
     pub to_fees: u64,
     pub rounding: u64,
     /// Taint still on its way when the trace ended early.
@@ -125,6 +129,7 @@ impl Totals {
             Kind::Mined => &mut self.mined,
             Kind::BeforeStart => &mut self.before_start,
             Kind::UnknownValue => &mut self.unknown_value,
+            Kind::Rejoined => &mut self.rejoined,
         };
         *slot += amount;
     }
@@ -139,6 +144,7 @@ impl Totals {
             + self.mined
             + self.before_start
             + self.unknown_value
+            + self.rejoined
             + self.to_fees
             + self.rounding
             + self.unfinished
@@ -191,6 +197,8 @@ struct Trace<'a, 'e, P: Policy> {
     /// Forward: smallest tx first (keyed by tx number); backward: largest
     /// first (keyed by its complement).
     queue: RadixHeap<Waiting<P::Mark>>,
+    /// The sources: traced whole from the start, so never queued again.
+    sources: FxHashSet<u64>,
     /// Whether `limits.heights` excludes any height (else heights are not looked up).
     windowed: bool,
     /// Scratch: the values of the inputs and outputs of the tx visited.
@@ -217,6 +225,7 @@ pub fn trace<P: Policy>(
         limits,
         direction,
         queue: RadixHeap::default(),
+        sources: FxHashSet::default(),
         windowed: limits.heights != (0..=u32::MAX),
         ins: Vec::new(),
         outs: Vec::new(),
@@ -224,6 +233,11 @@ pub fn trace<P: Policy>(
         sink,
         stopped: false,
     };
+    t.sources = sources
+        .iter()
+        .copied()
+        .filter(|&o| g.has_output(o))
+        .collect();
     let mut seen = FxHashSet::default();
     for &o in sources {
         if !seen.insert(o) || !g.has_output(o) {
@@ -273,6 +287,9 @@ impl<P: Policy> Trace<'_, '_, P> {
         if !self.g.has_output(o) {
             return self.report(Kind::BeforeStart, o, hop, amount);
         }
+        if hop > 0 && self.sources.contains(&o) {
+            return self.report(Kind::Rejoined, o, hop, amount);
+        }
         if amount < self.limits.min_amount {
             return self.report(Kind::BelowMin, o, hop, amount);
         }
@@ -312,13 +329,15 @@ impl<P: Policy> Trace<'_, '_, P> {
             if self.totals.visited.is_multiple_of(CHECK_EVERY) && !self.sink.alive() {
                 self.stopped = true;
             }
-            if self.stopped {
-                return End::Stopped;
-            }
-            if self.totals.visited == self.limits.max_txs {
+            let end = match () {
+                _ if self.stopped => End::Stopped,
+                _ if self.totals.visited == self.limits.max_txs => End::Budget,
+                _ => End::Complete,
+            };
+            if end != End::Complete {
                 let queued = self.queue.values().chain(&waiting);
                 self.totals.unfinished += queued.map(|w| P::amount(&w.mark)).sum::<u64>();
-                return End::Budget;
+                return end;
             }
             self.totals.visited += 1;
             let hop = waiting.iter().map(|w| w.hop).min().expect("popped entries");

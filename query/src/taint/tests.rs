@@ -175,6 +175,17 @@ fn bounds_stop_the_trace_and_keep_the_books() {
         ..Limits::default()
     });
     assert_eq!((end, t.unfinished, t.accounted()), (End::Budget, 3, 6));
+    // Overlapping sources: o2 is traced whole as a source, so the 3 that
+    // reach it from o0 rejoin a source rather than count twice.
+    let (t, _, ev) = run(
+        &g,
+        PolicyName::Haircut,
+        Direction::Forward,
+        &[0, 2],
+        &Limits::default(),
+    );
+    assert!(ev.contains(&(Rejoined, 2, 3)));
+    assert_eq!((t.source, t.rejoined, t.accounted()), (11, 3, 11));
     // Transit: the coins passed through are reported too.
     let (_, _, ev) = haircut(&Limits {
         transit: true,
@@ -245,14 +256,20 @@ fn random_graph() -> impl Strategy<Value = Graph> {
 
 proptest! {
     #[test]
-    fn conservation_support_and_bounds(g in random_graph(), src in any::<prop::sample::Index>()) {
+    fn conservation_support_and_bounds(
+        g in random_graph(),
+        src in any::<prop::sample::Index>(),
+        other in any::<prop::sample::Index>(),
+    ) {
         let outputs = (g.outputs.len() / 3) as u64;
         let source = src.index(outputs as usize) as u64;
+        // Two sources, often one the other's ancestor.
+        let both = [source, other.index(outputs as usize) as u64];
         let all = Limits { transit: true, ..Limits::default() };
         for p in PolicyName::ALL {
             for d in [Direction::Forward, Direction::Backward] {
                 let mut events: Vec<Event> = Vec::new();
-                let Some((t, end)) = trace_with(p, g.view(), d, &[source], &all, &mut events) else {
+                let Some((t, end)) = trace_with(p, g.view(), d, &both, &all, &mut events) else {
                     continue;
                 };
                 prop_assert_eq!(end, End::Complete);
