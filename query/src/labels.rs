@@ -9,7 +9,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use bitcoin::consensus::deserialize;
 use bitcoin::Transaction;
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use satflow_indexer::cluster::view;
 use satflow_indexer::labels::{self, Category, Label, PoolTag};
 use satflow_indexer::script::AddrKey;
@@ -22,6 +22,11 @@ use crate::reader::Index;
 #[derive(Default)]
 pub struct LabelIndex {
     by_cluster: FxHashMap<u64, Vec<(u64, Label)>>,
+    /// The address numbers carrying a label: any other address costs a
+    /// summary no label lookup at all.
+    labeled: FxHashSet<u64>,
+    /// Address numbers below this were in the clusters when this was built.
+    cover: u64,
     /// Coinbase tags, longest first.
     tags: Vec<PoolTag>,
 }
@@ -65,6 +70,7 @@ impl Index {
     pub(crate) fn load_labels(&self) -> Result<()> {
         let cover = self.clusters_cover_or_none()?;
         let mut by_cluster: FxHashMap<u64, Vec<(u64, Label)>> = FxHashMap::default();
+        let mut labeled = FxHashSet::default();
         for l in labels::all(&self.store)? {
             let Some(id) = self.address_id(&l.address)? else {
                 continue;
@@ -73,6 +79,7 @@ impl Index {
                 true => view::cluster_of(&self.store, id)?,
                 false => id,
             };
+            labeled.insert(id);
             by_cluster.entry(c).or_default().push((id, l));
         }
         let tags = labels::pool_tags(&self.store)?;
@@ -80,7 +87,12 @@ impl Index {
             .labels
             .0
             .write()
-            .unwrap_or_else(PoisonError::into_inner) = Arc::new(LabelIndex { by_cluster, tags });
+            .unwrap_or_else(PoisonError::into_inner) = Arc::new(LabelIndex {
+            by_cluster,
+            labeled,
+            cover,
+            tags,
+        });
         Ok(())
     }
 
@@ -129,15 +141,21 @@ impl Index {
 
     /// An address's own labels, then those of the rest of its cluster.
     pub(crate) fn address_labels(&self, key: &AddrKey, id: u64) -> Result<Vec<pb::Label>> {
-        let mut out: Vec<pb::Label> = labels::of(&self.store, key)?
-            .iter()
-            .map(|l| label_message(l, String::new()))
-            .collect();
         let index = self.labels.get();
         if index.by_cluster.is_empty() {
-            return Ok(out);
+            return Ok(Vec::new());
         }
-        let c = self.cluster_or_self(id)?;
+        let mut out: Vec<pb::Label> = match index.labeled.contains(&id) {
+            true => labels::of(&self.store, key)?
+                .iter()
+                .map(|l| label_message(l, String::new()))
+                .collect(),
+            false => Vec::new(),
+        };
+        let c = match id < index.cover {
+            true => view::cluster_of(&self.store, id)?,
+            false => id,
+        };
         for (member, l) in index.of_cluster(c).iter().filter(|(m, _)| *m != id) {
             out.push(label_message(l, self.address_string(Some(*member))?));
         }
