@@ -142,56 +142,53 @@ fn run_trace(
     deadline: Deadline,
     tx: &Events,
 ) {
-    {
-        let g = flow.view();
-        let mut sink = StreamSink {
-            index,
-            g,
-            events: tx,
-            deadline,
-            expired: false,
-            failed: None,
-            cover: 0,
-            labels: index.label_index(),
-            clusters: FxHashMap::default(),
-            by_label: FxHashMap::default(),
-        };
-        sink.cover = match index.clusters_cover_or_none() {
-            Ok(c) => c,
-            Err(e) => return send_error(tx, e.into()),
-        };
-        let (totals, end) = trace_with(policy, g, direction, sources, limits, &mut sink)
-            .expect("parse refuses policies without a reading in the direction");
-        if let Some(status) = sink.failed.take() {
-            return send_error(tx, status);
-        }
-        let expired = sink.expired;
-        let summary = summary(
-            &totals,
-            end == End::Complete,
-            g.tip_height(),
-            sink.clusters,
-            sink.by_label,
-        );
-        send(
+    let g = flow.view();
+    let cover = match index.clusters_cover_or_none() {
+        Ok(c) => c,
+        Err(e) => return send_error(tx, e.into()),
+    };
+    let mut sink = StreamSink {
+        index,
+        g,
+        events: tx,
+        deadline,
+        expired: false,
+        failed: None,
+        cover,
+        labels: index.label_index(),
+        clusters: FxHashMap::default(),
+        by_label: FxHashMap::default(),
+    };
+    let (totals, end) = trace_with(policy, g, direction, sources, limits, &mut sink)
+        .expect("parse refuses policies without a reading in the direction");
+    if let Some(status) = sink.failed.take() {
+        return send_error(tx, status);
+    }
+    let summary = summary(
+        &totals,
+        end == End::Complete,
+        g.tip_height(),
+        sink.clusters,
+        sink.by_label,
+    );
+    send(
+        tx,
+        Ok(pb::TraceEvent {
+            event: Some(pb::trace_event::Event::Summary(summary)),
+        }),
+    );
+    match end {
+        End::Complete => {}
+        End::Budget => send_error(
             tx,
-            Ok(pb::TraceEvent {
-                event: Some(pb::trace_event::Event::Summary(summary)),
-            }),
-        );
-        match end {
-                End::Complete => {}
-                End::Budget => send_error(
-                    tx,
-                    Status::resource_exhausted(format!(
-                        "the trace visited max_transactions = {} transactions with {} sat still on its way; the hits and summary above are what it found",
-                        limits.max_txs, totals.unfinished
-                    )),
-                ),
-                End::Stopped if expired => send_error(tx, deadline_exceeded()),
-                // The caller went away, or stopped reading.
-                End::Stopped => {}
-            }
+            Status::resource_exhausted(format!(
+                "the trace visited max_transactions = {} transactions with {} sat still on its way; the hits and summary above are what it found",
+                limits.max_txs, totals.unfinished
+            )),
+        ),
+        End::Stopped if sink.expired => send_error(tx, deadline_exceeded()),
+        // The caller went away, or stopped reading.
+        End::Stopped => {}
     }
 }
 
