@@ -511,3 +511,46 @@ async fn mining_pools_are_recognised_by_coinbase_tag_and_payout_address() {
         assert_eq!(block.pool, pool, "block {height}");
     }
 }
+
+/// A label imported while the server runs is served after its next
+/// catch-up.
+#[tokio::test]
+async fn a_running_server_picks_up_new_labels() {
+    let (_blocks, db, _) = window(SANCTIONED_BLOCK, SANCTIONED_HASH, false);
+    let server = Server::start(db.path(), &["--follow-ms", "50"]);
+    let mut c = server.connect().await;
+    let labels_of = |c: &mut satflow_query::client::Clients| {
+        let mut c = c.clone();
+        async move {
+            c.addresses
+                .get_address_summary(pb::GetAddressSummaryRequest {
+                    address: OFAC_PAYEE.into(),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .labels
+        }
+    };
+    assert!(labels_of(&mut c).await.is_empty());
+    let csv = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        csv.path(),
+        format!("{OFAC_PAYEE},Late label,sanctioned,test\n"),
+    )
+    .unwrap();
+    import(db.path(), csv.path(), Format::Csv, Defaults::default());
+    let started = std::time::Instant::now();
+    loop {
+        let labels = labels_of(&mut c).await;
+        if !labels.is_empty() {
+            assert_eq!(labels[0].label, "Late label");
+            break;
+        }
+        assert!(
+            started.elapsed().as_secs() < 20,
+            "the new label never showed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

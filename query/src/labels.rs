@@ -27,6 +27,8 @@ pub struct LabelIndex {
     labeled: FxHashSet<u64>,
     /// Address numbers below this were in the clusters when this was built.
     cover: u64,
+    /// The index's write sequence it was built at: unchanged, nothing to redo.
+    sequence: u64,
     /// Coinbase tags, longest first.
     tags: Vec<PoolTag>,
 }
@@ -66,8 +68,14 @@ impl LabelSlot {
 }
 
 impl Index {
-    /// Re-reads the labels and the clusters of the labeled addresses.
+    /// Re-reads the labels and the clusters of the labeled addresses, unless
+    /// nothing was written since the last time.
     pub(crate) fn load_labels(&self) -> Result<()> {
+        let sequence = self.store.db().latest_sequence_number();
+        let current = self.labels.get();
+        if current.sequence == sequence && sequence != 0 {
+            return Ok(());
+        }
         let cover = self.clusters_cover_or_none()?;
         let mut by_cluster: FxHashMap<u64, Vec<(u64, Label)>> = FxHashMap::default();
         let mut labeled = FxHashSet::default();
@@ -91,6 +99,7 @@ impl Index {
             by_cluster,
             labeled,
             cover,
+            sequence,
             tags,
         });
         Ok(())
