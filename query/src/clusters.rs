@@ -19,16 +19,16 @@ use crate::reader::{HistoryQuery, Index, Order};
 const LINK_BUDGET: usize = 200_000;
 
 /// What the clusters were built with and up to where.
-struct Built {
+pub(crate) struct Built {
     heuristics: Heuristics,
     height: u32,
     /// Tx and address numbers at and above these are not in the clusters yet.
     next_tx: u64,
-    next_addr: u64,
+    pub next_addr: u64,
 }
 
 impl Index {
-    fn built(&self) -> Result<Built> {
+    pub(crate) fn built(&self) -> Result<Built> {
         let not_built = || {
             QueryError::FailedPrecondition(
                 "address clusters were not built for this index: run `satflow cluster --db <dir>`"
@@ -59,7 +59,7 @@ impl Index {
     }
 
     /// Checks that `id` names a cluster (its lowest address number).
-    fn cluster_root(&self, id: u64, built: &Built) -> Result<()> {
+    pub(crate) fn cluster_root(&self, id: u64, built: &Built) -> Result<()> {
         if id >= built.next_addr {
             return Err(QueryError::NotFound(format!(
                 "no cluster {id}: the clusters hold {} addresses (up to height {})",

@@ -10,7 +10,6 @@ use std::sync::{Arc, PoisonError, RwLock};
 use bitcoin::consensus::deserialize;
 use bitcoin::Transaction;
 use rustc_hash::{FxHashMap, FxHashSet};
-use satflow_indexer::cluster::view;
 use satflow_indexer::labels::{self, Category, Label, PoolTag};
 use satflow_indexer::script::AddrKey;
 use satflow_proto::v1 as pb;
@@ -37,6 +36,11 @@ impl LabelIndex {
     /// The labels of cluster `c`, with the member carrying each.
     pub fn of_cluster(&self, c: u64) -> &[(u64, Label)] {
         self.by_cluster.get(&c).map_or(&[], Vec::as_slice)
+    }
+
+    /// Address numbers below this had cluster ids when this was built.
+    pub fn cover(&self) -> u64 {
+        self.cover
     }
 
     /// Every cluster carrying a label.
@@ -83,10 +87,7 @@ impl Index {
             let Some(id) = self.address_id(&l.address)? else {
                 continue;
             };
-            let c = match id < cover {
-                true => view::cluster_of(&self.store, id)?,
-                false => id,
-            };
+            let c = self.cluster_or_self(id, cover)?;
             labeled.insert(id);
             by_cluster.entry(c).or_default().push((id, l));
         }
@@ -161,10 +162,7 @@ impl Index {
                 .collect(),
             false => Vec::new(),
         };
-        let c = match id < index.cover {
-            true => view::cluster_of(&self.store, id)?,
-            false => id,
-        };
+        let c = self.cluster_or_self(id, index.cover)?;
         for (member, l) in index.of_cluster(c).iter().filter(|(m, _)| *m != id) {
             out.push(label_message(l, self.address_string(Some(*member))?));
         }

@@ -154,7 +154,8 @@ impl Index {
                 let id = self.known_address_id(&args::address("address", a, self.network())?)?;
                 let mut coins = Vec::new();
                 self.coins_of(&g, id, &mut coins, limit)?;
-                (coins, Some(self.cluster_or_self(id)?), false)
+                let cover = self.clusters_cover_or_none()?;
+                (coins, Some(self.cluster_or_self(id, cover)?), false)
             }
             Some(Subject::ClusterId(c)) => {
                 let mut coins = Vec::new();
@@ -248,7 +249,7 @@ impl Index {
             return Ok(());
         };
         let mut seen = FxHashSet::default();
-        for (_, l) in labels.of_cluster(self.cluster_or_self(addr)?) {
+        for (_, l) in labels.of_cluster(self.cluster_or_self(addr, labels.cover())?) {
             if seen.insert((l.category, l.label.clone())) {
                 *by.entry((l.category, l.label.clone())).or_default() += e.amount;
             }

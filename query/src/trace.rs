@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use bitcoin::hashes::Hash;
 use bitcoin::Txid;
 use rustc_hash::FxHashSet;
-use satflow_indexer::cluster::{self, view};
+use satflow_indexer::cluster::view;
 use satflow_indexer::flow::{Flow, FlowView};
 use satflow_indexer::schema::{cf, key_u64, Dec, OutputRow};
 use satflow_proto::v1 as pb;
@@ -185,10 +185,7 @@ impl Index {
 
     /// The addresses of cluster `c`; NOT_FOUND when it is no cluster id.
     pub(crate) fn cluster_members_of(&self, c: u64) -> Result<Vec<u64>> {
-        let covered = self.clusters_cover()?;
-        if c >= covered || view::cluster_of(&self.store, c)? != c {
-            return Err(QueryError::NotFound(format!("no cluster {c}")));
-        }
+        self.cluster_root(c, &self.built()?)?;
         Ok(view::members(&self.store, c)?)
     }
 
@@ -211,23 +208,13 @@ impl Index {
         Ok(out)
     }
 
-    /// The cluster of address `id`, or `id` when the clusters do not cover it.
-    pub(crate) fn cluster_or_self(&self, id: u64) -> Result<u64> {
-        Ok(match id < self.clusters_cover_or_none()? {
+    /// The cluster of address `id`, or `id` when it is not below `cover`
+    /// (see `clusters_cover_or_none`).
+    pub(crate) fn cluster_or_self(&self, id: u64, cover: u64) -> Result<u64> {
+        Ok(match id < cover {
             true => view::cluster_of(&self.store, id)?,
             false => id,
         })
-    }
-
-    /// Address numbers below this are in the clusters.
-    fn clusters_cover(&self) -> Result<u64> {
-        let Some((height, _)) = cluster::tip(&self.store)? else {
-            return Err(QueryError::FailedPrecondition(
-                "address clusters were not built for this index: run `satflow cluster --db <dir>`"
-                    .into(),
-            ));
-        };
-        Ok(self.block_row(height)?.next_ids().addr)
     }
 
     /// Address numbers where a trace stops: the members of the clusters
@@ -278,7 +265,7 @@ impl Index {
             }
         };
         let cluster_id = match row.addr {
-            Some(a) if a < clusters_cover => Some(view::cluster_of(&self.store, a)?),
+            Some(a) if a < clusters_cover => Some(self.cluster_or_self(a, clusters_cover)?),
             _ => None,
         };
         let value = match e.kind {
@@ -317,11 +304,13 @@ impl Index {
         })
     }
 
-    /// `clusters_cover`, or 0 (no cluster ids) when there are no clusters.
+    /// Address numbers below this are in the clusters; 0 when there are no
+    /// clusters.
     pub fn clusters_cover_or_none(&self) -> Result<u64> {
-        match self.clusters_cover() {
+        match self.built() {
+            Ok(b) => Ok(b.next_addr),
             Err(QueryError::FailedPrecondition(_)) => Ok(0),
-            other => other,
+            Err(e) => Err(e),
         }
     }
 }

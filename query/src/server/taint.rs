@@ -104,10 +104,11 @@ impl pb::taint_server::Taint for TaintService {
         let (tx, rx) = mpsc::channel(256);
         let shared = Arc::clone(&self.shared);
         tokio::task::spawn_blocking(move || {
-            let _held = (slot, place);
+            let _held = place;
             // A bug must not end the stream as if the trace were complete.
             let run = std::panic::AssertUnwindSafe(|| {
                 run_trace(
+                    slot,
                     &shared.index,
                     &flow,
                     policy,
@@ -130,9 +131,12 @@ impl pb::taint_server::Taint for TaintService {
     }
 }
 
-/// Runs one trace on this (blocking) thread, streaming to `tx`.
+/// Runs one trace on this (blocking) thread, streaming to `tx`. The slot
+/// is given back when the walk ends, before the summary goes out: a caller
+/// that has read the end may start its next trace at once.
 #[allow(clippy::too_many_arguments)]
 fn run_trace(
+    slot: OwnedSemaphorePermit,
     index: &Index,
     flow: &Flow,
     policy: PolicyName,
@@ -145,7 +149,10 @@ fn run_trace(
     let g = flow.view();
     let cover = match index.clusters_cover_or_none() {
         Ok(c) => c,
-        Err(e) => return send_error(tx, e.into()),
+        Err(e) => {
+            drop(slot);
+            return send_error(tx, e.into());
+        }
     };
     let mut sink = StreamSink {
         index,
@@ -161,6 +168,7 @@ fn run_trace(
     };
     let (totals, end) = trace_with(policy, g, direction, sources, limits, &mut sink)
         .expect("parse refuses policies without a reading in the direction");
+    drop(slot);
     if let Some(status) = sink.failed.take() {
         return send_error(tx, status);
     }
