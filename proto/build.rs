@@ -12,6 +12,7 @@ const PROTOS: &[&str] = &[
     "satflow/v1/cluster.proto",
     "satflow/v1/taint.proto",
     "satflow/v1/risk.proto",
+    "satflow/v1/watch.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

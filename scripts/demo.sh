@@ -29,8 +29,12 @@ echo; $SATFLOW query --server "$URL" tx f4184fc596403b9d638783cf57adfe4c75c605f6
 $SATFLOW query --server "$URL" address 12cbQLTFMXRnSzktFkuoG3eHoMeFtpTu3S --limit 5
 # Where Satoshi's first payment to Hal Finney came from, satoshi by satoshi.
 echo; $SATFLOW trace --server "$URL" --from f4184fc596403b9d638783cf57adfe4c75c605f6356fbc91338530e9831e9e16:0 --backward --policy fifo
+# A watch on Hal Finney's address: alerts stream as new blocks touch it.
+echo; $SATFLOW watch --server "$URL" add hal --address 1Q2TWHE3GMdB6BZKafqwxXtWAWgFt5Jvm3 --any
+$SATFLOW watch --server "$URL" list
 echo "satflow.v1 is served on $LISTEN (health and reflection included; try"
 echo "  grpcurl -plaintext $LISTEN list"
 echo "  $SATFLOW query --server $URL block 170"
+echo "  $SATFLOW watch --server $URL tail"
 echo "). Ctrl-C stops it."
 wait $SERVER

@@ -27,7 +27,7 @@ pub struct Connection {
     server: String,
     /// Query this index database directly instead of a server.
     #[arg(long, global = true)]
-    db: Option<PathBuf>,
+    pub db: Option<PathBuf>,
     /// File holding the server's bearer token.
     #[arg(long, global = true)]
     token_file: Option<PathBuf>,
@@ -36,7 +36,7 @@ pub struct Connection {
     tls_ca: Option<PathBuf>,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
-    json: bool,
+    pub json: bool,
 }
 
 #[derive(Subcommand)]
@@ -110,23 +110,22 @@ pub fn run_on(conn: Connection, what: What) -> Result<()> {
         .block_on(async move {
             match q.conn.db.clone() {
                 Some(db) => in_process(db, q).await,
-                None => {
-                    let opts = ConnectOptions {
-                        token: read_token(q.conn.token_file.as_ref())?,
-                        ca_pem: q
-                            .conn
-                            .tls_ca
-                            .as_ref()
-                            .map(|p| {
-                                std::fs::read(p).with_context(|| format!("reading {}", p.display()))
-                            })
-                            .transpose()?,
-                    };
-                    let clients = client::connect(&q.conn.server, opts).await?;
-                    ask(clients, &q).await
-                }
+                None => ask(connect(&q.conn).await?, &q).await,
             }
         })
+}
+
+/// Connects to the server `conn` names.
+pub async fn connect(conn: &Connection) -> Result<Clients> {
+    let opts = ConnectOptions {
+        token: read_token(conn.token_file.as_ref())?,
+        ca_pem: conn
+            .tls_ca
+            .as_ref()
+            .map(|p| std::fs::read(p).with_context(|| format!("reading {}", p.display())))
+            .transpose()?,
+    };
+    client::connect(&conn.server, opts).await
 }
 
 pub fn read_token(file: Option<&PathBuf>) -> Result<Option<String>> {
@@ -153,6 +152,7 @@ async fn in_process(db: PathBuf, q: Q) -> Result<()> {
         max_in_flight: 16,
         cache_mb: 64,
         max_traces: 1,
+        alerts: None,
     };
     let serving = tokio::spawn(server::serve(
         opts,

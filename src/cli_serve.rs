@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use clap::Args;
-use satflow_query::server::{self, ServeOptions, TlsFiles};
+use satflow_query::server::{self, AlertOptions, ServeOptions, TlsFiles};
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -45,11 +45,23 @@ pub struct ServeArgs {
     /// beyond that, RESOURCE_EXHAUSTED.
     #[arg(long, default_value_t = 2)]
     max_traces: usize,
+    /// Where watches and alerts are kept (default: <db>/alerts, and when
+    /// another server holds that one, or it cannot be written, this server
+    /// runs without alerts and says so). One server per alert store.
+    #[arg(long)]
+    alerts: Option<PathBuf>,
+    /// Keep no watches and raise no alerts.
+    #[arg(long, conflicts_with_all = ["alerts", "alerts_from"])]
+    no_alerts: bool,
+    /// On a new alert store, evaluate blocks from this height (default:
+    /// only blocks indexed from now on).
+    #[arg(long)]
+    alerts_from: Option<u32>,
 }
 
 pub fn run(a: ServeArgs) -> Result<()> {
     let opts = ServeOptions {
-        db: a.db,
+        db: a.db.clone(),
         listen: a.listen,
         blocks_dir: a.blocks_dir,
         token: crate::cli_query::read_token(a.token_file.as_ref())?,
@@ -61,6 +73,11 @@ pub fn run(a: ServeArgs) -> Result<()> {
         max_in_flight: a.max_in_flight,
         cache_mb: a.cache_mb,
         max_traces: a.max_traces.max(1),
+        alerts: (!a.no_alerts).then(|| AlertOptions {
+            required: a.alerts.is_some(),
+            dir: a.alerts.unwrap_or_else(|| a.db.join("alerts")),
+            from: a.alerts_from,
+        }),
     };
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(a.readers.max(1))

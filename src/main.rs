@@ -4,6 +4,7 @@ mod cli_labels;
 mod cli_query;
 mod cli_serve;
 mod cli_trace;
+mod cli_watch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
-use satflow_indexer::{IndexOptions, Network};
+use satflow_indexer::{IndexOptions, Indexer, Network};
 
 #[derive(Parser)]
 #[command(
@@ -39,6 +40,8 @@ enum Command {
     Trace(TraceCommand),
     /// Import, list and remove address labels (exchanges, pools, sanctioned entities, ...).
     Labels(cli_labels::LabelsArgs),
+    /// Watch lists and the alert stream of a running server.
+    Watch(cli_watch::WatchArgs),
     /// Generate a realistic blocks directory with ground truth, for tests and benchmarks.
     Synth(satflow_synth::SynthArgs),
 }
@@ -139,6 +142,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Serve(a) => cli_serve::run(a),
         Command::Query(q) => cli_query::run(q),
         Command::Labels(a) => cli_labels::run(a),
+        Command::Watch(a) => cli_watch::run(a),
         Command::Trace(t) => cli_query::run_on(t.conn, cli_query::What::Trace(t.args)),
         Command::Synth(a) => {
             let summary = satflow_synth::run(&a)?;
@@ -149,7 +153,7 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn index(a: IndexArgs) -> Result<()> {
-    let mut opts = IndexOptions {
+    let opts = IndexOptions {
         network: a.network,
         threads: a.threads,
         cache_mb: a.cache_mb,
@@ -161,11 +165,12 @@ fn index(a: IndexArgs) -> Result<()> {
         prevouts: a.prevouts,
         ..IndexOptions::new(a.blocks_dir, a.db)
     };
-    let s = satflow_indexer::run(&opts)?;
+    let mut indexer = Indexer::open(opts)?;
+    let s = indexer.run()?;
     print_summary(&s);
     if a.follow {
-        opts.quiet = true;
-        follow(&opts, s.tip_hash, Duration::from_millis(a.poll_ms));
+        indexer.set_quiet(true);
+        follow(indexer, s.tip_hash, Duration::from_millis(a.poll_ms));
     }
     Ok(())
 }
@@ -173,18 +178,23 @@ fn index(a: IndexArgs) -> Result<()> {
 /// Indexes what the node appends, round after round; each round ends with
 /// a flush, which is when servers following the index see the new tip.
 /// Errors are logged and retried: the node may be mid-write.
-fn follow(opts: &IndexOptions, mut tip: Option<bitcoin::BlockHash>, poll: Duration) -> ! {
-    tracing::info!("following {} every {poll:?}", opts.blocks_dir.display());
+fn follow(mut indexer: Indexer, mut tip: Option<bitcoin::BlockHash>, poll: Duration) -> ! {
+    let dir = indexer.options().blocks_dir.display().to_string();
+    tracing::info!("following {dir} every {poll:?}");
     loop {
         std::thread::sleep(poll);
-        match satflow_indexer::run(opts) {
+        let started = std::time::Instant::now();
+        match indexer.run() {
             Ok(s) if s.tip_hash != tip => {
                 tracing::info!(
-                    "tip {} {}: {} block(s) applied, {} rolled back",
+                    "tip {} {}: {} block(s) applied, {} rolled back, in {} ms ({} ms of it clustering, {} ms the flow graph)",
                     s.tip_height.unwrap_or(0),
                     s.tip_hash.map_or("-".into(), |h| h.to_string()),
                     s.blocks_applied,
-                    s.blocks_undone
+                    s.blocks_undone,
+                    started.elapsed().as_millis(),
+                    s.cluster_elapsed.as_millis(),
+                    s.flow_elapsed.as_millis()
                 );
                 tip = s.tip_hash;
             }

@@ -100,14 +100,7 @@ async fn the_ofac_list_flags_a_payment_in_block_574200() {
 
     // The paying transaction, as a watcher sees it: one of its outputs
     // goes to a sanctioned address, found by the label alone.
-    let block = raw_block(SANCTIONED_BLOCK);
-    let payee = Address::from_str_checked(OFAC_PAYEE);
-    let paying: Vec<_> = block
-        .txdata
-        .iter()
-        .filter(|t| t.output.iter().any(|o| o.script_pubkey == payee))
-        .map(|t| t.compute_txid().to_string())
-        .collect();
+    let paying = txids_paying(SANCTIONED_BLOCK, OFAC_PAYEE);
     assert_eq!(paying.len(), 1);
     let tx = c
         .chain
@@ -182,21 +175,6 @@ async fn the_ofac_list_flags_a_payment_in_block_574200() {
     let bad = exposure(vec![rule("sanctionned")]).await.unwrap_err();
     assert_eq!(bad.code(), tonic::Code::InvalidArgument);
     assert!(bad.message().starts_with("rules[0].category"), "{bad:?}");
-}
-
-/// `Address::from_str` for mainnet, as a script.
-trait FromStrChecked {
-    fn from_str_checked(s: &str) -> bitcoin::ScriptBuf;
-}
-
-impl FromStrChecked for Address {
-    fn from_str_checked(s: &str) -> bitcoin::ScriptBuf {
-        s.parse::<Address<_>>()
-            .unwrap()
-            .require_network(Network::Bitcoin)
-            .unwrap()
-            .script_pubkey()
-    }
 }
 
 #[test]

@@ -431,29 +431,6 @@ fn a_prevouts_file_that_does_not_fit_the_block_is_refused_by_name() {
     );
 }
 
-/// Every block of a blocks directory, read with rust-bitcoin.
-fn all_blocks(dir: &Path) -> Vec<bitcoin::Block> {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("blk"))
-        .collect();
-    files.sort();
-    files
-        .iter()
-        .flat_map(|f| {
-            let bytes = std::fs::read(f).unwrap();
-            records(&bytes)
-                .into_iter()
-                .filter(|&(at, _)| bytes[at..at + 4] != [0; 4]) // preallocated tail
-                .map(|(at, len)| {
-                    bitcoin::consensus::deserialize(&bytes[at + 8..at + 8 + len]).unwrap()
-                })
-                .collect::<Vec<bitcoin::Block>>()
-        })
-        .collect()
-}
-
 /// Prevouts files, in the layout `satflow index --prevouts` reads, for
 /// every block of `blocks` that spends coins.
 fn write_prevouts(blocks: &[bitcoin::Block], dir: &Path) {

@@ -53,6 +53,36 @@ fn a_five_block_reorg_onto_the_real_chain_equals_a_fresh_build() {
     assert_eq!(utxo_set(db.path()), (4349, 22_610_000_000_000));
 }
 
+/// `satflow index --follow` keeps one `Indexer` open, with its header tree
+/// and caches, from run to run: the same reorg through it ends equal to a
+/// fresh build.
+#[test]
+fn an_indexer_kept_open_across_runs_follows_the_reorg_like_separate_runs() {
+    let blocks = stale_fork_dir();
+    let db = tempfile::tempdir().unwrap();
+    let mut indexer = satflow_indexer::Indexer::open(options(blocks.path(), db.path())).unwrap();
+    let first = indexer.run().unwrap();
+    assert_eq!(first.tip_hash.unwrap().to_string(), FORK_TIP);
+    let idle = indexer.run().unwrap();
+    assert_eq!((idle.blocks_applied, idle.blocks_undone), (0, 0));
+
+    add_blk(blocks.path(), "mainnet/blk00000_first1MiB.dat");
+    let second = indexer.run().unwrap();
+    assert_eq!(
+        (
+            second.blocks_undone,
+            second.blocks_applied,
+            second.tip_height
+        ),
+        (5, 4521, Some(4521))
+    );
+    drop(indexer);
+    let fresh = tempfile::tempdir().unwrap();
+    index(blocks.path(), fresh.path());
+    assert_same(&dump_all(db.path()), &dump_all(fresh.path()));
+    assert_eq!(flow_graph(db.path()), flow_graph(fresh.path()));
+}
+
 /// Floresta's regtest pair: chain A (10 blocks), then chain B forking at 5
 /// with 11 blocks.
 #[test]

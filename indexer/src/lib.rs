@@ -27,5 +27,5 @@ pub mod store;
 mod writer;
 
 pub use network::Network;
-pub use run::{run, IndexOptions, Summary};
+pub use run::{run, IndexOptions, Indexer, Summary};
 pub use store::{Access, Store};

@@ -1,6 +1,7 @@
-//! One `satflow index` run: scan the blk files for new records, choose the
+//! A `satflow index` run: scan the blk files for new records, choose the
 //! best chain, roll back blocks that left it, then parse the new blocks in
-//! parallel and apply them in height order.
+//! parallel and apply them in height order. `Indexer` keeps what one run
+//! learnt for the next, for a follower.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -24,7 +25,7 @@ use crate::prevouts::{self, Prevouts};
 use crate::progress::Progress;
 use crate::schema::{cf, decode_block_index, encode_block_index, meta, Dec};
 use crate::store::{Access, Store};
-use crate::writer::Writer;
+use crate::writer::{Caches, Writer};
 
 #[derive(Clone, Debug)]
 pub struct IndexOptions {
@@ -99,83 +100,144 @@ impl Summary {
     }
 }
 
+/// Indexes what the blocks directory holds that the index does not.
 pub fn run(opts: &IndexOptions) -> Result<Summary> {
-    let started = Instant::now();
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(opts.threads.unwrap_or(0))
-        .thread_name(|i| format!("parse-{i}"))
-        .build()
-        .context("starting worker threads")?;
-    let dir = BlocksDir::open(&opts.blocks_dir)?;
-    if dir.files.is_empty() {
-        bail!("{}: no blk*.dat files", dir.path.display());
-    }
-    let store = Store::open(&opts.db, Access::Write)?;
-    let mut summary = Summary::default();
-
-    let (mut tree, offsets) = load_known(&store)?;
-    let scans = pool.install(|| {
-        dir.files
-            .par_iter()
-            .map(|f| {
-                let start = offsets.get(&f.number).copied().unwrap_or(0);
-                if f.len() < start {
-                    bail!(
-                        "{} is {} bytes, shorter than the {start} bytes already indexed: the blocks directory was rewritten; index it into a new --db",
-                        f.path.display(),
-                        f.len()
-                    );
-                }
-                scan_file(f, dir.key, start)
-            })
-            .collect::<Result<Vec<FileScan>>>()
-    })?;
-    let network = settle_network(&store, opts.network, &dir, &scans)?;
-    summary.network = Some(network);
-    record_scans(&store, &dir, network, &scans, &mut tree, &mut summary)?;
-
-    let (base, root) = settle_start(&store, opts.start_at, network, &dir, &tree)?;
-    let best = tree.best_chain(root, base)?;
-    summary.stale_blocks = best.stale;
-    summary.detached = best.detached.clone();
-    let mut writer = Writer::new(&store, opts.cache_mb << 20)?;
-    let applied = undo_to_fork(&store, &mut writer, &best, &mut summary).and_then(|from| {
-        apply_chain(
-            &store,
-            &mut writer,
-            &dir,
-            &pool,
-            &best,
-            from,
-            opts,
-            &mut summary,
-        )
-    });
-    // Whatever was committed before an error is kept: flush it either way.
-    store.flush()?;
-    applied?;
-    if opts.cluster {
-        let t = Instant::now();
-        crate::cluster::update(&store, opts.quiet)?;
-        summary.cluster_elapsed = t.elapsed();
-    }
-    if opts.flow {
-        let t = Instant::now();
-        crate::flow::update(&store, opts.quiet)?;
-        summary.flow_elapsed = t.elapsed();
-    }
-    if let Some((h, hash)) = store.tip()? {
-        summary.tip_height = Some(h);
-        summary.tip_hash = Some(hash);
-    }
-    summary.elapsed = started.elapsed();
-    summary.db_bytes = store.size_on_disk();
-    Ok(summary)
+    Indexer::open(opts.clone())?.run()
 }
 
-/// Headers of every record seen by earlier runs, and where each file's
-/// next scan starts.
-fn load_known(store: &Store) -> Result<(HeaderTree, BTreeMap<u32, u64>)> {
+/// An index open for writing, for one run or, following a node, many.
+/// Between runs it keeps the header tree and the writer's caches, so a run
+/// that finds one new block reads little more than that block. A run that
+/// fails drops both: the next reads the tree again and starts its caches
+/// empty. While open it holds the database's write lock.
+pub struct Indexer {
+    opts: IndexOptions,
+    pool: rayon::ThreadPool,
+    store: Store,
+    tree: Option<HeaderTree>,
+    caches: Option<Caches>,
+}
+
+impl Indexer {
+    pub fn open(opts: IndexOptions) -> Result<Indexer> {
+        // A mistyped directory must not leave an empty database behind.
+        BlocksDir::open(&opts.blocks_dir)?;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(opts.threads.unwrap_or(0))
+            .thread_name(|i| format!("parse-{i}"))
+            .build()
+            .context("starting worker threads")?;
+        let store = Store::open(&opts.db, Access::Write)?;
+        Ok(Indexer {
+            opts,
+            pool,
+            store,
+            tree: None,
+            caches: None,
+        })
+    }
+
+    pub fn options(&self) -> &IndexOptions {
+        &self.opts
+    }
+
+    /// Progress bars and per-file notes on or off, for the runs to come.
+    pub fn set_quiet(&mut self, quiet: bool) {
+        self.opts.quiet = quiet;
+    }
+
+    /// Scans the blk files for new records, rolls back blocks that left the
+    /// best chain and applies the new ones.
+    pub fn run(&mut self) -> Result<Summary> {
+        let mut tree = match self.tree.take() {
+            Some(t) => t,
+            None => load_tree(&self.store)?,
+        };
+        let caches = self
+            .caches
+            .take()
+            .unwrap_or_else(|| Caches::new(self.opts.cache_mb << 20));
+        let (summary, caches) = self.run_with(&mut tree, caches)?;
+        self.tree = Some(tree);
+        self.caches = Some(caches);
+        Ok(summary)
+    }
+
+    fn run_with(&self, tree: &mut HeaderTree, caches: Caches) -> Result<(Summary, Caches)> {
+        let started = Instant::now();
+        let (opts, store, pool) = (&self.opts, &self.store, &self.pool);
+        let dir = BlocksDir::open(&opts.blocks_dir)?;
+        if dir.files.is_empty() {
+            bail!("{}: no blk*.dat files", dir.path.display());
+        }
+        let mut summary = Summary::default();
+        let offsets = load_offsets(store)?;
+        let scans = pool.install(|| {
+            dir.files
+                .par_iter()
+                .map(|f| {
+                    let start = offsets.get(&f.number).copied().unwrap_or(0);
+                    if f.len() < start {
+                        bail!(
+                            "{} is {} bytes, shorter than the {start} bytes already indexed: the blocks directory was rewritten; index it into a new --db",
+                            f.path.display(),
+                            f.len()
+                        );
+                    }
+                    scan_file(f, dir.key, start)
+                })
+                .collect::<Result<Vec<FileScan>>>()
+        })?;
+        let network = settle_network(store, opts.network, &dir, &scans)?;
+        summary.network = Some(network);
+        record_scans(store, &dir, network, &scans, tree, &mut summary)?;
+
+        let (base, root) = settle_start(store, opts.start_at, network, &dir, tree)?;
+        let best = tree.best_chain(root, base)?;
+        summary.stale_blocks = best.stale;
+        summary.detached = best.detached.clone();
+        let mut writer = Writer::new(store, caches)?;
+        let applied = undo_to_fork(store, &mut writer, &best, &mut summary).and_then(|from| {
+            apply_chain(
+                store,
+                &mut writer,
+                &dir,
+                pool,
+                &best,
+                from,
+                opts,
+                &mut summary,
+            )
+        });
+        // Whatever was committed before an error is kept: flush it either way.
+        store.flush()?;
+        applied?;
+        let caches = writer.into_caches();
+        if opts.cluster {
+            let t = Instant::now();
+            crate::cluster::update(store, opts.quiet)?;
+            // Servers see only flushed rows: a follower's clusters must be
+            // theirs before the flow graph (written next) shows the blocks.
+            store.flush()?;
+            summary.cluster_elapsed = t.elapsed();
+        }
+        if opts.flow {
+            let t = Instant::now();
+            crate::flow::update(store, opts.quiet)?;
+            summary.flow_elapsed = t.elapsed();
+        }
+        if let Some((h, hash)) = store.tip()? {
+            summary.tip_height = Some(h);
+            summary.tip_hash = Some(hash);
+        }
+        summary.elapsed = started.elapsed();
+        summary.db_bytes = store.size_on_disk();
+        Ok((summary, caches))
+    }
+}
+
+/// Headers of every record seen by earlier runs.
+fn load_tree(store: &Store) -> Result<HeaderTree> {
     let mut tree = HeaderTree::default();
     for item in store
         .db()
@@ -185,6 +247,11 @@ fn load_known(store: &Store) -> Result<(HeaderTree, BTreeMap<u32, u64>)> {
         let (header, loc) = decode_block_index(&v)?;
         tree.insert(header, loc);
     }
+    Ok(tree)
+}
+
+/// Where each file's next scan starts.
+fn load_offsets(store: &Store) -> Result<BTreeMap<u32, u64>> {
     let mut offsets = BTreeMap::new();
     for item in store
         .db()
@@ -199,7 +266,7 @@ fn load_known(store: &Store) -> Result<(HeaderTree, BTreeMap<u32, u64>)> {
             Dec::new("scan offset", &v).u64()?,
         );
     }
-    Ok((tree, offsets))
+    Ok(offsets)
 }
 
 /// The one network of the directory, the DB and the command line.

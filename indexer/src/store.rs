@@ -112,6 +112,19 @@ impl Store {
             .with_context(|| format!("reading {cf_name} from {}", self.path.display()))
     }
 
+    /// Rows of one family at once: RocksDB batches the block reads, for a
+    /// fraction of the cost of one `get` per key.
+    pub fn multi_get(&self, cf_name: &str, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
+        self.db
+            .batched_multi_get_cf(self.cf(cf_name), keys, false)
+            .into_iter()
+            .map(|r| {
+                r.map(|v| v.map(|s| s.to_vec()))
+                    .with_context(|| format!("reading {cf_name} from {}", self.path.display()))
+            })
+            .collect()
+    }
+
     /// A row that must exist: its absence means the index is inconsistent.
     pub fn need(&self, cf_name: &str, key: &[u8]) -> Result<Vec<u8>> {
         self.get(cf_name, key)?.with_context(|| {

@@ -53,8 +53,7 @@ pub struct Writer<'s> {
     /// spend a coin the index never saw created.
     start: Option<(u32, BlockHash)>,
     next_outside: u64,
-    utxos: BoundedMap<OutPoint, Unspent>,
-    addrs: BoundedMap<AddrKey, u64>,
+    caches: Caches,
     touched: FxHashMap<u64, Touch>,
     /// Stats deltas of the batch being built, merged once per address.
     pending_stats: FxHashMap<u64, AddrStats>,
@@ -66,9 +65,27 @@ fn generation(budget_bytes: usize, entry_bytes: usize) -> usize {
     budget_bytes / 2 / entry_bytes
 }
 
+/// What a writer remembers of the chain: unspent outputs and address
+/// numbers, bounded in memory whatever the chain's size. A follower keeps
+/// them from one run to the next.
+pub struct Caches {
+    utxos: BoundedMap<OutPoint, Unspent>,
+    addrs: BoundedMap<AddrKey, u64>,
+}
+
+impl Caches {
+    pub fn new(cache_bytes: usize) -> Caches {
+        Caches {
+            utxos: BoundedMap::new(generation(cache_bytes * 3 / 4, 96)),
+            addrs: BoundedMap::new(generation(cache_bytes / 4, 64)),
+        }
+    }
+}
+
 impl<'s> Writer<'s> {
-    /// `cache_bytes` bounds the in-memory maps, whatever the chain's size.
-    pub fn new(store: &'s Store, cache_bytes: usize) -> Result<Writer<'s>> {
+    /// `caches` must be empty or come from a writer whose last batch was
+    /// committed: they hold nothing the database does not.
+    pub fn new(store: &'s Store, caches: Caches) -> Result<Writer<'s>> {
         let ids = store.tip_block()?.map(|b| b.next_ids()).unwrap_or_default();
         let next_outside = match store.last_key(cf::OUTSIDE)? {
             Some(k) => Dec::new("outside key", &k).u64()? + 1,
@@ -79,8 +96,7 @@ impl<'s> Writer<'s> {
             ids,
             start: store.start()?,
             next_outside,
-            utxos: BoundedMap::new(generation(cache_bytes * 3 / 4, 96)),
-            addrs: BoundedMap::new(generation(cache_bytes / 4, 64)),
+            caches,
             touched: FxHashMap::default(),
             pending_stats: FxHashMap::default(),
         })
@@ -94,10 +110,15 @@ impl<'s> Writer<'s> {
         }
     }
 
+    /// The caches, for the next run's writer (see `new`).
+    pub fn into_caches(self) -> Caches {
+        self.caches
+    }
+
     /// Call after each committed batch: only then may the caches forget.
     pub fn committed(&mut self) {
-        self.utxos.evict_if_full();
-        self.addrs.evict_if_full();
+        self.caches.utxos.evict_if_full();
+        self.caches.addrs.evict_if_full();
     }
 
     /// `prevouts` describes the coins the block spends, for an index that
@@ -182,7 +203,7 @@ impl<'s> Writer<'s> {
                         value: out.value,
                         addr,
                     };
-                    self.utxos.insert(
+                    self.caches.utxos.insert(
                         OutPoint {
                             txid: tx.txid,
                             vout: vout as u32,
@@ -253,8 +274,8 @@ impl<'s> Writer<'s> {
             .block(height)?
             .with_context(|| format!("tip block row at height {height} is missing"))?;
         // Ids above the new tip are about to be reused.
-        self.utxos.clear();
-        self.addrs.clear();
+        self.caches.utxos.clear();
+        self.caches.addrs.clear();
         let end = row.next_ids();
         // Newest first, so an output created and spent inside the block
         // ends up deleted, not restored.
@@ -415,7 +436,7 @@ impl<'s> Writer<'s> {
 
     /// The unspent output from the index; None when its tx is not indexed.
     fn take_unspent(&mut self, prevout: &OutPoint) -> Result<Option<Unspent>> {
-        if let Some(u) = self.utxos.remove(prevout) {
+        if let Some(u) = self.caches.utxos.remove(prevout) {
             return Ok(Some(u));
         }
         let Some(txnum) = self.store.find_tx(&prevout.txid)? else {
@@ -435,7 +456,7 @@ impl<'s> Writer<'s> {
     }
 
     fn addr_id(&mut self, batch: &mut SortedBatch, key: AddrKey) -> Result<u64> {
-        if let Some(id) = self.addrs.get(&key) {
+        if let Some(id) = self.caches.addrs.get(&key) {
             return Ok(id);
         }
         let bytes = key.to_bytes();
@@ -449,7 +470,7 @@ impl<'s> Writer<'s> {
                 id
             }
         };
-        self.addrs.insert(key, id);
+        self.caches.addrs.insert(key, id);
         Ok(id)
     }
 }

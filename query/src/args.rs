@@ -3,6 +3,7 @@
 
 use bitcoin::{BlockHash, Txid};
 use satflow_indexer::cluster::rows::Rank;
+use satflow_indexer::labels::Category;
 use satflow_indexer::script::AddrKey;
 use satflow_indexer::{address, Network};
 use satflow_proto::v1 as pb;
@@ -80,6 +81,11 @@ pub fn policy(v: i32) -> Result<PolicyName> {
         Ok(pb::TaintPolicy::Tiho) => PolicyName::Tiho,
         Err(_) => return Err(invalid("policy", format!("{v} is no policy"))),
     })
+}
+
+/// A category of the label vocabulary.
+pub fn category(field: &str, s: &str) -> Result<Category> {
+    s.parse().map_err(|e: String| invalid(field, e))
 }
 
 pub fn invalid(field: &str, why: impl std::fmt::Display) -> QueryError {

@@ -21,7 +21,7 @@ const LINK_BUDGET: usize = 200_000;
 /// What the clusters were built with and up to where.
 pub(crate) struct Built {
     heuristics: Heuristics,
-    height: u32,
+    pub height: u32,
     /// Tx and address numbers at and above these are not in the clusters yet.
     next_tx: u64,
     pub next_addr: u64,

@@ -11,6 +11,7 @@ use bitcoin::consensus::deserialize;
 use bitcoin::Transaction;
 use rustc_hash::{FxHashMap, FxHashSet};
 use satflow_indexer::labels::{self, Category, Label, PoolTag};
+use satflow_indexer::schema::{cf, key_u64, Dec};
 use satflow_indexer::script::AddrKey;
 use satflow_proto::v1 as pb;
 
@@ -81,13 +82,33 @@ impl Index {
             return Ok(());
         }
         let cover = self.clusters_cover_or_none()?;
+        // Batched reads: a server redoes this at every catch-up that brings
+        // a block, holding requests back meanwhile.
+        let all = labels::all(&self.store)?;
+        let keys: Vec<Vec<u8>> = all.iter().map(|l| l.address.to_bytes()).collect();
+        let mut seen = Vec::new();
+        for (l, id) in all
+            .into_iter()
+            .zip(self.store.multi_get(cf::ADDR_IDS, &keys)?)
+        {
+            if let Some(id) = id {
+                seen.push((Dec::new("addr id", &id).u64()?, l));
+            }
+        }
+        let covered: Vec<Vec<u8>> = seen
+            .iter()
+            .filter(|(id, _)| *id < cover)
+            .map(|(id, _)| key_u64(*id).to_vec())
+            .collect();
+        let mut clusters = self.store.multi_get(cf::CLUSTER_OF, &covered)?.into_iter();
         let mut by_cluster: FxHashMap<u64, Vec<(u64, Label)>> = FxHashMap::default();
         let mut labeled = FxHashSet::default();
-        for l in labels::all(&self.store)? {
-            let Some(id) = self.address_id(&l.address)? else {
-                continue;
+        for (id, l) in seen {
+            // A covered address without a row is a cluster of its own.
+            let c = match (id < cover).then(|| clusters.next().flatten()).flatten() {
+                Some(v) => Dec::new("cluster id", &v).u64()?,
+                None => id,
             };
-            let c = self.cluster_or_self(id, cover)?;
             labeled.insert(id);
             by_cluster.entry(c).or_default().push((id, l));
         }

@@ -2,7 +2,8 @@
 //!
 //! `reader` answers lookups as `satflow.v1` messages; `args` and `page`
 //! turn request fields into typed keys and resume points; `server` serves
-//! it all over gRPC; `client` connects to it (the CLI, tests, benches).
+//! it all over gRPC; `watch` raises alerts as blocks arrive; `client`
+//! connects to it (the CLI, tests, benches).
 
 mod args;
 pub mod client;
@@ -15,6 +16,7 @@ mod risk;
 pub mod server;
 pub mod taint;
 mod trace;
+pub mod watch;
 
 pub use error::{QueryError, Result};
 pub use labels::LabelIndex;

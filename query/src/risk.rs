@@ -134,9 +134,7 @@ impl Index {
             false => r.rules.clone(),
         };
         for (i, rule) in rules.iter().enumerate() {
-            rule.category
-                .parse::<Category>()
-                .map_err(|e| args::invalid(&format!("rules[{i}].category"), e))?;
+            args::category(&format!("rules[{i}].category"), &rule.category)?;
             Level::parse(&format!("rules[{i}].level"), &rule.level)?;
             if !(0.0..=1.0).contains(&rule.min_share) {
                 return Err(args::invalid(

@@ -224,10 +224,7 @@ impl Index {
             .stop_categories
             .iter()
             .enumerate()
-            .map(|(i, c)| {
-                c.parse()
-                    .map_err(|e: String| args::invalid(&format!("stop_categories[{i}]"), e))
-            })
+            .map(|(i, c)| args::category(&format!("stop_categories[{i}]"), c))
             .collect::<Result<Vec<Category>>>()?;
         let labeled = self
             .label_index()

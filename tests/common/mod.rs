@@ -2,7 +2,7 @@
 //! directories assembled from real files, and whole-database comparison.
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use satflow_indexer::schema::cf;
@@ -224,6 +224,63 @@ pub fn records(bytes: &[u8]) -> Vec<(usize, usize)> {
         pos += 8 + len;
     }
     out
+}
+
+/// The txids of the transactions of real block `height` (tests/data)
+/// that pay mainnet `address`.
+pub fn txids_paying(height: u32, address: &str) -> Vec<String> {
+    let script = address
+        .parse::<bitcoin::Address<bitcoin::address::NetworkUnchecked>>()
+        .unwrap()
+        .require_network(bitcoin::Network::Bitcoin)
+        .unwrap()
+        .script_pubkey();
+    raw_block(height)
+        .txdata
+        .iter()
+        .filter(|t| t.output.iter().any(|o| o.script_pubkey == script))
+        .map(|t| t.compute_txid().to_string())
+        .collect()
+}
+
+/// Every block of a blocks directory, read with rust-bitcoin, in file order.
+pub fn all_blocks(dir: &Path) -> Vec<bitcoin::Block> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("blk"))
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .flat_map(|f| {
+            let bytes = std::fs::read(f).unwrap();
+            records(&bytes)
+                .into_iter()
+                .filter(|&(at, _)| bytes[at..at + 4] != [0; 4]) // preallocated tail
+                .map(|(at, len)| {
+                    bitcoin::consensus::deserialize(&bytes[at + 8..at + 8 + len]).unwrap()
+                })
+                .collect::<Vec<bitcoin::Block>>()
+        })
+        .collect()
+}
+
+/// The best chain of a blocks directory, genesis first, as the index at
+/// `db` chose it (stale blocks left out).
+pub fn best_chain(dir: &Path, db: &Path) -> Vec<bitcoin::Block> {
+    let mut by_hash: HashMap<bitcoin::BlockHash, bitcoin::Block> = all_blocks(dir)
+        .into_iter()
+        .map(|b| (b.block_hash(), b))
+        .collect();
+    let q = query::Q::open(db);
+    (0..=q.status().tip_height)
+        .map(|h| {
+            by_hash
+                .remove(&q.block(h).hash.parse::<bitcoin::BlockHash>().unwrap())
+                .unwrap()
+        })
+        .collect()
 }
 
 /// Hand-built regtest blocks, for cases real data does not have.

@@ -175,7 +175,7 @@ impl<'a> FlowView<'a> {
 
     /// Height of the last block.
     pub fn tip_height(&self) -> u32 {
-        self.base + (self.blocks.len() / BLOCK_WORDS).saturating_sub(1) as u32
+        self.base + self.block_count().saturating_sub(1) as u32
     }
 
     fn tx_word(&self, tx: u64, i: usize) -> u64 {
@@ -253,14 +253,31 @@ impl<'a> FlowView<'a> {
         lo
     }
 
+    fn block_count(&self) -> usize {
+        self.blocks.len() / BLOCK_WORDS
+    }
+
+    /// The first tx number of the `b`th block of the view.
+    fn first_tx(&self, b: usize) -> u64 {
+        self.blocks[b * BLOCK_WORDS]
+    }
+
+    /// The tx numbers of the block at `height`; None outside the view.
+    pub fn block_txs(&self, height: u32) -> Option<Range<u64>> {
+        let b = height.checked_sub(self.base)? as usize;
+        match b + 1 {
+            n if n < self.block_count() => Some(self.first_tx(b)..self.first_tx(n)),
+            n if n == self.block_count() => Some(self.first_tx(b)..self.tx_count()),
+            _ => None,
+        }
+    }
+
     /// Height of the block holding `tx`.
     pub fn height(&self, tx: u64) -> u32 {
-        let blocks = self.blocks.len() / BLOCK_WORDS;
-        let first_tx = |b: usize| self.blocks[b * BLOCK_WORDS];
-        let (mut lo, mut hi) = (0usize, blocks);
+        let (mut lo, mut hi) = (0usize, self.block_count());
         while hi - lo > 1 {
             let mid = lo + (hi - lo) / 2;
-            if first_tx(mid) <= tx {
+            if self.first_tx(mid) <= tx {
                 lo = mid;
             } else {
                 hi = mid;

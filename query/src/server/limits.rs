@@ -26,6 +26,21 @@ impl Deadline {
         Deadline(timeout.map(|t| arrived + t.saturating_sub(AHEAD_OF_TRANSPORT)))
     }
 
+    /// The deadline admission noted when `request` arrived; without it (a
+    /// call that bypassed admission), counted from now.
+    pub fn of<T>(request: &tonic::Request<T>) -> Deadline {
+        request
+            .extensions()
+            .get::<Deadline>()
+            .copied()
+            .unwrap_or_else(|| Deadline::from_metadata(request.metadata(), Instant::now()))
+    }
+
+    /// When the caller stops waiting, if it said.
+    pub fn instant(&self) -> Option<Instant> {
+        self.0
+    }
+
     pub fn expired(&self) -> bool {
         self.0.is_some_and(|d| Instant::now() >= d)
     }

@@ -18,6 +18,7 @@ mod clusters;
 mod limits;
 mod risk;
 mod taint;
+mod watch;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -41,8 +42,10 @@ use clusters::ClustersService;
 use limits::Deadline;
 use risk::RiskService;
 use taint::TaintService;
+use watch::WatchesService;
 
 use crate::reader::Index;
+use crate::watch::Monitor;
 use admission::Admission;
 use limits::deadline_exceeded;
 
@@ -62,6 +65,18 @@ pub struct ServeOptions {
     pub cache_mb: usize,
     /// Taint traces running at once; beyond, RESOURCE_EXHAUSTED.
     pub max_traces: usize,
+    /// Where watches and alerts are kept; None: no alerts.
+    pub alerts: Option<AlertOptions>,
+}
+
+pub struct AlertOptions {
+    pub dir: PathBuf,
+    /// On a new alert store: the first height to evaluate (default: the
+    /// block after the tip).
+    pub from: Option<u32>,
+    /// Refuse to start without the store; otherwise the server runs
+    /// without alerts (a second server on one index, a read-only index).
+    pub required: bool,
 }
 
 pub struct TlsFiles {
@@ -83,13 +98,7 @@ impl Shared {
     where
         F: FnOnce(&Index, Deadline) -> crate::Result<T>,
     {
-        // Admission notes the deadline at arrival; without it (a call that
-        // bypassed admission) it counts from now.
-        let deadline = request
-            .extensions()
-            .get::<Deadline>()
-            .copied()
-            .unwrap_or_else(|| Deadline::from_metadata(request.metadata(), Instant::now()));
+        let deadline = Deadline::of(request);
         let _view = self.view.read().unwrap_or_else(PoisonError::into_inner);
         if deadline.expired() {
             return Err(deadline_exceeded());
@@ -135,7 +144,29 @@ pub async fn serve(
         index,
         view: RwLock::new(()),
     });
-    tokio::spawn(follow(Arc::clone(&shared), opts.follow_every));
+    let monitor = match &opts.alerts {
+        Some(a) => match Monitor::open(&a.dir, a.from) {
+            Ok(m) => Ok(Arc::new(m)),
+            Err(e) if !a.required => {
+                tracing::warn!("alerts are off: {e:#}");
+                Err(format!("this server keeps no alerts: {e:#}"))
+            }
+            Err(e) => return Err(e),
+        },
+        None => Err("this server keeps no alerts (it was started with --no-alerts)".into()),
+    };
+    tokio::spawn(follow(
+        Arc::clone(&shared),
+        monitor.as_ref().ok().cloned(),
+        opts.follow_every,
+    ));
+    // Subscriptions never end by themselves: they are told to at shutdown,
+    // or the server would wait for them.
+    let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stopping_tx.send(true);
+    };
 
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
@@ -163,6 +194,18 @@ pub async fn serve(
     health
         .set_serving::<pb::risk_server::RiskServer<RiskService>>()
         .await;
+    match &monitor {
+        Ok(_) => {
+            health
+                .set_serving::<pb::watches_server::WatchesServer<WatchesService>>()
+                .await
+        }
+        Err(_) => {
+            health
+                .set_not_serving::<pb::watches_server::WatchesServer<WatchesService>>()
+                .await
+        }
+    }
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
@@ -213,7 +256,11 @@ pub async fn serve(
             admission.clone(),
         ))
         .add_service(pb::risk_server::RiskServer::with_interceptor(
-            RiskService::new(shared, slots),
+            RiskService::new(Arc::clone(&shared), slots),
+            admission.clone(),
+        ))
+        .add_service(pb::watches_server::WatchesServer::with_interceptor(
+            WatchesService::new(shared, monitor, stopping),
             admission,
         ))
         .serve_with_incoming_shutdown(incoming, shutdown)
@@ -221,18 +268,27 @@ pub async fn serve(
         .context("serving gRPC")
 }
 
-/// Catches up with the writer every `every`, logging each new tip.
-async fn follow(shared: Arc<Shared>, every: Duration) {
+/// Catches up with the writer every `every`, logging each new tip, and
+/// has the monitor (if any) evaluate what arrived.
+async fn follow(shared: Arc<Shared>, monitor: Option<Arc<Monitor>>, every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_tip = None;
+    let mut behind = false;
     loop {
-        tick.tick().await;
+        // A monitor with blocks left to evaluate goes on at once.
+        if !behind {
+            tick.tick().await;
+        }
         let s = Arc::clone(&shared);
+        let started = Instant::now();
         match tokio::task::spawn_blocking(move || s.catch_up()).await {
             Ok(Ok(tip)) if last_tip != Some(tip) => {
                 match last_tip {
-                    Some(_) => tracing::info!("the index grew: now at tip height {tip}"),
+                    Some(_) => tracing::info!(
+                        "the index grew: now at tip height {tip} (caught up in {} ms)",
+                        started.elapsed().as_millis()
+                    ),
                     None => tracing::debug!("serving the index at tip height {tip}"),
                 }
                 last_tip = Some(tip);
@@ -241,5 +297,45 @@ async fn follow(shared: Arc<Shared>, every: Duration) {
             Ok(Err(e)) => tracing::warn!("catching up with the writer: {e:#}"),
             Err(e) => tracing::warn!("catch-up task failed: {e}"),
         }
+        let Some(m) = &monitor else { continue };
+        let (s, m) = (Arc::clone(&shared), Arc::clone(m));
+        let started = Instant::now();
+        // Only this loop moves the index (catch-up), so the evaluation sees
+        // one state of it without taking the view lock.
+        behind = match tokio::task::spawn_blocking(move || m.update(&s.index)).await {
+            Ok(Ok(u)) => {
+                if u.evaluated_blocks > 0 {
+                    tracing::info!(
+                        "alerts: {} block(s) evaluated, up to height {:?}, in {} ms",
+                        u.evaluated_blocks,
+                        u.height,
+                        started.elapsed().as_millis()
+                    );
+                }
+                if u.retracted_blocks > 0 {
+                    tracing::info!(
+                        "alerts: {} blocks left the best chain, their alerts retracted",
+                        u.retracted_blocks
+                    );
+                }
+                if u.behind {
+                    tracing::info!("alerts: evaluated up to height {:?}, catching up", u.height);
+                }
+                u.behind
+            }
+            // Mid-reorg, or no flow graph yet: the next round retries.
+            Ok(Err(e @ crate::QueryError::FailedPrecondition(_))) => {
+                tracing::debug!("alerts: {e}");
+                false
+            }
+            Ok(Err(e)) => {
+                tracing::warn!("alerts: {e:#}");
+                false
+            }
+            Err(e) => {
+                tracing::error!("alerts: the evaluation failed: {e}");
+                false
+            }
+        };
     }
 }

@@ -30,13 +30,7 @@ impl pb::risk_server::Risk for RiskService {
         request: Request<pb::ExposureRequest>,
     ) -> Result<Response<pb::Exposure>, Status> {
         let slot = self.slots.take()?;
-        let deadline = request
-            .extensions()
-            .get::<Deadline>()
-            .copied()
-            .unwrap_or_else(|| {
-                Deadline::from_metadata(request.metadata(), std::time::Instant::now())
-            });
+        let deadline = Deadline::of(&request);
         let r = request.into_inner();
         let shared = Arc::clone(&self.shared);
         let answer = tokio::task::spawn_blocking(move || {

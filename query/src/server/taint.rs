@@ -4,7 +4,6 @@
 //! and a reader that goes away stops it.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use rustc_hash::FxHashMap;
 use satflow_indexer::flow::Flow;
@@ -28,8 +27,8 @@ const DEFAULT_TXS: u64 = 1_000_000;
 const MAX_TXS: u64 = 1_000_000_000;
 /// Clusters listed in a summary.
 const SUMMARY_CLUSTERS: usize = 1000;
-/// How long a trace waits for a caller that stopped reading its hits.
-const STALLED: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long a stream waits for a caller that stopped reading it.
+pub(super) const STALLED: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub struct TaintService {
     shared: Arc<Shared>,
@@ -84,11 +83,7 @@ impl pb::taint_server::Taint for TaintService {
         let slot = self.slots.take()?;
         let sources = r.sources.clone();
         let stops = r.clone();
-        let deadline = request
-            .extensions()
-            .get::<Deadline>()
-            .copied()
-            .unwrap_or_else(|| Deadline::from_metadata(request.metadata(), Instant::now()));
+        let deadline = Deadline::of(&request);
         let max_sources = limits.max_txs.min(10_000_000) as usize;
         let (flow, sources, stop) = self
             .shared
