@@ -51,7 +51,8 @@ struct AddArgs {
     /// Any transaction paying the subject or spending from it.
     #[arg(long, group = "rule")]
     any: bool,
-    /// A transaction paying the subject at least this many satoshis.
+    /// A transaction paying the subject at least this many satoshis, net of
+    /// what it spends from it.
     #[arg(long, group = "rule")]
     incoming_above: Option<u64>,
     /// Coins moving between the subject and this category within --hops.

@@ -86,7 +86,7 @@ impl AlertStore {
             .collect()
     }
 
-    pub fn has_watch(&self, name: &str) -> Result<bool> {
+    fn has_watch(&self, name: &str) -> Result<bool> {
         Ok(self.db.get_cf(self.cf(WATCHES), name)?.is_some())
     }
 
