@@ -1,5 +1,6 @@
 //! `satflow`: one binary for indexing, querying and generating chains.
 
+mod cli_export;
 mod cli_labels;
 mod cli_query;
 mod cli_serve;
@@ -42,6 +43,9 @@ enum Command {
     Labels(cli_labels::LabelsArgs),
     /// Watch lists and the alert stream of a running server.
     Watch(cli_watch::WatchArgs),
+    /// Export the index to Apache Parquet (Hive partitions by height) for
+    /// Spark, DuckDB, Trino or BigQuery; run again to add new blocks.
+    Export(cli_export::ExportArgs),
     /// Generate a realistic blocks directory with ground truth, for tests and benchmarks.
     Synth(satflow_synth::SynthArgs),
 }
@@ -143,6 +147,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Query(q) => cli_query::run(q),
         Command::Labels(a) => cli_labels::run(a),
         Command::Watch(a) => cli_watch::run(a),
+        Command::Export(a) => cli_export::run(a),
         Command::Trace(t) => cli_query::run_on(t.conn, cli_query::What::Trace(t.args)),
         Command::Synth(a) => {
             let summary = satflow_synth::run(&a)?;

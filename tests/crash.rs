@@ -19,19 +19,6 @@ fn satflow_index(blocks: &std::path::Path, db: &std::path::Path) -> Command {
     c
 }
 
-/// A small deterministic generator, so a failing kill schedule can be replayed.
-struct Lcg(u64);
-
-impl Lcg {
-    fn next_f64(&mut self) -> f64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 #[test]
 fn killed_at_random_points_then_resumed_equals_an_uninterrupted_run() {
     let blocks = blocks_dir(&[
@@ -47,10 +34,7 @@ fn killed_at_random_points_then_resumed_equals_an_uninterrupted_run() {
     let full = t0.elapsed();
 
     let db = tempfile::tempdir().unwrap();
-    let mut rng = Lcg(std::env::var("SATFLOW_KILL_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20261125));
+    let mut rng = Lcg::from_env();
     // Kill runs at random moments until 8 kills have landed; a run that
     // finishes first must equal the reference, and then we start over from
     // an empty database with shorter delays, so later kills land mid-way

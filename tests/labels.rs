@@ -18,16 +18,6 @@ const OFAC_PAYEE: &str = "1NpHuti9NSM9fVTXLkvSDU4AnhqGQ5N53d";
 const TAPROOT: u32 = 866342;
 const TAPROOT_HASH: &str = "000000000000000000014ce9ba7c6760053c3c82ce6ab43d60afb101d3c8f1f1";
 
-fn import(
-    db: &std::path::Path,
-    file: &std::path::Path,
-    format: Format,
-    d: Defaults,
-) -> labels::Parsed {
-    let store = Store::open(db, Access::Write).unwrap();
-    labels::import(&store, file, format, &d).unwrap()
-}
-
 /// Line numbers (from 1) of the lines of `file` containing `needle`.
 fn lines_with(file: &std::path::Path, needle: &str) -> Vec<usize> {
     std::fs::read_to_string(file)
@@ -43,7 +33,7 @@ fn lines_with(file: &std::path::Path, needle: &str) -> Vec<usize> {
 async fn the_ofac_list_flags_a_payment_in_block_574200() {
     let (_blocks, db, _) = window(SANCTIONED_BLOCK, SANCTIONED_HASH, false);
     let list = data("labels/ofac_sanctioned_addresses_XBT.txt");
-    let parsed = import(
+    let parsed = import_labels(
         db.path(),
         &list,
         Format::List,
@@ -182,7 +172,7 @@ fn tagpacks_and_csv_skip_what_is_not_a_bitcoin_address_by_line() {
     let (_blocks, db, _) = window(SANCTIONED_BLOCK, SANCTIONED_HASH, false);
     // GraphSense's OFAC pack lists other chains' addresses too.
     let pack = data("labels/graphsense_ofac.yaml");
-    let parsed = import(db.path(), &pack, Format::TagPack, Defaults::default());
+    let parsed = import_labels(db.path(), &pack, Format::TagPack, Defaults::default());
     assert!(parsed.labels.len() > 300 && parsed.skipped.len() > 100);
     for s in &parsed.skipped {
         assert!(lines_with(&pack, &s.entry).contains(&s.line), "{s:?}");
@@ -204,7 +194,7 @@ fn tagpacks_and_csv_skip_what_is_not_a_bitcoin_address_by_line() {
         ),
     )
     .unwrap();
-    let parsed = import(db.path(), csv.path(), Format::Csv, Defaults::default());
+    let parsed = import_labels(db.path(), csv.path(), Format::Csv, Defaults::default());
     assert_eq!(parsed.labels.len(), 1);
     assert_eq!(
         parsed.skipped.iter().map(|s| s.line).collect::<Vec<_>>(),
@@ -263,7 +253,7 @@ async fn labels_reach_the_whole_cluster_and_stop_traces() {
     };
     let csv = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(csv.path(), format!("{labeled},Desk A,exchange,test\n")).unwrap();
-    import(db.path(), csv.path(), Format::Csv, Defaults::default());
+    import_labels(db.path(), csv.path(), Format::Csv, Defaults::default());
     // Labels are keyed by address: a cluster rebuild leaves them be.
     {
         let store = Store::open(db.path(), Access::Write).unwrap();
@@ -330,7 +320,7 @@ async fn labels_reach_the_whole_cluster_and_stop_traces() {
     drop(server);
     let csv = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(csv.path(), format!("{desk_b},Desk B,exchange,test\n")).unwrap();
-    import(db.path(), csv.path(), Format::Csv, Defaults::default());
+    import_labels(db.path(), csv.path(), Format::Csv, Defaults::default());
     let server = Server::start(db.path(), &[]);
     let mut c = server.connect().await;
     let (mut hits, mut summary) = (Vec::new(), None);
@@ -468,7 +458,7 @@ async fn mining_pools_are_recognised_by_coinbase_tag_and_payout_address() {
         (TAPROOT, TAPROOT_HASH, "MARA Pool"),
     ] {
         let (_blocks, db, _) = window(height, hash, false);
-        let parsed = import(
+        let parsed = import_labels(
             db.path(),
             &data("labels/mining_pools_pools.json"),
             Format::Pools,
@@ -517,7 +507,7 @@ async fn a_running_server_picks_up_new_labels() {
         format!("{OFAC_PAYEE},Late label,sanctioned,test\n"),
     )
     .unwrap();
-    import(db.path(), csv.path(), Format::Csv, Defaults::default());
+    import_labels(db.path(), csv.path(), Format::Csv, Defaults::default());
     let started = std::time::Instant::now();
     loop {
         let labels = labels_of(&mut c).await;

@@ -7,14 +7,13 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Duration;
 
 use common::query::Q;
 use common::server::Server;
 use common::*;
-use satflow_indexer::labels::{self, Category, Defaults, Format};
-use satflow_indexer::{Access, Store};
+use satflow_indexer::labels::{Category, Defaults, Format};
+use satflow_indexer::Access;
 use satflow_proto::v1 as pb;
 use satflow_query::watch::{Monitor, Update};
 use satflow_query::Index;
@@ -40,15 +39,10 @@ fn any() -> Rule {
     Rule::AnyActivity(pb::AnyActivity {})
 }
 
-fn import(db: &Path, file: &Path, format: Format, d: Defaults) {
-    let store = Store::open(db, Access::Write).unwrap();
-    labels::import(&store, file, format, &d).unwrap();
-}
-
 #[test]
 fn watch_rules_flag_the_ofac_payment_in_block_574200() {
     let (_blocks, db, _) = window(SANCTIONED_BLOCK, SANCTIONED_HASH, false);
-    import(
+    import_labels(
         db.path(),
         &data("labels/ofac_sanctioned_addresses_XBT.txt"),
         Format::List,
@@ -207,7 +201,7 @@ async fn a_watched_theft_reaching_an_exchange_deposit_raises_an_alert_with_its_p
         .collect();
     let labels_file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(labels_file.path(), csv).unwrap();
-    import(
+    import_labels(
         db.path(),
         labels_file.path(),
         Format::Csv,

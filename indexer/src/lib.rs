@@ -19,7 +19,7 @@ pub mod labels;
 pub mod network;
 pub mod parse;
 pub mod prevouts;
-mod progress;
+pub mod progress;
 pub mod run;
 pub mod schema;
 pub mod script;

@@ -291,7 +291,8 @@ impl Store {
     }
 }
 
-fn dir_size(path: &Path) -> u64 {
+/// Total size of the files under `path`.
+pub fn dir_size(path: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(path) else {
         return 0;
     };

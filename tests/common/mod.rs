@@ -102,6 +102,38 @@ pub fn synth_chain(seed: u64, size: u64) -> (tempfile::TempDir, tempfile::TempDi
     (blocks, db)
 }
 
+/// A small deterministic generator, so a failing kill schedule can be
+/// replayed: seeded from `SATFLOW_KILL_SEED`.
+pub struct Lcg(u64);
+
+impl Lcg {
+    pub fn from_env() -> Lcg {
+        Lcg(std::env::var("SATFLOW_KILL_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(20261125))
+    }
+
+    pub fn next_f64(&mut self) -> f64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Imports a label set into the index at `db`.
+pub fn import_labels(
+    db: &Path,
+    file: &Path,
+    format: satflow_indexer::labels::Format,
+    defaults: satflow_indexer::labels::Defaults,
+) -> satflow_indexer::labels::Parsed {
+    let store = Store::open(db, Access::Write).unwrap();
+    satflow_indexer::labels::import(&store, file, format, &defaults).unwrap()
+}
+
 pub fn index(blocks: &Path, db: &Path) -> Summary {
     satflow_indexer::run(&options(blocks, db)).unwrap()
 }

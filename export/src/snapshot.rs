@@ -1,0 +1,184 @@
+//! The tables that describe the index as of one moment rather than a height
+//! range: `address_clusters` (clusters merge, so an old address's cluster
+//! changes) and `labels`. Each is rewritten whole, and only when what it
+//! reflects changed.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+use parquet::file::metadata::KeyValue;
+use rocksdb::IteratorMode;
+use satflow_indexer::cluster::rows::ClusterStats;
+use satflow_indexer::schema::{cf, meta, split_pair, Dec};
+use satflow_indexer::{address, cluster, labels, Network, Store};
+use sha2::{Digest, Sha256};
+
+use crate::files::{FileEntry, FileSet};
+use crate::read::address_strings;
+use crate::tables::Table;
+
+/// Members per batch: a batch's addresses are read and encoded together.
+const BATCH: usize = 64 * 1024;
+
+/// Why `source` has nothing for a table.
+pub const NOT_READY: &str = "the index has no clusters, or is recomputing those a reorg dissolved \
+     (run `satflow index`, or `satflow cluster` for an index built with --no-cluster)";
+
+/// What `table` reflects now; None when the index cannot give it now:
+/// clusters never built, or partly dissolved by a reorg until the next
+/// index run recomputes them.
+pub fn source(store: &Store, table: Table) -> Result<Option<String>> {
+    match table {
+        Table::AddressClusters => {
+            let Some((height, hash)) = cluster::tip(store)? else {
+                return Ok(None);
+            };
+            if store.get(cf::META, meta::CLUSTER_DIRTY)?.is_some() {
+                return Ok(None);
+            }
+            let heuristics = cluster::heuristics(store)?.map(|h| h.to_string());
+            Ok(Some(format!(
+                "cluster tip {height} {hash}, heuristics {}",
+                heuristics.unwrap_or_default()
+            )))
+        }
+        Table::Labels => {
+            let mut digest = Sha256::new();
+            for item in store
+                .db()
+                .iterator_cf(store.cf(cf::LABELS), IteratorMode::Start)
+            {
+                let (k, v) = item.context("reading labels")?;
+                for part in [&k, &v] {
+                    digest.update((part.len() as u64).to_be_bytes());
+                    digest.update(part);
+                }
+            }
+            Ok(Some(format!(
+                "labels sha256 {}",
+                hex::encode(digest.finalize())
+            )))
+        }
+        _ => unreachable!("{table} is a chain table"),
+    }
+}
+
+/// Writes `table` into `dir`.
+pub fn write(
+    store: &Store,
+    network: Network,
+    table: Table,
+    dir: &Path,
+    metadata: Vec<KeyValue>,
+) -> Result<Vec<FileEntry>> {
+    let mut files = FileSet::create(dir, table, metadata)?;
+    match table {
+        Table::AddressClusters => clusters(store, network, &mut files)?,
+        Table::Labels => labels_of(store, network, &mut files)?,
+        _ => unreachable!("{table} is a chain table"),
+    }
+    files.finish()
+}
+
+/// Members of clusters of two or more addresses, in cluster id order. A
+/// lone address has no row: it is a cluster of its own.
+fn clusters(store: &Store, network: Network, files: &mut FileSet) -> Result<()> {
+    let mut pending: Vec<(u64, u64)> = Vec::with_capacity(BATCH);
+    let mut sizes: Vec<(u64, u64)> = Vec::new();
+    // Both families are in cluster id order: one pass over each.
+    let mut stats = store
+        .db()
+        .iterator_cf(store.cf(cf::CLUSTER_STATS), IteratorMode::Start);
+    for item in store
+        .db()
+        .iterator_cf(store.cf(cf::CLUSTER_MEMBERS), IteratorMode::Start)
+    {
+        let (k, _) = item.context("reading cluster members")?;
+        let (cluster, addr) = split_pair(&k)?;
+        if sizes.last().is_none_or(|(c, _)| *c != cluster) {
+            let size = loop {
+                let (k, v) = stats
+                    .next()
+                    .with_context(|| {
+                        format!("index is inconsistent: cluster {cluster} has no stats row")
+                    })?
+                    .context("reading cluster stats")?;
+                if Dec::new("cluster_stats key", &k).u64()? == cluster {
+                    break ClusterStats::decode(&v)?.size;
+                }
+            };
+            sizes.push((cluster, size));
+        }
+        pending.push((cluster, addr));
+        if pending.len() == BATCH {
+            files.write(&cluster_batch(store, network, &pending, &sizes)?)?;
+            pending.clear();
+            sizes.drain(..sizes.len() - 1);
+        }
+    }
+    files.write(&cluster_batch(store, network, &pending, &sizes)?)
+}
+
+fn cluster_batch(
+    store: &Store,
+    network: Network,
+    members: &[(u64, u64)],
+    sizes: &[(u64, u64)],
+) -> Result<RecordBatch> {
+    let strings = address_strings(store, network, members.iter().map(|(_, a)| *a), 0..0)?;
+    let size_of = |cluster: u64| {
+        let i = sizes.partition_point(|(c, _)| *c < cluster);
+        sizes[i].1
+    };
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from(
+            members
+                .iter()
+                .map(|(c, _)| int64(*c))
+                .collect::<Result<Vec<_>>>()?,
+        )),
+        Arc::new(StringArray::from_iter_values(
+            members.iter().map(|(_, a)| strings[a].as_str()),
+        )),
+        Arc::new(Int64Array::from(
+            members
+                .iter()
+                .map(|(c, _)| int64(size_of(*c)))
+                .collect::<Result<Vec<_>>>()?,
+        )),
+    ];
+    Ok(RecordBatch::try_new(
+        Table::AddressClusters.schema(),
+        columns,
+    )?)
+}
+
+fn labels_of(store: &Store, network: Network, files: &mut FileSet) -> Result<()> {
+    let all = labels::all(store)?;
+    for chunk in all.chunks(BATCH) {
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values(
+                chunk.iter().map(|l| address::encode(&l.address, network)),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                chunk.iter().map(|l| &l.label),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                chunk.iter().map(|l| l.category.name()),
+            )),
+            Arc::new(StringArray::from_iter_values(chunk.iter().map(|l| &l.set))),
+            Arc::new(StringArray::from_iter_values(
+                chunk.iter().map(|l| &l.source),
+            )),
+        ];
+        files.write(&RecordBatch::try_new(Table::Labels.schema(), columns)?)?;
+    }
+    Ok(())
+}
+
+/// Ids and sizes are address counts, far below 2^63.
+fn int64(n: u64) -> Result<i64> {
+    i64::try_from(n).map_err(|_| anyhow::anyhow!("{n} does not fit a 64-bit signed column"))
+}
