@@ -440,7 +440,7 @@ fn a_second_export_adds_new_partitions_and_a_reorg_rewrites_what_it_replaced() {
     .unwrap();
     assert_eq!(first.partitions_written, 4);
 
-    // The real chain: blocks 3–5 of the side branch leave the best chain.
+    // The real chain: heights 1–5 of the btcd branch leave the best chain.
     add_blk(blocks.path(), "mainnet/blk00000_first1MiB.dat");
     assert_eq!(index(blocks.path(), db.path()).blocks_undone, 5);
     let to = |h: u32| ExportOptions {
@@ -449,8 +449,7 @@ fn a_second_export_adds_new_partitions_and_a_reorg_rewrites_what_it_replaced() {
         ..options(db.path(), out.path(), small)
     };
     let second: Summary = export(&to(11)).unwrap();
-    // Blocks 1–5 left the best chain: no partition survives (the first
-    // holds blocks 0 and 1).
+    // No partition survives: the first holds blocks 0 and 1.
     assert_eq!(second.partitions_dropped, 4, "{second:?}");
     assert_eq!(
         second.partitions_written, 6,
