@@ -89,20 +89,9 @@ fn import_ofac(db: &Path) {
     );
 }
 
-fn mainnet_index() -> (
-    tempfile::TempDir,
-    tempfile::TempDir,
-    satflow_indexer::Summary,
-) {
-    let blocks = blocks_dir(&["mainnet/blk00000_first1MiB.dat"]);
-    let db = tempfile::tempdir().unwrap();
-    let s = index(blocks.path(), db.path());
-    (blocks, db, s)
-}
-
 #[test]
 fn duckdb_reads_back_what_the_index_answers_on_real_blocks() {
-    let (_blocks, db, indexed) = mainnet_index();
+    let (_blocks, db, indexed) = indexed_blk00000();
     import_ofac(db.path());
     let out = tempfile::tempdir().unwrap();
     // About 0.2 MB of blk data per partition: several partitions.
@@ -261,7 +250,7 @@ fn duckdb_reads_back_what_the_index_answers_on_real_blocks() {
 
 #[test]
 fn columns_have_engine_types_zstd_pages_and_bloom_filters() {
-    let (_blocks, db, _) = mainnet_index();
+    let (_blocks, db, _) = indexed_blk00000();
     let out = tempfile::tempdir().unwrap();
     export(&options(db.path(), out.path(), 0.5)).unwrap();
     let types: BTreeMap<String, String> = duckdb(
@@ -489,7 +478,7 @@ fn a_second_export_adds_new_partitions_and_a_reorg_rewrites_what_it_replaced() {
 
 #[test]
 fn a_lone_partition_left_unfinished_is_rewritten_with_the_blocks_that_follow() {
-    let (_blocks, db, _) = mainnet_index();
+    let (_blocks, db, _) = indexed_blk00000();
     import_ofac(db.path());
     let out = tempfile::tempdir().unwrap();
     // One partition for everything: with --to 100 it ends unfinished.
@@ -520,7 +509,7 @@ fn a_lone_partition_left_unfinished_is_rewritten_with_the_blocks_that_follow() {
 
 #[test]
 fn the_command_line_reports_bad_requests_and_a_concurrent_export() {
-    let (_blocks, db, _) = mainnet_index();
+    let (_blocks, db, _) = indexed_blk00000();
     let out = tempfile::tempdir().unwrap();
     let satflow = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_satflow"))
@@ -592,7 +581,7 @@ fn the_command_line_reports_bad_requests_and_a_concurrent_export() {
 
 #[test]
 fn an_export_killed_at_random_points_then_rerun_equals_an_uninterrupted_one() {
-    let (_blocks, db, _) = mainnet_index();
+    let (_blocks, db, _) = indexed_blk00000();
     import_ofac(db.path());
     let export_cli = |out: &Path, to: Option<u32>| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_satflow"));

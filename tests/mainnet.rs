@@ -12,17 +12,6 @@ const FIRST_PAYMENT: &str = "f4184fc596403b9d638783cf57adfe4c75c605f6356fbc91338
 const H9_COINBASE: &str = "0437cd7f8525ceed2324359c2d0ba26006d92d856a9c20fa0241106ee5a597c9";
 const SATOSHI_H9: &str = "12cbQLTFMXRnSzktFkuoG3eHoMeFtpTu3S";
 
-fn indexed_blk00000() -> (
-    tempfile::TempDir,
-    tempfile::TempDir,
-    satflow_indexer::Summary,
-) {
-    let blocks = blocks_dir(&["mainnet/blk00000_first1MiB.dat"]);
-    let db = tempfile::tempdir().unwrap();
-    let summary = index(blocks.path(), db.path());
-    (blocks, db, summary)
-}
-
 #[test]
 fn blk00000_prefix_indexes_heights_0_to_4521() {
     let (_blocks, db, s) = indexed_blk00000();

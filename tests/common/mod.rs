@@ -134,6 +134,14 @@ pub fn import_labels(
     satflow_indexer::labels::import(&store, file, format, &defaults).unwrap()
 }
 
+/// Heights 0–4521 of mainnet (the bundled first MiB of blk00000.dat), indexed.
+pub fn indexed_blk00000() -> (tempfile::TempDir, tempfile::TempDir, Summary) {
+    let blocks = blocks_dir(&["mainnet/blk00000_first1MiB.dat"]);
+    let db = tempfile::tempdir().unwrap();
+    let summary = index(blocks.path(), db.path());
+    (blocks, db, summary)
+}
+
 pub fn index(blocks: &Path, db: &Path) -> Summary {
     satflow_indexer::run(&options(blocks, db)).unwrap()
 }
