@@ -88,3 +88,46 @@ fn a_second_writer_gets_a_clear_error() {
         "{err}"
     );
 }
+
+/// A batch ingests its appended rows (txs, outputs, inputs, addrs) before
+/// it writes the rest and the tip: a crash in between leaves rows above the
+/// tip's ids, which the next run must remove before anything else.
+#[test]
+fn appended_rows_above_the_tip_are_removed_by_the_next_run() {
+    use satflow_indexer::schema::{cf, key_u64};
+    use satflow_indexer::{Access, Store};
+    let blocks = blocks_dir(&["mainnet/blk00000_first1MiB.dat"]);
+    let reference = tempfile::tempdir().unwrap();
+    let db = tempfile::tempdir().unwrap();
+    for d in [&reference, &db] {
+        assert!(satflow_index(blocks.path(), d.path())
+            .status()
+            .unwrap()
+            .success());
+    }
+    {
+        let store = Store::open(db.path(), Access::Write).unwrap();
+        let ids = store.tip_block().unwrap().unwrap().next_ids();
+        for (family, first) in [
+            (cf::TXS, ids.tx),
+            (cf::INPUTS, ids.tx),
+            (cf::OUTPUTS, ids.output),
+            (cf::ADDRS, ids.addr),
+        ] {
+            let keys: Vec<[u8; 8]> = (first..first + 3).map(key_u64).collect();
+            store
+                .ingest(family, keys.iter().map(|k| (&k[..], &b"lost"[..])))
+                .unwrap();
+        }
+    }
+    let left = dump_all(db.path());
+    assert_eq!(
+        left[cf::OUTPUTS].len(),
+        dump_all(reference.path())[cf::OUTPUTS].len() + 3
+    );
+    assert!(satflow_index(blocks.path(), db.path())
+        .status()
+        .unwrap()
+        .success());
+    assert_same(&dump_all(db.path()), &dump_all(reference.path()));
+}

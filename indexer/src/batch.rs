@@ -2,7 +2,12 @@
 //! RocksDB. Memtable inserts in key order reuse the skiplist position of the
 //! previous insert instead of searching from the top: unsorted, indexing
 //! spent over half its time in that search.
+//!
+//! Rows of the append-only families (`cf::APPENDED`, keyed by ids that only
+//! grow) skip the memtable altogether: each family's rows become one table
+//! file, ingested below everything else (see `Store::ingest`).
 
+use anyhow::Result;
 use rocksdb::WriteBatch;
 
 use crate::schema::cf;
@@ -36,6 +41,27 @@ struct Family {
 }
 
 impl Family {
+    fn push(&mut self, key: &[u8], op: Op, value: &[u8]) {
+        let mut head = [0u8; 16];
+        let n = key.len().min(16);
+        head[..n].copy_from_slice(&key[..n]);
+        self.entries.push(Entry {
+            prefix: u128::from_be_bytes(head),
+            start: self.bytes.len(),
+            key_len: key.len() as u32,
+            value_len: value.len() as u32,
+            op,
+        });
+        self.bytes.extend_from_slice(key);
+        self.bytes.extend_from_slice(value);
+    }
+
+    /// Empties the family, keeping its allocations for the next batch.
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.entries.clear();
+    }
+
     fn key(&self, e: &Entry) -> &[u8] {
         &self.bytes[e.start..e.start + e.key_len as usize]
     }
@@ -48,12 +74,15 @@ impl Family {
 
 pub struct SortedBatch {
     families: Vec<Family>,
+    /// Per family of `cf::APPENDED`: new rows, in ascending key order.
+    appended: Vec<Family>,
 }
 
 impl Default for SortedBatch {
     fn default() -> Self {
         SortedBatch {
             families: cf::ALL.iter().map(|_| Family::default()).collect(),
+            appended: cf::APPENDED.iter().map(|_| Family::default()).collect(),
         }
     }
 }
@@ -71,52 +100,73 @@ impl SortedBatch {
         self.push(family, key.as_ref(), Op::Merge, value.as_ref());
     }
 
+    /// A new row of an append-only family: its key lies above every key
+    /// the family holds and every key appended to it before.
+    pub fn append(&mut self, family: &str, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
+        let i = cf::APPENDED
+            .iter()
+            .position(|n| *n == family)
+            .expect("an append-only column family");
+        self.appended[i].push(key.as_ref(), Op::Put, value.as_ref());
+    }
+
     fn push(&mut self, family: &str, key: &[u8], op: Op, value: &[u8]) {
         let i = cf::ALL
             .iter()
             .position(|n| *n == family)
             .expect("a known column family");
-        let f = &mut self.families[i];
-        let mut head = [0u8; 16];
-        let n = key.len().min(16);
-        head[..n].copy_from_slice(&key[..n]);
-        let prefix = u128::from_be_bytes(head);
-        f.entries.push(Entry {
-            prefix,
-            start: f.bytes.len(),
-            key_len: key.len() as u32,
-            value_len: value.len() as u32,
-            op,
-        });
-        f.bytes.extend_from_slice(key);
-        f.bytes.extend_from_slice(value);
+        self.families[i].push(key, op, value);
     }
 
-    /// The RocksDB batch, each family's operations in key order. The sort
-    /// is stable: operations on one key keep the order they were made in.
-    pub fn into_write_batch(mut self, store: &Store) -> WriteBatch {
-        // Roughly the encoded size, so the batch is not regrown and copied.
-        let bytes: usize = self
-            .families
-            .iter()
-            .map(|f| f.bytes.len() + f.entries.len() * 8)
-            .sum();
-        let mut batch = WriteBatch::with_capacity_bytes(bytes);
-        for (name, f) in cf::ALL.iter().zip(&mut self.families) {
-            let mut entries = std::mem::take(&mut f.entries);
-            entries.sort_by(|a, b| a.prefix.cmp(&b.prefix).then_with(|| f.key(a).cmp(f.key(b))));
-            let handle = store.cf(name);
-            for e in &entries {
-                let (key, value) = (f.key(e), f.value(e));
-                match e.op {
-                    Op::Put => batch.put_cf(handle, key, value),
-                    Op::Delete => batch.delete_cf(handle, key),
-                    Op::Merge => batch.merge_cf(handle, key, value),
+    /// Writes the batch and empties it, keeping its allocations for reuse:
+    /// the appended rows first, as table files, then the rest with the tip
+    /// in one write. A crash in between leaves appended rows above the tip,
+    /// which the next writer removes; the other order could persist a tip
+    /// whose rows are missing.
+    pub fn commit(&mut self, store: &Store) -> Result<()> {
+        let appended = &mut self.appended;
+        // The table files are built while the write batch is sorted.
+        let (ingested, batch) = std::thread::scope(|s| {
+            let ingest = s.spawn(|| -> Result<()> {
+                for (name, f) in cf::APPENDED.iter().zip(appended.iter_mut()) {
+                    store.ingest(name, f.entries.iter().map(|e| (f.key(e), f.value(e))))?;
+                    f.clear();
                 }
+                Ok(())
+            });
+            let batch = write_batch(&mut self.families, store);
+            (ingest.join().expect("the ingest thread panicked"), batch)
+        });
+        self.families.iter_mut().for_each(Family::clear);
+        ingested?;
+        store.write(batch)
+    }
+}
+
+/// The RocksDB batch, each family's operations in key order. The sort is
+/// stable: operations on one key keep the order they were made in.
+fn write_batch(families: &mut [Family], store: &Store) -> WriteBatch {
+    // Roughly the encoded size, so the batch is not regrown and copied.
+    let bytes: usize = families
+        .iter()
+        .map(|f| f.bytes.len() + f.entries.len() * 8)
+        .sum();
+    let mut batch = WriteBatch::with_capacity_bytes(bytes);
+    for (name, f) in cf::ALL.iter().zip(families) {
+        let mut entries = std::mem::take(&mut f.entries);
+        entries.sort_by(|a, b| a.prefix.cmp(&b.prefix).then_with(|| f.key(a).cmp(f.key(b))));
+        let handle = store.cf(name);
+        for e in &entries {
+            let (key, value) = (f.key(e), f.value(e));
+            match e.op {
+                Op::Put => batch.put_cf(handle, key, value),
+                Op::Delete => batch.delete_cf(handle, key),
+                Op::Merge => batch.merge_cf(handle, key, value),
             }
         }
-        batch
+        f.entries = entries;
     }
+    batch
 }
 
 #[cfg(test)]

@@ -434,9 +434,13 @@ fn undo_to_fork(
         tracing::info!("rolling back block {hash} at height {height}: no longer on the best chain");
         let mut batch = SortedBatch::default();
         writer.undo_tip(&mut batch)?;
-        store.write(batch.into_write_batch(store))?;
+        batch.commit(store)?;
         summary.blocks_undone += 1;
     }
+    // The undone rows' deletions must not wait in a memtable: ingesting
+    // new rows over them would make RocksDB flush that family alone,
+    // persisting it apart from the tip.
+    store.flush()?;
     Ok(first_gone)
 }
 
@@ -481,7 +485,8 @@ fn apply_chain(
     type Parsed = (ParsedBlock, Option<Prevouts>);
     let (parsed_tx, parsed_rx) = crossbeam_channel::bounded::<Result<Vec<Parsed>>>(2);
     let (commit_tx, commit_rx) = crossbeam_channel::bounded::<(SortedBatch, Committed)>(1);
-    let (ack_tx, ack_rx) = crossbeam_channel::unbounded::<Result<Committed>>();
+    // A committed batch comes back empty, its allocations reused.
+    let (ack_tx, ack_rx) = crossbeam_channel::unbounded::<Result<(Committed, SortedBatch)>>();
     std::thread::scope(|s| {
         s.spawn(|| {
             for batch in &batches {
@@ -506,8 +511,8 @@ fn apply_chain(
         std::thread::Builder::new()
             .name("commit".into())
             .spawn_scoped(s, move || {
-                for (batch, done) in commit_rx {
-                    let written = store.write(batch.into_write_batch(store)).map(|()| done);
+                for (mut batch, done) in commit_rx {
+                    let written = batch.commit(store).map(|()| (done, batch));
                     let failed = written.is_err();
                     if ack_tx.send(written).is_err() || failed {
                         break;
@@ -517,9 +522,10 @@ fn apply_chain(
             .expect("spawning the commit thread");
         let mut height = from;
         let mut in_flight = 0;
+        let mut spare = None;
         // Waits for the oldest batch in flight to be committed.
-        let mut await_commit = |writer: &mut Writer| -> Result<()> {
-            let done = ack_rx
+        let mut await_commit = |writer: &mut Writer| -> Result<SortedBatch> {
+            let (done, batch) = ack_rx
                 .recv()
                 .map_err(|_| anyhow!("the commit thread stopped"))??;
             // Whatever the caches forget now can be read back from the DB.
@@ -527,12 +533,12 @@ fn apply_chain(
             summary.blocks_applied += done.blocks;
             summary.blk_bytes += done.bytes;
             progress.advance(done.blocks, done.bytes, done.tip);
-            Ok(())
+            Ok(batch)
         };
         let result = (|| -> Result<()> {
             for (nodes, parsed) in batches.iter().zip(parsed_rx.iter()) {
                 let parsed = parsed?;
-                let mut batch = SortedBatch::default();
+                let mut batch: SortedBatch = spare.take().unwrap_or_default();
                 let mut bytes = 0;
                 for (node, (block, prevouts)) in nodes.iter().zip(&parsed) {
                     writer.apply(&mut batch, height, node.loc, block, prevouts.as_ref())?;
@@ -558,7 +564,7 @@ fn apply_chain(
                 in_flight += 1;
                 // Keep one batch committing while the next is applied.
                 while in_flight > 1 {
-                    await_commit(writer)?;
+                    spare = Some(await_commit(writer)?);
                     in_flight -= 1;
                 }
             }

@@ -61,6 +61,10 @@ pub mod cf {
         LABELS,
         POOL_TAGS,
     ];
+
+    /// Families keyed by an id that only grows, whose new rows the indexer
+    /// ingests as table files instead of writing them (see `batch`).
+    pub const APPENDED: [&str; 4] = [TXS, OUTPUTS, INPUTS, ADDRS];
 }
 
 pub mod meta {

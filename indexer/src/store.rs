@@ -10,8 +10,8 @@ use bitcoin::hashes::Hash;
 use bitcoin::{BlockHash, Txid};
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Direction,
-    IteratorMode, MergeOperands, Options, ReadOptions, SliceTransform, WriteBatch,
-    WriteBufferManager, WriteOptions, DB,
+    IngestExternalFileOptions, IteratorMode, MergeOperands, Options, ReadOptions, SliceTransform,
+    SstFileWriter, WriteBatch, WriteBufferManager, WriteOptions, DB,
 };
 
 use crate::blkfiles::XorKey;
@@ -21,6 +21,7 @@ use crate::schema::{self, cf, meta, AddrStats, BlockRow, HistoryRow, SCHEMA_VERS
 pub struct Store {
     db: DB,
     path: PathBuf,
+    cache: Cache,
     /// A follower's own RocksDB files (info log, replayed MANIFEST state),
     /// removed when the store closes.
     _follower_dir: Option<tempfile::TempDir>,
@@ -86,6 +87,7 @@ impl Store {
         let store = Store {
             db,
             path: path.to_owned(),
+            cache,
             _follower_dir: follower_dir,
         };
         store.check_schema(access)?;
@@ -143,6 +145,70 @@ impl Store {
         self.db
             .write_opt(batch, &opts)
             .with_context(|| format!("writing to {}", self.path.display()))
+    }
+
+    /// Adds rows to `family` as a table file, without a memtable. Their keys
+    /// ascend and lie above every key the family holds, so RocksDB puts the
+    /// file on the last level, where no compaction ever rewrites it. Unlike
+    /// `write`, durable at once, so a caller writes them before the rows
+    /// that refer to them.
+    pub fn ingest<'r>(
+        &self,
+        family: &str,
+        rows: impl ExactSizeIterator<Item = (&'r [u8], &'r [u8])>,
+    ) -> Result<()> {
+        let count = rows.len();
+        if count == 0 {
+            return Ok(());
+        }
+        let dir = self.path.join(INGEST_DIR);
+        let file = dir.join(format!("{family}.sst"));
+        let context = || {
+            format!(
+                "ingesting {count} rows into {family} of {}",
+                self.path.display()
+            )
+        };
+        std::fs::create_dir_all(&dir).with_context(context)?;
+        let opts = cf_options(family, &self.cache);
+        let mut writer = SstFileWriter::create(&opts);
+        writer.open(&file).with_context(context)?;
+        for (key, value) in rows {
+            writer.put(key, value).with_context(context)?;
+        }
+        writer.finish().with_context(context)?;
+        let mut ingest = IngestExternalFileOptions::default();
+        // A hard link instead of a copy: the file is ours to give away.
+        ingest.set_move_files(true);
+        self.db
+            .ingest_external_file_cf_opts(self.cf(family), &ingest, vec![&file])
+            .with_context(context)?;
+        // RocksDB removes a moved file itself; this covers the versions that
+        // leave the link behind.
+        match std::fs::remove_file(&file) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).with_context(|| format!("removing {}", file.display()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Deletes the keys of `family` in `[from, to)`, if there are any, and
+    /// persists the deletion; returns whether there were.
+    pub fn remove_range(&self, family: &str, from: &[u8], to: &[u8]) -> Result<bool> {
+        let mut iter = self.db.raw_iterator_cf(self.cf(family));
+        iter.seek(from);
+        let found = iter.key().is_some_and(|k| k < to);
+        iter.status()
+            .with_context(|| format!("reading {family} of {}", self.path.display()))?;
+        drop(iter);
+        if found {
+            let mut batch = WriteBatch::default();
+            batch.delete_range_cf(self.cf(family), from, to);
+            self.write(batch)?;
+            self.flush()?;
+        }
+        Ok(found)
     }
 
     /// A follower moves to the writer's latest flushed state. The writer
@@ -290,6 +356,10 @@ impl Store {
         dir_size(&self.path)
     }
 }
+
+/// Where `ingest` builds its table files, inside the database directory so
+/// that handing one to RocksDB is a rename.
+const INGEST_DIR: &str = "ingest";
 
 /// Total size of the files under `path`.
 pub fn dir_size(path: &Path) -> u64 {

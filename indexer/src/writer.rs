@@ -57,6 +57,10 @@ pub struct Writer<'s> {
     touched: FxHashMap<u64, Touch>,
     /// Stats deltas of the batch being built, merged once per address.
     pending_stats: FxHashMap<u64, AddrStats>,
+    /// `addr_utxos` rows of the batch being built, by (address, output):
+    /// an output spent within its own batch never reaches RocksDB, neither
+    /// its row nor the row's deletion.
+    pending_utxos: FxHashMap<(u64, u64), u64>,
 }
 
 /// Entries per cache generation for a memory budget (bytes per entry are
@@ -87,6 +91,7 @@ impl<'s> Writer<'s> {
     /// committed: they hold nothing the database does not.
     pub fn new(store: &'s Store, caches: Caches) -> Result<Writer<'s>> {
         let ids = store.tip_block()?.map(|b| b.next_ids()).unwrap_or_default();
+        remove_appended_above(store, ids)?;
         let next_outside = match store.last_key(cf::OUTSIDE)? {
             Some(k) => Dec::new("outside key", &k).u64()? + 1,
             None => FIRST_OUTSIDE_OUTPUT,
@@ -99,14 +104,18 @@ impl<'s> Writer<'s> {
             caches,
             touched: FxHashMap::default(),
             pending_stats: FxHashMap::default(),
+            pending_utxos: FxHashMap::default(),
         })
     }
 
-    /// Adds the batch's pending address-stats deltas; call last before
-    /// committing `batch`.
+    /// Adds the batch's pending address stats and unspent outputs; call
+    /// last before committing `batch`.
     pub fn finish_batch(&mut self, batch: &mut SortedBatch) {
         for (addr, delta) in self.pending_stats.drain() {
             batch.merge(cf::ADDR_STATS, key_u64(addr), delta.encode());
+        }
+        for ((addr, output), value) in self.pending_utxos.drain() {
+            batch.put(cf::ADDR_UTXOS, key_pair(addr, output), key_u64(value));
         }
     }
 
@@ -167,14 +176,14 @@ impl<'s> Writer<'s> {
                     .encode(),
                 );
                 if let (Some(a), Some(value)) = (spent.addr, spent.value) {
-                    if !spent.outside {
+                    if !spent.outside && self.pending_utxos.remove(&(a, spent.output)).is_none() {
                         batch.delete(cf::ADDR_UTXOS, key_pair(a, spent.output));
                     }
                     self.touch(a, spent_delta(value, spent.outside));
                 }
             }
             if !tx.is_coinbase() {
-                batch.put(cf::INPUTS, key_u64(txnum), spent_outputs);
+                batch.append(cf::INPUTS, key_u64(txnum), spent_outputs);
             }
             inputs += tx.input_count();
             let first_output = self.ids.output;
@@ -191,9 +200,9 @@ impl<'s> Writer<'s> {
                     script_type: out.script_type,
                     addr,
                 };
-                batch.put(cf::OUTPUTS, key_u64(output), row.encode());
+                batch.append(cf::OUTPUTS, key_u64(output), row.encode());
                 if let Some(a) = addr {
-                    batch.put(cf::ADDR_UTXOS, key_pair(a, output), key_u64(out.value));
+                    self.pending_utxos.insert((a, output), out.value);
                     self.touch(a, received_delta(out.value));
                 }
                 // OP_RETURN outputs can never be spent: not worth a slot.
@@ -234,7 +243,7 @@ impl<'s> Writer<'s> {
                 first_output,
                 offset_in_block: tx.offset,
             };
-            batch.put(cf::TXS, key_u64(txnum), row.encode());
+            batch.append(cf::TXS, key_u64(txnum), row.encode());
             batch.put(cf::TXIDS, txid_key(&tx.txid, txnum), []);
             self.write_touched(batch, txnum, Direction::Apply);
         }
@@ -466,13 +475,36 @@ impl<'s> Writer<'s> {
                 let id = self.ids.addr;
                 self.ids.addr += 1;
                 batch.put(cf::ADDR_IDS, &bytes, key_u64(id));
-                batch.put(cf::ADDRS, key_u64(id), &bytes);
+                batch.append(cf::ADDRS, key_u64(id), &bytes);
                 id
             }
         };
         self.caches.addrs.insert(key, id);
         Ok(id)
     }
+}
+
+/// Removes appended rows (`SortedBatch::commit`) of ids from `ids` on: those
+/// of a batch whose other rows a crash lost.
+fn remove_appended_above(store: &Store, ids: NextIds) -> Result<()> {
+    let end = [0xff; 9]; // above every 8-byte key
+                         // From here on: coins from before the index's start, not appended.
+    let outside = key_u64(FIRST_OUTSIDE_OUTPUT);
+    let ranges = [
+        (cf::TXS, ids.tx, &end[..]),
+        (cf::INPUTS, ids.tx, &end[..]),
+        (cf::OUTPUTS, ids.output, &outside[..]),
+        (cf::ADDRS, ids.addr, &end[..]),
+    ];
+    for (family, from, to) in ranges {
+        if store.remove_range(family, &key_u64(from), to)? {
+            tracing::warn!(
+                "{}: removed {family} rows from id {from} on, left by an interrupted run",
+                store.path().display()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// An output paid to the address.
