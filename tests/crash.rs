@@ -19,6 +19,19 @@ fn satflow_index(blocks: &std::path::Path, db: &std::path::Path) -> Command {
     c
 }
 
+/// Runs `index` to the end; a failure shows what it printed.
+fn assert_indexes(blocks: &std::path::Path, db: &std::path::Path) {
+    let out = satflow_index(blocks, db)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn killed_at_random_points_then_resumed_equals_an_uninterrupted_run() {
     let blocks = blocks_dir(&[
@@ -27,10 +40,7 @@ fn killed_at_random_points_then_resumed_equals_an_uninterrupted_run() {
     ]);
     let reference = tempfile::tempdir().unwrap();
     let t0 = Instant::now();
-    assert!(satflow_index(blocks.path(), reference.path())
-        .status()
-        .unwrap()
-        .success());
+    assert_indexes(blocks.path(), reference.path());
     let full = t0.elapsed();
 
     let db = tempfile::tempdir().unwrap();
@@ -45,14 +55,22 @@ fn killed_at_random_points_then_resumed_equals_an_uninterrupted_run() {
         if killed == 8 {
             break;
         }
-        let mut child = satflow_index(blocks.path(), db.path()).spawn().unwrap();
+        let mut child = satflow_index(blocks.path(), db.path())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
         std::thread::sleep(scale.mul_f64(rng.next_f64()));
         if child.try_wait().unwrap().is_none() {
             child.kill().unwrap(); // SIGKILL
             child.wait().unwrap();
             killed += 1;
         } else {
-            assert!(child.wait().unwrap().success());
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             assert_same(&dump_all(db.path()), &dump_all(reference.path()));
             assert_eq!(flow_graph(db.path()), flow_graph(reference.path()));
             completed += 1;
@@ -64,10 +82,7 @@ fn killed_at_random_points_then_resumed_equals_an_uninterrupted_run() {
         killed, 8,
         "kills that landed mid-way ({completed} runs finished first)"
     );
-    assert!(satflow_index(blocks.path(), db.path())
-        .status()
-        .unwrap()
-        .success());
+    assert_indexes(blocks.path(), db.path());
     assert_same(&dump_all(db.path()), &dump_all(reference.path()));
     assert_eq!(flow_graph(db.path()), flow_graph(reference.path()));
 }
@@ -100,10 +115,7 @@ fn appended_rows_above_the_tip_are_removed_by_the_next_run() {
     let reference = tempfile::tempdir().unwrap();
     let db = tempfile::tempdir().unwrap();
     for d in [&reference, &db] {
-        assert!(satflow_index(blocks.path(), d.path())
-            .status()
-            .unwrap()
-            .success());
+        assert_indexes(blocks.path(), d.path());
     }
     {
         let store = Store::open(db.path(), Access::Write).unwrap();
@@ -125,9 +137,6 @@ fn appended_rows_above_the_tip_are_removed_by_the_next_run() {
         left[cf::OUTPUTS].len(),
         dump_all(reference.path())[cf::OUTPUTS].len() + 3
     );
-    assert!(satflow_index(blocks.path(), db.path())
-        .status()
-        .unwrap()
-        .success());
+    assert_indexes(blocks.path(), db.path());
     assert_same(&dump_all(db.path()), &dump_all(reference.path()));
 }

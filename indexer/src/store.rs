@@ -170,6 +170,10 @@ impl Store {
             )
         };
         std::fs::create_dir_all(&dir).with_context(context)?;
+        // A run killed after RocksDB linked the file in may have left this
+        // name behind as a second link to a live table file: writing
+        // through it would truncate that table.
+        remove_if_present(&file)?;
         let opts = cf_options(family, &self.cache);
         let mut writer = SstFileWriter::create(&opts);
         writer.open(&file).with_context(context)?;
@@ -185,12 +189,7 @@ impl Store {
             .with_context(context)?;
         // RocksDB removes a moved file itself; this covers the versions that
         // leave the link behind.
-        match std::fs::remove_file(&file) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(e).with_context(|| format!("removing {}", file.display()))
-            }
-            _ => Ok(()),
-        }
+        remove_if_present(&file)
     }
 
     /// Deletes the keys of `family` in `[from, to)`, if there are any, and
@@ -360,6 +359,15 @@ impl Store {
 /// Where `ingest` builds its table files, inside the database directory so
 /// that handing one to RocksDB is a rename.
 const INGEST_DIR: &str = "ingest";
+
+fn remove_if_present(file: &Path) -> Result<()> {
+    match std::fs::remove_file(file) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("removing {}", file.display()))
+        }
+        _ => Ok(()),
+    }
+}
 
 /// Total size of the files under `path`.
 pub fn dir_size(path: &Path) -> u64 {
