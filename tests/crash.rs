@@ -19,12 +19,18 @@ fn satflow_index(blocks: &std::path::Path, db: &std::path::Path) -> Command {
     c
 }
 
-/// Runs `index` to the end; a failure shows what it printed.
+/// Runs `index` to the end.
 fn assert_indexes(blocks: &std::path::Path, db: &std::path::Path) {
-    let out = satflow_index(blocks, db)
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap();
+    assert_succeeded(
+        satflow_index(blocks, db)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap(),
+    );
+}
+
+/// A failed run shows what it printed.
+fn assert_succeeded(out: std::process::Output) {
     assert!(
         out.status.success(),
         "{}",
@@ -65,12 +71,7 @@ fn killed_at_random_points_then_resumed_equals_an_uninterrupted_run() {
             child.wait().unwrap();
             killed += 1;
         } else {
-            let out = child.wait_with_output().unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            assert_succeeded(child.wait_with_output().unwrap());
             assert_same(&dump_all(db.path()), &dump_all(reference.path()));
             assert_eq!(flow_graph(db.path()), flow_graph(reference.path()));
             completed += 1;

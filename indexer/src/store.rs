@@ -357,7 +357,7 @@ impl Store {
 }
 
 /// Where `ingest` builds its table files, inside the database directory so
-/// that handing one to RocksDB is a rename.
+/// that handing one to RocksDB is a hard link.
 const INGEST_DIR: &str = "ingest";
 
 fn remove_if_present(file: &Path) -> Result<()> {

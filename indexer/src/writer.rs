@@ -487,8 +487,9 @@ impl<'s> Writer<'s> {
 /// Removes appended rows (`SortedBatch::commit`) of ids from `ids` on: those
 /// of a batch whose other rows a crash lost.
 fn remove_appended_above(store: &Store, ids: NextIds) -> Result<()> {
-    let end = [0xff; 9]; // above every 8-byte key
-                         // From here on: coins from before the index's start, not appended.
+    // Above every 8-byte key.
+    let end = [0xff; 9];
+    // From here on: coins from before the index's start, not appended.
     let outside = key_u64(FIRST_OUTSIDE_OUTPUT);
     let ranges = [
         (cf::TXS, ids.tx, &end[..]),
