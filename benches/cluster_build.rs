@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use common::{median, satflow, timed, Common, IndexChoice};
-use satflow_indexer::schema::cf;
 use satflow_indexer::{Access, Store};
+use satflow_schema::cf;
 
 /// Clustering a whole index: wall time and peak memory of `satflow cluster`.
 #[derive(clap::Parser)]
@@ -31,9 +31,9 @@ fn main() {
     let db = args.index.path(&args.common.work);
     let (txs, addrs) = {
         let store = Store::open(&db, Access::ReadOnly).unwrap();
-        let (tip, _) = store.tip().unwrap().unwrap();
-        let next = store.block(tip).unwrap().unwrap().next_ids();
-        (next.tx, next.addr)
+        let tip = store.tip().unwrap().unwrap();
+        let next = store.block(tip.height).unwrap().unwrap().next_ids();
+        (next.tx.0, next.addr.0)
     };
     println!(
         "index {} · {txs} transactions · {addrs} addresses",
@@ -57,10 +57,10 @@ fn main() {
         }
         let multi = {
             let store = Store::open(&db, Access::ReadOnly).unwrap();
-            store
-                .db()
-                .iterator_cf(store.cf(cf::CLUSTER_STATS), rocksdb::IteratorMode::Start)
-                .count()
+            let count = store
+                .scan_all::<cf::ClusterStats>()
+                .try_fold(0, |n, r| r.map(|_| n + 1));
+            count.unwrap()
         };
         let wall: Duration = median(walls.clone());
         println!(

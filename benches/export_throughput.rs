@@ -15,6 +15,7 @@ use std::time::Duration;
 use clap::Parser;
 use common::{median, satflow, timed, Common, IndexChoice};
 use satflow_indexer::{Access, Store};
+use satflow_schema::Height;
 
 #[derive(clap::Parser)]
 struct Args {
@@ -29,11 +30,11 @@ fn main() {
     let db = args.index.path(&args.common.work);
     let (blk_bytes, txs) = {
         let store = Store::open(&db, Access::ReadOnly).unwrap();
-        let (tip, _) = store.tip().unwrap().unwrap();
-        let blk: u64 = (0..=tip)
-            .map(|h| u64::from(store.block(h).unwrap().unwrap().loc.len))
+        let tip = store.tip().unwrap().unwrap().height;
+        let blk: u64 = (0..=tip.0)
+            .map(|h| u64::from(store.block(Height(h)).unwrap().unwrap().loc.len))
             .sum();
-        (blk, store.block(tip).unwrap().unwrap().next_ids().tx)
+        (blk, store.block(tip).unwrap().unwrap().next_ids().tx.0)
     };
     println!(
         "index {} · {:.0} MB of blk data · {txs} transactions",

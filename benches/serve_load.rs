@@ -24,12 +24,11 @@ use testkit::server::Server;
 
 use clap::Parser;
 use common::{Common, IndexChoice};
-use satflow_indexer::schema::{cf, key_u64};
-use satflow_indexer::script::AddrKey;
 use satflow_indexer::{address, Access, Store};
 use satflow_proto::v1 as pb;
 use satflow_query::client::Clients;
-use satflow_query::{BlockId, Index};
+use satflow_query::{chain, BlockId, Index};
+use satflow_schema::{cf, AddrId};
 
 /// gRPC load on `satflow serve` over loopback.
 #[derive(clap::Parser)]
@@ -67,22 +66,21 @@ fn spread(i: u64, n: u64) -> u64 {
 fn sample(db: &Path) -> Sample {
     let store = Store::open(db, Access::ReadOnly).unwrap();
     let network = store.network().unwrap().unwrap();
-    let address_of = |id: u64| {
-        let row = store.get(cf::ADDRS, &key_u64(id)).unwrap().unwrap();
-        address::encode(&AddrKey::from_bytes(&row).unwrap(), network)
+    let address_of = |id: AddrId| {
+        let key = store.need::<cf::Addrs>(&id).unwrap();
+        address::encode(&key, network)
     };
     let next = store.tip_block().unwrap().unwrap().next_ids();
     let addresses = (0..10_000)
-        .map(|i| address_of(spread(i, next.addr)))
+        .map(|i| address_of(AddrId(spread(i, next.addr.0))))
         .collect();
-    let (tip, _) = store.tip().unwrap().unwrap();
+    let tip = store.tip().unwrap().unwrap().height.0;
     drop(store);
     let index = Index::open(db, Access::ReadOnly).unwrap();
     let txids = (0..2_000)
         .flat_map(|i| {
-            let block = index
-                .block(&BlockId::Height(spread(i, tip as u64 + 1) as u32), 5, "")
-                .unwrap();
+            let height = spread(i, tip as u64 + 1) as u32;
+            let block = chain::block(&index, &BlockId::Height(height), 5, "").unwrap();
             block.txids
         })
         .collect();

@@ -27,6 +27,7 @@ use satflow_indexer::flow::{Flow, FlowView};
 use satflow_indexer::{Access, Store};
 use satflow_proto::v1 as pb;
 use satflow_query::taint::{trace_with, Direction, End, Event, Limits, PolicyName, Sink};
+use satflow_schema::{cf, Height, OutNum};
 use testkit::server::Server;
 
 /// Counts heap bytes, to report a trace's peak heap apart from the mapped
@@ -149,12 +150,10 @@ fn main() {
 fn block_outputs(db: &std::path::Path, g: &FlowView<'_>, height: u32) -> Vec<u64> {
     let store = Store::open(db, Access::ReadOnly).unwrap();
     let block = store
-        .block(height)
+        .block(Height(height))
         .unwrap()
         .expect("a block at that height");
-    (block.first_tx..block.next_ids().tx)
-        .flat_map(|t| g.outputs(t))
-        .collect()
+    block.txs().flat_map(|t| g.outputs(t)).collect()
 }
 
 /// The 1M haircut trace over gRPC, every hit streamed to this process.
@@ -163,16 +162,9 @@ fn grpc(db: &std::path::Path, sources: &[u64], runs: usize) {
     let outpoints: Vec<pb::TraceSource> = sources
         .iter()
         .map(|&o| {
-            let row = satflow_indexer::schema::OutputRow::decode(
-                &store
-                    .need(
-                        satflow_indexer::schema::cf::OUTPUTS,
-                        &satflow_indexer::schema::key_u64(o),
-                    )
-                    .unwrap(),
-            )
-            .unwrap();
-            let tx = satflow_indexer::cluster::view::tx_row(&store, row.tx).unwrap();
+            let row = store.need::<cf::Outputs>(&OutNum(o)).unwrap();
+            let creator = row.tx.expect("a coin created inside the index");
+            let tx = store.need::<cf::Txs>(&creator).unwrap();
             pb::TraceSource {
                 source: Some(pb::trace_source::Source::Outpoint(format!(
                     "{}:{}",

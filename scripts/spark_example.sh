@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+# pyspark, and the spark-sql it brings, go into the virtual environment.
+export PATH="$PWD/.venv/bin:$PATH"
 python3 -c 'import pyspark' 2>/dev/null ||
     python3 -m pip install --quiet --root-user-action=ignore 'pyspark==4.3.0'
 cargo build --release --bin satflow

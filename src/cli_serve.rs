@@ -64,7 +64,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
         db: a.db.clone(),
         listen: a.listen,
         blocks_dir: a.blocks_dir,
-        token: crate::cli_query::read_token(a.token_file.as_ref())?,
+        token: crate::connect::read_token(a.token_file.as_ref())?,
         tls: a
             .tls_cert
             .zip(a.tls_key)

@@ -68,7 +68,7 @@ impl TraceArgs {
                     }
                 } else if s.contains(':') {
                     Source::Outpoint(s.clone())
-                } else if crate::cli_query::looks_like_txid(s) {
+                } else if crate::render::looks_like_txid(s) {
                     Source::Txid(s.clone())
                 } else {
                     Source::Address(s.clone())

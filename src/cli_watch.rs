@@ -6,7 +6,7 @@ use clap::{Args, Subcommand};
 use satflow_proto::v1 as pb;
 use tokio_stream::StreamExt;
 
-use crate::cli_query::{connect, Connection};
+use crate::connect::{connect, Connection};
 
 #[derive(Args)]
 pub struct WatchArgs {

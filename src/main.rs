@@ -6,6 +6,8 @@ mod cli_query;
 mod cli_serve;
 mod cli_trace;
 mod cli_watch;
+mod connect;
+mod render;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -53,7 +55,7 @@ enum Command {
 #[derive(Args)]
 struct TraceCommand {
     #[command(flatten)]
-    conn: cli_query::Connection,
+    conn: connect::Connection,
     #[command(flatten)]
     args: cli_trace::TraceArgs,
 }
@@ -149,12 +151,26 @@ fn run(cli: Cli) -> Result<()> {
         Command::Watch(a) => cli_watch::run(a),
         Command::Export(a) => cli_export::run(a),
         Command::Trace(t) => cli_query::run_on(t.conn, cli_query::What::Trace(t.args)),
-        Command::Synth(a) => {
-            let summary = satflow_synth::run(&a)?;
-            println!("{}", serde_json::to_string_pretty(&summary)?);
-            Ok(())
-        }
+        Command::Synth(a) => synth(a),
     }
+}
+
+/// Generates a chain under the indexer's progress display (the generator
+/// draws none); with --quiet under none at all, since that display logs
+/// progress lines where it draws no bar.
+fn synth(a: satflow_synth::SynthArgs) -> Result<()> {
+    let summary = if a.quiet {
+        satflow_synth::run(&a)
+    } else {
+        let mut progress = satflow_indexer::progress::Progress::new(a.size, false);
+        let summary = satflow_synth::run_with_progress(&a, |bytes, height| {
+            progress.advance(1, bytes, height)
+        });
+        progress.finish();
+        summary
+    };
+    println!("{}", serde_json::to_string_pretty(&summary?)?);
+    Ok(())
 }
 
 fn index(a: IndexArgs) -> Result<()> {

@@ -8,24 +8,30 @@ mod common;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use bitcoin::OutPoint;
+use bitcoin::{OutPoint, ScriptBuf};
 use common::build::*;
 use common::server::Server;
 use common::*;
 use satflow_indexer::cluster::{self, view, Heuristics};
-use satflow_indexer::schema::{cf, decode_inputs, key_u64, OutputRow, TxRow};
-use satflow_indexer::script::AddrKey;
 use satflow_indexer::{address, Access, Store};
 use satflow_proto::v1 as pb;
+use satflow_schema::script::{AddrKey, ScriptType};
+use satflow_schema::{cf, meta, AddrId, ClusterId, Height, TxNum};
 
-/// Cluster id of every address, by address id.
-fn clusters(db: &Path) -> Vec<u64> {
+/// Cluster id of every address, by address number.
+fn clusters(db: &Path) -> Vec<ClusterId> {
     let store = Store::open(db, Access::ReadOnly).unwrap();
-    let (tip, _) = store.tip().unwrap().unwrap();
-    let n = store.block(tip).unwrap().unwrap().next_ids().addr;
-    (0..n)
-        .map(|a| view::cluster_of(&store, a).unwrap())
+    let tip = store.tip().unwrap().unwrap();
+    let n = store.block(tip.height).unwrap().unwrap().next_ids().addr;
+    (0..n.0)
+        .map(|a| view::cluster_of(&store, AddrId(a)).unwrap())
         .collect()
+}
+
+/// The cluster named after address `a`: its own when it is alone, or the
+/// one whose oldest member it is.
+fn cluster_named(a: u64) -> ClusterId {
+    ClusterId::of(AddrId(a))
 }
 
 fn recluster(db: &Path, heuristics: &str) {
@@ -34,38 +40,45 @@ fn recluster(db: &Path, heuristics: &str) {
 }
 
 /// Written apart from satflow's clustering on purpose: every tx's input
-/// addresses are one entity; nothing else.
-fn plain_union_find(db: &Path) -> Vec<u64> {
+/// addresses are one entity; nothing else. Classes are named after their
+/// lowest address number, as satflow's clusters are after their oldest.
+fn plain_union_find(db: &Path) -> Vec<ClusterId> {
     let store = Store::open(db, Access::ReadOnly).unwrap();
-    let (tip, _) = store.tip().unwrap().unwrap();
-    let next = store.block(tip).unwrap().unwrap().next_ids();
-    let mut parent: Vec<u64> = (0..next.addr).collect();
+    let tip = store.tip().unwrap().unwrap();
+    let next = store.block(tip.height).unwrap().unwrap().next_ids();
+    let mut parent: Vec<u64> = (0..next.addr.0).collect();
     fn root(p: &mut [u64], mut x: u64) -> u64 {
         while p[x as usize] != x {
             x = p[x as usize];
         }
         x
     }
-    for txnum in 0..next.tx {
-        let tx = TxRow::decode(&store.need(cf::TXS, &key_u64(txnum)).unwrap()).unwrap();
+    for txnum in (0..next.tx.0).map(TxNum) {
+        let tx = store.need::<cf::Txs>(&txnum).unwrap();
         if tx.is_coinbase() {
             continue;
         }
-        let spent = decode_inputs(&store.need(cf::INPUTS, &key_u64(txnum)).unwrap()).unwrap();
+        let spent = store.need::<cf::Inputs>(&txnum).unwrap();
+        // Coins no key signs for (anchors, OP_TRUE) say nothing of the spender.
         let addrs: Vec<u64> = spent
             .iter()
-            .filter_map(|&o| {
-                OutputRow::decode(&store.need(cf::OUTPUTS, &key_u64(o)).unwrap())
-                    .unwrap()
-                    .addr
+            .map(|o| store.need::<cf::Outputs>(o).unwrap())
+            .filter(|o| {
+                !matches!(
+                    o.script_type,
+                    ScriptType::WitnessUnknown | ScriptType::AnyoneCanSpend
+                )
             })
+            .filter_map(|o| o.addr.map(|a| a.0))
             .collect();
         for w in addrs.windows(2) {
             let (a, b) = (root(&mut parent, w[0]), root(&mut parent, w[1]));
             parent[a.max(b) as usize] = a.min(b);
         }
     }
-    (0..next.addr).map(|a| root(&mut parent, a)).collect()
+    (0..next.addr.0)
+        .map(|a| cluster_named(root(&mut parent, a)))
+        .collect()
 }
 
 #[test]
@@ -88,7 +101,7 @@ fn multi_input_clusters_equal_a_plain_union_find() {
         let merged = expected
             .iter()
             .enumerate()
-            .filter(|(a, r)| *a as u64 != **r)
+            .filter(|(a, r)| cluster_named(*a as u64) != **r)
             .count();
         assert!(
             merged > 0,
@@ -99,11 +112,11 @@ fn multi_input_clusters_equal_a_plain_union_find() {
 }
 
 /// Addresses whose cluster's most common owner is someone else.
-fn misplaced(clusters: &[u64], owner: &HashMap<u64, u64>) -> u64 {
-    let mut counts: HashMap<u64, HashMap<u64, u64>> = HashMap::new();
+fn misplaced(clusters: &[ClusterId], owner: &HashMap<AddrId, u64>) -> u64 {
+    let mut counts: HashMap<ClusterId, HashMap<u64, u64>> = HashMap::new();
     for (&a, &o) in owner {
         *counts
-            .entry(clusters[a as usize])
+            .entry(clusters[a.0 as usize])
             .or_default()
             .entry(o)
             .or_default() += 1;
@@ -115,11 +128,11 @@ fn misplaced(clusters: &[u64], owner: &HashMap<u64, u64>) -> u64 {
 }
 
 /// Pairwise precision and recall of `clusters` against the truth's owners.
-fn pairwise(clusters: &[u64], owner: &HashMap<u64, u64>) -> (f64, f64) {
+fn pairwise(clusters: &[ClusterId], owner: &HashMap<AddrId, u64>) -> (f64, f64) {
     let pairs = |n: u64| n * n.saturating_sub(1) / 2;
     let (mut by_cluster, mut by_owner, mut both) = (HashMap::new(), HashMap::new(), HashMap::new());
     for (&a, &o) in owner {
-        let c = clusters[a as usize];
+        let c = clusters[a.0 as usize];
         *by_cluster.entry(c).or_insert(0u64) += 1;
         *by_owner.entry(o).or_insert(0u64) += 1;
         *both.entry((c, o)).or_insert(0u64) += 1;
@@ -137,19 +150,16 @@ fn pairwise(clusters: &[u64], owner: &HashMap<u64, u64>) -> (f64, f64) {
 fn coinjoin_detection_keeps_participants_apart_and_raises_precision() {
     let (blocks, db) = synth_chain(7, 100_000_000);
     let store = Store::open(db.path(), Access::ReadOnly).unwrap();
-    let id_of = |addr: &str| -> Option<u64> {
+    let id_of = |addr: &str| -> Option<AddrId> {
         let key: AddrKey = address::parse(
             addr.strip_prefix("script:").unwrap_or(addr),
             store.network().unwrap().unwrap(),
         )
         .ok()?;
-        store
-            .get(cf::ADDR_IDS, &key.to_bytes())
-            .unwrap()
-            .map(|v| u64::from_be_bytes(v[..8].try_into().unwrap()))
+        store.get::<cf::AddrIds>(&key).unwrap()
     };
     let truth = std::fs::read_to_string(blocks.path().join("truth/addresses.csv")).unwrap();
-    let owner: HashMap<u64, u64> = truth
+    let owner: HashMap<AddrId, u64> = truth
         .lines()
         .skip(1)
         .filter_map(|l| {
@@ -183,12 +193,12 @@ fn coinjoin_detection_keeps_participants_apart_and_raises_precision() {
             .filter(|(txid, _)| {
                 let txnum = store.find_tx(&txid.parse().unwrap()).unwrap().unwrap();
                 let tx = view::load_tx(&store, txnum).unwrap();
-                let mut owners_per_cluster: HashMap<u64, std::collections::HashSet<u64>> =
+                let mut owners_per_cluster: HashMap<ClusterId, std::collections::HashSet<u64>> =
                     HashMap::new();
                 for a in tx.inputs.iter().filter_map(|s| s.addr) {
                     if let Some(&o) = owner.get(&a) {
                         owners_per_cluster
-                            .entry(c[a as usize])
+                            .entry(c[a.0 as usize])
                             .or_default()
                             .insert(o);
                     }
@@ -284,7 +294,7 @@ fn a_reorg_that_removes_a_merging_transaction_equals_a_fresh_build() {
     let before = clusters(db.path());
     assert_eq!(
         (before[1], before[2]),
-        (1, 1),
+        (cluster_named(1), cluster_named(1)),
         "a3 merged P2 into the cluster of the older P1"
     );
 
@@ -300,6 +310,72 @@ fn a_reorg_that_removes_a_merging_transaction_equals_a_fresh_build() {
         &dump(db.path(), &LOCATION_FREE),
         &dump(fresh.path(), &LOCATION_FREE),
     );
+}
+
+#[test]
+fn wallets_spending_anchors_beside_their_own_coins_stay_apart() {
+    // Block 1 pays ten wallets one coin each (addresses 1–10) and eight
+    // keyless coins: three pay-to-anchor, three OP_TRUE, two empty scripts,
+    // each kind one shared address. In block 2, wallets 1–8 each spend their
+    // coin beside one keyless coin, as fee-bumping children do; wallets 9
+    // and 10 spend theirs together, the ordinary link the rule must keep.
+    let keyless = [
+        ScriptBuf::from_bytes(vec![0x51, 0x02, 0x4e, 0x73]),
+        ScriptBuf::from_bytes(vec![0x51]),
+        ScriptBuf::new(),
+    ];
+    let mut paid: Vec<(u64, ScriptBuf)> = (1..=10).map(|w| (10_000, p2pkh(w))).collect();
+    paid.extend((0..8).map(|i| (240, keyless[[0, 0, 0, 1, 1, 1, 2, 2][i]].clone())));
+    let g = regtest_genesis();
+    let funding = coinbase(b"fund", &paid);
+    let b1 = block(g.block_hash(), 1, vec![funding.clone()]);
+    let coin = |vout| OutPoint {
+        txid: funding.compute_txid(),
+        vout,
+    };
+    let mut spends = vec![coinbase(b"spend", &[(50_0000_0000, p2pkh(100))])];
+    spends.extend((0..8).map(|w| tx(&[coin(w), coin(10 + w)], &[(9_000, p2pkh(20 + w as u8))])));
+    spends.push(tx(&[coin(8), coin(9)], &[(19_000, p2pkh(30))]));
+    let b2 = block(b1.block_hash(), 2, spends);
+    let blocks = tempfile::tempdir().unwrap();
+    write_blk(&blocks.path().join("blk00000.dat"), &[g, b1, b2]);
+    let db = tempfile::tempdir().unwrap();
+    index(blocks.path(), db.path());
+
+    // Address 0 is genesis's, 1–10 the wallets, 11–13 the keyless scripts.
+    let check = |how: &str| {
+        let c = clusters(db.path());
+        for w in 1..=8u64 {
+            assert_eq!(
+                c[w as usize],
+                cluster_named(w),
+                "{how}: wallet {w} joined another entity"
+            );
+        }
+        assert_eq!(
+            (c[9], c[10]),
+            (cluster_named(9), cluster_named(9)),
+            "{how}: wallets 9 and 10 were not linked"
+        );
+        for k in 11..=13u64 {
+            assert_eq!(
+                c[k as usize],
+                cluster_named(k),
+                "{how}: keyless address {k} was clustered"
+            );
+        }
+    };
+    check("block by block");
+    recluster(db.path(), "multi-input,coinjoin,change-fresh,change-round");
+    check("full build");
+
+    // The keyless addresses keep their histories: received once, spent by
+    // as many children as they had coins.
+    let store = Store::open(db.path(), Access::ReadOnly).unwrap();
+    let key = AddrKey::for_script(keyless[0].as_bytes());
+    let id = store.need::<cf::AddrIds>(&key).unwrap();
+    let stats = store.need::<cf::AddrStats>(&id).unwrap();
+    assert_eq!((stats.tx_count, stats.received, stats.sent), (4, 720, 720));
 }
 
 #[tokio::test]
@@ -452,16 +528,9 @@ fn an_interrupted_rebuild_is_redone_with_the_heuristics_asked_for() {
         // What `satflow cluster --heuristics multi-input` leaves when killed
         // mid-build: the heuristics asked for, no tip.
         let store = Store::open(db.path(), Access::Write).unwrap();
-        let mut batch = rocksdb::WriteBatch::default();
-        batch.put_cf(
-            store.cf(cf::META),
-            satflow_indexer::schema::meta::CLUSTER_HEURISTICS,
-            "multi-input",
-        );
-        batch.delete_cf(
-            store.cf(cf::META),
-            satflow_indexer::schema::meta::CLUSTER_TIP,
-        );
+        let mut batch = store.batch();
+        batch.put_meta(meta::ClusterHeuristics, &"multi-input".to_string());
+        batch.delete_meta(meta::ClusterTip);
         store.write(batch).unwrap();
         store.flush().unwrap();
     }
@@ -471,7 +540,10 @@ fn an_interrupted_rebuild_is_redone_with_the_heuristics_asked_for() {
         cluster::heuristics(&store).unwrap().unwrap().to_string(),
         "multi-input"
     );
-    assert_eq!(cluster::tip(&store).unwrap().map(|(h, _)| h), Some(4521));
+    assert_eq!(
+        cluster::tip(&store).unwrap().map(|p| p.height),
+        Some(Height(4521))
+    );
     drop(store);
     assert_eq!(clusters(db.path()), plain_union_find(db.path()));
 }

@@ -110,8 +110,19 @@ fn a_second_writer_gets_a_clear_error() {
 /// tip's ids, which the next run must remove before anything else.
 #[test]
 fn appended_rows_above_the_tip_are_removed_by_the_next_run() {
-    use satflow_indexer::schema::{cf, key_u64};
+    use satflow_indexer::store::SortedBatch;
     use satflow_indexer::{Access, Store};
+    use satflow_schema::cf::{self, Appended, Family};
+
+    /// Appends copies of the family's last row under `keys`: rows of the
+    /// right shape, which only their keys place above the tip.
+    fn strand<F: Appended>(store: &Store, batch: &mut SortedBatch, keys: &[F::Key]) {
+        let (_, value) = store.last::<F>().unwrap().expect("an indexed row");
+        for k in keys {
+            batch.append::<F>(k, &value);
+        }
+    }
+
     let blocks = blocks_dir(&["mainnet/blk00000_first1MiB.dat"]);
     let reference = tempfile::tempdir().unwrap();
     let db = tempfile::tempdir().unwrap();
@@ -121,22 +132,22 @@ fn appended_rows_above_the_tip_are_removed_by_the_next_run() {
     {
         let store = Store::open(db.path(), Access::Write).unwrap();
         let ids = store.tip_block().unwrap().unwrap().next_ids();
-        for (family, first) in [
-            (cf::TXS, ids.tx),
-            (cf::INPUTS, ids.tx),
-            (cf::OUTPUTS, ids.output),
-            (cf::ADDRS, ids.addr),
-        ] {
-            let keys: Vec<[u8; 8]> = (first..first + 3).map(key_u64).collect();
-            store
-                .ingest(family, keys.iter().map(|k| (&k[..], &b"lost"[..])))
-                .unwrap();
-        }
+        let txs: Vec<_> = (0..3).map(|i| ids.tx + i).collect();
+        let outputs: Vec<_> = (0..3).map(|i| ids.output + i).collect();
+        let addrs: Vec<_> = (0..3).map(|i| ids.addr + i).collect();
+        // Appended rows are ingested as table files at once, as a batch
+        // does before it writes the rest; nothing else is in the batch.
+        let mut batch = SortedBatch::default();
+        strand::<cf::Txs>(&store, &mut batch, &txs);
+        strand::<cf::Inputs>(&store, &mut batch, &txs);
+        strand::<cf::Outputs>(&store, &mut batch, &outputs);
+        strand::<cf::Addrs>(&store, &mut batch, &addrs);
+        batch.commit(&store).unwrap();
     }
     let left = dump_all(db.path());
     assert_eq!(
-        left[cf::OUTPUTS].len(),
-        dump_all(reference.path())[cf::OUTPUTS].len() + 3
+        left[cf::Outputs::NAME].len(),
+        dump_all(reference.path())[cf::Outputs::NAME].len() + 3
     );
     assert_indexes(blocks.path(), db.path());
     assert_same(&dump_all(db.path()), &dump_all(reference.path()));

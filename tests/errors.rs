@@ -5,6 +5,7 @@ mod common;
 
 use common::*;
 use satflow_indexer::Network;
+use satflow_schema::Height;
 
 #[test]
 fn a_corrupt_block_names_file_and_offset_and_keeps_what_came_before() {
@@ -28,7 +29,7 @@ fn a_corrupt_block_names_file_and_offset_and_keeps_what_came_before() {
     );
     assert!(err.contains(&format!("offset {}", at + 36)), "{err}");
     let store = satflow_indexer::Store::open(db.path(), satflow_indexer::Access::ReadOnly).unwrap();
-    assert_eq!(store.tip().unwrap().map(|t| t.0), Some(999));
+    assert_eq!(store.tip().unwrap().map(|t| t.height), Some(Height(999)));
 }
 
 #[test]

@@ -14,8 +14,10 @@ use common::query::Q;
 use common::*;
 use satflow_export::{export, ExportOptions, Summary, Table};
 use satflow_indexer::labels::{Defaults, Format};
-use satflow_indexer::schema::cf;
 use satflow_indexer::{Access, Store};
+use satflow_query::clusters;
+use satflow_schema::cf::{self, Family};
+use satflow_schema::ClusterId;
 use serde_json::{json, Value};
 
 const GENESIS: &str = "000000000019d6689c085ae165831e934ff763ae46a2a6c172b3f1b60a8ce26f";
@@ -35,14 +37,17 @@ fn options(db: &Path, out: &Path, partition_mb: f64) -> ExportOptions {
 /// Each query's rows, as DuckDB answers them over the export at `out`.
 fn duckdb(out: &Path, queries: &[&str]) -> Vec<Vec<Vec<Value>>> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/duckdb_query.py");
-    let mut child = Command::new("python3")
+    // The project's virtual environment, where scripts/setup.sh installs
+    // DuckDB (a stock Debian or Ubuntu Python refuses it system-wide).
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python3");
+    let mut child = Command::new(&python)
         .arg(script)
         .arg(out)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .expect("python3");
+        .unwrap_or_else(|e| panic!("{}: {e} (run scripts/setup.sh)", python.display()));
     serde_json::to_writer(child.stdin.take().unwrap(), queries).unwrap();
     let done = child.wait_with_output().unwrap();
     assert!(
@@ -67,12 +72,10 @@ fn int(v: &Value) -> u64 {
 }
 
 /// Rows of a column family of the index at `db`.
-fn rows(db: &Path, family: &str) -> u64 {
+fn rows<F: Family + 'static>(db: &Path) -> u64 {
     let store = Store::open(db, Access::ReadOnly).unwrap();
-    store
-        .db()
-        .iterator_cf(store.cf(family), rocksdb::IteratorMode::Start)
-        .count() as u64
+    let count = store.scan_all::<F>().try_fold(0, |n, r| r.map(|_| n + 1));
+    count.unwrap()
 }
 
 /// The OFAC list, as `satflow labels import --format list --category sanctioned`.
@@ -239,13 +242,13 @@ fn duckdb_reads_back_what_the_index_answers_on_real_blocks() {
         "block 0–4521 has multi-input clusters"
     );
     for row in &labels[1] {
-        let cluster = q.0.cluster(int(&row[0])).unwrap();
+        let cluster = clusters::cluster(&q.0, ClusterId(int(&row[0]))).unwrap();
         assert_eq!(
             [int(&row[1]), int(&row[2]), int(&row[3])],
             [cluster.size; 3]
         );
     }
-    assert_eq!(int(&labels[2][0][0]), rows(db.path(), cf::CLUSTER_MEMBERS));
+    assert_eq!(int(&labels[2][0][0]), rows::<cf::ClusterMembers>(db.path()));
 }
 
 #[test]
@@ -366,8 +369,8 @@ fn every_input_of_a_generated_chain_joins_the_output_it_spends() {
     assert_eq!(
         [int(&checks[5][0][0]), int(&checks[5][0][1])],
         [
-            rows(db.path(), cf::CLUSTER_STATS),
-            rows(db.path(), cf::CLUSTER_MEMBERS)
+            rows::<cf::ClusterStats>(db.path()),
+            rows::<cf::ClusterMembers>(db.path())
         ]
     );
 }

@@ -17,7 +17,8 @@ use common::*;
 use satflow_indexer::cluster::{self, Heuristics};
 use satflow_indexer::{address, Access, IndexOptions, Store};
 use satflow_proto::v1 as pb;
-use satflow_query::Index;
+use satflow_query::{clusters, Index};
+use satflow_schema::ClusterId;
 
 const TAPROOT: u32 = 866342;
 const TAPROOT_HASH: &str = "000000000000000000014ce9ba7c6760053c3c82ce6ab43d60afb101d3c8f1f1";
@@ -351,18 +352,20 @@ fn multi_input_clusters_of_the_taproot_block_equal_a_plain_union_find() {
     let expected = plain_union_find(&raw_block(TAPROOT), &taproot_prevouts());
     let index = Index::open(db.path(), Access::ReadOnly).unwrap();
     let id_of = |a: &str| {
-        index
-            .cluster_id_of(&address::parse(a, satflow_indexer::Network::Main).unwrap())
-            .unwrap()
+        clusters::cluster_id_of(
+            &index,
+            &address::parse(a, satflow_indexer::Network::Main).unwrap(),
+        )
+        .unwrap()
     };
     // The same partition of the input addresses: one satflow id per
     // union-find class, and as many ids as classes.
-    let mut id_of_class: HashMap<&str, u64> = HashMap::new();
+    let mut id_of_class: HashMap<&str, ClusterId> = HashMap::new();
     for (a, class) in &expected {
         let id = *id_of_class.entry(class).or_insert_with(|| id_of(class));
         assert_eq!(id_of(a), id, "{a} is in {class}'s class");
     }
-    let ids: BTreeSet<u64> = id_of_class.values().copied().collect();
+    let ids: BTreeSet<ClusterId> = id_of_class.values().copied().collect();
     assert_eq!(ids.len(), id_of_class.len(), "two classes share a cluster");
     let merged = expected.iter().filter(|(a, c)| a != c).count();
     assert!(
@@ -548,7 +551,7 @@ fn traces_stop_at_the_start_of_the_index() {
         drop(store);
         let flow = Flow::open(db).unwrap().unwrap();
         let g = flow.view();
-        let sources: Vec<u64> = g.outputs(txnum).collect();
+        let sources: Vec<u64> = g.outputs(txnum.0).collect();
         let mut events: Vec<Event> = Vec::new();
         let (totals, _) = trace_with(
             policy,

@@ -42,7 +42,7 @@ fn blocks(c: &Chunk) -> Result<Vec<ArrayRef>> {
     let [mut txs, mut ins, mut outs, mut size, mut weight] = counts;
     let mut fees = Int64Builder::with_capacity(n);
     for (h, b) in &c.blocks {
-        height.append_value(int32(*h)?);
+        height.append_value(int32(h.0)?);
         hash.append_value(hex(b.hash));
         prev.append_value(hex(b.header.prev_blockhash));
         merkle.append_value(hex(b.header.merkle_root));
@@ -102,7 +102,7 @@ fn transactions(c: &Chunk) -> Result<Vec<ArrayRef>> {
         let (_, block) = blocks
             .peek()
             .ok_or_else(|| anyhow!("tx {} lies outside its chunk's blocks", t.txid))?;
-        height.append_value(int32(t.height)?);
+        height.append_value(int32(t.height.0)?);
         time.append_value(micros(block.header.time));
         position.append_value(int32(t.position)?);
         txid.append_value(hex(t.txid));
@@ -149,12 +149,12 @@ fn inputs(c: &Chunk) -> Result<Vec<ArrayRef>> {
     let mut address = StringBuilder::with_capacity(n, n * 40);
     for i in &c.inputs {
         let tx = &c.txs[i.tx];
-        height.append_value(int32(tx.height)?);
+        height.append_value(int32(tx.height.0)?);
         txid.append_value(hex(tx.txid));
         index.append_value(int32(i.index)?);
         prev_txid.append_value(hex(i.prev.txid));
         vout.append_value(int32(i.prev.vout)?);
-        prev_height.append_option(i.prev.height.map(int32).transpose()?);
+        prev_height.append_option(i.prev.height.map(|h| int32(h.0)).transpose()?);
         value.append_option(i.prev.value.map(sats).transpose()?);
         script.append_value(i.prev.script_type.name());
         address.append_option(c.address(i.prev.addr));
@@ -182,7 +182,7 @@ fn outputs(c: &Chunk) -> Result<Vec<ArrayRef>> {
     let mut address = StringBuilder::with_capacity(n, n * 40);
     for (tx, o) in &c.outputs {
         let tx = &c.txs[*tx];
-        height.append_value(int32(tx.height)?);
+        height.append_value(int32(tx.height.0)?);
         txid.append_value(hex(tx.txid));
         vout.append_value(int32(o.vout)?);
         value.append_value(sats(o.value)?);

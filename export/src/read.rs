@@ -2,37 +2,39 @@
 //! refer to resolved: the txid, height, value and address of every coin an
 //! input spends, and address numbers turned into address strings.
 //!
-//! A block's rows are id ranges (`indexer/SCHEMA.md`), so a run of blocks is
+//! A block's rows are id ranges (`schema/SCHEMA.md`), so a run of blocks is
 //! three sequential scans (txs, outputs, inputs) plus batched point reads
 //! for the spent coins, their transactions and the addresses.
 
 use std::collections::VecDeque;
-use std::ops::{Range, RangeInclusive};
+use std::fmt::Display;
+use std::ops::Range;
 
 use anyhow::{bail, Context, Result};
-use bitcoin::hashes::Hash;
 use bitcoin::Txid;
 use rayon::prelude::*;
-use rocksdb::{Direction, IteratorMode};
 use rustc_hash::FxHashMap;
-use satflow_indexer::schema::{
-    cf, decode_inputs, key_u64, BlockRow, Dec, OutputRow, TxRow, OUTSIDE_TX,
-};
-use satflow_indexer::script::{AddrKey, ScriptType};
+use satflow_indexer::store::Direction;
 use satflow_indexer::{address, Network, Store};
+use satflow_schema::block::BlockRow;
+use satflow_schema::cf::{self, Family};
+use satflow_schema::ids::Id;
+use satflow_schema::script::ScriptType;
+use satflow_schema::tx::{OutputRow, TxRow};
+use satflow_schema::{AddrId, Height, OutNum, TxNum};
 
 /// Keys per batched point read.
 const READ_BATCH: usize = 4096;
 
-/// Blocks `heights` of the best chain, row by row.
+/// Blocks `first..=last` of the best chain, row by row.
 pub struct Chunk {
-    pub blocks: Vec<(u32, BlockRow)>,
+    pub blocks: Vec<(Height, BlockRow)>,
     pub txs: Vec<TxRow>,
     /// In chain order; `tx` indexes `txs`.
     pub outputs: Vec<(usize, OutputRow)>,
     /// In chain order; `tx` indexes `txs`. Coinbases have none.
     pub inputs: Vec<Input>,
-    addresses: FxHashMap<u64, String>,
+    addresses: FxHashMap<AddrId, String>,
 }
 
 pub struct Input {
@@ -47,12 +49,12 @@ pub struct Prevout {
     pub txid: Txid,
     pub vout: u32,
     /// None for a coin from before the index's first block.
-    pub height: Option<u32>,
+    pub height: Option<Height>,
     /// None when the index does not know it (a coin from before its first
     /// block that no prevouts file described).
     pub value: Option<u64>,
     pub script_type: ScriptType,
-    pub addr: Option<u64>,
+    pub addr: Option<AddrId>,
 }
 
 impl Chunk {
@@ -60,42 +62,31 @@ impl Chunk {
     pub fn read(
         store: &Store,
         network: Network,
-        heights: RangeInclusive<u32>,
+        (first_height, last_height): (Height, Height),
         recent: &mut Recent,
     ) -> Result<Chunk> {
-        let blocks = heights
+        let blocks = (first_height.0..=last_height.0)
             .map(|h| {
                 let row = store
-                    .block(h)?
+                    .block(Height(h))?
                     .with_context(|| format!("the index has no block at height {h}"))?;
-                Ok((h, row))
+                Ok((Height(h), row))
             })
             .collect::<Result<Vec<_>>>()?;
-        let (Some((first_height, first)), Some((last_height, last))) =
-            (blocks.first(), blocks.last())
-        else {
+        let (Some((_, first)), Some((_, last))) = (blocks.first(), blocks.last()) else {
             bail!("an empty height range");
         };
-        let (first_height, last_height) = (*first_height, *last_height);
         let (first, end) = (first.clone(), last.next_ids());
 
-        let txs: Vec<TxRow> = scan(store, cf::TXS, first.first_tx, end.tx, |_, v| {
-            Ok(TxRow::decode(v)?)
-        })?;
-        let rows = scan(
-            store,
-            cf::OUTPUTS,
-            first.first_output,
-            end.output,
-            |_, v| Ok(OutputRow::decode(v)?),
-        )?;
+        let txs = dense::<cf::Txs>(store, first.first_tx, end.tx)?;
+        let rows = dense::<cf::Outputs>(store, first.first_output, end.output)?;
         let mut outputs = Vec::with_capacity(rows.len());
         let mut rows = rows.into_iter();
         for (i, tx) in txs.iter().enumerate() {
             let txnum = first.first_tx + i as u64;
             for _ in 0..tx.output_count {
                 match rows.next() {
-                    Some(o) if o.tx == txnum => outputs.push((i, o)),
+                    Some(o) if o.tx == Some(txnum) => outputs.push((i, o)),
                     _ => bail!("index is inconsistent: the outputs of tx {txnum} are not where its row says"),
                 }
             }
@@ -103,10 +94,11 @@ impl Chunk {
         if rows.next().is_some() {
             bail!("index is inconsistent: more outputs than the txs of heights {first_height}..={last_height} hold");
         }
-        let spent: Vec<(u64, Vec<u64>)> =
-            scan(store, cf::INPUTS, first.first_tx, end.tx, |k, v| {
-                Ok((Dec::new("inputs key", k).u64()?, decode_inputs(v)?))
-            })?;
+        // Sparse: a coinbase has no `inputs` row.
+        let spent: Vec<(TxNum, Vec<OutNum>)> = store
+            .scan::<cf::Inputs>(&first.first_tx, Direction::Forward)
+            .take_while(|r| !matches!(r, Ok((t, _)) if *t >= end.tx))
+            .collect::<Result<_>>()?;
 
         recent.push(Window {
             first_tx: first.first_tx,
@@ -118,7 +110,7 @@ impl Chunk {
         let prevouts = Prevouts::read(store, spent_outputs, recent)?;
         let mut inputs = Vec::new();
         for (txnum, outs) in &spent {
-            let tx = (txnum - first.first_tx) as usize;
+            let tx = (*txnum - first.first_tx) as usize;
             for (index, n) in outs.iter().enumerate() {
                 inputs.push(Input {
                     tx,
@@ -143,7 +135,7 @@ impl Chunk {
     }
 
     /// The address string of an address number of this chunk.
-    pub fn address(&self, addr: Option<u64>) -> Option<&str> {
+    pub fn address(&self, addr: Option<AddrId>) -> Option<&str> {
         addr.map(|a| self.addresses[&a].as_str())
     }
 }
@@ -155,9 +147,9 @@ impl Chunk {
 pub struct Recent(VecDeque<Window>);
 
 struct Window {
-    first_tx: u64,
-    txs: Vec<(Txid, u32)>,
-    first_output: u64,
+    first_tx: TxNum,
+    txs: Vec<(Txid, Height)>,
+    first_output: OutNum,
     outputs: Vec<OutputRow>,
 }
 
@@ -172,37 +164,40 @@ impl Recent {
         self.0.push_back(w);
     }
 
-    fn output(&self, n: u64) -> Option<OutputRow> {
-        self.0.iter().find_map(|w| {
-            let i = n.checked_sub(w.first_output)?;
-            w.outputs.get(usize::try_from(i).ok()?).copied()
-        })
+    fn output(&self, n: OutNum) -> Option<OutputRow> {
+        self.0
+            .iter()
+            .find_map(|w| nth(&w.outputs, n.0.checked_sub(w.first_output.0)?).copied())
     }
 
-    fn tx(&self, t: u64) -> Option<(Txid, u32)> {
-        self.0.iter().find_map(|w| {
-            let i = t.checked_sub(w.first_tx)?;
-            w.txs.get(usize::try_from(i).ok()?).copied()
-        })
+    fn tx(&self, t: TxNum) -> Option<(Txid, Height)> {
+        self.0
+            .iter()
+            .find_map(|w| nth(&w.txs, t.0.checked_sub(w.first_tx.0)?).copied())
     }
 
-    /// The rows of sorted `ids`: from memory when recent, else read.
-    fn or_read<T: Copy + Send>(
+    /// The rows of `F` for sorted `ids`, as `T`: from memory when recent,
+    /// else read.
+    fn or_read<F, T>(
         &self,
         store: &Store,
-        family: &'static str,
-        ids: &[u64],
-        cached: fn(&Recent, u64) -> Option<T>,
-        decode: impl Fn(&[u8]) -> Result<T> + Sync,
-    ) -> Result<Vec<T>> {
+        ids: &[F::Key],
+        cached: fn(&Recent, F::Key) -> Option<T>,
+        from_row: fn(F::Value) -> T,
+    ) -> Result<Vec<T>>
+    where
+        F: Family,
+        F::Key: Copy + Sync + Display,
+        F::Value: Send,
+    {
         let found: Vec<Option<T>> = ids.iter().map(|&n| cached(self, n)).collect();
-        let missing: Vec<u64> = ids
+        let missing: Vec<F::Key> = ids
             .iter()
             .zip(&found)
             .filter(|(_, f)| f.is_none())
             .map(|(n, _)| *n)
             .collect();
-        let mut read = get_all(store, family, &missing, decode)?.into_iter();
+        let mut read = get_all::<F>(store, &missing)?.into_iter().map(from_row);
         found
             .into_iter()
             .map(|f| {
@@ -213,36 +208,38 @@ impl Recent {
     }
 }
 
-/// Rows `from..end` of a family keyed by u64 ids, each of which must exist
-/// except in `inputs` (no row for a coinbase).
-fn scan<T>(
-    store: &Store,
-    family: &'static str,
-    from: u64,
-    end: u64,
-    decode: impl Fn(&[u8], &[u8]) -> Result<T>,
-) -> Result<Vec<T>> {
+fn nth<T>(rows: &[T], i: u64) -> Option<&T> {
+    rows.get(usize::try_from(i).ok()?)
+}
+
+/// Rows `from..end` of a family keyed by dense ids, each of which must
+/// exist.
+fn dense<F>(store: &Store, from: F::Key, end: F::Key) -> Result<Vec<F::Value>>
+where
+    F: Family,
+    F::Key: Id + Display,
+{
     let mut rows = Vec::new();
-    let start = key_u64(from);
-    let iter = store.db().iterator_cf(
-        store.cf(family),
-        IteratorMode::From(&start, Direction::Forward),
-    );
     let mut expected = from;
-    for item in iter {
-        let (k, v) = item.with_context(|| format!("reading {family}"))?;
-        let id = Dec::new("key", &k).u64()?;
+    for row in store.scan::<F>(&from, Direction::Forward) {
+        let (id, value) = row?;
         if id >= end {
             break;
         }
-        if family != cf::INPUTS && id != expected {
-            bail!("index is inconsistent: {family} row {expected} is missing");
+        if id != expected {
+            bail!(
+                "index is inconsistent: {} row {expected} is missing",
+                F::NAME
+            );
         }
-        expected = id + 1;
-        rows.push(decode(&k, &v).with_context(|| format!("{family} row {id}"))?);
+        expected = F::Key::new(id.get() + 1);
+        rows.push(value);
     }
-    if family != cf::INPUTS && expected != end {
-        bail!("index is inconsistent: {family} ends at {expected}, before {end}");
+    if expected != end {
+        bail!(
+            "index is inconsistent: {} ends at {expected}, before {end}",
+            F::NAME
+        );
     }
     Ok(rows)
 }
@@ -250,63 +247,55 @@ fn scan<T>(
 /// Spent coins by output number, read in three batched lookups: the
 /// outputs, then their transactions (or, for coins from before the
 /// index's first block, the txids kept in `outside`).
-struct Prevouts(FxHashMap<u64, Prevout>);
+struct Prevouts(FxHashMap<OutNum, Prevout>);
 
 impl Prevouts {
-    fn read(store: &Store, spent: impl Iterator<Item = u64>, recent: &Recent) -> Result<Prevouts> {
-        let mut numbers: Vec<u64> = spent.collect();
+    fn read(
+        store: &Store,
+        spent: impl Iterator<Item = OutNum>,
+        recent: &Recent,
+    ) -> Result<Prevouts> {
+        let mut numbers: Vec<OutNum> = spent.collect();
         numbers.sort_unstable();
         numbers.dedup();
-        let rows = recent.or_read(store, cf::OUTPUTS, &numbers, Recent::output, |v| {
-            Ok(OutputRow::decode(v)?)
-        })?;
+        let rows = recent.or_read::<cf::Outputs, _>(store, &numbers, Recent::output, |o| o)?;
 
-        let mut txnums: Vec<u64> = rows
-            .iter()
-            .map(|o| o.tx)
-            .filter(|&t| t != OUTSIDE_TX)
-            .collect();
+        let mut txnums: Vec<TxNum> = rows.iter().filter_map(|o| o.tx).collect();
         txnums.sort_unstable();
         txnums.dedup();
-        let txs: FxHashMap<u64, (Txid, u32)> = txnums
+        let txs: FxHashMap<TxNum, (Txid, Height)> = txnums
             .iter()
             .copied()
-            .zip(recent.or_read(store, cf::TXS, &txnums, Recent::tx, |v| {
-                let t = TxRow::decode(v)?;
-                Ok((t.txid, t.height))
-            })?)
+            .zip(recent.or_read::<cf::Txs, _>(store, &txnums, Recent::tx, |t| (t.txid, t.height))?)
             .collect();
-        let outside: Vec<u64> = numbers
+        let outside: Vec<OutNum> = numbers
             .iter()
             .zip(&rows)
-            .filter(|(_, o)| o.tx == OUTSIDE_TX)
+            .filter(|(_, o)| o.tx.is_none())
             .map(|(n, _)| *n)
             .collect();
-        let outside_txids: FxHashMap<u64, Txid> = outside
+        let outside_txids: FxHashMap<OutNum, Txid> = outside
             .iter()
             .copied()
-            .zip(get_all(store, cf::OUTSIDE, &outside, |v| {
-                Ok(Txid::from_byte_array(Dec::new("outside", v).take()?))
-            })?)
+            .zip(get_all::<cf::Outside>(store, &outside)?)
             .collect();
 
         let mut map = FxHashMap::default();
         for (n, o) in numbers.into_iter().zip(rows) {
             let (txid, height) = match o.tx {
-                OUTSIDE_TX => (outside_txids[&n], None),
-                t => {
+                None => (outside_txids[&n], None),
+                Some(t) => {
                     let (txid, height) = txs[&t];
                     (txid, Some(height))
                 }
             };
-            let known = o.script_type != ScriptType::Unknown;
             map.insert(
                 n,
                 Prevout {
                     txid,
                     vout: o.vout,
                     height,
-                    value: known.then_some(o.value),
+                    value: o.known_value(),
                     script_type: o.script_type,
                     addr: o.addr,
                 },
@@ -315,7 +304,7 @@ impl Prevouts {
         Ok(Prevouts(map))
     }
 
-    fn get(&self, n: u64) -> Result<Prevout> {
+    fn get(&self, n: OutNum) -> Result<Prevout> {
         self.0
             .get(&n)
             .copied()
@@ -323,27 +312,25 @@ impl Prevouts {
     }
 }
 
-/// Rows that must exist, for sorted `ids`, in the same order. Point reads
-/// are most of an export's time: they are spread over the cores.
-fn get_all<T: Send>(
-    store: &Store,
-    family: &'static str,
-    ids: &[u64],
-    decode: impl Fn(&[u8]) -> Result<T> + Sync,
-) -> Result<Vec<T>> {
+/// Rows of `F` that must exist, for sorted `ids`, in the same order. Point
+/// reads are most of an export's time: they are spread over the cores.
+fn get_all<F>(store: &Store, ids: &[F::Key]) -> Result<Vec<F::Value>>
+where
+    F: Family,
+    F::Key: Sync + Display,
+    F::Value: Send,
+{
     let parts = ids
         .par_chunks(READ_BATCH)
         .map(|part| {
-            let keys: Vec<Vec<u8>> = part.iter().map(|&n| key_u64(n).to_vec()).collect();
             part.iter()
-                .zip(store.multi_get(family, &keys)?)
+                .zip(store.multi_get::<F>(part)?)
                 .map(|(n, v)| {
-                    let v = v.with_context(|| {
-                        format!("index is inconsistent: {family} row {n} is missing")
-                    })?;
-                    decode(&v).with_context(|| format!("{family} row {n}"))
+                    v.with_context(|| {
+                        format!("index is inconsistent: {} row {n} is missing", F::NAME)
+                    })
                 })
-                .collect::<Result<Vec<T>>>()
+                .collect::<Result<Vec<_>>>()
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(parts.into_iter().flatten().collect())
@@ -356,24 +343,21 @@ fn get_all<T: Send>(
 pub(crate) fn address_strings(
     store: &Store,
     network: Network,
-    addrs: impl Iterator<Item = u64>,
-    created: Range<u64>,
-) -> Result<FxHashMap<u64, String>> {
-    let mut ids: Vec<u64> = addrs.collect();
+    addrs: impl Iterator<Item = AddrId>,
+    created: Range<AddrId>,
+) -> Result<FxHashMap<AddrId, String>> {
+    let mut ids: Vec<AddrId> = addrs.collect();
     ids.sort_unstable();
     ids.dedup();
-    let decode = |v: &[u8]| AddrKey::from_bytes(v).context("corrupt address key");
     let older = match created.is_empty() {
         true => ids.len(),
         false => ids.partition_point(|&n| n < created.start),
     };
-    let mut keys = get_all(store, cf::ADDRS, &ids[..older], decode)?;
+    let mut keys = get_all::<cf::Addrs>(store, &ids[..older])?;
     if older < ids.len() {
-        let fresh = scan(store, cf::ADDRS, created.start, created.end, |_, v| {
-            decode(v)
-        })?;
+        let fresh = dense::<cf::Addrs>(store, created.start, created.end)?;
         for &n in &ids[older..] {
-            let key = fresh.get((n - created.start) as usize).with_context(|| {
+            let key = nth(&fresh, n - created.start).with_context(|| {
                 format!(
                     "index is inconsistent: address {n} lies past the addresses its block created"
                 )

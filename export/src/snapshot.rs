@@ -9,10 +9,8 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use parquet::file::metadata::KeyValue;
-use rocksdb::IteratorMode;
-use satflow_indexer::cluster::rows::ClusterStats;
-use satflow_indexer::schema::{cf, meta, split_pair, Dec};
 use satflow_indexer::{address, cluster, labels, Network, Store};
+use satflow_schema::{cf, meta, AddrId, ClusterId, Codec};
 use sha2::{Digest, Sha256};
 
 use crate::files::{FileEntry, FileSet};
@@ -32,26 +30,27 @@ pub const NOT_READY: &str = "the index has no clusters, or is recomputing those 
 pub fn source(store: &Store, table: Table) -> Result<Option<String>> {
     match table {
         Table::AddressClusters => {
-            let Some((height, hash)) = cluster::tip(store)? else {
+            let Some(tip) = cluster::tip(store)? else {
                 return Ok(None);
             };
-            if store.get(cf::META, meta::CLUSTER_DIRTY)?.is_some() {
+            if store.meta(meta::ClusterDirty)?.is_some() {
                 return Ok(None);
             }
             let heuristics = cluster::heuristics(store)?.map(|h| h.to_string());
             Ok(Some(format!(
-                "cluster tip {height} {hash}, heuristics {}",
+                "cluster tip {} {}, heuristics {}",
+                tip.height,
+                tip.hash,
                 heuristics.unwrap_or_default()
             )))
         }
         Table::Labels => {
+            // Over the rows as stored: their codec gives back the bytes it
+            // decoded, so the digest is that of earlier exports.
             let mut digest = Sha256::new();
-            for item in store
-                .db()
-                .iterator_cf(store.cf(cf::LABELS), IteratorMode::Start)
-            {
-                let (k, v) = item.context("reading labels")?;
-                for part in [&k, &v] {
+            for row in store.scan_all::<cf::Labels>() {
+                let (key, value) = row?;
+                for part in [key.encode(), value.encode()] {
                     digest.update((part.len() as u64).to_be_bytes());
                     digest.update(part);
                 }
@@ -85,28 +84,19 @@ pub fn write(
 /// Members of clusters of two or more addresses, in cluster id order. A
 /// lone address has no row: it is a cluster of its own.
 fn clusters(store: &Store, network: Network, files: &mut FileSet) -> Result<()> {
-    let mut pending: Vec<(u64, u64)> = Vec::with_capacity(BATCH);
-    let mut sizes: Vec<(u64, u64)> = Vec::new();
+    let mut pending: Vec<(ClusterId, AddrId)> = Vec::with_capacity(BATCH);
+    let mut sizes: Vec<(ClusterId, u64)> = Vec::new();
     // Both families are in cluster id order: one pass over each.
-    let mut stats = store
-        .db()
-        .iterator_cf(store.cf(cf::CLUSTER_STATS), IteratorMode::Start);
-    for item in store
-        .db()
-        .iterator_cf(store.cf(cf::CLUSTER_MEMBERS), IteratorMode::Start)
-    {
-        let (k, _) = item.context("reading cluster members")?;
-        let (cluster, addr) = split_pair(&k)?;
+    let mut stats = store.scan_all::<cf::ClusterStats>();
+    for row in store.scan_all::<cf::ClusterMembers>() {
+        let ((cluster, addr), ()) = row?;
         if sizes.last().is_none_or(|(c, _)| *c != cluster) {
             let size = loop {
-                let (k, v) = stats
-                    .next()
-                    .with_context(|| {
-                        format!("index is inconsistent: cluster {cluster} has no stats row")
-                    })?
-                    .context("reading cluster stats")?;
-                if Dec::new("cluster_stats key", &k).u64()? == cluster {
-                    break ClusterStats::decode(&v)?.size;
+                let (c, s) = stats.next().with_context(|| {
+                    format!("index is inconsistent: cluster {cluster} has no stats row")
+                })??;
+                if c == cluster {
+                    break s.size;
                 }
             };
             sizes.push((cluster, size));
@@ -124,11 +114,13 @@ fn clusters(store: &Store, network: Network, files: &mut FileSet) -> Result<()> 
 fn cluster_batch(
     store: &Store,
     network: Network,
-    members: &[(u64, u64)],
-    sizes: &[(u64, u64)],
+    members: &[(ClusterId, AddrId)],
+    sizes: &[(ClusterId, u64)],
 ) -> Result<RecordBatch> {
-    let strings = address_strings(store, network, members.iter().map(|(_, a)| *a), 0..0)?;
-    let size_of = |cluster: u64| {
+    // No address range to scan: cluster members are looked up one by one.
+    let none = AddrId(0)..AddrId(0);
+    let strings = address_strings(store, network, members.iter().map(|(_, a)| *a), none)?;
+    let size_of = |cluster: ClusterId| {
         let i = sizes.partition_point(|(c, _)| *c < cluster);
         sizes[i].1
     };
@@ -136,7 +128,7 @@ fn cluster_batch(
         Arc::new(Int64Array::from(
             members
                 .iter()
-                .map(|(c, _)| int64(*c))
+                .map(|(c, _)| int64(c.0))
                 .collect::<Result<Vec<_>>>()?,
         )),
         Arc::new(StringArray::from_iter_values(

@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 use bitcoin::{Address, Script};
 
 use crate::network::Network;
-use crate::script::{classify, AddrKey, AddrKind};
+use satflow_schema::script::{classify, AddrKey, AddrKind};
 
 /// The standard string of an address, or `script-sha256:<hex>` for scripts
 /// without an address form (bare multisig, non-standard).

@@ -161,13 +161,7 @@ fn read_xor_key(dir: &Path) -> Result<XorKey> {
     }
 }
 
-/// Where a block's bytes lie: after the 8-byte record prefix.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct BlockLoc {
-    pub file: u32,
-    pub offset: u64,
-    pub len: u32,
-}
+pub use satflow_schema::block::BlockLoc;
 
 /// A complete record found by the scanner, with its raw 80-byte header.
 #[derive(Clone, Debug)]

@@ -2,14 +2,14 @@
 //!
 //! Data flow: `blkfiles` finds records → `chain` picks the best chain by
 //! work → `parse` decodes blocks (in parallel) → `writer` turns them into
-//! the rows of `schema`, stored by `store`. `run` ties one index run together.
+//! the rows of the `satflow_schema` crate, stored by `store`. `run` ties
+//! one index run together.
 //! `cluster` and `flow` (the value-flow graph taint tracing walks) are
 //! derived from those rows and kept current with them.
 //! An index may start after genesis; `prevouts` then describes the older
 //! coins its blocks spend.
 
 pub mod address;
-mod batch;
 pub mod blkfiles;
 mod cache;
 pub mod chain;
@@ -21,8 +21,6 @@ pub mod parse;
 pub mod prevouts;
 pub mod progress;
 pub mod run;
-pub mod schema;
-pub mod script;
 pub mod store;
 mod writer;
 

@@ -7,11 +7,9 @@ use bitcoin::hashes::Hash;
 use bitcoin::{BlockHash, OutPoint, Txid};
 use sha2::{Digest, Sha256};
 
-use crate::script::{classify, AddrKey, ScriptType};
+use satflow_schema::script::{classify, AddrKey, ScriptType};
 
 /// 21 million BTC: no output may carry more.
-const MAX_MONEY: u64 = 21_000_000 * 100_000_000;
-
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("byte {offset} of the block: {what}")]
 pub struct ParseError {
@@ -199,7 +197,7 @@ fn parse_tx(c: &mut Cursor<'_>, first_in_block: bool) -> Result<ParsedTx, ParseE
     let mut outputs = Vec::with_capacity(n_out);
     for _ in 0..n_out {
         let value = u64::from_le_bytes(c.array("output value")?);
-        if value > MAX_MONEY {
+        if value > bitcoin::Amount::MAX_MONEY.to_sat() {
             return c.fail(format!("output value {value} exceeds 21 million BTC"));
         }
         let script_len = c.count(1, "scriptPubKey length")?;

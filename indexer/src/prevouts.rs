@@ -15,8 +15,6 @@ use bitcoin::BlockHash;
 use serde::Deserialize;
 
 /// 21 million bitcoin, in satoshis: no coin is worth more.
-const MAX_MONEY: u64 = 21_000_000 * 100_000_000;
-
 /// One spent coin.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Coin {
@@ -59,7 +57,7 @@ pub fn load(dir: &Path, block: &BlockHash) -> Result<Option<Prevouts>> {
             let script = hex::decode(&e.txout.script_pubkey).with_context(|| {
                 format!("{}: entry {i}: script_pubkey is not hex", path.display())
             })?;
-            if e.txout.value > MAX_MONEY {
+            if e.txout.value > bitcoin::Amount::MAX_MONEY.to_sat() {
                 bail!(
                     "{}: entry {i}: value {} sat is more than 21 million bitcoin",
                     path.display(),

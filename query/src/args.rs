@@ -2,16 +2,16 @@
 //! fault, so a caller knows what to fix.
 
 use bitcoin::{BlockHash, Txid};
-use satflow_indexer::cluster::rows::Rank;
 use satflow_indexer::labels::Category;
-use satflow_indexer::script::AddrKey;
 use satflow_indexer::{address, Network};
 use satflow_proto::v1 as pb;
+use satflow_schema::cluster::Rank;
+use satflow_schema::script::AddrKey;
 
-use crate::taint::PolicyName;
-
+use crate::chain::BlockId;
 use crate::error::{QueryError, Result};
-use crate::reader::{BlockId, Order};
+use crate::history::Order;
+use crate::taint::PolicyName;
 
 pub fn txid(field: &str, s: &str) -> Result<Txid> {
     if s.len() != 64 {

@@ -27,8 +27,8 @@ pub enum QueryError {
     Internal(#[from] anyhow::Error),
 }
 
-impl From<satflow_indexer::schema::RowError> for QueryError {
-    fn from(e: satflow_indexer::schema::RowError) -> Self {
+impl From<satflow_schema::RowError> for QueryError {
+    fn from(e: satflow_schema::RowError) -> Self {
         QueryError::Internal(e.into())
     }
 }

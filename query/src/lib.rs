@@ -1,23 +1,42 @@
 //! Answers over a satflow index, and the gRPC server that serves them.
 //!
-//! `reader` answers lookups as `satflow.v1` messages; `args` and `page`
-//! turn request fields into typed keys and resume points; `server` serves
-//! it all over gRPC; `watch` raises alerts as blocks arrive; `client`
-//! connects to it (the CLI, tests, benches).
+//! `index` is the handle every answer takes: the store, its network, the
+//! flow graph and the label index as of the last catch-up. The answers
+//! live in modules named after what they answer: `chain` (status, blocks,
+//! transactions), `addresses` (summaries, history, unspent outputs),
+//! `clusters` and `link`, `labels`, `trace` (taint traces against the
+//! index) and `risk` (exposure). Below them: `history` (pages of an
+//! address's or cluster's transactions), `built` (what the clusters
+//! cover), `label_index`, `args` and `page` (request fields into typed
+//! keys, page tokens). `taint` is the trace engine; `server` serves it all
+//! over gRPC; `watch` raises alerts as blocks arrive; `client` connects
+//! to a server (the CLI, tests, benches).
+//!
+//! The modules' uses form no cycle: `index` and what it loads (`built`,
+//! `label_index`) name no answer module, and an answer module names only
+//! those below it.
 
+pub mod addresses;
 mod args;
+mod built;
+pub mod chain;
 pub mod client;
-mod clusters;
+pub mod clusters;
 mod error;
+mod history;
+mod index;
+mod label_index;
 mod labels;
+mod link;
 mod page;
-mod reader;
 mod risk;
 pub mod server;
 pub mod taint;
 mod trace;
 pub mod watch;
 
+pub use chain::BlockId;
 pub use error::{QueryError, Result};
-pub use labels::LabelIndex;
-pub use reader::{BlockId, HistoryQuery, Index, Order};
+pub use history::{HistoryQuery, Order};
+pub use index::Index;
+pub use label_index::LabelIndex;

@@ -5,7 +5,7 @@ use rand::Rng;
 
 use crate::actors::{ActorId, Payee};
 use crate::dist;
-use crate::economy::{affordable, BlockTxs, Economy, MAX_TX_WEIGHT, SMALL_TX_WEIGHT};
+use crate::market::{affordable, BlockTxs, Market, MAX_TX_WEIGHT, SMALL_TX_WEIGHT};
 use crate::txbuild::{Dest, OutPlan, Tag, TxPlan};
 use crate::wallet::Utxo;
 
@@ -42,7 +42,7 @@ const WITHDRAWAL_MEDIAN_SAT: f64 = 1_000_000.0;
 /// Misses in a row after which a block is left partly empty (only during bootstrap).
 const MAX_MISSES: u32 = 200;
 
-impl Economy {
+impl Market {
     /// Adds ordinary transactions until the block is full.
     pub(crate) fn fill(&mut self, block: &mut BlockTxs) {
         let mut misses = 0;
@@ -93,13 +93,6 @@ impl Economy {
             Activity::Sweep => self.sweep(),
             Activity::PoolPayout => self.pool_payout(),
         }
-    }
-
-    /// A random user holding at least `min_coins` coins, if one turns up quickly.
-    pub(crate) fn user_with_coins(&mut self, min_coins: usize) -> Option<ActorId> {
-        (0..20)
-            .map(|_| self.actors.random_user(&mut self.rng))
-            .find(|&u| self.actors.get(u).wallet.len() >= min_coins)
     }
 
     /// A user paying one or more others (or their exchange account), usually with change.

@@ -11,10 +11,10 @@ use rand::Rng;
 use serde::Serialize;
 
 use crate::actors::{ActorId, ActorKind};
-use crate::coinjoin::Participant;
+use crate::coinjoin::{self, Participant};
 use crate::dist;
-use crate::economy::{affordable, split_value, BlockTxs, Economy};
 use crate::keys::ScriptKind;
+use crate::market::{affordable, split_value, BlockTxs, Market};
 use crate::txbuild::{Dest, Tag, TxPlan};
 use crate::wallet::Utxo;
 
@@ -137,7 +137,7 @@ impl Flows {
         self.list[flow as usize].held.push(utxo);
     }
 
-    pub fn give_back(&mut self, flow: u16, utxos: Vec<Utxo>) {
+    fn give_back(&mut self, flow: u16, utxos: Vec<Utxo>) {
         self.list[flow as usize].held.extend(utxos);
     }
 
@@ -174,35 +174,35 @@ impl Flows {
     }
 }
 
-impl Economy {
-    pub(crate) fn plan_flows(&mut self, block: &mut BlockTxs) {
-        let started = self.flows.started;
+impl Flows {
+    /// Starts a flow when one is due and moves every flow whose next hop is due.
+    pub fn plan(&mut self, m: &mut Market, block: &mut BlockTxs) {
+        let started = self.started;
         let due = match started {
             0 => FIRST_THEFT,
             1 => FIRST_RANSOM,
             n => FIRST_THEFT + (n - 1) * FLOW_INTERVAL,
         };
-        if self.height >= due {
+        if m.height >= due {
             let kind = if started.is_multiple_of(2) {
                 FlowKind::Theft
             } else {
                 FlowKind::Ransom
             };
-            if self.start_flow(kind, block) {
-                self.flows.started += 1;
+            if self.start_flow(m, kind, block) {
+                self.started += 1;
             }
         }
-        for f in 0..self.flows.list.len() {
-            let flow = &self.flows.list[f];
-            if flow.stage < STAGES.len() && flow.next_height <= self.height && !flow.held.is_empty()
-            {
-                self.flow_hop(f, block);
+        for f in 0..self.list.len() {
+            let flow = &self.list[f];
+            if flow.stage < STAGES.len() && flow.next_height <= m.height && !flow.held.is_empty() {
+                self.flow_hop(m, f, block);
             }
         }
     }
 
-    fn start_flow(&mut self, kind: FlowKind, block: &mut BlockTxs) -> bool {
-        let id = self.flows.list.len() as u16;
+    fn start_flow(&mut self, m: &mut Market, kind: FlowKind, block: &mut BlockTxs) -> bool {
+        let id = self.list.len() as u16;
         let actor_kind = if kind == FlowKind::Theft {
             ActorKind::Thief
         } else {
@@ -210,13 +210,13 @@ impl Economy {
         };
         let name = format!("{}-{id}", actor_kind.name());
         let txs = match kind {
-            FlowKind::Theft => self.theft(id),
-            FlowKind::Ransom => self.ransoms(id),
+            FlowKind::Theft => self.theft(m, id),
+            FlowKind::Ransom => self.ransoms(m, id),
         };
         let Some((txs, victims)) = txs else {
             return false;
         };
-        let actor = self.actors.add(actor_kind, name, ScriptKind::P2wpkh);
+        let actor = m.actors.add(actor_kind, name, ScriptKind::P2wpkh);
         let mut flow = Flow {
             kind,
             actor,
@@ -233,83 +233,83 @@ impl Economy {
             }
             block.push(tx);
         }
-        flow_after_hop(&mut flow, HopKind::Source, self.height, &mut self.rng);
-        self.flows.list.push(flow);
+        flow_after_hop(&mut flow, HopKind::Source, m.height, &mut m.rng);
+        self.list.push(flow);
         true
     }
 
     /// Coins taken from an exchange's hot wallet to two addresses of the thief.
-    fn theft(&mut self, id: u16) -> Option<(Vec<TxPlan>, Vec<ActorId>)> {
-        let mut exchanges: Vec<ActorId> = self.actors.exchanges.clone().collect();
-        exchanges.shuffle(&mut self.rng);
+    fn theft(&self, m: &mut Market, id: u16) -> Option<(Vec<TxPlan>, Vec<ActorId>)> {
+        let mut exchanges: Vec<ActorId> = m.actors.exchanges.clone().collect();
+        exchanges.shuffle(&mut m.rng);
         let victim = exchanges
             .into_iter()
-            .find(|&e| self.actors.get(e).wallet.balance() >= 4 * MIN_HAUL_SAT)?;
-        let height = self.height;
-        let n = self.rng.gen_range(2..=5);
-        let inputs = self
+            .find(|&e| m.actors.get(e).wallet.balance() >= 4 * MIN_HAUL_SAT)?;
+        let height = m.height;
+        let n = m.rng.gen_range(2..=5);
+        let inputs = m
             .actors
             .get_mut(victim)
             .wallet
-            .take_n(&mut self.rng, n, height);
-        let rate = self.fee_rate();
+            .take_n(&mut m.rng, n, height);
+        let rate = m.fee_rate();
         let total: u64 = inputs.iter().map(|u| u.value).sum();
         if total < 2 * MIN_HAUL_SAT || !affordable(&inputs, 3, rate) {
-            self.actors.get_mut(victim).wallet.give_back(inputs);
+            m.actors.get_mut(victim).wallet.give_back(inputs);
             return None;
         }
-        let mut plan = self.tx(
+        let mut plan = m.tx(
             inputs,
             Tag {
                 coinjoin: None,
                 flow: Some(id),
             },
         );
-        let stolen = (total as f64 * self.rng.gen_range(0.5..0.85)) as u64;
+        let stolen = (total as f64 * m.rng.gen_range(0.5..0.85)) as u64;
         for _ in 0..2 {
-            self.pay_to_flow(&mut plan, id, stolen / 2);
+            self.pay_to_flow(m, &mut plan, id, stolen / 2);
         }
-        let change = self.actors.address(&mut self.rng, victim);
+        let change = m.actors.address(&mut m.rng, victim);
         plan.pay(0, change, victim, Dest::Wallet(victim)).value =
             plan.available(rate).expect("checked affordable");
         Some((vec![plan], vec![victim]))
     }
 
     /// Several users each paying a ransom to its own fresh address.
-    fn ransoms(&mut self, id: u16) -> Option<(Vec<TxPlan>, Vec<ActorId>)> {
-        let wanted = self.rng.gen_range(3..=5);
-        let height = self.height;
+    fn ransoms(&self, m: &mut Market, id: u16) -> Option<(Vec<TxPlan>, Vec<ActorId>)> {
+        let wanted = m.rng.gen_range(3..=5);
+        let height = m.height;
         let mut txs = Vec::new();
         let mut victims = Vec::new();
         for _ in 0..100 * wanted {
             if victims.len() == wanted {
                 break;
             }
-            let user = self.actors.random_user(&mut self.rng);
-            let wallet = &mut self.actors.get_mut(user).wallet;
+            let user = m.actors.random_user(&mut m.rng);
+            let wallet = &mut m.actors.get_mut(user).wallet;
             if victims.contains(&user) || wallet.balance() < MIN_RANSOM_VICTIM_SAT {
                 continue;
             }
             // Ransoms are set to what the victim can pay.
-            let ransom = (dist::lognormal(&mut self.rng, RANSOM_MEDIAN_SAT, 0.4) as u64)
+            let ransom = (dist::lognormal(&mut m.rng, RANSOM_MEDIAN_SAT, 0.4) as u64)
                 .min(wallet.balance() / 2);
-            let rate = self.fee_rate();
+            let rate = m.fee_rate();
             let fee_bound = dist::fee(rate, 50 + 5 * ScriptKind::P2pkh.input_weight() + 2 * 4 * 44);
-            let wallet = &mut self.actors.get_mut(user).wallet;
+            let wallet = &mut m.actors.get_mut(user).wallet;
             let Some(inputs) =
-                wallet.take_value(&mut self.rng, ransom + fee_bound + dist::DUST, 5, height)
+                wallet.take_value(&mut m.rng, ransom + fee_bound + dist::DUST, 5, height)
             else {
                 continue;
             };
-            let mut plan = self.tx(
+            let mut plan = m.tx(
                 inputs,
                 Tag {
                     coinjoin: None,
                     flow: Some(id),
                 },
             );
-            self.pay_to_flow(&mut plan, id, ransom);
-            let change = self.actors.address(&mut self.rng, user);
+            self.pay_to_flow(m, &mut plan, id, ransom);
+            let change = m.actors.address(&mut m.rng, user);
             plan.pay(0, change, user, Dest::Wallet(user)).value =
                 plan.available(rate).expect("fee bounded above");
             txs.push(plan);
@@ -319,41 +319,37 @@ impl Economy {
             return Some((txs, victims));
         }
         for (tx, user) in txs.into_iter().zip(&victims) {
-            self.actors.get_mut(*user).wallet.give_back(tx.inputs);
+            m.actors.get_mut(*user).wallet.give_back(tx.inputs);
         }
         None
     }
 
     /// An output to a fresh address of the flow's criminal (owner set once the actor exists).
-    fn pay_to_flow(&mut self, plan: &mut TxPlan, id: u16, value: u64) {
-        let payee = self.actors.fresh(ScriptKind::P2wpkh);
-        let owner = self
-            .flows
-            .list
-            .get(id as usize)
-            .map_or(ActorId::MAX, |f| f.actor);
+    fn pay_to_flow(&self, m: &mut Market, plan: &mut TxPlan, id: u16, value: u64) {
+        let payee = m.actors.fresh(ScriptKind::P2wpkh);
+        let owner = self.list.get(id as usize).map_or(ActorId::MAX, |f| f.actor);
         plan.pay(value, payee, owner, Dest::Flow(id)).taint = Some(id);
     }
 
-    fn flow_hop(&mut self, f: usize, block: &mut BlockTxs) {
+    fn flow_hop(&mut self, m: &mut Market, f: usize, block: &mut BlockTxs) {
         let id = f as u16;
-        let kind = STAGES[self.flows.list[f].stage];
-        let held = std::mem::take(&mut self.flows.list[f].held);
+        let kind = STAGES[self.list[f].stage];
+        let held = std::mem::take(&mut self.list[f].held);
         let tag = Tag {
             coinjoin: None,
             flow: Some(id),
         };
-        let rate = self.fee_rate();
+        let rate = m.fee_rate();
         let txs: Vec<TxPlan> = match kind {
             HopKind::Split | HopKind::PostMix => {
                 let outputs = if kind == HopKind::Split { 3 } else { 1 };
                 held.into_iter()
-                    .map(|coin| self.flow_tx(id, vec![coin], outputs, rate, tag))
+                    .map(|coin| self.flow_tx(m, id, vec![coin], outputs, rate, tag))
                     .collect()
             }
-            HopKind::Merge => vec![self.flow_tx(id, held, 1, rate, tag)],
+            HopKind::Merge => vec![self.flow_tx(m, id, held, 1, rate, tag)],
             HopKind::Mix => {
-                let actor = self.flows.list[f].actor;
+                let actor = self.list[f].actor;
                 let p = Participant {
                     owner: actor,
                     inputs: held,
@@ -363,38 +359,42 @@ impl Economy {
                 };
                 if !p.can_afford_wasabi(rate) {
                     // Too little to mix: skip the mixer, keep the coins for the next hop.
-                    self.refund(p);
-                    self.flows.list[f].stage += 1;
+                    self.give_back(id, p.inputs);
+                    self.list[f].stage += 1;
                     return;
                 }
-                match self.wasabi_round(rate, vec![p]) {
-                    Some(tx) => vec![tx],
-                    None => return, // not enough participants: try again next block
+                match coinjoin::wasabi_round(m, rate, vec![p]) {
+                    Ok(tx) => vec![tx],
+                    Err(ours) => {
+                        // Not enough participants: try again next block.
+                        ours.into_iter().for_each(|p| self.give_back(id, p.inputs));
+                        return;
+                    }
                 }
             }
-            HopKind::Deposit => vec![self.deposit_tx(f, held, rate, tag)],
+            HopKind::Deposit => vec![self.deposit_tx(m, f, held, rate, tag)],
             HopKind::Source => unreachable!("the source is planted by start_flow"),
         };
         txs.into_iter().for_each(|tx| block.push(tx));
-        let height = self.height;
-        flow_after_hop(&mut self.flows.list[f], kind, height, &mut self.rng);
+        flow_after_hop(&mut self.list[f], kind, m.height, &mut m.rng);
     }
 
     /// Criminal's coins into `outputs` fresh addresses of the criminal.
     fn flow_tx(
-        &mut self,
+        &self,
+        m: &mut Market,
         id: u16,
         inputs: Vec<Utxo>,
         outputs: usize,
         rate: f64,
         tag: Tag,
     ) -> TxPlan {
-        let mut plan = self.tx(inputs, tag);
+        let mut plan = m.tx(inputs, tag);
         for _ in 0..outputs {
-            self.pay_to_flow(&mut plan, id, 0);
+            self.pay_to_flow(m, &mut plan, id, 0);
         }
         split_value(
-            &mut self.rng,
+            &mut m.rng,
             affordable_value(&plan, rate, outputs),
             &mut plan.outputs,
         );
@@ -402,16 +402,23 @@ impl Economy {
     }
 
     /// Everything into one deposit address at an exchange other than the victim.
-    fn deposit_tx(&mut self, f: usize, inputs: Vec<Utxo>, rate: f64, tag: Tag) -> TxPlan {
+    fn deposit_tx(
+        &mut self,
+        m: &mut Market,
+        f: usize,
+        inputs: Vec<Utxo>,
+        rate: f64,
+        tag: Tag,
+    ) -> TxPlan {
         let exchange = loop {
-            let e = self.actors.random_exchange(&mut self.rng);
-            if !self.flows.list[f].victims.contains(&e) {
+            let e = m.actors.random_exchange(&mut m.rng);
+            if !self.list[f].victims.contains(&e) {
                 break e;
             }
         };
-        self.flows.list[f].exchange = Some(exchange);
-        let mut plan = self.tx(inputs, tag);
-        let payee = self.actors.fresh_deposit(exchange);
+        self.list[f].exchange = Some(exchange);
+        let mut plan = m.tx(inputs, tag);
+        let payee = m.actors.fresh_deposit(exchange);
         plan.pay(0, payee, exchange, Dest::Deposits(exchange)).taint = tag.flow;
         plan.outputs[0].value = affordable_value(&plan, rate, 1);
         plan

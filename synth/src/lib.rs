@@ -13,8 +13,8 @@ mod economy;
 mod flows;
 mod generator;
 mod keys;
+mod market;
 mod peel;
-mod progress;
 mod stats;
 mod truth;
 mod txbuild;
@@ -35,7 +35,6 @@ use blkfile::BlkWriter;
 use chain::ChainParams;
 use generator::{Generator, MainBlock, StaleBlock};
 use keys::mix64;
-use progress::Progress;
 use stats::Stats;
 use truth::TruthWriter;
 
@@ -79,9 +78,8 @@ fn sink(
     writer: &mut BlkWriter,
     truth: &mut TruthWriter,
     stats: &mut Stats,
-    progress: &mut Progress,
+    progress: &mut impl FnMut(u64, u32),
 ) -> anyhow::Result<()> {
-    let mut bytes = 0;
     for (block, stale) in blocks {
         truth.block(
             block.height,
@@ -97,19 +95,31 @@ fn sink(
             block.assembled.weight,
             size,
         );
-        bytes += 8 + size;
+        let mut bytes = 8 + size;
         writer.push(block.assembled.bytes)?;
         for s in stale {
             bytes += 8 + s.bytes.len() as u64;
             writer.push(s.bytes)?;
         }
-        progress.set(bytes, block.height);
+        progress(bytes, block.height);
     }
     Ok(())
 }
 
-/// Generates the directory described by `args`.
+/// Generates the directory described by `args`, silently.
 pub fn run(args: &SynthArgs) -> anyhow::Result<Summary> {
+    run_with_progress(args, |_, _| {})
+}
+
+/// Generates the directory described by `args`, calling `progress` after each main-chain
+/// block is written with the bytes of blk records written for it (its stale competitors
+/// included) and its height. Drawing progress is the caller's business (`satflow synth`
+/// shows the indexer's bar), so this crate needs no terminal code; `args.quiet` is the
+/// caller's to honour.
+pub fn run_with_progress(
+    args: &SynthArgs,
+    mut progress: impl FnMut(u64, u32) + Send,
+) -> anyhow::Result<Summary> {
     let started = Instant::now();
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
@@ -122,7 +132,6 @@ pub fn run(args: &SynthArgs) -> anyhow::Result<Summary> {
     let mut truth = TruthWriter::create(&args.out.join("truth"))?;
     let mut generator = Generator::new(params, args.seed, args.size);
     let mut stats = Stats::default();
-    let mut progress = Progress::new(args.size, args.quiet);
 
     let genesis = generator.genesis_bytes();
     let mut bytes = 8 + genesis.len() as u64;
@@ -168,7 +177,6 @@ pub fn run(args: &SynthArgs) -> anyhow::Result<Summary> {
     let partial = truncated.map(|b| b.assembled.bytes);
     bytes += partial.as_ref().map_or(0, |b| 8 + b.len() as u64 / 2);
     let files = writer.finish(partial)?;
-    progress.finish();
 
     let elapsed = started.elapsed().as_secs_f64();
     let summary = Summary {

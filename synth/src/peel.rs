@@ -4,8 +4,8 @@
 use rand::Rng;
 
 use crate::dist;
-use crate::economy::{affordable, BlockTxs, Economy, MAX_OUTPUT_WEIGHT};
 use crate::keys::ScriptKind;
+use crate::market::{affordable, BlockTxs, Market, MAX_OUTPUT_WEIGHT};
 use crate::txbuild::{Dest, Tag};
 use crate::wallet::Utxo;
 
@@ -19,7 +19,7 @@ const START_MEDIAN_SAT: f64 = 2_000_000_000.0;
 const MIN_START_SAT: u64 = 100_000_000;
 
 #[derive(Default)]
-pub struct PeelChain {
+struct PeelChain {
     coin: Option<Utxo>,
     /// A funding transaction is in a block not yet committed.
     funding: bool,
@@ -27,90 +27,95 @@ pub struct PeelChain {
     hops: u32,
 }
 
-impl PeelChain {
-    pub fn start_all() -> Vec<PeelChain> {
-        (0..CHAINS).map(|_| PeelChain::default()).collect()
-    }
-
-    pub fn receive(&mut self, coin: Utxo) {
-        self.coin = Some(coin);
-        self.funding = false;
-    }
+/// The chains, each peeled by its own peeler actor (`Actors::peelers`, in order).
+pub struct PeelChains {
+    chains: Vec<PeelChain>,
 }
 
-impl Economy {
-    pub(crate) fn plan_peels(&mut self, block: &mut BlockTxs) {
-        for i in 0..self.peels.len() {
-            let chain = &self.peels[i];
+impl PeelChains {
+    pub fn new() -> Self {
+        let chains = (0..CHAINS).map(|_| PeelChain::default()).collect();
+        PeelChains { chains }
+    }
+
+    /// The coin chain `i` peels next has been committed.
+    pub fn receive(&mut self, i: u16, coin: Utxo) {
+        let chain = &mut self.chains[i as usize];
+        chain.coin = Some(coin);
+        chain.funding = false;
+    }
+
+    pub fn plan(&mut self, m: &mut Market, block: &mut BlockTxs) {
+        for i in 0..self.chains.len() {
+            let chain = &self.chains[i];
             if chain.coin.is_none() && !chain.funding {
-                self.fund_peel(i, block);
-            } else if chain.coin.is_some() && self.rng.gen_bool(HOP_CHANCE) {
-                self.peel_hop(i, block);
+                self.fund(m, i, block);
+            } else if chain.coin.is_some() && m.rng.gen_bool(HOP_CHANCE) {
+                self.hop(m, i, block);
             }
         }
     }
 
     /// An exchange withdrawal that starts a chain.
-    fn fund_peel(&mut self, i: usize, block: &mut BlockTxs) {
-        let exchange = self.actors.random_exchange(&mut self.rng);
-        let balance = self.actors.get(exchange).wallet.balance();
-        let value = (dist::lognormal(&mut self.rng, START_MEDIAN_SAT, 0.7) as u64).min(balance / 3);
+    fn fund(&mut self, m: &mut Market, i: usize, block: &mut BlockTxs) {
+        let exchange = m.actors.random_exchange(&mut m.rng);
+        let balance = m.actors.get(exchange).wallet.balance();
+        let value = (dist::lognormal(&mut m.rng, START_MEDIAN_SAT, 0.7) as u64).min(balance / 3);
         if value < MIN_START_SAT {
             return;
         }
-        let rate = self.fee_rate();
+        let rate = m.fee_rate();
         let fee_bound = dist::fee(
             rate,
             50 + 4 * ScriptKind::P2pkh.input_weight() + 2 * MAX_OUTPUT_WEIGHT,
         );
-        let height = self.height;
-        let wallet = &mut self.actors.get_mut(exchange).wallet;
-        let Some(inputs) =
-            wallet.take_value(&mut self.rng, value + fee_bound + dist::DUST, 4, height)
+        let height = m.height;
+        let wallet = &mut m.actors.get_mut(exchange).wallet;
+        let Some(inputs) = wallet.take_value(&mut m.rng, value + fee_bound + dist::DUST, 4, height)
         else {
             return;
         };
-        let mut plan = self.tx(inputs, Tag::default());
-        let peeler = self.actors.peelers.start + i as u32;
-        let payee = self.actors.fresh(ScriptKind::P2wpkh);
+        let mut plan = m.tx(inputs, Tag::default());
+        let peeler = m.actors.peelers.start + i as u32;
+        let payee = m.actors.fresh(ScriptKind::P2wpkh);
         plan.pay(value, payee, peeler, Dest::Peel(i as u16));
-        let change = self.actors.address(&mut self.rng, exchange);
+        let change = m.actors.address(&mut m.rng, exchange);
         plan.pay(0, change, exchange, Dest::Wallet(exchange));
         plan.outputs[1].value = plan.available(rate).expect("fee bounded above");
         block.push(plan);
-        let chain = &mut self.peels[i];
+        let chain = &mut self.chains[i];
         (chain.funding, chain.start_value, chain.hops) = (true, value, 0);
     }
 
     /// One hop: a small payment out, the rest to a fresh address; the last hop cashes out.
-    fn peel_hop(&mut self, i: usize, block: &mut BlockTxs) {
-        let chain = &mut self.peels[i];
+    fn hop(&mut self, m: &mut Market, i: usize, block: &mut BlockTxs) {
+        let chain = &mut self.chains[i];
         let coin = chain.coin.take().expect("hop needs a coin");
         chain.hops += 1;
         let last = chain.hops >= MAX_HOPS || coin.value < chain.start_value / 20;
-        let rate = self.fee_rate();
-        let peeler = self.actors.peelers.start + i as u32;
+        let rate = m.fee_rate();
+        let peeler = m.actors.peelers.start + i as u32;
         if !affordable(&[coin], 2, rate) {
             // Too small to move: it stays unspent for good, as dust often does.
-            self.coins -= 1;
+            m.coins -= 1;
             return;
         }
-        let mut plan = self.tx(vec![coin], Tag::default());
+        let mut plan = m.tx(vec![coin], Tag::default());
         if last {
-            let exchange = self.actors.random_exchange(&mut self.rng);
-            let payee = self.actors.fresh_deposit(exchange);
+            let exchange = m.actors.random_exchange(&mut m.rng);
+            let payee = m.actors.fresh_deposit(exchange);
             plan.pay(0, payee, exchange, Dest::Deposits(exchange));
         } else {
-            let share = self.rng.gen_range(0.01..0.05);
-            let user = self.actors.random_user(&mut self.rng);
-            let payee = self.actors.address(&mut self.rng, user);
+            let share = m.rng.gen_range(0.01..0.05);
+            let user = m.actors.random_user(&mut m.rng);
+            let payee = m.actors.address(&mut m.rng, user);
             plan.pay(
                 (coin.value as f64 * share) as u64 + dist::DUST,
                 payee,
                 user,
                 Dest::Wallet(user),
             );
-            let next = self.actors.fresh(ScriptKind::P2wpkh);
+            let next = m.actors.fresh(ScriptKind::P2wpkh);
             plan.pay(0, next, peeler, Dest::Peel(i as u16));
         }
         let available = plan.available(rate).expect("checked affordable");

@@ -4,9 +4,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::coinjoin::CoinJoinKind;
 use crate::keys::ScriptKind;
-use crate::txbuild::{BuiltTx, TxPlan};
+use crate::txbuild::{BuiltTx, CoinJoinKind, TxPlan};
 
 /// Count buckets of the in/out histograms.
 const BUCKETS: [(usize, usize, &str); 10] = [

@@ -5,14 +5,12 @@
 use std::fmt::Write;
 
 use bitcoin::consensus::Encodable;
-use bitcoin::hashes::Hash;
+use bitcoin::hashes::{sha256d, Hash, HashEngine};
 use bitcoin::{absolute, transaction, Amount, Sequence, Transaction, TxIn, TxOut, Txid, Wtxid};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use sha2::{Digest, Sha256};
 
 use crate::actors::ActorId;
-use crate::coinjoin::CoinJoinKind;
 use crate::keys::{output_weight, KeyId, Keyring, ScriptKind};
 use crate::wallet::Utxo;
 
@@ -43,6 +41,25 @@ pub struct OutPlan {
     pub dest: Dest,
     /// Illicit flow whose funds this output carries.
     pub taint: Option<u16>,
+}
+
+/// The CoinJoin protocol a transaction imitates, for coinjoins.csv and the statistics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CoinJoinKind {
+    Whirlpool,
+    Wasabi,
+    JoinMarket,
+}
+
+impl CoinJoinKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            CoinJoinKind::Whirlpool => "whirlpool",
+            CoinJoinKind::Wasabi => "wasabi",
+            CoinJoinKind::JoinMarket => "joinmarket",
+        }
+    }
 }
 
 /// What the truth files need to know about a transaction.
@@ -160,12 +177,13 @@ pub fn outputs(plans: &[OutPlan], ring: &Keyring) -> (Vec<TxOut>, String) {
     (outputs, rows)
 }
 
-fn sha256d(parts: &[&[u8]]) -> [u8; 32] {
-    let mut engine = Sha256::new();
+/// Double SHA-256 of the concatenation of `parts`, without copying them into one buffer.
+fn sha256d_parts(parts: &[&[u8]]) -> [u8; 32] {
+    let mut engine = sha256d::Hash::engine();
     for part in parts {
-        engine.update(part);
+        engine.input(part);
     }
-    Sha256::digest(engine.finalize()).into()
+    sha256d::Hash::from_engine(engine).to_byte_array()
 }
 
 /// Serializes once and hashes the txid over the non-witness slices of that same buffer.
@@ -189,14 +207,14 @@ pub fn encode(tx: &Transaction, rows: String) -> BuiltTx {
     tx.lock_time.consensus_encode(&mut bytes).expect(IO);
 
     let (txid, wtxid, base_len) = if segwit {
-        let txid = sha256d(&[&bytes[..4], &bytes[6..io_end], &bytes[witness_end..]]);
+        let txid = sha256d_parts(&[&bytes[..4], &bytes[6..io_end], &bytes[witness_end..]]);
         (
             txid,
-            sha256d(&[&bytes]),
+            sha256d_parts(&[&bytes]),
             bytes.len() - (witness_end - io_end) - 2,
         )
     } else {
-        let hash = sha256d(&[&bytes]);
+        let hash = sha256d_parts(&[&bytes]);
         (hash, hash, bytes.len())
     };
     BuiltTx {

@@ -2,11 +2,12 @@
 //! directories assembled from real files, and whole-database comparison.
 #![allow(dead_code)]
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use satflow_indexer::schema::cf;
 use satflow_indexer::{Access, IndexOptions, Store, Summary};
+use satflow_schema::cf::{self, Family};
+use satflow_schema::OutNum;
 
 pub mod query;
 pub mod server;
@@ -169,12 +170,10 @@ pub fn dump(db: &Path, families: &[&str]) -> BTreeMap<String, BTreeMap<String, S
     let mut out = BTreeMap::new();
     for name in families {
         let rows = store
-            .db()
-            .iterator_cf(store.cf(name), rocksdb::IteratorMode::Start)
-            .map(|r| {
-                let (k, v) = r.unwrap();
-                (hex::encode(k), hex::encode(v))
-            })
+            .raw_rows(name)
+            .unwrap()
+            .into_iter()
+            .map(|(k, v)| (hex::encode(k), hex::encode(v)))
             .collect();
         out.insert(name.to_string(), rows);
     }
@@ -188,23 +187,23 @@ pub fn dump_all(db: &Path) -> BTreeMap<String, BTreeMap<String, String>> {
 
 /// The families whose rows do not depend on where blocks lie on disk.
 pub const LOCATION_FREE: [&str; 17] = [
-    cf::BLOCK_HEIGHT,
-    cf::TXS,
-    cf::TXIDS,
-    cf::OUTPUTS,
-    cf::SPENDS,
-    cf::INPUTS,
-    cf::ADDRS,
-    cf::ADDR_IDS,
-    cf::HISTORY,
-    cf::ADDR_UTXOS,
-    cf::ADDR_STATS,
-    cf::CLUSTER_OF,
-    cf::CLUSTER_MEMBERS,
-    cf::CLUSTER_STATS,
-    cf::CLUSTER_HISTORY,
-    cf::CLUSTER_RANK,
-    cf::OUTSIDE,
+    cf::BlockHeight::NAME,
+    cf::Txs::NAME,
+    cf::Txids::NAME,
+    cf::Outputs::NAME,
+    cf::Spends::NAME,
+    cf::Inputs::NAME,
+    cf::Addrs::NAME,
+    cf::AddrIds::NAME,
+    cf::History::NAME,
+    cf::AddrUtxos::NAME,
+    cf::AddrStats::NAME,
+    cf::ClusterOf::NAME,
+    cf::ClusterMembers::NAME,
+    cf::ClusterStats::NAME,
+    cf::ClusterHistory::NAME,
+    cf::ClusterRank::NAME,
+    cf::Outside::NAME,
 ];
 
 /// Asserts two dumps are equal, naming the first family that differs.
@@ -236,14 +235,18 @@ pub fn assert_same(
 /// count them) and their value, recomputed from the outputs and spends
 /// families alone (independent of addr_stats and addr_utxos).
 pub fn utxo_set(db: &Path) -> (u64, u64) {
-    let d = dump(db, &[cf::OUTPUTS, cf::SPENDS]);
+    let store = Store::open(db, Access::ReadOnly).unwrap();
+    let spent: HashSet<OutNum> = store
+        .scan_all::<cf::Spends>()
+        .map(|r| r.unwrap().0)
+        .collect();
     let mut count = 0;
     let mut value = 0;
-    for (k, v) in &d[cf::OUTPUTS] {
-        if d[cf::SPENDS].contains_key(k) {
+    for r in store.scan_all::<cf::Outputs>() {
+        let (n, row) = r.unwrap();
+        if spent.contains(&n) {
             continue;
         }
-        let row = satflow_indexer::schema::OutputRow::decode(&hex::decode(v).unwrap()).unwrap();
         count += 1;
         value += row.value;
     }

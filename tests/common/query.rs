@@ -5,7 +5,7 @@ use std::path::Path;
 
 use satflow_indexer::{address, Access};
 use satflow_proto::v1 as pb;
-use satflow_query::{BlockId, HistoryQuery, Index, Order, QueryError};
+use satflow_query::{addresses, chain, BlockId, HistoryQuery, Index, Order, QueryError};
 
 pub struct Q(pub Index);
 
@@ -15,27 +15,24 @@ impl Q {
     }
 
     pub fn status(&self) -> pb::ChainStatus {
-        self.0.status().unwrap()
+        chain::status(&self.0).unwrap()
     }
 
     pub fn tx(&self, txid: &str) -> pb::Transaction {
-        self.0
-            .transaction(&txid.parse().unwrap())
+        chain::transaction(&self.0, &txid.parse().unwrap())
             .unwrap_or_else(|e| panic!("{txid}: {e}"))
     }
 
     /// A block with all its txids.
     pub fn block(&self, height: u32) -> pb::Block {
-        self.0
-            .block(&BlockId::Height(height), usize::MAX, "")
-            .unwrap()
+        chain::block(&self.0, &BlockId::Height(height), usize::MAX, "").unwrap()
     }
 
     /// None for an address the chain never used.
     pub fn summary(&self, addr: &str) -> Result<Option<pb::AddressSummary>, QueryError> {
         let key = address::parse(addr, self.0.network())
             .map_err(|e| QueryError::InvalidArgument(e.to_string()))?;
-        self.0.address_summary(&key)
+        addresses::summary(&self.0, &key)
     }
 
     /// The whole history, in chain order.
@@ -44,19 +41,18 @@ impl Q {
         let mut token = String::new();
         let mut out = Vec::new();
         loop {
-            let page = self
-                .0
-                .history(
-                    &key,
-                    &HistoryQuery {
-                        order: Order::OldestFirst,
-                        min_height: None,
-                        max_height: None,
-                        page_size: 1000,
-                        page_token: &token,
-                    },
-                )
-                .unwrap();
+            let page = addresses::history(
+                &self.0,
+                &key,
+                &HistoryQuery {
+                    order: Order::OldestFirst,
+                    min_height: None,
+                    max_height: None,
+                    page_size: 1000,
+                    page_token: &token,
+                },
+            )
+            .unwrap();
             out.extend(page.entries);
             if page.next_page_token.is_empty() {
                 return out;

@@ -6,12 +6,14 @@ use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 
-use crate::script::ScriptType;
+use satflow_schema::coinjoin::{WASABI1_DENOM, WHIRLPOOL_POOLS};
+use satflow_schema::script::ScriptType;
+use satflow_schema::AddrId;
 
 /// An output as the heuristics see it.
 #[derive(Clone, Copy, Debug)]
 pub struct Coin {
-    pub addr: Option<u64>,
+    pub addr: Option<AddrId>,
     pub value: u64,
     pub script: ScriptType,
 }
@@ -19,7 +21,7 @@ pub struct Coin {
 /// An input: the address and script type of the output it spends.
 #[derive(Clone, Copy, Debug)]
 pub struct Spent {
-    pub addr: Option<u64>,
+    pub addr: Option<AddrId>,
     pub script: ScriptType,
 }
 
@@ -63,14 +65,14 @@ impl Heuristics {
 
     /// The addresses `tx` links to each other (empty when it links none),
     /// and which CoinJoin detector exempted it, if one did.
-    pub fn links(&self, tx: &TxView) -> (Vec<u64>, Option<CoinJoin>) {
+    pub fn links(&self, tx: &TxView) -> (Vec<AddrId>, Option<CoinJoin>) {
         if tx.inputs.is_empty() {
             return (Vec::new(), None);
         }
         if let Some(kind) = self.coinjoin(tx) {
             return (Vec::new(), Some(kind));
         }
-        let mut linked: Vec<u64> = tx.inputs.iter().filter_map(|c| c.addr).collect();
+        let mut linked: Vec<AddrId> = keyed(&tx.inputs).filter_map(|c| c.addr).collect();
         if let Some(change) = self.change(tx) {
             linked.push(change);
         }
@@ -115,22 +117,31 @@ impl Heuristics {
     }
 
     /// The one output that looks like change, if exactly one does.
-    fn change(&self, tx: &TxView) -> Option<u64> {
-        if tx.outputs.len() < 2 {
+    fn change(&self, tx: &TxView) -> Option<AddrId> {
+        // An anchor or other keyless output is nobody's change, and a keyless
+        // input says nothing about the spender's wallet type.
+        let outputs: Vec<&(Coin, bool)> = tx
+            .outputs
+            .iter()
+            .filter(|(c, _)| !c.script.is_keyless())
+            .collect();
+        let input_type = keyed(&tx.inputs).next()?.script;
+        if outputs.len() < 2 {
             return None;
         }
-        let input_type = tx.inputs[0].script;
-        let same_inputs = tx.inputs.iter().all(|c| c.script == input_type);
-        let mut candidates: Vec<u64> = Vec::new();
+        let same_inputs = keyed(&tx.inputs).all(|c| c.script == input_type);
+        let mut candidates: Vec<AddrId> = Vec::new();
         if self.change_fresh && same_inputs {
-            candidates.extend(pick_one(tx, |(c, fresh)| *fresh && c.script == input_type));
+            candidates.extend(pick_one(&outputs, |(c, fresh)| {
+                *fresh && c.script == input_type
+            }));
         }
         if self.change_round {
             let round = |v: u64| v.is_multiple_of(ROUND);
             let payments_round =
-                tx.outputs.iter().filter(|(c, _)| round(c.value)).count() == tx.outputs.len() - 1;
+                outputs.iter().filter(|(c, _)| round(c.value)).count() == outputs.len() - 1;
             if payments_round {
-                candidates.extend(pick_one(tx, |(c, _)| !round(c.value)));
+                candidates.extend(pick_one(&outputs, |(c, _)| !round(c.value)));
             }
         }
         candidates.dedup();
@@ -142,18 +153,20 @@ impl Heuristics {
 }
 
 /// The address of the only output matching `pred`; None if zero or several.
-fn pick_one(tx: &TxView, pred: impl Fn(&(Coin, bool)) -> bool) -> Option<u64> {
-    let mut found = tx.outputs.iter().filter(|o| pred(o));
+fn pick_one(outputs: &[&(Coin, bool)], pred: impl Fn(&(Coin, bool)) -> bool) -> Option<AddrId> {
+    let mut found = outputs.iter().filter(|o| pred(o));
     match (found.next(), found.next()) {
         (Some((c, _)), None) => c.addr,
         _ => None,
     }
 }
 
-/// Whirlpool's pool denominations: 0.001, 0.01, 0.05 and 0.5 BTC.
-const WHIRLPOOL_POOLS: [u64; 4] = [100_000, 1_000_000, 5_000_000, 50_000_000];
-/// Wasabi 1.x rounds paid ~0.1 BTC per participant.
-const WASABI1_DENOM: u64 = 10_000_000;
+/// The inputs whose spender had to sign: keyless coins (see
+/// `ScriptType::is_keyless`) link nobody to anything.
+fn keyed(inputs: &[Spent]) -> impl Iterator<Item = &Spent> {
+    inputs.iter().filter(|c| !c.script.is_keyless())
+}
+
 /// A payment "looks round" at 0.0001 BTC precision.
 const ROUND: u64 = 10_000;
 
@@ -233,7 +246,7 @@ mod tests {
 
     fn coin(addr: u64, value: u64) -> Coin {
         Coin {
-            addr: Some(addr),
+            addr: Some(AddrId(addr)),
             value,
             script: ScriptType::P2wpkh,
         }
@@ -244,12 +257,17 @@ mod tests {
             inputs: inputs
                 .iter()
                 .map(|&(a, _)| Spent {
-                    addr: Some(a),
+                    addr: Some(AddrId(a)),
                     script: ScriptType::P2wpkh,
                 })
                 .collect(),
             outputs: outputs.iter().map(|&(a, v, f)| (coin(a, v), f)).collect(),
         }
+    }
+
+    /// Address ids, as `links` returns them.
+    fn ids(addrs: &[u64]) -> Vec<AddrId> {
+        addrs.iter().copied().map(AddrId).collect()
     }
 
     #[test]
@@ -291,7 +309,7 @@ mod tests {
             (vec![], Some(CoinJoin::Whirlpool))
         );
         let plain: Heuristics = "multi-input".parse().unwrap();
-        assert_eq!(plain.links(&mix).0, vec![1, 2, 3, 4, 5]);
+        assert_eq!(plain.links(&mix).0, ids(&[1, 2, 3, 4, 5]));
     }
 
     #[test]
@@ -318,7 +336,48 @@ mod tests {
         assert_eq!(Heuristics::DEFAULT.links(&jm).1, Some(CoinJoin::JoinMarket));
         // A two-output payment is no CoinJoin: its inputs are linked.
         let pay = tx(&[(1, 5), (2, 5)], &[(3, 4, false), (4, 4, true)]);
-        assert_eq!(Heuristics::DEFAULT.links(&pay), (vec![1, 2], None));
+        assert_eq!(Heuristics::DEFAULT.links(&pay), (ids(&[1, 2]), None));
+    }
+
+    #[test]
+    fn keyless_inputs_and_outputs_link_nothing() {
+        let anchor = |addr| Spent {
+            addr: Some(AddrId(addr)),
+            script: ScriptType::WitnessUnknown,
+        };
+        // A fee-bumping child: its own coin and a shared pay-to-anchor coin.
+        let mut child = tx(&[(1, 50_000)], &[(7, 49_000, true)]);
+        child.inputs.push(anchor(99));
+        assert_eq!(Heuristics::DEFAULT.links(&child), (vec![], None));
+        // Two keyed coins beside an OP_TRUE coin: only the keyed ones link.
+        let mut two = tx(&[(1, 5), (2, 5)], &[(3, 4, false), (4, 4, true)]);
+        two.inputs.insert(
+            0,
+            Spent {
+                addr: Some(AddrId(98)),
+                script: ScriptType::AnyoneCanSpend,
+            },
+        );
+        assert_eq!(Heuristics::DEFAULT.links(&two).0, ids(&[1, 2]));
+        // Two round payments and a 240-sat anchor: the anchor is the only
+        // non-round output, but it is nobody's change.
+        let h: Heuristics = "change-fresh,change-round".parse().unwrap();
+        let mut parent = tx(&[(1, 100_000)], &[(7, 50_000, false), (8, 40_000, false)]);
+        parent.outputs.push((
+            Coin {
+                addr: Some(AddrId(97)),
+                value: 240,
+                script: ScriptType::WitnessUnknown,
+            },
+            true,
+        ));
+        assert_eq!(h.links(&parent).0, ids(&[]));
+        // With a fresh change output beside it, that one is named.
+        parent.outputs[1] = (coin(8, 48_123), true);
+        assert_eq!(h.links(&parent).0, ids(&[1, 8]));
+        // Only keyless inputs: nothing to link, change or not.
+        parent.inputs = vec![anchor(99), anchor(96)];
+        assert_eq!(h.links(&parent).0, ids(&[]));
     }
 
     #[test]
@@ -326,10 +385,10 @@ mod tests {
         let h: Heuristics = "change-fresh,change-round".parse().unwrap();
         // One fresh output of the inputs' type, one reused: the fresh one is change.
         let t = tx(&[(1, 100_000)], &[(7, 50_000, false), (8, 48_123, true)]);
-        assert_eq!(h.links(&t).0, vec![1, 8]);
+        assert_eq!(h.links(&t).0, ids(&[1, 8]));
         // Two fresh outputs, neither amount round: no change is named.
         let t = tx(&[(1, 100_000)], &[(7, 50_001, true), (8, 48_123, true)]);
-        assert_eq!(h.links(&t).0, Vec::<u64>::new());
+        assert_eq!(h.links(&t).0, ids(&[]));
         // A single input and no change: nothing to link.
         let off = Heuristics::DEFAULT;
         assert_eq!(
@@ -338,7 +397,7 @@ mod tests {
                 &[(7, 50_000, false), (8, 48_123, true)]
             ))
             .0,
-            Vec::<u64>::new()
+            ids(&[])
         );
     }
 }

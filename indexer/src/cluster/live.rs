@@ -7,94 +7,72 @@ use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 
 use anyhow::{Context, Result};
-use bitcoin::hashes::Hash;
-use bitcoin::BlockHash;
-use rocksdb::WriteBatch;
+use satflow_schema::address::HistoryRow;
+use satflow_schema::block::ChainPoint;
+use satflow_schema::cf;
+use satflow_schema::cluster::{ClusterStats, Rank, RankKey};
+use satflow_schema::{meta, AddrId, ClusterId, Height, TxNum};
 
 use super::heuristics::{Heuristics, TxView};
-use super::rows::{decode_ids, encode_ids, rank_key, ClusterStats, Rank};
-use super::tip;
-use super::view::{self, cluster_of, load_tx, members, pairs, stats, tx_row};
+use super::view::{self, cluster_of, load_tx, members, stats, tx_row};
+use super::{after, heights, tip};
 use crate::progress::Progress;
-use crate::schema::{cf, key_pair, key_u64, meta, HistoryRow};
-use crate::store::Store;
+use crate::store::{Batch, Direction, Store};
 
 /// Clusters block by block from the cluster tip to the index tip, after
 /// recomputing what a reorg dissolved.
 pub fn catch_up(store: &Store, h: Heuristics, progress: &mut Progress) -> Result<()> {
     recompute_dirty(store, h)?;
-    let Some((index_tip, _)) = store.tip()? else {
+    let Some(index_tip) = store.tip()? else {
         return Ok(());
     };
     let from = match tip(store)? {
-        Some((height, _)) => height + 1,
+        Some(p) => after(p.height),
         None => store.base_height()?,
     };
-    for height in from..=index_tip {
-        let mut batch = Batch::new(store);
-        apply_block(&mut batch, h, height)?;
-        let block = store.block(height)?.context("block row")?;
-        batch.finish(Some((height, block.hash)))?;
-        progress.advance(1, u64::from(block.loc.len), height);
+    for height in heights(from, index_tip.height) {
+        let mut step = Step::new(store);
+        apply_block(&mut step, h, height)?;
+        let block = store.need_block(height)?;
+        step.finish(Some(ChainPoint {
+            height,
+            hash: block.hash,
+        }))?;
+        progress.advance(1, u64::from(block.loc.len), height.0);
     }
     Ok(())
 }
 
-/// Before the index rolls back the blocks above `fork`: dissolves every
-/// cluster those blocks touched, noting its members for `recompute_dirty`.
-pub fn forget_above(store: &Store, fork: Option<u32>) -> Result<()> {
-    let Some((cluster_tip, _)) = tip(store)? else {
+/// Before the index rolls back the blocks above `fork` (all of them when
+/// None): dissolves every cluster those blocks touched, noting its members
+/// for `recompute_dirty`.
+pub fn forget_above(store: &Store, fork: Option<Height>) -> Result<()> {
+    let Some(cluster_tip) = tip(store)? else {
         return Ok(());
     };
     let first = match fork {
-        Some(f) => f + 1,
+        Some(f) => after(f),
         None => store.base_height()?,
     };
-    if cluster_tip < first {
+    if cluster_tip.height < first {
         return Ok(());
     }
-    let mut dissolved = BTreeMap::new();
-    for height in first..=cluster_tip {
-        let block = store.block(height)?.context("block row")?;
-        let next = block.next_ids();
-        for txnum in block.first_tx..next.tx {
-            for addr in touched_addresses(&load_tx(store, txnum)?) {
-                let c = cluster_of(store, addr)?;
-                if let Some(s) = stats(store, c)? {
-                    dissolved.insert(c, s);
-                }
-            }
-        }
-    }
-    let mut batch = WriteBatch::default();
-    let mut dirty = match store.get(cf::META, meta::CLUSTER_DIRTY)? {
-        Some(v) => decode_ids(&v)?,
-        None => Vec::new(),
-    };
-    for (c, s) in &dissolved {
-        for m in members(store, *c)? {
-            batch.delete_cf(store.cf(cf::CLUSTER_MEMBERS), key_pair(*c, m));
-            batch.delete_cf(store.cf(cf::CLUSTER_OF), key_u64(m));
-            dirty.push(m);
-        }
-        batch.delete_range_cf(
-            store.cf(cf::CLUSTER_HISTORY),
-            key_pair(*c, 0),
-            key_pair(*c, u64::MAX),
-        );
-        batch.delete_cf(store.cf(cf::CLUSTER_HISTORY), key_pair(*c, u64::MAX));
-        batch.delete_cf(store.cf(cf::CLUSTER_STATS), key_u64(*c));
-        for rank in [Rank::Size, Rank::Balance] {
-            batch.delete_cf(store.cf(cf::CLUSTER_RANK), rank_key(rank, s, *c));
-        }
+    let dissolved = touched_clusters(store, first, cluster_tip.height)?;
+    let mut batch = store.batch();
+    let mut dirty = store.meta(meta::ClusterDirty)?.unwrap_or_default();
+    for (&c, s) in &dissolved {
+        dirty.extend(dissolve(store, &mut batch, c, s)?);
     }
     dirty.sort_unstable();
     dirty.dedup();
-    batch.put_cf(store.cf(cf::META), meta::CLUSTER_DIRTY, encode_ids(&dirty));
+    batch.put_meta(meta::ClusterDirty, &dirty);
     let fork_tip = fork
-        .map(|f| Ok::<_, anyhow::Error>((f, store.block(f)?.context("block row")?.hash)))
+        .map(|height| -> Result<ChainPoint> {
+            let hash = store.need_block(height)?.hash;
+            Ok(ChainPoint { height, hash })
+        })
         .transpose()?;
-    put_tip(store, &mut batch, fork_tip);
+    put_tip(&mut batch, fork_tip);
     tracing::info!(
         "reorg: {} cluster(s) touched by the departing blocks will be recomputed",
         dissolved.len()
@@ -102,28 +80,87 @@ pub fn forget_above(store: &Store, fork: Option<u32>) -> Result<()> {
     store.write(batch)
 }
 
+/// The clusters of two or more that the txs of blocks `first..=last`
+/// touch, with their figures.
+fn touched_clusters(
+    store: &Store,
+    first: Height,
+    last: Height,
+) -> Result<BTreeMap<ClusterId, ClusterStats>> {
+    let mut touched = BTreeMap::new();
+    for height in heights(first, last) {
+        for txnum in store.need_block(height)?.txs().map(TxNum) {
+            for addr in touched_addresses(&load_tx(store, txnum)?) {
+                let c = cluster_of(store, addr)?;
+                if let Some(s) = stats(store, c)? {
+                    touched.insert(c, s);
+                }
+            }
+        }
+    }
+    Ok(touched)
+}
+
+/// Deletes cluster `c`'s rows (`s` its figures, for its rank rows) and
+/// returns its members, each now a lone address again.
+fn dissolve(
+    store: &Store,
+    batch: &mut Batch,
+    c: ClusterId,
+    s: &ClusterStats,
+) -> Result<Vec<AddrId>> {
+    let members = members(store, c)?;
+    for &m in &members {
+        batch.delete::<cf::ClusterMembers>(&(c, m));
+        batch.delete::<cf::ClusterOf>(&m);
+    }
+    // A range delete leaves its end out: the last possible key goes alone.
+    let last = (c, TxNum(u64::MAX));
+    batch.delete_range::<cf::ClusterHistory>(&(c, TxNum(0)), &last);
+    batch.delete::<cf::ClusterHistory>(&last);
+    batch.delete::<cf::ClusterStats>(&c);
+    for rank in [Rank::Size, Rank::Balance] {
+        batch.delete::<cf::ClusterRank>(&RankKey::new(rank, s, c));
+    }
+    Ok(members)
+}
+
 /// Regroups the addresses of dissolved clusters using the blocks up to the
 /// cluster tip, as a fresh build would.
 fn recompute_dirty(store: &Store, h: Heuristics) -> Result<()> {
-    let Some(v) = store.get(cf::META, meta::CLUSTER_DIRTY)? else {
+    let Some(dirty) = store.meta(meta::ClusterDirty)? else {
         return Ok(());
     };
-    let next = match tip(store)? {
-        Some((height, _)) => store.block(height)?.context("block row")?.next_ids(),
+    let cluster_tip = tip(store)?;
+    let next = match cluster_tip {
+        Some(p) => store.need_block(p.height)?.next_ids(),
         None => Default::default(),
     };
     // Addresses first seen above the tip were rolled back with their blocks.
-    let ids: Vec<u64> = decode_ids(&v)?
-        .into_iter()
-        .filter(|&a| a < next.addr)
-        .collect();
+    let addrs: Vec<AddrId> = dirty.into_iter().filter(|&a| a < next.addr).collect();
+    let groups = regroup(store, h, &addrs, next.tx)?;
+    let mut step = Step::new(store);
+    step.before_tx = next.tx;
+    for (root, rest) in groups.groups() {
+        if !rest.is_empty() {
+            step.merge(root, &rest)?;
+        }
+    }
+    step.writes.delete_meta(meta::ClusterDirty);
+    step.finish(cluster_tip)
+}
+
+/// Unites the lone addresses `addrs` as the txs below `end` link them.
+/// Every address such a tx links to one of them was in its dissolved
+/// cluster, so it is lone too, a cluster named after itself.
+fn regroup(store: &Store, h: Heuristics, addrs: &[AddrId], end: TxNum) -> Result<LocalUnion> {
     let mut groups = LocalUnion::default();
-    let mut links: HashMap<u64, Vec<u64>> = HashMap::new();
-    for &a in &ids {
-        groups.add(a);
-        for r in pairs(store, cf::HISTORY, a, 0) {
+    let mut links: HashMap<TxNum, Vec<AddrId>> = HashMap::new();
+    for &a in addrs {
+        groups.add(ClusterId::of(a));
+        for r in store.pairs::<cf::History, _, _>(a, TxNum(0), Direction::Forward) {
             let (txnum, _) = r?;
-            if txnum >= next.tx {
+            if txnum >= end {
                 break;
             }
             let linked = match links.entry(txnum) {
@@ -132,26 +169,16 @@ fn recompute_dirty(store: &Store, h: Heuristics) -> Result<()> {
             };
             // A tx that only pays `a` links other clusters, not `a`'s.
             if linked.contains(&a) {
-                groups.union_all(linked);
+                groups.union_all(linked.iter().map(|&l| ClusterId::of(l)));
             }
         }
     }
-    let mut batch = Batch::new(store);
-    batch.before_tx = next.tx;
-    for (root, rest) in groups.groups() {
-        if !rest.is_empty() {
-            batch.merge(root, &rest)?;
-        }
-    }
-    batch
-        .writes
-        .delete_cf(store.cf(cf::META), meta::CLUSTER_DIRTY);
-    batch.finish(tip(store)?)
+    Ok(groups)
 }
 
 /// Addresses a tx pays to or spends from, each once.
-fn touched_addresses(tx: &TxView) -> Vec<u64> {
-    let mut addrs: Vec<u64> = tx
+fn touched_addresses(tx: &TxView) -> Vec<AddrId> {
+    let mut addrs: Vec<AddrId> = tx
         .inputs
         .iter()
         .filter_map(|s| s.addr)
@@ -162,78 +189,83 @@ fn touched_addresses(tx: &TxView) -> Vec<u64> {
     addrs
 }
 
-fn apply_block(batch: &mut Batch, h: Heuristics, height: u32) -> Result<()> {
-    let store = batch.store;
-    let block = store.block(height)?.context("block row")?;
-    let end = block.next_ids().tx;
-    batch.before_tx = block.first_tx;
+fn apply_block(step: &mut Step, h: Heuristics, height: Height) -> Result<()> {
+    let store = step.store;
+    let block = store.need_block(height)?;
+    step.before_tx = block.first_tx;
     // Which clusters the block's links join, from the clusters as they
     // stood before it.
     let mut groups = LocalUnion::default();
     let mut views = Vec::new();
-    for txnum in block.first_tx..end {
+    for txnum in block.txs().map(TxNum) {
         let tx = load_tx(store, txnum)?;
         let (linked, _) = h.links(&tx);
         let clusters = linked
             .iter()
-            .map(|&a| batch.cluster_of(a))
+            .map(|&a| step.cluster_of(a))
             .collect::<Result<Vec<_>>>()?;
         for &c in &clusters {
             groups.add(c);
         }
-        groups.union_all(&clusters);
+        groups.union_all(clusters);
         views.push((txnum, tx));
     }
     for (root, rest) in groups.groups() {
         if !rest.is_empty() {
-            batch.merge(root, &rest)?;
+            step.merge(root, &rest)?;
         }
     }
     // Then the block's own transactions join the clusters they touch.
     for (txnum, tx) in views {
-        let mut per_cluster: BTreeMap<u64, HistoryRow> = BTreeMap::new();
-        for a in touched_addresses(&tx) {
-            let c = batch.cluster_of(a)?;
-            if batch.stats(c)?.is_none() {
-                continue;
-            }
-            let row = HistoryRow::decode(&store.need(cf::HISTORY, &key_pair(a, txnum))?)?;
-            per_cluster.entry(c).or_default().add(&row);
+        join_tx(step, txnum, height, &tx)?;
+    }
+    Ok(())
+}
+
+/// Adds tx `txnum`'s history rows to the clusters of two or more it touches.
+fn join_tx(step: &mut Step, txnum: TxNum, height: Height, tx: &TxView) -> Result<()> {
+    let mut per_cluster: BTreeMap<ClusterId, HistoryRow> = BTreeMap::new();
+    for a in touched_addresses(tx) {
+        let c = step.cluster_of(a)?;
+        if step.stats(c)?.is_none() {
+            continue;
         }
-        for (c, row) in per_cluster {
-            batch.add_row(c, txnum, height, row)?;
-        }
+        let row = step.store.need::<cf::History>(&(a, txnum))?;
+        per_cluster.entry(c).or_default().add(&row);
+    }
+    for (c, row) in per_cluster {
+        step.add_row(c, txnum, height, row)?;
     }
     Ok(())
 }
 
 /// The writes of one step (a block, or a recompute), with what they change
 /// visible to the step's own reads.
-struct Batch<'s> {
+struct Step<'s> {
     store: &'s Store,
-    writes: WriteBatch,
+    writes: Batch<'s>,
     /// History rows at or above this tx are not the clusters' yet.
-    before_tx: u64,
-    cluster_of: HashMap<u64, u64>,
+    before_tx: TxNum,
+    cluster_of: HashMap<AddrId, ClusterId>,
     /// Figures of every cluster the step touched (None: a lone address),
     /// with the figures it started with, to move its rank rows.
-    stats: HashMap<u64, (Option<ClusterStats>, Option<ClusterStats>)>,
-    rows: HashMap<(u64, u64), HistoryRow>,
+    stats: HashMap<ClusterId, (Option<ClusterStats>, Option<ClusterStats>)>,
+    rows: HashMap<(ClusterId, TxNum), HistoryRow>,
 }
 
-impl<'s> Batch<'s> {
-    fn new(store: &'s Store) -> Batch<'s> {
-        Batch {
+impl<'s> Step<'s> {
+    fn new(store: &'s Store) -> Step<'s> {
+        Step {
             store,
-            writes: WriteBatch::default(),
-            before_tx: 0,
+            writes: store.batch(),
+            before_tx: TxNum(0),
             cluster_of: HashMap::new(),
             stats: HashMap::new(),
             rows: HashMap::new(),
         }
     }
 
-    fn cluster_of(&mut self, addr: u64) -> Result<u64> {
+    fn cluster_of(&mut self, addr: AddrId) -> Result<ClusterId> {
         if let Some(&c) = self.cluster_of.get(&addr) {
             return Ok(c);
         }
@@ -242,7 +274,7 @@ impl<'s> Batch<'s> {
         Ok(c)
     }
 
-    fn stats(&mut self, c: u64) -> Result<Option<ClusterStats>> {
+    fn stats(&mut self, c: ClusterId) -> Result<Option<ClusterStats>> {
         if let Some((_, now)) = self.stats.get(&c) {
             return Ok(*now);
         }
@@ -251,24 +283,27 @@ impl<'s> Batch<'s> {
         Ok(s)
     }
 
-    fn set_stats(&mut self, c: u64, s: Option<ClusterStats>) -> Result<()> {
+    fn set_stats(&mut self, c: ClusterId, s: Option<ClusterStats>) -> Result<()> {
         self.stats(c)?;
         self.stats.get_mut(&c).expect("loaded").1 = s;
         Ok(())
     }
 
-    fn row(&self, c: u64, txnum: u64) -> Result<Option<HistoryRow>> {
+    fn row(&self, c: ClusterId, txnum: TxNum) -> Result<Option<HistoryRow>> {
         if let Some(r) = self.rows.get(&(c, txnum)) {
             return Ok(Some(*r));
         }
-        self.store
-            .get(cf::CLUSTER_HISTORY, &key_pair(c, txnum))?
-            .map(|v| Ok(HistoryRow::decode(&v)?))
-            .transpose()
+        self.store.get::<cf::ClusterHistory>(&(c, txnum))
     }
 
     /// Adds `row` to cluster `c`'s history at `txnum`, and to its figures.
-    fn add_row(&mut self, c: u64, txnum: u64, height: u32, row: HistoryRow) -> Result<()> {
+    fn add_row(
+        &mut self,
+        c: ClusterId,
+        txnum: TxNum,
+        height: Height,
+        row: HistoryRow,
+    ) -> Result<()> {
         let mut s = self.stats(c)?.context("adding a row to a lone address")?;
         match self.row(c, txnum)? {
             Some(mut sum) => {
@@ -278,7 +313,7 @@ impl<'s> Batch<'s> {
                 self.rows.insert((c, txnum), sum);
             }
             None => {
-                s.add_tx(height, row.credited(), row.sent);
+                s.add_tx(height.0, row.credited(), row.sent);
                 self.rows.insert((c, txnum), row);
             }
         }
@@ -286,50 +321,49 @@ impl<'s> Batch<'s> {
     }
 
     /// Folds clusters `rest` into `target`, the lowest id of them all.
-    fn merge(&mut self, target: u64, rest: &[u64]) -> Result<()> {
-        let store = self.store;
+    fn merge(&mut self, target: ClusterId, rest: &[ClusterId]) -> Result<()> {
         if self.stats(target)?.is_none() {
             // A lone address becomes a cluster: its history becomes the cluster's.
-            self.set_stats(
-                target,
-                Some(ClusterStats {
-                    size: 1,
-                    ..Default::default()
-                }),
-            )?;
-            self.writes
-                .put_cf(store.cf(cf::CLUSTER_MEMBERS), key_pair(target, target), []);
+            let one = ClusterStats {
+                size: 1,
+                ..Default::default()
+            };
+            self.set_stats(target, Some(one))?;
+            let member = (target, target.named_after());
+            self.writes.put::<cf::ClusterMembers>(&member, &());
             self.absorb_rows(target, target, false)?;
         }
         for &other in rest {
-            let multi = self.stats(other)?.is_some();
-            let moved = members(store, other)?;
-            for &m in &moved {
-                self.writes
-                    .put_cf(store.cf(cf::CLUSTER_OF), key_u64(m), key_u64(target));
-                self.writes
-                    .put_cf(store.cf(cf::CLUSTER_MEMBERS), key_pair(target, m), []);
-                if multi {
-                    self.writes
-                        .delete_cf(store.cf(cf::CLUSTER_MEMBERS), key_pair(other, m));
-                }
-                self.cluster_of.insert(m, target);
-            }
-            self.absorb_rows(target, other, multi)?;
-            let mut s = self.stats(target)?.expect("target is a cluster");
-            s.size += moved.len() as u64;
-            self.set_stats(target, Some(s))?;
+            self.absorb(target, other)?;
+        }
+        Ok(())
+    }
+
+    /// Moves cluster `other`'s members and rows into `target`.
+    fn absorb(&mut self, target: ClusterId, other: ClusterId) -> Result<()> {
+        let multi = self.stats(other)?.is_some();
+        let moved = members(self.store, other)?;
+        for &m in &moved {
+            self.writes.put::<cf::ClusterOf>(&m, &target);
+            self.writes.put::<cf::ClusterMembers>(&(target, m), &());
             if multi {
-                self.set_stats(other, None)?;
+                self.writes.delete::<cf::ClusterMembers>(&(other, m));
             }
+            self.cluster_of.insert(m, target);
+        }
+        self.absorb_rows(target, other, multi)?;
+        let mut s = self.stats(target)?.expect("target is a cluster");
+        s.size += moved.len() as u64;
+        self.set_stats(target, Some(s))?;
+        if multi {
+            self.set_stats(other, None)?;
         }
         Ok(())
     }
 
     /// Adds `source`'s history rows (before `before_tx`) to `target`'s.
-    fn absorb_rows(&mut self, target: u64, source: u64, multi: bool) -> Result<()> {
-        let mut rows: BTreeMap<u64, HistoryRow> =
-            view::history(self.store, source, multi, self.before_tx)?;
+    fn absorb_rows(&mut self, target: ClusterId, source: ClusterId, multi: bool) -> Result<()> {
+        let mut rows = view::history(self.store, source, multi, self.before_tx)?;
         for ((c, txnum), row) in &self.rows {
             if *c == source {
                 rows.insert(*txnum, *row);
@@ -340,73 +374,62 @@ impl<'s> Batch<'s> {
             self.add_row(target, txnum, height, row)?;
             if multi {
                 self.rows.remove(&(source, txnum));
-                self.writes
-                    .delete_cf(self.store.cf(cf::CLUSTER_HISTORY), key_pair(source, txnum));
+                self.writes.delete::<cf::ClusterHistory>(&(source, txnum));
             }
         }
         Ok(())
     }
 
-    fn finish(mut self, new_tip: Option<(u32, BlockHash)>) -> Result<()> {
-        let store = self.store;
-        for ((c, txnum), row) in &self.rows {
-            self.writes.put_cf(
-                store.cf(cf::CLUSTER_HISTORY),
-                key_pair(*c, *txnum),
-                row.encode(),
-            );
+    fn finish(mut self, new_tip: Option<ChainPoint>) -> Result<()> {
+        for (&key, row) in &self.rows {
+            self.writes.put::<cf::ClusterHistory>(&key, row);
         }
-        for (c, (before, after)) in &self.stats {
+        for (&c, (before, after)) in &self.stats {
             if before == after {
                 continue;
             }
             for rank in [Rank::Size, Rank::Balance] {
                 if let Some(s) = before {
                     self.writes
-                        .delete_cf(store.cf(cf::CLUSTER_RANK), rank_key(rank, s, *c));
+                        .delete::<cf::ClusterRank>(&RankKey::new(rank, s, c));
                 }
                 if let Some(s) = after {
                     self.writes
-                        .put_cf(store.cf(cf::CLUSTER_RANK), rank_key(rank, s, *c), []);
+                        .put::<cf::ClusterRank>(&RankKey::new(rank, s, c), &());
                 }
             }
             match after {
-                Some(s) => self
-                    .writes
-                    .put_cf(store.cf(cf::CLUSTER_STATS), key_u64(*c), s.encode()),
-                None => self
-                    .writes
-                    .delete_cf(store.cf(cf::CLUSTER_STATS), key_u64(*c)),
+                Some(s) => self.writes.put::<cf::ClusterStats>(&c, s),
+                None => self.writes.delete::<cf::ClusterStats>(&c),
             }
         }
-        put_tip(store, &mut self.writes, new_tip);
-        store.write(self.writes)
+        put_tip(&mut self.writes, new_tip);
+        self.store.write(self.writes)
     }
 }
 
-pub(super) fn put_tip(store: &Store, batch: &mut WriteBatch, tip: Option<(u32, BlockHash)>) {
+/// Records `tip` as the last block the clusters include; None: no block
+/// (a build under way).
+pub(super) fn put_tip(batch: &mut Batch, tip: Option<ChainPoint>) {
     match tip {
-        Some((height, hash)) => {
-            let mut v = height.to_be_bytes().to_vec();
-            v.extend_from_slice(hash.as_byte_array());
-            batch.put_cf(store.cf(cf::META), meta::CLUSTER_TIP, v);
-        }
-        None => batch.delete_cf(store.cf(cf::META), meta::CLUSTER_TIP),
+        Some(point) => batch.put_meta(meta::ClusterTip, &point),
+        None => batch.delete_meta(meta::ClusterTip),
     }
 }
 
-/// A small union-find over the ids one step involves; roots are the lowest id.
+/// A small union-find over the clusters one step involves; roots are the
+/// lowest id.
 #[derive(Default)]
 struct LocalUnion {
-    parent: BTreeMap<u64, u64>,
+    parent: BTreeMap<ClusterId, ClusterId>,
 }
 
 impl LocalUnion {
-    fn add(&mut self, x: u64) {
+    fn add(&mut self, x: ClusterId) {
         self.parent.entry(x).or_insert(x);
     }
 
-    fn find(&mut self, x: u64) -> u64 {
+    fn find(&mut self, x: ClusterId) -> ClusterId {
         self.add(x);
         let mut root = x;
         while self.parent[&root] != root {
@@ -421,11 +444,13 @@ impl LocalUnion {
         root
     }
 
-    fn union_all(&mut self, ids: &[u64]) {
-        let Some((&first, rest)) = ids.split_first() else {
+    /// Puts `ids` in one set (adding them, unless there is only one).
+    fn union_all(&mut self, ids: impl IntoIterator<Item = ClusterId>) {
+        let mut ids = ids.into_iter();
+        let Some(first) = ids.next() else {
             return;
         };
-        for &other in rest {
+        for other in ids {
             let (a, b) = (self.find(first), self.find(other));
             if a != b {
                 self.parent.insert(a.max(b), a.min(b));
@@ -434,9 +459,9 @@ impl LocalUnion {
     }
 
     /// Each set as (root, the other members), in root order.
-    fn groups(mut self) -> Vec<(u64, Vec<u64>)> {
-        let ids: Vec<u64> = self.parent.keys().copied().collect();
-        let mut by_root: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    fn groups(mut self) -> Vec<(ClusterId, Vec<ClusterId>)> {
+        let ids: Vec<ClusterId> = self.parent.keys().copied().collect();
+        let mut by_root: BTreeMap<ClusterId, Vec<ClusterId>> = BTreeMap::new();
         for id in ids {
             let root = self.find(id);
             let rest = by_root.entry(root).or_default();

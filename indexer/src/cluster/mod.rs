@@ -1,52 +1,42 @@
 //! Address clusters: which addresses one entity controls, by common-input
 //! ownership refined by CoinJoin detectors and, optionally, change
-//! heuristics (`heuristics`). Stored beside the index (`rows`, families
-//! `cluster_*`), kept current block by block and across reorgs (`live`).
+//! heuristics (`heuristics`). Stored beside the index (the `cluster_*`
+//! families, rows in `satflow_schema::cluster`), kept current block by block
+//! and across reorgs (`live`).
 //!
-//! A cluster's id is its lowest address number: when clusters merge, the
-//! one holding the oldest address keeps its id.
+//! A cluster's id is its lowest address number (`ClusterId::of`): when
+//! clusters merge, the one holding the oldest address keeps its id.
 
 mod build;
 mod heuristics;
 mod live;
-pub mod rows;
 mod unionfind;
 pub mod view;
 
 use anyhow::Result;
-use bitcoin::hashes::Hash;
-use bitcoin::BlockHash;
-use rocksdb::WriteBatch;
+use satflow_schema::block::ChainPoint;
+use satflow_schema::cf;
+use satflow_schema::{meta, Height};
 
 pub use heuristics::Heuristics;
 pub use live::forget_above;
 
 use crate::progress::Progress;
-use crate::schema::{cf, meta, Dec};
-use crate::store::Store;
+use crate::store::{Batch, Store};
 
 /// The heuristics the clusters were built with; None when never built.
 pub fn heuristics(store: &Store) -> Result<Option<Heuristics>> {
-    let Some(v) = store.get(cf::META, meta::CLUSTER_HEURISTICS)? else {
+    let Some(names) = store.meta(meta::ClusterHeuristics)? else {
         return Ok(None);
     };
-    String::from_utf8_lossy(&v)
-        .parse()
-        .map(Some)
-        .map_err(|e: String| {
-            anyhow::anyhow!("{}: recorded heuristics: {e}", store.path().display())
-        })
+    names.parse().map(Some).map_err(|e: String| {
+        anyhow::anyhow!("{}: recorded heuristics: {e}", store.path().display())
+    })
 }
 
-/// Height and hash of the last block the clusters include.
-pub fn tip(store: &Store) -> Result<Option<(u32, BlockHash)>> {
-    let Some(v) = store.get(cf::META, meta::CLUSTER_TIP)? else {
-        return Ok(None);
-    };
-    let mut d = Dec::new("cluster tip", &v);
-    let tip = (d.u32()?, BlockHash::from_byte_array(d.take()?));
-    d.done()?;
-    Ok(Some(tip))
+/// The last block the clusters include.
+pub fn tip(store: &Store) -> Result<Option<ChainPoint>> {
+    store.meta(meta::ClusterTip)
 }
 
 /// Brings the clusters up to the index tip with the heuristics in force:
@@ -64,38 +54,39 @@ pub fn update(store: &Store, quiet: bool) -> Result<()> {
 pub fn rebuild(store: &Store, h: Heuristics, quiet: bool) -> Result<()> {
     // No tip until the build is whole: an interrupted build is started
     // over (with the same heuristics) by the next run, never continued.
-    let mut batch = WriteBatch::default();
-    for family in [
-        cf::CLUSTER_OF,
-        cf::CLUSTER_MEMBERS,
-        cf::CLUSTER_STATS,
-        cf::CLUSTER_HISTORY,
-        cf::CLUSTER_RANK,
-    ] {
-        batch.delete_range_cf(store.cf(family), &[][..], &[0xffu8; 40][..]);
-    }
-    batch.delete_cf(store.cf(cf::META), meta::CLUSTER_DIRTY);
-    batch.put_cf(store.cf(cf::META), meta::CLUSTER_HEURISTICS, h.to_string());
-    live::put_tip(store, &mut batch, None);
+    let mut batch = store.batch();
+    clear_clusters(&mut batch);
+    batch.delete_meta(meta::ClusterDirty);
+    batch.put_meta(meta::ClusterHeuristics, &h.to_string());
+    live::put_tip(&mut batch, None);
     store.write(batch)?;
     let mut progress = Progress::new(blk_bytes_above(store, None)?, quiet);
     build::build(store, h, &mut progress)?;
     progress.finish();
-    let mut batch = WriteBatch::default();
-    live::put_tip(store, &mut batch, store.tip()?);
+    let mut batch = store.batch();
+    live::put_tip(&mut batch, store.tip()?);
     store.write(batch)?;
     store.flush()
 }
 
+/// Deletes every row of the cluster families.
+fn clear_clusters(batch: &mut Batch) {
+    batch.clear::<cf::ClusterOf>();
+    batch.clear::<cf::ClusterMembers>();
+    batch.clear::<cf::ClusterStats>();
+    batch.clear::<cf::ClusterHistory>();
+    batch.clear::<cf::ClusterRank>();
+}
+
 /// Blk bytes of the indexed blocks above `height` (all when None): the
 /// work left, for progress.
-fn blk_bytes_above(store: &Store, height: Option<u32>) -> Result<u64> {
+fn blk_bytes_above(store: &Store, height: Option<Height>) -> Result<u64> {
     let from = match height {
-        Some(h) => h + 1,
+        Some(h) => after(h),
         None => store.base_height()?,
     };
     match store.tip()? {
-        Some((tip, _)) => (from..=tip)
+        Some(tip) => heights(from, tip.height)
             .map(|h| Ok(store.block(h)?.map_or(0, |b| u64::from(b.loc.len))))
             .sum(),
         None => Ok(0),
@@ -103,9 +94,19 @@ fn blk_bytes_above(store: &Store, height: Option<u32>) -> Result<u64> {
 }
 
 fn catch_up(store: &Store, h: Heuristics, quiet: bool) -> Result<()> {
-    let cluster_tip = tip(store)?.map(|(height, _)| height);
+    let cluster_tip = tip(store)?.map(|p| p.height);
     let mut progress = Progress::new(blk_bytes_above(store, cluster_tip)?, quiet);
     live::catch_up(store, h, &mut progress)?;
     progress.finish();
     store.flush()
+}
+
+/// The heights `first..=last`, none when `last` is below `first`.
+fn heights(first: Height, last: Height) -> impl Iterator<Item = Height> {
+    (first.0..=last.0).map(Height)
+}
+
+/// The height of the block after `h`.
+fn after(h: Height) -> Height {
+    Height(h.0 + 1)
 }

@@ -6,16 +6,14 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use bitcoin::hashes::Hash;
-use rocksdb::{Direction, IteratorMode};
+use satflow_schema::{cf, Height, OutNum, TxNum};
 
 use super::files::ArrayFile;
 use super::{
     spender_word, Tip, BLOCK_WORDS, DIR, FILES, INPUT_WORDS, NONE, OUTPUT_WORDS, TX_WORDS,
 };
 use crate::progress::Progress;
-use crate::schema::{cf, decode_inputs, key_u64, Dec, OutputRow, TxRow, FIRST_OUTSIDE_OUTPUT};
-use crate::script::ScriptType;
-use crate::store::Store;
+use crate::store::{Direction, Store};
 
 struct Arrays {
     blocks: ArrayFile,
@@ -74,7 +72,7 @@ pub fn update(store: &Store, quiet: bool) -> Result<()> {
     let dir = store.path().join(DIR);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let dirty = dir.join("dirty");
-    let base = store.base_height()?;
+    let base = store.base_height()?.0;
     let fresh = Tip {
         base,
         ..Tip::default()
@@ -91,9 +89,10 @@ pub fn update(store: &Store, quiet: bool) -> Result<()> {
             fresh
         }
     };
-    let Some((index_tip, index_hash)) = store.tip()? else {
+    let Some(tip) = store.tip()? else {
         return Ok(());
     };
+    let (index_tip, index_hash) = (tip.height.0, tip.hash);
     if recorded.height() == Some(index_tip) && recorded.block_hash() == index_hash {
         return Ok(());
     }
@@ -104,7 +103,7 @@ pub fn update(store: &Store, quiet: bool) -> Result<()> {
     let kept = undo_to_fork(store, &mut a, base, &dir)?;
     let from = base + kept as u32;
     let bytes = (from..=index_tip)
-        .map(|h| Ok(store.block(h)?.map_or(0, |b| u64::from(b.loc.len))))
+        .map(|h| Ok(store.block(Height(h))?.map_or(0, |b| u64::from(b.loc.len))))
         .sum::<Result<u64>>()?;
     let mut progress = Progress::new(bytes, quiet);
     append(store, &mut a, from, index_tip, &mut progress)?;
@@ -147,7 +146,7 @@ fn undo_to_fork(store: &Store, a: &mut Arrays, base: u32, dir: &Path) -> Result<
     while kept > 0 {
         let height = base + kept as u32 - 1;
         let same = store
-            .block(height)?
+            .block(Height(height))?
             .is_some_and(|b| *b.hash.as_byte_array() == a.block_hash(kept - 1));
         if same {
             break;
@@ -198,29 +197,22 @@ fn append(
     to: u32,
     progress: &mut Progress,
 ) -> Result<()> {
-    let first = store.block(from)?.with_context(|| {
+    let first = store.block(Height(from))?.with_context(|| {
         format!("the index has no block at height {from} to add to the flow graph")
     })?;
-    let db = store.db();
-    let seek = |family: &str, n: u64| {
-        db.iterator_cf(
-            store.cf(family),
-            IteratorMode::From(&key_u64(n), Direction::Forward),
-        )
-    };
-    let mut txs = seek(cf::TXS, first.first_tx);
-    let mut ins = seek(cf::INPUTS, first.first_tx);
-    let mut outs = seek(cf::OUTPUTS, first.first_output);
+    let mut txs = store.scan::<cf::Txs>(&first.first_tx, Direction::Forward);
+    let mut ins = store.scan::<cf::Inputs>(&first.first_tx, Direction::Forward);
+    let mut outs = store.scan::<cf::Outputs>(&first.first_output, Direction::Forward);
     for height in from..=to {
-        let block = store.block(height)?.context("block row")?;
+        let block = store.need_block(Height(height))?;
         let have = (a.txs.len() / TX_WORDS) as u64;
-        if have != block.first_tx {
+        if have != block.first_tx.0 {
             bail!(
                 "flow graph out of step with the index at height {height}: it holds {have} txs, the block starts at tx {}",
                 block.first_tx
             );
         }
-        let mut row = vec![block.first_tx];
+        let mut row = vec![block.first_tx.0];
         row.extend(
             block
                 .hash
@@ -229,42 +221,41 @@ fn append(
                 .map(|c| u64::from_le_bytes(c.try_into().expect("8"))),
         );
         a.blocks.push(&row)?;
-        for txnum in block.first_tx..block.next_ids().tx {
-            let (_, v) = txs.next().context("txs ended early")??;
-            let tx = TxRow::decode(&v)?;
+        for txnum in block.txs() {
+            let (_, tx) = txs.next().context("txs ended early")??;
             let outputs_now = (a.outputs.len() / OUTPUT_WORDS) as u64;
-            if tx.first_output != outputs_now {
+            if tx.first_output.0 != outputs_now {
                 bail!(
                     "tx {txnum} at height {height} starts at output {}, the flow graph holds {outputs_now}",
                     tx.first_output
                 );
             }
             a.txs
-                .push(&[(a.inputs.len() / INPUT_WORDS) as u64, tx.first_output])?;
+                .push(&[(a.inputs.len() / INPUT_WORDS) as u64, tx.first_output.0])?;
             if !tx.is_coinbase() {
-                let (k, v) = ins.next().context("inputs ended early")??;
-                if Dec::new("inputs key", &k).u64()? != txnum {
+                let (k, spent_outputs) = ins.next().context("inputs ended early")??;
+                if k != TxNum(txnum) {
                     bail!("inputs row of tx {txnum} is missing");
                 }
-                for (vin, spent) in decode_inputs(&v)?.into_iter().enumerate() {
-                    if spent < FIRST_OUTSIDE_OUTPUT && spent >= outputs_now {
+                for (vin, spent) in spent_outputs.into_iter().enumerate() {
+                    if !spent.is_outside() && spent.0 >= outputs_now {
                         bail!("tx {txnum} at height {height} input {vin} spends output {spent}, which the flow graph does not hold");
                     }
-                    let value = match spent < FIRST_OUTSIDE_OUTPUT {
-                        true => {
+                    let value = match spent.is_outside() {
+                        false => {
                             let word = spender_word(txnum, vin as u32);
-                            a.outputs.set(spent as usize * OUTPUT_WORDS + 1, word);
-                            a.outputs.get(spent as usize * OUTPUT_WORDS)
+                            a.outputs.set(spent.0 as usize * OUTPUT_WORDS + 1, word);
+                            a.outputs.get(spent.0 as usize * OUTPUT_WORDS)
                         }
-                        false => outside_value(store, spent)?,
+                        true => outside_value(store, spent)?,
                     };
-                    a.inputs.push(&[spent, value])?;
+                    a.inputs.push(&[spent.0, value])?;
                 }
             }
             for _ in 0..tx.output_count {
-                let (_, v) = outs.next().context("outputs ended early")??;
-                let o = OutputRow::decode(&v)?;
-                a.outputs.push(&[o.value, NONE, o.addr.unwrap_or(NONE)])?;
+                let (_, o) = outs.next().context("outputs ended early")??;
+                a.outputs
+                    .push(&[o.value, NONE, o.addr.map_or(NONE, |a| a.0)])?;
             }
         }
         progress.advance(1, u64::from(block.loc.len), height);
@@ -273,10 +264,6 @@ fn append(
 }
 
 /// The value of a coin from before the index's start, if it is known.
-fn outside_value(store: &Store, n: u64) -> Result<u64> {
-    let o = OutputRow::decode(&store.need(cf::OUTPUTS, &key_u64(n))?)?;
-    Ok(match o.script_type {
-        ScriptType::Unknown => NONE,
-        _ => o.value,
-    })
+fn outside_value(store: &Store, n: OutNum) -> Result<u64> {
+    Ok(store.need::<cf::Outputs>(&n)?.known_value().unwrap_or(NONE))
 }

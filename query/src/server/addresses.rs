@@ -5,9 +5,10 @@ use std::sync::Arc;
 use satflow_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
-use super::Shared;
+use super::shared::Shared;
+use crate::addresses;
 use crate::error::QueryError;
-use crate::reader::HistoryQuery;
+use crate::history::HistoryQuery;
 use crate::{args, page};
 
 /// Addresses per batch call; more is INVALID_ARGUMENT.
@@ -32,7 +33,7 @@ impl pb::addresses_server::Addresses for AddressesService {
         let given = request.get_ref().address.clone();
         self.shared.answer(&request, move |index, _| {
             let key = args::address("address", &given, index.network())?;
-            index.address_summary(&key)?.ok_or_else(|| {
+            addresses::summary(index, &key)?.ok_or_else(|| {
                 QueryError::NotFound(format!("address {given} has no history in the index"))
             })
         })
@@ -61,7 +62,7 @@ impl pb::addresses_server::Addresses for AddressesService {
                 if deadline.expired() {
                     return Err(QueryError::DeadlineExceeded);
                 }
-                let summary = index.address_summary(key)?;
+                let summary = addresses::summary(index, key)?;
                 results.push(pb::AddressResult {
                     address,
                     found: summary.is_some(),
@@ -81,7 +82,8 @@ impl pb::addresses_server::Addresses for AddressesService {
         args::height_range(r.min_height, r.max_height)?;
         self.shared.answer(&request, move |index, _| {
             let key = args::address("address", &r.address, index.network())?;
-            index.history(
+            addresses::history(
+                index,
                 &key,
                 &HistoryQuery {
                     order,
@@ -101,7 +103,7 @@ impl pb::addresses_server::Addresses for AddressesService {
         let r = request.get_ref().clone();
         self.shared.answer(&request, move |index, _| {
             let key = args::address("address", &r.address, index.network())?;
-            index.utxos(&key, page::page_size(r.page_size), &r.page_token)
+            addresses::utxos(index, &key, page::page_size(r.page_size), &r.page_token)
         })
     }
 }

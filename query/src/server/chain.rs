@@ -5,8 +5,8 @@ use std::sync::Arc;
 use satflow_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
-use super::Shared;
-use crate::{args, page};
+use super::shared::Shared;
+use crate::{args, chain, page};
 
 pub struct ChainService {
     shared: Arc<Shared>,
@@ -24,7 +24,8 @@ impl pb::chain_server::Chain for ChainService {
         &self,
         request: Request<pb::GetStatusRequest>,
     ) -> Result<Response<pb::ChainStatus>, Status> {
-        self.shared.answer(&request, |index, _| index.status())
+        self.shared
+            .answer(&request, |index, _| chain::status(index))
     }
 
     async fn get_block(
@@ -35,8 +36,9 @@ impl pb::chain_server::Chain for ChainService {
         let id = args::block_id(r.id.as_ref())?;
         let size = page::page_size(r.tx_page_size);
         let token = r.tx_page_token.clone();
-        self.shared
-            .answer(&request, move |index, _| index.block(&id, size, &token))
+        self.shared.answer(&request, move |index, _| {
+            chain::block(index, &id, size, &token)
+        })
     }
 
     async fn get_transaction(
@@ -45,7 +47,7 @@ impl pb::chain_server::Chain for ChainService {
     ) -> Result<Response<pb::Transaction>, Status> {
         let txid = args::txid("txid", &request.get_ref().txid)?;
         self.shared
-            .answer(&request, move |index, _| index.transaction(&txid))
+            .answer(&request, move |index, _| chain::transaction(index, &txid))
     }
 
     async fn get_raw_transaction(
@@ -53,7 +55,8 @@ impl pb::chain_server::Chain for ChainService {
         request: Request<pb::GetTransactionRequest>,
     ) -> Result<Response<pb::RawTransaction>, Status> {
         let txid = args::txid("txid", &request.get_ref().txid)?;
-        self.shared
-            .answer(&request, move |index, _| index.raw_transaction(&txid))
+        self.shared.answer(&request, move |index, _| {
+            chain::raw_transaction(index, &txid)
+        })
     }
 }

@@ -6,9 +6,11 @@ use std::sync::Arc;
 use satflow_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
-use super::Shared;
-use crate::reader::HistoryQuery;
-use crate::{args, page};
+use satflow_schema::ClusterId;
+
+use super::shared::Shared;
+use crate::history::HistoryQuery;
+use crate::{args, clusters, link, page};
 
 pub struct ClustersService {
     shared: Arc<Shared>,
@@ -29,13 +31,14 @@ impl pb::clusters_server::Clusters for ClustersService {
         let id = request.get_ref().id.clone();
         self.shared.answer(&request, move |index, _| {
             let cluster = match id {
-                Some(pb::get_cluster_request::Id::ClusterId(c)) => c,
+                Some(pb::get_cluster_request::Id::ClusterId(c)) => ClusterId(c),
                 Some(pb::get_cluster_request::Id::Address(a)) => {
-                    index.cluster_id_of(&args::address("address", &a, index.network())?)?
+                    let key = args::address("address", &a, index.network())?;
+                    clusters::cluster_id_of(index, &key)?
                 }
                 None => return Err(args::invalid("id", "set either address or cluster_id")),
             };
-            index.cluster(cluster)
+            clusters::cluster(index, cluster)
         })
     }
 
@@ -45,7 +48,8 @@ impl pb::clusters_server::Clusters for ClustersService {
     ) -> Result<Response<pb::ListClusterMembersResponse>, Status> {
         let r = request.get_ref().clone();
         self.shared.answer(&request, move |index, _| {
-            index.cluster_members(r.cluster_id, page::page_size(r.page_size), &r.page_token)
+            let id = ClusterId(r.cluster_id);
+            clusters::members(index, id, page::page_size(r.page_size), &r.page_token)
         })
     }
 
@@ -56,8 +60,9 @@ impl pb::clusters_server::Clusters for ClustersService {
         let r = request.get_ref().clone();
         let order = args::order(r.order)?;
         self.shared.answer(&request, move |index, _| {
-            index.cluster_history(
-                r.cluster_id,
+            clusters::history(
+                index,
+                ClusterId(r.cluster_id),
                 &HistoryQuery {
                     order,
                     min_height: None,
@@ -76,7 +81,7 @@ impl pb::clusters_server::Clusters for ClustersService {
         let r = request.get_ref().clone();
         let by = args::ranking(r.by)?;
         self.shared.answer(&request, move |index, _| {
-            index.largest_clusters(by, page::page_size(r.page_size), &r.page_token)
+            clusters::largest(index, by, page::page_size(r.page_size), &r.page_token)
         })
     }
 
@@ -88,7 +93,7 @@ impl pb::clusters_server::Clusters for ClustersService {
         self.shared.answer(&request, move |index, deadline| {
             let from = args::address("from_address", &r.from_address, index.network())?;
             let to = args::address("to_address", &r.to_address, index.network())?;
-            index.explain_link(&from, &to, || deadline.expired())
+            link::explain(index, &from, &to, || deadline.expired())
         })
     }
 }

@@ -65,7 +65,7 @@ fn parse_grpc_timeout(v: &str) -> Option<Duration> {
 }
 
 pub fn deadline_exceeded() -> Status {
-    crate::QueryError::DeadlineExceeded.into()
+    crate::error::QueryError::DeadlineExceeded.into()
 }
 
 /// Requests accepted and not yet answered, at most `limit`: beyond that a

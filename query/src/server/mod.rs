@@ -17,13 +17,14 @@ mod chain;
 mod clusters;
 mod limits;
 mod risk;
+mod shared;
 mod taint;
 mod watch;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, PoisonError, RwLock, TryLockError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -32,22 +33,20 @@ use satflow_proto::v1 as pb;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
-use tonic::{Request, Response, Status};
 
 pub use addresses::MAX_BATCH;
 
 use addresses::AddressesService;
 use chain::ChainService;
 use clusters::ClustersService;
-use limits::Deadline;
 use risk::RiskService;
+use shared::Shared;
 use taint::TaintService;
 use watch::WatchesService;
 
-use crate::reader::Index;
+use crate::index::Index;
 use crate::watch::Monitor;
 use admission::Admission;
-use limits::deadline_exceeded;
 
 pub struct ServeOptions {
     pub db: PathBuf,
@@ -84,53 +83,6 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
-/// What every request handler shares.
-struct Shared {
-    index: Index,
-    /// Read by requests, written by catch-up.
-    view: RwLock<()>,
-}
-
-impl Shared {
-    /// Runs `job` against the index, unless the caller's deadline passed
-    /// while the request waited for a worker or for catch-up.
-    fn answer<R, T, F>(&self, request: &Request<R>, job: F) -> Result<Response<T>, Status>
-    where
-        F: FnOnce(&Index, Deadline) -> crate::Result<T>,
-    {
-        let deadline = Deadline::of(request);
-        let _view = self.view.read().unwrap_or_else(PoisonError::into_inner);
-        if deadline.expired() {
-            return Err(deadline_exceeded());
-        }
-        job(&self.index, deadline)
-            .map(Response::new)
-            .map_err(Status::from)
-    }
-
-    /// Moves to the writer's latest flushed state; returns the tip height.
-    /// Waits for a moment without readers rather than queueing for the
-    /// lock: std's RwLock favours a waiting writer, which would stop every
-    /// new request (and its worker) behind the longest one running.
-    fn catch_up(&self) -> anyhow::Result<u32> {
-        let patience = Instant::now() + Duration::from_millis(200);
-        let _view = loop {
-            match self.view.try_write() {
-                Ok(guard) => break guard,
-                Err(TryLockError::Poisoned(e)) => break e.into_inner(),
-                Err(TryLockError::WouldBlock) if Instant::now() < patience => {
-                    std::thread::sleep(Duration::from_millis(1))
-                }
-                Err(TryLockError::WouldBlock) => {
-                    break self.view.write().unwrap_or_else(PoisonError::into_inner)
-                }
-            }
-        };
-        self.index.catch_up()?;
-        Ok(self.index.status()?.tip_height)
-    }
-}
-
 /// Serves until `shutdown` completes. `ready` is told the bound address
 /// (useful with port 0) once the server accepts connections.
 pub async fn serve(
@@ -140,10 +92,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let index = Index::open_with_cache(&opts.db, Access::Follow, opts.cache_mb << 20)?
         .with_blocks_dir(opts.blocks_dir.clone());
-    let shared = Arc::new(Shared {
-        index,
-        view: RwLock::new(()),
-    });
+    let shared = Arc::new(Shared::new(index));
     let monitor = match &opts.alerts {
         Some(a) => match Monitor::open(&a.dir, a.from) {
             Ok(m) => Ok(Arc::new(m)),
@@ -324,7 +273,7 @@ async fn follow(shared: Arc<Shared>, monitor: Option<Arc<Monitor>>, every: Durat
                 u.behind
             }
             // Mid-reorg, or no flow graph yet: the next round retries.
-            Ok(Err(e @ crate::QueryError::FailedPrecondition(_))) => {
+            Ok(Err(e @ crate::error::QueryError::FailedPrecondition(_))) => {
                 tracing::debug!("alerts: {e}");
                 false
             }

@@ -8,9 +8,10 @@ use satflow_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use super::limits::{deadline_exceeded, Deadline};
+use super::shared::Shared;
 use super::taint::Slots;
-use super::Shared;
-use crate::QueryError;
+use crate::error::QueryError;
+use crate::risk;
 
 pub struct RiskService {
     shared: Arc<Shared>,
@@ -35,7 +36,7 @@ impl pb::risk_server::Risk for RiskService {
         let shared = Arc::clone(&self.shared);
         let answer = tokio::task::spawn_blocking(move || {
             let _held = slot;
-            shared.index.exposure(&r, &mut || !deadline.expired())
+            risk::exposure(&shared.index, &r, &mut || !deadline.expired())
         })
         .await
         .map_err(|e| Status::internal(format!("the exposure failed: {e}")))?;

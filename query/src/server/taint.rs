@@ -8,17 +8,20 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 use satflow_indexer::flow::Flow;
 use satflow_proto::v1 as pb;
+use satflow_schema::AddrId;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::limits::{deadline_exceeded, Deadline, Place};
-use super::Shared;
+use super::shared::Shared;
 use crate::args::{self, invalid};
-use crate::reader::Index;
+use crate::built;
+use crate::error::QueryError;
+use crate::index::Index;
+use crate::label_index::LabelIndex;
 use crate::taint::{trace_with, Direction, End, Event, Kind, Limits, PolicyName, Sink, Totals};
-use crate::LabelIndex;
-use crate::QueryError;
+use crate::trace;
 
 /// `max_hops` when the request leaves it 0.
 const DEFAULT_HOPS: u32 = 10;
@@ -90,8 +93,8 @@ impl pb::taint_server::Taint for TaintService {
             .answer(&request, move |index, _| {
                 let flow = index.flow()?;
                 let g = flow.view();
-                let sources = index.trace_sources(&g, &sources, max_sources)?;
-                let stop = index.stop_addresses(&stops)?;
+                let sources = trace::sources(index, &g, &sources, max_sources)?;
+                let stop = trace::stop_addresses(index, &stops)?;
                 Ok((Arc::clone(&flow), sources, stop))
             })?
             .into_inner();
@@ -142,7 +145,7 @@ fn run_trace(
     tx: &Events,
 ) {
     let g = flow.view();
-    let cover = match index.clusters_cover_or_none() {
+    let cover = match built::cover_or_none(index.store()) {
         Ok(c) => c,
         Err(e) => {
             drop(slot);
@@ -267,7 +270,7 @@ struct StreamSink<'a> {
     /// A hit that could not be read: the trace stops and the call fails.
     failed: Option<Status>,
     /// Address numbers below this have cluster ids.
-    cover: u64,
+    cover: AddrId,
     labels: Arc<LabelIndex>,
     clusters: FxHashMap<u64, u64>,
     /// (label, category) → amount.
@@ -276,7 +279,7 @@ struct StreamSink<'a> {
 
 impl Sink for StreamSink<'_> {
     fn event(&mut self, e: Event) -> bool {
-        let hit = match self.index.trace_hit(&self.g, &e, self.cover, &self.labels) {
+        let hit = match trace::hit(self.index, &self.g, &e, self.cover, &self.labels) {
             Ok(h) => h,
             Err(err) => {
                 self.failed = Some(err.into());

@@ -12,11 +12,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::limits::Deadline;
+use super::shared::Shared;
 use super::taint::STALLED;
-use super::Shared;
 use crate::args::invalid;
+use crate::error::QueryError;
 use crate::watch::Monitor;
-use crate::QueryError;
 
 /// Subscribers at once; beyond, RESOURCE_EXHAUSTED.
 const MAX_SUBSCRIBERS: usize = 256;

@@ -8,6 +8,9 @@
 //! address per evaluation (one index state, up to 64 blocks). Exposure
 //! searches remember which transactions they found clean, so the many
 //! payments of a block that share ancestors walk them once.
+//!
+//! Transactions and outputs are the flow graph's numbers (plain `u64`s, as
+//! the walk reads them); addresses and clusters are typed ids.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -16,11 +19,14 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use satflow_indexer::flow::FlowView;
 use satflow_indexer::labels::Category;
 use satflow_proto::v1 as pb;
+use satflow_schema::{AddrId, ClusterId, Height, OutNum, TxNum};
 
 use super::rules::{Rule, Subject, Watch};
+use crate::built;
 use crate::error::Result;
-use crate::labels::{label_message, LabelIndex};
-use crate::reader::Index;
+use crate::index::Index;
+use crate::label_index::LabelIndex;
+use crate::labels::label_message;
 
 /// Transactions one exposure search may read (each hop back multiplies
 /// them); beyond, the search ends without an alert.
@@ -32,10 +38,10 @@ const MAX_ADDRESSES: usize = 100;
 #[derive(Clone)]
 enum Members {
     /// None: the address has not been used yet.
-    Address(Option<u64>),
+    Address(Option<AddrId>),
     /// Clusters (or, for an address the clusters do not cover yet, the
-    /// address itself: see `LabelIndex`).
-    Holders(Arc<FxHashSet<u64>>),
+    /// cluster named after it: see `LabelIndex`).
+    Holders(Arc<FxHashSet<ClusterId>>),
 }
 
 /// Evaluates blocks of one index state.
@@ -47,11 +53,11 @@ pub struct Evaluation<'a> {
     members: Vec<Members>,
     /// Watches by the address number, or the holder, they name: a block
     /// costs a lookup per address, however many watches there are.
-    by_address: FxHashMap<u64, Vec<usize>>,
-    by_holder: FxHashMap<u64, Vec<usize>>,
+    by_address: FxHashMap<AddrId, Vec<usize>>,
+    by_holder: FxHashMap<ClusterId, Vec<usize>>,
     /// For watches with an exposure rule: the holders of its category.
     exposure: Vec<Option<Members>>,
-    holders: FxHashMap<u64, u64>,
+    holders: FxHashMap<AddrId, ClusterId>,
     /// Per origin (see `Origin`) and transaction: how many levels back
     /// from it (itself included) a finished search found no origin coin.
     clean: FxHashMap<(Origin, u64), u32>,
@@ -70,7 +76,7 @@ enum Origin {
 struct Moved {
     received: u64,
     sent: u64,
-    addresses: Vec<u64>,
+    addresses: Vec<AddrId>,
     /// An output paying the subject.
     paid: Option<u64>,
 }
@@ -78,7 +84,7 @@ struct Moved {
 /// A coin a transaction spends or makes, with its address.
 struct Coin {
     n: u64,
-    addr: u64,
+    addr: AddrId,
     value: u64,
     made: bool,
 }
@@ -98,7 +104,7 @@ impl<'a> Evaluation<'a> {
             holders: FxHashMap::default(),
             clean: FxHashMap::default(),
         };
-        let mut categories: FxHashMap<Category, Arc<FxHashSet<u64>>> = FxHashMap::default();
+        let mut categories: FxHashMap<Category, Arc<FxHashSet<ClusterId>>> = FxHashMap::default();
         let mut category =
             |labels: &LabelIndex, c: Category| {
                 Arc::clone(categories.entry(c).or_insert_with(|| {
@@ -109,7 +115,8 @@ impl<'a> Evaluation<'a> {
             let m = match &watch.subject {
                 Subject::Address(key) => Members::Address(index.address_id(key)?),
                 Subject::Cluster(id) => {
-                    Members::Holders(Arc::new(FxHashSet::from_iter([e.holder(*id)?])))
+                    let holder = e.holder(id.named_after())?;
+                    Members::Holders(Arc::new(FxHashSet::from_iter([holder])))
                 }
                 Subject::Label(name) => Members::Holders(Arc::new(
                     e.labels
@@ -139,12 +146,13 @@ impl<'a> Evaluation<'a> {
         Ok(e)
     }
 
-    /// The cluster holding address `a` (itself beyond the clusters).
-    fn holder(&mut self, a: u64) -> Result<u64> {
+    /// The cluster holding address `a` (the one named after it beyond the
+    /// clusters).
+    fn holder(&mut self, a: AddrId) -> Result<ClusterId> {
         if let Some(&h) = self.holders.get(&a) {
             return Ok(h);
         }
-        let h = self.index.cluster_or_self(a, self.labels.cover())?;
+        let h = built::cluster_or_self(self.index.store(), a, self.labels.cover())?;
         self.holders.insert(a, h);
         Ok(h)
     }
@@ -157,7 +165,7 @@ impl<'a> Evaluation<'a> {
         }
     }
 
-    fn is_member(&mut self, m: &Members, a: u64) -> Result<bool> {
+    fn is_member(&mut self, m: &Members, a: AddrId) -> Result<bool> {
         Ok(match m {
             Members::Address(id) => *id == Some(a),
             Members::Holders(set) => !set.is_empty() && set.contains(&self.holder(a)?),
@@ -172,7 +180,7 @@ impl<'a> Evaluation<'a> {
                 self.g.tip_height()
             )
         })?;
-        let block_hash = self.index.block_row(height)?.hash.to_string();
+        let block_hash = self.index.block_row(Height(height))?.hash.to_string();
         let mut alerts = Vec::new();
         for tx in txs {
             for mut a in self.transaction(tx)? {
@@ -197,7 +205,7 @@ impl<'a> Evaluation<'a> {
                 let o = g.output(n);
                 o.addr.map(|addr| Coin {
                     n,
-                    addr,
+                    addr: AddrId(addr),
                     value: o.value,
                     made,
                 })
@@ -341,7 +349,7 @@ impl<'a> Evaluation<'a> {
                     continue;
                 }
                 if let Some(a) = g.output(i.output).addr {
-                    if self.is_member(members, a)? {
+                    if self.is_member(members, AddrId(a))? {
                         let mut path = vec![i.output];
                         let mut at = t;
                         loop {
@@ -396,11 +404,11 @@ impl<'a> Evaluation<'a> {
         let counterparty_labels = match (far_end, watch.rule) {
             (Some(n), Rule::Exposure { category, .. }) => {
                 let holder = match self.g.output(n).addr {
-                    Some(a) => self.holder(a)?,
-                    None => u64::MAX,
+                    Some(a) => Some(self.holder(AddrId(a))?),
+                    None => None,
                 };
-                self.labels
-                    .of_cluster(holder)
+                holder
+                    .map_or(&[][..], |h| self.labels.of_cluster(h))
                     .iter()
                     .filter(|(_, l)| l.category == category)
                     .map(|(member, l)| Ok(label_message(l, index.address_string(Some(*member))?)))
@@ -413,7 +421,7 @@ impl<'a> Evaluation<'a> {
             kind: pb::AlertKind::AlertRaised.into(),
             retracts: 0,
             watch: Some(watch.message.clone()),
-            txid: index.tx_row(tx)?.txid.to_string(),
+            txid: index.tx_row(TxNum(tx))?.txid.to_string(),
             height: 0,
             block_hash: String::new(),
             received: moved.received,
@@ -426,13 +434,14 @@ impl<'a> Evaluation<'a> {
     }
 
     fn path_coin(&self, n: u64) -> Result<pb::PathCoin> {
-        let row = self.index.output(n)?;
+        let row = self.index.output(OutNum(n))?;
+        let tx = self.index.creator(OutNum(n), &row)?;
         Ok(pb::PathCoin {
-            txid: self.index.tx_row(row.tx)?.txid.to_string(),
+            txid: tx.txid.to_string(),
             vout: row.vout,
             address: self.index.address_string(row.addr)?,
             value: row.value,
-            height: self.g.height(row.tx),
+            height: tx.height.0,
         })
     }
 }

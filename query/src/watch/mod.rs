@@ -18,13 +18,15 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use satflow_proto::v1 as pb;
+use satflow_schema::Height;
 use tokio::sync::watch;
 
 pub use evaluate::Evaluation;
 pub use store::AlertStore;
 
+use crate::built::Built;
 use crate::error::{QueryError, Result};
-use crate::reader::Index;
+use crate::index::Index;
 
 /// Watches a server keeps at most.
 pub const MAX_WATCHES: usize = 10_000;
@@ -91,8 +93,8 @@ impl Monitor {
             return Ok(Update::default());
         };
         // A block is judged with the clusters that include it.
-        let tip = match index.built() {
-            Ok(b) => flow_tip.min(b.height),
+        let tip = match Built::read(index.store()) {
+            Ok(b) => flow_tip.min(b.height.0),
             Err(QueryError::FailedPrecondition(_)) => flow_tip,
             Err(e) => return Err(e),
         };
@@ -100,7 +102,7 @@ impl Monitor {
         // The index's rows decide what left the chain (the flow graph may
         // lag them, or be lowered while a reorg is applied).
         while let Some((h, hash, _)) = self.store.last_block()? {
-            if index.store.block(h)?.map(|b| b.hash) == Some(hash) {
+            if index.store().block(Height(h))?.map(|b| b.hash) == Some(hash) {
                 break;
             }
             self.tell(self.store.retract_last_block(now_ms())?);
@@ -110,7 +112,8 @@ impl Monitor {
             (Some((h, _, _)), _) => h + 1,
             (None, Some(from)) => from,
             (None, None) => {
-                let from = self.from.unwrap_or(tip + 1).max(index.store.base_height()?);
+                let first = index.store().base_height()?.0;
+                let from = self.from.unwrap_or(tip + 1).max(first);
                 self.store.set_from_height(from)?;
                 from
             }
@@ -125,7 +128,7 @@ impl Monitor {
                 for a in &mut alerts {
                     a.raised_at_ms = now;
                 }
-                let hash = index.block_row(h)?.hash;
+                let hash = index.block_row(Height(h))?.hash;
                 self.tell(self.store.commit_block(h, hash, alerts)?);
                 done.evaluated_blocks += 1;
             }
@@ -158,7 +161,7 @@ impl Monitor {
     pub fn put_watch(&self, index: &Index, w: pb::Watch) -> Result<pb::Watch> {
         let parsed = rules::parse(&w, index.network())?;
         if let rules::Subject::Cluster(id) = parsed.subject {
-            index.cluster_root(id, &index.built()?)?;
+            Built::read(index.store())?.check_cluster(index.store(), id)?;
         }
         let _one = self.changing.lock().unwrap_or_else(PoisonError::into_inner);
         let others: Vec<pb::Watch> = self

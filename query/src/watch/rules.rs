@@ -2,9 +2,10 @@
 //! alert, checked field by field when a caller puts one.
 
 use satflow_indexer::labels::Category;
-use satflow_indexer::script::AddrKey;
 use satflow_indexer::Network;
 use satflow_proto::v1 as pb;
+use satflow_schema::script::AddrKey;
+use satflow_schema::ClusterId;
 
 use crate::args::{self, invalid};
 use crate::error::Result;
@@ -19,7 +20,7 @@ pub enum Subject {
     Address(AddrKey),
     /// A cluster, by the address number it was named with: its cluster is
     /// looked up again at each block, so the watch follows merges.
-    Cluster(u64),
+    Cluster(ClusterId),
     Label(String),
     Category(Category),
 }
@@ -57,7 +58,7 @@ pub fn parse(w: &pb::Watch, network: Network) -> Result<Watch> {
     }
     let subject = match &w.subject {
         Some(S::Address(a)) => Subject::Address(args::address("address", a, network)?),
-        Some(S::ClusterId(c)) => Subject::Cluster(*c),
+        Some(S::ClusterId(c)) => Subject::Cluster(ClusterId(*c)),
         Some(S::Label(l)) if l.trim().is_empty() => return Err(invalid("label", "is empty")),
         Some(S::Label(l)) => Subject::Label(l.clone()),
         Some(S::Category(c)) => Subject::Category(args::category("category", c)?),

@@ -3,15 +3,18 @@
 //! previous insert instead of searching from the top: unsorted, indexing
 //! spent over half its time in that search.
 //!
-//! Rows of the append-only families (`cf::APPENDED`, keyed by ids that only
+//! Rows of the append-only families (`cf::Appended`, keyed by ids that only
 //! grow) skip the memtable altogether: each family's rows become one table
 //! file, ingested below everything else (see `Store::ingest`).
 
 use anyhow::Result;
 use rocksdb::WriteBatch;
+use satflow_schema::cf::{self, Appended};
+use satflow_schema::codec::Raw;
+use satflow_schema::meta;
+use satflow_schema::Codec;
 
-use crate::schema::cf;
-use crate::store::Store;
+use super::Store;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Op {
@@ -88,32 +91,40 @@ impl Default for SortedBatch {
 }
 
 impl SortedBatch {
-    pub fn put(&mut self, family: &str, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
-        self.push(family, key.as_ref(), Op::Put, value.as_ref());
+    pub fn put<F: cf::Family>(&mut self, key: &F::Key, value: &F::Value) {
+        self.push::<F>(key.encode().as_ref(), Op::Put, value.encode().as_ref());
     }
 
-    pub fn delete(&mut self, family: &str, key: impl AsRef<[u8]>) {
-        self.push(family, key.as_ref(), Op::Delete, &[]);
+    pub fn delete<F: cf::Family>(&mut self, key: &F::Key) {
+        self.push::<F>(key.encode().as_ref(), Op::Delete, &[]);
     }
 
-    pub fn merge(&mut self, family: &str, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
-        self.push(family, key.as_ref(), Op::Merge, value.as_ref());
+    pub fn merge<F: cf::Family>(&mut self, key: &F::Key, delta: &F::Value) {
+        self.push::<F>(key.encode().as_ref(), Op::Merge, delta.encode().as_ref());
+    }
+
+    pub fn put_meta<E: meta::Entry>(&mut self, entry: E, value: &E::Value) {
+        self.put::<cf::Meta>(&entry.key(), &Raw(value.encode().as_ref().to_vec()));
+    }
+
+    pub fn delete_meta<E: meta::Entry>(&mut self, entry: E) {
+        self.delete::<cf::Meta>(&entry.key());
     }
 
     /// A new row of an append-only family: its key lies above every key
     /// the family holds and every key appended to it before.
-    pub fn append(&mut self, family: &str, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
+    pub fn append<F: Appended>(&mut self, key: &F::Key, value: &F::Value) {
         let i = cf::APPENDED
             .iter()
-            .position(|n| *n == family)
+            .position(|n| *n == F::NAME)
             .expect("an append-only column family");
-        self.appended[i].push(key.as_ref(), Op::Put, value.as_ref());
+        self.appended[i].push(key.encode().as_ref(), Op::Put, value.encode().as_ref());
     }
 
-    fn push(&mut self, family: &str, key: &[u8], op: Op, value: &[u8]) {
+    fn push<F: cf::Family>(&mut self, key: &[u8], op: Op, value: &[u8]) {
         let i = cf::ALL
             .iter()
-            .position(|n| *n == family)
+            .position(|n| *n == F::NAME)
             .expect("a known column family");
         self.families[i].push(key, op, value);
     }
@@ -139,7 +150,7 @@ impl SortedBatch {
         });
         self.families.iter_mut().for_each(Family::clear);
         ingested?;
-        store.write(batch)
+        store.write_raw(batch)
     }
 }
 
@@ -155,7 +166,7 @@ fn write_batch(families: &mut [Family], store: &Store) -> WriteBatch {
     for (name, f) in cf::ALL.iter().zip(families) {
         let mut entries = std::mem::take(&mut f.entries);
         entries.sort_by(|a, b| a.prefix.cmp(&b.prefix).then_with(|| f.key(a).cmp(f.key(b))));
-        let handle = store.cf(name);
+        let handle = store.cf_named(name);
         for e in &entries {
             let (key, value) = (f.key(e), f.value(e));
             match e.op {
@@ -171,31 +182,74 @@ fn write_batch(families: &mut [Family], store: &Store) -> WriteBatch {
 
 #[cfg(test)]
 mod tests {
+    use satflow_schema::script::ScriptType;
+    use satflow_schema::tx::OutputRow;
+    use satflow_schema::{AddrId, OutNum, TxNum};
+
     use super::*;
+    use crate::store::{Access, Direction};
+
+    fn output(value: u64) -> OutputRow {
+        OutputRow {
+            tx: Some(TxNum(0)),
+            vout: 0,
+            value,
+            script_type: ScriptType::P2wpkh,
+            addr: Some(AddrId(0)),
+        }
+    }
 
     #[test]
     fn sorts_keys_but_keeps_the_order_of_operations_on_one_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Access::Write).unwrap();
         let mut b = SortedBatch::default();
-        b.put(cf::OUTPUTS, [3], [1]);
-        b.put(cf::OUTPUTS, [1], [1]);
-        b.put(cf::OUTPUTS, [3], [2]);
-        b.delete(cf::OUTPUTS, [3]);
-        let i = cf::ALL.iter().position(|n| *n == cf::OUTPUTS).unwrap();
-        let fam = &b.families[i];
-        let mut entries = fam.entries.clone();
-        entries.sort_by(|x, y| fam.key(x).cmp(fam.key(y)));
-        let seen: Vec<_> = entries
-            .iter()
-            .map(|e| (fam.key(e)[0], e.op, fam.value(e).first().copied()))
-            .collect();
-        assert_eq!(
-            seen,
-            vec![
-                (1, Op::Put, Some(1)),
-                (3, Op::Put, Some(1)),
-                (3, Op::Put, Some(2)),
-                (3, Op::Delete, None)
-            ]
+        // Out of key order, and several operations on keys 3 and 5: after
+        // the sort, each key's last operation must still be the one that wins.
+        b.put::<cf::Spends>(
+            &OutNum(9),
+            &satflow_schema::tx::InputRef {
+                tx: TxNum(1),
+                vin: 0,
+            },
         );
+        b.put::<cf::Outputs>(&OutNum(3), &output(1));
+        b.put::<cf::Outputs>(&OutNum(1), &output(1));
+        b.put::<cf::Outputs>(&OutNum(3), &output(2));
+        b.delete::<cf::Outputs>(&OutNum(3));
+        b.delete::<cf::Outputs>(&OutNum(5));
+        b.put::<cf::Outputs>(&OutNum(5), &output(7));
+        b.commit(&store).unwrap();
+        let rows: Vec<(OutNum, u64)> = store
+            .scan_all::<cf::Outputs>()
+            .map(|r| r.map(|(n, o)| (n, o.value)))
+            .collect::<Result<_>>()
+            .unwrap();
+        assert_eq!(rows, [(OutNum(1), 1), (OutNum(5), 7)]);
+        assert!(store.get::<cf::Spends>(&OutNum(9)).unwrap().is_some());
+        // The batch is empty after a commit and can be reused.
+        b.commit(&store).unwrap();
+        let last = store
+            .scan::<cf::Outputs>(&OutNum(u64::MAX), Direction::Reverse)
+            .next();
+        assert_eq!(last.unwrap().unwrap().0, OutNum(5));
+    }
+
+    #[test]
+    fn appended_rows_are_ingested_beside_the_written_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Access::Write).unwrap();
+        let mut b = SortedBatch::default();
+        for n in 0..3 {
+            b.append::<cf::Outputs>(&OutNum(n), &output(n * 10));
+        }
+        b.put::<cf::Outputs>(&OutNum::FIRST_OUTSIDE, &output(99));
+        b.commit(&store).unwrap();
+        let values: Vec<u64> = store
+            .scan_all::<cf::Outputs>()
+            .map(|r| r.map(|(_, o)| o.value))
+            .collect::<Result<_>>()
+            .unwrap();
+        assert_eq!(values, [0, 10, 20, 99]);
     }
 }

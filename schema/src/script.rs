@@ -20,6 +20,9 @@ pub enum ScriptType {
     /// The script of a coin spent from before the index's first block when
     /// no prevouts were given for it.
     Unknown = 10,
+    /// A script only of pushes that leaves a true value (or the empty
+    /// script): whoever spends it signs nothing (`OP_TRUE`, `OP_2`, …).
+    AnyoneCanSpend = 11,
 }
 
 impl ScriptType {
@@ -37,6 +40,7 @@ impl ScriptType {
             OpReturn,
             WitnessUnknown,
             Unknown,
+            AnyoneCanSpend,
         ]
         .into_iter()
         .find(|t| *t as u8 == b)
@@ -55,7 +59,21 @@ impl ScriptType {
             ScriptType::OpReturn => "op_return",
             ScriptType::WitnessUnknown => "witness_unknown",
             ScriptType::Unknown => "unknown",
+            ScriptType::AnyoneCanSpend => "anyone_can_spend",
         }
+    }
+
+    /// Whether spending a coin of this type proves nothing about who spent
+    /// it: no key signs. Witness programs of an unknown version (pay-to-anchor
+    /// `OP_1 <4e73>` among them) carry no spending condition until a soft fork
+    /// gives their version meaning (BIP141, BIP341), and `AnyoneCanSpend`
+    /// scripts need only a push. The clustering heuristics leave such inputs
+    /// out: a fee-bumping child spends a shared anchor beside its own coins.
+    pub fn is_keyless(self) -> bool {
+        matches!(
+            self,
+            ScriptType::WitnessUnknown | ScriptType::AnyoneCanSpend
+        )
     }
 }
 
@@ -148,6 +166,21 @@ impl AddrKey {
     }
 }
 
+/// Address keys are a kind byte then the hash; the kind fixes the length,
+/// so one address's rows in a family keyed by it are one key prefix.
+impl crate::codec::Codec for AddrKey {
+    type Bytes = Vec<u8>;
+    fn encode(&self) -> Vec<u8> {
+        self.to_bytes()
+    }
+    fn decode(bytes: &[u8]) -> Result<AddrKey, crate::codec::RowError> {
+        AddrKey::from_bytes(bytes).ok_or(crate::codec::RowError {
+            row: "address key",
+            len: bytes.len(),
+        })
+    }
+}
+
 impl std::fmt::Debug for AddrKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{:?}:{}", self.kind, hex::encode(self.hash()))
@@ -176,7 +209,38 @@ pub fn classify(script: &[u8]) -> (ScriptType, Option<AddrKey>) {
             Some(AddrKey::for_script(script)),
         ),
         _ if is_bare_multisig(script) => (ScriptType::Multisig, Some(AddrKey::for_script(script))),
+        _ if is_anyone_can_spend(script) => (
+            ScriptType::AnyoneCanSpend,
+            Some(AddrKey::for_script(script)),
+        ),
         _ => (ScriptType::NonStandard, Some(AddrKey::for_script(script))),
+    }
+}
+
+/// A script of pushes alone whose last push is true, or the empty script
+/// (then the spender's own push decides): it holds no signature check, so
+/// an input spending it can come from anyone. A push-only script ending in
+/// false can never be spent and stays `NonStandard`.
+fn is_anyone_can_spend(script: &[u8]) -> bool {
+    use bitcoin::script::Instruction;
+    let mut last_true = true;
+    for ins in bitcoin::Script::from_bytes(script).instructions() {
+        last_true = match ins {
+            Ok(Instruction::PushBytes(b)) => cast_to_bool(b.as_bytes()),
+            // OP_1NEGATE and OP_1..OP_16 push a non-zero number.
+            Ok(Instruction::Op(op)) if matches!(op.to_u8(), 0x4f | 0x51..=0x60) => true,
+            _ => return false,
+        };
+    }
+    last_true
+}
+
+/// The script interpreter's truth: any non-zero byte, but negative zero
+/// (a last byte of 0x80 after zeros) is false.
+fn cast_to_bool(bytes: &[u8]) -> bool {
+    match bytes.split_last() {
+        None => false,
+        Some((&last, rest)) => rest.iter().any(|&b| b != 0) || (last != 0 && last != 0x80),
     }
 }
 
@@ -249,12 +313,39 @@ mod tests {
             ),
             ("6a0b68656c6c6f20776f726c64", ScriptType::OpReturn, None),
             ("6a", ScriptType::OpReturn, None),
-            ("", ScriptType::NonStandard, Some(AddrKind::ScriptHash)),
+            ("", ScriptType::AnyoneCanSpend, Some(AddrKind::ScriptHash)),
+            ("51", ScriptType::AnyoneCanSpend, Some(AddrKind::ScriptHash)),
+            ("0101", ScriptType::AnyoneCanSpend, Some(AddrKind::ScriptHash)),
+            ("00", ScriptType::NonStandard, Some(AddrKind::ScriptHash)),
+            ("0180", ScriptType::NonStandard, Some(AddrKind::ScriptHash)),
+            ("51024e73", ScriptType::WitnessUnknown, Some(AddrKind::ScriptHash)),
+            ("ac", ScriptType::NonStandard, Some(AddrKind::ScriptHash)),
             ("5228751e76e8199196d454941c45d1b3a323f1433bd6751e76e8199196d454941c45d1b3a323f1433bd6", ScriptType::WitnessUnknown, Some(AddrKind::ScriptHash)),
         ];
         for (script, ty, kind) in cases {
             let (t, k) = classify(&h(script));
             assert_eq!((t, k.map(|k| k.kind())), (ty, kind), "{script}");
+        }
+    }
+
+    #[test]
+    fn keyless_scripts_are_those_no_key_signs() {
+        // Pay-to-anchor, OP_TRUE, the empty script, a true push, OP_1NEGATE.
+        for script in ["51024e73", "51", "", "0101", "4f", "5302abcd"] {
+            assert!(classify(&h(script)).0.is_keyless(), "{script}");
+        }
+        // Every standard template needs a key, and so does a bare CHECKSIG or
+        // a push-only script that ends false (which nobody can spend).
+        for script in [
+            "76a91462e907b15cbf27d5425399ebf6f0fb50ebb88f1888ac",
+            "0014751e76e8199196d454941c45d1b3a323f1433bd6",
+            "5120a60869f0dbcf1dc659c9cecbaf8050135ea9e8cdc487053f1dc6880949dc684c",
+            "ac",
+            "00",
+            "510100",
+            "4c",
+        ] {
+            assert!(!classify(&h(script)).0.is_keyless(), "{script}");
         }
     }
 

@@ -1,0 +1,231 @@
+//! A `satflow index` run: `scan` the blk files for new records, choose the
+//! best chain, roll back blocks that left it (`reorg`), then parse the new
+//! blocks in parallel and apply them in height order (`pipeline`).
+//! `Indexer` keeps what one run learnt for the next, for a follower.
+
+mod pipeline;
+mod reorg;
+mod scan;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use bitcoin::BlockHash;
+use rayon::prelude::*;
+
+use crate::blkfiles::{scan_file, BlocksDir, FileScan};
+use crate::chain::{Detached, HeaderTree};
+use crate::network::Network;
+use crate::store::{Access, Store};
+use crate::writer::{Caches, Writer};
+
+#[derive(Clone, Debug)]
+pub struct IndexOptions {
+    pub blocks_dir: PathBuf,
+    pub db: PathBuf,
+    /// Checked against the magic bytes when given.
+    pub network: Option<Network>,
+    pub threads: Option<usize>,
+    /// Memory for the unspent-output and address-id caches.
+    pub cache_mb: usize,
+    /// Blk data per committed batch: larger batches write faster, smaller
+    /// ones lose less work to a crash.
+    pub batch_bytes: u64,
+    pub quiet: bool,
+    /// Keep address clusters current (see `cluster`).
+    pub cluster: bool,
+    /// Keep the value-flow graph current (see `flow`).
+    pub flow: bool,
+    /// Start a new index at this block instead of genesis (a pruned node's
+    /// directory, a few raw blocks); its height comes from its coinbase
+    /// (BIP34). Later runs continue from where the index starts.
+    pub start_at: Option<BlockHash>,
+    /// Directory of prevouts files (see `prevouts`) for the coins from
+    /// before the start that the blocks spend.
+    pub prevouts: Option<PathBuf>,
+}
+
+impl IndexOptions {
+    pub fn new(blocks_dir: impl Into<PathBuf>, db: impl Into<PathBuf>) -> IndexOptions {
+        IndexOptions {
+            blocks_dir: blocks_dir.into(),
+            db: db.into(),
+            network: None,
+            threads: None,
+            cache_mb: 1024,
+            batch_bytes: 32 << 20,
+            quiet: false,
+            cluster: true,
+            flow: true,
+            start_at: None,
+            prevouts: None,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub network: Option<Network>,
+    pub tip_height: Option<u32>,
+    pub tip_hash: Option<bitcoin::BlockHash>,
+    pub records_found: usize,
+    pub blocks_applied: u64,
+    pub blocks_undone: u64,
+    pub txs: u64,
+    pub inputs: u64,
+    pub outputs: u64,
+    pub stale_blocks: usize,
+    pub detached: Vec<Detached>,
+    pub notes: Vec<String>,
+    pub blk_bytes: u64,
+    pub elapsed: Duration,
+    /// Of `elapsed`, the time spent bringing clusters up to date.
+    pub cluster_elapsed: Duration,
+    /// Of `elapsed`, the time spent bringing the flow graph up to date.
+    pub flow_elapsed: Duration,
+    pub db_bytes: u64,
+}
+
+impl Summary {
+    pub fn mb_per_sec(&self) -> f64 {
+        self.blk_bytes as f64 / 1e6 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Indexes what the blocks directory holds that the index does not.
+pub fn run(opts: &IndexOptions) -> Result<Summary> {
+    Indexer::open(opts.clone())?.run()
+}
+
+/// An index open for writing, for one run or, following a node, many.
+/// Between runs it keeps the header tree and the writer's caches, so a run
+/// that finds one new block reads little more than that block. A run that
+/// fails drops both: the next reads the tree again and starts its caches
+/// empty. While open it holds the database's write lock.
+pub struct Indexer {
+    opts: IndexOptions,
+    pool: rayon::ThreadPool,
+    store: Store,
+    tree: Option<HeaderTree>,
+    caches: Option<Caches>,
+}
+
+impl Indexer {
+    pub fn open(opts: IndexOptions) -> Result<Indexer> {
+        // A mistyped directory must not leave an empty database behind.
+        BlocksDir::open(&opts.blocks_dir)?;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(opts.threads.unwrap_or(0))
+            .thread_name(|i| format!("parse-{i}"))
+            .build()
+            .context("starting worker threads")?;
+        let store = Store::open(&opts.db, Access::Write)?;
+        Ok(Indexer {
+            opts,
+            pool,
+            store,
+            tree: None,
+            caches: None,
+        })
+    }
+
+    pub fn options(&self) -> &IndexOptions {
+        &self.opts
+    }
+
+    /// Progress bars and per-file notes on or off, for the runs to come.
+    pub fn set_quiet(&mut self, quiet: bool) {
+        self.opts.quiet = quiet;
+    }
+
+    /// Scans the blk files for new records, rolls back blocks that left the
+    /// best chain and applies the new ones.
+    pub fn run(&mut self) -> Result<Summary> {
+        let mut tree = match self.tree.take() {
+            Some(t) => t,
+            None => scan::load_tree(&self.store)?,
+        };
+        let caches = self
+            .caches
+            .take()
+            .unwrap_or_else(|| Caches::new(self.opts.cache_mb << 20));
+        let (summary, caches) = self.run_with(&mut tree, caches)?;
+        self.tree = Some(tree);
+        self.caches = Some(caches);
+        Ok(summary)
+    }
+
+    fn run_with(&self, tree: &mut HeaderTree, caches: Caches) -> Result<(Summary, Caches)> {
+        let started = Instant::now();
+        let (opts, store, pool) = (&self.opts, &self.store, &self.pool);
+        let dir = BlocksDir::open(&opts.blocks_dir)?;
+        if dir.files.is_empty() {
+            bail!("{}: no blk*.dat files", dir.path.display());
+        }
+        let mut summary = Summary::default();
+        let offsets = scan::load_offsets(store)?;
+        let scans = pool.install(|| {
+            dir.files
+                .par_iter()
+                .map(|f| {
+                    let start = offsets.get(&f.number).copied().unwrap_or(0);
+                    if f.len() < start {
+                        bail!(
+                            "{} is {} bytes, shorter than the {start} bytes already indexed: the blocks directory was rewritten; index it into a new --db",
+                            f.path.display(),
+                            f.len()
+                        );
+                    }
+                    scan_file(f, dir.key, start)
+                })
+                .collect::<Result<Vec<FileScan>>>()
+        })?;
+        let network = scan::settle_network(store, opts.network, &dir, &scans)?;
+        summary.network = Some(network);
+        scan::record_scans(store, &dir, network, &scans, tree, &mut summary)?;
+
+        let start = scan::settle_start(store, opts.start_at, network, &dir, tree)?;
+        let best = tree.best_chain(start.hash, start.height.0)?;
+        summary.stale_blocks = best.stale;
+        summary.detached = best.detached.clone();
+        let mut writer = Writer::new(store, caches)?;
+        let applied =
+            reorg::undo_to_fork(store, &mut writer, &best, &mut summary).and_then(|from| {
+                pipeline::apply_chain(
+                    store,
+                    &mut writer,
+                    &dir,
+                    pool,
+                    &best,
+                    from,
+                    opts,
+                    &mut summary,
+                )
+            });
+        // Whatever was committed before an error is kept: flush it either way.
+        store.flush()?;
+        applied?;
+        let caches = writer.into_caches();
+        if opts.cluster {
+            let t = Instant::now();
+            crate::cluster::update(store, opts.quiet)?;
+            // Servers see only flushed rows: a follower's clusters must be
+            // theirs before the flow graph (written next) shows the blocks.
+            store.flush()?;
+            summary.cluster_elapsed = t.elapsed();
+        }
+        if opts.flow {
+            let t = Instant::now();
+            crate::flow::update(store, opts.quiet)?;
+            summary.flow_elapsed = t.elapsed();
+        }
+        if let Some(tip) = store.tip()? {
+            summary.tip_height = Some(tip.height.0);
+            summary.tip_hash = Some(tip.hash);
+        }
+        summary.elapsed = started.elapsed();
+        summary.db_bytes = store.size_on_disk();
+        Ok((summary, caches))
+    }
+}

@@ -1,0 +1,169 @@
+//! Typed writes: `Batch`, a RocksDB write batch that takes the schema's
+//! keys and rows; table-file ingestion for the append-only families; range
+//! removal after a crash.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use rocksdb::{IngestExternalFileOptions, SstFileWriter, WriteBatch, WriteOptions};
+use satflow_schema::cf::{Family, Meta};
+use satflow_schema::codec::Raw;
+use satflow_schema::meta::Entry;
+use satflow_schema::Codec;
+
+use super::options::cf_options;
+use super::Store;
+
+/// Writes to apply at once (`Store::write`): all or nothing.
+pub struct Batch<'s> {
+    store: &'s Store,
+    inner: WriteBatch,
+}
+
+impl<'s> Batch<'s> {
+    pub fn put<F: Family>(&mut self, key: &F::Key, value: &F::Value) {
+        self.inner
+            .put_cf(self.store.cf::<F>(), key.encode(), value.encode());
+    }
+
+    pub fn delete<F: Family>(&mut self, key: &F::Key) {
+        self.inner.delete_cf(self.store.cf::<F>(), key.encode());
+    }
+
+    /// Adds `delta` to the row through the family's merge operator.
+    pub fn merge<F: Family>(&mut self, key: &F::Key, delta: &F::Value) {
+        self.inner
+            .merge_cf(self.store.cf::<F>(), key.encode(), delta.encode());
+    }
+
+    /// Deletes the keys in `[from, to)`.
+    pub fn delete_range<F: Family>(&mut self, from: &F::Key, to: &F::Key) {
+        self.inner
+            .delete_range_cf(self.store.cf::<F>(), from.encode(), to.encode());
+    }
+
+    /// Deletes every row of `F`, a family whose keys are ids or pairs of
+    /// ids: one range from the empty key to past the longest such key.
+    pub fn clear<F: Family>(&mut self) {
+        const PAST_ID_KEYS: [u8; 40] = [0xff; 40];
+        self.inner
+            .delete_range_cf(self.store.cf::<F>(), &[][..], &PAST_ID_KEYS[..]);
+    }
+
+    pub fn put_meta<E: Entry>(&mut self, entry: E, value: &E::Value) {
+        self.put::<Meta>(&entry.key(), &Raw(value.encode().as_ref().to_vec()));
+    }
+
+    pub fn delete_meta<E: Entry>(&mut self, entry: E) {
+        self.delete::<Meta>(&entry.key());
+    }
+
+    /// Operations so far.
+    pub fn len(&self) -> usize {
+        self.inner.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.inner.is_empty()
+    }
+}
+
+impl Store {
+    pub fn batch(&self) -> Batch<'_> {
+        Batch {
+            store: self,
+            inner: WriteBatch::default(),
+        }
+    }
+
+    /// Writes a batch without the WAL: durable at the next `flush` (or the
+    /// next automatic memtable flush), all or nothing.
+    pub fn write(&self, batch: Batch) -> Result<()> {
+        self.write_raw(batch.inner)
+    }
+
+    pub(super) fn write_raw(&self, batch: WriteBatch) -> Result<()> {
+        let mut opts = WriteOptions::default();
+        opts.disable_wal(true);
+        self.db
+            .write_opt(batch, &opts)
+            .with_context(|| format!("writing to {}", self.path.display()))
+    }
+
+    /// Adds rows to `F` as a table file, without a memtable. Their keys
+    /// ascend and lie above every key the family holds, so RocksDB puts the
+    /// file on the last level, where no compaction ever rewrites it. Unlike
+    /// `write`, durable at once, so a caller writes them before the rows
+    /// that refer to them.
+    pub(super) fn ingest<'r>(
+        &self,
+        family: &'static str,
+        rows: impl ExactSizeIterator<Item = (&'r [u8], &'r [u8])>,
+    ) -> Result<()> {
+        let count = rows.len();
+        if count == 0 {
+            return Ok(());
+        }
+        let dir = self.path.join(INGEST_DIR);
+        let file = dir.join(format!("{family}.sst"));
+        let context = || {
+            format!(
+                "ingesting {count} rows into {family} of {}",
+                self.path.display()
+            )
+        };
+        std::fs::create_dir_all(&dir).with_context(context)?;
+        // A run killed after RocksDB linked the file in may have left this
+        // name behind as a second link to a live table file: writing
+        // through it would truncate that table.
+        remove_if_present(&file)?;
+        let opts = cf_options(family, &self.cache);
+        let mut writer = SstFileWriter::create(&opts);
+        writer.open(&file).with_context(context)?;
+        for (key, value) in rows {
+            writer.put(key, value).with_context(context)?;
+        }
+        writer.finish().with_context(context)?;
+        let mut ingest = IngestExternalFileOptions::default();
+        // A hard link instead of a copy: the file is ours to give away.
+        ingest.set_move_files(true);
+        self.db
+            .ingest_external_file_cf_opts(self.cf_named(family), &ingest, vec![&file])
+            .with_context(context)?;
+        // RocksDB removes a moved file itself; this covers the versions that
+        // leave the link behind.
+        remove_if_present(&file)
+    }
+
+    /// Deletes the keys of `F` in `[from, to)`, if there are any, and
+    /// persists the deletion; returns whether there were.
+    pub fn remove_range<F: Family>(&self, from: &F::Key, to: &F::Key) -> Result<bool> {
+        let to_bytes = to.encode();
+        let mut iter = self.db.raw_iterator_cf(self.cf::<F>());
+        iter.seek(from.encode());
+        let found = iter.key().is_some_and(|k| k < to_bytes.as_ref());
+        iter.status()
+            .with_context(|| format!("reading {} of {}", F::NAME, self.path.display()))?;
+        drop(iter);
+        if found {
+            let mut batch = self.batch();
+            batch.delete_range::<F>(from, to);
+            self.write(batch)?;
+            self.flush()?;
+        }
+        Ok(found)
+    }
+}
+
+/// Where `ingest` builds its table files, inside the database directory so
+/// that handing one to RocksDB is a hard link.
+const INGEST_DIR: &str = "ingest";
+
+fn remove_if_present(file: &Path) -> Result<()> {
+    match std::fs::remove_file(file) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("removing {}", file.display()))
+        }
+        _ => Ok(()),
+    }
+}

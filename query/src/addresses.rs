@@ -1,0 +1,88 @@
+//! Addresses: an address's summary, a page of its history, a page of its
+//! unspent outputs, as `satflow.v1` messages.
+
+use satflow_indexer::address;
+use satflow_indexer::store::Direction;
+use satflow_proto::v1 as pb;
+use satflow_schema::script::AddrKey;
+use satflow_schema::{cf, OutNum};
+
+use crate::error::Result;
+use crate::history::{self, HistoryQuery, Order};
+use crate::index::Index;
+use crate::labels;
+use crate::page::{Listing, Token};
+
+/// None when the chain never paid to or spent from the address.
+pub fn summary(index: &Index, key: &AddrKey) -> Result<Option<pb::AddressSummary>> {
+    let Some(id) = index.address_id(key)? else {
+        return Ok(None);
+    };
+    let stats = index.store().need::<cf::AddrStats>(&id)?;
+    Ok(Some(pb::AddressSummary {
+        address: address::encode(key, index.network()),
+        script_type: key.kind().name().into(),
+        tx_count: stats.tx_count as u64,
+        received: stats.received as u64,
+        sent: stats.sent as u64,
+        balance: stats.balance() as u64,
+        utxo_count: stats.utxo_count as u64,
+        first_seen_height: history::seen_height(index, id, Order::OldestFirst)?.0,
+        last_seen_height: history::seen_height(index, id, Order::NewestFirst)?.0,
+        labels: labels::of_address(index, key, id)?,
+    }))
+}
+
+/// One page of the transactions touching `key`.
+pub fn history(
+    index: &Index,
+    key: &AddrKey,
+    q: &HistoryQuery,
+) -> Result<pb::ListAddressHistoryResponse> {
+    let id = index.known_address_id(key)?;
+    let listing = match q.order {
+        Order::OldestFirst => Listing::HistoryOldestFirst,
+        Order::NewestFirst => Listing::HistoryNewestFirst,
+    };
+    history::page::<cf::History, _>(index, id, listing, q)
+}
+
+/// One page of `key`'s unspent outputs, in chain order.
+pub fn utxos(
+    index: &Index,
+    key: &AddrKey,
+    page_size: usize,
+    page_token: &str,
+) -> Result<pb::ListAddressUtxosResponse> {
+    let id = index.known_address_id(key)?;
+    let first = Token::resume("page_token", page_token, Listing::Utxos, id.0)?.unwrap_or(0);
+    let mut utxos = Vec::new();
+    let mut next_page_token = String::new();
+    let rows = index
+        .store()
+        .pairs::<cf::AddrUtxos, _, _>(id, OutNum(first), Direction::Forward);
+    for item in rows {
+        let (n, value) = item?;
+        if utxos.len() == page_size {
+            next_page_token = Token {
+                listing: Listing::Utxos,
+                scope: id.0,
+                next: n.0,
+            }
+            .encode();
+            break;
+        }
+        let out = index.output(n)?;
+        let tx = index.creator(n, &out)?;
+        utxos.push(pb::Utxo {
+            txid: tx.txid.to_string(),
+            vout: out.vout,
+            value,
+            height: tx.height.0,
+        });
+    }
+    Ok(pb::ListAddressUtxosResponse {
+        utxos,
+        next_page_token,
+    })
+}

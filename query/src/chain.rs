@@ -1,0 +1,232 @@
+//! The chain: the index's status, blocks, transactions and raw
+//! transactions, as `satflow.v1` messages.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bitcoin::consensus::deserialize;
+use bitcoin::{BlockHash, Transaction, Txid};
+use satflow_indexer::blkfiles::{blk_path, BlkFile};
+use satflow_indexer::labels::{self, Category};
+use satflow_proto::v1 as pb;
+use satflow_schema::{cf, Height, TxNum};
+
+use crate::error::{QueryError, Result};
+use crate::index::Index;
+use crate::page::{Listing, Token};
+
+pub enum BlockId {
+    Height(u32),
+    Hash(BlockHash),
+}
+
+pub fn status(index: &Index) -> Result<pb::ChainStatus> {
+    let (height, tip) = index.tip()?;
+    let next = tip.next_ids();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    Ok(pb::ChainStatus {
+        network: index.network().to_string(),
+        tip_height: height.0,
+        tip_hash: tip.hash.to_string(),
+        tip_time: tip.header.time,
+        tx_count: next.tx.0,
+        output_count: next.output.0,
+        address_count: next.addr.0,
+        lag_seconds: now - i64::from(tip.header.time),
+        first_height: index.store().base_height()?.0,
+    })
+}
+
+/// A block's header fields and one page of its txids.
+pub fn block(index: &Index, id: &BlockId, page_size: usize, page_token: &str) -> Result<pb::Block> {
+    let height = match id {
+        BlockId::Height(h) => Height(*h),
+        BlockId::Hash(hash) => index.store().height_of(hash)?.ok_or_else(|| {
+            QueryError::NotFound(format!("block {hash} is not on the indexed best chain"))
+        })?,
+    };
+    let row = index.block_row(height)?;
+    let scope = u64::from(height.0);
+    let start =
+        Token::resume("tx_page_token", page_token, Listing::BlockTxids, scope)?.unwrap_or(0);
+    let end = u64::from(row.tx_count).min(start.saturating_add(page_size as u64));
+    let txids = (start..end)
+        .map(|pos| Ok(index.tx_row(row.first_tx + pos)?.txid.to_string()))
+        .collect::<Result<Vec<_>>>()?;
+    let next_tx_page_token = match end < u64::from(row.tx_count) {
+        true => Token {
+            listing: Listing::BlockTxids,
+            scope,
+            next: end,
+        }
+        .encode(),
+        false => String::new(),
+    };
+    let h = &row.header;
+    Ok(pb::Block {
+        height: height.0,
+        hash: row.hash.to_string(),
+        prev_hash: h.prev_blockhash.to_string(),
+        merkle_root: h.merkle_root.to_string(),
+        version: h.version.to_consensus(),
+        time: h.time,
+        bits: h.bits.to_consensus(),
+        nonce: h.nonce,
+        tx_count: row.tx_count,
+        size: row.loc.len,
+        weight: row.weight,
+        fees: row.fees,
+        file: row.loc.file,
+        offset: row.loc.offset,
+        txids,
+        next_tx_page_token,
+        pool: block_pool(index, row.first_tx)?,
+    })
+}
+
+pub fn transaction(index: &Index, txid: &Txid) -> Result<pb::Transaction> {
+    let txnum = index.tx_number(txid)?;
+    let row = index.tx_row(txnum)?;
+    let block = index.block_row(row.height)?;
+    let spent_outputs = match row.is_coinbase() {
+        true => Vec::new(),
+        false => index.store().need::<cf::Inputs>(&txnum)?,
+    };
+    let inputs = spent_outputs
+        .into_iter()
+        .map(|n| {
+            let out = index.output(n)?;
+            let prev_txid = match out.tx {
+                None => index.store().need::<cf::Outside>(&n)?,
+                Some(tx) => index.tx_row(tx)?.txid,
+            };
+            Ok(pb::Input {
+                prev_txid: prev_txid.to_string(),
+                prev_vout: out.vout,
+                value: out.known_value(),
+                address: index.address_string(out.addr)?,
+                script_type: out.script_type.name().into(),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let outputs = row
+        .outputs()
+        .map(|n| {
+            let out = index.output(n)?;
+            let spent_by = match index.store().get::<cf::Spends>(&n)? {
+                Some(r) => {
+                    let spender = index.tx_row(r.tx)?;
+                    Some(pb::Spend {
+                        txid: spender.txid.to_string(),
+                        vin: r.vin,
+                        height: spender.height.0,
+                    })
+                }
+                None => None,
+            };
+            Ok(pb::Output {
+                vout: out.vout,
+                value: out.value,
+                script_type: out.script_type.name().into(),
+                address: index.address_string(out.addr)?,
+                spent_by,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(pb::Transaction {
+        txid: row.txid.to_string(),
+        block_hash: block.hash.to_string(),
+        height: row.height.0,
+        time: block.header.time,
+        position: row.position,
+        version: row.version,
+        locktime: row.locktime,
+        size: row.size,
+        vsize: row.vsize(),
+        weight: row.weight,
+        fee: row.fee,
+        coinbase: row.is_coinbase(),
+        inputs,
+        outputs,
+    })
+}
+
+/// The transaction's bytes, read back from its blk file and checked
+/// against its txid.
+pub fn raw_transaction(index: &Index, txid: &Txid) -> Result<pb::RawTransaction> {
+    let row = index.tx_row(index.tx_number(txid)?)?;
+    let block = index.block_row(row.height)?;
+    let (recorded_dir, key) = index.store().blocks_source()?.ok_or_else(|| {
+        QueryError::FailedPrecondition("the index does not record its blocks directory".into())
+    })?;
+    let dir = index.blocks_dir().map_or(recorded_dir, ToOwned::to_owned);
+    let path = blk_path(&dir, block.loc.file);
+    let file = BlkFile::open(block.loc.file, path.clone()).map_err(|e| {
+        QueryError::FailedPrecondition(format!(
+            "raw transactions are read from the blk files, and {e:#} (serve with --blocks-dir to point elsewhere)"
+        ))
+    })?;
+    let raw = file
+        .read(
+            key,
+            block.loc.offset + u64::from(row.offset_in_block),
+            row.size as usize,
+        )
+        .map_err(|e| QueryError::FailedPrecondition(format!("{e:#}")))?
+        .into_owned();
+    let found = deserialize::<Transaction>(&raw)
+        .ok()
+        .map(|tx| tx.compute_txid());
+    if found.as_ref() != Some(txid) {
+        return Err(QueryError::FailedPrecondition(format!(
+            "{} no longer holds transaction {txid} where it was indexed (offset {}): the blk files changed since indexing",
+            path.display(),
+            block.loc.offset + u64::from(row.offset_in_block)
+        )));
+    }
+    Ok(pb::RawTransaction {
+        txid: txid.to_string(),
+        height: row.height.0,
+        raw,
+    })
+}
+
+/// The pool that mined the block whose coinbase is tx number `coinbase`:
+/// by coinbase tag, else by a mining_pool label on a coinbase output.
+fn block_pool(index: &Index, coinbase: TxNum) -> Result<String> {
+    let label_index = index.label_index();
+    let row = index.tx_row(coinbase)?;
+    if !label_index.tags().is_empty() {
+        // Tags are read from the blk files (checked against the txid);
+        // without them, labels still answer.
+        let coinbase = raw_transaction(index, &row.txid).ok();
+        if let Some(tx) = coinbase.and_then(|raw| deserialize::<Transaction>(&raw.raw).ok()) {
+            let script = tx
+                .input
+                .first()
+                .map_or(&[][..], |i| i.script_sig.as_bytes());
+            let found = label_index
+                .tags()
+                .iter()
+                .filter(|t| !t.tag.is_empty())
+                .find(|t| script.windows(t.tag.len()).any(|w| w == t.tag.as_bytes()));
+            if let Some(t) = found {
+                return Ok(t.pool.clone());
+            }
+        }
+    }
+    for n in row.outputs() {
+        let Some(addr) = index.output(n)?.addr else {
+            continue;
+        };
+        let key = index.address_key(addr)?;
+        if let Some(l) = labels::of(index.store(), &key)?
+            .into_iter()
+            .find(|l| l.category == Category::MiningPool)
+        {
+            return Ok(l.label);
+        }
+    }
+    Ok(String::new())
+}

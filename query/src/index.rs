@@ -1,0 +1,207 @@
+//! The index queries are answered from: a plain handle on the store, its
+//! network, where raw transactions are read from, and the flow graph and
+//! label index as of the last catch-up, with the typed row lookups every
+//! answer shares. The answers themselves live in the modules named after
+//! what they answer (`chain`, `addresses`, `clusters`, …), which take an
+//! `&Index`.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use anyhow::Context;
+use bitcoin::Txid;
+use satflow_indexer::flow::Flow;
+use satflow_indexer::{address, Access, Network, Store};
+use satflow_schema::block::BlockRow;
+use satflow_schema::cf;
+use satflow_schema::script::AddrKey;
+use satflow_schema::tx::{OutputRow, TxRow};
+use satflow_schema::{AddrId, Height, OutNum, TxNum};
+
+use crate::error::{QueryError, Result};
+use crate::label_index::{LabelIndex, LabelSlot};
+
+pub struct Index {
+    store: Store,
+    network: Network,
+    /// Where raw transactions are read from when not the directory recorded
+    /// by the last index run (blocks moved, or the index copied elsewhere).
+    blocks_dir: Option<PathBuf>,
+    flow: FlowSlot,
+    labels: LabelSlot,
+}
+
+impl Index {
+    pub fn open(db: &Path, access: Access) -> anyhow::Result<Index> {
+        Index::from_store(Store::open(db, access)?, db)
+    }
+
+    /// With `cache_bytes` of block cache (see `Store::open_with_cache`).
+    pub fn open_with_cache(db: &Path, access: Access, cache_bytes: usize) -> anyhow::Result<Index> {
+        Index::from_store(Store::open_with_cache(db, access, cache_bytes)?, db)
+    }
+
+    fn from_store(store: Store, db: &Path) -> anyhow::Result<Index> {
+        let network = store
+            .network()?
+            .with_context(|| format!("{}: the index holds no blocks yet", db.display()))?;
+        let flow = FlowSlot::default();
+        flow.load(db);
+        let labels = LabelSlot::default();
+        labels.reload(&store)?;
+        Ok(Index {
+            store,
+            network,
+            blocks_dir: None,
+            flow,
+            labels,
+        })
+    }
+
+    pub fn with_blocks_dir(mut self, dir: Option<PathBuf>) -> Index {
+        self.blocks_dir = dir;
+        self
+    }
+
+    pub fn network(&self) -> Network {
+        self.network
+    }
+
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The blocks directory given at start, if any (see `with_blocks_dir`).
+    pub(crate) fn blocks_dir(&self) -> Option<&Path> {
+        self.blocks_dir.as_deref()
+    }
+
+    /// For an index opened with `Access::Follow`: moves to what the writer
+    /// has flushed since.
+    pub fn catch_up(&self) -> anyhow::Result<()> {
+        self.store.catch_up()?;
+        self.flow.load(self.store.path());
+        Ok(self.labels.reload(&self.store)?)
+    }
+
+    /// The flow graph taint traces walk, checked to be on the index's
+    /// chain (it may lag).
+    pub fn flow(&self) -> Result<Arc<Flow>> {
+        let flow = self.flow.get()?;
+        let tip = flow.tip();
+        if let Some(h) = tip.height() {
+            let ours = self.store.block(Height(h))?.map(|b| b.hash);
+            if ours != Some(tip.block_hash()) {
+                return Err(QueryError::FailedPrecondition(format!(
+                    "the flow graph is on another branch than the index at height {h} (a reorg is being applied); retry after the next index run"
+                )));
+            }
+        }
+        Ok(flow)
+    }
+
+    /// The labels as of the last catch-up.
+    pub fn label_index(&self) -> Arc<LabelIndex> {
+        self.labels.get()
+    }
+
+    /// The tip's height and block.
+    pub(crate) fn tip(&self) -> Result<(Height, BlockRow)> {
+        let tip = self
+            .store
+            .tip()?
+            .ok_or_else(|| QueryError::NotFound("the index holds no blocks".into()))?;
+        Ok((tip.height, self.block_row(tip.height)?))
+    }
+
+    pub(crate) fn block_row(&self, height: Height) -> Result<BlockRow> {
+        self.store
+            .block(height)?
+            .ok_or_else(|| QueryError::NotFound(format!("no block at height {height}")))
+    }
+
+    pub(crate) fn tx_number(&self, txid: &Txid) -> Result<TxNum> {
+        self.store
+            .find_tx(txid)?
+            .ok_or_else(|| QueryError::NotFound(format!("transaction {txid} is not in the index")))
+    }
+
+    pub(crate) fn tx_row(&self, txnum: TxNum) -> Result<TxRow> {
+        Ok(self.store.need::<cf::Txs>(&txnum)?)
+    }
+
+    pub(crate) fn output(&self, n: OutNum) -> Result<OutputRow> {
+        Ok(self.store.need::<cf::Outputs>(&n)?)
+    }
+
+    /// The tx that created output `n` (`out`): none for a coin from
+    /// before the index's first block, which callers that get here do not
+    /// expect.
+    pub(crate) fn creator(&self, n: OutNum, out: &OutputRow) -> Result<TxRow> {
+        match out.tx {
+            Some(tx) => self.tx_row(tx),
+            None => Err(QueryError::Internal(anyhow::anyhow!(
+                "output {n} was created before the index's first block, where a coin of the index was expected"
+            ))),
+        }
+    }
+
+    pub(crate) fn address_id(&self, key: &AddrKey) -> Result<Option<AddrId>> {
+        Ok(self.store.get::<cf::AddrIds>(key)?)
+    }
+
+    pub(crate) fn known_address_id(&self, key: &AddrKey) -> Result<AddrId> {
+        self.address_id(key)?.ok_or_else(|| {
+            QueryError::NotFound(format!(
+                "address {} has no history in the index",
+                address::encode(key, self.network)
+            ))
+        })
+    }
+
+    pub(crate) fn address_key(&self, id: AddrId) -> Result<AddrKey> {
+        Ok(self.store.need::<cf::Addrs>(&id)?)
+    }
+
+    /// The address an output is filed under; empty for OP_RETURN.
+    pub(crate) fn address_string(&self, id: Option<AddrId>) -> Result<String> {
+        match id {
+            Some(id) => Ok(address::encode(&self.address_key(id)?, self.network)),
+            None => Ok(String::new()),
+        }
+    }
+}
+
+/// The flow graph as last seen: traces hold a snapshot while catch-up
+/// moves on (the files only grow, so an old mapping stays readable). When
+/// it cannot be read, why not, for the callers of traces; the rest of the
+/// server goes on without it.
+struct FlowSlot(Mutex<std::result::Result<Arc<Flow>, String>>);
+
+impl Default for FlowSlot {
+    fn default() -> FlowSlot {
+        FlowSlot(Mutex::new(Err(String::new())))
+    }
+}
+
+impl FlowSlot {
+    fn load(&self, db: &Path) {
+        let flow = match Flow::open(db) {
+            Ok(Some(f)) => Ok(Arc::new(f)),
+            Ok(None) => Err(
+                "the flow graph was not built for this index: run `satflow index` without --no-flow"
+                    .into(),
+            ),
+            Err(e) => Err(format!("the flow graph cannot be read: {e:#}")),
+        };
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = flow;
+    }
+
+    fn get(&self) -> Result<Arc<Flow>> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .map_err(QueryError::FailedPrecondition)
+    }
+}

@@ -1,0 +1,213 @@
+//! The `Codec` trait every key and value of the database implements, and
+//! `Dec`, the sequential reader the decoders share.
+
+use bitcoin::hashes::Hash;
+use bitcoin::{BlockHash, Txid};
+
+/// A row that failed to decode: the database is corrupt or of another
+/// version.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("corrupt {row} row ({len} bytes)")]
+pub struct RowError {
+    pub row: &'static str,
+    pub len: usize,
+}
+
+/// A key or value as stored: `encode` and `decode` are inverse, and for
+/// keys, byte order is the order the type means (ids, then heights).
+pub trait Codec: Sized {
+    /// A fixed array for fixed-width rows, a `Vec` otherwise.
+    type Bytes: AsRef<[u8]>;
+    fn encode(&self) -> Self::Bytes;
+    fn decode(bytes: &[u8]) -> Result<Self, RowError>;
+}
+
+/// A key type whose encoding starts with the encoding of `P`: the rows of
+/// one `P` (an address's history, a txid's tx numbers) are one key prefix.
+pub trait KeyPrefix<P: Codec>: Codec {}
+
+/// Sequential big-endian reader over a row's bytes.
+pub struct Dec<'a> {
+    bytes: &'a [u8],
+    row: &'static str,
+    len: usize,
+}
+
+impl<'a> Dec<'a> {
+    pub fn new(row: &'static str, bytes: &'a [u8]) -> Dec<'a> {
+        Dec {
+            bytes,
+            row,
+            len: bytes.len(),
+        }
+    }
+
+    pub fn err(&self) -> RowError {
+        RowError {
+            row: self.row,
+            len: self.len,
+        }
+    }
+
+    pub fn take<const N: usize>(&mut self) -> Result<[u8; N], RowError> {
+        let (head, tail) = self.bytes.split_at_checked(N).ok_or_else(|| self.err())?;
+        self.bytes = tail;
+        Ok(head.try_into().expect("split at N"))
+    }
+
+    /// The next `n` bytes.
+    pub fn bytes(&mut self, n: usize) -> Result<&'a [u8], RowError> {
+        let (head, tail) = self.bytes.split_at_checked(n).ok_or_else(|| self.err())?;
+        self.bytes = tail;
+        Ok(head)
+    }
+
+    /// Everything not read yet.
+    pub fn rest(&mut self) -> &'a [u8] {
+        std::mem::take(&mut self.bytes)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    pub fn u8(&mut self) -> Result<u8, RowError> {
+        Ok(self.take::<1>()?[0])
+    }
+
+    pub fn u32(&mut self) -> Result<u32, RowError> {
+        self.take().map(u32::from_be_bytes)
+    }
+
+    pub fn u64(&mut self) -> Result<u64, RowError> {
+        self.take().map(u64::from_be_bytes)
+    }
+
+    pub fn i64(&mut self) -> Result<i64, RowError> {
+        self.take().map(i64::from_be_bytes)
+    }
+
+    /// Fails unless every byte was consumed.
+    pub fn done(self) -> Result<(), RowError> {
+        if self.bytes.is_empty() {
+            Ok(())
+        } else {
+            Err(self.err())
+        }
+    }
+
+    /// Decodes a whole row with `f`, failing on leftover bytes.
+    pub fn all<T>(
+        row: &'static str,
+        bytes: &'a [u8],
+        f: impl FnOnce(&mut Dec<'a>) -> Result<T, RowError>,
+    ) -> Result<T, RowError> {
+        let mut d = Dec::new(row, bytes);
+        let value = f(&mut d)?;
+        d.done()?;
+        Ok(value)
+    }
+}
+
+/// An empty value: the key says it all (`txids`, `cluster_members`, …).
+impl Codec for () {
+    type Bytes = [u8; 0];
+    fn encode(&self) -> [u8; 0] {
+        []
+    }
+    fn decode(bytes: &[u8]) -> Result<(), RowError> {
+        Dec::all("empty", bytes, |_| Ok(()))
+    }
+}
+
+/// A plain count or amount (`addr_utxos` values, scan positions).
+impl Codec for u64 {
+    type Bytes = [u8; 8];
+    fn encode(&self) -> [u8; 8] {
+        self.to_be_bytes()
+    }
+    fn decode(bytes: &[u8]) -> Result<u64, RowError> {
+        Dec::all("u64", bytes, Dec::u64)
+    }
+}
+
+impl Codec for u32 {
+    type Bytes = [u8; 4];
+    fn encode(&self) -> [u8; 4] {
+        self.to_be_bytes()
+    }
+    fn decode(bytes: &[u8]) -> Result<u32, RowError> {
+        Dec::all("u32", bytes, Dec::u32)
+    }
+}
+
+/// Txids in their internal byte order, as in the block.
+impl Codec for Txid {
+    type Bytes = [u8; 32];
+    fn encode(&self) -> [u8; 32] {
+        self.to_byte_array()
+    }
+    fn decode(bytes: &[u8]) -> Result<Txid, RowError> {
+        Dec::all("txid", bytes, |d| d.take().map(Txid::from_byte_array))
+    }
+}
+
+impl Codec for BlockHash {
+    type Bytes = [u8; 32];
+    fn encode(&self) -> [u8; 32] {
+        self.to_byte_array()
+    }
+    fn decode(bytes: &[u8]) -> Result<BlockHash, RowError> {
+        Dec::all("block hash", bytes, |d| {
+            d.take().map(BlockHash::from_byte_array)
+        })
+    }
+}
+
+/// UTF-8 text (names, tags). Text comes from label files and coinbases,
+/// not from the layout, so bytes that are not UTF-8 read as U+FFFD rather
+/// than making the whole row unreadable.
+impl Codec for String {
+    type Bytes = Vec<u8>;
+    fn encode(&self) -> Vec<u8> {
+        self.as_bytes().to_vec()
+    }
+    fn decode(bytes: &[u8]) -> Result<String, RowError> {
+        Ok(String::from_utf8_lossy(bytes).into_owned())
+    }
+}
+
+/// Bytes the layout does not interpret (an OS path, a file's XOR key).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Raw(pub Vec<u8>);
+
+impl Codec for Raw {
+    type Bytes = Vec<u8>;
+    fn encode(&self) -> Vec<u8> {
+        self.0.clone()
+    }
+    fn decode(bytes: &[u8]) -> Result<Raw, RowError> {
+        Ok(Raw(bytes.to_vec()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dec_reads_in_order_and_refuses_leftovers() {
+        let bytes = [0, 0, 0, 7, 1, 2];
+        let mut d = Dec::new("t", &bytes);
+        assert_eq!(d.u32().unwrap(), 7);
+        assert_eq!(d.bytes(1).unwrap(), &[1]);
+        assert!(d.u32().is_err(), "only one byte is left");
+        assert_eq!(
+            Dec::all("t", &bytes, Dec::u32).unwrap_err(),
+            RowError { row: "t", len: 6 }
+        );
+        assert_eq!(u64::decode(&5u64.encode()).unwrap(), 5);
+        assert!(<()>::decode(&[1]).is_err());
+        assert_eq!(String::decode(&[b'a', 0xff]).unwrap(), "a\u{fffd}");
+    }
+}
