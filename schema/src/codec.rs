@@ -177,6 +177,17 @@ impl Codec for String {
     }
 }
 
+/// Eight bytes taken as they are (a blk directory's XOR key).
+impl Codec for [u8; 8] {
+    type Bytes = [u8; 8];
+    fn encode(&self) -> [u8; 8] {
+        *self
+    }
+    fn decode(b: &[u8]) -> Result<[u8; 8], RowError> {
+        Dec::all("8 bytes", b, |d| d.take())
+    }
+}
+
 /// Bytes the layout does not interpret (an OS path, a file's XOR key).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Raw(pub Vec<u8>);

@@ -134,16 +134,6 @@ impl Entry for Scan {
     }
 }
 
-impl Codec for [u8; 8] {
-    type Bytes = [u8; 8];
-    fn encode(&self) -> [u8; 8] {
-        *self
-    }
-    fn decode(b: &[u8]) -> Result<[u8; 8], RowError> {
-        Dec::all("8 bytes", b, |d| d.take())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

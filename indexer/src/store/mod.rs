@@ -209,12 +209,12 @@ impl Store {
     }
 
     /// Every tx number a txid was given, oldest first: one, except for the
-    /// two BIP30 duplicates of mainnet.
+    /// two BIP30 duplicates of mainnet. A prefix scan, so that the family's 32-byte prefix bloom filter
+    /// answers "absent" without a seek: the writer asks this for every
+    /// spent coin its cache no longer holds.
     pub fn tx_numbers(&self, txid: &Txid) -> Result<Vec<TxNum>> {
-        self.scan::<cf::Txids>(&(*txid, TxNum(0)), Direction::Forward)
-            .map(|r| r.map(|((id, n), ())| (id, n)))
-            .take_while(|r| !matches!(r, Ok((id, _)) if id != txid))
-            .map(|r| r.map(|(_, n)| n))
+        self.scan_prefix::<cf::Txids, Txid>(txid)
+            .map(|r| r.map(|((_, n), ())| n))
             .collect()
     }
 
