@@ -77,9 +77,13 @@ struct IndexArgs {
     /// Memory for the unspent-output and address caches, in MiB.
     #[arg(long, default_value_t = 1024)]
     cache_mb: usize,
-    /// Blk data per committed write batch, in MiB.
+    /// Blk data per committed write batch (per epoch, into an empty index), in MiB.
     #[arg(long, default_value_t = 32.0)]
     batch_mb: f64,
+    /// Index block by block even into an empty index, instead of in
+    /// parallel epochs (several times slower; the same database).
+    #[arg(long)]
+    no_bulk: bool,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -182,6 +186,7 @@ fn index(a: IndexArgs) -> Result<()> {
         quiet: a.quiet,
         cluster: !a.no_cluster,
         flow: !a.no_flow,
+        bulk: !a.no_bulk,
         start_at: a.start_at,
         prevouts: a.prevouts,
         ..IndexOptions::new(a.blocks_dir, a.db)

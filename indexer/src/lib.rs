@@ -20,6 +20,7 @@ pub mod network;
 pub mod parse;
 pub mod prevouts;
 pub mod progress;
+mod recover;
 pub mod run;
 pub mod store;
 mod writer;

@@ -17,11 +17,12 @@ pub enum MetaKey {
     ClusterHeuristics,
     ClusterTip,
     ClusterDirty,
+    Bulk,
     /// Where the next scan of blk file N starts.
     Scan(u32),
 }
 
-const NAMES: [(MetaKey, &[u8]); 9] = [
+const NAMES: [(MetaKey, &[u8]); 10] = [
     (MetaKey::SchemaVersion, b"schema_version"),
     (MetaKey::Network, b"network"),
     (MetaKey::XorKey, b"xor_key"),
@@ -31,6 +32,7 @@ const NAMES: [(MetaKey, &[u8]); 9] = [
     (MetaKey::ClusterHeuristics, b"cluster_heuristics"),
     (MetaKey::ClusterTip, b"cluster_tip"),
     (MetaKey::ClusterDirty, b"cluster_dirty"),
+    (MetaKey::Bulk, b"bulk"),
 ];
 
 const SCAN_PREFIX: &[u8] = b"scan/";
@@ -122,6 +124,13 @@ entry!(
     /// Addresses whose clusters a reorg dissolved, to be recomputed before
     /// the next block is clustered.
     ClusterDirty: Vec<AddrId>
+);
+
+entry!(
+    /// Present while a bulk run (see the indexer's `bulk`) is under way,
+    /// or was interrupted: `addr_utxos` and `addr_stats` are built at its
+    /// end, and until then hold nothing of its blocks.
+    Bulk: ()
 );
 
 /// Where the next scan of blk file `.0` starts.

@@ -1,8 +1,10 @@
 //! A `satflow index` run: `scan` the blk files for new records, choose the
 //! best chain, roll back blocks that left it (`reorg`), then parse the new
-//! blocks in parallel and apply them in height order (`pipeline`).
+//! blocks in parallel and apply them: into an empty index in epochs, every
+//! stage on every worker (`bulk`), or else in height order (`pipeline`).
 //! `Indexer` keeps what one run learnt for the next, for a follower.
 
+mod bulk;
 mod pipeline;
 mod reorg;
 mod scan;
@@ -37,6 +39,9 @@ pub struct IndexOptions {
     pub cluster: bool,
     /// Keep the value-flow graph current (see `flow`).
     pub flow: bool,
+    /// Index an empty index in parallel epochs (see `bulk`); off, block by
+    /// block, the way a non-empty index grows.
+    pub bulk: bool,
     /// Start a new index at this block instead of genesis (a pruned node's
     /// directory, a few raw blocks); its height comes from its coinbase
     /// (BIP34). Later runs continue from where the index starts.
@@ -58,6 +63,7 @@ impl IndexOptions {
             quiet: false,
             cluster: true,
             flow: true,
+            bulk: true,
             start_at: None,
             prevouts: None,
         }
@@ -190,22 +196,29 @@ impl Indexer {
         summary.stale_blocks = best.stale;
         summary.detached = best.detached.clone();
         let mut writer = Writer::new(store, caches)?;
+        // A bulk run that was killed leaves its address totals to this one.
+        bulk::finish(store, pool)?;
         let applied =
             reorg::undo_to_fork(store, &mut writer, &best, &mut summary).and_then(|from| {
-                pipeline::apply_chain(
-                    store,
-                    &mut writer,
-                    &dir,
-                    pool,
-                    &best,
-                    from,
-                    opts,
-                    &mut summary,
-                )
+                match bulk::applies(store, opts)? {
+                    true => bulk::apply_chain(store, &dir, pool, &best, from, opts, &mut summary),
+                    false => pipeline::apply_chain(
+                        store,
+                        &mut writer,
+                        &dir,
+                        pool,
+                        &best,
+                        from,
+                        opts,
+                        &mut summary,
+                    ),
+                }
             });
-        // Whatever was committed before an error is kept: flush it either way.
+        // Whatever was committed before an error is kept, with its totals.
+        let finished = bulk::finish(store, pool);
         store.flush()?;
         applied?;
+        finished?;
         let caches = writer.into_caches();
         if opts.cluster {
             let t = Instant::now();

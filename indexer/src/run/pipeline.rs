@@ -1,6 +1,8 @@
 //! Applying the new part of the best chain: parse, apply and commit as a
 //! pipeline of threads with bounded channels between them.
 
+use std::path::Path;
+
 use anyhow::{anyhow, Result};
 use rayon::prelude::*;
 use satflow_schema::Height;
@@ -34,32 +36,11 @@ pub(super) fn apply_chain(
     let total: u64 = blocks.iter().map(|n| u64::from(n.loc.len)).sum();
     let mut progress = Progress::new(total, opts.quiet);
     let batches = split_by_bytes(blocks, opts.batch_bytes.max(1));
-    type Parsed = (ParsedBlock, Option<Prevouts>);
-    let (parsed_tx, parsed_rx) = crossbeam_channel::bounded::<Result<Vec<Parsed>>>(2);
     let (commit_tx, commit_rx) = crossbeam_channel::bounded::<(SortedBatch, Committed)>(1);
     // A committed batch comes back empty, its allocations reused.
     let (ack_tx, ack_rx) = crossbeam_channel::unbounded::<Result<(Committed, SortedBatch)>>();
     std::thread::scope(|s| {
-        s.spawn(|| {
-            for batch in &batches {
-                let parsed = pool.install(|| {
-                    batch
-                        .par_iter()
-                        .map(|n| {
-                            let prevouts = match &opts.prevouts {
-                                Some(d) => prevouts::load(d, &n.hash)?,
-                                None => None,
-                            };
-                            Ok((read_block(dir, n)?, prevouts))
-                        })
-                        .collect::<Result<Vec<_>>>()
-                });
-                let failed = parsed.is_err();
-                if parsed_tx.send(parsed).is_err() || failed {
-                    break;
-                }
-            }
-        });
+        let parsed_rx = parse_ahead(s, pool, dir, &batches, opts.prevouts.as_deref());
         std::thread::Builder::new()
             .name("commit".into())
             .spawn_scoped(s, move || {
@@ -82,55 +63,53 @@ pub(super) fn apply_chain(
                 .map_err(|_| anyhow!("the commit thread stopped"))??;
             // Whatever the caches forget now can be read back from the DB.
             writer.committed();
-            summary.blocks_applied += done.blocks;
-            summary.blk_bytes += done.bytes;
-            progress.advance(done.blocks, done.bytes, done.tip);
+            done.count(summary, &mut progress);
             Ok(batch)
         };
         let result = (|| -> Result<()> {
-            for (nodes, parsed) in batches.iter().zip(parsed_rx.iter()) {
-                let parsed = parsed?;
+            let mut failed = None;
+            for parsed in parsed_rx.iter() {
                 let mut batch: SortedBatch = spare.take().unwrap_or_default();
-                let mut bytes = 0;
-                for (node, (block, prevouts)) in nodes.iter().zip(&parsed) {
+                let mut done = Committed::default();
+                for item in parsed {
+                    let (node, block, prevouts) = match item {
+                        Ok(p) => p,
+                        Err(e) => {
+                            failed = Some(e);
+                            break;
+                        }
+                    };
                     writer.apply(
                         &mut batch,
                         Height(height),
                         node.loc,
-                        block,
+                        &block,
                         prevouts.as_ref(),
                     )?;
-                    summary.txs += block.txs.len() as u64;
-                    summary.inputs += block.txs.iter().map(|t| t.spends.len() as u64).sum::<u64>();
-                    summary.outputs += block
-                        .txs
-                        .iter()
-                        .map(|t| t.outputs.len() as u64)
-                        .sum::<u64>();
-                    bytes += u64::from(node.loc.len);
+                    done.add(height, &node, &block);
                     height += 1;
                 }
-                writer.finish_batch(&mut batch);
-                let done = Committed {
-                    blocks: nodes.len() as u64,
-                    bytes,
-                    tip: height - 1,
-                };
-                commit_tx
-                    .send((batch, done))
-                    .map_err(|_| anyhow!("the commit thread stopped"))?;
-                in_flight += 1;
+                if done.blocks > 0 {
+                    writer.finish_batch(&mut batch);
+                    commit_tx
+                        .send((batch, done))
+                        .map_err(|_| anyhow!("the commit thread stopped"))?;
+                    in_flight += 1;
+                }
                 // Keep one batch committing while the next is applied.
                 while in_flight > 1 {
                     spare = Some(await_commit(writer)?);
                     in_flight -= 1;
+                }
+                if failed.is_some() {
+                    break;
                 }
             }
             drop(commit_tx);
             for _ in 0..in_flight {
                 await_commit(writer)?;
             }
-            Ok(())
+            failed.map_or(Ok(()), Err)
         })();
         drop(parsed_rx); // stops the parser if we failed early
         progress.finish();
@@ -138,15 +117,85 @@ pub(super) fn apply_chain(
     })
 }
 
-/// What a committed batch brought.
-struct Committed {
+/// A block as the parser hands it on: where it lies, its contents, and
+/// the coins from before the index's start it spends, when described.
+pub(super) type Parsed = (Node, ParsedBlock, Option<Prevouts>);
+
+/// Parses `batches` on the pool, one batch ahead of the receiver. Each
+/// batch comes as its blocks in order, up to the first that failed to read
+/// or parse; that one's error ends the batch and the stream, so that the
+/// blocks before it can still be indexed.
+pub(super) fn parse_ahead<'scope, 'env>(
+    s: &'scope std::thread::Scope<'scope, 'env>,
+    pool: &'env rayon::ThreadPool,
+    dir: &'env BlocksDir,
+    batches: &'env [&'env [Node]],
+    prevouts: Option<&'env Path>,
+) -> crossbeam_channel::Receiver<Vec<Result<Parsed>>> {
+    let (parsed_tx, parsed_rx) = crossbeam_channel::bounded(1);
+    s.spawn(move || {
+        for batch in batches {
+            let mut parsed: Vec<Result<Parsed>> = pool.install(|| {
+                batch
+                    .par_iter()
+                    .map(|n| {
+                        let given = match prevouts {
+                            Some(d) => prevouts::load(d, &n.hash)?,
+                            None => None,
+                        };
+                        Ok((n.clone(), read_block(dir, n)?, given))
+                    })
+                    .collect()
+            });
+            let failed = parsed.iter().position(|p| p.is_err());
+            if let Some(i) = failed {
+                parsed.truncate(i + 1);
+            }
+            if parsed_tx.send(parsed).is_err() || failed.is_some() {
+                break;
+            }
+        }
+    });
+    parsed_rx
+}
+
+/// What a batch brought, counted once it is committed.
+#[derive(Default)]
+pub(super) struct Committed {
     blocks: u64,
     bytes: u64,
     tip: u32,
+    txs: u64,
+    inputs: u64,
+    outputs: u64,
+}
+
+impl Committed {
+    pub(super) fn add(&mut self, height: u32, node: &Node, block: &ParsedBlock) {
+        self.blocks += 1;
+        self.bytes += u64::from(node.loc.len);
+        self.tip = height;
+        self.txs += block.txs.len() as u64;
+        self.inputs += block.txs.iter().map(|t| t.spends.len() as u64).sum::<u64>();
+        self.outputs += block
+            .txs
+            .iter()
+            .map(|t| t.outputs.len() as u64)
+            .sum::<u64>();
+    }
+
+    pub(super) fn count(&self, summary: &mut Summary, progress: &mut Progress) {
+        summary.blocks_applied += self.blocks;
+        summary.blk_bytes += self.bytes;
+        summary.txs += self.txs;
+        summary.inputs += self.inputs;
+        summary.outputs += self.outputs;
+        progress.advance(self.blocks, self.bytes, self.tip);
+    }
 }
 
 /// Consecutive runs of blocks of about `max_bytes` of blk data each.
-fn split_by_bytes(blocks: &[Node], max_bytes: u64) -> Vec<&[Node]> {
+pub(super) fn split_by_bytes(blocks: &[Node], max_bytes: u64) -> Vec<&[Node]> {
     let mut out = Vec::new();
     let (mut start, mut bytes) = (0, 0u64);
     for (i, n) in blocks.iter().enumerate() {

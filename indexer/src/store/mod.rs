@@ -4,6 +4,7 @@
 //! (`read`, `write`; `sorted` is the indexer's bulk write batch). No code
 //! outside this module sees a raw key or the `rocksdb::DB`.
 
+mod arena;
 mod options;
 mod read;
 mod sorted;
@@ -20,6 +21,7 @@ use satflow_schema::block::{BlockRow, ChainPoint};
 use satflow_schema::cf::{self, Family};
 use satflow_schema::{meta, Height, TxNum, SCHEMA_VERSION};
 
+pub use arena::Arena;
 pub use read::Direction;
 pub use sorted::SortedBatch;
 pub use write::Batch;

@@ -7,85 +7,28 @@
 //! grow) skip the memtable altogether: each family's rows become one table
 //! file, ingested below everything else (see `Store::ingest`).
 
-use anyhow::Result;
+use anyhow::{bail, Result};
+use rayon::prelude::*;
 use rocksdb::WriteBatch;
-use satflow_schema::cf::{self, Appended};
+use satflow_schema::cf::{self, Appended, Family};
 use satflow_schema::codec::Raw;
 use satflow_schema::meta;
 use satflow_schema::Codec;
 
+use super::arena::{Arena, Op};
 use super::Store;
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Op {
-    Put,
-    Delete,
-    Merge,
-}
-
-/// One operation; key and value live in the family's byte arena.
-#[derive(Clone, Copy)]
-struct Entry {
-    /// The key's first 16 bytes, big-endian: decides nearly every
-    /// comparison of the sort without a trip to the arena.
-    prefix: u128,
-    start: usize,
-    key_len: u32,
-    value_len: u32,
-    op: Op,
-}
-
-/// The operations of one column family: an arena instead of a heap
-/// allocation per key and value.
-#[derive(Default)]
-struct Family {
-    bytes: Vec<u8>,
-    entries: Vec<Entry>,
-}
-
-impl Family {
-    fn push(&mut self, key: &[u8], op: Op, value: &[u8]) {
-        let mut head = [0u8; 16];
-        let n = key.len().min(16);
-        head[..n].copy_from_slice(&key[..n]);
-        self.entries.push(Entry {
-            prefix: u128::from_be_bytes(head),
-            start: self.bytes.len(),
-            key_len: key.len() as u32,
-            value_len: value.len() as u32,
-            op,
-        });
-        self.bytes.extend_from_slice(key);
-        self.bytes.extend_from_slice(value);
-    }
-
-    /// Empties the family, keeping its allocations for the next batch.
-    fn clear(&mut self) {
-        self.bytes.clear();
-        self.entries.clear();
-    }
-
-    fn key(&self, e: &Entry) -> &[u8] {
-        &self.bytes[e.start..e.start + e.key_len as usize]
-    }
-
-    fn value(&self, e: &Entry) -> &[u8] {
-        let from = e.start + e.key_len as usize;
-        &self.bytes[from..from + e.value_len as usize]
-    }
-}
-
 pub struct SortedBatch {
-    families: Vec<Family>,
+    families: Vec<Arena>,
     /// Per family of `cf::APPENDED`: new rows, in ascending key order.
-    appended: Vec<Family>,
+    appended: Vec<Arena>,
 }
 
 impl Default for SortedBatch {
     fn default() -> Self {
         SortedBatch {
-            families: cf::ALL.iter().map(|_| Family::default()).collect(),
-            appended: cf::APPENDED.iter().map(|_| Family::default()).collect(),
+            families: cf::ALL.iter().map(|_| Arena::default()).collect(),
+            appended: cf::APPENDED.iter().map(|_| Arena::default()).collect(),
         }
     }
 }
@@ -140,7 +83,7 @@ impl SortedBatch {
         let (ingested, batch) = std::thread::scope(|s| {
             let ingest = s.spawn(|| -> Result<()> {
                 for (name, f) in cf::APPENDED.iter().zip(appended.iter_mut()) {
-                    store.ingest(name, f.entries.iter().map(|e| (f.key(e), f.value(e))))?;
+                    store.ingest(name, f.rows(&f.entries))?;
                     f.clear();
                 }
                 Ok(())
@@ -148,26 +91,61 @@ impl SortedBatch {
             let batch = write_batch(&mut self.families, store);
             (ingest.join().expect("the ingest thread panicked"), batch)
         });
-        self.families.iter_mut().for_each(Family::clear);
+        self.families.iter_mut().for_each(Arena::clear);
         ingested?;
         store.write_raw(batch)
     }
 }
 
+impl SortedBatch {
+    /// Moves `other`'s operations in after this batch's: batches built in
+    /// parallel, one per block, joined in chain order.
+    pub fn absorb(&mut self, other: &mut SortedBatch) {
+        for (mine, theirs) in self.families.iter_mut().zip(&mut other.families) {
+            mine.append(theirs);
+        }
+        for (mine, theirs) in self.appended.iter_mut().zip(&mut other.appended) {
+            mine.append(theirs);
+        }
+    }
+
+    /// Writes a batch of puts of distinct keys (the bulk path's) without a
+    /// memtable: every family's rows as table files, sorted and written on
+    /// every worker, the appended families first; then `meta` (the tip)
+    /// in one write, as `commit` does. A crash before that write leaves
+    /// rows above the tip, which the next run removes (`recover`).
+    pub fn ingest_all(mut self, store: &Store) -> Result<()> {
+        let ingest = |names: &[&'static str], arenas: &mut [Arena]| -> Result<()> {
+            names
+                .par_iter()
+                .zip(arenas.par_iter_mut())
+                .filter(|(name, _)| **name != cf::Meta::NAME)
+                .try_for_each(|(name, rows)| {
+                    if rows.entries.iter().any(|e| e.op != Op::Put) {
+                        bail!("{name}: a batch to ingest may only put rows");
+                    }
+                    rows.par_sort();
+                    store.ingest_rows(name, rows)?;
+                    rows.clear();
+                    Ok(())
+                })
+        };
+        ingest(&cf::APPENDED, &mut self.appended)?;
+        ingest(&cf::ALL, &mut self.families)?;
+        store.write_raw(write_batch(&mut self.families, store))
+    }
+}
+
 /// The RocksDB batch, each family's operations in key order. The sort is
 /// stable: operations on one key keep the order they were made in.
-fn write_batch(families: &mut [Family], store: &Store) -> WriteBatch {
+fn write_batch(families: &mut [Arena], store: &Store) -> WriteBatch {
     // Roughly the encoded size, so the batch is not regrown and copied.
-    let bytes: usize = families
-        .iter()
-        .map(|f| f.bytes.len() + f.entries.len() * 8)
-        .sum();
+    let bytes: usize = families.iter().map(|f| f.byte_len() + f.len() * 8).sum();
     let mut batch = WriteBatch::with_capacity_bytes(bytes);
     for (name, f) in cf::ALL.iter().zip(families) {
-        let mut entries = std::mem::take(&mut f.entries);
-        entries.sort_by(|a, b| a.prefix.cmp(&b.prefix).then_with(|| f.key(a).cmp(f.key(b))));
+        f.sort_stable();
         let handle = store.cf_named(name);
-        for e in &entries {
+        for e in &f.entries {
             let (key, value) = (f.key(e), f.value(e));
             match e.op {
                 Op::Put => batch.put_cf(handle, key, value),
@@ -175,7 +153,6 @@ fn write_batch(families: &mut [Family], store: &Store) -> WriteBatch {
                 Op::Merge => batch.merge_cf(handle, key, value),
             }
         }
-        f.entries = entries;
     }
     batch
 }

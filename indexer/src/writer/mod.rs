@@ -89,8 +89,8 @@ impl<'s> Writer<'s> {
     /// `caches` must be empty or come from a writer whose last batch was
     /// committed: they hold nothing the database does not.
     pub fn new(store: &'s Store, caches: Caches) -> Result<Writer<'s>> {
+        crate::recover::remove_above_tip(store)?;
         let ids = store.tip_block()?.map(|b| b.next_ids()).unwrap_or_default();
-        remove_appended_above(store, ids)?;
         let next_outside = match store.last::<cf::Outside>()? {
             Some((n, _)) => n + 1,
             None => OutNum::FIRST_OUTSIDE,
@@ -161,41 +161,6 @@ impl<'s> Writer<'s> {
             }
         }
     }
-}
-
-/// Removes appended rows (`SortedBatch::commit`) of ids from `ids` on: those
-/// of a batch whose other rows a crash lost.
-fn remove_appended_above(store: &Store, ids: NextIds) -> Result<()> {
-    let removed = [
-        (
-            "txs",
-            ids.tx.0,
-            store.remove_range::<cf::Txs>(&ids.tx, &TxNum(u64::MAX))?,
-        ),
-        (
-            "inputs",
-            ids.tx.0,
-            store.remove_range::<cf::Inputs>(&ids.tx, &TxNum(u64::MAX))?,
-        ),
-        // Up to the coins from before the index's start, which are not appended.
-        (
-            "outputs",
-            ids.output.0,
-            store.remove_range::<cf::Outputs>(&ids.output, &OutNum::FIRST_OUTSIDE)?,
-        ),
-        (
-            "addrs",
-            ids.addr.0,
-            store.remove_range::<cf::Addrs>(&ids.addr, &AddrId(u64::MAX))?,
-        ),
-    ];
-    for (family, from, _) in removed.iter().filter(|r| r.2) {
-        tracing::warn!(
-            "{}: removed {family} rows from id {from} on, left by an interrupted run",
-            store.path().display()
-        );
-    }
-    Ok(())
 }
 
 /// An output paid to the address.

@@ -1,0 +1,135 @@
+//! Address ids for the bulk path: every address seen so far in sharded
+//! maps, and new addresses numbered in parallel, in order of first
+//! appearance, so that ids come out exactly as the block-by-block writer
+//! gives them.
+
+use std::sync::Mutex;
+
+use rayon::prelude::*;
+use rustc_hash::FxHashMap;
+use satflow_schema::script::AddrKey;
+use satflow_schema::AddrId;
+
+const SHARDS: usize = 256;
+
+pub(super) struct AddrMap {
+    shards: Vec<Mutex<FxHashMap<AddrKey, AddrId>>>,
+}
+
+/// What numbering one epoch's outputs found.
+pub(super) struct Numbered {
+    /// Per output, in chain order: its address id.
+    pub ids: Vec<Option<AddrId>>,
+    /// The addresses seen for the first time, by id from the epoch's first.
+    pub new: Vec<AddrKey>,
+    /// Per new address, in the same order: the position of the output that
+    /// first paid it.
+    pub first_seen: Vec<u32>,
+}
+
+impl AddrMap {
+    pub fn new() -> AddrMap {
+        AddrMap {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+        }
+    }
+
+    fn shard(&self, key: &AddrKey) -> std::sync::MutexGuard<'_, FxHashMap<AddrKey, AddrId>> {
+        // Address hashes are uniform; their first byte picks the shard.
+        let i = key.hash().first().copied().unwrap_or(0) as usize % SHARDS;
+        self.shards[i]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Ids for the addresses of one epoch's outputs (None: no address), in
+    /// chain order; an address not seen before gets the next id from
+    /// `next` in order of its first output.
+    pub fn number(&self, keys: &[Option<AddrKey>], next: AddrId) -> Numbered {
+        // Known addresses; the others with the output position.
+        let found: Vec<Result<Option<AddrId>, (AddrKey, u32)>> = keys
+            .par_iter()
+            .enumerate()
+            .map(|(pos, key)| match key {
+                None => Ok(None),
+                Some(k) => match self.shard(k).get(k) {
+                    Some(&id) => Ok(Some(id)),
+                    None => Err((*k, pos as u32)),
+                },
+            })
+            .collect();
+        let mut misses: Vec<(AddrKey, u32)> = found.par_iter().filter_map(|r| r.err()).collect();
+        // By address, then position: each address's first output heads its run.
+        misses.par_sort_unstable();
+        let is_head = |i: usize| i == 0 || misses[i - 1].0 != misses[i].0;
+        // The heads, numbered in chain order.
+        let mut by_position: Vec<(u32, usize)> = (0..misses.len())
+            .filter(|&i| is_head(i))
+            .map(|h| (misses[h].1, h))
+            .collect();
+        by_position.par_sort_unstable();
+        let mut id_at_head = vec![AddrId(0); misses.len()];
+        for (rank, &(_, h)) in by_position.iter().enumerate() {
+            id_at_head[h] = next + rank as u64;
+        }
+        let mut ids: Vec<Option<AddrId>> = found.into_iter().map(|r| r.ok().flatten()).collect();
+        let mut id = next;
+        for (i, &(_, pos)) in misses.iter().enumerate() {
+            if is_head(i) {
+                id = id_at_head[i];
+            }
+            ids[pos as usize] = Some(id);
+        }
+        let new: Vec<AddrKey> = by_position.iter().map(|&(_, h)| misses[h].0).collect();
+        new.par_iter().enumerate().for_each(|(rank, k)| {
+            self.shard(k).insert(*k, next + rank as u64);
+        });
+        Numbered {
+            ids,
+            new,
+            first_seen: by_position.iter().map(|&(pos, _)| pos).collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use satflow_schema::script::AddrKind;
+
+    use super::*;
+
+    fn key(n: u8) -> Option<AddrKey> {
+        AddrKey::new(AddrKind::P2wpkh, &[n; 20])
+    }
+
+    #[test]
+    fn new_addresses_are_numbered_by_first_appearance_across_epochs() {
+        let map = AddrMap::new();
+        // Key 9 sorts last but appears first; 3 appears twice.
+        let first = map.number(&[key(9), None, key(3), key(5), key(3)], AddrId(10));
+        assert_eq!(
+            first.ids,
+            [
+                Some(AddrId(10)),
+                None,
+                Some(AddrId(11)),
+                Some(AddrId(12)),
+                Some(AddrId(11))
+            ]
+        );
+        assert_eq!(first.new, [key(9), key(3), key(5)].map(Option::unwrap));
+        assert_eq!(first.first_seen, [0, 2, 3]);
+        let second = map.number(&[key(5), key(1), key(9), key(1)], AddrId(13));
+        assert_eq!(
+            second.ids,
+            [
+                Some(AddrId(12)),
+                Some(AddrId(13)),
+                Some(AddrId(10)),
+                Some(AddrId(13))
+            ]
+        );
+        assert_eq!(second.new, [key(1).unwrap()]);
+        assert_eq!(second.first_seen, [1]);
+    }
+}

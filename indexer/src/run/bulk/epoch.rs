@@ -1,0 +1,324 @@
+//! One epoch of the bulk path: consecutive blocks, parsed, turned into the
+//! rows they add to every family. Each step runs on every worker: numbers
+//! by prefix sums of the blocks' counts, address ids (`addrs`), the
+//! epoch's outputs into the unspent map and then its inputs resolved
+//! against it (`coins`, two phases, so an input may spend an output of the
+//! same epoch), and the rows, built per block.
+
+use anyhow::{anyhow, Context, Result};
+use rayon::prelude::*;
+use satflow_schema::address::HistoryRow;
+use satflow_schema::block::{BlockRow, ChainPoint};
+use satflow_schema::script::{AddrKey, ScriptType};
+use satflow_schema::tx::{InputRef, OutputRow, TxRow};
+use satflow_schema::{cf, AddrId, Height, NextIds, OutNum, TxNum};
+
+use super::addrs::{AddrMap, Numbered};
+use super::coins::{Coin, CoinKey, Coins};
+use crate::chain::Node;
+use crate::parse::{ParsedBlock, ParsedTx};
+use crate::run::pipeline::Committed;
+use crate::store::SortedBatch;
+use crate::writer::set_tip;
+
+/// An epoch's rows, ready to ingest, and what comes after it.
+pub(super) struct Epoch {
+    pub batch: SortedBatch,
+    pub done: Committed,
+    pub next: NextIds,
+}
+
+/// A transaction of the epoch and where it lies.
+struct TxAt<'a> {
+    tx: &'a ParsedTx,
+    block: usize,
+    num: TxNum,
+    /// Its first output's position among the epoch's outputs.
+    first_output: usize,
+}
+
+/// Where the epoch's blocks and transactions lie, and their ids: prefix
+/// sums of the per-block and per-tx counts.
+struct Layout<'a> {
+    first_height: Height,
+    ids: NextIds,
+    txs: Vec<TxAt<'a>>,
+    /// Per block, then one past the last: its first tx's position.
+    block_txs: Vec<usize>,
+    /// Per block, then one past the last: its first output's position.
+    block_outputs: Vec<usize>,
+}
+
+impl<'a> Layout<'a> {
+    fn new(blocks: &'a [(Node, ParsedBlock)], first_height: Height, ids: NextIds) -> Layout<'a> {
+        let mut layout = Layout {
+            first_height,
+            ids,
+            txs: Vec::new(),
+            block_txs: vec![0],
+            block_outputs: vec![0],
+        };
+        let mut outputs = 0;
+        for (b, (_, block)) in blocks.iter().enumerate() {
+            for tx in &block.txs {
+                let num = ids.tx + layout.txs.len() as u64;
+                layout.txs.push(TxAt {
+                    tx,
+                    block: b,
+                    num,
+                    first_output: outputs,
+                });
+                outputs += tx.outputs.len();
+            }
+            layout.block_txs.push(layout.txs.len());
+            layout.block_outputs.push(outputs);
+        }
+        layout
+    }
+
+    fn output(&self, position: usize) -> OutNum {
+        self.ids.output + position as u64
+    }
+
+    fn height(&self, block: usize) -> Height {
+        Height(self.first_height.0 + block as u32)
+    }
+
+    fn outputs(&self) -> usize {
+        *self.block_outputs.last().expect("one past the last block")
+    }
+}
+
+/// The rows of `blocks`, the first at `first_height` with ids from `ids`.
+/// Updates `addrs` and `coins`; after an error they are of no further use.
+pub(super) fn build(
+    blocks: &[(Node, ParsedBlock)],
+    first_height: Height,
+    ids: NextIds,
+    addrs: &AddrMap,
+    coins: &Coins,
+) -> Result<Epoch> {
+    let layout = Layout::new(blocks, first_height, ids);
+    let keys: Vec<Option<AddrKey>> = layout
+        .txs
+        .par_iter()
+        .flat_map_iter(|t| t.tx.outputs.iter().map(|o| o.addr))
+        .collect();
+    let numbered = addrs.number(&keys, ids.addr);
+    layout.txs.par_iter().for_each(|t| {
+        for (vout, out) in t.tx.outputs.iter().enumerate() {
+            // OP_RETURN outputs can never be spent: not worth a slot.
+            if out.script_type != ScriptType::OpReturn {
+                let at = t.first_output + vout;
+                let coin = Coin::new(layout.output(at), out.value, numbered.ids[at]);
+                coins.insert(CoinKey::new(&t.tx.txid, vout as u32), coin);
+            }
+        }
+    });
+    let spent: Vec<Vec<Coin>> = layout
+        .txs
+        .par_iter()
+        .map(|t| resolve(t, &layout, blocks, coins))
+        .collect::<Result<_>>()?;
+    let mut batch = (0..blocks.len())
+        .into_par_iter()
+        .map(|b| block_rows(b, blocks, &layout, &numbered, &spent))
+        .try_reduce(SortedBatch::default, |mut a, mut b| {
+            a.absorb(&mut b);
+            Ok(a)
+        })?;
+    batch.absorb(&mut new_addresses(&numbered.new, ids.addr));
+    let mut done = Committed::default();
+    for (b, (node, block)) in blocks.iter().enumerate() {
+        done.add(layout.height(b).0, node, block);
+    }
+    if let Some((node, _)) = blocks.last() {
+        let height = layout.height(blocks.len() - 1);
+        set_tip(
+            &mut batch,
+            Some(ChainPoint {
+                height,
+                hash: node.hash,
+            }),
+        );
+    }
+    let next = NextIds {
+        tx: ids.tx + layout.txs.len() as u64,
+        output: layout.output(layout.outputs()),
+        addr: ids.addr + numbered.new.len() as u64,
+    };
+    Ok(Epoch { batch, done, next })
+}
+
+/// The coins a tx's inputs spend, taken from the unspent map.
+fn resolve(
+    t: &TxAt,
+    layout: &Layout,
+    blocks: &[(Node, ParsedBlock)],
+    coins: &Coins,
+) -> Result<Vec<Coin>> {
+    let own = layout.output(t.first_output);
+    t.tx
+        .spends
+        .iter()
+        .enumerate()
+        .map(|(vin, prevout)| {
+            coins
+                .take(&CoinKey::of(prevout))
+                // The map holds the whole epoch's outputs: one created by
+                // this tx or a later one is not there yet for this input.
+                .filter(|c| c.output < own)
+                .ok_or_else(|| {
+                    anyhow!("its transaction is not in the index, or the output is spent or does not exist")
+                })
+                .with_context(|| {
+                    format!(
+                        "block {} at height {}: tx {} input {vin} spends {prevout}",
+                        blocks[t.block].1.hash,
+                        layout.height(t.block),
+                        t.tx.txid
+                    )
+                })
+        })
+        .collect()
+}
+
+/// The rows of block `b`: its txs, txids, outputs, inputs, spends and
+/// history, and the block's own.
+fn block_rows(
+    b: usize,
+    blocks: &[(Node, ParsedBlock)],
+    layout: &Layout,
+    numbered: &Numbered,
+    spent: &[Vec<Coin>],
+) -> Result<SortedBatch> {
+    let (node, block) = &blocks[b];
+    let height = layout.height(b);
+    let mut batch = SortedBatch::default();
+    let (mut fees, mut inputs) = (0u64, 0u32);
+    let mut touched: Vec<(AddrId, HistoryRow)> = Vec::new();
+    for i in layout.block_txs[b]..layout.block_txs[b + 1] {
+        let (t, coins) = (&layout.txs[i], &spent[i]);
+        let tx = t.tx;
+        touched.clear();
+        let mut value_in = 0u64;
+        for (vin, coin) in coins.iter().enumerate() {
+            value_in = value_in.saturating_add(coin.value);
+            let spender = InputRef {
+                tx: t.num,
+                vin: vin as u32,
+            };
+            batch.put::<cf::Spends>(&coin.output, &spender);
+            if let Some(a) = coin.addr() {
+                let sent = HistoryRow {
+                    sent: coin.value,
+                    ..Default::default()
+                };
+                touched.push((a, sent));
+            }
+        }
+        if !tx.is_coinbase() {
+            let outputs: Vec<OutNum> = coins.iter().map(|c| c.output).collect();
+            batch.append::<cf::Inputs>(&t.num, &outputs);
+        }
+        inputs += tx.input_count();
+        let mut value_out = 0u64;
+        for (vout, out) in tx.outputs.iter().enumerate() {
+            let at = t.first_output + vout;
+            let addr = numbered.ids[at];
+            value_out = value_out.saturating_add(out.value);
+            let row = OutputRow {
+                tx: Some(t.num),
+                vout: vout as u32,
+                value: out.value,
+                script_type: out.script_type,
+                addr,
+            };
+            batch.append::<cf::Outputs>(&layout.output(at), &row);
+            if let Some(a) = addr {
+                let received = HistoryRow {
+                    received: out.value,
+                    ..Default::default()
+                };
+                touched.push((a, received));
+            }
+        }
+        let fee = match tx.is_coinbase() {
+            true => 0,
+            false => value_in.checked_sub(value_out).ok_or_else(|| {
+                anyhow!(
+                    "block {} at height {height}: tx {} spends {value_in} sat but pays out {value_out}",
+                    block.hash,
+                    tx.txid
+                )
+            })?,
+        };
+        fees += fee;
+        let row = TxRow {
+            txid: tx.txid,
+            height,
+            position: (i - layout.block_txs[b]) as u32,
+            version: tx.version,
+            locktime: tx.locktime,
+            size: tx.size,
+            weight: tx.weight,
+            fee: Some(fee),
+            input_count: tx.input_count(),
+            output_count: tx.outputs.len() as u32,
+            first_output: layout.output(t.first_output),
+            offset_in_block: tx.offset,
+        };
+        batch.append::<cf::Txs>(&t.num, &row);
+        batch.put::<cf::Txids>(&(tx.txid, t.num), &());
+        // One history row per address the tx touched.
+        touched.sort_unstable_by_key(|(a, _)| *a);
+        for same in touched.chunk_by(|x, y| x.0 == y.0) {
+            let mut row = HistoryRow::default();
+            same.iter().for_each(|(_, r)| row.add(r));
+            batch.put::<cf::History>(&(same[0].0, t.num), &row);
+        }
+    }
+    // Addresses first seen in this block, and in the blocks before it.
+    let (from, to) = (layout.block_outputs[b], layout.block_outputs[b + 1]);
+    let seen_before = numbered
+        .first_seen
+        .partition_point(|&p| (p as usize) < from);
+    let seen_here = numbered.first_seen.partition_point(|&p| (p as usize) < to) - seen_before;
+    let row = BlockRow {
+        hash: block.hash,
+        header: block.header,
+        loc: node.loc,
+        weight: block.weight,
+        tx_count: block.txs.len() as u32,
+        input_count: inputs,
+        output_count: (to - from) as u32,
+        fees: Some(fees),
+        first_tx: layout.ids.tx + layout.block_txs[b] as u64,
+        first_output: layout.output(from),
+        first_addr: layout.ids.addr + seen_before as u64,
+        new_addrs: seen_here as u32,
+    };
+    batch.put::<cf::Blocks>(&height, &row);
+    batch.put::<cf::BlockHeight>(&block.hash, &height);
+    Ok(batch)
+}
+
+/// `addrs` and `addr_ids` rows of the addresses numbered from `first`.
+fn new_addresses(new: &[AddrKey], first: AddrId) -> SortedBatch {
+    const CHUNK: usize = 1 << 16;
+    new.par_chunks(CHUNK)
+        .enumerate()
+        .map(|(c, keys)| {
+            let mut batch = SortedBatch::default();
+            for (i, key) in keys.iter().enumerate() {
+                let id = first + (c * CHUNK + i) as u64;
+                batch.append::<cf::Addrs>(&id, key);
+                batch.put::<cf::AddrIds>(key, &id);
+            }
+            batch
+        })
+        .reduce(SortedBatch::default, |mut a, mut b| {
+            a.absorb(&mut b);
+            a
+        })
+}

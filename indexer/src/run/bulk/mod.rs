@@ -1,0 +1,133 @@
+//! The bulk path: a new index built in epochs of consecutive blocks, each
+//! stage on every worker, each row written once, as sorted table files.
+//! It produces exactly the rows the block-by-block path (`pipeline`) does.
+//!
+//! Per epoch (`--batch-mb` of blk data): the pool parses epoch k+1 while
+//! this thread resolves epoch k (`epoch`: ids by prefix sums, address ids
+//! from `addrs`, inputs from the complete unspent map in `coins`) and a
+//! writer thread ingests epoch k-1's rows (`SortedBatch::ingest_all`).
+//! No stage reads the database. `addr_utxos` and `addr_stats` are built
+//! once at the end (`totals`), while the `bulk` meta row says they are
+//! behind.
+//!
+//! It runs when the index is empty and starts at genesis; an index that
+//! holds blocks grows block by block. A bulk run that is killed is
+//! finished by the next run: its rows above the tip are removed
+//! (`recover`), its totals built, and the rest indexed block by block.
+
+mod addrs;
+mod coins;
+mod epoch;
+mod totals;
+
+use anyhow::{anyhow, Result};
+use satflow_schema::{meta, Height, NextIds};
+
+pub(super) use totals::finish;
+
+use super::pipeline::{parse_ahead, split_by_bytes, Committed};
+use super::{IndexOptions, Summary};
+use crate::blkfiles::BlocksDir;
+use crate::chain::{BestChain, Node};
+use crate::parse::ParsedBlock;
+use crate::progress::Progress;
+use crate::store::{SortedBatch, Store};
+
+/// Whether this run takes the bulk path: it is allowed, and the index is
+/// empty and starts at genesis (no `--start-at`, no prevouts files).
+pub(super) fn applies(store: &Store, opts: &IndexOptions) -> Result<bool> {
+    Ok(opts.bulk
+        && store.tip()?.is_none()
+        && store.start()?.is_none()
+        && opts.start_at.is_none()
+        && opts.prevouts.is_none())
+}
+
+/// Indexes the chain from height `from` into an empty index.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn apply_chain(
+    store: &Store,
+    dir: &BlocksDir,
+    pool: &rayon::ThreadPool,
+    chain: &BestChain,
+    from: u32,
+    opts: &IndexOptions,
+    summary: &mut Summary,
+) -> Result<()> {
+    let blocks = &chain.blocks[(from - chain.base) as usize..];
+    if blocks.is_empty() {
+        return Ok(());
+    }
+    // Durable before the first table file is.
+    let mut batch = store.batch();
+    batch.put_meta(meta::Bulk, &());
+    store.write(batch)?;
+    store.flush()?;
+    let total: u64 = blocks.iter().map(|n| u64::from(n.loc.len)).sum();
+    let mut progress = Progress::new(total, opts.quiet);
+    let batches = split_by_bytes(blocks, opts.batch_bytes.max(1));
+    let (addrs, coins) = (addrs::AddrMap::new(), coins::Coins::new());
+    let (write_tx, write_rx) = crossbeam_channel::bounded::<(SortedBatch, Committed)>(1);
+    let (ack_tx, ack_rx) = crossbeam_channel::unbounded::<Result<Committed>>();
+    std::thread::scope(|s| {
+        let parsed_rx = parse_ahead(s, pool, dir, &batches, None);
+        std::thread::Builder::new()
+            .name("ingest".into())
+            .spawn_scoped(s, move || {
+                for (batch, done) in write_rx {
+                    let written = pool.install(|| batch.ingest_all(store)).map(|()| done);
+                    let failed = written.is_err();
+                    if ack_tx.send(written).is_err() || failed {
+                        break;
+                    }
+                }
+            })
+            .expect("spawning the ingest thread");
+        let mut await_write = || -> Result<()> {
+            let done = ack_rx
+                .recv()
+                .map_err(|_| anyhow!("the ingest thread stopped"))??;
+            done.count(summary, &mut progress);
+            Ok(())
+        };
+        let result = (|| -> Result<()> {
+            let (mut height, mut ids) = (Height(from), NextIds::default());
+            let (mut in_flight, mut failed) = (0, None);
+            for parsed in parsed_rx.iter() {
+                let mut ok: Vec<(Node, ParsedBlock)> = Vec::with_capacity(parsed.len());
+                for item in parsed {
+                    match item {
+                        Ok((node, block, _)) => ok.push((node, block)),
+                        Err(e) => failed = Some(e),
+                    }
+                }
+                if !ok.is_empty() {
+                    let epoch = pool.install(|| epoch::build(&ok, height, ids, &addrs, &coins))?;
+                    height = Height(height.0 + ok.len() as u32);
+                    ids = epoch.next;
+                    write_tx
+                        .send((epoch.batch, epoch.done))
+                        .map_err(|_| anyhow!("the ingest thread stopped"))?;
+                    in_flight += 1;
+                }
+                // Keep one epoch ingesting while the next is resolved.
+                while in_flight > 1 {
+                    await_write()?;
+                    in_flight -= 1;
+                }
+                if failed.is_some() {
+                    break;
+                }
+            }
+            drop(write_tx);
+            for _ in 0..in_flight {
+                await_write()?;
+            }
+            tracing::debug!("{} unspent outputs at the end of the bulk run", coins.len());
+            failed.map_or(Ok(()), Err)
+        })();
+        drop(parsed_rx); // stops the parser if we failed early
+        progress.finish();
+        result
+    })
+}

@@ -1,0 +1,156 @@
+//! What a bulk run leaves to its end: `addr_utxos` (the outputs no input
+//! spends, by address) and `addr_stats` (each address's history summed,
+//! and its count of unspent outputs). Each is one pass over sorted rows,
+//! split into ranges of ids on every worker, and ingested as table files.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use rayon::prelude::*;
+use satflow_schema::address::AddrStats;
+use satflow_schema::{cf, meta, AddrId, OutNum, TxNum};
+
+use crate::store::Direction::Forward;
+use crate::store::{SortedBatch, Store};
+
+/// Ranges per worker: enough that one slow range does not hold up the rest.
+const RANGES_PER_WORKER: u64 = 4;
+
+/// Builds the totals of an unfinished bulk run, if there is one, and
+/// marks it finished. Call with no rows above the tip (`recover`).
+pub fn finish(store: &Store, pool: &rayon::ThreadPool) -> Result<()> {
+    if store.meta(meta::Bulk)?.is_none() {
+        return Ok(());
+    }
+    let started = Instant::now();
+    let next = store.tip_block()?.map(|b| b.next_ids()).unwrap_or_default();
+    // Whatever an interrupted run left: a reorg's block-by-block undo
+    // merges into addr_stats.
+    let mut batch = store.batch();
+    batch.clear::<cf::AddrUtxos>();
+    batch.clear::<cf::AddrStats>();
+    store.write(batch)?;
+    let ranges = (pool.current_num_threads() as u64 * RANGES_PER_WORKER).max(1);
+    let mut rows = pool.install(|| -> Result<SortedBatch> {
+        let utxos = unspent_by_address(store, next.output, ranges)?;
+        let mut rows = stats(store, next.addr, &utxos, ranges)?;
+        rows.absorb(&mut utxo_rows(&utxos));
+        Ok(rows)
+    })?;
+    rows.delete_meta(meta::Bulk);
+    pool.install(|| rows.ingest_all(store))?;
+    store.flush()?;
+    tracing::info!(
+        "{}: address totals built in {:.1} s",
+        store.path().display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// `[0, end)` cut into `n` ranges of about equal length.
+fn ranges(end: u64, n: u64) -> impl ParallelIterator<Item = (u64, u64)> {
+    let step = end.div_ceil(n).max(1);
+    (0..end.div_ceil(step))
+        .into_par_iter()
+        .map(move |i| (i * step, ((i + 1) * step).min(end)))
+}
+
+/// Every output below `end` that has an address and no spender, as
+/// (address, output, value), sorted: `outputs` and `spends` read side by
+/// side in output order.
+fn unspent_by_address(store: &Store, end: OutNum, n: u64) -> Result<Vec<(AddrId, OutNum, u64)>> {
+    let parts = ranges(end.0, n)
+        .map(|(from, to)| {
+            let mut spends = store.scan::<cf::Spends>(&OutNum(from), Forward).peekable();
+            let mut found = Vec::new();
+            for row in store.scan::<cf::Outputs>(&OutNum(from), Forward) {
+                let (output, out) = row?;
+                if output.0 >= to {
+                    break;
+                }
+                let mut spent = false;
+                while let Some(next) = spends.peek() {
+                    match next {
+                        Ok((s, _)) if *s < output => {
+                            spends.next();
+                        }
+                        Ok((s, _)) => {
+                            spent = *s == output;
+                            break;
+                        }
+                        Err(_) => return Err(spends.next().expect("peeked").unwrap_err()),
+                    }
+                }
+                if let (Some(addr), false) = (out.addr, spent) {
+                    found.push((addr, output, out.value));
+                }
+            }
+            Ok(found)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut all = parts.concat();
+    all.par_sort_unstable();
+    Ok(all)
+}
+
+fn utxo_rows(utxos: &[(AddrId, OutNum, u64)]) -> SortedBatch {
+    utxos
+        .par_chunks(1 << 16)
+        .map(|part| {
+            let mut batch = SortedBatch::default();
+            for &(addr, output, value) in part {
+                batch.put::<cf::AddrUtxos>(&(addr, output), &value);
+            }
+            batch
+        })
+        .reduce(SortedBatch::default, |mut a, mut b| {
+            a.absorb(&mut b);
+            a
+        })
+}
+
+/// `addr_stats` of every address below `end`: its `history` rows summed,
+/// in address order, and its count in `utxos`.
+fn stats(
+    store: &Store,
+    end: AddrId,
+    utxos: &[(AddrId, OutNum, u64)],
+    n: u64,
+) -> Result<SortedBatch> {
+    let parts = ranges(end.0, n)
+        .map(|(from, to)| {
+            let mut batch = SortedBatch::default();
+            let mut current: Option<(AddrId, AddrStats)> = None;
+            let mut put = |(addr, mut s): (AddrId, AddrStats)| {
+                let first = utxos.partition_point(|u| u.0 < addr);
+                let past = utxos.partition_point(|u| u.0 <= addr);
+                s.utxo_count = (past - first) as i64;
+                batch.put::<cf::AddrStats>(&addr, &s);
+            };
+            for row in store.scan::<cf::History>(&(AddrId(from), TxNum(0)), Forward) {
+                let ((addr, _), h) = row?;
+                if addr.0 >= to {
+                    break;
+                }
+                if current.as_ref().is_some_and(|(a, _)| *a != addr) {
+                    put(current.take().expect("checked"));
+                }
+                let (_, s) = current.get_or_insert((addr, AddrStats::default()));
+                s.tx_count += 1;
+                s.received += h.credited() as i64;
+                s.sent += h.sent as i64;
+            }
+            if let Some(last) = current {
+                put(last);
+            }
+            Ok(batch)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(parts
+        .into_iter()
+        .fold(SortedBatch::default(), |mut a, mut b| {
+            a.absorb(&mut b);
+            a
+        }))
+}

@@ -1,0 +1,116 @@
+//! Encoded operations of one column family in a byte arena: no heap
+//! allocation per key and value, and a sort that rarely leaves the entry
+//! array. `SortedBatch` keeps one per family; the bulk path builds them in
+//! parallel and ingests each as table files (`Store::ingest_rows`).
+
+use std::cmp::Ordering;
+
+use rayon::prelude::*;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Op {
+    Put,
+    Delete,
+    Merge,
+}
+
+/// One operation; key and value live in the arena.
+#[derive(Clone, Copy)]
+pub(crate) struct Entry {
+    /// The key's first 16 bytes, big-endian: decides nearly every
+    /// comparison of the sort without a trip to the arena.
+    prefix: u128,
+    start: usize,
+    key_len: u32,
+    value_len: u32,
+    pub(crate) op: Op,
+}
+
+#[derive(Default)]
+pub struct Arena {
+    bytes: Vec<u8>,
+    pub(crate) entries: Vec<Entry>,
+}
+
+impl Arena {
+    pub(crate) fn push(&mut self, key: &[u8], op: Op, value: &[u8]) {
+        let mut head = [0u8; 16];
+        let n = key.len().min(16);
+        head[..n].copy_from_slice(&key[..n]);
+        self.entries.push(Entry {
+            prefix: u128::from_be_bytes(head),
+            start: self.bytes.len(),
+            key_len: key.len() as u32,
+            value_len: value.len() as u32,
+            op,
+        });
+        self.bytes.extend_from_slice(key);
+        self.bytes.extend_from_slice(value);
+    }
+
+    /// Moves `other`'s operations in after this arena's.
+    pub fn append(&mut self, other: &mut Arena) {
+        let shift = self.bytes.len();
+        self.bytes.append(&mut other.bytes);
+        self.entries.extend(other.entries.drain(..).map(|e| Entry {
+            start: e.start + shift,
+            ..e
+        }));
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Bytes of keys and values.
+    pub(crate) fn byte_len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Empties the arena, keeping its allocations.
+    pub(crate) fn clear(&mut self) {
+        self.bytes.clear();
+        self.entries.clear();
+    }
+
+    pub(crate) fn key(&self, e: &Entry) -> &[u8] {
+        &self.bytes[e.start..e.start + e.key_len as usize]
+    }
+
+    pub(crate) fn value(&self, e: &Entry) -> &[u8] {
+        let from = e.start + e.key_len as usize;
+        &self.bytes[from..from + e.value_len as usize]
+    }
+
+    fn order(&self, a: &Entry, b: &Entry) -> Ordering {
+        a.prefix
+            .cmp(&b.prefix)
+            .then_with(|| self.key(a).cmp(self.key(b)))
+    }
+
+    /// Key order; operations on one key keep the order they were made in.
+    pub(crate) fn sort_stable(&mut self) {
+        let mut entries = std::mem::take(&mut self.entries);
+        entries.sort_by(|a, b| self.order(a, b));
+        self.entries = entries;
+    }
+
+    /// Key order, sorted on every worker: for arenas of distinct keys.
+    pub fn par_sort(&mut self) {
+        let mut entries = std::mem::take(&mut self.entries);
+        entries.par_sort_unstable_by(|a, b| self.order(a, b));
+        self.entries = entries;
+    }
+
+    /// The (key, value) pairs of `entries`.
+    pub(crate) fn rows<'a>(
+        &'a self,
+        entries: &'a [Entry],
+    ) -> impl ExactSizeIterator<Item = (&'a [u8], &'a [u8])> + 'a {
+        entries.iter().map(|e| (self.key(e), self.value(e)))
+    }
+}

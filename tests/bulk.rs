@@ -1,0 +1,119 @@
+//! The bulk path (an empty index built in parallel epochs) against the
+//! block-by-block path: the same database, row for row, clusters and flow
+//! graph included, whatever the epoch size; and a bulk run stopped by bad
+//! input keeps its blocks before the bad one, with their totals.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use satflow_indexer::{Access, IndexOptions, Store, Summary};
+use satflow_schema::cf::{self, Family};
+
+fn build(blocks: &Path, bulk: bool, batch_bytes: u64) -> (tempfile::TempDir, Summary) {
+    let db = tempfile::tempdir().unwrap();
+    let summary = satflow_indexer::run(&IndexOptions {
+        bulk,
+        batch_bytes,
+        ..options(blocks, db.path())
+    })
+    .unwrap();
+    (db, summary)
+}
+
+/// Bulk runs with tiny and large epochs equal a block-by-block run.
+fn assert_bulk_equals_block_by_block(blocks: &Path) {
+    let (reference, by_block) = build(blocks, false, 32 << 20);
+    let rows = dump_all(reference.path());
+    // Not a vacuous check: the chain spends coins and reuses addresses.
+    assert!(!rows[cf::Spends::NAME].is_empty());
+    assert!(rows[cf::History::NAME].len() > rows[cf::Addrs::NAME].len());
+    for epoch_bytes in [20_000, 32 << 20] {
+        let (db, bulk) = build(blocks, true, epoch_bytes);
+        assert_eq!(
+            (bulk.blocks_applied, bulk.txs, bulk.inputs, bulk.outputs),
+            (
+                by_block.blocks_applied,
+                by_block.txs,
+                by_block.inputs,
+                by_block.outputs
+            )
+        );
+        assert_same(&dump_all(db.path()), &rows);
+        assert_eq!(flow_graph(db.path()), flow_graph(reference.path()));
+    }
+}
+
+#[test]
+fn real_mainnet_blocks_with_a_stale_fork_index_the_same_in_bulk() {
+    let blocks = blocks_dir(&[
+        "mainnet/stale_fork/btcd_reorgtest_blk_0_to_4.dat",
+        "mainnet/blk00000_first1MiB.dat",
+    ]);
+    assert_bulk_equals_block_by_block(blocks.path());
+}
+
+#[test]
+fn real_regtest_blocks_index_the_same_in_bulk() {
+    let blocks = blocks_dir(&["regtest/blocksci_regtest_blk00000.dat"]);
+    assert_bulk_equals_block_by_block(blocks.path());
+}
+
+#[test]
+fn a_generated_chain_with_stale_blocks_indexes_the_same_in_bulk() {
+    let (blocks, _) = synth_chain(11, 24 << 20);
+    assert_bulk_equals_block_by_block(blocks.path());
+}
+
+/// A corrupt block half way: the blocks before it are indexed, their
+/// address totals built, and the next run (the blocks directory mended)
+/// finishes block by block into the same database as a clean run.
+#[test]
+fn a_bulk_run_stopped_by_a_corrupt_block_keeps_what_came_before() {
+    let (good, _) = synth_chain(12, 8 << 20);
+    let (reference, _) = build(good.path(), false, 32 << 20);
+    // The record of the best chain's block 60 (stale blocks lie between).
+    let target = best_chain(good.path(), reference.path())[60].block_hash();
+    let file = good.path().join("blk00000.dat");
+    let bytes = std::fs::read(&file).unwrap();
+    let (record, len) = records(&bytes)
+        .into_iter()
+        .find(|&(at, _)| {
+            let header: bitcoin::block::Header =
+                bitcoin::consensus::deserialize(&bytes[at + 8..at + 88]).unwrap();
+            header.block_hash() == target
+        })
+        .unwrap();
+    let mut bad = bytes.clone();
+    bad[record + 8 + len - 40] ^= 0xff; // inside the block's last tx
+    std::fs::write(&file, &bad).unwrap();
+
+    let db = tempfile::tempdir().unwrap();
+    let opts = IndexOptions {
+        batch_bytes: 1 << 20,
+        ..options(good.path(), db.path())
+    };
+    let err = format!("{:#}", satflow_indexer::run(&opts).unwrap_err());
+    assert!(
+        err.contains("corrupt block") && err.contains("blk00000.dat"),
+        "{err}"
+    );
+    {
+        let store = Store::open(db.path(), Access::ReadOnly).unwrap();
+        let tip = store
+            .tip()
+            .unwrap()
+            .expect("the blocks before the corrupt one");
+        // Epochs of 1 MiB: some before the bad block's are whole.
+        assert!(tip.height.0 > 0 && tip.height.0 < 60, "{tip:?}");
+        // Totals are built for what was indexed: every address has its stats.
+        let addrs = store.scan_all::<cf::Addrs>().count();
+        assert_eq!(store.scan_all::<cf::AddrStats>().count(), addrs);
+        assert!(addrs > 0);
+    }
+    std::fs::write(&file, &bytes).unwrap();
+    satflow_indexer::run(&opts).unwrap();
+    assert_same(&dump_all(db.path()), &dump_all(reference.path()));
+    assert_eq!(flow_graph(db.path()), flow_graph(reference.path()));
+}
