@@ -272,4 +272,22 @@ fn print_summary(s: &satflow_indexer::Summary) {
         s.mb_per_sec()
     );
     println!("db size         {:.1} MB", s.db_bytes as f64 / 1e6);
+    // Stages that ran beside others (their busy time) are indented under
+    // the stage they belong to.
+    println!("stage               wall s   cpu s");
+    for stage in &s.stages {
+        match stage.cpu {
+            Some(cpu) => println!(
+                "  {:<18}{:>6.2}  {:>6.2}",
+                stage.name,
+                stage.wall.as_secs_f64(),
+                cpu.as_secs_f64()
+            ),
+            None => println!(
+                "    {:<16}{:>6.2}  (busy)",
+                stage.name,
+                stage.wall.as_secs_f64()
+            ),
+        }
+    }
 }

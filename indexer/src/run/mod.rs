@@ -8,6 +8,7 @@ mod bulk;
 mod pipeline;
 mod reorg;
 mod scan;
+mod timings;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -21,6 +22,9 @@ use crate::chain::{Detached, HeaderTree};
 use crate::network::Network;
 use crate::store::{Access, Store};
 use crate::writer::{Caches, Writer};
+
+use timings::Clock;
+pub use timings::{process_cpu, Stage};
 
 #[derive(Clone, Debug)]
 pub struct IndexOptions {
@@ -90,6 +94,8 @@ pub struct Summary {
     pub cluster_elapsed: Duration,
     /// Of `elapsed`, the time spent bringing the flow graph up to date.
     pub flow_elapsed: Duration,
+    /// Wall and CPU time per stage, in the order they ran.
+    pub stages: Vec<Stage>,
     pub db_bytes: u64,
 }
 
@@ -170,6 +176,7 @@ impl Indexer {
             bail!("{}: no blk*.dat files", dir.path.display());
         }
         let mut summary = Summary::default();
+        let clock = Clock::start();
         let offsets = scan::load_offsets(store)?;
         let scans = pool.install(|| {
             dir.files
@@ -195,9 +202,14 @@ impl Indexer {
         let best = tree.best_chain(start.hash, start.height.0)?;
         summary.stale_blocks = best.stale;
         summary.detached = best.detached.clone();
+        summary.stages.push(clock.stop("scan"));
         let mut writer = Writer::new(store, caches)?;
         // A bulk run that was killed leaves its address totals to this one.
-        bulk::finish(store, pool)?;
+        let clock = Clock::start();
+        if bulk::finish(store, pool)? {
+            summary.stages.push(clock.stop("address totals"));
+        }
+        let (clock, at) = (Clock::start(), summary.stages.len());
         let applied =
             reorg::undo_to_fork(store, &mut writer, &best, &mut summary).and_then(|from| {
                 match bulk::applies(store, opts)? {
@@ -214,24 +226,32 @@ impl Indexer {
                     ),
                 }
             });
+        summary.stages.insert(at, clock.stop("index"));
         // Whatever was committed before an error is kept, with its totals.
+        let clock = Clock::start();
         let finished = bulk::finish(store, pool);
         store.flush()?;
         applied?;
-        finished?;
+        if finished? {
+            summary.stages.push(clock.stop("address totals"));
+        }
         let caches = writer.into_caches();
         if opts.cluster {
-            let t = Instant::now();
+            let clock = Clock::start();
             crate::cluster::update(store, opts.quiet)?;
             // Servers see only flushed rows: a follower's clusters must be
             // theirs before the flow graph (written next) shows the blocks.
             store.flush()?;
-            summary.cluster_elapsed = t.elapsed();
+            let stage = clock.stop("clusters");
+            summary.cluster_elapsed = stage.wall;
+            summary.stages.push(stage);
         }
         if opts.flow {
-            let t = Instant::now();
+            let clock = Clock::start();
             crate::flow::update(store, opts.quiet)?;
-            summary.flow_elapsed = t.elapsed();
+            let stage = clock.stop("flow graph");
+            summary.flow_elapsed = stage.wall;
+            summary.stages.push(stage);
         }
         if let Some(tip) = store.tip()? {
             summary.tip_height = Some(tip.height.0);

@@ -2,13 +2,14 @@
 //! pipeline of threads with bounded channels between them.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
 use rayon::prelude::*;
 use satflow_schema::Height;
 
 use super::scan::read_raw;
-use super::{IndexOptions, Summary};
+use super::{IndexOptions, Stage, Summary};
 use crate::blkfiles::BlocksDir;
 use crate::chain::{BestChain, Node};
 use crate::parse::{parse_block, ParsedBlock};
@@ -56,6 +57,7 @@ pub(super) fn apply_chain(
         let mut height = from;
         let mut in_flight = 0;
         let mut spare = None;
+        let mut parse_busy = Duration::ZERO;
         // Waits for the oldest batch in flight to be committed.
         let mut await_commit = |writer: &mut Writer| -> Result<SortedBatch> {
             let (done, batch) = ack_rx
@@ -68,7 +70,8 @@ pub(super) fn apply_chain(
         };
         let result = (|| -> Result<()> {
             let mut failed = None;
-            for parsed in parsed_rx.iter() {
+            for (parsed, took) in parsed_rx.iter() {
+                parse_busy += took;
                 let mut batch: SortedBatch = spare.take().unwrap_or_default();
                 let mut done = Committed::default();
                 for item in parsed {
@@ -113,6 +116,7 @@ pub(super) fn apply_chain(
         })();
         drop(parsed_rx); // stops the parser if we failed early
         progress.finish();
+        summary.stages.push(Stage::busy("parse", parse_busy));
         result
     })
 }
@@ -123,18 +127,19 @@ pub(super) type Parsed = (Node, ParsedBlock, Option<Prevouts>);
 
 /// Parses `batches` on the pool, one batch ahead of the receiver. Each
 /// batch comes as its blocks in order, up to the first that failed to read
-/// or parse; that one's error ends the batch and the stream, so that the
-/// blocks before it can still be indexed.
+/// or parse (whose error ends the batch and the stream, so that the blocks
+/// before it can still be indexed), with the time parsing it took.
 pub(super) fn parse_ahead<'scope, 'env>(
     s: &'scope std::thread::Scope<'scope, 'env>,
     pool: &'env rayon::ThreadPool,
     dir: &'env BlocksDir,
     batches: &'env [&'env [Node]],
     prevouts: Option<&'env Path>,
-) -> crossbeam_channel::Receiver<Vec<Result<Parsed>>> {
+) -> crossbeam_channel::Receiver<(Vec<Result<Parsed>>, Duration)> {
     let (parsed_tx, parsed_rx) = crossbeam_channel::bounded(1);
     s.spawn(move || {
         for batch in batches {
+            let started = Instant::now();
             let mut parsed: Vec<Result<Parsed>> = pool.install(|| {
                 batch
                     .par_iter()
@@ -151,7 +156,7 @@ pub(super) fn parse_ahead<'scope, 'env>(
             if let Some(i) = failed {
                 parsed.truncate(i + 1);
             }
-            if parsed_tx.send(parsed).is_err() || failed.is_some() {
+            if parsed_tx.send((parsed, started.elapsed())).is_err() || failed.is_some() {
                 break;
             }
         }

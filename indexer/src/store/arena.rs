@@ -48,14 +48,21 @@ impl Arena {
         self.bytes.extend_from_slice(value);
     }
 
-    /// Moves `other`'s operations in after this arena's.
-    pub fn append(&mut self, other: &mut Arena) {
-        let shift = self.bytes.len();
-        self.bytes.append(&mut other.bytes);
-        self.entries.extend(other.entries.drain(..).map(|e| Entry {
-            start: e.start + shift,
-            ..e
-        }));
+    /// The arenas' operations in one arena, in their order.
+    pub fn concat(parts: Vec<Arena>) -> Arena {
+        let mut all = Arena {
+            bytes: Vec::with_capacity(parts.iter().map(|p| p.bytes.len()).sum()),
+            entries: Vec::with_capacity(parts.iter().map(|p| p.entries.len()).sum()),
+        };
+        for part in parts {
+            let shift = all.bytes.len();
+            all.bytes.extend_from_slice(&part.bytes);
+            all.entries.extend(part.entries.iter().map(|e| Entry {
+                start: e.start + shift,
+                ..*e
+            }));
+        }
+        all
     }
 
     pub fn len(&self) -> usize {
@@ -104,6 +111,32 @@ impl Arena {
         let mut entries = std::mem::take(&mut self.entries);
         entries.par_sort_unstable_by(|a, b| self.order(a, b));
         self.entries = entries;
+    }
+
+    /// The rows of `entries` copied, in their order, into an arena of their
+    /// own. After a sort, entries point all over the arena: reading rows in
+    /// entry order then misses the cache at each one, and a table writer
+    /// waits on every miss in turn, where this copy loop overlaps them.
+    pub(crate) fn gather(&self, entries: &[Entry]) -> Arena {
+        let mut out = Arena {
+            bytes: Vec::with_capacity(
+                entries
+                    .iter()
+                    .map(|e| (e.key_len + e.value_len) as usize)
+                    .sum(),
+            ),
+            entries: Vec::with_capacity(entries.len()),
+        };
+        for e in entries {
+            let len = (e.key_len + e.value_len) as usize;
+            out.entries.push(Entry {
+                start: out.bytes.len(),
+                ..*e
+            });
+            out.bytes
+                .extend_from_slice(&self.bytes[e.start..e.start + len]);
+        }
+        out
     }
 
     /// The (key, value) pairs of `entries`.

@@ -24,7 +24,7 @@ use satflow_schema::{meta, Height, TxNum, SCHEMA_VERSION};
 pub use arena::Arena;
 pub use read::Direction;
 pub use sorted::SortedBatch;
-pub use write::Batch;
+pub use write::{Batch, Landing};
 
 use crate::blkfiles::XorKey;
 use crate::network::Network;

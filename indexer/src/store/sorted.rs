@@ -16,6 +16,7 @@ use satflow_schema::meta;
 use satflow_schema::Codec;
 
 use super::arena::{Arena, Op};
+use super::write::Landing;
 use super::Store;
 
 pub struct SortedBatch {
@@ -98,14 +99,23 @@ impl SortedBatch {
 }
 
 impl SortedBatch {
-    /// Moves `other`'s operations in after this batch's: batches built in
-    /// parallel, one per block, joined in chain order.
-    pub fn absorb(&mut self, other: &mut SortedBatch) {
-        for (mine, theirs) in self.families.iter_mut().zip(&mut other.families) {
-            mine.append(theirs);
+    /// The batches' operations in one batch, in their order: batches built
+    /// in parallel, one per block, joined in chain order. Each family is
+    /// copied once, into an arena of its final size, on every worker.
+    pub fn concat(parts: Vec<SortedBatch>) -> SortedBatch {
+        fn columns(parts: Vec<Vec<Arena>>, width: usize) -> Vec<Arena> {
+            let mut columns: Vec<Vec<Arena>> = (0..width).map(|_| Vec::new()).collect();
+            for part in parts {
+                for (column, arena) in columns.iter_mut().zip(part) {
+                    column.push(arena);
+                }
+            }
+            columns.into_par_iter().map(Arena::concat).collect()
         }
-        for (mine, theirs) in self.appended.iter_mut().zip(&mut other.appended) {
-            mine.append(theirs);
+        let (families, appended) = parts.into_iter().map(|p| (p.families, p.appended)).unzip();
+        SortedBatch {
+            families: columns(families, cf::ALL.len()),
+            appended: columns(appended, cf::APPENDED.len()),
         }
     }
 
@@ -114,8 +124,10 @@ impl SortedBatch {
     /// every worker, the appended families first; then `meta` (the tip)
     /// in one write, as `commit` does. A crash before that write leaves
     /// rows above the tip, which the next run removes (`recover`).
-    pub fn ingest_all(mut self, store: &Store) -> Result<()> {
-        let ingest = |names: &[&'static str], arenas: &mut [Arena]| -> Result<()> {
+    /// `landing` is for the families other than the appended ones, which
+    /// always land on the last level.
+    pub fn ingest_all(mut self, store: &Store, landing: Landing) -> Result<()> {
+        let ingest = |names: &[&'static str], arenas: &mut [Arena], landing| -> Result<()> {
             names
                 .par_iter()
                 .zip(arenas.par_iter_mut())
@@ -125,13 +137,13 @@ impl SortedBatch {
                         bail!("{name}: a batch to ingest may only put rows");
                     }
                     rows.par_sort();
-                    store.ingest_rows(name, rows)?;
+                    store.ingest_rows(name, rows, landing)?;
                     rows.clear();
                     Ok(())
                 })
         };
-        ingest(&cf::APPENDED, &mut self.appended)?;
-        ingest(&cf::ALL, &mut self.families)?;
+        ingest(&cf::APPENDED, &mut self.appended, Landing::Bottom)?;
+        ingest(&cf::ALL, &mut self.families, landing)?;
         store.write_raw(write_batch(&mut self.families, store))
     }
 }

@@ -107,7 +107,7 @@ impl Store {
             return Ok(());
         }
         let file = self.ingest_file(family, 0)?;
-        self.write_table(family, &file, rows)?;
+        self.write_table(family, &file, rows, Landing::Bottom)?;
         self.ingest_files(family, count, vec![file])
     }
 
@@ -116,7 +116,7 @@ impl Store {
     /// to RocksDB at once. Keys may lie anywhere: RocksDB files them on the
     /// lowest level they overlap nothing on, and compaction merges them
     /// with the rest. Durable at once, like `ingest`.
-    pub fn ingest_rows(&self, family: &'static str, rows: &Arena) -> Result<()> {
+    pub fn ingest_rows(&self, family: &'static str, rows: &Arena, landing: Landing) -> Result<()> {
         /// Rows per table file: large enough that a file's fixed costs do
         /// not show, small enough to spread a family over the workers.
         const ROWS_PER_FILE: usize = 1 << 20;
@@ -129,7 +129,8 @@ impl Store {
             .enumerate()
             .map(|(i, part)| {
                 let file = self.ingest_file(family, i)?;
-                self.write_table(family, &file, rows.rows(part))?;
+                let part = rows.gather(part);
+                self.write_table(family, &file, part.rows(&part.entries), landing)?;
                 Ok(file)
             })
             .collect::<Result<Vec<_>>>()?;
@@ -153,6 +154,7 @@ impl Store {
         family: &str,
         file: &Path,
         rows: impl Iterator<Item = (&'r [u8], &'r [u8])>,
+        landing: Landing,
     ) -> Result<()> {
         let context = || {
             format!(
@@ -161,7 +163,11 @@ impl Store {
                 self.path.display()
             )
         };
-        let opts = cf_options(family, &self.cache);
+        let mut opts = cf_options(family, &self.cache);
+        if landing == Landing::Compacted {
+            // A table file takes the bottom level's compression.
+            opts.set_bottommost_compression_type(rocksdb::DBCompressionType::None);
+        }
         let mut writer = SstFileWriter::create(&opts);
         writer.open(file).with_context(context)?;
         for (key, value) in rows {
@@ -205,6 +211,17 @@ impl Store {
         }
         Ok(found)
     }
+}
+
+/// Where ingested rows are expected to end up, which decides whether their
+/// table files are compressed.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Landing {
+    /// On the last level, for good: compressed as that level is.
+    Bottom,
+    /// Among overlapping files that compaction will merge and rewrite (and
+    /// compress then): not compressed, which would be work thrown away.
+    Compacted,
 }
 
 /// Where `ingest` builds its table files, inside the database directory so

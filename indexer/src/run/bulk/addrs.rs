@@ -59,8 +59,9 @@ impl AddrMap {
             })
             .collect();
         let mut misses: Vec<(AddrKey, u32)> = found.par_iter().filter_map(|r| r.err()).collect();
-        // By address, then position: each address's first output heads its run.
-        misses.par_sort_unstable();
+        // By address, then position: each address's first output heads its
+        // run. Leading hash bytes decide almost every comparison cheaply.
+        misses.par_sort_unstable_by(|a, b| lead(&a.0).cmp(&lead(&b.0)).then_with(|| a.cmp(b)));
         let is_head = |i: usize| i == 0 || misses[i - 1].0 != misses[i].0;
         // The heads, numbered in chain order.
         let mut by_position: Vec<(u32, usize)> = (0..misses.len())
@@ -90,6 +91,15 @@ impl AddrMap {
             first_seen: by_position.iter().map(|&(pos, _)| pos).collect(),
         }
     }
+}
+
+/// An address's first 8 hash bytes, as a number.
+fn lead(key: &AddrKey) -> u64 {
+    let mut head = [0u8; 8];
+    let hash = key.hash();
+    let n = hash.len().min(8);
+    head[..n].copy_from_slice(&hash[..n]);
+    u64::from_be_bytes(head)
 }
 
 #[cfg(test)]

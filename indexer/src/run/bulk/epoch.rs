@@ -120,14 +120,12 @@ pub(super) fn build(
         .par_iter()
         .map(|t| resolve(t, &layout, blocks, coins))
         .collect::<Result<_>>()?;
-    let mut batch = (0..blocks.len())
+    let mut parts: Vec<SortedBatch> = (0..blocks.len())
         .into_par_iter()
         .map(|b| block_rows(b, blocks, &layout, &numbered, &spent))
-        .try_reduce(SortedBatch::default, |mut a, mut b| {
-            a.absorb(&mut b);
-            Ok(a)
-        })?;
-    batch.absorb(&mut new_addresses(&numbered.new, ids.addr));
+        .collect::<Result<_>>()?;
+    parts.extend(new_addresses(&numbered.new, ids.addr));
+    let mut batch = SortedBatch::concat(parts);
     let mut done = Committed::default();
     for (b, (node, block)) in blocks.iter().enumerate() {
         done.add(layout.height(b).0, node, block);
@@ -304,7 +302,7 @@ fn block_rows(
 }
 
 /// `addrs` and `addr_ids` rows of the addresses numbered from `first`.
-fn new_addresses(new: &[AddrKey], first: AddrId) -> SortedBatch {
+fn new_addresses(new: &[AddrKey], first: AddrId) -> Vec<SortedBatch> {
     const CHUNK: usize = 1 << 16;
     new.par_chunks(CHUNK)
         .enumerate()
@@ -317,8 +315,5 @@ fn new_addresses(new: &[AddrKey], first: AddrId) -> SortedBatch {
             }
             batch
         })
-        .reduce(SortedBatch::default, |mut a, mut b| {
-            a.absorb(&mut b);
-            a
-        })
+        .collect()
 }

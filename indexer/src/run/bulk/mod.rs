@@ -20,18 +20,20 @@ mod coins;
 mod epoch;
 mod totals;
 
+use std::time::{Duration, Instant};
+
 use anyhow::{anyhow, Result};
 use satflow_schema::{meta, Height, NextIds};
 
 pub(super) use totals::finish;
 
 use super::pipeline::{parse_ahead, split_by_bytes, Committed};
-use super::{IndexOptions, Summary};
+use super::{IndexOptions, Stage, Summary};
 use crate::blkfiles::BlocksDir;
 use crate::chain::{BestChain, Node};
 use crate::parse::ParsedBlock;
 use crate::progress::Progress;
-use crate::store::{SortedBatch, Store};
+use crate::store::{Landing, SortedBatch, Store};
 
 /// Whether this run takes the bulk path: it is allowed, and the index is
 /// empty and starts at genesis (no `--start-at`, no prevouts files).
@@ -68,14 +70,18 @@ pub(super) fn apply_chain(
     let batches = split_by_bytes(blocks, opts.batch_bytes.max(1));
     let (addrs, coins) = (addrs::AddrMap::new(), coins::Coins::new());
     let (write_tx, write_rx) = crossbeam_channel::bounded::<(SortedBatch, Committed)>(1);
-    let (ack_tx, ack_rx) = crossbeam_channel::unbounded::<Result<Committed>>();
+    let (ack_tx, ack_rx) = crossbeam_channel::unbounded::<Result<(Committed, Duration)>>();
+    let (mut parse_busy, mut resolve_busy, mut ingest_busy) = Default::default();
     std::thread::scope(|s| {
         let parsed_rx = parse_ahead(s, pool, dir, &batches, None);
         std::thread::Builder::new()
             .name("ingest".into())
             .spawn_scoped(s, move || {
                 for (batch, done) in write_rx {
-                    let written = pool.install(|| batch.ingest_all(store)).map(|()| done);
+                    let started = Instant::now();
+                    let written = pool
+                        .install(|| batch.ingest_all(store, Landing::Compacted))
+                        .map(|()| (done, started.elapsed()));
                     let failed = written.is_err();
                     if ack_tx.send(written).is_err() || failed {
                         break;
@@ -84,16 +90,18 @@ pub(super) fn apply_chain(
             })
             .expect("spawning the ingest thread");
         let mut await_write = || -> Result<()> {
-            let done = ack_rx
+            let (done, took) = ack_rx
                 .recv()
                 .map_err(|_| anyhow!("the ingest thread stopped"))??;
+            ingest_busy += took;
             done.count(summary, &mut progress);
             Ok(())
         };
         let result = (|| -> Result<()> {
             let (mut height, mut ids) = (Height(from), NextIds::default());
             let (mut in_flight, mut failed) = (0, None);
-            for parsed in parsed_rx.iter() {
+            for (parsed, took) in parsed_rx.iter() {
+                parse_busy += took;
                 let mut ok: Vec<(Node, ParsedBlock)> = Vec::with_capacity(parsed.len());
                 for item in parsed {
                     match item {
@@ -102,7 +110,9 @@ pub(super) fn apply_chain(
                     }
                 }
                 if !ok.is_empty() {
+                    let started = Instant::now();
                     let epoch = pool.install(|| epoch::build(&ok, height, ids, &addrs, &coins))?;
+                    resolve_busy += started.elapsed();
                     height = Height(height.0 + ok.len() as u32);
                     ids = epoch.next;
                     write_tx
@@ -129,5 +139,11 @@ pub(super) fn apply_chain(
         drop(parsed_rx); // stops the parser if we failed early
         progress.finish();
         result
-    })
+    })?;
+    summary.stages.extend([
+        Stage::busy("parse", parse_busy),
+        Stage::busy("resolve", resolve_busy),
+        Stage::busy("ingest", ingest_busy),
+    ]);
+    Ok(())
 }

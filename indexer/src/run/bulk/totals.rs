@@ -11,16 +11,17 @@ use satflow_schema::address::AddrStats;
 use satflow_schema::{cf, meta, AddrId, OutNum, TxNum};
 
 use crate::store::Direction::Forward;
-use crate::store::{SortedBatch, Store};
+use crate::store::{Landing, SortedBatch, Store};
 
 /// Ranges per worker: enough that one slow range does not hold up the rest.
 const RANGES_PER_WORKER: u64 = 4;
 
-/// Builds the totals of an unfinished bulk run, if there is one, and
-/// marks it finished. Call with no rows above the tip (`recover`).
-pub fn finish(store: &Store, pool: &rayon::ThreadPool) -> Result<()> {
+/// Builds the totals of an unfinished bulk run, if there is one (then
+/// returns true), and marks it finished. Call with no rows above the tip
+/// (`recover`).
+pub fn finish(store: &Store, pool: &rayon::ThreadPool) -> Result<bool> {
     if store.meta(meta::Bulk)?.is_none() {
-        return Ok(());
+        return Ok(false);
     }
     let started = Instant::now();
     let next = store.tip_block()?.map(|b| b.next_ids()).unwrap_or_default();
@@ -33,19 +34,19 @@ pub fn finish(store: &Store, pool: &rayon::ThreadPool) -> Result<()> {
     let ranges = (pool.current_num_threads() as u64 * RANGES_PER_WORKER).max(1);
     let mut rows = pool.install(|| -> Result<SortedBatch> {
         let utxos = unspent_by_address(store, next.output, ranges)?;
-        let mut rows = stats(store, next.addr, &utxos, ranges)?;
-        rows.absorb(&mut utxo_rows(&utxos));
-        Ok(rows)
+        let mut parts = stats(store, next.addr, &utxos, ranges)?;
+        parts.extend(utxo_rows(&utxos));
+        Ok(SortedBatch::concat(parts))
     })?;
     rows.delete_meta(meta::Bulk);
-    pool.install(|| rows.ingest_all(store))?;
+    pool.install(|| rows.ingest_all(store, Landing::Bottom))?;
     store.flush()?;
     tracing::info!(
         "{}: address totals built in {:.1} s",
         store.path().display(),
         started.elapsed().as_secs_f64()
     );
-    Ok(())
+    Ok(true)
 }
 
 /// `[0, end)` cut into `n` ranges of about equal length.
@@ -94,7 +95,7 @@ fn unspent_by_address(store: &Store, end: OutNum, n: u64) -> Result<Vec<(AddrId,
     Ok(all)
 }
 
-fn utxo_rows(utxos: &[(AddrId, OutNum, u64)]) -> SortedBatch {
+fn utxo_rows(utxos: &[(AddrId, OutNum, u64)]) -> Vec<SortedBatch> {
     utxos
         .par_chunks(1 << 16)
         .map(|part| {
@@ -104,10 +105,7 @@ fn utxo_rows(utxos: &[(AddrId, OutNum, u64)]) -> SortedBatch {
             }
             batch
         })
-        .reduce(SortedBatch::default, |mut a, mut b| {
-            a.absorb(&mut b);
-            a
-        })
+        .collect()
 }
 
 /// `addr_stats` of every address below `end`: its `history` rows summed,
@@ -117,8 +115,8 @@ fn stats(
     end: AddrId,
     utxos: &[(AddrId, OutNum, u64)],
     n: u64,
-) -> Result<SortedBatch> {
-    let parts = ranges(end.0, n)
+) -> Result<Vec<SortedBatch>> {
+    ranges(end.0, n)
         .map(|(from, to)| {
             let mut batch = SortedBatch::default();
             let mut current: Option<(AddrId, AddrStats)> = None;
@@ -146,11 +144,5 @@ fn stats(
             }
             Ok(batch)
         })
-        .collect::<Result<Vec<_>>>()?;
-    Ok(parts
-        .into_iter()
-        .fold(SortedBatch::default(), |mut a, mut b| {
-            a.absorb(&mut b);
-            a
-        }))
+        .collect()
 }

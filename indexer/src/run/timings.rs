@@ -1,0 +1,82 @@
+//! Where a run's time goes: wall and CPU time per stage. Top-level stages
+//! run one after another, so the process's CPU time over a stage is that
+//! stage's. Inside the bulk path the stages overlap (parse, resolve,
+//! ingest); for those the busy time of each is kept, to show which one
+//! the others wait for.
+
+use std::time::{Duration, Instant};
+
+/// One stage of a run.
+#[derive(Clone, Debug)]
+pub struct Stage {
+    pub name: &'static str,
+    pub wall: Duration,
+    /// The process's CPU time (all threads) over the stage; None for a
+    /// stage that ran beside others.
+    pub cpu: Option<Duration>,
+}
+
+impl Stage {
+    /// Busy time of a stage that ran beside others.
+    pub(crate) fn busy(name: &'static str, wall: Duration) -> Stage {
+        Stage {
+            name,
+            wall,
+            cpu: None,
+        }
+    }
+}
+
+/// Times a stage from its start.
+pub(crate) struct Clock {
+    wall: Instant,
+    cpu: Duration,
+}
+
+impl Clock {
+    pub fn start() -> Clock {
+        Clock {
+            wall: Instant::now(),
+            cpu: process_cpu(),
+        }
+    }
+
+    pub fn stop(self, name: &'static str) -> Stage {
+        Stage {
+            name,
+            wall: self.wall.elapsed(),
+            cpu: Some(process_cpu().saturating_sub(self.cpu)),
+        }
+    }
+}
+
+/// User and system CPU time of every thread of the process so far.
+pub fn process_cpu() -> Duration {
+    // SAFETY: getrusage only writes the struct it is given.
+    let usage = unsafe {
+        let mut u = std::mem::zeroed::<libc::rusage>();
+        libc::getrusage(libc::RUSAGE_SELF, &mut u);
+        u
+    };
+    let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    time(usage.ru_utime) + time(usage.ru_stime)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_busy_stage_shows_its_cpu_time() {
+        let clock = Clock::start();
+        let mut x = 0u64;
+        while clock.wall.elapsed() < Duration::from_millis(50) {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
+        let stage = clock.stop("spin");
+        let cpu = stage.cpu.unwrap();
+        assert!(stage.wall >= Duration::from_millis(50));
+        // The spinning thread alone used most of the wall time.
+        assert!(cpu >= Duration::from_millis(25), "{cpu:?}");
+    }
+}
