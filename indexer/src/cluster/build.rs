@@ -6,7 +6,9 @@
 //! files (see `unionfind`), indexed by the ids' numbers.
 
 use anyhow::{Context, Result};
-use satflow_schema::cf;
+use rayon::prelude::*;
+use satflow_schema::address::HistoryRow;
+use satflow_schema::cf::{self, Family};
 use satflow_schema::cluster::{ClusterStats, Rank, RankKey};
 use satflow_schema::script::ScriptType;
 use satflow_schema::tx::OutputRow;
@@ -17,10 +19,14 @@ use super::heuristics::{Coin, Heuristics, Spent, TxView};
 use super::unionfind::{MappedArray, UnionFind, SCRATCH_PREFIX};
 use super::view::{coin, spent};
 use crate::progress::Progress;
-use crate::store::{Batch, Store};
+use crate::store::{Batch, Landing, SortedBatch, Store};
 
 /// Rows per write batch while building.
 const CHUNK: usize = 100_000;
+
+/// Rows per sorted run of passes 2 and 3: bounded memory (~40 bytes a
+/// row) whatever the index's size.
+const RUN_ROWS: usize = 4 << 20;
 
 /// Writes every cluster of the index as of its tip. The caller records the
 /// heuristics and the tip only afterwards, so an interrupted build is
@@ -156,44 +162,75 @@ fn unpack(packed: u64) -> Result<Spent> {
     })
 }
 
-/// Pass 2: `cluster_of` and `cluster_members`; returns each root's size
-/// (0 for addresses that are not a root of two or more).
+/// Pass 2: `cluster_of` and `cluster_members`, ingested as table files a
+/// run of rows at a time; returns each root's size (0 for addresses that
+/// are not a root of two or more).
 fn write_members(store: &Store, sets: &mut UnionFind) -> Result<MappedArray> {
     let mut sizes = MappedArray::zeroed(store.path(), sets.len() as usize)?;
-    let mut batch = store.batch();
+    let mut run = SortedBatch::default();
+    let mut rows = 0;
     for a in 0..sets.len() {
         let root = sets.find(a);
         if root != a {
             let cluster = ClusterId::of(AddrId(root));
-            batch.put::<cf::ClusterOf>(&AddrId(a), &cluster);
-            batch.put::<cf::ClusterMembers>(&(cluster, AddrId(a)), &());
+            run.put::<cf::ClusterOf>(&AddrId(a), &cluster);
+            run.put::<cf::ClusterMembers>(&(cluster, AddrId(a)), &());
+            rows += 2;
             if sizes.get(root as usize) == 0 {
                 // The root's own row, written once when its first member shows up.
-                batch.put::<cf::ClusterMembers>(&(cluster, cluster.named_after()), &());
+                run.put::<cf::ClusterMembers>(&(cluster, cluster.named_after()), &());
                 sizes.set(root as usize, 1);
+                rows += 1;
             }
             sizes.set(root as usize, sizes.get(root as usize) + 1);
         }
-        write_if_full(store, &mut batch)?;
+        if rows >= RUN_ROWS {
+            ingest_members(store, std::mem::take(&mut run))?;
+            rows = 0;
+        }
     }
-    store.write(batch)?;
+    ingest_members(store, run)?;
     Ok(sizes)
 }
 
-/// Pass 3: each member's history rows, summed per cluster and tx by the
-/// `cluster_history` merge operator.
+/// `cluster_of` rows come in address order, each run above the last; a
+/// run's `cluster_members` rows overlap every other run's.
+fn ingest_members(store: &Store, run: SortedBatch) -> Result<()> {
+    run.ingest_all(store, |family| match family {
+        cf::ClusterOf::NAME => Landing::Bottom,
+        _ => Landing::Compacted,
+    })
+}
+
+/// Pass 3: each member's history rows, summed per cluster and tx. A run of
+/// rows is summed in memory, sorted, and ingested as merge operands, which
+/// the `cluster_history` merge operator adds to other runs' for the same
+/// cluster and tx.
 fn write_history(store: &Store, sets: &mut UnionFind, sizes: &MappedArray) -> Result<()> {
-    let mut batch = store.batch();
+    let mut run: Vec<((ClusterId, TxNum), HistoryRow)> = Vec::new();
     for item in store.scan_all::<cf::History>() {
         let ((addr, txnum), row) = item?;
         let root = sets.find(addr.0);
         if sizes.get(root as usize) > 0 {
-            let cluster = ClusterId::of(AddrId(root));
-            batch.merge::<cf::ClusterHistory>(&(cluster, txnum), &row);
+            run.push(((ClusterId::of(AddrId(root)), txnum), row));
         }
-        write_if_full(store, &mut batch)?;
+        if run.len() >= RUN_ROWS {
+            ingest_history(store, &mut run)?;
+        }
     }
-    store.write(batch)
+    ingest_history(store, &mut run)
+}
+
+fn ingest_history(store: &Store, run: &mut Vec<((ClusterId, TxNum), HistoryRow)>) -> Result<()> {
+    run.par_sort_unstable_by_key(|(key, _)| *key);
+    let mut batch = SortedBatch::default();
+    for same in run.chunk_by(|a, b| a.0 == b.0) {
+        let mut sum = HistoryRow::default();
+        same.iter().for_each(|(_, row)| sum.add(row));
+        batch.merge::<cf::ClusterHistory>(&same[0].0, &sum);
+    }
+    run.clear();
+    batch.ingest_all(store, |_| Landing::Compacted)
 }
 
 /// Pass 4: `cluster_stats` and `cluster_rank` from `cluster_history`.

@@ -139,11 +139,11 @@ impl Arena {
         out
     }
 
-    /// The (key, value) pairs of `entries`.
-    pub(crate) fn rows<'a>(
+    /// The operations of `entries`: (operation, key, value).
+    pub(crate) fn ops<'a>(
         &'a self,
         entries: &'a [Entry],
-    ) -> impl ExactSizeIterator<Item = (&'a [u8], &'a [u8])> + 'a {
-        entries.iter().map(|e| (self.key(e), self.value(e)))
+    ) -> impl ExactSizeIterator<Item = (Op, &'a [u8], &'a [u8])> + 'a {
+        entries.iter().map(|e| (e.op, self.key(e), self.value(e)))
     }
 }

@@ -7,7 +7,7 @@
 //! grow) skip the memtable altogether: each family's rows become one table
 //! file, ingested below everything else (see `Store::ingest`).
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use rayon::prelude::*;
 use rocksdb::WriteBatch;
 use satflow_schema::cf::{self, Appended, Family};
@@ -84,7 +84,7 @@ impl SortedBatch {
         let (ingested, batch) = std::thread::scope(|s| {
             let ingest = s.spawn(|| -> Result<()> {
                 for (name, f) in cf::APPENDED.iter().zip(appended.iter_mut()) {
-                    store.ingest(name, f.rows(&f.entries))?;
+                    store.ingest(name, f.ops(&f.entries))?;
                     f.clear();
                 }
                 Ok(())
@@ -119,31 +119,32 @@ impl SortedBatch {
         }
     }
 
-    /// Writes a batch of puts of distinct keys (the bulk path's) without a
-    /// memtable: every family's rows as table files, sorted and written on
-    /// every worker, the appended families first; then `meta` (the tip)
-    /// in one write, as `commit` does. A crash before that write leaves
-    /// rows above the tip, which the next run removes (`recover`).
-    /// `landing` is for the families other than the appended ones, which
-    /// always land on the last level.
-    pub fn ingest_all(mut self, store: &Store, landing: Landing) -> Result<()> {
-        let ingest = |names: &[&'static str], arenas: &mut [Arena], landing| -> Result<()> {
+    /// Writes a batch of operations on distinct keys (the bulk path's)
+    /// without a memtable: every family's rows as table files, sorted and
+    /// written on every worker, the appended families first; then `meta`
+    /// (the tip) in one write, as `commit` does. A crash before that write
+    /// leaves rows above the tip, which the next run removes (`recover`).
+    /// `landing` says where each family's rows will end up; the appended
+    /// families' always land on the last level.
+    pub fn ingest_all(mut self, store: &Store, landing: impl Fn(&str) -> Landing + Sync) -> Result<()> {
+        let ingest = |names: &[&'static str], arenas: &mut [Arena], appended: bool| -> Result<()> {
             names
                 .par_iter()
                 .zip(arenas.par_iter_mut())
                 .filter(|(name, _)| **name != cf::Meta::NAME)
                 .try_for_each(|(name, rows)| {
-                    if rows.entries.iter().any(|e| e.op != Op::Put) {
-                        bail!("{name}: a batch to ingest may only put rows");
-                    }
                     rows.par_sort();
-                    store.ingest_rows(name, rows, landing)?;
+                    let lands = match appended {
+                        true => Landing::Bottom,
+                        false => landing(name),
+                    };
+                    store.ingest_rows(name, rows, lands)?;
                     rows.clear();
                     Ok(())
                 })
         };
-        ingest(&cf::APPENDED, &mut self.appended, Landing::Bottom)?;
-        ingest(&cf::ALL, &mut self.families, landing)?;
+        ingest(&cf::APPENDED, &mut self.appended, true)?;
+        ingest(&cf::ALL, &mut self.families, false)?;
         store.write_raw(write_batch(&mut self.families, store))
     }
 }

@@ -12,7 +12,7 @@ use satflow_schema::codec::Raw;
 use satflow_schema::meta::Entry;
 use satflow_schema::Codec;
 
-use super::arena::Arena;
+use super::arena::{Arena, Op};
 use super::options::cf_options;
 use super::Store;
 
@@ -100,7 +100,7 @@ impl Store {
     pub(super) fn ingest<'r>(
         &self,
         family: &'static str,
-        rows: impl ExactSizeIterator<Item = (&'r [u8], &'r [u8])>,
+        rows: impl ExactSizeIterator<Item = (Op, &'r [u8], &'r [u8])>,
     ) -> Result<()> {
         let count = rows.len();
         if count == 0 {
@@ -115,7 +115,8 @@ impl Store {
     /// written on every worker, one per slice of the key range, and handed
     /// to RocksDB at once. Keys may lie anywhere: RocksDB files them on the
     /// lowest level they overlap nothing on, and compaction merges them
-    /// with the rest. Durable at once, like `ingest`.
+    /// with the rest (merge operands included). Durable at once, like
+    /// `ingest`.
     pub fn ingest_rows(&self, family: &'static str, rows: &Arena, landing: Landing) -> Result<()> {
         /// Rows per table file: large enough that a file's fixed costs do
         /// not show, small enough to spread a family over the workers.
@@ -130,7 +131,7 @@ impl Store {
             .map(|(i, part)| {
                 let file = self.ingest_file(family, i)?;
                 let part = rows.gather(part);
-                self.write_table(family, &file, part.rows(&part.entries), landing)?;
+                self.write_table(family, &file, part.ops(&part.entries), landing)?;
                 Ok(file)
             })
             .collect::<Result<Vec<_>>>()?;
@@ -153,7 +154,7 @@ impl Store {
         &self,
         family: &str,
         file: &Path,
-        rows: impl Iterator<Item = (&'r [u8], &'r [u8])>,
+        rows: impl Iterator<Item = (Op, &'r [u8], &'r [u8])>,
         landing: Landing,
     ) -> Result<()> {
         let context = || {
@@ -170,8 +171,13 @@ impl Store {
         }
         let mut writer = SstFileWriter::create(&opts);
         writer.open(file).with_context(context)?;
-        for (key, value) in rows {
-            writer.put(key, value).with_context(context)?;
+        for (op, key, value) in rows {
+            match op {
+                Op::Put => writer.put(key, value),
+                Op::Merge => writer.merge(key, value),
+                Op::Delete => writer.delete(key),
+            }
+            .with_context(context)?;
         }
         writer.finish().with_context(context)
     }

@@ -80,7 +80,7 @@ pub(super) fn apply_chain(
                 for (batch, done) in write_rx {
                     let started = Instant::now();
                     let written = pool
-                        .install(|| batch.ingest_all(store, Landing::Compacted))
+                        .install(|| batch.ingest_all(store, |_| Landing::Compacted))
                         .map(|()| (done, started.elapsed()));
                     let failed = written.is_err();
                     if ack_tx.send(written).is_err() || failed {

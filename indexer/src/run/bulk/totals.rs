@@ -39,7 +39,7 @@ pub fn finish(store: &Store, pool: &rayon::ThreadPool) -> Result<bool> {
         Ok(SortedBatch::concat(parts))
     })?;
     rows.delete_meta(meta::Bulk);
-    pool.install(|| rows.ingest_all(store, Landing::Bottom))?;
+    pool.install(|| rows.ingest_all(store, |_| Landing::Bottom))?;
     store.flush()?;
     tracing::info!(
         "{}: address totals built in {:.1} s",
