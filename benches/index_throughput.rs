@@ -1,13 +1,15 @@
 //! Indexing throughput next to the machine's own ceilings on the same files.
 //!
 //!     cargo bench --bench index_throughput -- [--sizes 512MB,4GB] [--runs 3]
+//!                 [--modes default,block-by-block,no-cluster-no-flow]
 //!                 [--blocks-dir DIR] [--work DIR] [--threads N]
 //!
 //! For each size a blocks directory is generated once with `satflow synth`
 //! (seed 7, cached under --work), or --blocks-dir is used as is. Printed per
 //! directory: reading all blk bytes (page cache warm), double SHA-256 over
-//! all of them on every core, and `satflow index` as a separate process
-//! (median wall time of --runs fresh builds, peak RSS, DB size).
+//! all of them on every core, and `satflow index` as a separate process in
+//! each mode (median wall and CPU time of --runs fresh builds, peak RSS, DB
+//! size), then the per-stage times of the last default run.
 
 mod common;
 
@@ -15,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use common::{median, satflow, synth_dir, timed, Common};
+use common::{median, satflow, synth_dir, timed_cpu, Common};
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
@@ -31,6 +33,11 @@ struct Args {
     /// Passed to `satflow index --threads`.
     #[arg(long)]
     threads: Option<String>,
+    /// How to index: `default` (what `satflow index` does: the bulk path,
+    /// clusters and flow graph), `block-by-block` (`--no-bulk`),
+    /// `no-cluster-no-flow` (the bulk path alone).
+    #[arg(long, value_delimiter = ',', default_value = "default")]
+    modes: Vec<String>,
     #[command(flatten)]
     common: Common,
 }
@@ -82,58 +89,80 @@ fn bench_dir(name: &str, dir: &Path, args: &Args) -> f64 {
     let sha = t.elapsed();
     std::hint::black_box(hashed);
 
-    let db = args.common.work.join("bench-db");
-    let mut walls = Vec::new();
-    let mut peak = 0;
-    for _ in 0..args.common.runs {
-        let _ = std::fs::remove_dir_all(&db);
-        let mut cmd = satflow();
-        // Indexing alone: clustering has its own benchmark.
-        cmd.args([
-            "index",
-            "--quiet",
-            "--no-cluster",
-            "--no-flow",
-            "--blocks-dir",
-        ])
-        .arg(dir)
-        .arg("--db")
-        .arg(&db);
-        if let Some(t) = &args.threads {
-            cmd.args(["--threads", t]);
+    let mut per_mb = f64::NAN;
+    for mode in &args.modes {
+        let flags: &[&str] = match mode.as_str() {
+            "default" => &[],
+            "block-by-block" => &["--no-bulk"],
+            "no-cluster-no-flow" => &["--no-cluster", "--no-flow"],
+            other => panic!("unknown mode {other}"),
+        };
+        let db = args.common.work.join("bench-db");
+        let summary = args.common.work.join("bench-index-summary.txt");
+        let (mut walls, mut cpus, mut peak) = (Vec::new(), Vec::new(), 0);
+        for _ in 0..args.common.runs {
+            let _ = std::fs::remove_dir_all(&db);
+            let mut cmd = satflow();
+            cmd.args(["index", "--quiet"])
+                .args(flags)
+                .arg("--blocks-dir")
+                .arg(dir)
+                .arg("--db")
+                .arg(&db);
+            if let Some(t) = &args.threads {
+                cmd.args(["--threads", t]);
+            }
+            cmd.stdout(std::fs::File::create(&summary).unwrap());
+            let (wall, rss, cpu) = timed_cpu(cmd);
+            walls.push(wall);
+            cpus.push(cpu);
+            peak = peak.max(rss);
         }
-        cmd.stdout(std::process::Stdio::null());
-        let (wall, rss) = timed(cmd);
-        walls.push(wall);
-        peak = peak.max(rss);
+        let db_size = dir_bytes(&db);
+        let index = median(walls.clone());
+        println!(
+            "{name:<10} {mode:<19} {:>9.1} {:>10.0} {:>12.0} {:>11.1} {:>9.2} {:>8.1} {:>9.0} {:>9.0}   runs: {:?}",
+            bytes as f64 / 1e6,
+            mb_per_s(bytes, read),
+            mb_per_s(bytes, sha),
+            mb_per_s(bytes, index),
+            index.as_secs_f64(),
+            median(cpus).as_secs_f64(),
+            peak as f64 / 1024.0,
+            db_size as f64 / 1e6,
+            walls
+                .iter()
+                .map(|w| format!("{:.2}s", w.as_secs_f64()))
+                .collect::<Vec<_>>()
+        );
+        if mode == "default" {
+            per_mb = index.as_secs_f64() / (bytes as f64 / 1e6);
+            let text = std::fs::read_to_string(&summary).unwrap();
+            let stages = text.lines().skip_while(|l| !l.starts_with("stage"));
+            for line in stages {
+                println!("    {line}");
+            }
+        }
+        let _ = std::fs::remove_dir_all(&db);
     }
-    let db_size = dir_bytes(&db);
-    let index = median(walls.clone());
-    let index_mbs = mb_per_s(bytes, index);
-    println!(
-        "{name:<10} {:>9.1} {:>10.0} {:>12.0} {:>11.1} {:>9.2} {:>9.0} {:>9.0}   runs: {:?}",
-        bytes as f64 / 1e6,
-        mb_per_s(bytes, read),
-        mb_per_s(bytes, sha),
-        index_mbs,
-        index.as_secs_f64(),
-        peak as f64 / 1024.0,
-        db_size as f64 / 1e6,
-        walls
-            .iter()
-            .map(|w| format!("{:.2}s", w.as_secs_f64()))
-            .collect::<Vec<_>>()
-    );
-    let _ = std::fs::remove_dir_all(&db);
-    index.as_secs_f64() / (bytes as f64 / 1e6)
+    per_mb
 }
 
 fn main() {
     let args = Args::parse();
     std::fs::create_dir_all(&args.common.work).unwrap();
     println!(
-        "{:<10} {:>9} {:>10} {:>12} {:>11} {:>9} {:>9} {:>9}",
-        "data", "blk MB", "read MB/s", "sha256d MB/s", "index MB/s", "index s", "peak MiB", "db MB"
+        "{:<10} {:<19} {:>9} {:>10} {:>12} {:>11} {:>9} {:>8} {:>9} {:>9}",
+        "data",
+        "mode",
+        "blk MB",
+        "read MB/s",
+        "sha256d MB/s",
+        "index MB/s",
+        "index s",
+        "cpu s",
+        "peak MiB",
+        "db MB"
     );
     let mut per_mb = Vec::new();
     if let Some(dir) = &args.blocks_dir {
@@ -147,7 +176,7 @@ fn main() {
     if per_mb.len() > 1 {
         let (first, last) = (per_mb[0], per_mb[per_mb.len() - 1]);
         println!(
-            "index cost per MB, largest vs smallest: {:.2}x",
+            "default index cost per MB, largest vs smallest: {:.2}x",
             last / first
         );
     }

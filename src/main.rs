@@ -274,14 +274,15 @@ fn print_summary(s: &satflow_indexer::Summary) {
     println!("db size         {:.1} MB", s.db_bytes as f64 / 1e6);
     // Stages that ran beside others (their busy time) are indented under
     // the stage they belong to.
-    println!("stage               wall s   cpu s");
+    println!("stage               wall s   cpu s  peak RSS MiB");
     for stage in &s.stages {
         match stage.cpu {
             Some(cpu) => println!(
-                "  {:<18}{:>6.2}  {:>6.2}",
+                "  {:<18}{:>6.2}  {:>6.2}  {:>12}",
                 stage.name,
                 stage.wall.as_secs_f64(),
-                cpu.as_secs_f64()
+                cpu.as_secs_f64(),
+                stage.peak_rss.map_or("?".into(), |b| (b >> 20).to_string())
             ),
             None => println!(
                 "    {:<16}{:>6.2}  (busy)",

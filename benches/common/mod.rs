@@ -25,9 +25,16 @@ pub fn satflow() -> Command {
 }
 
 /// Runs a command to completion, returning wall time and peak RSS (KiB).
+pub fn timed(cmd: Command) -> (Duration, i64) {
+    let (wall, rss, _) = timed_cpu(cmd);
+    (wall, rss)
+}
+
+/// Runs a command to completion, returning wall time, peak RSS (KiB) and
+/// CPU time (user and system, all threads).
 // The child is reaped by `wait4`, which also reports its own rusage.
 #[allow(clippy::zombie_processes)]
-pub fn timed(mut cmd: Command) -> (Duration, i64) {
+pub fn timed_cpu(mut cmd: Command) -> (Duration, i64, Duration) {
     let start = Instant::now();
     let child = cmd.spawn().expect("spawn");
     let mut status = 0;
@@ -39,7 +46,9 @@ pub fn timed(mut cmd: Command) -> (Duration, i64) {
         libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
         "{cmd:?} failed"
     );
-    (start.elapsed(), usage.ru_maxrss)
+    let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    let cpu = time(usage.ru_utime) + time(usage.ru_stime);
+    (start.elapsed(), usage.ru_maxrss, cpu)
 }
 
 pub fn median<T: Ord + Copy>(mut v: Vec<T>) -> T {

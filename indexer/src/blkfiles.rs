@@ -5,12 +5,11 @@
 //! hold a zero-filled preallocated tail, a half-written last record while the
 //! node is running, and, rarely, garbage between records after a crash.
 
-use std::borrow::Cow;
 use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use memmap2::Mmap;
 
 use crate::network::Network;
 
@@ -38,52 +37,97 @@ impl XorKey {
     }
 }
 
-/// One `blkNNNNN.dat`, memory-mapped.
+/// One `blkNNNNN.dat`, read with positioned reads of the length it had
+/// when opened. Not memory-mapped: a run reads each byte once, and mapped
+/// pages would count as the process's own memory for as long as it runs.
 pub struct BlkFile {
     pub number: u32,
     pub path: PathBuf,
-    map: Mmap,
+    file: File,
+    len: u64,
 }
+
+/// Bytes per read while looking for padding's end or the next magic.
+const SEARCH_CHUNK: u64 = 1 << 20;
 
 impl BlkFile {
     pub fn open(number: u32, path: PathBuf) -> Result<BlkFile> {
         let file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
-        // SAFETY: Core only appends to blk files and never truncates one it
-        // has written to; we never read past the length seen at map time.
-        let map =
-            unsafe { Mmap::map(&file) }.with_context(|| format!("mapping {}", path.display()))?;
-        Ok(BlkFile { number, path, map })
+        // Core only appends to blk files and never truncates one it has
+        // written to; we never read past the length seen now.
+        let len = file
+            .metadata()
+            .with_context(|| format!("reading the length of {}", path.display()))?
+            .len();
+        Ok(BlkFile {
+            number,
+            path,
+            file,
+            len,
+        })
     }
 
     pub fn len(&self) -> u64 {
-        self.map.len() as u64
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.len == 0
     }
 
-    /// `len` de-obfuscated bytes at `offset`, borrowed when there is no key.
-    pub fn read(&self, key: XorKey, offset: u64, len: usize) -> Result<Cow<'_, [u8]>> {
-        let start = usize::try_from(offset).ok();
-        let raw = start
-            .and_then(|s| self.map.get(s..s.checked_add(len)?))
-            .with_context(|| {
-                format!(
-                    "{}: {len} bytes at offset {offset} run past the end of the file",
-                    self.path.display()
-                )
-            })?;
-        if key.is_zero() {
-            return Ok(Cow::Borrowed(raw));
+    /// `len` de-obfuscated bytes at `offset`.
+    pub fn read(&self, key: XorKey, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let mut buf = self.read_raw(offset, len)?;
+        key.apply(offset, &mut buf);
+        Ok(buf)
+    }
+
+    /// `len` bytes at `offset` as they are on disk.
+    fn read_raw(&self, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let past_end = || {
+            format!(
+                "{}: {len} bytes at offset {offset} run past the end of the file",
+                self.path.display()
+            )
+        };
+        let end = offset.checked_add(len as u64).with_context(past_end)?;
+        if end > self.len {
+            bail!(past_end());
         }
-        let mut owned = raw.to_vec();
-        key.apply(offset, &mut owned);
-        Ok(Cow::Owned(owned))
+        let mut buf = vec![0u8; len];
+        self.file.read_exact_at(&mut buf, offset).with_context(|| {
+            format!(
+                "{}: reading {len} bytes at offset {offset}",
+                self.path.display()
+            )
+        })?;
+        Ok(buf)
     }
 
-    fn raw(&self) -> &[u8] {
-        &self.map
+    /// The first position from `from` on (below `end`) whose bytes, as on
+    /// disk, satisfy `hit` (given the position and the bytes from it on,
+    /// at least `window` of them), read a chunk at a time.
+    fn find(
+        &self,
+        from: u64,
+        end: u64,
+        window: u64,
+        hit: impl Fn(u64, &[u8]) -> bool,
+    ) -> Result<Option<u64>> {
+        let mut at = from;
+        while at < end {
+            let stop = (at + SEARCH_CHUNK).min(end);
+            let bytes =
+                self.read_raw(at, ((stop - at) + window - 1).min(self.len - at) as usize)?;
+            for p in at..stop {
+                let i = (p - at) as usize;
+                if bytes.len() - i >= window as usize && hit(p, &bytes[i..]) {
+                    return Ok(Some(p));
+                }
+            }
+            at = stop;
+        }
+        Ok(None)
     }
 }
 
@@ -226,8 +270,8 @@ pub fn scan_file(file: &BlkFile, key: XorKey, start: u64) -> Result<FileScan> {
     let mut pos = start;
     while pos + 8 <= len {
         // Where to look for the next magic when `pos` holds no record.
-        let resync_from = if is_padding(file, key, pos) {
-            match next_non_padding(file, key, pos) {
+        let resync_from = if is_padding(file, key, pos)? {
+            match next_non_padding(file, key, pos)? {
                 None => break, // the preallocated tail: end of data for now
                 Some(next) => next,
             }
@@ -272,7 +316,7 @@ pub fn scan_file(file: &BlkFile, key: XorKey, start: u64) -> Result<FileScan> {
                 _ => pos + 1,
             }
         };
-        match resync(file, key, resync_from, &mut scan, pos) {
+        match resync(file, key, resync_from, &mut scan, pos)? {
             Some(next) => pos = next,
             None => break,
         }
@@ -283,41 +327,42 @@ pub fn scan_file(file: &BlkFile, key: XorKey, start: u64) -> Result<FileScan> {
 
 /// True where the bytes at `pos` are preallocated zeros. Core preallocates
 /// with plain zeros that are *not* obfuscated, so accept either form.
-fn is_padding(file: &BlkFile, key: XorKey, pos: u64) -> bool {
-    let raw = &file.raw()[pos as usize..pos as usize + 4];
-    if raw == [0; 4] {
-        return true;
+fn is_padding(file: &BlkFile, key: XorKey, pos: u64) -> Result<bool> {
+    let mut bytes = file.read_raw(pos, 4)?;
+    if bytes == [0; 4] {
+        return Ok(true);
     }
-    let mut decoded = [0u8; 4];
-    decoded.copy_from_slice(raw);
-    key.apply(pos, &mut decoded);
-    decoded == [0; 4]
+    key.apply(pos, &mut bytes);
+    Ok(bytes == [0; 4])
 }
 
-fn next_non_padding(file: &BlkFile, key: XorKey, from: u64) -> Option<u64> {
-    let raw = file.raw();
-    (from..file.len()).find(|&p| {
-        let b = raw[p as usize];
-        b != 0 && b ^ key.0[(p % 8) as usize] != 0
+fn next_non_padding(file: &BlkFile, key: XorKey, from: u64) -> Result<Option<u64>> {
+    file.find(from, file.len(), 1, |p, b| {
+        b[0] != 0 && b[0] ^ key.0[(p % 8) as usize] != 0
     })
 }
 
 /// Finds the next known magic at or after `from`, noting the skipped bytes.
-fn resync(file: &BlkFile, key: XorKey, from: u64, scan: &mut FileScan, bad_at: u64) -> Option<u64> {
-    let raw = file.raw();
-    let found = (from..file.len().saturating_sub(3)).find(|&p| {
+fn resync(
+    file: &BlkFile,
+    key: XorKey,
+    from: u64,
+    scan: &mut FileScan,
+    bad_at: u64,
+) -> Result<Option<u64>> {
+    let found = file.find(from, file.len().saturating_sub(3), 4, |p, b| {
         let mut m = [0u8; 4];
-        m.copy_from_slice(&raw[p as usize..p as usize + 4]);
+        m.copy_from_slice(&b[..4]);
         key.apply(p, &mut m);
         Network::from_magic(m).is_some()
-    });
+    })?;
     let skipped = found.unwrap_or(file.len()) - bad_at;
     scan.notes.push(ScanNote::Garbage {
         file: file.path.clone(),
         offset: bad_at,
         skipped,
     });
-    found
+    Ok(found)
 }
 
 #[cfg(test)]

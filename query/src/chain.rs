@@ -173,8 +173,7 @@ pub fn raw_transaction(index: &Index, txid: &Txid) -> Result<pb::RawTransaction>
             block.loc.offset + u64::from(row.offset_in_block),
             row.size as usize,
         )
-        .map_err(|e| QueryError::FailedPrecondition(format!("{e:#}")))?
-        .into_owned();
+        .map_err(|e| QueryError::FailedPrecondition(format!("{e:#}")))?;
     let found = deserialize::<Transaction>(&raw)
         .ok()
         .map(|tx| tx.compute_txid());

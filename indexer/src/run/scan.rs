@@ -2,7 +2,6 @@
 //! offsets), the new records found in the blk files, and the network and
 //! first block they settle.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::os::unix::ffi::OsStringExt;
 
@@ -171,7 +170,7 @@ pub(super) fn settle_start(
     Ok(start)
 }
 
-pub(super) fn read_raw<'d>(dir: &'d BlocksDir, node: &Node) -> Result<Cow<'d, [u8]>> {
+pub(super) fn read_raw(dir: &BlocksDir, node: &Node) -> Result<Vec<u8>> {
     let file = dir
         .file(node.loc.file)
         .ok_or_else(|| anyhow!("blk file {} has disappeared", node.loc.file))?;

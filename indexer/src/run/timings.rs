@@ -14,6 +14,9 @@ pub struct Stage {
     /// The process's CPU time (all threads) over the stage; None for a
     /// stage that ran beside others.
     pub cpu: Option<Duration>,
+    /// The process's peak resident memory so far, in bytes, at the stage's
+    /// end (Linux); None for a stage that ran beside others.
+    pub peak_rss: Option<u64>,
 }
 
 impl Stage {
@@ -23,6 +26,7 @@ impl Stage {
             name,
             wall,
             cpu: None,
+            peak_rss: None,
         }
     }
 }
@@ -46,8 +50,18 @@ impl Clock {
             name,
             wall: self.wall.elapsed(),
             cpu: Some(process_cpu().saturating_sub(self.cpu)),
+            peak_rss: peak_rss(),
         }
     }
+}
+
+/// The process's peak resident memory so far (`VmHWM`), where the system
+/// reports it.
+pub fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// User and system CPU time of every thread of the process so far.

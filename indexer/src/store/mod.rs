@@ -67,6 +67,9 @@ impl Store {
         opts.create_if_missing(access == Access::Write);
         opts.create_missing_column_families(true);
         opts.set_max_background_jobs(4);
+        // A compaction of a whole family (after a bulk run) is split among
+        // threads, not left to one.
+        opts.set_max_subcompactions(4);
         // One memtable budget for all families, mutable and immutable:
         // writes wait for flushes rather than memtables piling up.
         opts.set_write_buffer_manager(&WriteBufferManager::new_write_buffer_manager(

@@ -126,7 +126,11 @@ impl SortedBatch {
     /// leaves rows above the tip, which the next run removes (`recover`).
     /// `landing` says where each family's rows will end up; the appended
     /// families' always land on the last level.
-    pub fn ingest_all(mut self, store: &Store, landing: impl Fn(&str) -> Landing + Sync) -> Result<()> {
+    pub fn ingest_all(
+        mut self,
+        store: &Store,
+        landing: impl Fn(&str) -> Landing + Sync,
+    ) -> Result<()> {
         let ingest = |names: &[&'static str], arenas: &mut [Arena], appended: bool| -> Result<()> {
             names
                 .par_iter()

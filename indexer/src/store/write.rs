@@ -199,6 +199,33 @@ impl Store {
         files.iter().try_for_each(|f| remove_if_present(f))
     }
 
+    /// Stops or restarts `family`'s background compactions. A bulk run
+    /// adds table files of overlapping keys and reads none of them: merging
+    /// them as they come would rewrite the growing family again and again,
+    /// where one compaction at the end (`compact`) writes it once. Not
+    /// persisted: the next open compacts as usual.
+    pub fn pause_compactions(&self, family: &str, paused: bool) -> Result<()> {
+        let value = if paused { "true" } else { "false" };
+        self.db
+            .set_options_cf(
+                self.cf_named(family),
+                &[("disable_auto_compactions", value)],
+            )
+            .with_context(|| {
+                format!(
+                    "setting the compactions of {family} of {}",
+                    self.path.display()
+                )
+            })
+    }
+
+    /// Compacts the whole of `family` down to its last level, its files
+    /// merged once, split among the compaction threads.
+    pub fn compact(&self, family: &str) {
+        self.db
+            .compact_range_cf(self.cf_named(family), None::<&[u8]>, None::<&[u8]>);
+    }
+
     /// Deletes the keys of `F` in `[from, to)`, if there are any, and
     /// persists the deletion; returns whether there were.
     pub fn remove_range<F: Family>(&self, from: &F::Key, to: &F::Key) -> Result<bool> {

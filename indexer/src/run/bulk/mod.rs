@@ -6,9 +6,9 @@
 //! this thread resolves epoch k (`epoch`: ids by prefix sums, address ids
 //! from `addrs`, inputs from the complete unspent map in `coins`) and a
 //! writer thread ingests epoch k-1's rows (`SortedBatch::ingest_all`).
-//! No stage reads the database. `addr_utxos` and `addr_stats` are built
-//! once at the end (`totals`), while the `bulk` meta row says they are
-//! behind.
+//! No stage reads the database, and nothing is compacted until the end.
+//! `addr_utxos` and `addr_stats` are built once at the end (`totals`),
+//! while the `bulk` meta row says they are behind.
 //!
 //! It runs when the index is empty and starts at genesis; an index that
 //! holds blocks grows block by block. A bulk run that is killed is
@@ -65,6 +65,9 @@ pub(super) fn apply_chain(
     batch.put_meta(meta::Bulk, &());
     store.write(batch)?;
     store.flush()?;
+    for family in totals::compacted() {
+        store.pause_compactions(family, true)?;
+    }
     let total: u64 = blocks.iter().map(|n| u64::from(n.loc.len)).sum();
     let mut progress = Progress::new(total, opts.quiet);
     let batches = split_by_bytes(blocks, opts.batch_bytes.max(1));
