@@ -74,8 +74,10 @@ struct IndexArgs {
     /// Parser threads (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
-    /// Memory for the unspent-output and address caches, in MiB.
-    #[arg(long, default_value_t = 1024)]
+    /// Memory for the unspent-output and address caches, in MiB; into an
+    /// empty index, for the bulk path's maps of every unspent output and
+    /// address (when they outgrow it, indexing goes on block by block).
+    #[arg(long, default_value_t = 2048)]
     cache_mb: usize,
     /// Blk data per committed write batch (per epoch, into an empty index), in MiB.
     #[arg(long, default_value_t = 32.0)]

@@ -12,10 +12,20 @@ use satflow_indexer::{Access, IndexOptions, Store, Summary};
 use satflow_schema::cf::{self, Family};
 
 fn build(blocks: &Path, bulk: bool, batch_bytes: u64) -> (tempfile::TempDir, Summary) {
+    build_with(blocks, bulk, batch_bytes, 1024)
+}
+
+fn build_with(
+    blocks: &Path,
+    bulk: bool,
+    batch_bytes: u64,
+    cache_mb: usize,
+) -> (tempfile::TempDir, Summary) {
     let db = tempfile::tempdir().unwrap();
     let summary = satflow_indexer::run(&IndexOptions {
         bulk,
         batch_bytes,
+        cache_mb,
         ..options(blocks, db.path())
     })
     .unwrap();
@@ -64,6 +74,27 @@ fn real_regtest_blocks_index_the_same_in_bulk() {
 fn a_generated_chain_with_stale_blocks_indexes_the_same_in_bulk() {
     let (blocks, _) = synth_chain(11, 24 << 20);
     assert_bulk_equals_block_by_block(blocks.path());
+}
+
+/// Maps that outgrow their budget stop the bulk path after an epoch; the
+/// run goes on block by block from there, into the same database.
+#[test]
+fn a_bulk_run_whose_maps_outgrow_the_budget_goes_on_block_by_block() {
+    let (blocks, _) = synth_chain(13, 8 << 20);
+    let (reference, _) = build(blocks.path(), false, 32 << 20);
+    let (db, summary) = build_with(blocks.path(), true, 1 << 20, 1);
+    let note = summary
+        .notes
+        .iter()
+        .find(|n| n.contains("outgrew --cache-mb 1"));
+    let from: u32 = note
+        .and_then(|n| n.rsplit(' ').next())
+        .and_then(|h| h.parse().ok())
+        .unwrap_or_else(|| panic!("no note of the switch: {:?}", summary.notes));
+    // Some epochs went in bulk, the rest block by block.
+    assert!(from > 0 && from < summary.tip_height.unwrap(), "{from}");
+    assert_same(&dump_all(db.path()), &dump_all(reference.path()));
+    assert_eq!(flow_graph(db.path()), flow_graph(reference.path()));
 }
 
 /// A corrupt block half way: the blocks before it are indexed, their

@@ -24,7 +24,7 @@ use crate::store::{Access, Store};
 use crate::writer::{Caches, Writer};
 
 use timings::Clock;
-pub use timings::{process_cpu, Stage};
+pub use timings::Stage;
 
 #[derive(Clone, Debug)]
 pub struct IndexOptions {
@@ -33,10 +33,11 @@ pub struct IndexOptions {
     /// Checked against the magic bytes when given.
     pub network: Option<Network>,
     pub threads: Option<usize>,
-    /// Memory for the unspent-output and address-id caches.
+    /// Memory for the unspent-output and address-id caches, and for the
+    /// bulk path's maps (beyond it, the run goes on block by block).
     pub cache_mb: usize,
-    /// Blk data per committed batch: larger batches write faster, smaller
-    /// ones lose less work to a crash.
+    /// Blk data per committed batch (per epoch on the bulk path): larger
+    /// batches write faster, smaller ones lose less work to a crash.
     pub batch_bytes: u64,
     pub quiet: bool,
     /// Keep address clusters current (see `cluster`).
@@ -62,7 +63,7 @@ impl IndexOptions {
             db: db.into(),
             network: None,
             threads: None,
-            cache_mb: 1024,
+            cache_mb: 2048,
             batch_bytes: 32 << 20,
             quiet: false,
             cluster: true,
@@ -211,20 +212,27 @@ impl Indexer {
         }
         let (clock, at) = (Clock::start(), summary.stages.len());
         let applied =
-            reorg::undo_to_fork(store, &mut writer, &best, &mut summary).and_then(|from| {
-                match bulk::applies(store, opts)? {
-                    true => bulk::apply_chain(store, &dir, pool, &best, from, opts, &mut summary),
-                    false => pipeline::apply_chain(
-                        store,
-                        &mut writer,
-                        &dir,
-                        pool,
-                        &best,
-                        from,
-                        opts,
-                        &mut summary,
-                    ),
+            reorg::undo_to_fork(store, &mut writer, &best, &mut summary).and_then(|mut from| {
+                if bulk::applies(store, opts)? {
+                    from = bulk::apply_chain(store, &dir, pool, &best, from, opts, &mut summary)?;
+                    if (from - best.base) as usize == best.blocks.len() {
+                        return Ok(());
+                    }
+                    // The bulk maps outgrew their budget: on from its tip,
+                    // with its totals built.
+                    bulk::finish(store, pool)?;
+                    writer.reload()?;
                 }
+                pipeline::apply_chain(
+                    store,
+                    &mut writer,
+                    &dir,
+                    pool,
+                    &best,
+                    from,
+                    opts,
+                    &mut summary,
+                )
             });
         summary.stages.insert(at, clock.stop("index"));
         // Whatever was committed before an error is kept, with its totals.

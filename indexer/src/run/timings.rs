@@ -57,7 +57,7 @@ impl Clock {
 
 /// The process's peak resident memory so far (`VmHWM`), where the system
 /// reports it.
-pub fn peak_rss() -> Option<u64> {
+fn peak_rss() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
@@ -65,7 +65,7 @@ pub fn peak_rss() -> Option<u64> {
 }
 
 /// User and system CPU time of every thread of the process so far.
-pub fn process_cpu() -> Duration {
+fn process_cpu() -> Duration {
     // SAFETY: getrusage only writes the struct it is given.
     let usage = unsafe {
         let mut u = std::mem::zeroed::<libc::rusage>();

@@ -90,21 +90,35 @@ impl<'s> Writer<'s> {
     /// committed: they hold nothing the database does not.
     pub fn new(store: &'s Store, caches: Caches) -> Result<Writer<'s>> {
         crate::recover::remove_above_tip(store)?;
-        let ids = store.tip_block()?.map(|b| b.next_ids()).unwrap_or_default();
-        let next_outside = match store.last::<cf::Outside>()? {
-            Some((n, _)) => n + 1,
-            None => OutNum::FIRST_OUTSIDE,
-        };
-        Ok(Writer {
+        let mut writer = Writer {
             store,
-            ids,
-            start: store.start()?,
-            next_outside,
+            ids: NextIds::default(),
+            start: None,
+            next_outside: OutNum::FIRST_OUTSIDE,
             caches,
             touched: FxHashMap::default(),
             pending_stats: FxHashMap::default(),
             pending_utxos: FxHashMap::default(),
-        })
+        };
+        writer.reload()?;
+        Ok(writer)
+    }
+
+    /// Reads where the index stands: its next ids, its start. Call after
+    /// rows were added past this writer (the bulk path), with nothing of
+    /// the writer's own uncommitted.
+    pub fn reload(&mut self) -> Result<()> {
+        self.ids = self
+            .store
+            .tip_block()?
+            .map(|b| b.next_ids())
+            .unwrap_or_default();
+        self.next_outside = match self.store.last::<cf::Outside>()? {
+            Some((n, _)) => n + 1,
+            None => OutNum::FIRST_OUTSIDE,
+        };
+        self.start = self.store.start()?;
+        Ok(())
     }
 
     /// Adds the batch's pending address stats and unspent outputs; call

@@ -108,6 +108,15 @@ impl Coins {
             .map(|s| s.lock().map_or(0, |m| m.len()))
             .sum()
     }
+
+    /// Bytes the map holds: its tables' slots, used or not.
+    pub fn bytes(&self) -> usize {
+        let slot = std::mem::size_of::<(CoinKey, Coin)>() + 1;
+        self.shards
+            .iter()
+            .map(|s| s.lock().map_or(0, |m| m.capacity() * slot))
+            .sum()
+    }
 }
 
 #[cfg(test)]

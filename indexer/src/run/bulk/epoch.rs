@@ -195,8 +195,8 @@ fn block_rows(
     let mut batch = SortedBatch::default();
     let (mut fees, mut inputs) = (0u64, 0u32);
     let mut touched: Vec<(AddrId, HistoryRow)> = Vec::new();
-    for i in layout.block_txs[b]..layout.block_txs[b + 1] {
-        let (t, coins) = (&layout.txs[i], &spent[i]);
+    let txs = layout.block_txs[b]..layout.block_txs[b + 1];
+    for (position, (t, coins)) in layout.txs[txs.clone()].iter().zip(&spent[txs]).enumerate() {
         let tx = t.tx;
         touched.clear();
         let mut value_in = 0u64;
@@ -255,7 +255,7 @@ fn block_rows(
         let row = TxRow {
             txid: tx.txid,
             height,
-            position: (i - layout.block_txs[b]) as u32,
+            position: position as u32,
             version: tx.version,
             locktime: tx.locktime,
             size: tx.size,

@@ -11,9 +11,12 @@
 //! while the `bulk` meta row says they are behind.
 //!
 //! It runs when the index is empty and starts at genesis; an index that
-//! holds blocks grows block by block. A bulk run that is killed is
-//! finished by the next run: its rows above the tip are removed
-//! (`recover`), its totals built, and the rest indexed block by block.
+//! holds blocks grows block by block. Its maps hold every address and
+//! every unspent output: when they outgrow `--cache-mb`, the bulk path
+//! stops after the epoch and the run goes on block by block, whose caches
+//! are bounded. A bulk run that is killed is finished by the next run: its
+//! rows above the tip are removed (`recover`), its totals built, and the
+//! rest indexed block by block.
 
 mod addrs;
 mod coins;
@@ -45,8 +48,9 @@ pub(super) fn applies(store: &Store, opts: &IndexOptions) -> Result<bool> {
         && opts.prevouts.is_none())
 }
 
-/// Indexes the chain from height `from` into an empty index.
-#[allow(clippy::too_many_arguments)]
+/// Indexes the chain from height `from` into an empty index; returns the
+/// height to go on from block by block: past the tip, unless the maps
+/// outgrew their budget first.
 pub(super) fn apply_chain(
     store: &Store,
     dir: &BlocksDir,
@@ -55,11 +59,12 @@ pub(super) fn apply_chain(
     from: u32,
     opts: &IndexOptions,
     summary: &mut Summary,
-) -> Result<()> {
+) -> Result<u32> {
     let blocks = &chain.blocks[(from - chain.base) as usize..];
     if blocks.is_empty() {
-        return Ok(());
+        return Ok(from);
     }
+    let budget = opts.cache_mb << 20;
     // Durable before the first table file is.
     let mut batch = store.batch();
     batch.put_meta(meta::Bulk, &());
@@ -75,7 +80,8 @@ pub(super) fn apply_chain(
     let (write_tx, write_rx) = crossbeam_channel::bounded::<(SortedBatch, Committed)>(1);
     let (ack_tx, ack_rx) = crossbeam_channel::unbounded::<Result<(Committed, Duration)>>();
     let (mut parse_busy, mut resolve_busy, mut ingest_busy) = Default::default();
-    std::thread::scope(|s| {
+    let mut notes = Vec::new();
+    let next = std::thread::scope(|s| {
         let parsed_rx = parse_ahead(s, pool, dir, &batches, None);
         std::thread::Builder::new()
             .name("ingest".into())
@@ -100,9 +106,9 @@ pub(super) fn apply_chain(
             done.count(summary, &mut progress);
             Ok(())
         };
-        let result = (|| -> Result<()> {
+        let result = (|| -> Result<u32> {
             let (mut height, mut ids) = (Height(from), NextIds::default());
-            let (mut in_flight, mut failed) = (0, None);
+            let (mut in_flight, mut failed, mut full) = (0, None, false);
             for (parsed, took) in parsed_rx.iter() {
                 parse_busy += took;
                 let mut ok: Vec<(Node, ParsedBlock)> = Vec::with_capacity(parsed.len());
@@ -116,6 +122,9 @@ pub(super) fn apply_chain(
                     let started = Instant::now();
                     let epoch = pool.install(|| epoch::build(&ok, height, ids, &addrs, &coins))?;
                     resolve_busy += started.elapsed();
+                    if addrs.bytes() + coins.bytes() > budget {
+                        full = true;
+                    }
                     height = Height(height.0 + ok.len() as u32);
                     ids = epoch.next;
                     write_tx
@@ -128,7 +137,7 @@ pub(super) fn apply_chain(
                     await_write()?;
                     in_flight -= 1;
                 }
-                if failed.is_some() {
+                if failed.is_some() || full {
                     break;
                 }
             }
@@ -136,17 +145,27 @@ pub(super) fn apply_chain(
             for _ in 0..in_flight {
                 await_write()?;
             }
-            tracing::debug!("{} unspent outputs at the end of the bulk run", coins.len());
-            failed.map_or(Ok(()), Err)
+            if full {
+                let note = format!(
+                    "the bulk path's maps ({} addresses, {} unspent outputs) outgrew --cache-mb {}: indexing on block by block from height {height}",
+                    ids.addr.0,
+                    coins.len(),
+                    opts.cache_mb
+                );
+                tracing::warn!("{note}");
+                notes.push(note);
+            }
+            failed.map_or(Ok(height.0), Err)
         })();
-        drop(parsed_rx); // stops the parser if we failed early
+        drop(parsed_rx); // stops the parser if we failed or stopped early
         progress.finish();
         result
     })?;
+    summary.notes.extend(notes);
     summary.stages.extend([
         Stage::busy("parse", parse_busy),
         Stage::busy("resolve", resolve_busy),
         Stage::busy("ingest", ingest_busy),
     ]);
-    Ok(())
+    Ok(next)
 }
