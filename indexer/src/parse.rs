@@ -8,6 +8,8 @@ use bitcoin::{BlockHash, OutPoint, Txid};
 use sha2::{Digest, Sha256};
 
 use satflow_schema::script::{classify, AddrKey, ScriptType};
+use satflow_schema::tx::TxRow;
+use satflow_schema::{Height, OutNum};
 
 /// 21 million BTC: no output may carry more.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -48,6 +50,50 @@ impl ParsedTx {
     /// Inputs as serialized: a coinbase has exactly one.
     pub fn input_count(&self) -> u32 {
         self.spends.len().max(1) as u32
+    }
+
+    /// What the tx leaves to the miner: `value_in`, what its inputs bring,
+    /// less what it pays out; 0 for a coinbase. An error names the tx,
+    /// in block `block` at `height`, that pays out more than it has.
+    pub fn fee(&self, value_in: u64, block: &BlockHash, height: Height) -> anyhow::Result<u64> {
+        if self.is_coinbase() {
+            return Ok(0);
+        }
+        let value_out = self
+            .outputs
+            .iter()
+            .fold(0u64, |sum, o| sum.saturating_add(o.value));
+        value_in.checked_sub(value_out).ok_or_else(|| {
+            anyhow::anyhow!(
+                "block {block} at height {height}: tx {} spends {value_in} sat but pays out {value_out}",
+                self.txid
+            )
+        })
+    }
+
+    /// Its `txs` row, at `position` in the block at `height`, its outputs
+    /// numbered from `first_output`.
+    pub fn row(
+        &self,
+        height: Height,
+        position: u32,
+        fee: Option<u64>,
+        first_output: OutNum,
+    ) -> TxRow {
+        TxRow {
+            txid: self.txid,
+            height,
+            position,
+            version: self.version,
+            locktime: self.locktime,
+            size: self.size,
+            weight: self.weight,
+            fee,
+            input_count: self.input_count(),
+            output_count: self.outputs.len() as u32,
+            first_output,
+            offset_in_block: self.offset,
+        }
     }
 }
 

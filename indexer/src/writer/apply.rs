@@ -1,12 +1,12 @@
 //! Applying a block: its rows, the spends of the coins it consumes, and
 //! the stats and history of every address it touches.
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{Context, Result};
 use bitcoin::OutPoint;
 use satflow_schema::block::{BlockLoc, BlockRow, ChainPoint};
 use satflow_schema::cf;
 use satflow_schema::script::ScriptType;
-use satflow_schema::tx::{InputRef, OutputRow, TxRow};
+use satflow_schema::tx::{InputRef, OutputRow};
 use satflow_schema::Height;
 
 use super::{received_delta, set_tip, spent_delta, Direction, Unspent, Writer};
@@ -70,11 +70,9 @@ impl Writer<'_> {
             }
             inputs += tx.input_count();
             let first_output = self.ids.output;
-            let mut value_out = 0u64;
             for (vout, out) in tx.outputs.iter().enumerate() {
                 let output = self.ids.output;
                 self.ids.output = output + 1;
-                value_out += out.value;
                 let addr = out.addr.map(|k| self.addr_id(batch, k)).transpose()?;
                 let row = OutputRow {
                     tx: Some(txnum),
@@ -104,28 +102,11 @@ impl Writer<'_> {
                     );
                 }
             }
-            let fee = match value_in {
-                _ if tx.is_coinbase() => Some(0),
-                None => None,
-                Some(value_in) => Some(value_in.checked_sub(value_out).ok_or_else(|| {
-                    anyhow!("block {} at height {height}: tx {} spends {value_in} sat but pays out {value_out}", block.hash, tx.txid)
-                })?),
-            };
+            let fee = value_in
+                .map(|v| tx.fee(v, &block.hash, height))
+                .transpose()?;
             fees = fees.zip(fee).map(|(a, b)| a + b);
-            let row = TxRow {
-                txid: tx.txid,
-                height,
-                position: position as u32,
-                version: tx.version,
-                locktime: tx.locktime,
-                size: tx.size,
-                weight: tx.weight,
-                fee,
-                input_count: tx.input_count(),
-                output_count: tx.outputs.len() as u32,
-                first_output,
-                offset_in_block: tx.offset,
-            };
+            let row = tx.row(height, position as u32, fee, first_output);
             batch.append::<cf::Txs>(&txnum, &row);
             batch.put::<cf::Txids>(&(tx.txid, txnum), &());
             self.write_touched(batch, txnum, Direction::Apply);

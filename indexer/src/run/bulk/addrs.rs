@@ -3,14 +3,11 @@
 //! appearance, so that ids come out exactly as the block-by-block writer
 //! gives them.
 
-use std::sync::Mutex;
-
 use rayon::prelude::*;
-use rustc_hash::FxHashMap;
 use satflow_schema::script::AddrKey;
 use satflow_schema::AddrId;
 
-const SHARDS: usize = 256;
+use super::shards::Shards;
 
 /// An address by its kind and the first 15 bytes of its hash: 16 bytes
 /// instead of 33, half the map. Address hashes are hash160 or sha256
@@ -30,14 +27,14 @@ impl ShortKey {
         ShortKey([word(0), word(8)])
     }
 
-    fn shard(&self) -> usize {
-        // The hash's first bytes are uniform.
-        (self.0[0] >> 8) as usize % SHARDS
+    /// The hash's first bytes are uniform.
+    fn shard(&self) -> u64 {
+        self.0[0] >> 8
     }
 }
 
 pub(super) struct AddrMap {
-    shards: Vec<Mutex<FxHashMap<ShortKey, AddrId>>>,
+    map: Shards<ShortKey, AddrId>,
 }
 
 /// What numbering one epoch's outputs found.
@@ -53,24 +50,11 @@ pub(super) struct Numbered {
 
 impl AddrMap {
     pub fn new() -> AddrMap {
-        AddrMap {
-            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
-        }
+        AddrMap { map: Shards::new() }
     }
 
-    fn shard(&self, key: &ShortKey) -> std::sync::MutexGuard<'_, FxHashMap<ShortKey, AddrId>> {
-        self.shards[key.shard()]
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Bytes the map holds: its tables' slots, used or not.
     pub fn bytes(&self) -> usize {
-        let slot = std::mem::size_of::<(ShortKey, AddrId)>() + 1;
-        self.shards
-            .iter()
-            .map(|s| s.lock().map_or(0, |m| m.capacity() * slot))
-            .sum()
+        self.map.bytes()
     }
 
     /// Ids for the addresses of one epoch's outputs (None: no address), in
@@ -85,7 +69,7 @@ impl AddrMap {
                 None => Ok(None),
                 Some(k) => {
                     let short = ShortKey::of(k);
-                    match self.shard(&short).get(&short) {
+                    match self.map.lock(short.shard()).get(&short) {
                         Some(&id) => Ok(Some(id)),
                         None => Err((*k, pos as u32)),
                     }
@@ -118,7 +102,9 @@ impl AddrMap {
         let new: Vec<AddrKey> = by_position.iter().map(|&(_, h)| misses[h].0).collect();
         new.par_iter().enumerate().for_each(|(rank, k)| {
             let short = ShortKey::of(k);
-            self.shard(&short).insert(short, next + rank as u64);
+            self.map
+                .lock(short.shard())
+                .insert(short, next + rank as u64);
         });
         Numbered {
             ids,

@@ -2,14 +2,11 @@
 //! a hash lookup, never a database read. Split into shards, each behind its
 //! own lock, so that all workers insert and take at once.
 
-use std::sync::Mutex;
-
 use bitcoin::hashes::Hash;
 use bitcoin::{OutPoint, Txid};
-use rustc_hash::FxHashMap;
 use satflow_schema::{AddrId, OutNum};
 
-const SHARDS: usize = 256;
+use super::shards::Shards;
 
 /// An outpoint by 12 bytes of its txid and its output index. Two live
 /// coins whose txids share 96 bits are beyond chance (about 1e-11 for
@@ -34,10 +31,10 @@ impl CoinKey {
         CoinKey::new(&prevout.txid, prevout.vout)
     }
 
-    fn shard(&self) -> usize {
-        // Txid bytes are uniform: the top ones pick the shard, the map's
-        // hash mixes the rest.
-        (self.head >> 56) as usize % SHARDS
+    /// Txid bytes are uniform: the top ones pick the shard, the map's hash
+    /// mixes the rest.
+    fn shard(&self) -> u64 {
+        self.head >> 56
     }
 }
 
@@ -66,20 +63,12 @@ impl Coin {
 }
 
 pub(super) struct Coins {
-    shards: Vec<Mutex<FxHashMap<CoinKey, Coin>>>,
+    map: Shards<CoinKey, Coin>,
 }
 
 impl Coins {
     pub fn new() -> Coins {
-        Coins {
-            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
-        }
-    }
-
-    fn shard(&self, key: &CoinKey) -> std::sync::MutexGuard<'_, FxHashMap<CoinKey, Coin>> {
-        self.shards[key.shard()]
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        Coins { map: Shards::new() }
     }
 
     /// A second coin under one key is a duplicate txid (BIP30: mainnet
@@ -87,7 +76,8 @@ impl Coins {
     /// coin replaces the earlier, which can never be spent, whatever order
     /// the workers insert them in.
     pub fn insert(&self, key: CoinKey, coin: Coin) {
-        self.shard(&key)
+        self.map
+            .lock(key.shard())
             .entry(key)
             .and_modify(|c| {
                 if coin.output > c.output {
@@ -99,23 +89,15 @@ impl Coins {
 
     /// Removes and returns the coin; None when no unspent output has that key.
     pub fn take(&self, key: &CoinKey) -> Option<Coin> {
-        self.shard(key).remove(key)
+        self.map.lock(key.shard()).remove(key)
     }
 
     pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().map_or(0, |m| m.len()))
-            .sum()
+        self.map.len()
     }
 
-    /// Bytes the map holds: its tables' slots, used or not.
     pub fn bytes(&self) -> usize {
-        let slot = std::mem::size_of::<(CoinKey, Coin)>() + 1;
-        self.shards
-            .iter()
-            .map(|s| s.lock().map_or(0, |m| m.capacity() * slot))
-            .sum()
+        self.map.bytes()
     }
 }
 

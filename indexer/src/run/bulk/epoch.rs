@@ -10,7 +10,7 @@ use rayon::prelude::*;
 use satflow_schema::address::HistoryRow;
 use satflow_schema::block::{BlockRow, ChainPoint};
 use satflow_schema::script::{AddrKey, ScriptType};
-use satflow_schema::tx::{InputRef, OutputRow, TxRow};
+use satflow_schema::tx::{InputRef, OutputRow};
 use satflow_schema::{cf, AddrId, Height, NextIds, OutNum, TxNum};
 
 use super::addrs::{AddrMap, Numbered};
@@ -220,11 +220,9 @@ fn block_rows(
             batch.append::<cf::Inputs>(&t.num, &outputs);
         }
         inputs += tx.input_count();
-        let mut value_out = 0u64;
         for (vout, out) in tx.outputs.iter().enumerate() {
             let at = t.first_output + vout;
             let addr = numbered.ids[at];
-            value_out = value_out.saturating_add(out.value);
             let row = OutputRow {
                 tx: Some(t.num),
                 vout: vout as u32,
@@ -241,31 +239,14 @@ fn block_rows(
                 touched.push((a, received));
             }
         }
-        let fee = match tx.is_coinbase() {
-            true => 0,
-            false => value_in.checked_sub(value_out).ok_or_else(|| {
-                anyhow!(
-                    "block {} at height {height}: tx {} spends {value_in} sat but pays out {value_out}",
-                    block.hash,
-                    tx.txid
-                )
-            })?,
-        };
+        let fee = tx.fee(value_in, &block.hash, height)?;
         fees += fee;
-        let row = TxRow {
-            txid: tx.txid,
+        let row = tx.row(
             height,
-            position: position as u32,
-            version: tx.version,
-            locktime: tx.locktime,
-            size: tx.size,
-            weight: tx.weight,
-            fee: Some(fee),
-            input_count: tx.input_count(),
-            output_count: tx.outputs.len() as u32,
-            first_output: layout.output(t.first_output),
-            offset_in_block: tx.offset,
-        };
+            position as u32,
+            Some(fee),
+            layout.output(t.first_output),
+        );
         batch.append::<cf::Txs>(&t.num, &row);
         batch.put::<cf::Txids>(&(tx.txid, t.num), &());
         // One history row per address the tx touched.

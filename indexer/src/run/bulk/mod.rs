@@ -21,6 +21,7 @@
 mod addrs;
 mod coins;
 mod epoch;
+mod shards;
 mod totals;
 
 use std::time::{Duration, Instant};
