@@ -27,7 +27,7 @@ use bitcoin::hashes::Hash;
 use bitcoin::BlockHash;
 use memmap2::Mmap;
 
-pub use update::update;
+pub use update::{update, Appender};
 
 /// Subdirectory of the database directory.
 pub const DIR: &str = "flow";

@@ -1,12 +1,14 @@
 //! Keeps the flow graph equal to the index: appends the blocks the index
-//! gained, first undoing those a reorg removed. A run that dies midway
+//! gained, first undoing those a reorg removed (`update`), or, on the bulk
+//! path, each epoch as it is built (`Appender`). A run that dies midway
 //! leaves a `dirty` marker, and the next one rebuilds from scratch.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use bitcoin::hashes::Hash;
-use satflow_schema::{cf, Height, OutNum, TxNum};
+use bitcoin::BlockHash;
+use satflow_schema::{cf, AddrId, Height, OutNum, TxNum};
 
 use super::files::ArrayFile;
 use super::{
@@ -96,23 +98,118 @@ pub fn update(store: &Store, quiet: bool) -> Result<()> {
     if recorded.height() == Some(index_tip) && recorded.block_hash() == index_hash {
         return Ok(());
     }
-    // On disk before any mapped page can be: after a power loss, either the
-    // marker is there or nothing was changed.
-    durable_write(&dirty, b"")?;
-    let mut a = Arrays::open(&dir, &recorded)?;
-    let kept = undo_to_fork(store, &mut a, base, &dir)?;
+    let mut graph = Appender::open(dir, base, &recorded)?;
+    let kept = undo_to_fork(store, &mut graph.a, base, &graph.dir)?;
     let from = base + kept as u32;
     let bytes = (from..=index_tip)
         .map(|h| Ok(store.block(Height(h))?.map_or(0, |b| u64::from(b.loc.len))))
         .sum::<Result<u64>>()?;
     let mut progress = Progress::new(bytes, quiet);
-    append(store, &mut a, from, index_tip, &mut progress)?;
+    append(store, &mut graph, from, index_tip, &mut progress)?;
     progress.finish();
-    for f in [&a.blocks, &a.txs, &a.inputs, &a.outputs] {
-        f.sync()?;
+    graph.finish()
+}
+
+/// The flow graph open for appending, marked dirty (to be rebuilt by the
+/// next `update`) until `finish`: `update` appends the rows the index
+/// gained, the bulk path appends each epoch from memory.
+pub struct Appender {
+    dir: PathBuf,
+    base: u32,
+    a: Arrays,
+}
+
+impl Appender {
+    /// Opens the graph as `recorded` describes it.
+    fn open(dir: PathBuf, base: u32, recorded: &Tip) -> Result<Appender> {
+        // On disk before any mapped page can be: after a power loss, either
+        // the marker is there or nothing was changed.
+        durable_write(&dir.join("dirty"), b"")?;
+        let a = Arrays::open(&dir, recorded)?;
+        Ok(Appender { dir, base, a })
     }
-    write_tip(&dir, &a.tip(base))?;
-    std::fs::remove_file(&dirty).with_context(|| format!("removing {}", dirty.display()))
+
+    /// A new, empty graph for an index being built from empty.
+    pub fn create(store: &Store) -> Result<Appender> {
+        let dir = store.path().join(DIR);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        // Readers see no graph rather than one being written.
+        let tip = dir.join("tip");
+        match std::fs::remove_file(&tip) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("removing {}", tip.display()))
+            }
+            _ => {}
+        }
+        let base = store.base_height()?.0;
+        let fresh = Tip {
+            base,
+            ..Tip::default()
+        };
+        Appender::open(dir, base, &fresh)
+    }
+
+    /// The next tx number and output number.
+    pub fn next(&self) -> (TxNum, OutNum) {
+        (
+            TxNum((self.a.txs.len() / TX_WORDS) as u64),
+            OutNum((self.a.outputs.len() / OUTPUT_WORDS) as u64),
+        )
+    }
+
+    pub fn block(&mut self, first_tx: TxNum, hash: &BlockHash) -> Result<()> {
+        let mut row = vec![first_tx.0];
+        row.extend(
+            hash.as_byte_array()
+                .chunks_exact(8)
+                .map(|c| u64::from_le_bytes(c.try_into().expect("8"))),
+        );
+        self.a.blocks.push(&row)
+    }
+
+    pub fn tx(&mut self, first_output: OutNum) -> Result<()> {
+        let first_input = (self.a.inputs.len() / INPUT_WORDS) as u64;
+        self.a.txs.push(&[first_input, first_output.0])
+    }
+
+    /// Input `vin` of `tx` spends `spent`: one of the graph's outputs, which
+    /// it marks spent, or a coin from before the index's start, whose value
+    /// `outside` gives.
+    pub fn input(
+        &mut self,
+        tx: TxNum,
+        vin: u32,
+        spent: OutNum,
+        outside: impl FnOnce() -> Result<u64>,
+    ) -> Result<()> {
+        let value = match spent.is_outside() {
+            false => {
+                let word = spender_word(tx.0, vin);
+                self.a
+                    .outputs
+                    .set(spent.0 as usize * OUTPUT_WORDS + 1, word);
+                self.a.outputs.get(spent.0 as usize * OUTPUT_WORDS)
+            }
+            true => outside()?,
+        };
+        self.a.inputs.push(&[spent.0, value])
+    }
+
+    pub fn output(&mut self, value: u64, addr: Option<AddrId>) -> Result<()> {
+        self.a
+            .outputs
+            .push(&[value, NONE, addr.map_or(NONE, |a| a.0)])
+    }
+
+    /// Makes what was appended durable and visible to readers.
+    pub fn finish(self) -> Result<()> {
+        for f in [&self.a.blocks, &self.a.txs, &self.a.inputs, &self.a.outputs] {
+            f.sync()?;
+        }
+        write_tip(&self.dir, &self.a.tip(self.base))?;
+        let dirty = self.dir.join("dirty");
+        std::fs::remove_file(&dirty).with_context(|| format!("removing {}", dirty.display()))
+    }
 }
 
 /// Replaces the tip file at once (by rename), so readers see the old or the new.
@@ -192,7 +289,7 @@ fn undo_to_fork(store: &Store, a: &mut Arrays, base: u32, dir: &Path) -> Result<
 /// Appends heights `from..=to` from the index's rows, read in key order.
 fn append(
     store: &Store,
-    a: &mut Arrays,
+    graph: &mut Appender,
     from: u32,
     to: u32,
     progress: &mut Progress,
@@ -205,57 +302,39 @@ fn append(
     let mut outs = store.scan::<cf::Outputs>(&first.first_output, Direction::Forward);
     for height in from..=to {
         let block = store.need_block(Height(height))?;
-        let have = (a.txs.len() / TX_WORDS) as u64;
-        if have != block.first_tx.0 {
+        let (have, _) = graph.next();
+        if have != block.first_tx {
             bail!(
                 "flow graph out of step with the index at height {height}: it holds {have} txs, the block starts at tx {}",
                 block.first_tx
             );
         }
-        let mut row = vec![block.first_tx.0];
-        row.extend(
-            block
-                .hash
-                .as_byte_array()
-                .chunks_exact(8)
-                .map(|c| u64::from_le_bytes(c.try_into().expect("8"))),
-        );
-        a.blocks.push(&row)?;
-        for txnum in block.txs() {
+        graph.block(block.first_tx, &block.hash)?;
+        for txnum in block.txs().map(TxNum) {
             let (_, tx) = txs.next().context("txs ended early")??;
-            let outputs_now = (a.outputs.len() / OUTPUT_WORDS) as u64;
-            if tx.first_output.0 != outputs_now {
+            let (_, outputs_now) = graph.next();
+            if tx.first_output != outputs_now {
                 bail!(
                     "tx {txnum} at height {height} starts at output {}, the flow graph holds {outputs_now}",
                     tx.first_output
                 );
             }
-            a.txs
-                .push(&[(a.inputs.len() / INPUT_WORDS) as u64, tx.first_output.0])?;
+            graph.tx(tx.first_output)?;
             if !tx.is_coinbase() {
                 let (k, spent_outputs) = ins.next().context("inputs ended early")??;
-                if k != TxNum(txnum) {
+                if k != txnum {
                     bail!("inputs row of tx {txnum} is missing");
                 }
                 for (vin, spent) in spent_outputs.into_iter().enumerate() {
-                    if !spent.is_outside() && spent.0 >= outputs_now {
+                    if !spent.is_outside() && spent >= outputs_now {
                         bail!("tx {txnum} at height {height} input {vin} spends output {spent}, which the flow graph does not hold");
                     }
-                    let value = match spent.is_outside() {
-                        false => {
-                            let word = spender_word(txnum, vin as u32);
-                            a.outputs.set(spent.0 as usize * OUTPUT_WORDS + 1, word);
-                            a.outputs.get(spent.0 as usize * OUTPUT_WORDS)
-                        }
-                        true => outside_value(store, spent)?,
-                    };
-                    a.inputs.push(&[spent.0, value])?;
+                    graph.input(txnum, vin as u32, spent, || outside_value(store, spent))?;
                 }
             }
             for _ in 0..tx.output_count {
                 let (_, o) = outs.next().context("outputs ended early")??;
-                a.outputs
-                    .push(&[o.value, NONE, o.addr.map_or(NONE, |a| a.0)])?;
+                graph.output(o.value, o.addr)?;
             }
         }
         progress.advance(1, u64::from(block.loc.len), height);

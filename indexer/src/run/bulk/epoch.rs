@@ -16,6 +16,7 @@ use satflow_schema::{cf, AddrId, Height, NextIds, OutNum, TxNum};
 use super::addrs::{AddrMap, Numbered};
 use super::coins::{Coin, CoinKey, Coins};
 use crate::chain::Node;
+use crate::flow::Appender;
 use crate::parse::{ParsedBlock, ParsedTx};
 use crate::run::pipeline::Committed;
 use crate::store::SortedBatch;
@@ -89,7 +90,8 @@ impl<'a> Layout<'a> {
     }
 }
 
-/// The rows of `blocks`, the first at `first_height` with ids from `ids`.
+/// The rows of `blocks`, the first at `first_height` with ids from `ids`,
+/// and their entries appended to `graph`, the flow graph, when given.
 /// Updates `addrs` and `coins`; after an error they are of no further use.
 pub(super) fn build(
     blocks: &[(Node, ParsedBlock)],
@@ -97,6 +99,7 @@ pub(super) fn build(
     ids: NextIds,
     addrs: &AddrMap,
     coins: &Coins,
+    graph: Option<&mut Appender>,
 ) -> Result<Epoch> {
     let layout = Layout::new(blocks, first_height, ids);
     let keys: Vec<Option<AddrKey>> = layout
@@ -139,6 +142,9 @@ pub(super) fn build(
                 hash: node.hash,
             }),
         );
+    }
+    if let Some(graph) = graph {
+        append_flow(graph, blocks, &layout, &numbered, &spent)?;
     }
     let next = NextIds {
         tx: ids.tx + layout.txs.len() as u64,
@@ -280,6 +286,37 @@ fn block_rows(
     batch.put::<cf::Blocks>(&height, &row);
     batch.put::<cf::BlockHeight>(&block.hash, &height);
     Ok(batch)
+}
+
+/// The epoch's blocks, txs, inputs and outputs in the flow graph, from
+/// memory rather than read back from the rows.
+fn append_flow(
+    graph: &mut Appender,
+    blocks: &[(Node, ParsedBlock)],
+    layout: &Layout,
+    numbered: &Numbered,
+    spent: &[Vec<Coin>],
+) -> Result<()> {
+    let mut block = None;
+    for (t, coins) in layout.txs.iter().zip(spent) {
+        if block != Some(t.block) {
+            block = Some(t.block);
+            graph.block(t.num, &blocks[t.block].1.hash)?;
+        }
+        graph.tx(layout.output(t.first_output))?;
+        for (vin, coin) in coins.iter().enumerate() {
+            graph.input(t.num, vin as u32, coin.output, || {
+                Err(anyhow!(
+                    "{}: a coin from before the index's start in a bulk run",
+                    coin.output
+                ))
+            })?;
+        }
+        for (vout, out) in t.tx.outputs.iter().enumerate() {
+            graph.output(out.value, numbered.ids[t.first_output + vout])?;
+        }
+    }
+    Ok(())
 }
 
 /// `addrs` and `addr_ids` rows of the addresses numbered from `first`.

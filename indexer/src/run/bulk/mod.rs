@@ -6,6 +6,7 @@
 //! this thread resolves epoch k (`epoch`: ids by prefix sums, address ids
 //! from `addrs`, inputs from the complete unspent map in `coins`) and a
 //! writer thread ingests epoch k-1's rows (`SortedBatch::ingest_all`).
+//! The flow graph grows from each epoch in memory (`flow::Appender`).
 //! No stage reads the database, and nothing is compacted until the end.
 //! `addr_utxos` and `addr_stats` are built once at the end (`totals`),
 //! while the `bulk` meta row says they are behind.
@@ -35,6 +36,7 @@ use super::pipeline::{parse_ahead, split_by_bytes, Committed};
 use super::{IndexOptions, Stage, Summary};
 use crate::blkfiles::BlocksDir;
 use crate::chain::{BestChain, Node};
+use crate::flow;
 use crate::parse::ParsedBlock;
 use crate::progress::Progress;
 use crate::store::{Landing, SortedBatch, Store};
@@ -78,6 +80,12 @@ pub(super) fn apply_chain(
     let mut progress = Progress::new(total, opts.quiet);
     let batches = split_by_bytes(blocks, opts.batch_bytes.max(1));
     let (addrs, coins) = (addrs::AddrMap::new(), coins::Coins::new());
+    // Appended from each epoch in memory; left dirty, to be rebuilt from
+    // the rows, by a run that fails.
+    let mut graph = opts
+        .flow
+        .then(|| flow::Appender::create(store))
+        .transpose()?;
     let (write_tx, write_rx) = crossbeam_channel::bounded::<(SortedBatch, Committed)>(1);
     let (ack_tx, ack_rx) = crossbeam_channel::unbounded::<Result<(Committed, Duration)>>();
     let (mut parse_busy, mut resolve_busy, mut ingest_busy) = Default::default();
@@ -121,7 +129,9 @@ pub(super) fn apply_chain(
                 }
                 if !ok.is_empty() {
                     let started = Instant::now();
-                    let epoch = pool.install(|| epoch::build(&ok, height, ids, &addrs, &coins))?;
+                    let epoch = pool.install(|| {
+                        epoch::build(&ok, height, ids, &addrs, &coins, graph.as_mut())
+                    })?;
                     resolve_busy += started.elapsed();
                     if addrs.bytes() + coins.bytes() > budget {
                         full = true;
@@ -162,6 +172,9 @@ pub(super) fn apply_chain(
         progress.finish();
         result
     })?;
+    if let Some(graph) = graph {
+        graph.finish()?;
+    }
     summary.notes.extend(notes);
     summary.stages.extend([
         Stage::busy("parse", parse_busy),
