@@ -28,17 +28,33 @@ const CHUNK: usize = 100_000;
 /// row) whatever the index's size.
 const RUN_ROWS: usize = 4 << 20;
 
+/// Where pass 1 gets the links that unite addresses.
+pub enum Links<'a> {
+    /// Found from the index's rows with these heuristics.
+    FromRows(Heuristics),
+    /// Already found, in chain order, with the heuristics the build records
+    /// (the bulk path finds them from each epoch in memory).
+    Found(&'a [(AddrId, AddrId)]),
+}
+
 /// Writes every cluster of the index as of its tip. The caller records the
 /// heuristics and the tip only afterwards, so an interrupted build is
 /// started over rather than continued.
-pub fn build(store: &Store, h: Heuristics, progress: &mut Progress) -> Result<()> {
+pub fn build(store: &Store, links: Links, progress: &mut Progress) -> Result<()> {
     let Some(tip) = store.tip()? else {
         return Ok(());
     };
     let next = store.need_block(tip.height)?.next_ids();
     remove_stale_scratch(store);
     let mut sets = UnionFind::new(store.path(), next.addr.0)?;
-    unite(store, h, tip.height, next.output, &mut sets, progress)?;
+    match links {
+        Links::FromRows(h) => unite(store, h, tip.height, next.output, &mut sets, progress)?,
+        Links::Found(pairs) => {
+            for &(a, b) in pairs {
+                sets.union(a.0, b.0);
+            }
+        }
+    }
     let sizes = write_members(store, &mut sets)?;
     write_history(store, &mut sets, &sizes)?;
     write_stats(store, tip.height, &sizes)

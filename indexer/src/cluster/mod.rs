@@ -16,9 +16,10 @@ pub mod view;
 use anyhow::Result;
 use satflow_schema::block::ChainPoint;
 use satflow_schema::cf;
-use satflow_schema::{meta, Height};
+use satflow_schema::{meta, AddrId, Height};
 
-pub use heuristics::Heuristics;
+pub use build::Links;
+pub use heuristics::{Coin, Heuristics, Spent, TxView};
 pub use live::forget_above;
 
 use crate::progress::Progress;
@@ -39,19 +40,36 @@ pub fn tip(store: &Store) -> Result<Option<ChainPoint>> {
     store.meta(meta::ClusterTip)
 }
 
+/// The heuristics a build uses: those recorded, or the default set when
+/// none was ever chosen.
+pub fn heuristics_in_force(store: &Store) -> Result<Heuristics> {
+    Ok(heuristics(store)?.unwrap_or(Heuristics::DEFAULT))
+}
+
 /// Brings the clusters up to the index tip with the heuristics in force:
 /// block by block from the cluster tip, or a whole build when there is no
-/// tip yet (never built, or a build that was interrupted; the default set
-/// when none was ever chosen).
-pub fn update(store: &Store, quiet: bool) -> Result<()> {
+/// tip yet (never built, or a build that was interrupted). `found`: the
+/// links of the whole index, when the caller has them (the bulk path), for
+/// a whole build that need not read the rows.
+pub fn update(store: &Store, found: Option<&[(AddrId, AddrId)]>, quiet: bool) -> Result<()> {
     match (heuristics(store)?, tip(store)?) {
         (Some(h), Some(_)) => catch_up(store, h, quiet),
-        (h, _) => rebuild(store, h.unwrap_or(Heuristics::DEFAULT), quiet),
+        (h, _) => {
+            let h = h.unwrap_or(Heuristics::DEFAULT);
+            match found {
+                Some(pairs) => rebuild_with(store, h, Links::Found(pairs), quiet),
+                None => rebuild(store, h, quiet),
+            }
+        }
     }
 }
 
 /// Drops every cluster and builds them again from the index with `h`.
 pub fn rebuild(store: &Store, h: Heuristics, quiet: bool) -> Result<()> {
+    rebuild_with(store, h, Links::FromRows(h), quiet)
+}
+
+fn rebuild_with(store: &Store, h: Heuristics, links: Links, quiet: bool) -> Result<()> {
     // No tip until the build is whole: an interrupted build is started
     // over (with the same heuristics) by the next run, never continued.
     let mut batch = store.batch();
@@ -61,7 +79,7 @@ pub fn rebuild(store: &Store, h: Heuristics, quiet: bool) -> Result<()> {
     live::put_tip(&mut batch, None);
     store.write(batch)?;
     let mut progress = Progress::new(blk_bytes_above(store, None)?, quiet);
-    build::build(store, h, &mut progress)?;
+    build::build(store, links, &mut progress)?;
     progress.finish();
     let mut batch = store.batch();
     live::put_tip(&mut batch, store.tip()?);

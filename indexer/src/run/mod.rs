@@ -211,11 +211,16 @@ impl Indexer {
             summary.stages.push(clock.stop("address totals"));
         }
         let (clock, at) = (Clock::start(), summary.stages.len());
+        // The bulk path's cluster links, when it indexed the whole chain.
+        let mut links = None;
         let applied =
             reorg::undo_to_fork(store, &mut writer, &best, &mut summary).and_then(|mut from| {
                 if bulk::applies(store, opts)? {
-                    from = bulk::apply_chain(store, &dir, pool, &best, from, opts, &mut summary)?;
+                    let done =
+                        bulk::apply_chain(store, &dir, pool, &best, from, opts, &mut summary)?;
+                    from = done.next;
                     if (from - best.base) as usize == best.blocks.len() {
+                        links = done.links;
                         return Ok(());
                     }
                     // The bulk maps outgrew their budget: on from its tip,
@@ -246,7 +251,7 @@ impl Indexer {
         let caches = writer.into_caches();
         if opts.cluster {
             let clock = Clock::start();
-            crate::cluster::update(store, opts.quiet)?;
+            crate::cluster::update(store, links.as_deref(), opts.quiet)?;
             // Servers see only flushed rows: a follower's clusters must be
             // theirs before the flow graph (written next) shows the blocks.
             store.flush()?;

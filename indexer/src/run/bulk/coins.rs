@@ -4,6 +4,7 @@
 
 use bitcoin::hashes::Hash;
 use bitcoin::{OutPoint, Txid};
+use satflow_schema::script::ScriptType;
 use satflow_schema::{AddrId, OutNum};
 
 use super::shards::Shards;
@@ -43,22 +44,31 @@ impl CoinKey {
 pub(super) struct Coin {
     pub output: OutNum,
     pub value: u64,
-    addr: u64,
+    /// Address number + 1 (0: none) in the low 56 bits, script type above:
+    /// a slot of 40 bytes rather than 48.
+    addr_script: u64,
 }
 
 impl Coin {
-    const NO_ADDR: u64 = u64::MAX;
+    const ADDR_BITS: u32 = 56;
 
-    pub fn new(output: OutNum, value: u64, addr: Option<AddrId>) -> Coin {
+    pub fn new(output: OutNum, value: u64, addr: Option<AddrId>, script: ScriptType) -> Coin {
+        debug_assert!(addr.is_none_or(|a| a.0 < (1 << Coin::ADDR_BITS) - 1));
         Coin {
             output,
             value,
-            addr: addr.map_or(Coin::NO_ADDR, |a| a.0),
+            addr_script: addr.map_or(0, |a| a.0 + 1) | (script as u64) << Coin::ADDR_BITS,
         }
     }
 
     pub fn addr(&self) -> Option<AddrId> {
-        (self.addr != Coin::NO_ADDR).then_some(AddrId(self.addr))
+        let addr = self.addr_script & ((1 << Coin::ADDR_BITS) - 1);
+        addr.checked_sub(1).map(AddrId)
+    }
+
+    pub fn script(&self) -> ScriptType {
+        ScriptType::from_u8((self.addr_script >> Coin::ADDR_BITS) as u8)
+            .unwrap_or(ScriptType::Unknown)
     }
 }
 
@@ -119,9 +129,12 @@ mod tests {
         let (a, b) = (CoinKey::new(&txid(1), 0), CoinKey::new(&txid(1), 1));
         // Inserted from many workers in no particular order.
         (0..64u64).into_par_iter().for_each(|i| {
-            coins.insert(a, Coin::new(OutNum(i), i, Some(AddrId(7))));
+            coins.insert(
+                a,
+                Coin::new(OutNum(i), i, Some(AddrId(7)), ScriptType::P2tr),
+            );
         });
-        coins.insert(b, Coin::new(OutNum(100), 5, None));
+        coins.insert(b, Coin::new(OutNum(100), 5, None, ScriptType::OpReturn));
         assert_eq!(coins.len(), 2);
         let got = coins.take(&a).unwrap();
         assert_eq!(
@@ -129,7 +142,9 @@ mod tests {
             (OutNum(63), 63, Some(AddrId(7)))
         );
         assert_eq!(coins.take(&a), None);
-        assert_eq!(coins.take(&b).unwrap().addr(), None);
+        assert_eq!(got.script(), ScriptType::P2tr);
+        let other = coins.take(&b).unwrap();
+        assert_eq!((other.addr(), other.script()), (None, ScriptType::OpReturn));
         assert_eq!(coins.len(), 0);
     }
 

@@ -16,6 +16,7 @@ use satflow_schema::{cf, AddrId, Height, NextIds, OutNum, TxNum};
 use super::addrs::{AddrMap, Numbered};
 use super::coins::{Coin, CoinKey, Coins};
 use crate::chain::Node;
+use crate::cluster::{self, Heuristics, Spent, TxView};
 use crate::flow::Appender;
 use crate::parse::{ParsedBlock, ParsedTx};
 use crate::run::pipeline::Committed;
@@ -27,6 +28,8 @@ pub(super) struct Epoch {
     pub batch: SortedBatch,
     pub done: Committed,
     pub next: NextIds,
+    /// Pairs of addresses the clustering heuristics link, when asked for.
+    pub links: Vec<(AddrId, AddrId)>,
 }
 
 /// A transaction of the epoch and where it lies.
@@ -90,16 +93,23 @@ impl<'a> Layout<'a> {
     }
 }
 
+/// What an epoch feeds besides the rows: the flow graph, and the
+/// clustering heuristics whose links to find.
+pub(super) struct Derived<'a> {
+    pub graph: Option<&'a mut Appender>,
+    pub heuristics: Option<Heuristics>,
+}
+
 /// The rows of `blocks`, the first at `first_height` with ids from `ids`,
-/// and their entries appended to `graph`, the flow graph, when given.
-/// Updates `addrs` and `coins`; after an error they are of no further use.
+/// and what `derived` asks for. Updates `addrs` and `coins`; after an
+/// error they are of no further use.
 pub(super) fn build(
     blocks: &[(Node, ParsedBlock)],
     first_height: Height,
     ids: NextIds,
     addrs: &AddrMap,
     coins: &Coins,
-    graph: Option<&mut Appender>,
+    derived: Derived,
 ) -> Result<Epoch> {
     let layout = Layout::new(blocks, first_height, ids);
     let keys: Vec<Option<AddrKey>> = layout
@@ -113,7 +123,12 @@ pub(super) fn build(
             // OP_RETURN outputs can never be spent: not worth a slot.
             if out.script_type != ScriptType::OpReturn {
                 let at = t.first_output + vout;
-                let coin = Coin::new(layout.output(at), out.value, numbered.ids[at]);
+                let coin = Coin::new(
+                    layout.output(at),
+                    out.value,
+                    numbered.ids[at],
+                    out.script_type,
+                );
                 coins.insert(CoinKey::new(&t.tx.txid, vout as u32), coin);
             }
         }
@@ -143,15 +158,29 @@ pub(super) fn build(
             }),
         );
     }
-    if let Some(graph) = graph {
+    if let Some(graph) = derived.graph {
         append_flow(graph, blocks, &layout, &numbered, &spent)?;
     }
+    let links = match derived.heuristics {
+        None => Vec::new(),
+        Some(h) => layout
+            .txs
+            .par_iter()
+            .zip(&spent)
+            .flat_map_iter(|(t, coins)| links(&h, t, coins, &layout, &numbered))
+            .collect(),
+    };
     let next = NextIds {
         tx: ids.tx + layout.txs.len() as u64,
         output: layout.output(layout.outputs()),
         addr: ids.addr + numbered.new.len() as u64,
     };
-    Ok(Epoch { batch, done, next })
+    Ok(Epoch {
+        batch,
+        done,
+        next,
+        links,
+    })
 }
 
 /// The coins a tx's inputs spend, taken from the unspent map.
@@ -286,6 +315,52 @@ fn block_rows(
     batch.put::<cf::Blocks>(&height, &row);
     batch.put::<cf::BlockHeight>(&block.hash, &height);
     Ok(batch)
+}
+
+/// The address pairs `h` links in tx `t`, which spends `coins`: the same
+/// view of the tx a cluster build reads from the rows.
+fn links(
+    h: &Heuristics,
+    t: &TxAt,
+    coins: &[Coin],
+    layout: &Layout,
+    numbered: &Numbered,
+) -> Vec<(AddrId, AddrId)> {
+    if coins.is_empty() {
+        return Vec::new();
+    }
+    // Ids are given at first sight: an address is fresh when its id is at
+    // least the next id as it stood before the tx.
+    let seen = numbered
+        .first_seen
+        .partition_point(|&p| (p as usize) < t.first_output);
+    let fresh_from = layout.ids.addr + seen as u64;
+    let view = TxView {
+        inputs: coins
+            .iter()
+            .map(|c| Spent {
+                addr: c.addr(),
+                script: c.script(),
+            })
+            .collect(),
+        outputs: t
+            .tx
+            .outputs
+            .iter()
+            .enumerate()
+            .map(|(vout, out)| {
+                let addr = numbered.ids[t.first_output + vout];
+                let coin = cluster::Coin {
+                    addr,
+                    value: out.value,
+                    script: out.script_type,
+                };
+                (coin, addr.is_some_and(|a| a >= fresh_from))
+            })
+            .collect(),
+    };
+    let (linked, _) = h.links(&view);
+    linked.windows(2).map(|w| (w[0], w[1])).collect()
 }
 
 /// The epoch's blocks, txs, inputs and outputs in the flow graph, from

@@ -6,7 +6,9 @@
 //! this thread resolves epoch k (`epoch`: ids by prefix sums, address ids
 //! from `addrs`, inputs from the complete unspent map in `coins`) and a
 //! writer thread ingests epoch k-1's rows (`SortedBatch::ingest_all`).
-//! The flow graph grows from each epoch in memory (`flow::Appender`).
+//! The flow graph grows from each epoch in memory (`flow::Appender`), and
+//! the clustering heuristics' links are found there too, for the cluster
+//! build that follows, which then need not read the rows back.
 //! No stage reads the database, and nothing is compacted until the end.
 //! `addr_utxos` and `addr_stats` are built once at the end (`totals`),
 //! while the `bulk` meta row says they are behind.
@@ -28,7 +30,7 @@ mod totals;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
-use satflow_schema::{meta, Height, NextIds};
+use satflow_schema::{meta, AddrId, Height, NextIds};
 
 pub(super) use totals::finish;
 
@@ -36,6 +38,7 @@ use super::pipeline::{parse_ahead, split_by_bytes, Committed};
 use super::{IndexOptions, Stage, Summary};
 use crate::blkfiles::BlocksDir;
 use crate::chain::{BestChain, Node};
+use crate::cluster;
 use crate::flow;
 use crate::parse::ParsedBlock;
 use crate::progress::Progress;
@@ -51,9 +54,17 @@ pub(super) fn applies(store: &Store, opts: &IndexOptions) -> Result<bool> {
         && opts.prevouts.is_none())
 }
 
-/// Indexes the chain from height `from` into an empty index; returns the
-/// height to go on from block by block: past the tip, unless the maps
-/// outgrew their budget first.
+/// How far a bulk run got.
+pub(super) struct Done {
+    /// The height to go on from block by block: past the tip, unless the
+    /// maps outgrew their budget first.
+    pub next: u32,
+    /// When the run indexed the whole chain and clusters are kept: the
+    /// address pairs the heuristics link, for the cluster build.
+    pub links: Option<Vec<(AddrId, AddrId)>>,
+}
+
+/// Indexes the chain from height `from` into an empty index.
 pub(super) fn apply_chain(
     store: &Store,
     dir: &BlocksDir,
@@ -62,10 +73,13 @@ pub(super) fn apply_chain(
     from: u32,
     opts: &IndexOptions,
     summary: &mut Summary,
-) -> Result<u32> {
+) -> Result<Done> {
     let blocks = &chain.blocks[(from - chain.base) as usize..];
     if blocks.is_empty() {
-        return Ok(from);
+        return Ok(Done {
+            next: from,
+            links: None,
+        });
     }
     let budget = opts.cache_mb << 20;
     // Durable before the first table file is.
@@ -86,11 +100,16 @@ pub(super) fn apply_chain(
         .flow
         .then(|| flow::Appender::create(store))
         .transpose()?;
+    let heuristics = opts
+        .cluster
+        .then(|| cluster::heuristics_in_force(store))
+        .transpose()?;
+    let mut links = Vec::new();
     let (write_tx, write_rx) = crossbeam_channel::bounded::<(SortedBatch, Committed)>(1);
     let (ack_tx, ack_rx) = crossbeam_channel::unbounded::<Result<(Committed, Duration)>>();
     let (mut parse_busy, mut resolve_busy, mut ingest_busy) = Default::default();
     let mut notes = Vec::new();
-    let next = std::thread::scope(|s| {
+    let (next, full) = std::thread::scope(|s| {
         let parsed_rx = parse_ahead(s, pool, dir, &batches, None);
         std::thread::Builder::new()
             .name("ingest".into())
@@ -115,7 +134,7 @@ pub(super) fn apply_chain(
             done.count(summary, &mut progress);
             Ok(())
         };
-        let result = (|| -> Result<u32> {
+        let result = (|| -> Result<(u32, bool)> {
             let (mut height, mut ids) = (Height(from), NextIds::default());
             let (mut in_flight, mut failed, mut full) = (0, None, false);
             for (parsed, took) in parsed_rx.iter() {
@@ -129,11 +148,16 @@ pub(super) fn apply_chain(
                 }
                 if !ok.is_empty() {
                     let started = Instant::now();
-                    let epoch = pool.install(|| {
-                        epoch::build(&ok, height, ids, &addrs, &coins, graph.as_mut())
-                    })?;
+                    let derived = epoch::Derived {
+                        graph: graph.as_mut(),
+                        heuristics,
+                    };
+                    let epoch =
+                        pool.install(|| epoch::build(&ok, height, ids, &addrs, &coins, derived))?;
                     resolve_busy += started.elapsed();
-                    if addrs.bytes() + coins.bytes() > budget {
+                    links.extend_from_slice(&epoch.links);
+                    let pairs = links.capacity() * std::mem::size_of::<(AddrId, AddrId)>();
+                    if addrs.bytes() + coins.bytes() + pairs > budget {
                         full = true;
                     }
                     height = Height(height.0 + ok.len() as u32);
@@ -166,7 +190,7 @@ pub(super) fn apply_chain(
                 tracing::warn!("{note}");
                 notes.push(note);
             }
-            failed.map_or(Ok(height.0), Err)
+            failed.map_or(Ok((height.0, full)), Err)
         })();
         drop(parsed_rx); // stops the parser if we failed or stopped early
         progress.finish();
@@ -181,5 +205,8 @@ pub(super) fn apply_chain(
         Stage::busy("resolve", resolve_busy),
         Stage::busy("ingest", ingest_busy),
     ]);
-    Ok(next)
+    Ok(Done {
+        next,
+        links: (opts.cluster && !full).then_some(links),
+    })
 }
