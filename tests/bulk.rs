@@ -148,3 +148,36 @@ fn a_bulk_run_stopped_by_a_corrupt_block_keeps_what_came_before() {
     assert_same(&dump_all(db.path()), &dump_all(reference.path()));
     assert_eq!(flow_graph(db.path()), flow_graph(reference.path()));
 }
+
+/// While the `bulk` row says the address totals are behind (a bulk run
+/// was killed before its end), address summaries and unspent outputs are
+/// refused with the reason; the next run builds the totals from the rows,
+/// equal to what they were.
+#[test]
+fn totals_a_killed_bulk_run_left_behind_are_refused_then_rebuilt() {
+    use satflow_indexer::{address, Network};
+    use satflow_query::QueryError;
+    use satflow_schema::meta;
+
+    let (blocks, db) = synth_chain(14, 4 << 20);
+    let before = dump_all(db.path());
+    let addr = {
+        let store = Store::open(db.path(), Access::Write).unwrap();
+        let (_, key) = store.scan_all::<cf::Addrs>().next().unwrap().unwrap();
+        let mut batch = store.batch();
+        batch.put_meta(meta::Bulk, &());
+        batch.clear::<cf::AddrStats>();
+        batch.clear::<cf::AddrUtxos>();
+        store.write(batch).unwrap();
+        store.flush().unwrap();
+        address::encode(&key, Network::Regtest)
+    };
+    match query::Q::open(db.path()).summary(&addr) {
+        Err(QueryError::FailedPrecondition(why)) => assert!(why.contains("being built"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    index(blocks.path(), db.path());
+    assert_same(&dump_all(db.path()), &before);
+    let summary = query::Q::open(db.path()).summary(&addr).unwrap().unwrap();
+    assert!(summary.tx_count > 0);
+}

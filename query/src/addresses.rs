@@ -5,19 +5,32 @@ use satflow_indexer::address;
 use satflow_indexer::store::Direction;
 use satflow_proto::v1 as pb;
 use satflow_schema::script::AddrKey;
-use satflow_schema::{cf, OutNum};
+use satflow_schema::{cf, meta, OutNum};
 
-use crate::error::Result;
+use crate::error::{QueryError, Result};
 use crate::history::{self, HistoryQuery, Order};
 use crate::index::Index;
 use crate::labels;
 use crate::page::{Listing, Token};
+
+/// Address totals (`addr_stats`, `addr_utxos`) are built at the end of a
+/// bulk run; until then the `bulk` meta row is there and they would be
+/// wrong, so callers are told to ask again.
+fn totals_ready(index: &Index) -> Result<()> {
+    if index.store().meta(meta::Bulk)?.is_some() {
+        return Err(QueryError::FailedPrecondition(
+            "address balances and unspent outputs are being built by a first `satflow index` run; ask again when it has finished".into(),
+        ));
+    }
+    Ok(())
+}
 
 /// None when the chain never paid to or spent from the address.
 pub fn summary(index: &Index, key: &AddrKey) -> Result<Option<pb::AddressSummary>> {
     let Some(id) = index.address_id(key)? else {
         return Ok(None);
     };
+    totals_ready(index)?;
     let stats = index.store().need::<cf::AddrStats>(&id)?;
     Ok(Some(pb::AddressSummary {
         address: address::encode(key, index.network()),
@@ -55,6 +68,7 @@ pub fn utxos(
     page_token: &str,
 ) -> Result<pb::ListAddressUtxosResponse> {
     let id = index.known_address_id(key)?;
+    totals_ready(index)?;
     let first = Token::resume("page_token", page_token, Listing::Utxos, id.0)?.unwrap_or(0);
     let mut utxos = Vec::new();
     let mut next_page_token = String::new();
