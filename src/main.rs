@@ -74,9 +74,9 @@ struct IndexArgs {
     /// Parser threads (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
-    /// Memory for the unspent-output and address caches, in MiB; into an
-    /// empty index, for the bulk path's maps of every unspent output and
-    /// address (when they outgrow it, indexing goes on block by block).
+    /// Memory for the bulk path's maps of every unspent output and address,
+    /// in MiB (into an empty index; when they outgrow it, indexing goes on
+    /// block by block); block by block, half of it budgets the caches.
     #[arg(long, default_value_t = 2048)]
     cache_mb: usize,
     /// Blk data per committed write batch (per epoch, into an empty index), in MiB.

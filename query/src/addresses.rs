@@ -13,9 +13,11 @@ use crate::index::Index;
 use crate::labels;
 use crate::page::{Listing, Token};
 
-/// Address totals (`addr_stats`, `addr_utxos`) are built at the end of a
-/// bulk run; until then the `bulk` meta row is there and they would be
-/// wrong, so callers are told to ask again.
+/// Address totals (`addr_stats`, `addr_utxos`) are built whole at the end
+/// of a bulk run; until then the `bulk` meta row is there and they are
+/// missing, so callers are told to ask again. Asked only when a total is
+/// missing: rows that are there are right, and the common call reads no
+/// more than before.
 fn totals_ready(index: &Index) -> Result<()> {
     if index.store().meta(meta::Bulk)?.is_some() {
         return Err(QueryError::FailedPrecondition(
@@ -30,8 +32,13 @@ pub fn summary(index: &Index, key: &AddrKey) -> Result<Option<pb::AddressSummary
     let Some(id) = index.address_id(key)? else {
         return Ok(None);
     };
-    totals_ready(index)?;
-    let stats = index.store().need::<cf::AddrStats>(&id)?;
+    let stats = match index.store().get::<cf::AddrStats>(&id)? {
+        Some(stats) => stats,
+        None => {
+            totals_ready(index)?;
+            index.store().need::<cf::AddrStats>(&id)?
+        }
+    };
     Ok(Some(pb::AddressSummary {
         address: address::encode(key, index.network()),
         script_type: key.kind().name().into(),
@@ -68,7 +75,6 @@ pub fn utxos(
     page_token: &str,
 ) -> Result<pb::ListAddressUtxosResponse> {
     let id = index.known_address_id(key)?;
-    totals_ready(index)?;
     let first = Token::resume("page_token", page_token, Listing::Utxos, id.0)?.unwrap_or(0);
     let mut utxos = Vec::new();
     let mut next_page_token = String::new();
@@ -94,6 +100,9 @@ pub fn utxos(
             value,
             height: tx.height.0,
         });
+    }
+    if utxos.is_empty() {
+        totals_ready(index)?;
     }
     Ok(pb::ListAddressUtxosResponse {
         utxos,

@@ -33,8 +33,9 @@ pub struct IndexOptions {
     /// Checked against the magic bytes when given.
     pub network: Option<Network>,
     pub threads: Option<usize>,
-    /// Memory for the unspent-output and address-id caches, and for the
-    /// bulk path's maps (beyond it, the run goes on block by block).
+    /// Memory for the bulk path's maps (beyond it, the run goes on block by
+    /// block); block by block, half of it budgets the unspent-output and
+    /// address-id caches.
     pub cache_mb: usize,
     /// Blk data per committed batch (per epoch on the bulk path): larger
     /// batches write faster, smaller ones lose less work to a crash.
@@ -162,7 +163,9 @@ impl Indexer {
         let caches = self
             .caches
             .take()
-            .unwrap_or_else(|| Caches::new(self.opts.cache_mb << 20));
+            // Their tables cost about twice the entries they are budgeted
+            // for (README, Memory): half of --cache-mb keeps them within it.
+            .unwrap_or_else(|| Caches::new(self.opts.cache_mb << 19));
         let (summary, caches) = self.run_with(&mut tree, caches)?;
         self.tree = Some(tree);
         self.caches = Some(caches);

@@ -152,10 +152,10 @@ pub(super) fn apply_chain(
                         graph: graph.as_mut(),
                         heuristics,
                     };
-                    let epoch =
+                    let mut epoch =
                         pool.install(|| epoch::build(&ok, height, ids, &addrs, &coins, derived))?;
                     resolve_busy += started.elapsed();
-                    links.extend_from_slice(&epoch.links);
+                    links.append(&mut epoch.links);
                     let pairs = links.capacity() * std::mem::size_of::<(AddrId, AddrId)>();
                     if addrs.bytes() + coins.bytes() + pairs > budget {
                         full = true;
