@@ -111,6 +111,11 @@ struct IndexArgs {
     /// one, such inputs are indexed with unknown value and fees are unknown).
     #[arg(long, value_name = "DIR")]
     prevouts: Option<PathBuf>,
+    /// Accept headers whose proof of work is not valid, as a chain from
+    /// `satflow synth --network main` has (by default such a header is
+    /// left out and never part of the chain).
+    #[arg(long)]
+    no_pow_check: bool,
 }
 
 #[derive(Args)]
@@ -191,12 +196,15 @@ fn index(a: IndexArgs) -> Result<()> {
         bulk: !a.no_bulk,
         start_at: a.start_at,
         prevouts: a.prevouts,
+        check_pow: !a.no_pow_check,
         ..IndexOptions::new(a.blocks_dir, a.db)
     };
+    // SIGTERM and SIGINT end the run at the next batch boundary.
+    opts.stop.on_signals()?;
     let mut indexer = Indexer::open(opts)?;
     let s = indexer.run()?;
     print_summary(&s);
-    if a.follow {
+    if a.follow && !s.stopped {
         indexer.set_quiet(true);
         follow(indexer, s.tip_hash, Duration::from_millis(a.poll_ms));
     }
@@ -205,12 +213,25 @@ fn index(a: IndexArgs) -> Result<()> {
 
 /// Indexes what the node appends, round after round; each round ends with
 /// a flush, which is when servers following the index see the new tip.
-/// Errors are logged and retried: the node may be mid-write.
-fn follow(mut indexer: Indexer, mut tip: Option<bitcoin::BlockHash>, poll: Duration) -> ! {
+/// Errors are logged and retried: the node may be mid-write. Returns when
+/// asked to stop, after the round under way.
+fn follow(mut indexer: Indexer, mut tip: Option<bitcoin::BlockHash>, poll: Duration) {
     let dir = indexer.options().blocks_dir.display().to_string();
+    let stop = indexer.options().stop.clone();
     tracing::info!("following {dir} every {poll:?}");
     loop {
-        std::thread::sleep(poll);
+        // Slept in short steps, so a stop is not kept waiting for a long poll.
+        let wake = std::time::Instant::now() + poll;
+        while !stop.requested() && std::time::Instant::now() < wake {
+            std::thread::sleep(poll.min(Duration::from_millis(50)));
+        }
+        if stop.requested() {
+            tracing::info!(
+                "stopped by a signal at tip {}",
+                tip.map_or("-".into(), |h| h.to_string())
+            );
+            return;
+        }
         let started = std::time::Instant::now();
         match indexer.run() {
             Ok(s) if s.tip_hash != tip => {
@@ -274,6 +295,9 @@ fn print_summary(s: &satflow_indexer::Summary) {
         s.mb_per_sec()
     );
     println!("db size         {:.1} MB", s.db_bytes as f64 / 1e6);
+    if s.stopped {
+        println!("stopped early   by a signal, after the last whole batch: the next run goes on from the tip");
+    }
     // Stages that ran beside others (their busy time) are indented under
     // the stage they belong to.
     println!("stage               wall s   cpu s  peak RSS MiB");

@@ -230,6 +230,14 @@ pub enum ScanNote {
         declared: u32,
         present: u64,
     },
+    /// The last record of a file, whole in length but not a valid block:
+    /// a node writes into preallocated zeros, so its length can show
+    /// before its body does. Read again next run.
+    Unfinished {
+        file: PathBuf,
+        offset: u64,
+        why: String,
+    },
 }
 
 impl std::fmt::Display for ScanNote {
@@ -245,6 +253,11 @@ impl std::fmt::Display for ScanNote {
                 "{}: record at offset {offset} declares {declared} bytes but only {present} are present (still being written?)",
                 file.display()
             ),
+            ScanNote::Unfinished { file, offset, why } => write!(
+                f,
+                "{}: the last record, at offset {offset}, is not a valid block ({why}): taken as still being written, and read again next run",
+                file.display()
+            ),
         }
     }
 }
@@ -258,6 +271,8 @@ pub struct FileScan {
     /// Where the next run starts: the first byte not consumed as a complete
     /// record (a truncated record or the zero tail start here).
     pub resume_at: u64,
+    /// Where the preallocated zero tail begins, when the data ends in one.
+    pub tail_at: Option<u64>,
 }
 
 /// Scans `file` from `start` for block records of one network.
@@ -272,7 +287,11 @@ pub fn scan_file(file: &BlkFile, key: XorKey, start: u64) -> Result<FileScan> {
         // Where to look for the next magic when `pos` holds no record.
         let resync_from = if is_padding(file, key, pos)? {
             match next_non_padding(file, key, pos)? {
-                None => break, // the preallocated tail: end of data for now
+                None => {
+                    // The preallocated tail: end of data for now.
+                    scan.tail_at = Some(pos);
+                    break;
+                }
                 Some(next) => next,
             }
         } else {
@@ -322,12 +341,39 @@ pub fn scan_file(file: &BlkFile, key: XorKey, start: u64) -> Result<FileScan> {
         }
     }
     // Whatever follows the last complete record is re-read next time.
+    let at_data_end = scan.tail_at == Some(scan.resume_at) || scan.resume_at == len;
+    if at_data_end {
+        check_last_record(file, key, &mut scan)?;
+    }
     Ok(scan)
+}
+
+/// Takes the last record back when it does not parse as a block: a node
+/// may still be writing its body into the zeros its length claims. Only
+/// the last one: a node writes in order, so a record with another after
+/// it is whole, and its faults are the parser's to report.
+fn check_last_record(file: &BlkFile, key: XorKey, scan: &mut FileScan) -> Result<()> {
+    let Some(last) = scan.records.last() else {
+        return Ok(());
+    };
+    let body = file.read(key, last.loc.offset, last.loc.len as usize)?;
+    if let Err(e) = crate::parse::parse_block(&body) {
+        let offset = last.loc.offset - 8;
+        scan.notes.push(ScanNote::Unfinished {
+            file: file.path.clone(),
+            offset,
+            why: e.to_string(),
+        });
+        scan.records.pop();
+        scan.resume_at = offset;
+        scan.tail_at = None;
+    }
+    Ok(())
 }
 
 /// True where the bytes at `pos` are preallocated zeros. Core preallocates
 /// with plain zeros that are *not* obfuscated, so accept either form.
-fn is_padding(file: &BlkFile, key: XorKey, pos: u64) -> Result<bool> {
+pub fn is_padding(file: &BlkFile, key: XorKey, pos: u64) -> Result<bool> {
     let mut bytes = file.read_raw(pos, 4)?;
     if bytes == [0; 4] {
         return Ok(true);
@@ -375,6 +421,11 @@ mod tests {
         r.extend_from_slice(&(body.len() as u32).to_le_bytes());
         r.extend_from_slice(body);
         r
+    }
+
+    /// A whole block's body: what a node's last record must parse as.
+    fn block_body(network: bitcoin::Network) -> Vec<u8> {
+        bitcoin::consensus::serialize(&bitcoin::constants::genesis_block(network))
     }
 
     fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> BlkFile {
@@ -428,14 +479,47 @@ mod tests {
             }
         ));
 
-        let mut padded = record(magic, &[7u8; 100]);
+        let body = block_body(bitcoin::Network::Regtest);
+        let mut padded = record(magic, &body);
         padded.extend(vec![0u8; 4096]);
         let f = write_file(dir.path(), "blk00001.dat", &padded);
         let scan = scan_file(&f, XorKey::default(), 0).unwrap();
+        let end = 8 + body.len() as u64;
         assert_eq!(
             (scan.records.len(), scan.resume_at, scan.notes.len()),
-            (1, 108, 0)
+            (1, end, 0)
         );
+        assert_eq!(scan.tail_at, Some(end));
+    }
+
+    #[test]
+    fn a_last_record_whose_body_is_not_yet_written_is_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let magic = Network::Regtest.magic();
+        let body = block_body(bitcoin::Network::Regtest);
+        let mut whole = record(magic, &body);
+        whole.extend(record(magic, &body));
+        // The second record's length is there, the end of its body not yet.
+        let mut writing = whole.clone();
+        let cut = writing.len() - 40;
+        writing[cut..].fill(0);
+        writing.extend(vec![0u8; 4096]);
+        let f = write_file(dir.path(), "blk00000.dat", &writing);
+        let scan = scan_file(&f, XorKey::default(), 0).unwrap();
+        let second_at = 8 + body.len() as u64;
+        assert_eq!((scan.records.len(), scan.resume_at), (1, second_at));
+        assert!(
+            matches!(&scan.notes[..], [ScanNote::Unfinished { offset, .. }] if *offset == second_at),
+            "{:?}",
+            scan.notes
+        );
+        // Next run, from where this one stopped, the body is there.
+        whole.extend(vec![0u8; 4096]);
+        let f = write_file(dir.path(), "blk00000.dat", &whole);
+        let scan = scan_file(&f, XorKey::default(), second_at).unwrap();
+        assert_eq!(scan.records.len(), 1);
+        assert_eq!(scan.records[0].loc.offset, second_at + 8);
+        assert_eq!(scan.notes, vec![]);
     }
 
     #[test]
@@ -443,7 +527,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let key = XorKey([1, 2, 3, 4, 5, 6, 7, 0xff]);
         let mut bytes = record(Network::Main.magic(), &[3u8; 81]);
-        bytes.extend(record(Network::Main.magic(), &[4u8; 120]));
+        bytes.extend(record(
+            Network::Main.magic(),
+            &block_body(bitcoin::Network::Bitcoin),
+        ));
         let plain = write_file(dir.path(), "blk00000.dat", &bytes);
         key.apply(0, &mut bytes);
         bytes.extend(vec![0u8; 64]); // Core's unobfuscated preallocation

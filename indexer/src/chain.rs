@@ -1,6 +1,7 @@
 //! The tree of block headers found on disk and the best chain through it:
 //! the branch with the most cumulative proof of work (from nBits), never the
-//! file order or the height.
+//! file order or the height. Only headers whose hash meets their own nBits,
+//! within the network's limit (`proof_of_work`), may join it.
 
 use std::collections::HashMap;
 
@@ -9,12 +10,56 @@ use bitcoin::block::Header;
 use bitcoin::{BlockHash, Work};
 
 use crate::blkfiles::BlockLoc;
+use crate::network::Network;
 
 #[derive(Clone, Debug)]
 pub struct Node {
     pub hash: BlockHash,
     pub header: Header,
+    /// The record to read: the first found, or (once read) the first
+    /// copy that parsed as this block.
     pub loc: BlockLoc,
+    /// Later records of the same block, tried in order when `loc` does not
+    /// parse or does not hash to `hash`.
+    pub copies: Vec<BlockLoc>,
+}
+
+impl Node {
+    /// Every record of the block, in the order found.
+    pub fn locs(&self) -> impl Iterator<Item = BlockLoc> + '_ {
+        std::iter::once(self.loc).chain(self.copies.iter().copied())
+    }
+}
+
+/// Why `header` cannot count toward chain work on `network`, if it cannot:
+/// its hash must meet the target its nBits claims, and that target must be
+/// within the network's limit, or one flipped bit would buy the best chain.
+pub fn proof_of_work(header: &Header, network: Network) -> Result<(), String> {
+    let limit = bitcoin::params::Params::new(network.bitcoin()).max_attainable_target;
+    let target = header.target();
+    if target > limit {
+        return Err(format!(
+            "nBits {:#010x} claims a target above {network}'s limit",
+            header.bits.to_consensus()
+        ));
+    }
+    header.validate_pow(target).map(|_| ()).map_err(|_| {
+        format!(
+            "hash {} does not meet its nBits {:#010x}",
+            header.block_hash(),
+            header.bits.to_consensus()
+        )
+    })
+}
+
+/// What `HeaderTree::insert` made of a record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Inserted {
+    New,
+    /// A block already known, found at another place.
+    Copy,
+    /// A place already known (a rescan).
+    Known,
 }
 
 #[derive(Default)]
@@ -44,16 +89,26 @@ pub struct BestChain {
 }
 
 impl HeaderTree {
-    /// Adds a header; false when the same block was already known (a record
-    /// seen twice counts once, at its first location).
-    pub fn insert(&mut self, header: Header, loc: BlockLoc) -> bool {
+    /// Adds a record of a block; a block found twice counts once, with
+    /// both places kept.
+    pub fn insert(&mut self, header: Header, loc: BlockLoc) -> Inserted {
         let hash = header.block_hash();
-        if self.index.contains_key(&hash) {
-            return false;
+        if let Some(&i) = self.index.get(&hash) {
+            let node = &mut self.nodes[i];
+            if node.locs().any(|l| l == loc) {
+                return Inserted::Known;
+            }
+            node.copies.push(loc);
+            return Inserted::Copy;
         }
         self.index.insert(hash, self.nodes.len());
-        self.nodes.push(Node { hash, header, loc });
-        true
+        self.nodes.push(Node {
+            hash,
+            header,
+            loc,
+            copies: Vec::new(),
+        });
+        Inserted::New
     }
 
     pub fn len(&self) -> usize {
@@ -182,12 +237,39 @@ mod tests {
         }
         let hard = header(g.block_hash(), HARD, 99);
         t.insert(hard, loc(50));
-        assert!(!t.insert(hard, loc(60)), "a record seen twice counts once");
+        assert_eq!(t.insert(hard, loc(60)), Inserted::Copy);
+        assert_eq!(t.insert(hard, loc(60)), Inserted::Known);
         let best = t.best_chain(g.block_hash(), 0).unwrap();
         assert_eq!(best.blocks.len(), 2);
         assert_eq!(best.blocks[1].hash, hard.block_hash());
-        assert_eq!(best.blocks[1].loc, loc(50));
+        let locs: Vec<_> = best.blocks[1].locs().collect();
+        assert_eq!(
+            locs,
+            vec![loc(50), loc(60)],
+            "a block found twice counts once"
+        );
         assert_eq!(best.stale, 5);
+    }
+
+    #[test]
+    fn proof_of_work_is_checked_against_nbits_and_the_network_limit() {
+        let genesis = bitcoin::constants::genesis_block(bitcoin::Network::Bitcoin).header;
+        assert_eq!(proof_of_work(&genesis, Network::Main), Ok(()));
+        let bad_nonce = Header {
+            nonce: genesis.nonce ^ 1,
+            ..genesis
+        };
+        let err = proof_of_work(&bad_nonce, Network::Main).unwrap_err();
+        assert!(err.contains("does not meet its nBits 0x1d00ffff"), "{err}");
+        // Regtest's easy target is beyond mainnet's limit, whatever the hash.
+        let easy = Header {
+            bits: CompactTarget::from_consensus(EASY),
+            ..genesis
+        };
+        let err = proof_of_work(&easy, Network::Main).unwrap_err();
+        assert!(err.contains("above main's limit"), "{err}");
+        let regtest = bitcoin::constants::genesis_block(bitcoin::Network::Regtest).header;
+        assert_eq!(proof_of_work(&regtest, Network::Regtest), Ok(()));
     }
 
     #[test]

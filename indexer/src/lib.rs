@@ -7,7 +7,7 @@
 //! `cluster` and `flow` (the value-flow graph taint tracing walks) are
 //! derived from those rows and kept current with them.
 //! An index may start after genesis; `prevouts` then describes the older
-//! coins its blocks spend.
+//! coins its blocks spend. `stop` carries SIGTERM to the batch boundaries.
 
 pub mod address;
 pub mod blkfiles;
@@ -22,9 +22,10 @@ pub mod prevouts;
 pub mod progress;
 mod recover;
 pub mod run;
+mod stop;
 pub mod store;
 mod writer;
 
 pub use network::Network;
-pub use run::{run, IndexOptions, Indexer, Summary};
+pub use run::{run, IndexOptions, Indexer, Stop, Summary};
 pub use store::{Access, Store};

@@ -130,7 +130,9 @@ impl Codec for BlockRow {
 #[derive(Clone, Debug, PartialEq)]
 pub struct BlockIndexRow {
     pub header: Header,
-    pub loc: BlockLoc,
+    /// Every record of this block found, in the order found: a corrupt
+    /// first copy (a crash mid-write) must not hide a good later one.
+    pub locs: Vec<BlockLoc>,
 }
 
 impl Codec for BlockIndexRow {
@@ -138,16 +140,20 @@ impl Codec for BlockIndexRow {
 
     fn encode(&self) -> Vec<u8> {
         let mut v = serialize(&self.header);
-        self.loc.put(&mut v);
+        for loc in &self.locs {
+            loc.put(&mut v);
+        }
         v
     }
 
     fn decode(b: &[u8]) -> Result<BlockIndexRow, RowError> {
         Dec::all("block_index", b, |d| {
-            Ok(BlockIndexRow {
-                header: read_header(d)?,
-                loc: BlockLoc::read(d)?,
-            })
+            let header = read_header(d)?;
+            let mut locs = vec![BlockLoc::read(d)?];
+            while !d.is_empty() {
+                locs.push(BlockLoc::read(d)?);
+            }
+            Ok(BlockIndexRow { header, locs })
         })
     }
 }
@@ -220,10 +226,15 @@ mod tests {
                 addr: AddrId(1)
             }
         );
-        let index = BlockIndexRow {
+        let mut index = BlockIndexRow {
             header: block.header,
-            loc: block.loc,
+            locs: vec![block.loc],
         };
+        assert_eq!(BlockIndexRow::decode(&index.encode()).unwrap(), index);
+        index.locs.push(BlockLoc {
+            file: 3,
+            ..block.loc
+        });
         assert_eq!(BlockIndexRow::decode(&index.encode()).unwrap(), index);
         let tip = ChainPoint {
             height: Height(170),

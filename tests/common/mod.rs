@@ -382,6 +382,10 @@ pub mod build {
         };
         let mut b = Block { header, txdata };
         b.header.merkle_root = b.compute_merkle_root().unwrap();
+        // Real proof of work: at regtest's target, two tries on average.
+        while b.header.validate_pow(b.header.target()).is_err() {
+            b.header.nonce += 1;
+        }
         b
     }
 

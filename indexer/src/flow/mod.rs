@@ -15,6 +15,10 @@
 //!
 //! Words are native-endian. Files only grow: a reorg rewrites entries in
 //! place and lowers the counts in `tip`, so a reader's mapping stays valid.
+//! Readers see only what `tip` counts; the writer moves it a batch at a
+//! time and journals (in `dirty`) the words it changes below it, so a
+//! writer killed mid-batch leaves a few words to repair, not a rebuild
+//! (see `update`).
 
 mod files;
 mod update;
@@ -45,6 +49,11 @@ pub fn spender_word(tx: u64, vin: u32) -> u64 {
     tx | u64::from(vin) << SPENDER_TX_BITS
 }
 
+/// The tx number in a spender word.
+fn spender_tx(word: u64) -> u64 {
+    word & ((1 << SPENDER_TX_BITS) - 1)
+}
+
 const BLOCK_WORDS: usize = 5;
 const TX_WORDS: usize = 2;
 const INPUT_WORDS: usize = 2;
@@ -64,8 +73,9 @@ pub struct Tip {
 }
 
 /// Layout version of the files, first in `tip`: a graph of another
-/// version is rebuilt by the next `satflow index`.
-const VERSION: u32 = 1;
+/// version is rebuilt by the next `satflow index`. 2: `dirty` is a journal
+/// of outputs (in version 1, an empty marker that asked for a rebuild).
+const VERSION: u32 = 2;
 
 impl Tip {
     const LEN: usize = 4 + 4 + 4 * 8 + 32;
@@ -220,12 +230,7 @@ impl<'a> FlowView<'a> {
             // A spender past the view's tip belongs to a later state.
             spender: Some(w[1])
                 .filter(|&s| s != NONE)
-                .map(|s| {
-                    (
-                        s & ((1 << SPENDER_TX_BITS) - 1),
-                        (s >> SPENDER_TX_BITS) as u32,
-                    )
-                })
+                .map(|s| (spender_tx(s), (s >> SPENDER_TX_BITS) as u32))
                 .filter(|&(tx, _)| tx < self.tx_count()),
             addr: Some(w[2]).filter(|&a| a != NONE),
         }

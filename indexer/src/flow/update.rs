@@ -1,7 +1,26 @@
 //! Keeps the flow graph equal to the index: appends the blocks the index
 //! gained, first undoing those a reorg removed (`update`), or, on the bulk
-//! path, each epoch as it is built (`Appender`). A run that dies midway
-//! leaves a `dirty` marker, and the next one rebuilds from scratch.
+//! path, each epoch as it is built (`Appender`).
+//!
+//! Crash safety, a batch at a time. Entries appended past the tip are
+//! invisible to readers, and the next run appends over them. Only two
+//! writes touch words below the tip: an input marking the output it
+//! spends, and a reorg unmarking the outputs its removed inputs spent.
+//! Both are journalled first, in `dirty` (the output numbers, u64 LE,
+//! replaced by rename and synced):
+//! - `input` only records the mark; `Appender::checkpoint` journals the
+//!   recorded outputs, marks them, syncs the arrays and then writes the
+//!   tip (by rename). `update` checkpoints every `batch_bytes` of blk
+//!   data, the bulk path after each epoch.
+//! - `undo_to_fork` journals the outputs to unmark, lowers the tip, then
+//!   unmarks them and syncs.
+//!
+//! A spender word below the tip that names a tx at or past the tip is
+//! thus always a write the tip does not cover, and every such word is in
+//! the journal. The next run resets those to unspent (`recover`) and goes
+//! on from the tip: a kill costs at most a batch. The journal stays until
+//! the next one replaces it; `finish` removes it. Only a graph without a
+//! readable tip of this version and base is rebuilt from scratch.
 
 use std::path::{Path, PathBuf};
 
@@ -12,9 +31,11 @@ use satflow_schema::{cf, AddrId, Height, OutNum, TxNum};
 
 use super::files::ArrayFile;
 use super::{
-    spender_word, Tip, BLOCK_WORDS, DIR, FILES, INPUT_WORDS, NONE, OUTPUT_WORDS, TX_WORDS,
+    spender_tx, spender_word, Tip, BLOCK_WORDS, DIR, FILES, INPUT_WORDS, NONE, OUTPUT_WORDS,
+    TX_WORDS,
 };
 use crate::progress::Progress;
+use crate::stop::Stop;
 use crate::store::{Direction, Store};
 
 struct Arrays {
@@ -69,28 +90,14 @@ impl Arrays {
     }
 }
 
-/// Brings the flow graph to the index tip.
-pub fn update(store: &Store, quiet: bool) -> Result<()> {
+/// Brings the flow graph to the index tip, checkpointing it every
+/// `batch_bytes` of blk data; a stop ends it at a checkpoint, to go on
+/// from next run.
+pub fn update(store: &Store, quiet: bool, batch_bytes: u64, stop: &Stop) -> Result<()> {
     let dir = store.path().join(DIR);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let dirty = dir.join("dirty");
     let base = store.base_height()?.0;
-    let fresh = Tip {
-        base,
-        ..Tip::default()
-    };
-    let recorded = match Tip::read(&dir) {
-        Ok(Some(t)) if !dirty.exists() && t.base == base => t,
-        Ok(None) => fresh,
-        // Interrupted, another start, or another version.
-        _ => {
-            tracing::info!("{}: rebuilding the flow graph", dir.display());
-            // Readers see no graph rather than one being rewritten.
-            let tip = dir.join("tip");
-            std::fs::remove_file(&tip).with_context(|| format!("removing {}", tip.display()))?;
-            fresh
-        }
-    };
+    let recorded = recover(&dir, base)?;
     let Some(tip) = store.tip()? else {
         return Ok(());
     };
@@ -99,34 +106,131 @@ pub fn update(store: &Store, quiet: bool) -> Result<()> {
         return Ok(());
     }
     let mut graph = Appender::open(dir, base, &recorded)?;
-    let kept = undo_to_fork(store, &mut graph.a, base, &graph.dir)?;
+    let kept = undo_to_fork(store, &mut graph)?;
     let from = base + kept as u32;
     let bytes = (from..=index_tip)
         .map(|h| Ok(store.block(Height(h))?.map_or(0, |b| u64::from(b.loc.len))))
         .sum::<Result<u64>>()?;
     let mut progress = Progress::new(bytes, quiet);
-    append(store, &mut graph, from, index_tip, &mut progress)?;
+    let all = append(
+        store,
+        &mut graph,
+        (from, index_tip),
+        batch_bytes,
+        stop,
+        &mut progress,
+    )?;
     progress.finish();
-    graph.finish()
+    match all {
+        true => graph.finish(),
+        false => graph.checkpoint(),
+    }
 }
 
-/// The flow graph open for appending, marked dirty (to be rebuilt by the
-/// next `update`) until `finish`: `update` appends the rows the index
-/// gained, the bulk path appends each epoch from memory.
+/// The tip to go on from: the recorded one, repaired if a run died after
+/// changing words below it; an empty graph when there is none, or none of
+/// this version and base.
+fn recover(dir: &Path, base: u32) -> Result<Tip> {
+    let fresh = Tip {
+        base,
+        ..Tip::default()
+    };
+    match Tip::read(dir) {
+        Ok(Some(tip)) if tip.base == base => {
+            if let Some(journal) = read_journal(dir)? {
+                repair(dir, &tip, &journal)?;
+            }
+            Ok(tip)
+        }
+        Ok(None) => Ok(fresh),
+        // Another start, or another version (version 1 kept no journal).
+        _ => {
+            tracing::info!("{}: rebuilding the flow graph", dir.display());
+            // Readers see no graph rather than one being rewritten.
+            let tip = dir.join("tip");
+            std::fs::remove_file(&tip).with_context(|| format!("removing {}", tip.display()))?;
+            Ok(fresh)
+        }
+    }
+}
+
+/// Resets the journalled outputs whose spender is at or past the tip: the
+/// marks of a checkpoint whose tip was never written, or those a reorg
+/// had still to remove.
+fn repair(dir: &Path, tip: &Tip, journal: &[u64]) -> Result<()> {
+    tracing::info!(
+        "{}: repairing the flow graph from {} journalled outputs",
+        dir.display(),
+        journal.len()
+    );
+    let words = tip.outputs as usize * OUTPUT_WORDS;
+    let mut outputs = ArrayFile::open(&dir.join("outputs"), words)?;
+    // Outputs past the tip are appended over, spender word included.
+    for &n in journal.iter().filter(|&&n| n < tip.outputs) {
+        let at = n as usize * OUTPUT_WORDS + 1;
+        let word = outputs.get(at);
+        if word != NONE && spender_tx(word) >= tip.txs {
+            outputs.set(at, NONE);
+        }
+    }
+    outputs.sync()?;
+    // Not synced: found again after a power loss, it repairs nothing more.
+    let path = dir.join("dirty");
+    std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))
+}
+
+/// The output numbers in `dirty`; None when there is no journal.
+fn read_journal(dir: &Path) -> Result<Option<Vec<u64>>> {
+    let path = dir.join("dirty");
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    // Written whole (by rename): a partial word is damage, not a crash.
+    if bytes.len() % 8 != 0 {
+        bail!(
+            "{}: {} bytes, not a flow graph journal; remove {} and `satflow index` rebuilds the graph",
+            path.display(),
+            bytes.len(),
+            dir.display()
+        );
+    }
+    let words = bytes.chunks_exact(8);
+    Ok(Some(
+        words
+            .map(|w| u64::from_le_bytes(w.try_into().expect("8")))
+            .collect(),
+    ))
+}
+
+/// Replaces the journal with `outputs`, durably.
+fn write_journal(dir: &Path, outputs: &[u64]) -> Result<()> {
+    let bytes: Vec<u8> = outputs.iter().flat_map(|n| n.to_le_bytes()).collect();
+    replace(dir, "dirty", &bytes)
+}
+
+/// The flow graph open for appending: `update` appends the rows the index
+/// gained, the bulk path appends each epoch from memory. What is appended
+/// becomes visible, and survives a crash, at `checkpoint` (and `finish`).
 pub struct Appender {
     dir: PathBuf,
     base: u32,
     a: Arrays,
+    /// Spender words to set at the next checkpoint: (output number, word).
+    marks: Vec<(u64, u64)>,
 }
 
 impl Appender {
     /// Opens the graph as `recorded` describes it.
     fn open(dir: PathBuf, base: u32, recorded: &Tip) -> Result<Appender> {
-        // On disk before any mapped page can be: after a power loss, either
-        // the marker is there or nothing was changed.
-        durable_write(&dir.join("dirty"), b"")?;
         let a = Arrays::open(&dir, recorded)?;
-        Ok(Appender { dir, base, a })
+        Ok(Appender {
+            dir,
+            base,
+            a,
+            marks: Vec::new(),
+        })
     }
 
     /// A new, empty graph for an index being built from empty.
@@ -173,8 +277,8 @@ impl Appender {
     }
 
     /// Input `vin` of `tx` spends `spent`: one of the graph's outputs, which
-    /// it marks spent, or a coin from before the index's start, whose value
-    /// `outside` gives.
+    /// it marks spent at the next checkpoint, or a coin from before the
+    /// index's start, whose value `outside` gives.
     pub fn input(
         &mut self,
         tx: TxNum,
@@ -184,10 +288,8 @@ impl Appender {
     ) -> Result<()> {
         let value = match spent.is_outside() {
             false => {
-                let word = spender_word(tx.0, vin);
-                self.a
-                    .outputs
-                    .set(spent.0 as usize * OUTPUT_WORDS + 1, word);
+                // Nothing reads spender words while appending.
+                self.marks.push((spent.0, spender_word(tx.0, vin)));
                 self.a.outputs.get(spent.0 as usize * OUTPUT_WORDS)
             }
             true => outside()?,
@@ -201,22 +303,54 @@ impl Appender {
             .push(&[value, NONE, addr.map_or(NONE, |a| a.0)])
     }
 
-    /// Makes what was appended durable and visible to readers.
-    pub fn finish(self) -> Result<()> {
-        for f in [&self.a.blocks, &self.a.txs, &self.a.inputs, &self.a.outputs] {
-            f.sync()?;
-        }
-        write_tip(&self.dir, &self.a.tip(self.base))?;
+    /// Makes what was appended durable and visible to readers; a crash
+    /// from here on costs only what is appended after it.
+    pub fn checkpoint(&mut self) -> Result<()> {
+        self.journal()?;
+        self.mark();
+        self.sync()?;
+        write_tip(&self.dir, &self.a.tip(self.base))
+    }
+
+    /// A checkpoint, and the journal removed: the graph is whole.
+    pub fn finish(mut self) -> Result<()> {
+        self.checkpoint()?;
         let dirty = self.dir.join("dirty");
         std::fs::remove_file(&dirty).with_context(|| format!("removing {}", dirty.display()))
     }
+
+    /// The outputs the recorded marks change, journalled before any is.
+    fn journal(&self) -> Result<()> {
+        let outputs: Vec<u64> = self.marks.iter().map(|&(n, _)| n).collect();
+        write_journal(&self.dir, &outputs)
+    }
+
+    fn mark(&mut self) {
+        for (n, word) in self.marks.drain(..) {
+            self.a.outputs.set(n as usize * OUTPUT_WORDS + 1, word);
+        }
+    }
+
+    fn sync(&self) -> Result<()> {
+        for f in [&self.a.blocks, &self.a.txs, &self.a.inputs, &self.a.outputs] {
+            f.sync()?;
+        }
+        Ok(())
+    }
 }
 
-/// Replaces the tip file at once (by rename), so readers see the old or the new.
+/// Replaces the tip file at once, so readers see the old or the new.
 fn write_tip(dir: &Path, tip: &Tip) -> Result<()> {
-    let tmp = dir.join("tip.new");
-    durable_write(&tmp, &tip.encode())?;
-    std::fs::rename(&tmp, dir.join("tip")).context("replacing the flow tip")?;
+    replace(dir, "tip", &tip.encode())
+}
+
+/// Replaces `dir/name` at once (by rename), durably: after a crash it
+/// holds the old bytes or the new, whole.
+fn replace(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    let tmp = dir.join(format!("{name}.new"));
+    durable_write(&tmp, bytes)?;
+    std::fs::rename(&tmp, dir.join(name))
+        .with_context(|| format!("replacing {}", dir.join(name).display()))?;
     sync_dir(dir)
 }
 
@@ -238,10 +372,11 @@ fn sync_dir(dir: &Path) -> Result<()> {
 
 /// Drops the blocks that are no longer on the index's chain; returns how
 /// many blocks are kept.
-fn undo_to_fork(store: &Store, a: &mut Arrays, base: u32, dir: &Path) -> Result<usize> {
+fn undo_to_fork(store: &Store, graph: &mut Appender) -> Result<usize> {
+    let a = &graph.a;
     let mut kept = a.blocks.len() / BLOCK_WORDS;
     while kept > 0 {
-        let height = base + kept as u32 - 1;
+        let height = graph.base + kept as u32 - 1;
         let same = store
             .block(Height(height))?
             .is_some_and(|b| *b.hash.as_byte_array() == a.block_hash(kept - 1));
@@ -250,9 +385,17 @@ fn undo_to_fork(store: &Store, a: &mut Arrays, base: u32, dir: &Path) -> Result<
         }
         kept -= 1;
     }
-    if kept == a.blocks.len() / BLOCK_WORDS {
-        return Ok(kept);
+    if kept < a.blocks.len() / BLOCK_WORDS {
+        let unspent = lower_to(graph, kept)?;
+        unmark(graph, &unspent)?;
     }
+    Ok(kept)
+}
+
+/// Truncates the graph to its first `kept` blocks and writes that tip;
+/// returns the outputs the removed inputs spent, journalled, for `unmark`.
+fn lower_to(graph: &mut Appender, kept: usize) -> Result<Vec<u64>> {
+    let a = &mut graph.a;
     let first_gone_tx = match kept {
         0 => 0,
         k => a.blocks.get(k * BLOCK_WORDS) as usize,
@@ -268,38 +411,57 @@ fn undo_to_fork(store: &Store, a: &mut Arrays, base: u32, dir: &Path) -> Result<
             (a.outputs.len() / OUTPUT_WORDS) as u64,
         ),
     };
-    let inputs_before = a.inputs.len() / INPUT_WORDS;
+    // Coins that the removed transactions spent are unspent again (outside
+    // coins and the removed outputs have no word below the new tip).
+    let unspent: Vec<u64> = (first_input..a.inputs.len() / INPUT_WORDS)
+        .map(|i| a.inputs.get(i * INPUT_WORDS))
+        .filter(|&spent| spent < first_output)
+        .collect();
+    // Journalled before the tip is lowered: from then on the words name
+    // txs past the tip, which the next run resets if this one dies.
+    write_journal(&graph.dir, &unspent)?;
     a.blocks.truncate(kept * BLOCK_WORDS);
     a.txs.truncate(first_gone_tx * TX_WORDS);
     a.inputs.truncate(first_input * INPUT_WORDS);
     a.outputs.truncate(first_output as usize * OUTPUT_WORDS);
     // Readers stop at the fork before anything below it is touched.
-    write_tip(dir, &a.tip(base))?;
-    // Coins that the removed transactions spent are unspent again (the
-    // truncated words are still there to say which).
-    for i in first_input..inputs_before {
-        let spent = a.inputs.get(i * INPUT_WORDS);
-        if spent < first_output {
-            a.outputs.set(spent as usize * OUTPUT_WORDS + 1, NONE);
-        }
-    }
-    Ok(kept)
+    write_tip(&graph.dir, &a.tip(graph.base))?;
+    Ok(unspent)
 }
 
-/// Appends heights `from..=to` from the index's rows, read in key order.
+/// Marks `outputs` unspent, durably before the next checkpoint replaces
+/// the journal that lists them.
+fn unmark(graph: &mut Appender, outputs: &[u64]) -> Result<()> {
+    for &n in outputs {
+        graph.a.outputs.set(n as usize * OUTPUT_WORDS + 1, NONE);
+    }
+    graph.a.outputs.sync()
+}
+
+/// Appends heights `from..=to` from the index's rows, read in key order,
+/// with a checkpoint every `batch_bytes` of blk data (the caller's
+/// `finish` makes the last). Returns false when it stopped at one first.
 fn append(
     store: &Store,
     graph: &mut Appender,
-    from: u32,
-    to: u32,
+    (from, to): (u32, u32),
+    batch_bytes: u64,
+    stop: &Stop,
     progress: &mut Progress,
-) -> Result<()> {
+) -> Result<bool> {
+    // The graph may have held blocks past the index (checkpointed by a
+    // killed bulk run whose rows were lost), now undone.
+    if from > to {
+        return Ok(true);
+    }
+    tracing::debug!("appending heights {from}..={to} to the flow graph");
     let first = store.block(Height(from))?.with_context(|| {
         format!("the index has no block at height {from} to add to the flow graph")
     })?;
     let mut txs = store.scan::<cf::Txs>(&first.first_tx, Direction::Forward);
     let mut ins = store.scan::<cf::Inputs>(&first.first_tx, Direction::Forward);
     let mut outs = store.scan::<cf::Outputs>(&first.first_output, Direction::Forward);
+    let mut unsaved = 0u64;
     for height in from..=to {
         let block = store.need_block(Height(height))?;
         let (have, _) = graph.next();
@@ -338,11 +500,181 @@ fn append(
             }
         }
         progress.advance(1, u64::from(block.loc.len), height);
+        // A kill loses at most the blocks since the last checkpoint.
+        unsaved += u64::from(block.loc.len);
+        if unsaved >= batch_bytes && height < to {
+            graph.checkpoint()?;
+            unsaved = 0;
+            if stop.requested() {
+                return Ok(false);
+            }
+        }
     }
-    Ok(())
+    Ok(true)
 }
 
 /// The value of a coin from before the index's start, if it is known.
 fn outside_value(store: &Store, n: OutNum) -> Result<u64> {
     Ok(store.need::<cf::Outputs>(&n)?.known_value().unwrap_or(NONE))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A generated block: its hash and, per tx, the outputs it spends and
+    /// its outputs' values.
+    struct TestBlock {
+        hash: BlockHash,
+        txs: Vec<(Vec<u64>, Vec<u64>)>,
+    }
+
+    /// `n` blocks from height 0, spending earlier outputs at random; from
+    /// height `fork` on drawn from `branch` (the same up to it).
+    fn chain(n: u32, fork: u32, branch: u64) -> Vec<TestBlock> {
+        let (mut unspent, mut next_output) = (Vec::new(), 0u64);
+        let mut blocks = Vec::new();
+        for h in 0..n {
+            let tag = if h < fork { 0 } else { branch };
+            let mut state = (tag << 32 | u64::from(h)) * 2 + 1;
+            let mut below = |n: usize| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (state >> 33) as usize % n.max(1)
+            };
+            let mut txs = Vec::new();
+            for t in 0..1 + below(4) {
+                let mut ins = Vec::new();
+                // The first tx is the coinbase.
+                for _ in 0..(t > 0) as usize * (1 + below(3)) {
+                    if !unspent.is_empty() {
+                        ins.push(unspent.swap_remove(below(unspent.len())));
+                    }
+                }
+                let outs: Vec<u64> = (0..1 + below(3)).map(|_| below(1000) as u64).collect();
+                unspent.extend(next_output..next_output + outs.len() as u64);
+                next_output += outs.len() as u64;
+                txs.push((ins, outs));
+            }
+            let mut hash = [0u8; 32];
+            hash[..4].copy_from_slice(&h.to_le_bytes());
+            hash[4..12].copy_from_slice(&tag.to_le_bytes());
+            blocks.push(TestBlock {
+                hash: BlockHash::from_byte_array(hash),
+                txs,
+            });
+        }
+        blocks
+    }
+
+    fn append(g: &mut Appender, blocks: &[TestBlock]) {
+        for b in blocks {
+            g.block(g.next().0, &b.hash).unwrap();
+            for (ins, outs) in &b.txs {
+                let (tx, first_output) = g.next();
+                g.tx(first_output).unwrap();
+                for (vin, &spent) in ins.iter().enumerate() {
+                    g.input(tx, vin as u32, OutNum(spent), || Ok(NONE)).unwrap();
+                }
+                for &value in outs {
+                    g.output(value, Some(AddrId(value % 7))).unwrap();
+                }
+            }
+        }
+    }
+
+    fn empty(dir: &Path) -> Appender {
+        Appender::open(dir.to_owned(), 0, &Tip::default()).unwrap()
+    }
+
+    /// The graph of `blocks`, built without interruption.
+    fn built(blocks: &[TestBlock]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let mut g = empty(dir.path());
+        append(&mut g, blocks);
+        g.finish().unwrap();
+        dir
+    }
+
+    /// Opened as the next run does.
+    fn reopen(dir: &Path) -> Appender {
+        let tip = recover(dir, 0).unwrap();
+        Appender::open(dir.to_owned(), 0, &tip).unwrap()
+    }
+
+    /// The tip and the arrays' bytes up to it: what a reader can see.
+    fn snapshot(dir: &Path) -> (Tip, Vec<Vec<u8>>) {
+        let tip = Tip::read(dir).unwrap().expect("a tip");
+        let counts = [tip.blocks, tip.txs, tip.inputs, tip.outputs];
+        let arrays = FILES
+            .iter()
+            .zip(counts)
+            .map(|((name, words), n)| {
+                let bytes = std::fs::read(dir.join(name)).unwrap();
+                bytes[..n as usize * words * 8].to_vec()
+            })
+            .collect();
+        (tip, arrays)
+    }
+
+    /// Killed after the journal (and the marks, synced, when `marked`) but
+    /// before the tip: the next run repairs the graph to the last
+    /// checkpoint and goes on from there, on this branch or another.
+    fn killed_mid_checkpoint(marked: bool) {
+        let main = chain(40, 40, 0);
+        let dir = tempfile::tempdir().unwrap();
+        let mut g = empty(dir.path());
+        append(&mut g, &main[..20]);
+        g.checkpoint().unwrap();
+        append(&mut g, &main[20..30]);
+        g.journal().unwrap();
+        if marked {
+            g.mark();
+            g.sync().unwrap();
+        }
+        drop(g);
+        let at_checkpoint = snapshot(built(&main[..20]).path());
+        // Not vacuous: the marks below the tip show until repaired.
+        assert_eq!(snapshot(dir.path()) != at_checkpoint, marked);
+
+        let mut g = reopen(dir.path());
+        assert!(!dir.path().join("dirty").exists());
+        assert_eq!(snapshot(dir.path()), at_checkpoint);
+        let fork = chain(40, 20, 7);
+        append(&mut g, &fork[20..]);
+        g.finish().unwrap();
+        assert_eq!(snapshot(dir.path()), snapshot(built(&fork).path()));
+    }
+
+    #[test]
+    fn flow_killed_after_marking_is_repaired_to_the_last_checkpoint() {
+        killed_mid_checkpoint(true);
+    }
+
+    #[test]
+    fn flow_killed_after_journalling_goes_on_from_the_last_checkpoint() {
+        killed_mid_checkpoint(false);
+    }
+
+    /// Killed in a reorg after the tip was lowered, before the outputs the
+    /// removed inputs spent were unmarked: the next run unmarks them.
+    #[test]
+    fn flow_killed_mid_reorg_is_repaired_to_the_fork() {
+        let main = chain(40, 40, 0);
+        let dir = built(&main);
+        let mut g = reopen(dir.path());
+        let unspent = lower_to(&mut g, 25).unwrap();
+        drop(g);
+        let at_fork = snapshot(built(&main[..25]).path());
+        assert!(!unspent.is_empty());
+        assert_ne!(snapshot(dir.path()), at_fork);
+
+        let mut g = reopen(dir.path());
+        assert_eq!(snapshot(dir.path()), at_fork);
+        let fork = chain(45, 25, 9);
+        append(&mut g, &fork[25..]);
+        g.finish().unwrap();
+        assert_eq!(snapshot(dir.path()), snapshot(built(&fork).path()));
+    }
 }

@@ -15,14 +15,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use bitcoin::BlockHash;
-use rayon::prelude::*;
 
-use crate::blkfiles::{scan_file, BlocksDir, FileScan};
+use crate::blkfiles::BlocksDir;
 use crate::chain::{Detached, HeaderTree};
 use crate::network::Network;
 use crate::store::{Access, Store};
 use crate::writer::{Caches, Writer};
 
+pub use crate::stop::Stop;
 use timings::Clock;
 pub use timings::Stage;
 
@@ -55,6 +55,12 @@ pub struct IndexOptions {
     /// Directory of prevouts files (see `prevouts`) for the coins from
     /// before the start that the blocks spend.
     pub prevouts: Option<PathBuf>,
+    /// Headers must carry valid proof of work to join the chain; off only
+    /// for generated chains whose proof of work is not real.
+    pub check_pow: bool,
+    /// Checked between batches: once requested, the run commits what it
+    /// has and returns (`Summary::stopped`).
+    pub stop: Stop,
 }
 
 impl IndexOptions {
@@ -72,6 +78,8 @@ impl IndexOptions {
             bulk: true,
             start_at: None,
             prevouts: None,
+            check_pow: true,
+            stop: Stop::default(),
         }
     }
 }
@@ -99,6 +107,9 @@ pub struct Summary {
     /// Wall and CPU time per stage, in the order they ran.
     pub stages: Vec<Stage>,
     pub db_bytes: u64,
+    /// The run ended early on request (`IndexOptions::stop`), at a batch
+    /// boundary; clusters and the flow graph catch up next run.
+    pub stopped: bool,
 }
 
 impl Summary {
@@ -121,8 +132,10 @@ pub struct Indexer {
     opts: IndexOptions,
     pool: rayon::ThreadPool,
     store: Store,
+    /// Kept only after a run that applied the whole best chain.
     tree: Option<HeaderTree>,
     caches: Option<Caches>,
+    tails: scan::Tails,
 }
 
 impl Indexer {
@@ -141,11 +154,16 @@ impl Indexer {
             store,
             tree: None,
             caches: None,
+            tails: scan::Tails::default(),
         })
     }
 
     pub fn options(&self) -> &IndexOptions {
         &self.opts
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     /// Progress bars and per-file notes on or off, for the runs to come.
@@ -156,6 +174,9 @@ impl Indexer {
     /// Scans the blk files for new records, rolls back blocks that left the
     /// best chain and applies the new ones.
     pub fn run(&mut self) -> Result<Summary> {
+        // A kept tree means the last run applied all of it: if no record
+        // joins it now, there is nothing to do, and nothing is written.
+        let settled = self.tree.is_some();
         let mut tree = match self.tree.take() {
             Some(t) => t,
             None => scan::load_tree(&self.store)?,
@@ -166,13 +187,23 @@ impl Indexer {
             // Their tables cost about twice the entries they are budgeted
             // for (README, Memory): half of --cache-mb keeps them within it.
             .unwrap_or_else(|| Caches::new(self.opts.cache_mb << 19));
-        let (summary, caches) = self.run_with(&mut tree, caches)?;
-        self.tree = Some(tree);
+        let mut tails = std::mem::take(&mut self.tails);
+        let (summary, caches) = self.run_with(&mut tree, caches, &mut tails, settled)?;
+        self.tails = tails;
+        if !summary.stopped {
+            self.tree = Some(tree);
+        }
         self.caches = Some(caches);
         Ok(summary)
     }
 
-    fn run_with(&self, tree: &mut HeaderTree, caches: Caches) -> Result<(Summary, Caches)> {
+    fn run_with(
+        &self,
+        tree: &mut HeaderTree,
+        caches: Caches,
+        tails: &mut scan::Tails,
+        settled: bool,
+    ) -> Result<(Summary, Caches)> {
         let started = Instant::now();
         let (opts, store, pool) = (&self.opts, &self.store, &self.pool);
         let dir = BlocksDir::open(&opts.blocks_dir)?;
@@ -182,26 +213,26 @@ impl Indexer {
         let mut summary = Summary::default();
         let clock = Clock::start();
         let offsets = scan::load_offsets(store)?;
-        let scans = pool.install(|| {
-            dir.files
-                .par_iter()
-                .map(|f| {
-                    let start = offsets.get(&f.number).copied().unwrap_or(0);
-                    if f.len() < start {
-                        bail!(
-                            "{} is {} bytes, shorter than the {start} bytes already indexed: the blocks directory was rewritten; index it into a new --db",
-                            f.path.display(),
-                            f.len()
-                        );
-                    }
-                    scan_file(f, dir.key, start)
-                })
-                .collect::<Result<Vec<FileScan>>>()
-        })?;
+        let scans = pool.install(|| scan::scan_new(&dir, &offsets, tails))?;
         let network = scan::settle_network(store, opts.network, &dir, &scans)?;
         summary.network = Some(network);
-        scan::record_scans(store, &dir, network, &scans, tree, &mut summary)?;
-
+        let grew = scan::record_scans(
+            store,
+            &dir,
+            network,
+            opts.check_pow,
+            &offsets,
+            &scans,
+            tree,
+            &mut summary,
+        )?;
+        if settled && !grew {
+            let tip = store.tip()?;
+            summary.tip_height = tip.map(|t| t.height.0);
+            summary.tip_hash = tip.map(|t| t.hash);
+            summary.elapsed = started.elapsed();
+            return Ok((summary, caches));
+        }
         let start = scan::settle_start(store, opts.start_at, network, &dir, tree)?;
         let best = tree.best_chain(start.hash, start.height.0)?;
         summary.stale_blocks = best.stale;
@@ -252,7 +283,10 @@ impl Indexer {
             summary.stages.push(clock.stop("address totals"));
         }
         let caches = writer.into_caches();
-        if opts.cluster {
+        // Stopped, the run ends with what it committed; the clusters and
+        // the flow graph follow the index in the next run.
+        summary.stopped = opts.stop.requested();
+        if opts.cluster && !summary.stopped {
             let clock = Clock::start();
             crate::cluster::update(store, links.as_deref(), opts.quiet)?;
             // Servers see only flushed rows: a follower's clusters must be
@@ -262,13 +296,15 @@ impl Indexer {
             summary.cluster_elapsed = stage.wall;
             summary.stages.push(stage);
         }
-        if opts.flow {
+        if opts.flow && !summary.stopped {
             let clock = Clock::start();
-            crate::flow::update(store, opts.quiet)?;
+            crate::flow::update(store, opts.quiet, opts.batch_bytes, &opts.stop)?;
             let stage = clock.stop("flow graph");
             summary.flow_elapsed = stage.wall;
             summary.stages.push(stage);
         }
+        // A stop during the flow graph's update left it at a checkpoint.
+        summary.stopped |= opts.stop.requested();
         if let Some(tip) = store.tip()? {
             summary.tip_height = Some(tip.height.0);
             summary.tip_hash = Some(tip.hash);

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, bail, Result};
 use rayon::prelude::*;
 use satflow_schema::Height;
 
@@ -71,6 +71,9 @@ pub(super) fn apply_chain(
         let result = (|| -> Result<()> {
             let mut failed = None;
             for (parsed, took) in parsed_rx.iter() {
+                if opts.stop.requested() {
+                    break;
+                }
                 parse_busy += took;
                 let mut batch: SortedBatch = spare.take().unwrap_or_default();
                 let mut done = Committed::default();
@@ -148,7 +151,8 @@ pub(super) fn parse_ahead<'scope, 'env>(
                             Some(d) => prevouts::load(d, &n.hash)?,
                             None => None,
                         };
-                        Ok((n.clone(), read_block(dir, n)?, given))
+                        let (n, block) = read_block(dir, n)?;
+                        Ok((n, block, given))
                     })
                     .collect()
             });
@@ -216,15 +220,54 @@ pub(super) fn split_by_bytes(blocks: &[Node], max_bytes: u64) -> Vec<&[Node]> {
     out
 }
 
-fn read_block(dir: &BlocksDir, node: &Node) -> Result<ParsedBlock> {
+/// The block `node` names, from the first of its records that reads,
+/// parses and hashes to it; `node` comes back pointing at that record. A
+/// block none of whose records does is an error naming each.
+fn read_block(dir: &BlocksDir, node: &Node) -> Result<(Node, ParsedBlock)> {
+    let mut errors = Vec::new();
+    for loc in node.locs() {
+        let copy = Node {
+            loc,
+            ..node.clone()
+        };
+        match parse_record(dir, &copy) {
+            Ok(block) => return Ok((copy, block)),
+            Err(e) => errors.push(e),
+        }
+    }
+    if errors.len() == 1 {
+        return Err(errors.remove(0));
+    }
+    let each: Vec<String> = errors.iter().map(|e| format!("{e:#}")).collect();
+    bail!(
+        "none of the {} records of block {} is whole: {}",
+        each.len(),
+        node.hash,
+        each.join("; ")
+    )
+}
+
+fn parse_record(dir: &BlocksDir, node: &Node) -> Result<ParsedBlock> {
     let bytes = read_raw(dir, node)?;
     let file = dir.file(node.loc.file).expect("read_raw found it");
-    parse_block(&bytes).map_err(|e| {
+    let block = parse_block(&bytes).map_err(|e| {
         anyhow!(
             "{}: corrupt block {} at offset {}: {e}",
             file.path.display(),
             node.hash,
             node.loc.offset + e.offset as u64
         )
-    })
+    })?;
+    // The header was read once by the scan and now again: a file that
+    // changed in between must not pass another block off as this one.
+    if block.hash != node.hash {
+        bail!(
+            "{}: the record at offset {} now holds block {}, not {}",
+            file.path.display(),
+            node.loc.offset,
+            block.hash,
+            node.hash
+        );
+    }
+    Ok(block)
 }

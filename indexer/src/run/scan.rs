@@ -2,19 +2,20 @@
 //! offsets), the new records found in the blk files, and the network and
 //! first block they settle.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::os::unix::ffi::OsStringExt;
 
 use anyhow::{anyhow, bail, Context, Result};
 use bitcoin::consensus::deserialize;
 use bitcoin::BlockHash;
+use rayon::prelude::*;
 use satflow_schema::block::{BlockIndexRow, ChainPoint};
 use satflow_schema::codec::Raw;
 use satflow_schema::{cf, meta, Height};
 
 use super::Summary;
-use crate::blkfiles::{BlocksDir, FileScan, ScanNote};
-use crate::chain::{HeaderTree, Node};
+use crate::blkfiles::{is_padding, scan_file, BlocksDir, FileScan, ScanNote};
+use crate::chain::{self, HeaderTree, Inserted, Node};
 use crate::network::Network;
 use crate::store::Store;
 
@@ -22,10 +23,54 @@ use crate::store::Store;
 pub(super) fn load_tree(store: &Store) -> Result<HeaderTree> {
     let mut tree = HeaderTree::default();
     for row in store.scan_all::<cf::BlockIndex>() {
-        let (_, BlockIndexRow { header, loc }) = row?;
-        tree.insert(header, loc);
+        let (_, BlockIndexRow { header, locs }) = row?;
+        for loc in locs {
+            tree.insert(header, loc);
+        }
     }
     Ok(tree)
+}
+
+/// Files whose data ended in the preallocated zero tail last round: their
+/// length then and where the tail began. While both stay, the file has
+/// nothing new, and a follower's round reads 4 bytes of it, not the tail.
+pub(super) type Tails = HashMap<u32, (u64, u64)>;
+
+/// Scans each file from where the last run stopped (on the pool).
+pub(super) fn scan_new(
+    dir: &BlocksDir,
+    offsets: &BTreeMap<u32, u64>,
+    tails: &mut Tails,
+) -> Result<Vec<FileScan>> {
+    let scans = dir
+        .files
+        .par_iter()
+        .map(|f| {
+            let start = offsets.get(&f.number).copied().unwrap_or(0);
+            if f.len() < start {
+                bail!(
+                    "{} is {} bytes, shorter than the {start} bytes already indexed: the blocks directory was rewritten; index it into a new --db",
+                    f.path.display(),
+                    f.len()
+                );
+            }
+            if tails.get(&f.number) == Some(&(f.len(), start)) && is_padding(f, dir.key, start)? {
+                return Ok(FileScan {
+                    resume_at: start,
+                    tail_at: Some(start),
+                    ..FileScan::default()
+                });
+            }
+            scan_file(f, dir.key, start)
+        })
+        .collect::<Result<Vec<FileScan>>>()?;
+    tails.clear();
+    for (f, scan) in dir.files.iter().zip(&scans) {
+        if scan.tail_at == Some(scan.resume_at) {
+            tails.insert(f.number, (f.len(), scan.resume_at));
+        }
+    }
+    Ok(scans)
 }
 
 /// Where each file's next scan starts.
@@ -65,21 +110,40 @@ pub(super) fn settle_network(
     }
 }
 
+/// How many headers with bad proof of work are named one by one; the
+/// rest are counted (a generated chain may have nothing else).
+const BAD_HEADERS_NAMED: usize = 5;
+
 /// Adds the newly found records to the header tree and commits them with
-/// the new scan offsets, before any block is applied.
+/// the new scan offsets, before any block is applied. A header without
+/// valid proof of work is left out, named, and never looked at again.
+/// Returns whether a record joined the tree; a round that found nothing
+/// writes nothing.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn record_scans(
     store: &Store,
     dir: &BlocksDir,
     network: Network,
+    check_pow: bool,
+    offsets: &BTreeMap<u32, u64>,
     scans: &[FileScan],
     tree: &mut HeaderTree,
     summary: &mut Summary,
-) -> Result<()> {
+) -> Result<bool> {
     let mut batch = store.batch();
-    batch.put_meta(meta::Network, &network.name().to_string());
-    batch.put_meta(meta::XorKey, &dir.key.0);
+    if store.network()? != Some(network) {
+        batch.put_meta(meta::Network, &network.name().to_string());
+    }
+    if store.meta(meta::XorKey)? != Some(dir.key.0) {
+        batch.put_meta(meta::XorKey, &dir.key.0);
+    }
     let path = std::fs::canonicalize(&dir.path).unwrap_or_else(|_| dir.path.clone());
-    batch.put_meta(meta::BlocksDir, &Raw(path.into_os_string().into_vec()));
+    let path = Raw(path.into_os_string().into_vec());
+    if store.meta(meta::BlocksDir)?.as_ref() != Some(&path) {
+        batch.put_meta(meta::BlocksDir, &path);
+    }
+    let mut bad_pow = 0;
+    let mut grew = false;
     for (file, scan) in dir.files.iter().zip(scans) {
         for note in &scan.notes {
             if matches!(note, ScanNote::Garbage { .. }) {
@@ -93,18 +157,52 @@ pub(super) fn record_scans(
             let header: bitcoin::block::Header =
                 deserialize(&record.header).expect("80 bytes decode as a header");
             summary.records_found += 1;
-            if tree.insert(header, record.loc) {
+            let pow = match check_pow {
+                true => chain::proof_of_work(&header, network),
+                false => Ok(()),
+            };
+            if let Err(why) = pow {
+                bad_pow += 1;
+                let note = format!(
+                    "{}: block record at offset {}: {why}; it is not part of any chain",
+                    file.path.display(),
+                    record.loc.offset - 8
+                );
+                if bad_pow <= BAD_HEADERS_NAMED {
+                    tracing::warn!("{note}");
+                }
+                summary.notes.push(note);
+                continue;
+            }
+            if tree.insert(header, record.loc) != Inserted::Known {
+                grew = true;
+                let hash = header.block_hash();
+                let node = tree.get(&hash).expect("just inserted");
                 let row = BlockIndexRow {
                     header,
-                    loc: record.loc,
+                    locs: node.locs().collect(),
                 };
-                batch.put::<cf::BlockIndex>(&header.block_hash(), &row);
+                batch.put::<cf::BlockIndex>(&hash, &row);
             }
         }
-        batch.put_meta(meta::Scan(file.number), &scan.resume_at);
+        if offsets.get(&file.number) != Some(&scan.resume_at) {
+            batch.put_meta(meta::Scan(file.number), &scan.resume_at);
+        }
     }
-    store.write(batch)?;
-    store.flush()
+    if bad_pow > BAD_HEADERS_NAMED {
+        tracing::warn!(
+            "{} more block records without valid proof of work left out",
+            bad_pow - BAD_HEADERS_NAMED
+        );
+    }
+    if bad_pow > 0 && network == Network::Main {
+        tracing::warn!("a chain generated by `satflow synth --network main` carries no real proof of work: index it with --no-pow-check");
+    }
+    if !batch.is_empty() {
+        store.write(batch)?;
+        store.flush()?;
+    }
+    Ok(grew)
 }
 
 /// Where the chain starts: genesis, or the block an index that starts

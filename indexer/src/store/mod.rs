@@ -5,6 +5,7 @@
 //! outside this module sees a raw key or the `rocksdb::DB`.
 
 mod arena;
+mod fds;
 mod options;
 mod read;
 mod sorted;
@@ -78,6 +79,10 @@ impl Store {
         ));
         // Readers keep every table file open from the start: the writer's
         // compactions may delete a file a reader has not opened yet.
+        let limit = fds::raise_limit()?;
+        if access != Access::Write {
+            fds::check_room(path, limit)?;
+        }
         opts.set_max_open_files(if access == Access::Write { 1024 } else { -1 });
         // Batches are written without a WAL (half the write cost); flushing
         // every family together keeps what is on disk at one batch boundary,

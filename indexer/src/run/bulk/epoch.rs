@@ -160,6 +160,8 @@ pub(super) fn build(
     }
     if let Some(graph) = derived.graph {
         append_flow(graph, blocks, &layout, &numbered, &spent)?;
+        // A kill costs at most this epoch of the graph.
+        graph.checkpoint()?;
     }
     let links = match derived.heuristics {
         None => Vec::new(),

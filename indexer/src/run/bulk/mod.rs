@@ -94,8 +94,8 @@ pub(super) fn apply_chain(
     let mut progress = Progress::new(total, opts.quiet);
     let batches = split_by_bytes(blocks, opts.batch_bytes.max(1));
     let (addrs, coins) = (addrs::AddrMap::new(), coins::Coins::new());
-    // Appended from each epoch in memory; left dirty, to be rebuilt from
-    // the rows, by a run that fails.
+    // Appended from each epoch in memory and checkpointed after it (in
+    // `epoch`): a run that fails leaves the next to go on from there.
     let mut graph = opts
         .flow
         .then(|| flow::Appender::create(store))
@@ -138,6 +138,9 @@ pub(super) fn apply_chain(
             let (mut height, mut ids) = (Height(from), NextIds::default());
             let (mut in_flight, mut failed, mut full) = (0, None, false);
             for (parsed, took) in parsed_rx.iter() {
+                if opts.stop.requested() {
+                    break;
+                }
                 parse_busy += took;
                 let mut ok: Vec<(Node, ParsedBlock)> = Vec::with_capacity(parsed.len());
                 for item in parsed {
