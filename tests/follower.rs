@@ -422,3 +422,40 @@ fn readers_raise_the_open_file_limit_or_name_it() {
         "{err}"
     );
 }
+
+/// `--follow` between rounds: SIGTERM ends it promptly with status 0.
+#[test]
+fn sigterm_ends_a_follower_between_rounds() {
+    let (synth, _) = synth_chain(35, 300_000);
+    let db = tempfile::tempdir().unwrap();
+    let mut child = satflow()
+        .args([
+            "index",
+            "--quiet",
+            "--follow",
+            "--poll-ms",
+            "60000",
+            "--blocks-dir",
+        ])
+        .arg(synth.path())
+        .arg("--db")
+        .arg(db.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The summary of the first run is printed before following begins.
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.starts_with("db size") {
+        line.clear();
+        assert!(std::io::BufRead::read_line(&mut stdout, &mut line).unwrap() > 0);
+    }
+    let asked = std::time::Instant::now();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    // Not kept waiting for the minute-long poll.
+    assert!(asked.elapsed() < std::time::Duration::from_secs(30));
+}
