@@ -103,7 +103,7 @@ impl Heuristics {
         if self.wasabi {
             // One participant may take several equal outputs: no input count rule.
             let wasabi1 =
-                equal >= 5 && inputs >= 3 && value.abs_diff(WASABI1_DENOM) <= WASABI1_DENOM / 10;
+                equal >= 5 && inputs >= 3 && value.abs_diff(WASABI1_DENOM) <= WASABI1_TOLERANCE;
             let repeated: usize = counts.values().filter(|&&n| n > 1).sum();
             let wasabi2 = inputs >= 50 && outputs >= 50 && repeated * 2 >= outputs;
             if wasabi1 || wasabi2 {
@@ -169,6 +169,13 @@ fn keyed(inputs: &[Spent]) -> impl Iterator<Item = &Spent> {
 
 /// A payment "looks round" at 0.0001 BTC precision.
 const ROUND: u64 = 10_000;
+
+/// How far a Wasabi 1.x round's equal outputs may be from `WASABI1_DENOM`:
+/// 0.02 BTC, as the Wasabi team's own chain scanner (Dumplings) allows. The
+/// coordinator moved the amount from round to round, and the very first
+/// mainnet round paid 10,999,000 sat, only 1,000 sat inside the 10% this
+/// rule allowed before (tests/coinjoin.rs).
+const WASABI1_TOLERANCE: u64 = 2_000_000;
 
 /// How many outputs carry each value.
 fn value_counts(tx: &TxView) -> HashMap<u64, usize> {
@@ -337,6 +344,23 @@ mod tests {
         // A two-output payment is no CoinJoin: its inputs are linked.
         let pay = tx(&[(1, 5), (2, 5)], &[(3, 4, false), (4, 4, true)]);
         assert_eq!(Heuristics::DEFAULT.links(&pay), (ids(&[1, 2]), None));
+    }
+
+    #[test]
+    fn wasabi1_equal_outputs_may_be_up_to_0_02_btc_off_the_denomination() {
+        let wasabi: Heuristics = "wasabi".parse().unwrap();
+        let round = |value| {
+            let inputs: Vec<(u64, u64)> = (0..6).map(|i| (i, value + 100_000)).collect();
+            let outputs: Vec<(u64, u64, bool)> = (10..15).map(|a| (a, value, true)).collect();
+            wasabi.links(&tx(&inputs, &outputs)).1
+        };
+        // The first mainnet round's amount, then both edges of the band.
+        for inside in [10_999_000, 12_000_000, 8_000_000] {
+            assert_eq!(round(inside), Some(CoinJoin::Wasabi), "{inside}");
+        }
+        for outside in [12_000_001, 7_999_999] {
+            assert_eq!(round(outside), None, "{outside}");
+        }
     }
 
     #[test]
