@@ -1,7 +1,7 @@
 //! Indexing throughput next to the machine's own ceilings on the same files.
 //!
 //!     cargo bench --bench index_throughput -- [--sizes 512MB,4GB] [--runs 3]
-//!                 [--modes default,block-by-block,no-cluster-no-flow]
+//!                 [--modes default,cold,block-by-block,no-cluster-no-flow]
 //!                 [--blocks-dir DIR] [--work DIR] [--threads N]
 //!
 //! For each size a blocks directory is generated once with `satflow synth`
@@ -9,7 +9,9 @@
 //! directory: reading all blk bytes (page cache warm), double SHA-256 over
 //! all of them on every core, and `satflow index` as a separate process in
 //! each mode (median wall and CPU time of --runs fresh builds, peak RSS, DB
-//! size), then the per-stage times of the last default run.
+//! size), then the per-stage times of the last default run. Mode `cold`
+//! is the default run with the blk files dropped from the page cache first,
+//! and its read column is a cold sequential read: the disk's own ceiling.
 
 mod common;
 
@@ -34,8 +36,9 @@ struct Args {
     #[arg(long)]
     threads: Option<String>,
     /// How to index: `default` (what `satflow index` does: the bulk path,
-    /// clusters and flow graph), `block-by-block` (`--no-bulk`),
-    /// `no-cluster-no-flow` (the bulk path alone).
+    /// clusters and flow graph), `cold` (the same, from a cold page cache),
+    /// `block-by-block` (`--no-bulk`), `no-cluster-no-flow` (the bulk path
+    /// alone).
     #[arg(long, value_delimiter = ',', default_value = "default")]
     modes: Vec<String>,
     #[command(flatten)]
@@ -68,14 +71,40 @@ fn dir_bytes(p: &Path) -> u64 {
     })
 }
 
+/// Drops the files' pages from the page cache: they are clean, so the
+/// kernel lets them go, and the next read comes from the disk. Only these
+/// files, so the rest of a shared machine keeps its cache.
+fn evict(files: &[PathBuf]) {
+    use std::os::fd::AsRawFd;
+    for f in files {
+        let file = std::fs::File::open(f).unwrap();
+        // SAFETY: advice on a descriptor we own; it reads no memory.
+        let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        assert_eq!(rc, 0, "posix_fadvise on {}", f.display());
+    }
+}
+
+/// Reads every file once, in order, a MiB at a time; returns the bytes.
+fn read_all(files: &[PathBuf]) -> u64 {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut bytes = 0;
+    for f in files {
+        let mut file = std::fs::File::open(f).unwrap();
+        loop {
+            match std::io::Read::read(&mut file, &mut buf).unwrap() {
+                0 => break,
+                n => bytes += n as u64,
+            }
+        }
+    }
+    bytes
+}
+
 fn bench_dir(name: &str, dir: &Path, args: &Args) -> f64 {
     let files = blk_files(dir);
     let t = Instant::now();
-    let bytes: u64 = files
-        .iter()
-        .map(|f| std::fs::read(f).unwrap().len() as u64)
-        .sum();
-    let read = t.elapsed();
+    let bytes = read_all(&files);
+    let warm_read = t.elapsed();
     let t = Instant::now();
     let hashed: usize = files
         .par_iter()
@@ -92,16 +121,29 @@ fn bench_dir(name: &str, dir: &Path, args: &Args) -> f64 {
     let mut per_mb = f64::NAN;
     for mode in &args.modes {
         let flags: &[&str] = match mode.as_str() {
-            "default" => &[],
+            "default" | "cold" => &[],
             "block-by-block" => &["--no-bulk"],
             "no-cluster-no-flow" => &["--no-cluster", "--no-flow"],
             other => panic!("unknown mode {other}"),
         };
         let db = args.common.work.join("bench-db");
         let summary = args.common.work.join("bench-index-summary.txt");
+        let cold = mode == "cold";
+        let read = match cold {
+            true => {
+                evict(&files);
+                let t = Instant::now();
+                read_all(&files);
+                t.elapsed()
+            }
+            false => warm_read,
+        };
         let (mut walls, mut cpus, mut peak) = (Vec::new(), Vec::new(), 0);
         for _ in 0..args.common.runs {
             let _ = std::fs::remove_dir_all(&db);
+            if cold {
+                evict(&files);
+            }
             let mut cmd = satflow();
             cmd.args(["index", "--quiet"])
                 .args(flags)

@@ -1,13 +1,15 @@
 //! A `satflow index` run: `scan` the blk files for new records, choose the
 //! best chain, roll back blocks that left it (`reorg`), then parse the new
 //! blocks in parallel and apply them: into an empty index in epochs, every
-//! stage on every worker (`bulk`), or else in height order (`pipeline`).
-//! `Indexer` keeps what one run learnt for the next, for a follower.
+//! stage on every worker (`bulk`), or else in height order (`pipeline`),
+//! both reading each batch's blk bytes a file stretch at a time
+//! (`stretches`). `Indexer` keeps what one run learnt for the next, for a follower.
 
 mod bulk;
 mod pipeline;
 mod reorg;
 mod scan;
+mod stretches;
 mod timings;
 
 use std::path::PathBuf;

@@ -9,6 +9,7 @@ use rayon::prelude::*;
 use satflow_schema::Height;
 
 use super::scan::read_raw;
+use super::stretches::Stretches;
 use super::{IndexOptions, Stage, Summary};
 use crate::blkfiles::BlocksDir;
 use crate::chain::{BestChain, Node};
@@ -143,6 +144,7 @@ pub(super) fn parse_ahead<'scope, 'env>(
     s.spawn(move || {
         for batch in batches {
             let started = Instant::now();
+            let bytes = Stretches::read(dir, batch);
             let mut parsed: Vec<Result<Parsed>> = pool.install(|| {
                 batch
                     .par_iter()
@@ -151,7 +153,7 @@ pub(super) fn parse_ahead<'scope, 'env>(
                             Some(d) => prevouts::load(d, &n.hash)?,
                             None => None,
                         };
-                        let (n, block) = read_block(dir, n)?;
+                        let (n, block) = read_block(dir, &bytes, n)?;
                         Ok((n, block, given))
                     })
                     .collect()
@@ -221,16 +223,17 @@ pub(super) fn split_by_bytes(blocks: &[Node], max_bytes: u64) -> Vec<&[Node]> {
 }
 
 /// The block `node` names, from the first of its records that reads,
-/// parses and hashes to it; `node` comes back pointing at that record. A
-/// block none of whose records does is an error naming each.
-fn read_block(dir: &BlocksDir, node: &Node) -> Result<(Node, ParsedBlock)> {
+/// parses and hashes to it (from `read` where it holds the record);
+/// `node` comes back pointing at that record. A block none of whose
+/// records does is an error naming each.
+fn read_block(dir: &BlocksDir, read: &Stretches, node: &Node) -> Result<(Node, ParsedBlock)> {
     let mut errors = Vec::new();
     for loc in node.locs() {
         let copy = Node {
             loc,
             ..node.clone()
         };
-        match parse_record(dir, &copy) {
+        match parse_record(dir, read.get(loc), &copy) {
             Ok(block) => return Ok((copy, block)),
             Err(e) => errors.push(e),
         }
@@ -247,10 +250,19 @@ fn read_block(dir: &BlocksDir, node: &Node) -> Result<(Node, ParsedBlock)> {
     )
 }
 
-fn parse_record(dir: &BlocksDir, node: &Node) -> Result<ParsedBlock> {
-    let bytes = read_raw(dir, node)?;
-    let file = dir.file(node.loc.file).expect("read_raw found it");
-    let block = parse_block(&bytes).map_err(|e| {
+fn parse_record(dir: &BlocksDir, read: Option<&[u8]>, node: &Node) -> Result<ParsedBlock> {
+    let own;
+    let bytes = match read {
+        Some(b) => b,
+        None => {
+            own = read_raw(dir, node)?;
+            &own
+        }
+    };
+    let file = dir
+        .file(node.loc.file)
+        .ok_or_else(|| anyhow!("blk file {} has disappeared", node.loc.file))?;
+    let block = parse_block(bytes).map_err(|e| {
         anyhow!(
             "{}: corrupt block {} at offset {}: {e}",
             file.path.display(),
