@@ -62,6 +62,9 @@ pub fn tx_table(t: &pb::Transaction) -> String {
         "txid     {}\nblock    {} (height {}, position {}, time {})\nsize     {} (vsize {}, weight {})\nversion  {}  locktime {}\nfee      {}\n",
         t.txid, t.block_hash, t.height, t.position, t.time, t.size, t.vsize, t.weight, t.version, t.locktime, amount(t.fee)
     );
+    if !t.wtxid.is_empty() && t.wtxid != t.txid {
+        s += &format!("wtxid    {}\n", t.wtxid);
+    }
     if t.coinbase {
         s += "in       coinbase\n";
     }
@@ -85,6 +88,9 @@ pub fn tx_table(t: &pb::Transaction) -> String {
             or_dash(&o.address),
             o.script_type
         );
+        if !o.op_return_data.is_empty() {
+            s += &format!("         data {}\n", o.op_return_data);
+        }
     }
     s
 }

@@ -793,3 +793,309 @@ async fn the_server_follows_the_writer_block_by_block() {
     assert_eq!(writer.join().unwrap().tip_height, Some(4521));
     assert!(seen.windows(2).all(|w| w[0] <= w[1]), "{seen:?}");
 }
+
+const GENESIS_COINBASE: &str = "4a5e1e4baab89f3a32518a88c31bc87f618f76673e2cc77ab2127b7afdeda33b";
+
+async fn utxos_of(c: &mut satflow_query::client::AddressesClient, address: &str) -> Vec<pb::Utxo> {
+    c.list_address_utxos(pb::ListAddressUtxosRequest {
+        address: address.into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .utxos
+}
+
+#[tokio::test]
+async fn p2pk_coinbase_outputs_carry_their_script_type_and_coinbase_flag() {
+    let f = serve_blk00000(&[]);
+    let mut c = f.server.connect().await;
+    let tx = c
+        .chain
+        .get_transaction(pb::GetTransactionRequest {
+            txid: H9_COINBASE.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let raw = c
+        .chain
+        .get_raw_transaction(pb::GetTransactionRequest {
+            txid: H9_COINBASE.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let decoded: bitcoin::Transaction = deserialize(&raw.raw).unwrap();
+    let out = &tx.outputs[0];
+    assert_eq!(out.script_kind(), pb::ScriptType::P2pk);
+    assert_eq!(out.script_type, "p2pk");
+    assert_eq!(
+        out.script_pubkey,
+        hex::encode(decoded.output[0].script_pubkey.as_bytes())
+    );
+    // <65-byte key> OP_CHECKSIG: a push of 0x41 bytes, then 0xac.
+    assert_eq!(out.script_pubkey.len(), 2 * 67);
+    assert!(out.script_pubkey.starts_with("4104") && out.script_pubkey.ends_with("ac"));
+    assert_eq!(out.op_return_data, "");
+    // No witness: the wtxid is the txid.
+    assert_eq!(tx.wtxid, H9_COINBASE);
+
+    // The genesis coin is still unspent, and says it came from a coinbase.
+    let utxos = utxos_of(&mut c.addresses, GENESIS_ADDR).await;
+    let genesis = utxos
+        .iter()
+        .find(|u| u.txid == GENESIS_COINBASE)
+        .expect("the genesis coin is never spent");
+    assert!(genesis.coinbase);
+    assert_eq!(genesis.script_kind(), pb::ScriptType::P2pk);
+    assert_eq!(genesis.script_pubkey, GENESIS_P2PK);
+    // The flag is the paying transaction's.
+    let hal = utxos_of(&mut c.addresses, HAL).await;
+    assert!(!hal.is_empty());
+    for u in &hal {
+        let paid_by = c
+            .chain
+            .get_transaction(pb::GetTransactionRequest {
+                txid: u.txid.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(u.coinbase, paid_by.coinbase, "{}", u.txid);
+    }
+
+    // Without the blk files, what the index holds is still answered.
+    drop(f._blocks);
+    let tx = c
+        .chain
+        .get_transaction(pb::GetTransactionRequest {
+            txid: H9_COINBASE.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let out = &tx.outputs[0];
+    assert_eq!(
+        (out.script_kind(), out.address.as_str(), out.value),
+        (pb::ScriptType::P2pk, SATOSHI_H9, 5_000_000_000)
+    );
+    assert_eq!((out.script_pubkey.as_str(), tx.wtxid.as_str()), ("", ""));
+    let utxos = utxos_of(&mut c.addresses, GENESIS_ADDR).await;
+    let genesis = utxos.iter().find(|u| u.txid == GENESIS_COINBASE).unwrap();
+    assert_eq!(
+        (
+            genesis.coinbase,
+            genesis.script_kind(),
+            genesis.script_pubkey.as_str()
+        ),
+        (true, pb::ScriptType::P2pk, "")
+    );
+}
+
+const TAPROOT: u32 = 866342;
+const TAPROOT_HASH: &str = "000000000000000000014ce9ba7c6760053c3c82ce6ab43d60afb101d3c8f1f1";
+
+/// Block 866342 indexed on its own (`--start-at`), with its prevouts.
+fn serve_taproot_block() -> Fixture {
+    let (blocks, db, _) = window(TAPROOT, TAPROOT_HASH, true);
+    let server = Server::start(db.path(), &[]);
+    Fixture {
+        _blocks: blocks,
+        _db: db,
+        server,
+    }
+}
+
+#[tokio::test]
+async fn segwit_transactions_carry_their_wtxid_scripts_and_op_return_data() {
+    let f = serve_taproot_block();
+    let mut c = f.server.connect().await;
+    let block = raw_block(TAPROOT);
+    let (mut segwit, mut op_returns) = (0, 0);
+    for t in &block.txdata {
+        let txid = t.compute_txid();
+        let got = c
+            .chain
+            .get_transaction(pb::GetTransactionRequest {
+                txid: txid.to_string(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(got.wtxid, t.compute_wtxid().to_string(), "{txid}");
+        segwit += usize::from(got.wtxid != got.txid);
+        for (o, want) in got.outputs.iter().zip(&t.output) {
+            let script = want.script_pubkey.as_bytes();
+            assert_eq!(o.script_pubkey, hex::encode(script), "{txid}:{}", o.vout);
+            let (kind, _) = satflow_schema::script::classify(script);
+            assert_eq!(o.script_type, kind.name(), "{txid}:{}", o.vout);
+            if let Ok(a) =
+                bitcoin::Address::from_script(&want.script_pubkey, bitcoin::Network::Bitcoin)
+            {
+                assert_eq!(o.address, a.to_string(), "{txid}:{}", o.vout);
+            }
+            if want.script_pubkey.is_op_return() {
+                op_returns += 1;
+                assert_eq!(o.script_kind(), pb::ScriptType::OpReturn);
+                assert!(!o.op_return_data.is_empty() || script.len() == 1);
+            } else {
+                assert_eq!(o.op_return_data, "");
+            }
+        }
+    }
+    assert!(segwit > 1000, "a taproot-era block: {segwit} segwit txs");
+    assert!(op_returns > 0);
+
+    // The coinbase's witness commitment (BIP141): OP_RETURN, a 36-byte push
+    // of aa21a9ed and the commitment; its payload is that push.
+    let coinbase = c
+        .chain
+        .get_transaction(pb::GetTransactionRequest {
+            txid: block.txdata[0].compute_txid().to_string(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let commitment = coinbase
+        .outputs
+        .iter()
+        .find(|o| o.script_pubkey.starts_with("6a24aa21a9ed"))
+        .expect("a segwit block's coinbase commits to its wtxids");
+    assert_eq!(commitment.op_return_data, commitment.script_pubkey[4..]);
+}
+
+#[tokio::test]
+async fn min_height_below_a_late_start_is_clipped_to_it() {
+    let f = serve_taproot_block();
+    let mut c = f.server.connect().await;
+    let coinbase = c
+        .chain
+        .get_transaction(pb::GetTransactionRequest {
+            txid: raw_block(TAPROOT).txdata[0].compute_txid().to_string(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let pool = coinbase
+        .outputs
+        .iter()
+        .find(|o| !o.address.is_empty())
+        .unwrap()
+        .address
+        .clone();
+    let mut all = history_request(&pool, pb::Order::OldestFirst, 100);
+    let (everything, _) = all_history(&mut c.addresses, all.clone()).await;
+    assert!(everything.iter().any(|e| e.txid == coinbase.txid));
+    // From genesis on: the index's start is where its history begins.
+    all.min_height = Some(0);
+    let (from_genesis, _) = all_history(&mut c.addresses, all.clone()).await;
+    assert_eq!(txids(&from_genesis), txids(&everything));
+    // Wholly below the start: nothing, not NOT_FOUND.
+    all.max_height = Some(TAPROOT - 1);
+    let (before, _) = all_history(&mut c.addresses, all).await;
+    assert!(before.is_empty());
+}
+
+#[tokio::test]
+async fn witness_v1_and_later_programs_show_their_bech32m_address() {
+    use common::build::*;
+    let anchor = bitcoin::ScriptBuf::from_bytes(vec![0x51, 0x02, 0x4e, 0x73]);
+    let v2 = bitcoin::ScriptBuf::from_bytes([&[0x52, 0x10][..], &[7u8; 16]].concat());
+    let genesis = regtest_genesis();
+    let cb = coinbase(
+        b"anchors",
+        &[
+            (240, anchor.clone()),
+            (50_0000_0000, v2.clone()),
+            (1, p2pkh(1)),
+        ],
+    );
+    let b1 = block(genesis.block_hash(), 1, vec![cb.clone()]);
+    let blocks = tempfile::tempdir().unwrap();
+    write_blk(&blocks.path().join("blk00000.dat"), &[genesis, b1]);
+    let db = tempfile::tempdir().unwrap();
+    index(blocks.path(), db.path());
+    let server = Server::start(db.path(), &[]);
+    let mut c = server.connect().await;
+
+    let bech32m = |s: &bitcoin::ScriptBuf| {
+        bitcoin::Address::from_script(s, bitcoin::Network::Regtest)
+            .unwrap()
+            .to_string()
+    };
+    let (anchor_addr, v2_addr) = (bech32m(&anchor), bech32m(&v2));
+    assert!(anchor_addr.starts_with("bcrt1p"), "{anchor_addr}");
+    assert!(v2_addr.starts_with("bcrt1z"), "{v2_addr}");
+    let tx = c
+        .chain
+        .get_transaction(pb::GetTransactionRequest {
+            txid: cb.compute_txid().to_string(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let shown: Vec<_> = tx
+        .outputs
+        .iter()
+        .map(|o| (o.address.as_str(), o.script_kind()))
+        .collect();
+    assert_eq!(
+        shown[..2],
+        [
+            (anchor_addr.as_str(), pb::ScriptType::WitnessUnknown),
+            (v2_addr.as_str(), pb::ScriptType::WitnessUnknown)
+        ]
+    );
+
+    for (addr, script, value) in [(&anchor_addr, &anchor, 240), (&v2_addr, &v2, 50_0000_0000)] {
+        // By its address, its script in hex, or upper case: found, and
+        // shown as its address.
+        for asked in [
+            addr.clone(),
+            hex::encode(script.as_bytes()),
+            addr.to_uppercase(),
+        ] {
+            let s = c
+                .addresses
+                .get_address_summary(pb::GetAddressSummaryRequest {
+                    address: asked.clone(),
+                })
+                .await
+                .unwrap_or_else(|e| panic!("{asked}: {e}"))
+                .into_inner();
+            assert_eq!(
+                (s.address.as_str(), s.received, s.balance, s.tx_count),
+                (addr.as_str(), value, value, 1),
+                "{asked}"
+            );
+        }
+        let utxos = utxos_of(&mut c.addresses, addr).await;
+        assert_eq!(utxos.len(), 1);
+        assert_eq!(
+            (
+                utxos[0].coinbase,
+                utxos[0].script_kind(),
+                utxos[0].script_pubkey.clone()
+            ),
+            (
+                true,
+                pb::ScriptType::WitnessUnknown,
+                hex::encode(script.as_bytes())
+            )
+        );
+    }
+    let batch = c
+        .addresses
+        .batch_get_address_summaries(pb::BatchGetAddressSummariesRequest {
+            addresses: vec![anchor_addr.clone()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        batch.results[0].summary.as_ref().unwrap().address,
+        anchor_addr
+    );
+}

@@ -1,6 +1,7 @@
 //! Addresses: an address's summary, a page of its history, a page of its
 //! unspent outputs, as `satflow.v1` messages.
 
+use bitcoin::{Transaction, Txid};
 use satflow_indexer::address;
 use satflow_indexer::store::Direction;
 use satflow_proto::v1 as pb;
@@ -12,6 +13,7 @@ use crate::history::{self, HistoryQuery, Order};
 use crate::index::Index;
 use crate::labels;
 use crate::page::{Listing, Token};
+use crate::scripts;
 
 /// Address totals (`addr_stats`, `addr_utxos`) are built whole at the end
 /// of a bulk run; until then the `bulk` meta row is there and they are
@@ -53,6 +55,25 @@ pub fn summary(index: &Index, key: &AddrKey) -> Result<Option<pb::AddressSummary
     }))
 }
 
+/// `summary` of the address a request named `given`: as `summary`, but a
+/// witness program the index files under its script's hash (pay-to-anchor,
+/// witness v2+) named by its bech32m address or its script in hex is shown
+/// as its bech32m address, as asked.
+pub fn summary_as_requested(
+    index: &Index,
+    key: &AddrKey,
+    given: &str,
+) -> Result<Option<pb::AddressSummary>> {
+    let mut summary = summary(index, key)?;
+    if let (Some(s), Some(shown)) = (
+        summary.as_mut(),
+        scripts::requested_witness_address(given, index.network()),
+    ) {
+        s.address = shown;
+    }
+    Ok(summary)
+}
+
 /// One page of the transactions touching `key`.
 pub fn history(
     index: &Index,
@@ -78,6 +99,7 @@ pub fn utxos(
     let first = Token::resume("page_token", page_token, Listing::Utxos, id.0)?.unwrap_or(0);
     let mut utxos = Vec::new();
     let mut next_page_token = String::new();
+    let mut last_read: Option<(Txid, Option<Transaction>)> = None;
     let rows = index
         .store()
         .pairs::<cf::AddrUtxos, _, _>(id, OutNum(first), Direction::Forward);
@@ -94,11 +116,24 @@ pub fn utxos(
         }
         let out = index.output(n)?;
         let tx = index.creator(n, &out)?;
+        // One blk read per transaction of the page: a page lists an
+        // address's coins in chain order, so a tx's coins are adjacent.
+        if last_read.as_ref().map(|(txid, _)| txid) != Some(&tx.txid) {
+            last_read = Some((tx.txid, index.try_read_tx(&tx)?));
+        }
+        let raw = last_read.as_ref().and_then(|(_, t)| t.as_ref());
+        let script_pubkey = raw
+            .and_then(|t| t.output.get(out.vout as usize))
+            .map(|o| hex::encode(o.script_pubkey.as_bytes()))
+            .unwrap_or_default();
         utxos.push(pb::Utxo {
             txid: tx.txid.to_string(),
             vout: out.vout,
             value,
             height: tx.height.0,
+            coinbase: tx.is_coinbase(),
+            script_kind: scripts::kind(out.script_type).into(),
+            script_pubkey,
         });
     }
     if utxos.is_empty() {

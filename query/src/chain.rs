@@ -3,9 +3,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bitcoin::consensus::deserialize;
-use bitcoin::{BlockHash, Transaction, Txid};
-use satflow_indexer::blkfiles::{blk_path, BlkFile};
+use bitcoin::{BlockHash, Txid};
 use satflow_indexer::labels::{self, Category};
 use satflow_proto::v1 as pb;
 use satflow_schema::{cf, Height, TxNum};
@@ -13,6 +11,7 @@ use satflow_schema::{cf, Height, TxNum};
 use crate::error::{QueryError, Result};
 use crate::index::Index;
 use crate::page::{Listing, Token};
+use crate::scripts;
 
 pub enum BlockId {
     Height(u32),
@@ -110,6 +109,9 @@ pub fn transaction(index: &Index, txid: &Txid) -> Result<pb::Transaction> {
             })
         })
         .collect::<Result<Vec<_>>>()?;
+    // Scripts and the wtxid come from the blk files; without them the
+    // answer keeps what the index holds.
+    let tx = index.try_read_tx(&row)?;
     let outputs = row
         .outputs()
         .map(|n| {
@@ -125,12 +127,26 @@ pub fn transaction(index: &Index, txid: &Txid) -> Result<pb::Transaction> {
                 }
                 None => None,
             };
+            let script = tx
+                .as_ref()
+                .and_then(|t| t.output.get(out.vout as usize))
+                .map(|o| o.script_pubkey.as_bytes());
+            let address = match script.and_then(|s| scripts::witness_address(s, index.network())) {
+                Some(a) => a,
+                None => index.address_string(out.addr)?,
+            };
             Ok(pb::Output {
                 vout: out.vout,
                 value: out.value,
                 script_type: out.script_type.name().into(),
-                address: index.address_string(out.addr)?,
+                address,
                 spent_by,
+                script_kind: scripts::kind(out.script_type).into(),
+                script_pubkey: script.map(hex::encode).unwrap_or_default(),
+                op_return_data: script
+                    .and_then(scripts::op_return_data)
+                    .map(hex::encode)
+                    .unwrap_or_default(),
             })
         })
         .collect::<Result<Vec<_>>>()?;
@@ -149,6 +165,9 @@ pub fn transaction(index: &Index, txid: &Txid) -> Result<pb::Transaction> {
         coinbase: row.is_coinbase(),
         inputs,
         outputs,
+        wtxid: tx
+            .map(|t| t.compute_wtxid().to_string())
+            .unwrap_or_default(),
     })
 }
 
@@ -156,34 +175,7 @@ pub fn transaction(index: &Index, txid: &Txid) -> Result<pb::Transaction> {
 /// against its txid.
 pub fn raw_transaction(index: &Index, txid: &Txid) -> Result<pb::RawTransaction> {
     let row = index.tx_row(index.tx_number(txid)?)?;
-    let block = index.block_row(row.height)?;
-    let (recorded_dir, key) = index.store().blocks_source()?.ok_or_else(|| {
-        QueryError::FailedPrecondition("the index does not record its blocks directory".into())
-    })?;
-    let dir = index.blocks_dir().map_or(recorded_dir, ToOwned::to_owned);
-    let path = blk_path(&dir, block.loc.file);
-    let file = BlkFile::open(block.loc.file, path.clone()).map_err(|e| {
-        QueryError::FailedPrecondition(format!(
-            "raw transactions are read from the blk files, and {e:#} (serve with --blocks-dir to point elsewhere)"
-        ))
-    })?;
-    let raw = file
-        .read(
-            key,
-            block.loc.offset + u64::from(row.offset_in_block),
-            row.size as usize,
-        )
-        .map_err(|e| QueryError::FailedPrecondition(format!("{e:#}")))?;
-    let found = deserialize::<Transaction>(&raw)
-        .ok()
-        .map(|tx| tx.compute_txid());
-    if found.as_ref() != Some(txid) {
-        return Err(QueryError::FailedPrecondition(format!(
-            "{} no longer holds transaction {txid} where it was indexed (offset {}): the blk files changed since indexing",
-            path.display(),
-            block.loc.offset + u64::from(row.offset_in_block)
-        )));
-    }
+    let (raw, _) = index.read_tx(&row)?;
     Ok(pb::RawTransaction {
         txid: txid.to_string(),
         height: row.height.0,
@@ -199,8 +191,7 @@ fn block_pool(index: &Index, coinbase: TxNum) -> Result<String> {
     if !label_index.tags().is_empty() {
         // Tags are read from the blk files (checked against the txid);
         // without them, labels still answer.
-        let coinbase = raw_transaction(index, &row.txid).ok();
-        if let Some(tx) = coinbase.and_then(|raw| deserialize::<Transaction>(&raw.raw).ok()) {
+        if let Some(tx) = index.try_read_tx(&row)? {
             let script = tx
                 .input
                 .first()

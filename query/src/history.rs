@@ -127,13 +127,17 @@ pub(crate) fn seen_height(index: &Index, id: AddrId, order: Order) -> Result<Hei
     Ok(index.tx_row(*txnum)?.height)
 }
 
-/// Tx numbers of the blocks at heights `min..=max` (clipped to the chain).
+/// Tx numbers of the blocks at heights `min..=max`, clipped to the chain
+/// the index holds: above the tip, and below the first block of an index
+/// that starts later than genesis (which holds no block there, and whose
+/// history from below its start is empty, not unknown).
 fn tx_range(index: &Index, min: Option<Height>, max: Option<Height>) -> Result<Range<TxNum>> {
     let (tip_height, tip) = index.tip()?;
+    let base = index.store().base_height()?;
     let first_tx_at = |h: Height| -> Result<TxNum> {
         match h > tip_height {
             true => Ok(tip.next_ids().tx),
-            false => Ok(index.block_row(h)?.first_tx),
+            false => Ok(index.block_row(h.max(base))?.first_tx),
         }
     };
     let start = min.map_or(Ok(TxNum(0)), first_tx_at)?;

@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use anyhow::Context;
-use bitcoin::Txid;
+use bitcoin::consensus::deserialize;
+use bitcoin::{Transaction, Txid};
+use satflow_indexer::blkfiles::{blk_path, BlkFile};
 use satflow_indexer::flow::Flow;
 use satflow_indexer::{address, Access, Network, Store};
 use satflow_schema::block::BlockRow;
@@ -128,6 +130,52 @@ impl Index {
 
     pub(crate) fn tx_row(&self, txnum: TxNum) -> Result<TxRow> {
         Ok(self.store.need::<cf::Txs>(&txnum)?)
+    }
+
+    /// The transaction of `row` as serialized (witness included) and
+    /// decoded, read back from its blk file at the block's location plus
+    /// its offset in the block, and checked against its txid. The index
+    /// keeps no scripts: whatever needs one reads it here, once per
+    /// transaction. FAILED_PRECONDITION when the blk files are gone, were
+    /// moved (see `with_blocks_dir`) or rewritten.
+    pub(crate) fn read_tx(&self, row: &TxRow) -> Result<(Vec<u8>, Transaction)> {
+        let block = self.block_row(row.height)?;
+        let (recorded_dir, key) = self.store.blocks_source()?.ok_or_else(|| {
+            QueryError::FailedPrecondition("the index does not record its blocks directory".into())
+        })?;
+        let dir = self.blocks_dir().map_or(recorded_dir, ToOwned::to_owned);
+        let path = blk_path(&dir, block.loc.file);
+        let file = BlkFile::open(block.loc.file, path.clone()).map_err(|e| {
+            QueryError::FailedPrecondition(format!(
+                "raw transactions are read from the blk files, and {e:#} (serve with --blocks-dir to point elsewhere)"
+            ))
+        })?;
+        let offset = block.loc.offset + u64::from(row.offset_in_block);
+        let raw = file
+            .read(key, offset, row.size as usize)
+            .map_err(|e| QueryError::FailedPrecondition(format!("{e:#}")))?;
+        match deserialize::<Transaction>(&raw) {
+            Ok(tx) if tx.compute_txid() == row.txid => Ok((raw, tx)),
+            _ => Err(QueryError::FailedPrecondition(format!(
+                "{} no longer holds transaction {} where it was indexed (offset {offset}): the blk files changed since indexing",
+                path.display(),
+                row.txid
+            ))),
+        }
+    }
+
+    /// `read_tx`, or None when the blk files cannot give the transaction
+    /// (gone, moved, rewritten): for answers whose script fields are
+    /// extras, left empty then, rather than failing the whole answer.
+    pub(crate) fn try_read_tx(&self, row: &TxRow) -> Result<Option<Transaction>> {
+        match self.read_tx(row) {
+            Ok((_, tx)) => Ok(Some(tx)),
+            Err(QueryError::FailedPrecondition(why)) => {
+                tracing::debug!("scripts of {} left out: {why}", row.txid);
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     pub(crate) fn output(&self, n: OutNum) -> Result<OutputRow> {

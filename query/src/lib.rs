@@ -8,7 +8,8 @@
 //! index) and `risk` (exposure). Below them: `history` (pages of an
 //! address's or cluster's transactions), `built` (what the clusters
 //! cover), `label_index`, `args` and `page` (request fields into typed
-//! keys, page tokens). `taint` is the trace engine; `server` serves it all
+//! keys, page tokens), `scripts` (what answers show of an output script
+//! read from the blk files). `taint` is the trace engine; `server` serves it all
 //! over gRPC; `watch` raises alerts as blocks arrive; `client` connects
 //! to a server (the CLI, tests, benches).
 //!
@@ -30,6 +31,7 @@ mod labels;
 mod link;
 mod page;
 mod risk;
+mod scripts;
 pub mod server;
 pub mod taint;
 mod trace;

@@ -33,7 +33,7 @@ impl pb::addresses_server::Addresses for AddressesService {
         let given = request.get_ref().address.clone();
         self.shared.answer(&request, move |index, _| {
             let key = args::address("address", &given, index.network())?;
-            addresses::summary(index, &key)?.ok_or_else(|| {
+            addresses::summary_as_requested(index, &key, &given)?.ok_or_else(|| {
                 QueryError::NotFound(format!("address {given} has no history in the index"))
             })
         })
@@ -62,7 +62,7 @@ impl pb::addresses_server::Addresses for AddressesService {
                 if deadline.expired() {
                     return Err(QueryError::DeadlineExceeded);
                 }
-                let summary = addresses::summary(index, key)?;
+                let summary = addresses::summary_as_requested(index, key, &address)?;
                 results.push(pb::AddressResult {
                     address,
                     found: summary.is_some(),
