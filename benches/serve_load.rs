@@ -16,14 +16,13 @@ mod common;
 mod testkit;
 
 use std::path::{Path, PathBuf};
-
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
+
 use testkit::server::Server;
 
 use clap::Parser;
-use common::{Common, IndexChoice};
+use common::{drive, figures, spread, Common, IndexChoice};
 use satflow_indexer::{address, Access, Store};
 use satflow_proto::v1 as pb;
 use satflow_query::client::Clients;
@@ -54,15 +53,6 @@ struct Sample {
     txids: Vec<String>,
 }
 
-/// Deterministic spread over a range (splitmix64).
-fn spread(i: u64, n: u64) -> u64 {
-    let mut z = i
-        .wrapping_add(0x9e37_79b9_7f4a_7c15)
-        .wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 31)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    (z ^ (z >> 29)) % n
-}
-
 fn sample(db: &Path) -> Sample {
     let store = Store::open(db, Access::ReadOnly).unwrap();
     let network = store.network().unwrap().unwrap();
@@ -85,60 +75,6 @@ fn sample(db: &Path) -> Sample {
         })
         .collect();
     Sample { addresses, txids }
-}
-
-/// Calls before measuring starts: the server's block cache fills up.
-const WARM_UP: Duration = Duration::from_secs(5);
-
-/// Latencies in microseconds of every call made in the measured window.
-async fn drive<F, Fut>(
-    conns: &[Clients],
-    clients: usize,
-    seconds: u64,
-    call: F,
-) -> (Vec<u32>, Duration)
-where
-    F: Fn(Clients, usize) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = ()> + Send,
-{
-    let call = Arc::new(call);
-    let measuring = Arc::new(AtomicBool::new(false));
-    let stop = Arc::new(AtomicBool::new(false));
-    let counter = Arc::new(AtomicUsize::new(0));
-    let mut tasks = Vec::new();
-    for i in 0..clients {
-        let (call, measuring, stop, counter) = (
-            call.clone(),
-            measuring.clone(),
-            stop.clone(),
-            counter.clone(),
-        );
-        let conn = conns[i % conns.len()].clone();
-        tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                let n = counter.fetch_add(1, Ordering::Relaxed);
-                let t = Instant::now();
-                call(conn.clone(), n).await;
-                if measuring.load(Ordering::Relaxed) {
-                    lat.push(t.elapsed().as_micros() as u32);
-                }
-            }
-            lat
-        }));
-    }
-    tokio::time::sleep(WARM_UP).await;
-    measuring.store(true, Ordering::Relaxed);
-    let start = Instant::now();
-    tokio::time::sleep(Duration::from_secs(seconds)).await;
-    measuring.store(false, Ordering::Relaxed);
-    let window = start.elapsed();
-    stop.store(true, Ordering::Relaxed);
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await.unwrap());
-    }
-    (all, window)
 }
 
 /// The calls measured, each on addresses or txids sampled across the chain.
@@ -202,22 +138,6 @@ impl Call {
         };
         done.unwrap();
     }
-}
-
-/// req/s, p50, p99 and p99.9 (ms) of one measured window.
-fn figures(mut lat: Vec<u32>, window: Duration) -> [f64; 4] {
-    assert!(
-        !lat.is_empty(),
-        "no call finished within the measured window"
-    );
-    lat.sort_unstable();
-    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)] as f64 / 1000.0;
-    [
-        lat.len() as f64 / window.as_secs_f64(),
-        pct(0.50),
-        pct(0.99),
-        pct(0.999),
-    ]
 }
 
 fn main() {

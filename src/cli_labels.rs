@@ -2,11 +2,12 @@
 //! written beside the index's rows, so run them while `satflow index` is
 //! not writing; a running server sees them at its next catch-up.
 
+use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
-use satflow_indexer::labels::{self, Category, Defaults, Format};
+use satflow_indexer::labels::{self, Category, Defaults, Format, Label};
 use satflow_indexer::{address, Access, Store};
 
 #[derive(Args)]
@@ -24,9 +25,12 @@ enum What {
     /// network, belong to another chain, or lack a label or category are
     /// listed with their line and skipped.
     Import {
-        /// tagpack (GraphSense YAML), csv (address,label,category,source),
-        /// list (one address per line) or pools (bitcoin-data/mining-pools
-        /// pools.json: payout addresses and coinbase tags).
+        /// tagpack (GraphSense YAML), csv (address,label,category,source,
+        /// quoted fields, an optional header row), list (one address per
+        /// line) or pools (bitcoin-data/mining-pools pools.json: payout
+        /// addresses and coinbase tags). CSV and lists are streamed; a file
+        /// that breaks its format stops the import at the line named, with
+        /// the labels before it stored.
         #[arg(long)]
         format: Format,
         /// Label for entries that carry none (required for a list).
@@ -83,32 +87,48 @@ pub fn run(a: LabelsArgs) -> Result<()> {
                     f.display(),
                     parsed.labels.len(),
                     parsed.tags.len(),
-                    parsed.skipped.len()
+                    parsed.skipped_total
                 );
                 for s in &parsed.skipped {
                     println!("  line {}: {}: {}", s.line, s.entry, s.reason);
+                }
+                let unlisted = parsed.skipped_total - parsed.skipped.len();
+                if unlisted > 0 {
+                    println!("  and {unlisted} more");
                 }
             }
         }
         What::List { address, set } => {
             let network = store.network()?.context("the index holds no blocks yet")?;
-            let list = match &address {
-                Some(a) => labels::of(&store, &address::parse(a, network)?)?,
-                None => labels::all(&store)?,
+            // Printed as they are read, buffered: there may be millions.
+            let mut out = BufWriter::new(std::io::stdout().lock());
+            let mut print = |l: Label| -> Result<()> {
+                if set.as_ref().is_none_or(|s| *s == l.set) {
+                    writeln!(
+                        out,
+                        "{}\t{}\t{}\t{}\t{}",
+                        address::encode(&l.address, network),
+                        l.label,
+                        l.category,
+                        l.set,
+                        l.source
+                    )?;
+                }
+                Ok(())
             };
-            for l in list
-                .iter()
-                .filter(|l| set.as_ref().is_none_or(|s| *s == l.set))
-            {
-                println!(
-                    "{}\t{}\t{}\t{}\t{}",
-                    address::encode(&l.address, network),
-                    l.label,
-                    l.category,
-                    l.set,
-                    l.source
-                );
+            match &address {
+                Some(a) => {
+                    for l in labels::of(&store, &address::parse(a, network)?)? {
+                        print(l)?;
+                    }
+                }
+                None => {
+                    for l in labels::iter(&store) {
+                        print(l?)?;
+                    }
+                }
             }
+            out.flush()?;
         }
         What::Remove { set } => {
             let n = labels::remove_set(&store, &set)?;

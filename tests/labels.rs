@@ -183,7 +183,11 @@ fn tagpacks_and_csv_skip_what_is_not_a_bitcoin_address_by_line() {
         );
     }
     // The pack's own category ("user") unless the import says otherwise.
-    assert!(parsed.labels.iter().all(|l| l.category == Category::Other));
+    let store = Store::open(db.path(), Access::ReadOnly).unwrap();
+    let stored = labels::all(&store).unwrap();
+    assert_eq!(stored.len(), parsed.labels.len());
+    assert!(stored.iter().all(|l| l.category == Category::Other));
+    drop(store);
 
     let csv = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(
@@ -520,5 +524,155 @@ async fn a_running_server_picks_up_new_labels() {
             "the new label never showed"
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// CSV through a real parser: quoted fields holding commas, doubled quotes
+/// and a line break, CRLF line ends, a header row. Lines are the file's
+/// own, a quoted line break counted.
+#[test]
+fn csv_quoted_fields_import_as_written() {
+    let (_blocks, db, _) = window(SANCTIONED_BLOCK, SANCTIONED_HASH, false);
+    let csv = tempfile::Builder::new().suffix(".csv").tempfile().unwrap();
+    std::fs::write(
+        csv.path(),
+        format!(
+            "address,label,category,source\r\n\
+             {OFAC_PAYEE},\"Desk \"\"North\"\", hot wallet\",exchange,\"https://example.org/?a=1,2\"\r\n\
+             12cbQLTFMXRnSzktFkuoG3eHoMeFtpTu3S,\"Two-line\r\nnote\",other,\r\n\
+             not-an-address,\"x, y\",exchange,\r\n"
+        ),
+    )
+    .unwrap();
+    let parsed = import_labels(db.path(), csv.path(), Format::Csv, Defaults::default());
+    assert_eq!(parsed.labels.len(), 2);
+    assert_eq!(
+        parsed
+            .skipped
+            .iter()
+            .map(|s| (s.line, s.entry.as_str()))
+            .collect::<Vec<_>>(),
+        [(5, "not-an-address")]
+    );
+    let store = Store::open(db.path(), Access::ReadOnly).unwrap();
+    let network = store.network().unwrap().unwrap();
+    let of = |a: &str| {
+        labels::of(
+            &store,
+            &satflow_indexer::address::parse(a, network).unwrap(),
+        )
+        .unwrap()
+    };
+    let desk = &of(OFAC_PAYEE)[0];
+    assert_eq!(desk.label, "Desk \"North\", hot wallet");
+    assert_eq!(desk.source, "https://example.org/?a=1,2");
+    assert_eq!(desk.category, Category::Exchange);
+    assert_eq!(
+        of("12cbQLTFMXRnSzktFkuoG3eHoMeFtpTu3S")[0].label,
+        "Two-line\r\nnote"
+    );
+}
+
+/// A quote left open swallows the lines after it into one field: the
+/// import stops there with the file and line, the labels before it stored.
+#[test]
+fn a_malformed_csv_line_is_an_error_naming_file_and_line() {
+    let (_blocks, db, _) = window(SANCTIONED_BLOCK, SANCTIONED_HASH, false);
+    let csv = tempfile::Builder::new().suffix(".csv").tempfile().unwrap();
+    std::fs::write(
+        csv.path(),
+        format!(
+            "address,label,category,source\n{OFAC_PAYEE},Before,exchange,s\n\
+             {OFAC_PAYEE},\"Unclosed,exchange,s\n12cbQLTFMXRnSzktFkuoG3eHoMeFtpTu3S,After,exchange,s\n"
+        ),
+    )
+    .unwrap();
+    let store = Store::open(db.path(), Access::Write).unwrap();
+    let err = labels::import(&store, csv.path(), Format::Csv, &Defaults::default()).unwrap_err();
+    assert_eq!(
+        format!("{err:#}"),
+        format!(
+            "{}: line 3: 2 fields, where the first record has 4",
+            csv.path().display()
+        )
+    );
+    let stored: Vec<_> = labels::all(&store)
+        .unwrap()
+        .into_iter()
+        .map(|l| l.label)
+        .collect();
+    assert_eq!(stored, ["Before"]);
+}
+
+/// A TagPack of 50,000 tags with bad entries near its end: each is named
+/// with its own line. (Lines were once counted from the file's start for
+/// every tag, which made such a pack take minutes.)
+#[test]
+fn a_large_tagpack_names_the_lines_of_its_bad_entries() {
+    use bitcoin::hashes::Hash;
+    let (_blocks, db, _) = window(SANCTIONED_BLOCK, SANCTIONED_HASH, false);
+    const TAGS: usize = 50_000;
+    let mut yaml = String::from(
+        "title: generated\nlabel: Generated entity\ncategory: exchange\nsource: test\ncurrency: BTC\ntags:\n",
+    );
+    let mut line = yaml.lines().count();
+    let mut planted = Vec::new();
+    for i in 0..TAGS {
+        let mut hash = [0u8; 20];
+        hash[12..].copy_from_slice(&(i as u64).to_be_bytes());
+        let address = match i {
+            i if i == TAGS - 10 => "1BadChecksumBadChecksumBadChecksum".to_string(),
+            i if i % 2 == 0 => {
+                Address::p2pkh(bitcoin::PubkeyHash::from_byte_array(hash), Network::Bitcoin)
+                    .to_string()
+            }
+            _ => Address::p2sh_from_hash(
+                bitcoin::ScriptHash::from_byte_array(hash),
+                Network::Bitcoin,
+            )
+            .to_string(),
+        };
+        line += 1;
+        yaml += &format!("  - address: {address}\n");
+        if i == TAGS - 10 {
+            planted.push((line, address.clone(), "neither an address"));
+        }
+        if i == TAGS - 3 {
+            line += 1;
+            yaml += "    currency: ETH\n";
+            planted.push((line - 1, address, "not bitcoin"));
+        }
+        if i % 3 == 0 {
+            line += 1;
+            yaml += &format!("    label: Entity {i}\n");
+        }
+    }
+    let pack = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
+    std::fs::write(pack.path(), &yaml).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_satflow"))
+        .args(["labels", "--db"])
+        .arg(db.path())
+        .args(["import", "--format", "tagpack"])
+        .arg(pack.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let mut lines = stdout.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        format!(
+            "{}: {} labels and 0 coinbase tags imported, 2 entries skipped",
+            pack.path().display(),
+            TAGS - 2
+        )
+    );
+    for (line, address, reason) in planted {
+        let reported = lines.next().unwrap();
+        assert!(
+            reported.starts_with(&format!("  line {line}: {address}: "))
+                && reported.contains(reason),
+            "{reported:?}, planted at line {line}"
+        );
     }
 }

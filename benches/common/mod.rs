@@ -109,3 +109,109 @@ pub fn synth_index(work: &Path, size: &str) -> PathBuf {
     }
     db
 }
+
+/// Deterministic spread over a range (splitmix64): sample `i` of `0..n`.
+pub fn spread(i: u64, n: u64) -> u64 {
+    let mut z = i
+        .wrapping_add(0x9e37_79b9_7f4a_7c15)
+        .wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 31)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    (z ^ (z >> 29)) % n
+}
+
+/// Peak RSS (KiB) so far of the running child of this process whose
+/// command line holds `arg` (a server started by a helper that keeps its
+/// process id to itself), from /proc.
+pub fn child_peak_rss(arg: &str) -> Option<i64> {
+    let me = std::process::id().to_string();
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let dir = e.path();
+        let status = std::fs::read_to_string(dir.join("status")).ok()?;
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(str::trim)
+        };
+        let cmdline = std::fs::read(dir.join("cmdline")).ok()?;
+        let named = cmdline.split(|&b| b == 0).any(|a| a == arg.as_bytes());
+        if field("PPid:")? != me || !named {
+            return None;
+        }
+        field("VmHWM:")?.trim_end_matches(" kB").parse().ok()
+    })
+}
+
+/// Calls before a measured window starts: the server's caches fill up.
+pub const WARM_UP: Duration = Duration::from_secs(5);
+
+/// Latencies (µs) of the calls `clients` concurrent callers of `call`
+/// finish in `seconds` after `WARM_UP`, over `conns` in turn, and the
+/// measured window. `call` gets a connection and the call's number.
+pub async fn drive<F, Fut>(
+    conns: &[satflow_query::client::Clients],
+    clients: usize,
+    seconds: u64,
+    call: F,
+) -> (Vec<u32>, Duration)
+where
+    F: Fn(satflow_query::client::Clients, usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let call = Arc::new(call);
+    let measuring = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let counter = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for i in 0..clients {
+        let (call, measuring, stop, counter) = (
+            call.clone(),
+            measuring.clone(),
+            stop.clone(),
+            counter.clone(),
+        );
+        let conn = conns[i % conns.len()].clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let n = counter.fetch_add(1, Ordering::Relaxed);
+                let t = Instant::now();
+                call(conn.clone(), n).await;
+                if measuring.load(Ordering::Relaxed) {
+                    lat.push(t.elapsed().as_micros() as u32);
+                }
+            }
+            lat
+        }));
+    }
+    tokio::time::sleep(WARM_UP).await;
+    measuring.store(true, Ordering::Relaxed);
+    let start = Instant::now();
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    measuring.store(false, Ordering::Relaxed);
+    let window = start.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    (all, window)
+}
+
+/// req/s, p50, p99 and p99.9 (ms) of one measured window.
+pub fn figures(mut lat: Vec<u32>, window: Duration) -> [f64; 4] {
+    assert!(
+        !lat.is_empty(),
+        "no call finished within the measured window"
+    );
+    lat.sort_unstable();
+    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)] as f64 / 1000.0;
+    [
+        lat.len() as f64 / window.as_secs_f64(),
+        pct(0.50),
+        pct(0.99),
+        pct(0.999),
+    ]
+}

@@ -1,14 +1,18 @@
-//! `satflow labels import`: the formats a label set comes in, reading one
-//! (`parse`), and storing what it holds (`import`).
+//! `satflow labels import`: the formats a label set comes in, and storing
+//! what one holds (`import`), streamed: CSV and lists are read record by
+//! record, and every format's labels go to the index in bounded write
+//! batches (see `write`).
 
+use std::fs::File;
+use std::io::BufReader;
 use std::path::Path;
 use std::str::FromStr;
 
 use anyhow::{bail, Context, Result};
 
-use super::entry::{Defaults, Parsed};
-use super::{add, lines, pools, tagpack};
-use crate::network::Network;
+use super::entry::{Accept, Defaults, Parsed};
+use super::write::Writer;
+use super::{csv_file, lines, pools, tagpack, Label};
 use crate::store::Store;
 
 /// The formats `satflow labels import` reads.
@@ -17,7 +21,8 @@ pub enum Format {
     /// GraphSense TagPack YAML: pack-level `label`, `category`, `source`,
     /// `currency`, overridden per entry of `tags`.
     TagPack,
-    /// `address,label,category,source` per line; a header line is skipped.
+    /// CSV `address,label,category,source` (quoted fields, an optional
+    /// header row).
     Csv,
     /// One address per line (e.g. the OFAC list); label and category given.
     List,
@@ -40,43 +45,52 @@ impl FromStr for Format {
     }
 }
 
-/// Reads a label set; entries that are not addresses of `network`, belong
-/// to another chain, or lack a label or category are listed in `skipped`
-/// with their line.
-pub fn parse(path: &Path, format: Format, network: Network, defaults: &Defaults) -> Result<Parsed> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut d = defaults.clone();
-    if d.set.is_none() {
-        d.set = path.file_stem().map(|s| s.to_string_lossy().into_owned());
-    }
-    match format {
-        Format::TagPack => {
-            tagpack::parse(&text, network, &d).with_context(|| path.display().to_string())
-        }
-        Format::Csv => Ok(lines::parse(&text, network, &d, true)),
-        Format::List => Ok(lines::parse(&text, network, &d, false)),
-        Format::Pools => {
-            pools::parse(&text, network, &d).with_context(|| path.display().to_string())
-        }
-    }
-}
-
-/// Imports a label set into the index; returns what was skipped.
+/// Imports a label set into the index. Entries that are not addresses of
+/// the index's network, belong to another chain, or lack a label or
+/// category are listed in `skipped` with their line; a file that breaks its
+/// format's rules is an error naming the file and line, and the labels read
+/// before it stay stored (importing the fixed file again rewrites them
+/// unchanged).
 pub fn import(store: &Store, path: &Path, format: Format, defaults: &Defaults) -> Result<Parsed> {
     let network = store
         .network()?
         .context("the index holds no blocks yet: its network is unknown")?;
-    let parsed = parse(path, format, network, defaults)?;
+    let mut d = defaults.clone();
+    if d.set.is_none() {
+        d.set = path.file_stem().map(|s| s.to_string_lossy().into_owned());
+    }
+    let mut writer = Writer::new(store);
+    let mut put = |l: &Label| writer.put(l);
+    let mut accept = Accept::new(network, &d, &mut put);
+    let read = read(path, format, &mut accept);
+    let parsed = accept.parsed;
+    if let Err(e) = read {
+        // What was read before stays: flushed, as the doc above says.
+        writer.finish()?;
+        return Err(e.context(path.display().to_string()));
+    }
     if parsed.labels.is_empty() && parsed.tags.is_empty() && !parsed.skipped.is_empty() {
         bail!(
             "{}: no entry could be imported ({} skipped, the first at line {}: {})",
             path.display(),
-            parsed.skipped.len(),
+            parsed.skipped_total,
             parsed.skipped[0].line,
             parsed.skipped[0].reason
         );
     }
-    add(store, &parsed.labels, &parsed.tags)?;
+    for t in &parsed.tags {
+        writer.put_tag(t)?;
+    }
+    writer.finish()?;
     Ok(parsed)
+}
+
+fn read(path: &Path, format: Format, to: &mut Accept<'_>) -> Result<()> {
+    let whole = || std::fs::read_to_string(path).context("reading");
+    match format {
+        Format::TagPack => tagpack::read(&whole()?, to),
+        Format::Pools => pools::read(&whole()?, to),
+        Format::Csv => csv_file::read(File::open(path).context("opening")?, to),
+        Format::List => lines::read(BufReader::new(File::open(path).context("opening")?), to),
+    }
 }

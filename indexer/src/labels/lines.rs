@@ -1,37 +1,72 @@
-//! Line-per-entry label sets: `Format::Csv` (`address,label,category,source`,
-//! an optional header) and `Format::List` (one address per line). Blank
-//! lines and `#` comments are left out of both.
+//! `Format::List`: one address per line (e.g. the OFAC list), label and
+//! category given. Read line by line: a file of millions of addresses is
+//! never held whole. Blank lines and `#` comments are left out.
 
-use super::entry::{accept, Defaults, Entry, Parsed};
-use crate::network::Network;
+use std::io::BufRead;
 
-pub(super) fn parse(text: &str, network: Network, d: &Defaults, csv: bool) -> Parsed {
-    let mut out = Parsed::default();
-    for (i, raw) in text.lines().enumerate() {
-        let line = raw.trim();
-        if line.is_empty() || line.starts_with('#') {
+use anyhow::{Context, Result};
+
+use super::entry::{Accept, Entry};
+
+/// Reads the list from `input` into `to`; an error (a read failure, a line
+/// that is not UTF-8) names the line.
+pub(super) fn read(mut input: impl BufRead, to: &mut Accept<'_>) -> Result<()> {
+    let mut raw = String::new();
+    for line in 1.. {
+        raw.clear();
+        if input
+            .read_line(&mut raw)
+            .with_context(|| format!("line {line}"))?
+            == 0
+        {
+            return Ok(());
+        }
+        let address = raw.trim();
+        if address.is_empty() || address.starts_with('#') {
             continue;
         }
-        let f: Vec<&str> = match csv {
-            true => line.split(',').map(str::trim).collect(),
-            false => vec![line],
+        to.entry(Entry {
+            line,
+            address,
+            label: None,
+            category: None,
+            source: None,
+        })?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::entry::tests::accepted;
+    use super::super::entry::Defaults;
+    use super::super::Category;
+    use super::*;
+
+    #[test]
+    fn one_address_a_line_with_crlf_comments_and_blanks() {
+        let d = Defaults {
+            label: Some("OFAC SDN".into()),
+            category: Some(Category::Sanctioned),
+            ..Defaults::default()
         };
-        if csv && i == 0 && f[0].eq_ignore_ascii_case("address") {
-            continue;
-        }
-        let field = |n: usize| f.get(n).copied().filter(|s| !s.is_empty());
-        accept(
-            &mut out,
-            network,
-            d,
-            Entry {
-                line: i + 1,
-                address: f[0],
-                label: field(1),
-                category: field(2),
-                source: field(3),
-            },
+        let text = "# OFAC\r\n1NpHuti9NSM9fVTXLkvSDU4AnhqGQ5N53d\r\n\r\n  TUCsTq7TofTCJRRoHk6RvhMoS2mJLm5Yzq \r\nbc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4";
+        let (labels, parsed) = accepted(&d, |a| read(text.as_bytes(), a)).unwrap();
+        assert_eq!(labels.len(), 2);
+        assert!(labels.iter().all(|l| l.label == "OFAC SDN"));
+        assert_eq!(parsed.skipped.len(), 1);
+        assert_eq!(parsed.skipped[0].line, 4);
+        assert_eq!(
+            parsed.skipped[0].entry,
+            "TUCsTq7TofTCJRRoHk6RvhMoS2mJLm5Yzq"
         );
     }
-    out
+
+    #[test]
+    fn a_line_that_is_not_utf8_is_named() {
+        let text = b"1NpHuti9NSM9fVTXLkvSDU4AnhqGQ5N53d\n\xff\xfe\n";
+        let d = Defaults::default();
+        let err = accepted(&d, |a| read(&text[..], a)).unwrap_err();
+        assert!(format!("{err:#}").starts_with("line 2: "), "{err:#}");
+    }
 }

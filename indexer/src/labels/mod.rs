@@ -6,22 +6,27 @@
 //!
 //! This module holds the rows (`cf::Labels`, `cf::PoolTags`, whose layouts
 //! `satflow_schema::label` owns); `import` reads a label set in one of the
-//! `Format`s (`tagpack`, `lines` for CSV and plain lists, `pools`), through
-//! the checks `entry` applies to every format alike.
+//! `Format`s (`tagpack`, `csv_file`, `lines` for plain lists, `pools`;
+//! `position` finds the lines of the formats parsed whole), through the
+//! checks `entry` applies to every format alike, and `write` stores it in
+//! bounded batches.
 
+mod csv_file;
 mod entry;
 mod import;
 mod lines;
 mod pools;
+mod position;
 mod tagpack;
+mod write;
 
 use anyhow::Result;
 use satflow_schema::cf;
 use satflow_schema::label::{LabelKey, LabelValue, PoolTagValue};
 use satflow_schema::script::AddrKey;
 
-pub use entry::{Defaults, Parsed, Skipped};
-pub use import::{import, parse, Format};
+pub use entry::{Defaults, Parsed, Skipped, Stored};
+pub use import::{import, Format};
 pub use satflow_schema::label::Category;
 
 use crate::store::Store;
@@ -91,12 +96,17 @@ impl PoolTag {
     }
 }
 
-/// Every label, in address order.
-pub fn all(store: &Store) -> Result<Vec<Label>> {
+/// Every label, in address order, read as the iterator goes: millions of
+/// labels are never held at once.
+pub fn iter(store: &Store) -> impl Iterator<Item = Result<Label>> + '_ {
     store
         .scan_all::<cf::Labels>()
         .map(|row| row.map(Label::from_row))
-        .collect()
+}
+
+/// Every label, in address order.
+pub fn all(store: &Store) -> Result<Vec<Label>> {
+    iter(store).collect()
 }
 
 /// The labels of one address.
@@ -117,33 +127,24 @@ pub fn pool_tags(store: &Store) -> Result<Vec<PoolTag>> {
     Ok(tags)
 }
 
-/// Stores `labels` and `tags` (one already there is kept once).
-pub fn add(store: &Store, labels: &[Label], tags: &[PoolTag]) -> Result<()> {
-    let mut batch = store.batch();
-    for t in tags {
-        batch.put::<cf::PoolTags>(&t.tag, &t.value());
-    }
-    for l in labels {
-        batch.put::<cf::Labels>(&l.key(), &l.value());
-    }
-    store.write(batch)?;
-    store.flush()
-}
-
 /// Removes every label and coinbase tag of set `set`; returns how many.
 pub fn remove_set(store: &Store, set: &str) -> Result<usize> {
-    let mut batch = store.batch();
+    let mut writer = write::Writer::new(store);
     let mut n = 0;
-    for l in all(store)?.into_iter().filter(|l| l.set == set) {
-        batch.delete::<cf::Labels>(&l.key());
-        n += 1;
+    // The iterator reads a snapshot: the batches written meanwhile do not
+    // disturb it.
+    for l in iter(store) {
+        let l = l?;
+        if l.set == set {
+            writer.delete(&l)?;
+            n += 1;
+        }
     }
     for t in pool_tags(store)?.into_iter().filter(|t| t.set == set) {
-        batch.delete::<cf::PoolTags>(&t.tag);
+        writer.delete_tag(&t)?;
         n += 1;
     }
-    store.write(batch)?;
-    store.flush()?;
+    writer.finish()?;
     Ok(n)
 }
 

@@ -1,15 +1,15 @@
 //! `Format::Pools`: bitcoin-data/mining-pools `pools.json`. Payout
 //! addresses become mining_pool labels; coinbase tags name the pool that
-//! mined a block.
+//! mined a block. A file of a few hundred pools, parsed whole.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use anyhow::{Context, Result};
 use serde::Deserialize;
 
-use super::entry::{accept, Defaults, Entry, Parsed};
-use super::{Category, PoolTag};
-use crate::network::Network;
+use super::entry::{Accept, Entry};
+use super::position::LineStarts;
+use super::PoolTag;
 
 #[derive(Deserialize)]
 struct PoolsFile {
@@ -24,35 +24,21 @@ struct Pool {
     link: String,
 }
 
-pub(super) fn parse(text: &str, network: Network, d: &Defaults) -> Result<Parsed> {
+pub(super) fn read(text: &str, to: &mut Accept<'_>) -> Result<()> {
     let file: PoolsFile = serde_json::from_str(text).context("not a mining-pools pools.json")?;
-    let mut out = Parsed::default();
-    let set = d.set.clone().unwrap_or_default();
-    let line_of = |needle: &str| {
-        text.find(&format!("\"{needle}\""))
-            .map_or(0, |at| text[..at].matches('\n').count() + 1)
-    };
+    let lines = quoted_lines(text);
+    let set = to.defaults().set.clone().unwrap_or_default();
     for (addr, pool) in &file.payout_addresses {
-        let with = Defaults {
-            category: Some(d.category.unwrap_or(Category::MiningPool)),
-            ..d.clone()
-        };
-        accept(
-            &mut out,
-            network,
-            &with,
-            Entry {
-                line: line_of(addr),
-                address: addr,
-                label: Some(&pool.name),
-                category: None,
-                source: Some(&pool.link)
-                    .filter(|l| !l.is_empty())
-                    .map(|l| l.as_str()),
-            },
-        );
+        to.entry(Entry {
+            line: lines.get(addr.as_str()).copied().unwrap_or(0),
+            address: addr,
+            label: Some(&pool.name),
+            // What the file is about; a given category still wins.
+            category: Some("mining_pool"),
+            source: Some(pool.link.as_str()).filter(|l| !l.is_empty()),
+        })?;
     }
-    out.tags = file
+    to.parsed.tags = file
         .coinbase_tags
         .into_iter()
         .filter(|(tag, _)| !tag.is_empty())
@@ -62,5 +48,43 @@ pub(super) fn parse(text: &str, network: Network, d: &Defaults) -> Result<Parsed
             set: set.clone(),
         })
         .collect();
-    Ok(out)
+    Ok(())
+}
+
+/// The line of every JSON string's first occurrence in `text`, in one pass:
+/// the map the file parses into keeps no positions, nor the file's order.
+fn quoted_lines(text: &str) -> HashMap<&str, usize> {
+    let lines = LineStarts::new(text);
+    let bytes = text.as_bytes();
+    let mut found = HashMap::new();
+    let mut at = 0;
+    while let Some(open) = bytes[at..].iter().position(|&b| b == b'"') {
+        let start = at + open + 1;
+        let mut end = start;
+        while end < bytes.len() && bytes[end] != b'"' {
+            end += if bytes[end] == b'\\' { 2 } else { 1 };
+        }
+        // Both ends are at a quote or the text's end: char boundaries.
+        let end = end.min(bytes.len());
+        found
+            .entry(&text[start..end])
+            .or_insert_with(|| lines.line(start));
+        at = (end + 1).min(bytes.len());
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strings_keep_their_first_line() {
+        let text = "{\n \"a\": \"b \\\" c\",\n \"a\": 1, \"d\": \"é\"\n}";
+        let lines = quoted_lines(text);
+        assert_eq!(lines["a"], 2);
+        assert_eq!(lines["b \\\" c"], 2);
+        assert_eq!(lines["d"], 3);
+        assert_eq!(lines["é"], 3);
+    }
 }
