@@ -19,9 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use common::{median, satflow, synth_dir, timed_cpu, Common};
-use rayon::prelude::*;
-use sha2::{Digest, Sha256};
+use common::{blk_files, median, satflow, sha256d, synth_dir, timed_cpu, Common};
 
 /// Indexing throughput next to the machine's own ceilings.
 #[derive(clap::Parser)]
@@ -43,20 +41,6 @@ struct Args {
     modes: Vec<String>,
     #[command(flatten)]
     common: Common,
-}
-
-fn blk_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("blk"))
-        })
-        .collect();
-    files.sort();
-    files
 }
 
 fn mb_per_s(bytes: u64, d: Duration) -> f64 {
@@ -105,18 +89,7 @@ fn bench_dir(name: &str, dir: &Path, args: &Args) -> f64 {
     let t = Instant::now();
     let bytes = read_all(&files);
     let warm_read = t.elapsed();
-    let t = Instant::now();
-    let hashed: usize = files
-        .par_iter()
-        .map(|f| {
-            let data = std::fs::read(f).unwrap();
-            data.chunks(1 << 20)
-                .map(|c| Sha256::digest(Sha256::digest(c))[0] as usize)
-                .sum::<usize>()
-        })
-        .sum();
-    let sha = t.elapsed();
-    std::hint::black_box(hashed);
+    let sha = sha256d(&files);
 
     let mut per_mb = f64::NAN;
     for mode in &args.modes {

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use common::{child_peak_rss, drive, figures, median, satflow, spread, timed, Common};
+use common::{child_peak_rss, drive, figures, median, spread, timed, Common};
 use satflow_indexer::{address, Access, Network, Store};
 use satflow_proto::v1 as pb;
 use satflow_schema::script::{AddrKey, AddrKind};
@@ -269,14 +269,7 @@ fn main() {
     let mut rss = 0;
     for _ in 0..args.common.runs {
         copy_index(&db, &copy);
-        let mut cmd = satflow();
-        cmd.arg("labels")
-            .arg("--db")
-            .arg(&copy)
-            .args(["import", "--format", "csv", "--set", "bench"])
-            .arg(&file)
-            .stdout(std::process::Stdio::null());
-        let (wall, peak) = timed(cmd);
+        let (wall, peak) = timed(common::labels_import(&copy, &file));
         walls.push(wall);
         rss = rss.max(peak);
     }

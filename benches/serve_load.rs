@@ -9,7 +9,9 @@
 //! comes from this one, on the same machine (so both share its cores).
 //! Each call is driven by --clients concurrent callers for --seconds after a
 //! 5 s warm-up, --runs times (medians shown), over 4 HTTP/2 connections,
-//! on addresses and txids sampled across the whole chain.
+//! on addresses and txids sampled across the whole chain. Screenings are of
+//! payments not mined, each spending two sampled coins, by at most 2
+//! callers (the server's default `--max-traces`).
 
 mod common;
 #[path = "../tests/common/mod.rs"]
@@ -22,12 +24,9 @@ use std::time::Instant;
 use testkit::server::Server;
 
 use clap::Parser;
-use common::{drive, figures, spread, Common, IndexChoice};
-use satflow_indexer::{address, Access, Store};
+use common::{drive, figures, history_page_1, sample, Common, IndexChoice, Sample};
 use satflow_proto::v1 as pb;
 use satflow_query::client::Clients;
-use satflow_query::{chain, BlockId, Index};
-use satflow_schema::{cf, AddrId};
 
 /// gRPC load on `satflow serve` over loopback.
 #[derive(clap::Parser)]
@@ -47,36 +46,6 @@ struct Args {
     common: Common,
 }
 
-/// What the load is made of, sampled from the index before the server starts.
-struct Sample {
-    addresses: Vec<String>,
-    txids: Vec<String>,
-}
-
-fn sample(db: &Path) -> Sample {
-    let store = Store::open(db, Access::ReadOnly).unwrap();
-    let network = store.network().unwrap().unwrap();
-    let address_of = |id: AddrId| {
-        let key = store.need::<cf::Addrs>(&id).unwrap();
-        address::encode(&key, network)
-    };
-    let next = store.tip_block().unwrap().unwrap().next_ids();
-    let addresses = (0..10_000)
-        .map(|i| address_of(AddrId(spread(i, next.addr.0))))
-        .collect();
-    let tip = store.tip().unwrap().unwrap().height.0;
-    drop(store);
-    let index = Index::open(db, Access::ReadOnly).unwrap();
-    let txids = (0..2_000)
-        .flat_map(|i| {
-            let height = spread(i, tip as u64 + 1) as u32;
-            let block = chain::block(&index, &BlockId::Height(height), 5, "").unwrap();
-            block.txids
-        })
-        .collect();
-    Sample { addresses, txids }
-}
-
 /// The calls measured, each on addresses or txids sampled across the chain.
 #[derive(Clone, Copy)]
 enum Call {
@@ -84,14 +53,16 @@ enum Call {
     History,
     Transaction,
     Cluster,
+    Screen,
 }
 
 impl Call {
-    const ALL: [Call; 4] = [
+    const ALL: [Call; 5] = [
         Call::Summary,
         Call::History,
         Call::Transaction,
         Call::Cluster,
+        Call::Screen,
     ];
 
     fn name(self) -> &'static str {
@@ -100,10 +71,20 @@ impl Call {
             Call::History => "address history, page 1",
             Call::Transaction => "transaction",
             Call::Cluster => "cluster of an address",
+            Call::Screen => "screen a 2-input payment",
         }
     }
 
-    async fn make(self, mut c: Clients, sample: &Sample, n: usize) {
+    /// Callers at once: a screening runs traces, and the server runs two
+    /// at a time by default (`--max-traces`); more would be refused.
+    fn clients(self, asked: usize) -> usize {
+        match self {
+            Call::Screen => asked.min(2),
+            _ => asked,
+        }
+    }
+
+    async fn make(self, mut c: Clients, sample: &Load, n: usize) {
         let address = sample.addresses[n % sample.addresses.len()].clone();
         let done = match self {
             Call::Summary => c
@@ -113,18 +94,16 @@ impl Call {
                 .map(drop),
             Call::History => c
                 .addresses
-                .list_address_history(pb::ListAddressHistoryRequest {
-                    address,
-                    page_size: 25,
-                    order: pb::Order::NewestFirst.into(),
-                    ..Default::default()
-                })
+                .list_address_history(history_page_1(address))
                 .await
                 .map(drop),
             Call::Transaction => {
                 let txid = sample.txids[n % sample.txids.len()].clone();
                 c.chain
-                    .get_transaction(pb::GetTransactionRequest { txid })
+                    .get_transaction(pb::GetTransactionRequest {
+                        txid,
+                        ..Default::default()
+                    })
                     .await
                     .map(drop)
             }
@@ -135,15 +114,88 @@ impl Call {
                 })
                 .await
                 .map(drop),
+            Call::Screen => c
+                .risk
+                .screen_transaction(pb::ScreenTransactionRequest {
+                    raw_transaction: sample.payments[n % sample.payments.len()].clone(),
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
         };
         done.unwrap();
     }
 }
 
+/// The sample, and payments not mined to screen.
+struct Load {
+    sample: Sample,
+    payments: Vec<String>,
+}
+
+impl std::ops::Deref for Load {
+    type Target = Sample;
+
+    fn deref(&self) -> &Sample {
+        &self.sample
+    }
+}
+
+/// Payments as a wallet would send them, not mined: each spends the first
+/// output of two sampled transactions other than coinbases (whose coins
+/// trace back nowhere) and pays a fresh address, with change.
+fn payments(db: &Path, sample: &Sample) -> Vec<String> {
+    use bitcoin::hashes::Hash;
+    use bitcoin::{absolute, transaction, Amount, OutPoint, ScriptBuf, TxIn, TxOut, WPubkeyHash};
+    use satflow_indexer::{Access, Store};
+    use satflow_schema::cf;
+    let pay = |tag: u8| ScriptBuf::new_p2wpkh(&WPubkeyHash::from_byte_array([tag; 20]));
+    let store = Store::open(db, Access::ReadOnly).unwrap();
+    let paid: Vec<&String> = sample
+        .txids
+        .iter()
+        .filter(|t| {
+            let n = store.find_tx(&t.parse().unwrap()).unwrap().unwrap();
+            !store.need::<cf::Txs>(&n).unwrap().is_coinbase()
+        })
+        .collect();
+    paid.chunks_exact(2)
+        .map(|pair| {
+            let input = |txid: &&String| TxIn {
+                previous_output: OutPoint {
+                    txid: txid.parse().unwrap(),
+                    vout: 0,
+                },
+                ..Default::default()
+            };
+            let tx = bitcoin::Transaction {
+                version: transaction::Version::TWO,
+                lock_time: absolute::LockTime::ZERO,
+                input: pair.iter().map(input).collect(),
+                output: vec![
+                    TxOut {
+                        value: Amount::from_sat(10_000),
+                        script_pubkey: pay(0xfe),
+                    },
+                    TxOut {
+                        value: Amount::from_sat(5_000),
+                        script_pubkey: pay(0xfd),
+                    },
+                ],
+            };
+            bitcoin::consensus::encode::serialize_hex(&tx)
+        })
+        .collect()
+}
+
 fn main() {
     let args = Args::parse();
     let db = args.index.path(&args.common.work);
-    let sample = Arc::new(sample(&db));
+    let sample = sample(&db);
+    let sample = Arc::new(Load {
+        payments: payments(&db, &sample),
+        sample,
+    });
     let readers: Vec<&str> = match &args.readers {
         Some(n) => vec!["--readers", n],
         None => vec![],
@@ -162,7 +214,8 @@ fn main() {
         for _ in 0..args.common.runs {
             for (i, call) in Call::ALL.into_iter().enumerate() {
                 let sample = sample.clone();
-                let (lat, window) = drive(&conns, args.clients, args.seconds, move |c, n| {
+                let clients = call.clients(args.clients);
+                let (lat, window) = drive(&conns, clients, args.seconds, move |c, n| {
                     let sample = sample.clone();
                     async move { call.make(c, &sample, n).await }
                 })
@@ -242,13 +295,7 @@ fn hot_address_index(work: &Path) -> (PathBuf, String) {
         chain.push(block(chain.last().unwrap().block_hash(), height, txs));
     }
     write_blk(&blocks.join("blk00000.dat"), &chain);
-    let mut cmd = common::satflow();
-    cmd.args(["index", "--quiet", "--blocks-dir"])
-        .arg(&blocks)
-        .arg("--db")
-        .arg(&db)
-        .stdout(std::process::Stdio::null());
-    common::timed(cmd);
+    common::timed(common::index_command(&blocks, &db));
     std::fs::write(&done, "").unwrap();
     (db, address)
 }

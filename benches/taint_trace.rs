@@ -8,8 +8,11 @@
 //! transactions of one early block (--source-height, default a twentieth of
 //! the way up the chain), follows at most 1,000 hops, and stops at its
 //! budget of 10k, 100k or 1M visited transactions. The in-process figures
-//! time `satflow_query::taint::trace` alone, on one core; the gRPC figure
-//! is a `satflow serve` process streaming every hit to this one. The first
+//! time `satflow_query::taint::trace` alone, on one core; the gRPC figures
+//! are a `satflow serve` process streaming every hit to this one, then
+//! stopping at the 100 largest clusters: their members listed up front,
+//! then (`--max-stop-listed 0`) each coin reached looked up in the
+//! clusters, as for stop sets too large to list. The first
 //! run of each row reads the flow graph from disk; the medians are of the
 //! runs after it, with the graph in the page cache.
 
@@ -176,31 +179,82 @@ fn grpc(db: &std::path::Path, sources: &[u64], runs: usize) {
     drop(store);
     let server = Server::start(db, &[]);
     let rt = tokio::runtime::Runtime::new().unwrap();
+    let request = pb::TraceRequest {
+        sources: outpoints,
+        max_hops: 1000,
+        max_transactions: 1_000_000,
+        ..Default::default()
+    };
+    grpc_row(&rt, &server, "", &request, runs);
+    // Stopping at the largest clusters: each coin reached is checked
+    // against them.
+    let largest = rt.block_on(async {
+        let mut c = server.connect().await;
+        c.clusters
+            .list_largest_clusters(pb::ListLargestClustersRequest {
+                by: pb::ClusterRanking::Size.into(),
+                page_size: STOP_CLUSTERS,
+                page_token: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .clusters
+    });
+    let members: u64 = largest.iter().map(|c| c.size).sum();
+    let stopping = pb::TraceRequest {
+        stop_cluster_ids: largest.iter().map(|c| c.id).collect(),
+        ..request
+    };
+    let what = format!(
+        ", stopping at the {} largest clusters ({members} addresses) listed",
+        largest.len()
+    );
+    grpc_row(&rt, &server, &what, &stopping, runs);
+    drop(server);
+    // The same, each coin's cluster looked up (as for more members than
+    // the server lists up front: a category on mainnet).
+    let server = Server::start(db, &["--max-stop-listed", "0"]);
+    let what = format!(
+        ", stopping at the {} largest clusters ({members} addresses) looked up per coin",
+        largest.len()
+    );
+    grpc_row(&rt, &server, &what, &stopping, runs);
+}
+
+/// Clusters a gRPC trace stops at, the largest.
+const STOP_CLUSTERS: u32 = 100;
+
+/// Times `request` over gRPC, every hit streamed to this process.
+fn grpc_row(
+    rt: &tokio::runtime::Runtime,
+    server: &Server,
+    what: &str,
+    request: &pb::TraceRequest,
+    runs: usize,
+) {
     let mut walls: Vec<Duration> = Vec::new();
-    let mut hits = 0;
+    let (mut hits, mut stopped) = (0, 0);
     for _ in 0..runs + 1 {
-        let request = pb::TraceRequest {
-            sources: outpoints.clone(),
-            max_hops: 1000,
-            max_transactions: 1_000_000,
-            ..Default::default()
-        };
         let started = Instant::now();
-        hits = rt.block_on(async {
+        (hits, stopped) = rt.block_on(async {
             let mut c = server.connect().await;
-            let mut stream = c.taint.trace(request).await.unwrap().into_inner();
-            let mut n = 0u64;
+            let mut stream = c.taint.trace(request.clone()).await.unwrap().into_inner();
+            let (mut n, mut stopped) = (0u64, 0u64);
             // Ends with RESOURCE_EXHAUSTED at the budget.
-            while let Ok(Some(_)) = stream.message().await {
+            while let Ok(Some(e)) = stream.message().await {
                 n += 1;
+                if let Some(pb::trace_event::Event::Summary(s)) = e.event {
+                    stopped = s.stopped;
+                }
             }
-            n
+            (n, stopped)
         });
         walls.push(started.elapsed());
     }
     let first = walls.remove(0);
     println!(
-        "gRPC: haircut forward, budget 1000000, {hits} events streamed: first {:.3} s, median {:.3} s ({runs} runs)",
+        "gRPC: haircut forward, budget 1000000{what}, {hits} events streamed ({stopped} sat stopped): first {:.3} s, median {:.3} s ({runs} runs)",
         first.as_secs_f64(),
         median(walls).as_secs_f64()
     );

@@ -12,8 +12,8 @@ use satflow_query::server::{self, ServeOptions};
 
 use crate::connect::{connect, Connection};
 use crate::render::{
-    address_table, amount, cluster_table, exposure_table, looks_like_txid, show, tx_table,
-    AddressReport, ClusterReport,
+    address_table, amount, cluster_table, exposure_table, looks_like_txid, screening_table, show,
+    tx_table, AddressReport, ClusterReport,
 };
 
 #[derive(Args)]
@@ -77,6 +77,15 @@ pub enum What {
         #[arg(long, default_value_t = 3)]
         hops: u32,
     },
+    /// Screen a transaction, mined or not, from its raw hex (`-` reads it
+    /// from standard input): where the coins it spends came from, whom it
+    /// pays, and the risk level.
+    Screen {
+        raw: String,
+        /// Hops for the indirect figures.
+        #[arg(long, default_value_t = 3)]
+        hops: u32,
+    },
     /// Taint tracing (`satflow trace`).
     #[command(skip)]
     Trace(crate::cli_trace::TraceArgs),
@@ -112,10 +121,14 @@ async fn in_process(db: PathBuf, q: Q) -> Result<()> {
         token: None,
         tls: None,
         follow_every: std::time::Duration::from_secs(3600),
+        readers: 1,
         max_in_flight: 16,
         cache_mb: 64,
         max_traces: 1,
+        max_trace_txs: server::MAX_TRACE_TXS,
+        max_stop_listed: server::MAX_STOP_LISTED,
         alerts: None,
+        metrics_listen: None,
     };
     let serving = tokio::spawn(server::serve(
         opts,
@@ -193,13 +206,28 @@ async fn ask(mut c: Clients, q: &Q) -> Result<()> {
             })
         }
         What::Tx { txid, raw: true } => {
-            let request = pb::GetTransactionRequest { txid: txid.clone() };
+            let request = pb::GetTransactionRequest {
+                txid: txid.clone(),
+                ..Default::default()
+            };
             let r = c.chain.get_raw_transaction(request).await?.into_inner();
             show(json, &r, |r| hex::encode(&r.raw))
         }
         What::Tx { txid, raw: false } => {
-            let request = pb::GetTransactionRequest { txid: txid.clone() };
-            let t = c.chain.get_transaction(request).await?.into_inner();
+            // Every page: a transaction is at most a block's size.
+            let mut request = pb::GetTransactionRequest {
+                txid: txid.clone(),
+                page_size: 10_000,
+                ..Default::default()
+            };
+            let mut t = c.chain.get_transaction(request.clone()).await?.into_inner();
+            while !t.next_page_token.is_empty() {
+                request.page_token = std::mem::take(&mut t.next_page_token);
+                let page = c.chain.get_transaction(request.clone()).await?.into_inner();
+                t.inputs.extend(page.inputs);
+                t.outputs.extend(page.outputs);
+                t.next_page_token = page.next_page_token;
+            }
             show(json, &t, tx_table)
         }
         What::Address {
@@ -344,6 +372,22 @@ async fn ask(mut c: Clients, q: &Q) -> Result<()> {
                 .await?
                 .into_inner();
             show(json, &e, exposure_table)
+        }
+        What::Screen { raw, hops } => {
+            let raw_transaction = match raw.as_str() {
+                "-" => std::io::read_to_string(std::io::stdin())?,
+                hex => hex.to_string(),
+            };
+            let s = c
+                .risk
+                .screen_transaction(pb::ScreenTransactionRequest {
+                    raw_transaction,
+                    hops: *hops,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            show(json, &s, screening_table)
         }
         What::Trace(args) => crate::cli_trace::run(&mut c.taint, args, json).await,
     }

@@ -32,7 +32,9 @@ pub struct ServeArgs {
     /// How often to pick up blocks that `satflow index` has added, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     follow_ms: u64,
-    /// Worker threads, each reading the index for one request at a time.
+    /// Requests reading the index at once, each on a thread of its own
+    /// (beside the runtime's threads, which only move bytes); more requests
+    /// wait for a reader without holding a thread.
     #[arg(long, default_value_t = 4)]
     readers: usize,
     /// Requests accepted and not yet answered; beyond that, RESOURCE_EXHAUSTED.
@@ -45,6 +47,18 @@ pub struct ServeArgs {
     /// beyond that, RESOURCE_EXHAUSTED.
     #[arg(long, default_value_t = 2)]
     max_traces: usize,
+    /// The most transactions a taint trace, or each of the four traces of
+    /// an exposure, may be asked to visit (`max_transactions`); above that,
+    /// RESOURCE_EXHAUSTED. A trace holds ~13.6 MiB of heap per million
+    /// transactions visited: the default costs up to ~136 MiB per trace
+    /// running (see --max-traces).
+    #[arg(long, default_value_t = server::MAX_TRACE_TXS)]
+    max_trace_transactions: u64,
+    /// Members of the clusters a trace or exposure stops at that are listed
+    /// up front (~10 bytes each); beyond, each coin's cluster is looked up.
+    /// For tests and benchmarks.
+    #[arg(long, default_value_t = server::MAX_STOP_LISTED, hide = true)]
+    max_stop_listed: u64,
     /// Where watches and alerts are kept (default: <db>/alerts, and when
     /// another server holds that one, or it cannot be written, this server
     /// runs without alerts and says so). One server per alert store.
@@ -57,6 +71,11 @@ pub struct ServeArgs {
     /// only blocks indexed from now on).
     #[arg(long)]
     alerts_from: Option<u32>,
+    /// Serve Prometheus metrics on this address (`GET /metrics`); off by
+    /// default. They carry no secrets but show the server's load: the
+    /// server warns when it listens beyond loopback.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
 }
 
 pub fn run(a: ServeArgs) -> Result<()> {
@@ -70,17 +89,24 @@ pub fn run(a: ServeArgs) -> Result<()> {
             .zip(a.tls_key)
             .map(|(cert, key)| TlsFiles { cert, key }),
         follow_every: Duration::from_millis(a.follow_ms.max(1)),
+        readers: a.readers.max(1),
         max_in_flight: a.max_in_flight,
         cache_mb: a.cache_mb,
         max_traces: a.max_traces.max(1),
+        max_trace_txs: a.max_trace_transactions.max(1),
+        max_stop_listed: a.max_stop_listed,
         alerts: (!a.no_alerts).then(|| AlertOptions {
             required: a.alerts.is_some(),
             dir: a.alerts.unwrap_or_else(|| a.db.join("alerts")),
             from: a.alerts_from,
         }),
+        metrics_listen: a.metrics_listen,
     };
+    // Blocking threads: the readers, the traces, and catch-up and alert
+    // evaluation; each kind is bounded by its own semaphore or loop.
+    let blocking = opts.readers + opts.max_traces + 4;
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(a.readers.max(1))
+        .max_blocking_threads(blocking)
         .enable_all()
         .build()?
         .block_on(server::serve(

@@ -12,7 +12,7 @@ pub struct ClusterReport {
 }
 
 pub fn exposure_table(e: &pb::Exposure) -> String {
-    let mut t = format!(
+    let t = format!(
         "risk     {}{}\ntraced   {} sat received, {} sat sent (up to height {})\n",
         e.risk,
         if e.complete {
@@ -24,16 +24,73 @@ pub fn exposure_table(e: &pb::Exposure) -> String {
         e.sent,
         e.as_of_height
     );
-    for r in &e.reasons {
+    t + &exposure_rows(
+        &e.reasons,
+        &[
+            ("received directly", &e.direct_received),
+            ("sent directly", &e.direct_sent),
+            ("received within hops", &e.indirect_received),
+            ("sent within hops", &e.indirect_sent),
+        ],
+    )
+}
+
+pub fn screening_table(s: &pb::Screening) -> String {
+    let mined = match s.mined_height {
+        Some(h) => format!("mined at height {h}"),
+        None => "not mined".into(),
+    };
+    let mut t = format!(
+        "tx       {} ({mined})\nrisk     {}{}\ntraced   {} sat received, pays {} sat (up to height {})\n",
+        s.txid,
+        s.risk,
+        if s.complete {
+            ""
+        } else {
+            " (lower bound: a trace hit its budget)"
+        },
+        s.received,
+        s.sent,
+        s.as_of_height
+    );
+    t += &exposure_rows(
+        &s.reasons,
+        &[
+            ("received directly", &s.direct_received),
+            ("sent directly", &s.direct_sent),
+            ("received within hops", &s.indirect_received),
+        ],
+    );
+    for p in &s.payees {
+        let who = match (p.seen, p.cluster_id) {
+            (false, _) => "new address".to_string(),
+            (true, Some(c)) => format!("cluster {c}"),
+            (true, None) => String::new(),
+        };
+        let labels: Vec<String> = p
+            .labels
+            .iter()
+            .map(|l| format!("{} ({})", l.label, l.category))
+            .collect();
+        t += &format!(
+            "pays {:>4} {:<44} {:>16} sat  {who} {}\n",
+            p.vout,
+            p.address,
+            p.value,
+            labels.join(", ")
+        );
+    }
+    t
+}
+
+/// The reasons, then one line per category and entity of each listing.
+fn exposure_rows(reasons: &[String], lists: &[(&str, &Vec<pb::CategoryExposure>)]) -> String {
+    let mut t = String::new();
+    for r in reasons {
         t += &format!("  {r}\n");
     }
-    for (what, list) in [
-        ("received directly", &e.direct_received),
-        ("sent directly", &e.direct_sent),
-        ("received within hops", &e.indirect_received),
-        ("sent within hops", &e.indirect_sent),
-    ] {
-        for x in list {
+    for (what, list) in lists {
+        for x in list.iter() {
             t += &format!(
                 "{what:<22} {:<15} {:<30} {:>16} sat {:>7.2}%\n",
                 x.category,

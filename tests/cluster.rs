@@ -476,6 +476,7 @@ async fn clusters_of_real_mainnet_blocks_over_grpc() {
             .chain
             .get_transaction(pb::GetTransactionRequest {
                 txid: w[0].txid.clone(),
+                ..Default::default()
             })
             .await
             .unwrap()

@@ -81,6 +81,7 @@ async fn block_170_payment() {
         .chain
         .get_transaction(pb::GetTransactionRequest {
             txid: FIRST_PAYMENT.into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -138,11 +139,61 @@ async fn block_170_payment() {
             (1, 4_000_000_000, SATOSHI_H9, "p2pk")
         ]
     );
+    // One input and output a page: the rest on the next one, with the
+    // same header fields.
+    let first = c
+        .chain
+        .get_transaction(pb::GetTransactionRequest {
+            txid: FIRST_PAYMENT.into(),
+            page_size: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (
+            first.input_count,
+            first.output_count,
+            first.inputs.len(),
+            first.outputs.len()
+        ),
+        (1, 2, 1, 1)
+    );
+    assert_eq!(first.outputs[0], tx.outputs[0]);
+    let second = c
+        .chain
+        .get_transaction(pb::GetTransactionRequest {
+            txid: FIRST_PAYMENT.into(),
+            page_size: 1,
+            page_token: first.next_page_token.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((second.first_input, second.first_output), (1, 1));
+    assert!(second.inputs.is_empty());
+    assert_eq!(second.outputs, tx.outputs[1..]);
+    assert_eq!((second.height, second.fee), (tx.height, tx.fee));
+    assert!(second.next_page_token.is_empty());
+    assert!(tx.next_page_token.is_empty());
+    // Another transaction's token is refused.
+    let e = c
+        .chain
+        .get_transaction(pb::GetTransactionRequest {
+            txid: H9_COINBASE.into(),
+            page_size: 1,
+            page_token: first.next_page_token,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
     // The coinbase it spends names it as the spender.
     let h9 = c
         .chain
         .get_transaction(pb::GetTransactionRequest {
             txid: H9_COINBASE.into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -161,7 +212,10 @@ async fn raw_transactions_hash_to_their_txid() {
     for txid in [FIRST_PAYMENT, H9_COINBASE] {
         let raw = c
             .chain
-            .get_raw_transaction(pb::GetTransactionRequest { txid: txid.into() })
+            .get_raw_transaction(pb::GetTransactionRequest {
+                txid: txid.into(),
+                ..Default::default()
+            })
             .await
             .unwrap()
             .into_inner();
@@ -174,6 +228,7 @@ async fn raw_transactions_hash_to_their_txid() {
         .chain
         .get_raw_transaction(pb::GetTransactionRequest {
             txid: FIRST_PAYMENT.into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -379,7 +434,10 @@ async fn batch_summaries_mark_unused_addresses_and_name_malformed_ones() {
 async fn bad_requests_get_codes_that_name_the_problem() {
     let f = serve_blk00000(&[]);
     let mut c = f.server.connect().await;
-    let tx = |txid: &str| pb::GetTransactionRequest { txid: txid.into() };
+    let tx = |txid: &str| pb::GetTransactionRequest {
+        txid: txid.into(),
+        ..Default::default()
+    };
     let summary = |a: &str| pb::GetAddressSummaryRequest { address: a.into() };
     let block = |id| pb::GetBlockRequest {
         id: Some(id),
@@ -614,6 +672,61 @@ async fn requests_beyond_the_in_flight_limit_are_refused_at_once() {
 }
 
 #[tokio::test]
+async fn health_and_short_deadlines_answer_while_every_reader_is_busy() {
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+
+    // One reader, kept busy by 24 calls of 1,000 summaries each (tens of
+    // ms apiece, so about a second of reading queued behind it).
+    let f = serve_blk00000(&["--readers", "1"]);
+    let c = f.server.connect().await;
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let calls: Vec<_> = (0..24)
+        .map(|_| {
+            let (mut c, done) = (c.clone(), done.clone());
+            tokio::spawn(async move {
+                let addresses = vec![SATOSHI_H9.to_string(); satflow_query::server::MAX_BATCH];
+                c.addresses
+                    .batch_get_address_summaries(pb::BatchGetAddressSummariesRequest { addresses })
+                    .await
+                    .unwrap();
+                done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            })
+        })
+        .collect();
+    // Until the first batch is answered, the queue is surely full.
+    while done.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let channel = tonic::transport::Endpoint::from_shared(f.server.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: "satflow.v1.Addresses".into(),
+        })
+        .await
+        .unwrap();
+    // A read with a deadline shorter than the queue gets DEADLINE_EXCEEDED
+    // from its wait for a reader, not an answer after the deadline.
+    let path = "/satflow.v1.Addresses/GetAddressSummary";
+    let request = pb::GetAddressSummaryRequest {
+        address: SATOSHI_H9.into(),
+    };
+    let (code, message) = bare_call(&f.server.addr, path, request, "20m").await;
+    assert_eq!(code, Code::DeadlineExceeded as i32, "{message}");
+    // Both were answered with most of the reading still queued: the
+    // transport's threads never wait on the index.
+    let answered = done.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(answered < 12, "{answered} of 24 batches were read first");
+    for call in calls {
+        call.await.unwrap();
+    }
+}
+
+#[tokio::test]
 async fn health_and_reflection_work_out_of_the_box() {
     use tonic_health::pb::health_client::HealthClient;
     use tonic_health::pb::{health_check_response::ServingStatus, HealthCheckRequest};
@@ -775,6 +888,7 @@ async fn the_server_follows_the_writer_block_by_block() {
             .chain
             .get_transaction(pb::GetTransactionRequest {
                 txid: block.txids.last().unwrap().clone(),
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -815,6 +929,7 @@ async fn p2pk_coinbase_outputs_carry_their_script_type_and_coinbase_flag() {
         .chain
         .get_transaction(pb::GetTransactionRequest {
             txid: H9_COINBASE.into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -823,6 +938,7 @@ async fn p2pk_coinbase_outputs_carry_their_script_type_and_coinbase_flag() {
         .chain
         .get_raw_transaction(pb::GetTransactionRequest {
             txid: H9_COINBASE.into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -859,6 +975,7 @@ async fn p2pk_coinbase_outputs_carry_their_script_type_and_coinbase_flag() {
             .chain
             .get_transaction(pb::GetTransactionRequest {
                 txid: u.txid.clone(),
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -872,6 +989,7 @@ async fn p2pk_coinbase_outputs_carry_their_script_type_and_coinbase_flag() {
         .chain
         .get_transaction(pb::GetTransactionRequest {
             txid: H9_COINBASE.into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -920,6 +1038,7 @@ async fn segwit_transactions_carry_their_wtxid_scripts_and_op_return_data() {
             .chain
             .get_transaction(pb::GetTransactionRequest {
                 txid: txid.to_string(),
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -954,6 +1073,7 @@ async fn segwit_transactions_carry_their_wtxid_scripts_and_op_return_data() {
         .chain
         .get_transaction(pb::GetTransactionRequest {
             txid: block.txdata[0].compute_txid().to_string(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -974,6 +1094,7 @@ async fn min_height_below_a_late_start_is_clipped_to_it() {
         .chain
         .get_transaction(pb::GetTransactionRequest {
             txid: raw_block(TAPROOT).txdata[0].compute_txid().to_string(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -1032,6 +1153,7 @@ async fn witness_v1_and_later_programs_show_their_bech32m_address() {
         .chain
         .get_transaction(pb::GetTransactionRequest {
             txid: cb.compute_txid().to_string(),
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -96,6 +96,7 @@ async fn the_ofac_list_flags_a_payment_in_block_574200() {
         .chain
         .get_transaction(pb::GetTransactionRequest {
             txid: paying[0].clone(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -165,6 +166,109 @@ async fn the_ofac_list_flags_a_payment_in_block_574200() {
     let bad = exposure(vec![rule("sanctionned")]).await.unwrap_err();
     assert_eq!(bad.code(), tonic::Code::InvalidArgument);
     assert!(bad.message().starts_with("rules[0].category"), "{bad:?}");
+
+    // Screened from its raw bytes, as before it was mined: the same
+    // payee exposure, the payee shown with its label.
+    let screen = |raw: String| {
+        let mut c = c.clone();
+        async move {
+            c.risk
+                .screen_transaction(pb::ScreenTransactionRequest {
+                    raw_transaction: raw,
+                    ..Default::default()
+                })
+                .await
+        }
+    };
+    let raw = c
+        .clone()
+        .chain
+        .get_raw_transaction(pb::GetTransactionRequest {
+            txid: paying[0].clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .raw;
+    let s = screen(hex::encode(&raw)).await.unwrap().into_inner();
+    let e = exposure(vec![]).await.unwrap().into_inner();
+    assert_eq!(
+        (s.txid.as_str(), s.mined_height),
+        (paying[0].as_str(), Some(SANCTIONED_BLOCK))
+    );
+    assert_eq!(s.direct_sent, e.direct_sent);
+    assert_eq!(
+        (&s.direct_received, &s.indirect_received, s.received),
+        (&e.direct_received, &e.indirect_received, e.received)
+    );
+    assert_eq!(s.risk, "severe", "{:?}", s.reasons);
+    let payee = s.payees.iter().find(|p| p.address == OFAC_PAYEE).unwrap();
+    assert!(payee.seen);
+    assert_eq!(payee.labels[0].label, "OFAC SDN");
+    assert_eq!(s.sent, tx.outputs.iter().map(|o| o.value).sum::<u64>());
+
+    // A payment not mined: it spends the sanctioned coin to a fresh
+    // address. Its coins came from the sanctioned address directly.
+    let paid: bitcoin::Transaction = bitcoin::consensus::deserialize(&raw).unwrap();
+    let vout = tx
+        .outputs
+        .iter()
+        .position(|o| o.address == OFAC_PAYEE)
+        .unwrap() as u32;
+    let onward = bitcoin::Transaction {
+        version: bitcoin::transaction::Version::TWO,
+        lock_time: bitcoin::absolute::LockTime::ZERO,
+        input: vec![bitcoin::TxIn {
+            previous_output: bitcoin::OutPoint {
+                txid: paid.compute_txid(),
+                vout,
+            },
+            ..Default::default()
+        }],
+        output: vec![bitcoin::TxOut {
+            value: bitcoin::Amount::from_sat(38_000_000),
+            script_pubkey: build::p2pkh(0x5c),
+        }],
+    };
+    let s = screen(bitcoin::consensus::encode::serialize_hex(&onward))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(s.mined_height, None);
+    assert_eq!(s.received, 38_796_959);
+    let received: Vec<_> = s
+        .direct_received
+        .iter()
+        .map(|x| (x.category.as_str(), x.label.as_str(), x.amount, x.share))
+        .collect();
+    assert_eq!(
+        received,
+        [
+            ("sanctioned", "", 38_796_959, 1.0),
+            ("sanctioned", "OFAC SDN", 38_796_959, 1.0)
+        ]
+    );
+    assert_eq!(s.risk, "severe");
+    assert!(
+        s.reasons[0].contains("received directly"),
+        "{:?}",
+        s.reasons
+    );
+    assert!(!s.payees[0].seen && s.payees[0].labels.is_empty());
+    assert!(s.direct_sent.is_empty());
+
+    // Bad bytes, and a coin the index does not hold, name what is wrong.
+    let e = screen("zz".into()).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().starts_with("raw_transaction: "), "{e:?}");
+    let mut unknown = onward.clone();
+    unknown.input[0].previous_output.txid = "11".repeat(32).parse().unwrap();
+    let e = screen(bitcoin::consensus::encode::serialize_hex(&unknown))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound);
+    assert!(e.message().starts_with("inputs[0]: "), "{e:?}");
 }
 
 #[test]
@@ -241,6 +345,7 @@ async fn labels_reach_the_whole_cluster_and_stop_traces() {
                 .chain
                 .get_transaction(pb::GetTransactionRequest {
                     txid: t.compute_txid().to_string(),
+                    ..Default::default()
                 })
                 .await
                 .unwrap()
@@ -392,6 +497,7 @@ async fn labels_reach_the_whole_cluster_and_stop_traces() {
         .chain
         .get_transaction(pb::GetTransactionRequest {
             txid: a.to_string(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -525,6 +631,96 @@ async fn a_running_server_picks_up_new_labels() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+}
+
+/// Between label imports, a catch-up moves the label index on (the labels
+/// of the addresses new since, the clusters of the labelled ones looked up
+/// again) instead of reading every label row: what it then holds equals a
+/// whole rebuild, with labels on addresses that only appear in the new
+/// blocks, and clusters the new blocks merged.
+#[test]
+fn a_label_index_moved_on_equals_one_read_whole() {
+    use satflow_query::{Index, LabelIndex};
+    use satflow_schema::cf;
+
+    let (blocks, whole_db) = synth_chain(11, 3 << 20);
+    let chain = best_chain(blocks.path(), whole_db.path());
+    // Every 3rd address of the whole chain, under 40 entity names.
+    let csv = tempfile::NamedTempFile::new().unwrap();
+    let rows: Vec<String> = {
+        let store = Store::open(whole_db.path(), Access::ReadOnly).unwrap();
+        let network = store.network().unwrap().unwrap();
+        store
+            .scan_all::<cf::Addrs>()
+            .map(|r| r.unwrap())
+            .filter(|(id, _)| id.0 % 3 == 0)
+            .map(|(id, key)| {
+                let a = satflow_indexer::address::encode(&key, network);
+                format!("{a},Entity {},exchange,test\n", id.0 % 40)
+            })
+            .collect()
+    };
+    std::fs::write(csv.path(), rows.concat()).unwrap();
+
+    // Three quarters of the transactions first: fewer new addresses than
+    // label rows after, or a whole rebuild would be the cheaper one.
+    let txs: usize = chain.iter().map(|b| b.txdata.len()).sum();
+    let mut seen = 0;
+    let half = chain
+        .iter()
+        .position(|b| {
+            seen += b.txdata.len();
+            seen * 4 >= txs * 3
+        })
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = tempfile::tempdir().unwrap();
+    build::write_blk(&dir.path().join("blk00000.dat"), &chain[..half]);
+    index(dir.path(), db.path());
+    import_labels(db.path(), csv.path(), Format::Csv, Defaults::default());
+    let live = Index::open(db.path(), Access::Follow).unwrap();
+    assert!(!live.label_index().moved_on());
+
+    let dump = |l: &LabelIndex| -> Vec<(u64, u64, String)> {
+        l.clusters_with_any()
+            .flat_map(|c| {
+                l.of_cluster(c)
+                    .iter()
+                    .map(move |(m, label)| (c.0, m.0, label.label.clone()))
+            })
+            .collect()
+    };
+    let before = dump(&live.label_index());
+    let first_new = satflow_query::chain::status(&live).unwrap().address_count;
+
+    build::write_blk(&dir.path().join("blk00000.dat"), &chain);
+    index(dir.path(), db.path());
+    live.catch_up().unwrap();
+    live.refresh().unwrap();
+    let moved = live.label_index();
+    assert!(moved.moved_on());
+    let whole = Index::open(db.path(), Access::ReadOnly).unwrap();
+    assert!(!whole.label_index().moved_on());
+    let after = dump(&moved);
+    assert_eq!(after, dump(&whole.label_index()));
+
+    // The case is not trivial: new blocks brought labelled addresses, and
+    // merged clusters holding labelled ones.
+    assert!(
+        after.len() > before.len(),
+        "{} → {}",
+        before.len(),
+        after.len()
+    );
+    assert!(after.iter().any(|(_, m, _)| *m >= first_new));
+    let cluster_then: std::collections::HashMap<u64, u64> =
+        before.iter().map(|(c, m, _)| (*m, *c)).collect();
+    assert!(
+        after
+            .iter()
+            .any(|(c, m, _)| cluster_then.get(m).is_some_and(|then| then != c)),
+        "no labelled address changed cluster"
+    );
 }
 
 /// CSV through a real parser: quoted fields holding commas, doubled quotes

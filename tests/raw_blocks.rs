@@ -233,6 +233,7 @@ async fn a_taproot_address_and_a_nonstandard_script_over_grpc() {
         .chain
         .get_transaction(pb::GetTransactionRequest {
             txid: payment.into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -287,7 +288,10 @@ async fn a_taproot_address_and_a_nonstandard_script_over_grpc() {
     assert_eq!(history.entries[0].txid, coinbase);
     let tx = c
         .chain
-        .get_transaction(pb::GetTransactionRequest { txid: coinbase })
+        .get_transaction(pb::GetTransactionRequest {
+            txid: coinbase,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();

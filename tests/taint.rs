@@ -42,7 +42,10 @@ fn outpoints(v: &serde_json::Value) -> Vec<Coin> {
 
 async fn tx(c: &mut Clients, txid: &str) -> pb::Transaction {
     c.chain
-        .get_transaction(pb::GetTransactionRequest { txid: txid.into() })
+        .get_transaction(pb::GetTransactionRequest {
+            txid: txid.into(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner()
@@ -402,7 +405,7 @@ async fn budgets_bad_requests_and_cancelled_calls() {
                 max_transactions: u64::MAX,
                 ..request.clone()
             },
-            Code::InvalidArgument,
+            Code::ResourceExhausted,
             "max_transactions",
         ),
     ] {
@@ -492,4 +495,461 @@ fn the_cli_prints_hits_and_a_summary() {
         "{text}"
     );
     assert!(text.lines().any(|l| l.starts_with("unspent ")), "{text}");
+}
+
+/// Labels one address of each exchange of the generated chain (category
+/// exchange) and the first source address of `flow` (category theft), the
+/// way an analyst would; returns the labelled addresses.
+fn label_exchanges_and_thief(
+    blocks: &std::path::Path,
+    db: &std::path::Path,
+    flow: &serde_json::Value,
+    thief: &str,
+) -> Vec<String> {
+    let truth = blocks.join("truth");
+    let actors = std::fs::read_to_string(truth.join("actors.csv")).unwrap();
+    let exchanges: HashMap<&str, &str> = actors
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let mut f = l.split(',');
+            let (id, kind, name) = (f.next()?, f.next()?, f.next()?);
+            (kind == "exchange").then_some((id, name))
+        })
+        .collect();
+    let addresses = std::fs::read_to_string(truth.join("addresses.csv")).unwrap();
+    let mut first: HashMap<&str, &str> = HashMap::new();
+    for l in addresses.lines().skip(1) {
+        let (address, actor) = l.split_once(',').unwrap();
+        if exchanges.contains_key(actor) {
+            first.entry(actor).or_insert(address);
+        }
+    }
+    assert!(first.len() >= 2, "exchanges with addresses: {first:?}");
+    let mut csv = String::new();
+    let mut labelled = Vec::new();
+    for (actor, address) in &first {
+        csv += &format!("{address},{},exchange,test\n", exchanges[actor]);
+        labelled.push(address.to_string());
+    }
+    csv += &format!("{thief},Thief of flow {},theft,test\n", flow["flow_id"]);
+    labelled.push(thief.to_string());
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), csv).unwrap();
+    import_labels(
+        db,
+        file.path(),
+        satflow_indexer::labels::Format::Csv,
+        satflow_indexer::labels::Defaults::default(),
+    );
+    labelled
+}
+
+async fn cluster_of(c: &mut Clients, address: &str) -> u64 {
+    c.clusters
+        .get_cluster(pb::GetClusterRequest {
+            id: Some(pb::get_cluster_request::Id::Address(address.into())),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .id
+}
+
+/// Every address of cluster `id`, page by page.
+async fn members(c: &mut Clients, id: u64) -> Vec<String> {
+    let (mut out, mut page_token) = (Vec::new(), String::new());
+    loop {
+        let page = c
+            .clusters
+            .list_cluster_members(pb::ListClusterMembersRequest {
+                cluster_id: id,
+                page_size: 10_000,
+                page_token,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        out.extend(page.addresses);
+        if page.next_page_token.is_empty() {
+            return out;
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+/// A trace's hits as comparable rows (sorted), and its summary with its
+/// label list in a fixed order.
+type Found = (
+    Vec<(i32, String, u32, u32, u64, Option<u64>)>,
+    pb::TraceSummary,
+    Code,
+);
+
+/// What trace `r` finds, checked to be what it finds given `addresses` as
+/// its stop addresses instead.
+async fn found_as_listed(
+    c: &mut Clients,
+    r: pb::TraceRequest,
+    addresses: &[String],
+    what: &str,
+) -> Found {
+    let listed = pb::TraceRequest {
+        stop_addresses: addresses.to_vec(),
+        stop_cluster_ids: Vec::new(),
+        stop_categories: Vec::new(),
+        stop_labels: Vec::new(),
+        ..r.clone()
+    };
+    let (by_rule, by_list) = (found(c, r).await, found(c, listed).await);
+    assert_eq!(by_rule, by_list, "{what}");
+    by_rule
+}
+
+async fn found(c: &mut Clients, r: pb::TraceRequest) -> Found {
+    let (hits, summary, code) = trace(c, r).await;
+    let mut rows: Vec<_> = hits
+        .into_iter()
+        .map(|h| (h.kind, h.txid, h.vout, h.hop, h.amount, h.cluster_id))
+        .collect();
+    rows.sort();
+    let mut summary = summary.expect("a summary");
+    summary
+        .labels
+        .sort_by(|a, b| (&a.label, &a.category, a.amount).cmp(&(&b.label, &b.category, b.amount)));
+    (rows, summary, code)
+}
+
+/// A generated chain whose exchanges and first theft's thief are
+/// labelled: its blocks, index, complete thefts, and the labelled
+/// addresses (the thief's last).
+async fn labelled_chain() -> (
+    tempfile::TempDir,
+    tempfile::TempDir,
+    Vec<serde_json::Value>,
+    Vec<String>,
+) {
+    let (blocks, db) = synth_chain(11, 60_000_000);
+    let flows = complete_flows(blocks.path());
+    let thief = {
+        let server = Server::start(db.path(), &[]);
+        let mut c = server.connect().await;
+        source_addresses(&mut c, &outpoints(&flows[0]["source"])).await[0].clone()
+    };
+    let labelled = label_exchanges_and_thief(blocks.path(), db.path(), &flows[0], &thief);
+    (blocks, db, flows, labelled)
+}
+
+/// Stopping at clusters (named, or by label category) is checked per coin
+/// against the cluster of its address: the trace stops at exactly the
+/// coins it stops at given every member address of those clusters.
+#[tokio::test]
+async fn stop_clusters_and_categories_stop_where_their_member_addresses_do() {
+    let (_blocks, db, flows, labelled) = labelled_chain().await;
+    // The clusters' members listed up front (as for a few clusters), and
+    // each coin's cluster looked up (as for many).
+    for flags in [&[][..], &["--max-stop-listed", "0"][..]] {
+        let server = Server::start(db.path(), flags);
+        let mut c = server.connect().await;
+        let mut exchange_members = Vec::new();
+        for a in &labelled[..labelled.len() - 1] {
+            let id = cluster_of(&mut c, a).await;
+            exchange_members.extend(members(&mut c, id).await);
+        }
+        exchange_members.sort();
+        exchange_members.dedup();
+        assert!(
+            exchange_members.len() > labelled.len(),
+            "exchanges of one address"
+        );
+
+        let mut stopped_somewhere = false;
+        for flow in &flows {
+            let deposit = &flow["deposit"]["outpoint"];
+            let deposit_tx = tx(&mut c, deposit["txid"].as_str().unwrap()).await;
+            let deposit_address = deposit_tx.outputs[deposit["vout"].as_u64().unwrap() as usize]
+                .address
+                .clone();
+            let exchange = cluster_of(&mut c, &deposit_address).await;
+            let exchange_addresses = members(&mut c, exchange).await;
+            for policy in [pb::TaintPolicy::Haircut, pb::TaintPolicy::Poison] {
+                let request = pb::TraceRequest {
+                    sources: sources(&outpoints(&flow["source"])),
+                    policy: policy.into(),
+                    max_hops: 10,
+                    max_transactions: 20_000,
+                    ..Default::default()
+                };
+                let what = format!("flow {} under {policy:?}, {flags:?}", flow["flow_id"]);
+                let named = found_as_listed(
+                    &mut c,
+                    pb::TraceRequest {
+                        stop_cluster_ids: vec![exchange],
+                        ..request.clone()
+                    },
+                    &exchange_addresses,
+                    &what,
+                )
+                .await;
+                assert!(
+                    named.1.stopped > 0,
+                    "flow {}: nothing stopped",
+                    flow["flow_id"]
+                );
+                let by_category = found_as_listed(
+                    &mut c,
+                    pb::TraceRequest {
+                        stop_categories: vec!["exchange".into()],
+                        ..request.clone()
+                    },
+                    &exchange_members,
+                    &what,
+                )
+                .await;
+                stopped_somewhere |= by_category.1.stopped > 0;
+            }
+        }
+        assert!(stopped_somewhere);
+    }
+}
+
+/// Exposure stops at every address of a labelled cluster but the
+/// subject's own, asked per coin: its figures are those of traces given
+/// every such address. The subject is the labelled address of the largest
+/// exchange: its coins go on through its own (labelled) cluster, where
+/// they do not stop.
+#[tokio::test]
+async fn exposure_is_what_traces_stopping_at_every_labelled_member_find() {
+    let (_blocks, db, _, labelled) = labelled_chain().await;
+    // The clusters' members listed up front (as for a few clusters), and
+    // each coin's cluster looked up (as for many).
+    for flags in [&[][..], &["--max-stop-listed", "0"][..]] {
+        let server = Server::start(db.path(), flags);
+        let mut c = server.connect().await;
+        let mut sizes = Vec::new();
+        for a in &labelled {
+            let id = cluster_of(&mut c, a).await;
+            sizes.push((members(&mut c, id).await.len(), a.clone(), id));
+        }
+        let (_, subject, own) = sizes.into_iter().max().unwrap();
+        let own_labels: Vec<String> = c
+            .clusters
+            .get_cluster(pb::GetClusterRequest {
+                id: Some(pb::get_cluster_request::Id::ClusterId(own)),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .labels
+            .into_iter()
+            .map(|l| l.label)
+            .collect();
+        assert_eq!(own_labels.len(), 1, "the deposit's exchange is labelled");
+        let mut stop_addresses = Vec::new();
+        for a in &labelled {
+            let id = cluster_of(&mut c, a).await;
+            if id != own {
+                stop_addresses.extend(members(&mut c, id).await);
+            }
+        }
+        stop_addresses.sort();
+        stop_addresses.dedup();
+
+        let hops = 10;
+        let e = c
+            .risk
+            .get_exposure(pb::ExposureRequest {
+                subject: Some(pb::exposure_request::Subject::Address(subject.clone())),
+                hops,
+                max_transactions: 20_000,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        // The entities a side reaches, from its stopped hits: each hit's
+        // amount once per distinct label of its cluster.
+        let mut traced = Vec::new();
+        let mut complete = true;
+        for (direction, max_hops) in [
+            (pb::TraceDirection::Backward, 1),
+            (pb::TraceDirection::Forward, 1),
+            (pb::TraceDirection::Backward, hops),
+            (pb::TraceDirection::Forward, hops),
+        ] {
+            let (hits, summary, code) = trace(
+                &mut c,
+                pb::TraceRequest {
+                    sources: vec![pb::TraceSource {
+                        source: Some(pb::trace_source::Source::Address(subject.clone())),
+                    }],
+                    direction: direction.into(),
+                    policy: pb::TaintPolicy::Haircut.into(),
+                    max_hops,
+                    max_transactions: 20_000,
+                    stop_addresses: stop_addresses.clone(),
+                    ..Default::default()
+                },
+            )
+            .await;
+            assert!(
+                matches!(code, Code::Ok | Code::ResourceExhausted),
+                "{code:?}"
+            );
+            complete &= code == Code::Ok;
+            let mut by: std::collections::BTreeMap<(String, String), u64> = Default::default();
+            for h in hits
+                .iter()
+                .filter(|h| h.kind == pb::ReachKind::Stopped as i32)
+            {
+                let mut seen = std::collections::BTreeSet::new();
+                for l in &h.labels {
+                    if seen.insert((l.category.clone(), l.label.clone())) {
+                        *by.entry((l.category.clone(), l.label.clone())).or_default() += h.amount;
+                    }
+                }
+            }
+            traced.push((summary.unwrap().source_amount, by));
+        }
+        let entities = |list: &[pb::CategoryExposure]| {
+            list.iter()
+                .filter(|x| !x.label.is_empty())
+                .map(|x| ((x.category.clone(), x.label.clone()), x.amount))
+                .collect::<std::collections::BTreeMap<_, _>>()
+        };
+        assert_eq!(entities(&e.direct_received), traced[0].1, "{flags:?}");
+        assert_eq!(entities(&e.direct_sent), traced[1].1);
+        assert_eq!(entities(&e.indirect_received), traced[2].1);
+        assert_eq!(entities(&e.indirect_sent), traced[3].1);
+        assert_eq!((e.received, e.sent), (traced[2].0, traced[3].0));
+        assert_eq!(e.complete, complete);
+        // The exchange's own label is no exposure; other entities are.
+        let all = [
+            &e.direct_received,
+            &e.direct_sent,
+            &e.indirect_received,
+            &e.indirect_sent,
+        ];
+        assert!(
+            all.iter()
+                .all(|l| l.iter().all(|x| x.label != own_labels[0])),
+            "{e:?}"
+        );
+        assert!(all.iter().any(|l| !l.is_empty()), "{e:?}");
+    }
+}
+
+/// The operator's ceiling on max_transactions, and sources too large for
+/// the budget, are RESOURCE_EXHAUSTED: the message names the limit.
+#[tokio::test]
+async fn requests_above_the_servers_limits_are_resource_exhausted() {
+    let (blocks, db) = synth_chain(11, 60_000_000);
+    let flow = &complete_flows(blocks.path())[0];
+    let server = Server::start(db.path(), &["--max-trace-transactions", "5000"]);
+    let mut c = server.connect().await;
+    let request = pb::TraceRequest {
+        sources: sources(&outpoints(&flow["source"])),
+        max_hops: 1000,
+        ..Default::default()
+    };
+    let status = c
+        .taint
+        .trace(pb::TraceRequest {
+            max_transactions: 5001,
+            ..request.clone()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert_eq!(
+        status.message(),
+        "max_transactions 5001 is above this server's limit of 5000 (satflow serve --max-trace-transactions)"
+    );
+    // At the limit, and by default (the limit when lower than 1,000,000),
+    // the trace runs.
+    for max_transactions in [5000, 0] {
+        let (_, summary, code) = trace(
+            &mut c,
+            pb::TraceRequest {
+                max_transactions,
+                policy: pb::TaintPolicy::Poison.into(),
+                ..request.clone()
+            },
+        )
+        .await;
+        let summary = summary.unwrap();
+        assert!(summary.transactions_visited <= 5000);
+        if code == Code::ResourceExhausted {
+            assert_eq!(summary.transactions_visited, 5000);
+        } else {
+            assert_eq!(code, Code::Ok);
+        }
+    }
+    let thief = source_addresses(&mut c, &outpoints(&flow["source"])).await[0].clone();
+    let clients = c.clone();
+    let exposure = |max_transactions: u64, subject: pb::exposure_request::Subject| {
+        let mut c = clients.clone();
+        async move {
+            c.risk
+                .get_exposure(pb::ExposureRequest {
+                    subject: Some(subject),
+                    max_transactions,
+                    ..Default::default()
+                })
+                .await
+        }
+    };
+    let status = exposure(6000, pb::exposure_request::Subject::Address(thief.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().starts_with("max_transactions 6000 ")
+            && status
+                .message()
+                .ends_with("(satflow serve --max-trace-transactions)"),
+        "{status:?}"
+    );
+    exposure(0, pb::exposure_request::Subject::Address(thief))
+        .await
+        .unwrap();
+
+    // A cluster with more coins than the budget allows is refused, as a
+    // source and as an exposure subject.
+    let deposit = &flow["deposit"]["outpoint"];
+    let deposit_tx = tx(&mut c, deposit["txid"].as_str().unwrap()).await;
+    let deposit_address = deposit_tx.outputs[deposit["vout"].as_u64().unwrap() as usize]
+        .address
+        .clone();
+    let exchange = cluster_of(&mut c, &deposit_address).await;
+    let size = c
+        .clusters
+        .get_cluster(pb::GetClusterRequest {
+            id: Some(pb::get_cluster_request::Id::ClusterId(exchange)),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .size;
+    assert!(size > 10, "the exchange has {size} addresses");
+    let status = c
+        .taint
+        .trace(pb::TraceRequest {
+            sources: vec![pb::TraceSource {
+                source: Some(pb::trace_source::Source::ClusterId(exchange)),
+            }],
+            max_transactions: 10,
+            ..request.clone()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("more than 10 coins"),
+        "{status:?}"
+    );
+    let status = exposure(10, pb::exposure_request::Subject::ClusterId(exchange))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
 }

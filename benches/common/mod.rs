@@ -56,6 +56,13 @@ pub fn median<T: Ord + Copy>(mut v: Vec<T>) -> T {
     v[v.len() / 2]
 }
 
+/// The median of figures that are not NaN.
+pub fn median_f64(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 /// Which index a benchmark reads: a generated chain's, or one given.
 #[derive(clap::Args)]
 pub struct IndexChoice {
@@ -98,16 +105,116 @@ pub fn synth_index(work: &Path, size: &str) -> PathBuf {
     let done = db.join("satflow-bench-complete");
     if !done.exists() {
         let _ = std::fs::remove_dir_all(&db);
-        let mut cmd = satflow();
-        cmd.args(["index", "--quiet", "--blocks-dir"])
-            .arg(&blocks)
-            .arg("--db")
-            .arg(&db)
-            .stdout(std::process::Stdio::null());
-        timed(cmd);
+        timed(index_command(&blocks, &db));
         std::fs::write(&done, "").unwrap();
     }
     db
+}
+
+/// `satflow index --quiet` of `blocks` into `db`, its summary discarded.
+pub fn index_command(blocks: &Path, db: &Path) -> Command {
+    let mut cmd = satflow();
+    cmd.args(["index", "--quiet", "--blocks-dir"])
+        .arg(blocks)
+        .arg("--db")
+        .arg(db)
+        .stdout(std::process::Stdio::null());
+    cmd
+}
+
+/// `satflow labels import` of CSV `file` into `db` as set `bench`.
+pub fn labels_import(db: &Path, file: &Path) -> Command {
+    let mut cmd = satflow();
+    cmd.arg("labels")
+        .arg("--db")
+        .arg(db)
+        .args(["import", "--format", "csv", "--set", "bench"])
+        .arg(file)
+        .stdout(std::process::Stdio::null());
+    cmd
+}
+
+/// The blk files of a blocks directory, in order.
+pub fn blk_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("blk"))
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// Double SHA-256 over every MiB of `files`, a file per core at a time:
+/// the machine's hashing ceiling on them, which a busy host lowers.
+pub fn sha256d(files: &[PathBuf]) -> Duration {
+    use rayon::prelude::*;
+    use sha2::{Digest, Sha256};
+    let t = Instant::now();
+    let hashed: usize = files
+        .par_iter()
+        .map(|f| {
+            let data = std::fs::read(f).unwrap();
+            data.chunks(1 << 20)
+                .map(|c| Sha256::digest(Sha256::digest(c))[0] as usize)
+                .sum::<usize>()
+        })
+        .sum();
+    std::hint::black_box(hashed);
+    t.elapsed()
+}
+
+/// What a load is made of, sampled across an index's chain: 10,000
+/// addresses, and the first txids of 2,000 blocks.
+pub struct Sample {
+    pub addresses: Vec<String>,
+    pub txids: Vec<String>,
+}
+
+/// The addresses numbered `pick(n)` of the index at `db`, which has seen
+/// `n` (opened read-only, so no writer may hold it), and its tip height.
+pub fn addresses(db: &Path, pick: impl FnOnce(u64) -> Vec<u64>) -> (Vec<String>, u32) {
+    use satflow_indexer::{address, Access, Store};
+    use satflow_schema::{cf, AddrId};
+    let store = Store::open(db, Access::ReadOnly).unwrap();
+    let network = store.network().unwrap().unwrap();
+    let seen = store.tip_block().unwrap().unwrap().next_ids().addr.0;
+    let addresses = pick(seen)
+        .into_iter()
+        .map(|id| address::encode(&store.need::<cf::Addrs>(&AddrId(id)).unwrap(), network))
+        .collect();
+    (addresses, store.tip().unwrap().unwrap().height.0)
+}
+
+/// The sample of the index at `db` (opened read-only, so no writer may hold it).
+pub fn sample(db: &Path) -> Sample {
+    use satflow_indexer::Access;
+    use satflow_query::{chain, BlockId, Index};
+    let (addresses, tip) = addresses(db, |n| (0..10_000).map(|i| spread(i, n)).collect());
+    let index = Index::open(db, Access::ReadOnly).unwrap();
+    let txids = (0..2_000)
+        .flat_map(|i| {
+            let height = spread(i, tip as u64 + 1) as u32;
+            let block = chain::block(&index, &BlockId::Height(height), 5, "").unwrap();
+            block.txids
+        })
+        .collect();
+    Sample { addresses, txids }
+}
+
+/// The first page of an address's history as the load benchmarks ask it:
+/// 25 entries, newest first.
+pub fn history_page_1(address: String) -> satflow_proto::v1::ListAddressHistoryRequest {
+    satflow_proto::v1::ListAddressHistoryRequest {
+        address,
+        page_size: 25,
+        order: satflow_proto::v1::Order::NewestFirst.into(),
+        ..Default::default()
+    }
 }
 
 /// Deterministic spread over a range (splitmix64): sample `i` of `0..n`.

@@ -5,8 +5,9 @@ use bitcoin::{Transaction, Txid};
 use satflow_indexer::address;
 use satflow_indexer::store::Direction;
 use satflow_proto::v1 as pb;
+use satflow_schema::meta::{MetaKey, OverwrittenCoin};
 use satflow_schema::script::AddrKey;
-use satflow_schema::{cf, meta, OutNum};
+use satflow_schema::{cf, meta, AddrId, Codec, OutNum};
 
 use crate::error::{QueryError, Result};
 use crate::history::{self, HistoryQuery, Order};
@@ -29,6 +30,27 @@ fn totals_ready(index: &Index) -> Result<()> {
     Ok(())
 }
 
+/// The address's coins that a later transaction with the same txid
+/// overwrote (BIP30: `meta::Overwritten`, in output order). They can never
+/// be spent, and Bitcoin Core's UTXO set does not hold them, so they are
+/// left out of the address's balance, unspent count and unspent outputs;
+/// its `addr_stats` and `addr_utxos` rows, like its history, still count
+/// them, so that `received` and `sent` stay the sums of its history. One
+/// seek: mainnet has two such coins.
+fn overwritten(index: &Index, id: AddrId) -> Result<Vec<(OutNum, OverwrittenCoin)>> {
+    let mut found = Vec::new();
+    let from = MetaKey::Overwritten(id, OutNum(0));
+    for row in index.store().scan::<cf::Meta>(&from, Direction::Forward) {
+        match row? {
+            (MetaKey::Overwritten(addr, output), raw) if addr == id => {
+                found.push((output, OverwrittenCoin::decode(&raw.0)?));
+            }
+            _ => break,
+        }
+    }
+    Ok(found)
+}
+
 /// None when the chain never paid to or spent from the address.
 pub fn summary(index: &Index, key: &AddrKey) -> Result<Option<pb::AddressSummary>> {
     let Some(id) = index.address_id(key)? else {
@@ -41,17 +63,21 @@ pub fn summary(index: &Index, key: &AddrKey) -> Result<Option<pb::AddressSummary
             index.store().need::<cf::AddrStats>(&id)?
         }
     };
+    let overwritten = overwritten(index, id)?;
+    let lost: u64 = overwritten.iter().map(|(_, c)| c.value).sum();
+    let labels = labels::of_address(index, key, id)?;
     Ok(Some(pb::AddressSummary {
         address: address::encode(key, index.network()),
         script_type: key.kind().name().into(),
         tx_count: stats.tx_count as u64,
         received: stats.received as u64,
         sent: stats.sent as u64,
-        balance: stats.balance() as u64,
-        utxo_count: stats.utxo_count as u64,
+        balance: (stats.balance() as u64).saturating_sub(lost),
+        utxo_count: (stats.utxo_count as u64).saturating_sub(overwritten.len() as u64),
         first_seen_height: history::seen_height(index, id, Order::OldestFirst)?.0,
         last_seen_height: history::seen_height(index, id, Order::NewestFirst)?.0,
-        labels: labels::of_address(index, key, id)?,
+        labels: labels.labels,
+        labels_omitted: labels.omitted,
     }))
 }
 
@@ -100,11 +126,15 @@ pub fn utxos(
     let mut utxos = Vec::new();
     let mut next_page_token = String::new();
     let mut last_read: Option<(Txid, Option<Transaction>)> = None;
+    let overwritten = overwritten(index, id)?;
     let rows = index
         .store()
         .pairs::<cf::AddrUtxos, _, _>(id, OutNum(first), Direction::Forward);
     for item in rows {
         let (n, value) = item?;
+        if overwritten.iter().any(|(o, _)| *o == n) {
+            continue;
+        }
         if utxos.len() == page_size {
             next_page_token = Token {
                 listing: Listing::Utxos,

@@ -84,7 +84,12 @@ pub fn block(index: &Index, id: &BlockId, page_size: usize, page_token: &str) ->
     })
 }
 
-pub fn transaction(index: &Index, txid: &Txid) -> Result<pb::Transaction> {
+pub fn transaction(
+    index: &Index,
+    txid: &Txid,
+    page_size: usize,
+    page_token: &str,
+) -> Result<pb::Transaction> {
     let txnum = index.tx_number(txid)?;
     let row = index.tx_row(txnum)?;
     let block = index.block_row(row.height)?;
@@ -92,9 +97,31 @@ pub fn transaction(index: &Index, txid: &Txid) -> Result<pb::Transaction> {
         true => Vec::new(),
         false => index.store().need::<cf::Inputs>(&txnum)?,
     };
-    let inputs = spent_outputs
-        .into_iter()
-        .map(|n| {
+    let (input_count, output_count) = (spent_outputs.len() as u32, row.output_count);
+    // One token resumes both lists: the first input in its high half, the
+    // first output in its low half.
+    let resume = Token::resume("page_token", page_token, Listing::TxInputsOutputs, txnum.0)?;
+    let (first_input, first_output) = resume.map_or((0, 0), |n| ((n >> 32) as u32, n as u32));
+    if first_input > input_count || first_output > output_count {
+        return Err(QueryError::InvalidArgument(
+            "page_token: beyond the transaction's inputs or outputs".into(),
+        ));
+    }
+    let size = page_size.min(u32::MAX as usize) as u32;
+    let end_input = first_input.saturating_add(size).min(input_count);
+    let end_output = first_output.saturating_add(size).min(output_count);
+    let next_page_token = match end_input < input_count || end_output < output_count {
+        true => Token {
+            listing: Listing::TxInputsOutputs,
+            scope: txnum.0,
+            next: u64::from(end_input) << 32 | u64::from(end_output),
+        }
+        .encode(),
+        false => String::new(),
+    };
+    let inputs = spent_outputs[first_input as usize..end_input as usize]
+        .iter()
+        .map(|&n| {
             let out = index.output(n)?;
             let prev_txid = match out.tx {
                 None => index.store().need::<cf::Outside>(&n)?,
@@ -112,8 +139,8 @@ pub fn transaction(index: &Index, txid: &Txid) -> Result<pb::Transaction> {
     // Scripts and the wtxid come from the blk files; without them the
     // answer keeps what the index holds.
     let tx = index.try_read_tx(&row)?;
-    let outputs = row
-        .outputs()
+    let outputs = (first_output..end_output)
+        .map(|vout| row.first_output + u64::from(vout))
         .map(|n| {
             let out = index.output(n)?;
             let spent_by = match index.store().get::<cf::Spends>(&n)? {
@@ -168,6 +195,11 @@ pub fn transaction(index: &Index, txid: &Txid) -> Result<pb::Transaction> {
         wtxid: tx
             .map(|t| t.compute_wtxid().to_string())
             .unwrap_or_default(),
+        input_count,
+        output_count,
+        first_input,
+        first_output,
+        next_page_token,
     })
 }
 

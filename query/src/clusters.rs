@@ -2,7 +2,6 @@
 //! largest clusters. A lone address is a cluster of one under its own
 //! number, with no cluster rows: its figures are its own.
 
-use rustc_hash::FxHashSet;
 use satflow_indexer::cluster::view;
 use satflow_indexer::store::Direction;
 use satflow_proto::v1 as pb;
@@ -39,6 +38,7 @@ pub fn cluster(index: &Index, id: ClusterId) -> Result<pb::Cluster> {
         Some(s) => s,
         None => lone_stats(index, id.named_after(), built.next_tx)?,
     };
+    let labels = labels::of_cluster(index, id)?;
     Ok(pb::Cluster {
         id: id.0,
         oldest_address,
@@ -51,7 +51,8 @@ pub fn cluster(index: &Index, id: ClusterId) -> Result<pb::Cluster> {
         last_seen_height: s.last_seen,
         heuristics: built.heuristics.to_string(),
         as_of_height: built.height.0,
-        labels: labels::of_cluster(index, id)?,
+        labels: labels.labels,
+        labels_omitted: labels.omitted,
     })
 }
 
@@ -195,27 +196,21 @@ pub fn largest(
     })
 }
 
-/// The addresses of cluster `c`; NOT_FOUND when it is no cluster id.
-pub(crate) fn all_members(index: &Index, c: ClusterId) -> Result<Vec<AddrId>> {
-    Built::read(index.store())?.check_cluster(index.store(), c)?;
-    Ok(view::members(index.store(), c)?)
-}
-
-/// The members of `clusters` (a labelled address the clusters do not
-/// cover yet stands for itself).
-pub(crate) fn all_members_of(
+/// The addresses of cluster `c`, oldest first, each read as it is taken:
+/// a caller that stops early reads no further. NOT_FOUND when it is no
+/// cluster id.
+pub(crate) fn members_lazily(
     index: &Index,
-    clusters: impl Iterator<Item = ClusterId>,
-) -> Result<FxHashSet<AddrId>> {
-    let mut out = FxHashSet::default();
-    for c in clusters {
-        match all_members(index, c) {
-            Ok(members) => out.extend(members),
-            Err(QueryError::NotFound(_) | QueryError::FailedPrecondition(_)) => {
-                out.insert(c.named_after());
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(out)
+    c: ClusterId,
+) -> Result<impl Iterator<Item = Result<AddrId>> + '_> {
+    Built::read(index.store())?.check_cluster(index.store(), c)?;
+    let mut rows = index
+        .store()
+        .pairs::<cf::ClusterMembers, _, _>(c, AddrId(0), Direction::Forward)
+        .peekable();
+    // A lone address has no member rows: it is its own only member.
+    let lone = rows.peek().is_none().then_some(Ok(c.named_after()));
+    Ok(rows
+        .map(|r| r.map(|(m, ())| m).map_err(QueryError::from))
+        .chain(lone))
 }

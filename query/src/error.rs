@@ -43,12 +43,59 @@ impl From<QueryError> for tonic::Status {
             QueryError::DeadlineExceeded => {
                 tonic::Status::deadline_exceeded(QueryError::DeadlineExceeded.to_string())
             }
-            QueryError::Internal(e) => {
-                tracing::error!("internal error: {e:#}");
-                tonic::Status::internal(format!("{e:#}"))
-            }
+            QueryError::Internal(e) => internal(format_args!("{e:#}")),
         }
     }
 }
 
+/// INTERNAL for a remote caller: the detail (paths, RocksDB messages)
+/// stays in the server's log, and the caller gets an id to quote that
+/// finds it there.
+pub fn internal(detail: std::fmt::Arguments<'_>) -> tonic::Status {
+    let id = incident_id();
+    tracing::error!(incident = %id, "internal error: {detail}");
+    tonic::Status::internal(format!(
+        "internal error {id}; the server's log has the detail"
+    ))
+}
+
+/// Unique within a process, and across restarts by its start time:
+/// `<process start, unix seconds, hex>-<sequence>`.
+fn incident_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    static STARTED: OnceLock<u64> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let started = *STARTED.get_or_init(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    });
+    format!("{started:x}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
 pub type Result<T> = std::result::Result<T, QueryError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_errors_reach_callers_without_their_detail() {
+        let e = QueryError::Internal(anyhow::anyhow!(
+            "reading /var/lib/satflow/db/000123.sst: Corruption: block checksum mismatch"
+        ));
+        let first = tonic::Status::from(e);
+        let second = tonic::Status::from(QueryError::Internal(anyhow::anyhow!("again")));
+        assert_eq!(first.code(), tonic::Code::Internal);
+        assert!(!first.message().contains("/var/lib"), "{}", first.message());
+        assert!(
+            !first.message().contains("Corruption"),
+            "{}",
+            first.message()
+        );
+        assert!(first.message().starts_with("internal error "));
+        // Each incident has its own id.
+        assert_ne!(first.message(), second.message());
+    }
+}

@@ -78,12 +78,22 @@ impl Index {
         self.blocks_dir.as_deref()
     }
 
-    /// For an index opened with `Access::Follow`: moves to what the writer
-    /// has flushed since.
+    /// For an index opened with `Access::Follow`: moves the store to what
+    /// the writer has flushed since. Quick (no scan of the index); the flow
+    /// graph and label index follow with `refresh`.
     pub fn catch_up(&self) -> anyhow::Result<()> {
-        self.store.catch_up()?;
+        self.store.catch_up()
+    }
+
+    /// Brings the flow graph and the label index up to the store, each
+    /// swapped in whole: readers go on with the previous ones meanwhile. A
+    /// flow graph that lags the store is refused by `flow` only where it
+    /// lacks what a request needs.
+    /// The label index costs seconds with millions of labels after an
+    /// import, which is why this is kept out of `catch_up`.
+    pub fn refresh(&self) -> Result<()> {
         self.flow.load(self.store.path());
-        Ok(self.labels.reload(&self.store)?)
+        self.labels.reload(&self.store)
     }
 
     /// The flow graph taint traces walk, checked to be on the index's

@@ -7,15 +7,19 @@
 //! are resolved, and what is kept is sorted vectors of fixed-size entries,
 //! each label's text held once however many addresses carry it (label sets
 //! put one name on thousands of an entity's addresses). Labels on
-//! addresses the index has not seen cost nothing once loaded.
+//! addresses the index has not seen cost nothing once loaded. Between
+//! label imports, a catch-up does not read the label rows again: it looks
+//! up the labels of the addresses new since, and the clusters of the
+//! labelled ones (`LabelIndex::advance`).
 
 use std::sync::{Arc, PoisonError, RwLock};
 
 use rustc_hash::FxHashMap;
 use satflow_indexer::labels::{self, Category, Label, PoolTag};
+use satflow_indexer::store::Direction;
 use satflow_indexer::Store;
 use satflow_schema::script::AddrKey;
-use satflow_schema::{cf, AddrId, ClusterId};
+use satflow_schema::{cf, meta, AddrId, ClusterId};
 
 use crate::built;
 use crate::error::Result;
@@ -37,8 +41,17 @@ pub struct LabelIndex {
     labeled: Vec<AddrId>,
     /// Address numbers below this were in the clusters when this was built.
     cover: AddrId,
+    /// Address numbers below this were looked up for labels.
+    next_addr: AddrId,
     /// The index's write sequence it was built at: unchanged, nothing to redo.
     sequence: u64,
+    /// `meta::LabelsVersion` it was built at: unchanged, no label row
+    /// changed, and only new addresses and clusters need a look.
+    labels_version: u64,
+    /// Label rows read at the last whole build.
+    rows: usize,
+    /// Built by `advance` rather than by reading every label row.
+    moved_on: bool,
     /// Coinbase tags, longest first.
     tags: Vec<PoolTag>,
 }
@@ -53,6 +66,12 @@ impl LabelIndex {
             Ok(i) => &self.members[self.span(i)],
             Err(_) => &[],
         }
+    }
+
+    /// Whether this was built by moving the previous index on to new
+    /// blocks (no label changed) rather than by reading every label row.
+    pub fn moved_on(&self) -> bool {
+        self.moved_on
     }
 
     /// Address numbers below this had cluster ids when this was built.
@@ -102,14 +121,19 @@ impl LabelIndex {
         self.clusters[i].1..end
     }
 
+    /// Reads every label row.
     fn load(store: &Store, sequence: u64) -> Result<LabelIndex> {
         let started = std::time::Instant::now();
+        let labels_version = store.meta(meta::LabelsVersion)?.unwrap_or(0);
         let cover = built::cover_or_none(store)?;
         let found = Found::read(store, cover)?;
         let (rows, distinct) = (found.rows, found.shared.len());
         let index = LabelIndex {
             cover,
+            next_addr: next_addr(store)?,
             sequence,
+            labels_version,
+            rows,
             tags: labels::pool_tags(store)?,
             ..found.index()
         };
@@ -123,6 +147,67 @@ impl LabelIndex {
             );
         }
         Ok(index)
+    }
+
+    /// This index moved on to the store as it is now, when no label row
+    /// changed since it was built: the labels of the addresses numbered
+    /// since, and the clusters of every labelled address looked up again
+    /// (blocks merge clusters). Costs the labelled addresses the index has
+    /// seen, not every label row. None when a whole rebuild is due: labels
+    /// were imported or removed, or more addresses are new than there are
+    /// label rows to read.
+    fn advance(&self, store: &Store, sequence: u64) -> Result<Option<LabelIndex>> {
+        let labels_version = store.meta(meta::LabelsVersion)?.unwrap_or(0);
+        if self.sequence == 0 || labels_version != self.labels_version {
+            return Ok(None);
+        }
+        let next = next_addr(store)?;
+        // Past a reorg, the numbers above its tip are given out again.
+        let from = self.next_addr.min(next);
+        if (next.0 - from.0) as usize > self.rows {
+            return Ok(None);
+        }
+        let cover = built::cover_or_none(store)?;
+        let mut found = Found {
+            rows: self.rows,
+            ..Found::default()
+        };
+        let kept: Vec<(AddrId, Arc<Label>)> = self
+            .members
+            .iter()
+            .filter(|(id, _)| *id < from)
+            .cloned()
+            .collect();
+        let ids: Vec<AddrId> = kept.iter().map(|(id, _)| *id).collect();
+        for ((id, l), c) in kept.into_iter().zip(clusters_of(store, cover, &ids)?) {
+            found.share(&l);
+            found.seen.push((c, id, l));
+        }
+        let mut new = Vec::new();
+        for row in store.scan::<cf::Addrs>(&from, Direction::Forward) {
+            let (id, key) = row?;
+            if id >= next {
+                break;
+            }
+            for l in labels::of(store, &key)? {
+                new.push((id, l));
+            }
+        }
+        let ids: Vec<AddrId> = new.iter().map(|(id, _)| *id).collect();
+        for ((id, l), c) in new.into_iter().zip(clusters_of(store, cover, &ids)?) {
+            let shared = found.share_new(l);
+            found.seen.push((c, id, shared));
+        }
+        Ok(Some(LabelIndex {
+            cover,
+            next_addr: next,
+            sequence,
+            labels_version,
+            rows: self.rows,
+            moved_on: true,
+            tags: self.tags.clone(),
+            ..found.index()
+        }))
     }
 
     /// What the index holds on the heap, the labels' text included.
@@ -205,28 +290,18 @@ impl Found {
     }
 
     /// Adds the labels of `chunk` (in address order) whose address the
-    /// index has seen, with batched reads: a server redoes this at every
-    /// catch-up that brings a block, holding requests back meanwhile.
+    /// index has seen, with batched reads (a whole rebuild: at start, and
+    /// after labels were imported or removed).
     fn resolve(&mut self, store: &Store, cover: AddrId, chunk: Vec<Label>) -> Result<()> {
         self.rows += chunk.len();
         let mut keys: Vec<AddrKey> = chunk.iter().map(|l| l.address).collect();
         keys.dedup();
         let ids = store.multi_get::<cf::AddrIds>(&keys)?;
-        let covered: Vec<AddrId> = ids
-            .iter()
-            .flatten()
-            .copied()
-            .filter(|id| *id < cover)
-            .collect();
-        let mut clusters = store.multi_get::<cf::ClusterOf>(&covered)?.into_iter();
+        let seen: Vec<AddrId> = ids.iter().flatten().copied().collect();
+        let mut clusters = clusters_of(store, cover, &seen)?.into_iter();
         // The chunk's addresses in order, each with its number and cluster.
         let mut resolved = keys.iter().zip(ids).map(|(key, id)| {
-            let c = id.map(|id| match id < cover {
-                // A covered address without a row is a cluster of its own,
-                // and so is one the clusters do not cover yet.
-                true => clusters.next().flatten().unwrap_or(ClusterId::of(id)),
-                false => ClusterId::of(id),
-            });
+            let c = id.map(|_| clusters.next().expect("one cluster per seen address"));
             (*key, id.zip(c))
         });
         let mut at = resolved.next();
@@ -237,23 +312,58 @@ impl Found {
             let Some((_, Some((id, c)))) = at else {
                 continue;
             };
-            let address = l.address;
-            let shared = self
-                .shared
-                .entry((l.set, l.label, l.category, l.source))
-                .or_insert_with_key(|(set, label, category, source)| {
-                    Arc::new(Label {
-                        address,
-                        label: label.clone(),
-                        category: *category,
-                        set: set.clone(),
-                        source: source.clone(),
-                    })
-                });
-            self.seen.push((c, id, Arc::clone(shared)));
+            let shared = self.share_new(l);
+            self.seen.push((c, id, shared));
         }
         Ok(())
     }
+
+    /// The one shared copy of label `l`, made on first sight.
+    fn share_new(&mut self, l: Label) -> Arc<Label> {
+        let address = l.address;
+        let shared = self
+            .shared
+            .entry((l.set, l.label, l.category, l.source))
+            .or_insert_with_key(|(set, label, category, source)| {
+                Arc::new(Label {
+                    address,
+                    label: label.clone(),
+                    category: *category,
+                    set: set.clone(),
+                    source: source.clone(),
+                })
+            });
+        Arc::clone(shared)
+    }
+
+    /// Takes `l` as the shared copy of its label, unless one is known.
+    fn share(&mut self, l: &Arc<Label>) {
+        self.shared
+            .entry((l.set.clone(), l.label.clone(), l.category, l.source.clone()))
+            .or_insert_with(|| Arc::clone(l));
+    }
+}
+
+/// The cluster of each of `ids`: a covered address without a cluster row
+/// is a cluster of its own, and so is one the clusters do not cover yet.
+fn clusters_of(store: &Store, cover: AddrId, ids: &[AddrId]) -> Result<Vec<ClusterId>> {
+    let covered: Vec<AddrId> = ids.iter().copied().filter(|id| *id < cover).collect();
+    let mut rows = store.multi_get::<cf::ClusterOf>(&covered)?.into_iter();
+    Ok(ids
+        .iter()
+        .map(|&id| match id < cover {
+            true => rows.next().flatten().unwrap_or(ClusterId::of(id)),
+            false => ClusterId::of(id),
+        })
+        .collect())
+}
+
+/// The first address number the index has not given out.
+fn next_addr(store: &Store) -> Result<AddrId> {
+    Ok(store
+        .tip_block()?
+        .map(|b| b.next_ids().addr)
+        .unwrap_or_default())
 }
 
 /// The label index as of the last catch-up.
@@ -265,14 +375,27 @@ impl LabelSlot {
         Arc::clone(&self.0.read().unwrap_or_else(PoisonError::into_inner))
     }
 
-    /// Re-reads the labels and the clusters of the labeled addresses, unless
-    /// nothing was written since the last time.
+    /// Brings the labels and the clusters of the labelled addresses up to
+    /// the store, unless nothing was written since the last time: moved on
+    /// from the last index when no label changed, else read whole.
     pub fn reload(&self, store: &Store) -> Result<()> {
         let sequence = store.sequence();
-        if self.get().sequence == sequence && sequence != 0 {
+        let last = self.get();
+        if last.sequence == sequence && sequence != 0 {
             return Ok(());
         }
-        let index = LabelIndex::load(store, sequence)?;
+        let started = std::time::Instant::now();
+        let index = match last.advance(store, sequence)? {
+            Some(moved_on) => {
+                tracing::debug!(
+                    "label index moved on: {} labels on seen addresses, in {:.1} ms",
+                    moved_on.members.len(),
+                    started.elapsed().as_secs_f64() * 1e3
+                );
+                moved_on
+            }
+            None => LabelIndex::load(store, sequence)?,
+        };
         *self.0.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(index);
         Ok(())
     }

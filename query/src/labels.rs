@@ -2,6 +2,10 @@
 //! other addresses of its cluster, and per cluster. The label index
 //! (`label_index`) knows which cluster each labeled address is in.
 
+use std::collections::hash_map::Entry;
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
 use satflow_indexer::labels::{self, Label};
 use satflow_proto::v1 as pb;
 use satflow_schema::script::AddrKey;
@@ -11,43 +15,169 @@ use crate::built;
 use crate::error::Result;
 use crate::index::Index;
 
-/// An address's own labels, then those of the rest of its cluster.
-pub(crate) fn of_address(index: &Index, key: &AddrKey, id: AddrId) -> Result<Vec<pb::Label>> {
+/// Inherited labels listed per summary or cluster, at most: a cluster that
+/// gathered thousands of distinct labels (a big cluster where a label set
+/// names each deposit address its own way) must not cost a lookup each.
+const MAX_LISTED: usize = 100;
+
+/// Labels as an answer lists them: at most `MAX_LISTED` inherited ones,
+/// those carried by the most members first, and how many were left out.
+pub(crate) struct Listed {
+    pub labels: Vec<pb::Label>,
+    pub omitted: u64,
+}
+
+/// An address's own labels, then those of the rest of its cluster, each
+/// distinct one once.
+pub(crate) fn of_address(index: &Index, key: &AddrKey, id: AddrId) -> Result<Listed> {
     let label_index = index.label_index();
     if label_index.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Listed {
+            labels: Vec::new(),
+            omitted: 0,
+        });
     }
     let mut out: Vec<pb::Label> = match label_index.is_labeled(id) {
         true => labels::of(index.store(), key)?
             .iter()
-            .map(|l| label_message(l, String::new()))
+            .map(|l| label_message(l, String::new(), 1))
             .collect(),
         false => Vec::new(),
     };
     let c = built::cluster_or_self(index.store(), id, label_index.cover())?;
-    for (member, l) in label_index.of_cluster(c).iter().filter(|(m, _)| *m != id) {
-        out.push(label_message(l, index.address_string(Some(*member))?));
+    let others = label_index.of_cluster(c).iter().filter(|(m, _)| *m != id);
+    let (listed, omitted) = most_carried(distinct(others));
+    for (member, l, carriers) in listed {
+        out.push(label_message(
+            l,
+            index.address_string(Some(member))?,
+            carriers,
+        ));
     }
-    Ok(out)
+    Ok(Listed {
+        labels: out,
+        omitted,
+    })
 }
 
-/// The labels of cluster `c`'s members.
-pub(crate) fn of_cluster(index: &Index, c: ClusterId) -> Result<Vec<pb::Label>> {
-    index
-        .label_index()
-        .of_cluster(c)
-        .iter()
-        .map(|(member, l)| Ok(label_message(l, index.address_string(Some(*member))?)))
-        .collect()
+/// The labels of cluster `c`'s members, each distinct one once.
+pub(crate) fn of_cluster(index: &Index, c: ClusterId) -> Result<Listed> {
+    let label_index = index.label_index();
+    let (listed, omitted) = most_carried(distinct(label_index.of_cluster(c).iter()));
+    let labels = listed
+        .into_iter()
+        .map(|(member, l, carriers)| {
+            Ok(label_message(
+                l,
+                index.address_string(Some(member))?,
+                carriers,
+            ))
+        })
+        .collect::<Result<_>>()?;
+    Ok(Listed { labels, omitted })
+}
+
+/// At most `MAX_LISTED` of `found`, those with the most carriers first
+/// (in order of appearance among equals), and how many are left out.
+fn most_carried(mut found: Vec<(AddrId, &Label, u64)>) -> (Vec<(AddrId, &Label, u64)>, u64) {
+    found.sort_by_key(|(_, _, carriers)| std::cmp::Reverse(*carriers));
+    let omitted = found.len().saturating_sub(MAX_LISTED) as u64;
+    found.truncate(MAX_LISTED);
+    (found, omitted)
+}
+
+/// Each distinct label among members' labels, in order of first
+/// appearance, with the first member carrying it and how many do. The
+/// label index shares one `Label` among all the members carrying the same
+/// text, category, set and source, so the pointer tells them apart.
+pub(crate) fn distinct<'a>(
+    members: impl Iterator<Item = &'a (AddrId, Arc<Label>)>,
+) -> Vec<(AddrId, &'a Label, u64)> {
+    let mut out: Vec<(AddrId, &Label, u64)> = Vec::new();
+    let mut at: FxHashMap<*const Label, usize> = FxHashMap::default();
+    for (member, l) in members {
+        match at.entry(Arc::as_ptr(l)) {
+            Entry::Occupied(e) => out[*e.get()].2 += 1,
+            Entry::Vacant(e) => {
+                e.insert(out.len());
+                out.push((*member, l, 1));
+            }
+        }
+    }
+    out
 }
 
 /// `inherited_from`: empty for the address's own label.
-pub(crate) fn label_message(l: &Label, inherited_from: String) -> pb::Label {
+pub(crate) fn label_message(l: &Label, inherited_from: String, carriers: u64) -> pb::Label {
     pb::Label {
+        carriers,
         label: l.label.clone(),
         category: l.category.name().into(),
         set: l.set.clone(),
         source: l.source.clone(),
         inherited_from,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use satflow_indexer::labels::Category;
+    use satflow_schema::script::{AddrKey, AddrKind};
+
+    use super::*;
+
+    #[test]
+    fn a_label_many_members_carry_is_listed_once_with_its_count() {
+        let label = |name: &str| {
+            Arc::new(Label {
+                address: AddrKey::new(AddrKind::P2pkh, &[0; 20]).unwrap(),
+                label: name.into(),
+                category: Category::Exchange,
+                set: "s".into(),
+                source: String::new(),
+            })
+        };
+        let (desk, hot) = (label("Desk"), label("Desk"));
+        let members = [
+            (AddrId(3), Arc::clone(&desk)),
+            (AddrId(4), Arc::clone(&hot)),
+            (AddrId(5), Arc::clone(&desk)),
+            (AddrId(9), Arc::clone(&desk)),
+        ];
+        let found: Vec<_> = distinct(members.iter())
+            .into_iter()
+            .map(|(m, l, n)| (m.0, l.label.as_str(), n))
+            .collect();
+        // Two labels with the same text but another identity (the label
+        // index shares one only when set and source match too) stay apart;
+        // the first carrier names each.
+        assert_eq!(found, [(3, "Desk", 3), (4, "Desk", 1)]);
+    }
+
+    #[test]
+    fn at_most_a_hundred_are_listed_the_most_carried_first() {
+        let names: Vec<String> = (0..150).map(|i| format!("Entity {i}")).collect();
+        let labels: Vec<Label> = names
+            .iter()
+            .map(|n| Label {
+                address: AddrKey::new(AddrKind::P2pkh, &[0; 20]).unwrap(),
+                label: n.clone(),
+                category: Category::Exchange,
+                set: "s".into(),
+                source: String::new(),
+            })
+            .collect();
+        // Entity i is carried by (i % 7) + 1 members.
+        let found = labels
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (AddrId(i as u64), l, (i % 7) as u64 + 1))
+            .collect();
+        let (listed, omitted) = most_carried(found);
+        assert_eq!((listed.len(), omitted), (100, 50));
+        assert!(listed.windows(2).all(|w| w[0].2 >= w[1].2));
+        // Equals keep their order: the first of those carried 7 times.
+        assert_eq!(listed[0].1.label, "Entity 6");
+        assert_eq!(listed.last().unwrap().2, 3);
     }
 }

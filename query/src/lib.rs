@@ -31,6 +31,7 @@ mod labels;
 mod link;
 mod page;
 mod risk;
+mod screen;
 mod scripts;
 pub mod server;
 pub mod taint;

@@ -12,8 +12,14 @@ pub const DEFAULT_PAGE: usize = 100;
 pub const MAX_PAGE: usize = 10_000;
 
 pub fn page_size(requested: u32) -> usize {
+    page_size_or(requested, DEFAULT_PAGE)
+}
+
+/// `page_size` with another default, for listings whose entries are small
+/// and usually few (a transaction's inputs and outputs).
+pub fn page_size_or(requested: u32, default: usize) -> usize {
     match requested as usize {
-        0 => DEFAULT_PAGE,
+        0 => default,
         n => n.min(MAX_PAGE),
     }
 }
@@ -30,6 +36,7 @@ pub enum Listing {
     ClusterHistoryNewestFirst = 7,
     LargestBySize = 8,
     LargestByBalance = 9,
+    TxInputsOutputs = 10,
 }
 
 /// Where a listing resumes: `next` is the first key (tx number, output

@@ -18,19 +18,17 @@ use satflow_schema::{AddrId, ClusterId};
 
 use crate::args;
 use crate::built;
-use crate::clusters;
 use crate::error::{QueryError, Result};
 use crate::index::Index;
 use crate::label_index::LabelIndex;
-use crate::taint::{trace_with, Direction, End, Event, Kind, Limits, PolicyName, Sink};
-use crate::trace::coins_of;
+use crate::taint::{trace_with, Direction, End, Event, Kind, Limits, PolicyName, Sink, Stop};
+use crate::trace::{cluster_coins, coins_of, max_transactions, StopRule};
 
 const DEFAULT_HOPS: u32 = 3;
 const DEFAULT_TXS: u64 = 100_000;
-const MAX_TXS: u64 = 100_000_000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Level {
+pub(crate) enum Level {
     Low,
     Medium,
     High,
@@ -53,7 +51,7 @@ impl Level {
         })
     }
 
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Level::Low => "low",
             Level::Medium => "medium",
@@ -104,52 +102,170 @@ impl Sink for Stopped<'_> {
 }
 
 /// One side's exposure: (category, label) → satoshis, and the traced total.
-struct Side {
-    total: u64,
-    by: BTreeMap<(Category, String), u64>,
-    complete: bool,
+pub(crate) struct Side {
+    pub total: u64,
+    pub by: BTreeMap<(Category, String), u64>,
+    pub complete: bool,
 }
 
-/// `alive` is asked every few thousand transactions; false ends the
-/// exposure with DEADLINE_EXCEEDED.
+/// What an exposure or a screening is asked: checked, defaults filled in.
+pub(crate) struct Asked {
+    pub policy: PolicyName,
+    /// Hops for the indirect figures.
+    pub hops: u32,
+    pub max_txs: u64,
+    pub rules: Vec<pb::RiskRule>,
+}
+
+impl Asked {
+    /// `max_transactions` may be at most `ceiling` (the server's limit).
+    pub(crate) fn new(
+        policy: i32,
+        hops: u32,
+        asked_txs: u64,
+        rules: &[pb::RiskRule],
+        ceiling: u64,
+    ) -> Result<Asked> {
+        let policy = args::policy(policy)?;
+        if policy == PolicyName::Tiho {
+            return Err(args::invalid("policy", "tiho traces forward only"));
+        }
+        let rules = match rules.is_empty() {
+            true => default_rules(),
+            false => rules.to_vec(),
+        };
+        for (i, rule) in rules.iter().enumerate() {
+            args::category(&format!("rules[{i}].category"), &rule.category)?;
+            Level::parse(&format!("rules[{i}].level"), &rule.level)?;
+            if !(0.0..=1.0).contains(&rule.min_share) {
+                return Err(args::invalid(
+                    &format!("rules[{i}].min_share"),
+                    format!("{} is not a share between 0 and 1", rule.min_share),
+                ));
+            }
+        }
+        Ok(Asked {
+            policy,
+            hops: if hops == 0 { DEFAULT_HOPS } else { hops },
+            max_txs: max_transactions(asked_txs, DEFAULT_TXS, ceiling)?,
+            rules,
+        })
+    }
+
+    /// The most coins a subject may hold.
+    pub(crate) fn coin_limit(&self) -> usize {
+        self.max_txs.min(10_000_000) as usize
+    }
+}
+
+/// The traces of one exposure: from the subject's coins, stopping at every
+/// address of a labelled cluster but the subject's own (listed up front
+/// when they are few, else asked per coin reached and remembered across
+/// the traces), totalled by category and entity.
+pub(crate) struct Tracer<'a> {
+    index: &'a Index,
+    g: FlowView<'a>,
+    labels: &'a LabelIndex,
+    stop: StopRule<'a>,
+    asked: &'a Asked,
+    alive: &'a mut dyn FnMut() -> bool,
+}
+
+impl<'a> Tracer<'a> {
+    /// `alive` is asked every few thousand transactions; false ends the
+    /// exposure with DEADLINE_EXCEEDED.
+    pub(crate) fn new(
+        index: &'a Index,
+        g: FlowView<'a>,
+        labels: &'a LabelIndex,
+        own: Option<ClusterId>,
+        asked: &'a Asked,
+        max_listed: u64,
+        alive: &'a mut dyn FnMut() -> bool,
+    ) -> Result<Tracer<'a>> {
+        Ok(Tracer {
+            index,
+            g,
+            labels,
+            // Listing more members than the traces may visit transactions
+            // would cost more than looking up every coin they reach.
+            stop: StopRule::labelled(index.store(), labels, own, max_listed.min(asked.max_txs))?,
+            asked,
+            alive,
+        })
+    }
+
+    /// One side from `coins`: backward (who paid them) or forward (whom
+    /// they paid), within `max_hops`. With `stop_sources`, a coin of
+    /// `coins` held by a labelled cluster is exposure already.
+    pub(crate) fn side(
+        &mut self,
+        coins: &[u64],
+        direction: Direction,
+        max_hops: u32,
+        stop_sources: bool,
+    ) -> Result<Side> {
+        let limits = Limits {
+            max_hops,
+            max_txs: self.asked.max_txs,
+            stop: Stop::at(&mut self.stop),
+            stop_sources,
+            ..Limits::default()
+        };
+        let mut sink = Stopped {
+            events: Vec::new(),
+            alive: &mut *self.alive,
+        };
+        let (totals, end) = trace_with(
+            self.asked.policy,
+            self.g,
+            direction,
+            coins,
+            &limits,
+            &mut sink,
+        )
+        .expect("tiho refused by Asked::new");
+        drop(limits);
+        if let Some(e) = self.stop.failure() {
+            return Err(e);
+        }
+        if end == End::Stopped {
+            return Err(QueryError::DeadlineExceeded);
+        }
+        let mut by = BTreeMap::new();
+        for (i, e) in sink.events.iter().enumerate() {
+            if i % 1024 == 1023 && !(self.alive)() {
+                return Err(QueryError::DeadlineExceeded);
+            }
+            if let Some(addr) = self.g.output(e.output).addr {
+                tally(self.index, self.labels, AddrId(addr), e.amount, &mut by)?;
+            }
+        }
+        Ok(Side {
+            total: totals.source,
+            by,
+            complete: end == End::Complete,
+        })
+    }
+}
+
+/// `max_transactions` may be at most `ceiling` (the server's limit); the
+/// labelled clusters' members are listed up front when they are at most
+/// `max_listed`, else each coin's cluster is looked up. `alive` is asked
+/// every few thousand transactions; false ends the exposure with
+/// DEADLINE_EXCEEDED.
 pub(crate) fn exposure(
     index: &Index,
     r: &pb::ExposureRequest,
+    ceiling: u64,
+    max_listed: u64,
     alive: &mut dyn FnMut() -> bool,
 ) -> Result<pb::Exposure> {
     use pb::exposure_request::Subject;
-    let policy = args::policy(r.policy)?;
-    if policy == PolicyName::Tiho {
-        return Err(args::invalid("policy", "tiho traces forward only"));
-    }
-    let hops = if r.hops == 0 { DEFAULT_HOPS } else { r.hops };
-    let max_txs = match r.max_transactions {
-        0 => DEFAULT_TXS,
-        n if n > MAX_TXS => {
-            return Err(args::invalid(
-                "max_transactions",
-                format!("{n} is above the limit of {MAX_TXS}"),
-            ))
-        }
-        n => n,
-    };
-    let rules = match r.rules.is_empty() {
-        true => default_rules(),
-        false => r.rules.clone(),
-    };
-    for (i, rule) in rules.iter().enumerate() {
-        args::category(&format!("rules[{i}].category"), &rule.category)?;
-        Level::parse(&format!("rules[{i}].level"), &rule.level)?;
-        if !(0.0..=1.0).contains(&rule.min_share) {
-            return Err(args::invalid(
-                &format!("rules[{i}].min_share"),
-                format!("{} is not a share between 0 and 1", rule.min_share),
-            ));
-        }
-    }
+    let asked = Asked::new(r.policy, r.hops, r.max_transactions, &r.rules, ceiling)?;
     let flow = index.flow()?;
     let g = flow.view();
-    let limit = max_txs.min(10_000_000) as usize;
+    let limit = asked.coin_limit();
     // The subject's coins, and the cluster that is the subject itself.
     let (coins, own, is_tx) = match &r.subject {
         Some(Subject::Address(a)) => {
@@ -164,9 +280,7 @@ pub(crate) fn exposure(
         Some(Subject::ClusterId(c)) => {
             let mut coins = Vec::new();
             let c = ClusterId(*c);
-            for m in clusters::all_members(index, c)? {
-                coins_of(index, &g, m, &mut coins, limit)?;
-            }
+            cluster_coins(index, &g, c, &mut coins, limit, alive)?;
             (coins, Some(c), false)
         }
         Some(Subject::Txid(t)) => {
@@ -177,51 +291,25 @@ pub(crate) fn exposure(
         None => return Err(args::invalid("subject", "set address, cluster_id or txid")),
     };
     let labels = index.label_index();
-    let others = labels.clusters_with_any().filter(|c| Some(*c) != own);
-    let stop: FxHashSet<u64> = clusters::all_members_of(index, others)?
-        .into_iter()
-        .map(|a| a.0)
-        .collect();
-    let mut side = |direction: Direction, max_hops: u32| -> Result<Side> {
-        let limits = Limits {
-            max_hops,
-            max_txs,
-            stop: stop.clone(),
-            // A transaction's own payees are its direct exposure.
-            stop_sources: is_tx && direction == Direction::Forward,
-            ..Limits::default()
-        };
-        let mut sink = Stopped {
-            events: Vec::new(),
-            alive: &mut *alive,
-        };
-        let (totals, end) = trace_with(policy, g, direction, &coins, &limits, &mut sink)
-            .expect("tiho refused above");
-        if end == End::Stopped {
-            return Err(QueryError::DeadlineExceeded);
-        }
-        let events = sink.events;
-        let mut by = BTreeMap::new();
-        for e in &events {
-            tally(index, &g, e, &labels, &mut by)?;
-        }
-        Ok(Side {
-            total: totals.source,
-            by,
-            complete: end == End::Complete,
-        })
-    };
+    let hops = asked.hops;
+    let mut t = Tracer::new(index, g, &labels, own, &asked, max_listed, alive)?;
     // Direct: for a transaction, its inputs (one hop back) and outputs
-    // (no hop forward); for an address or cluster, one hop either way.
+    // (no hop forward, its own payees being its direct exposure); for an
+    // address or cluster, one hop either way.
     let direct_sent_hops = if is_tx { 0 } else { 1 };
-    let received = side(Direction::Backward, 1)?;
-    let sent = side(Direction::Forward, direct_sent_hops)?;
-    let far_received = side(Direction::Backward, hops)?;
-    let far_sent = side(Direction::Forward, hops.max(direct_sent_hops))?;
+    let received = t.side(&coins, Direction::Backward, 1, false)?;
+    let sent = t.side(&coins, Direction::Forward, direct_sent_hops, is_tx)?;
+    let far_received = t.side(&coins, Direction::Backward, hops, false)?;
+    let far_sent = t.side(
+        &coins,
+        Direction::Forward,
+        hops.max(direct_sent_hops),
+        is_tx,
+    )?;
     let within_received = format!("received within {hops} hops");
     let within_sent = format!("sent within {hops} hops");
     let (risk, reasons) = score(
-        &rules,
+        &asked.rules,
         &[
             ("received directly", &received),
             ("sent directly", &sent),
@@ -245,29 +333,27 @@ pub(crate) fn exposure(
     })
 }
 
-/// Adds a stopped coin's amount to each (category, label) of its cluster.
-fn tally(
+/// Adds `amount`, held at address `addr`, to each (category, label) of
+/// its cluster.
+pub(crate) fn tally(
     index: &Index,
-    g: &FlowView<'_>,
-    e: &Event,
     labels: &LabelIndex,
+    addr: AddrId,
+    amount: u64,
     by: &mut BTreeMap<(Category, String), u64>,
 ) -> Result<()> {
-    let Some(addr) = g.output(e.output).addr.map(AddrId) else {
-        return Ok(());
-    };
     let holder = built::cluster_or_self(index.store(), addr, labels.cover())?;
     let mut seen = FxHashSet::default();
     for (_, l) in labels.of_cluster(holder) {
         if seen.insert((l.category, l.label.clone())) {
-            *by.entry((l.category, l.label.clone())).or_default() += e.amount;
+            *by.entry((l.category, l.label.clone())).or_default() += amount;
         }
     }
     Ok(())
 }
 
 /// Category totals (label empty), then each entity, largest first.
-fn listing(side: &Side) -> Vec<pb::CategoryExposure> {
+pub(crate) fn listing(side: &Side) -> Vec<pb::CategoryExposure> {
     let share = |amount: u64| match side.total {
         0 => 0.0,
         t => amount as f64 / t as f64,
@@ -296,7 +382,7 @@ fn listing(side: &Side) -> Vec<pb::CategoryExposure> {
 }
 
 /// The highest level among the rules that fire on any side, and why.
-fn score(rules: &[pb::RiskRule], sides: &[(&str, &Side)]) -> (Level, Vec<String>) {
+pub(crate) fn score(rules: &[pb::RiskRule], sides: &[(&str, &Side)]) -> (Level, Vec<String>) {
     let mut level = Level::Low;
     let mut reasons = Vec::new();
     for rule in rules {

@@ -1,30 +1,36 @@
-//! What a taint trace needs from the index: its sources and stop
-//! addresses as flow-graph numbers, and each hit in terms a caller reads.
-//! The flow graph numbers outputs and addresses as the index does, in
-//! plain `u64`s: the typed ids are unwrapped and rewrapped at this edge.
+//! What a taint trace needs from the index: its sources as flow-graph
+//! numbers, where it stops (a rule asked per coin), and each hit in terms
+//! a caller reads. The flow graph numbers outputs and addresses as the
+//! index does, in plain `u64`s: the typed ids are unwrapped and rewrapped
+//! at this edge.
 
-use rustc_hash::FxHashSet;
+use bitcoin::Txid;
+use rustc_hash::{FxHashMap, FxHashSet};
+use satflow_indexer::cluster::view;
 use satflow_indexer::flow::FlowView;
 use satflow_indexer::labels::Category;
+use satflow_indexer::Store;
 use satflow_proto::v1 as pb;
 use satflow_schema::{cf, AddrId, ClusterId, Height, OutNum};
 
 use crate::args;
-use crate::built;
+use crate::built::{self, Built};
 use crate::clusters;
 use crate::error::{QueryError, Result};
 use crate::history::{self, Order};
 use crate::index::Index;
 use crate::label_index::LabelIndex;
-use crate::labels::label_message;
-use crate::taint::{Event, Kind};
+use crate::labels::{distinct, label_message};
+use crate::taint::{Event, Kind, StopAt};
 
 /// Output numbers of the coins `sources` name, at most `limit` of them.
+/// `alive` is asked as they are read; false ends with DEADLINE_EXCEEDED.
 pub(crate) fn sources(
     index: &Index,
     g: &FlowView<'_>,
     sources: &[pb::TraceSource],
     limit: usize,
+    alive: &mut dyn FnMut() -> bool,
 ) -> Result<Vec<u64>> {
     use pb::trace_source::Source;
     if sources.is_empty() {
@@ -32,6 +38,9 @@ pub(crate) fn sources(
     }
     let mut out = Vec::new();
     for (i, s) in sources.iter().enumerate() {
+        if !alive() {
+            return Err(QueryError::DeadlineExceeded);
+        }
         let field = format!("sources[{i}]");
         let mut one = || -> Result<()> {
             match &s.source {
@@ -46,9 +55,7 @@ pub(crate) fn sources(
                     coins_of(index, g, id, &mut out, limit)?;
                 }
                 Some(Source::ClusterId(c)) => {
-                    for member in clusters::all_members(index, ClusterId(*c))? {
-                        coins_of(index, g, member, &mut out, limit)?;
-                    }
+                    cluster_coins(index, g, ClusterId(*c), &mut out, limit, alive)?
                 }
                 None => {
                     return Err(args::invalid(
@@ -77,7 +84,13 @@ fn outpoint(index: &Index, field: &str, p: &str) -> Result<OutNum> {
     let vout: u32 = vout
         .parse()
         .map_err(|_| args::invalid(field, format!("{p:?}: {vout:?} is not an output index")))?;
-    let row = index.tx_row(index.tx_number(&args::txid(field, txid)?)?)?;
+    coin(index, field, &args::txid(field, txid)?, vout)
+}
+
+/// The output number of coin `txid:vout`; NOT_FOUND names `field`.
+pub(crate) fn coin(index: &Index, field: &str, txid: &Txid, vout: u32) -> Result<OutNum> {
+    let txnum = index.tx_number(txid).map_err(|e| name_field(e, field))?;
+    let row = index.tx_row(txnum)?;
     if vout >= row.output_count {
         return Err(QueryError::NotFound(format!(
             "{field}: transaction {txid} has {} outputs, no output {vout}",
@@ -127,28 +140,263 @@ pub(crate) fn coins_of(
     Ok(())
 }
 
-/// Address numbers where a trace stops: the members of the clusters
-/// named, and of those carrying the labels or categories named.
-pub(crate) fn stop_addresses(index: &Index, r: &pb::TraceRequest) -> Result<FxHashSet<u64>> {
+/// A request's `max_transactions`: `default` for 0 (or `ceiling`, when
+/// lower); above `ceiling`, the server's own limit, RESOURCE_EXHAUSTED.
+pub(crate) fn max_transactions(asked: u64, default: u64, ceiling: u64) -> Result<u64> {
+    match asked {
+        0 => Ok(default.min(ceiling)),
+        n if n > ceiling => Err(QueryError::ResourceExhausted(format!(
+            "max_transactions {n} is above this server's limit of {ceiling} (satflow serve --max-trace-transactions)"
+        ))),
+        n => Ok(n),
+    }
+}
+
+/// Every coin ever paid to the addresses of cluster `c`, appended to
+/// `out`. The members are read one by one, so a cluster holding more than
+/// `limit` coins is refused (RESOURCE_EXHAUSTED) once they are passed,
+/// however many members it has left. `alive` is asked per member.
+pub(crate) fn cluster_coins(
+    index: &Index,
+    g: &FlowView<'_>,
+    c: ClusterId,
+    out: &mut Vec<u64>,
+    limit: usize,
+    alive: &mut dyn FnMut() -> bool,
+) -> Result<()> {
+    for member in clusters::members_lazily(index, c)? {
+        if !alive() {
+            return Err(QueryError::DeadlineExceeded);
+        }
+        coins_of(index, g, member?, out, limit)?;
+    }
+    Ok(())
+}
+
+/// Where a trace stops, as a request names it: addresses, and clusters
+/// (named, or carrying the labels or categories named). The clusters'
+/// members are listed only when they are few (see `listed`).
+pub(crate) struct Stops {
+    addresses: FxHashSet<u64>,
+    clusters: FxHashSet<ClusterId>,
+    /// Addresses below this have cluster rows.
+    cover: AddrId,
+}
+
+impl Stops {
+    /// Whether taint stops nowhere.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.addresses.is_empty() && self.clusters.is_empty()
+    }
+
+    /// The rule a trace asks, reading the cluster of each address reached
+    /// from `store`.
+    pub(crate) fn rule(self, store: &Store) -> StopRule<'_> {
+        StopRule {
+            store,
+            cover: self.cover,
+            addresses: self.addresses,
+            clusters: Clusters::Named(self.clusters),
+            memo: FxHashMap::default(),
+            failed: None,
+        }
+    }
+}
+
+/// Where a trace stops: at the addresses of `r.stop_addresses`, and of
+/// the clusters `r.stop_cluster_ids` names or that carry a label or
+/// category `r.stop_labels` or `r.stop_categories` names. Their members
+/// are listed when they are at most `max_listed` (see `listed`).
+pub(crate) fn stops(index: &Index, r: &pb::TraceRequest, max_listed: u64) -> Result<Stops> {
     let categories = r
         .stop_categories
         .iter()
         .enumerate()
         .map(|(i, c)| args::category(&format!("stop_categories[{i}]"), c))
         .collect::<Result<Vec<Category>>>()?;
-    let labeled = index
-        .label_index()
-        .clusters_with(&r.stop_labels, &categories);
-    let mut stop = clusters::all_members_of(index, labeled.into_iter())?;
-    for &c in &r.stop_cluster_ids {
-        stop.extend(clusters::all_members(index, ClusterId(c))?);
+    let mut stops = Stops {
+        addresses: FxHashSet::default(),
+        clusters: FxHashSet::default(),
+        cover: built::cover_or_none(index.store())?,
+    };
+    stops.clusters.extend(
+        index
+            .label_index()
+            .clusters_with(&r.stop_labels, &categories),
+    );
+    if !r.stop_cluster_ids.is_empty() {
+        let built = Built::read(index.store())?;
+        for (i, &c) in r.stop_cluster_ids.iter().enumerate() {
+            built
+                .check_cluster(index.store(), ClusterId(c))
+                .map_err(|e| name_field(e, &format!("stop_cluster_ids[{i}]")))?;
+            stops.clusters.insert(ClusterId(c));
+        }
     }
-    let addresses = &r.stop_addresses;
-    for (i, a) in addresses.iter().enumerate() {
+    for (i, a) in r.stop_addresses.iter().enumerate() {
         let key = args::address(&format!("stop_addresses[{i}]"), a, index.network())?;
-        stop.extend(index.address_id(&key)?);
+        stops.addresses.extend(index.address_id(&key)?.map(|a| a.0));
     }
-    Ok(stop.into_iter().map(|a| a.0).collect())
+    let clusters: Vec<ClusterId> = stops.clusters.iter().copied().collect();
+    if let Some(members) = listed(index.store(), stops.cover, &clusters, max_listed)? {
+        stops.addresses.extend(members);
+        stops.clusters.clear();
+    }
+    Ok(stops)
+}
+
+/// Addresses whose cluster a `StopRule` remembers, at most: about 17 MiB.
+/// Past it, it starts again (the answers are only read again).
+const REMEMBERED: usize = 900_000;
+/// Clusters stopped at whose sizes are read to tell whether to list them.
+const SIZED: usize = 4096;
+
+/// The addresses of `clusters`, when they are at most `SIZED` clusters of
+/// at most `max_listed` addresses in all: a stop set that costs a trace
+/// no lookup per coin (~10 bytes an address). Beyond, None: each coin's
+/// cluster is looked up instead.
+fn listed(
+    store: &Store,
+    cover: AddrId,
+    clusters: &[ClusterId],
+    max_listed: u64,
+) -> Result<Option<FxHashSet<u64>>> {
+    if clusters.len() > SIZED {
+        return Ok(None);
+    }
+    let covered = |c: &ClusterId| c.named_after() < cover;
+    let mut size = 0;
+    for c in clusters {
+        size += match covered(c) {
+            true => view::stats(store, *c)?.map_or(1, |s| s.size),
+            false => 1,
+        };
+        if size > max_listed {
+            return Ok(None);
+        }
+    }
+    let mut out = FxHashSet::default();
+    for c in clusters {
+        match covered(c) {
+            true => out.extend(view::members(store, *c)?.into_iter().map(|a| a.0)),
+            // Beyond the clusters: an address of its own.
+            false => {
+                out.insert(c.named_after().0);
+            }
+        }
+    }
+    Ok(Some(out))
+}
+
+/// Where a trace stops, asked per coin reached: at the addresses named,
+/// and at every address in a cluster stopped at. Which cluster an address
+/// is in is one lookup, remembered for the addresses the trace meets
+/// again (and, lent to several traces, for those too).
+pub(crate) struct StopRule<'a> {
+    store: &'a Store,
+    /// Addresses below this have cluster rows.
+    cover: AddrId,
+    addresses: FxHashSet<u64>,
+    clusters: Clusters<'a>,
+    /// Address → whether it stops, for covered addresses looked up.
+    memo: FxHashMap<u64, bool>,
+    /// The first lookup that failed: the trace ended there.
+    failed: Option<QueryError>,
+}
+
+/// The clusters a `StopRule` stops at.
+enum Clusters<'a> {
+    Named(FxHashSet<ClusterId>),
+    /// Every cluster carrying a label, except `own`.
+    Labelled {
+        labels: &'a LabelIndex,
+        own: Option<ClusterId>,
+    },
+}
+
+impl<'a> StopRule<'a> {
+    /// Stops at every address of a labelled cluster other than `own`, with
+    /// clusters as `labels` has them; their members are listed when they
+    /// are at most `max_listed`.
+    pub(crate) fn labelled(
+        store: &'a Store,
+        labels: &'a LabelIndex,
+        own: Option<ClusterId>,
+        max_listed: u64,
+    ) -> Result<StopRule<'a>> {
+        let cover = labels.cover();
+        let others: Vec<ClusterId> = labels
+            .clusters_with_any()
+            .filter(|c| Some(*c) != own)
+            .take(SIZED + 1)
+            .collect();
+        let (addresses, clusters) = match listed(store, cover, &others, max_listed)? {
+            Some(members) => (members, Clusters::Named(FxHashSet::default())),
+            None => (FxHashSet::default(), Clusters::Labelled { labels, own }),
+        };
+        Ok(StopRule {
+            store,
+            cover,
+            addresses,
+            clusters,
+            memo: FxHashMap::default(),
+            failed: None,
+        })
+    }
+
+    /// Why the last trace asking this rule ended early, if a lookup did.
+    pub(crate) fn failure(&mut self) -> Option<QueryError> {
+        self.failed.take()
+    }
+
+    fn stops_in(&self, c: ClusterId) -> bool {
+        match &self.clusters {
+            Clusters::Named(set) => set.contains(&c),
+            Clusters::Labelled { labels, own } => {
+                Some(c) != *own && !labels.of_cluster(c).is_empty()
+            }
+        }
+    }
+
+    /// Whether no cluster is stopped at (so no address is looked up).
+    fn no_clusters(&self) -> bool {
+        match &self.clusters {
+            Clusters::Named(set) => set.is_empty(),
+            Clusters::Labelled { labels, .. } => labels.is_empty(),
+        }
+    }
+}
+
+impl StopAt for StopRule<'_> {
+    fn stops(&mut self, addr: u64) -> Option<bool> {
+        if self.addresses.contains(&addr) {
+            return Some(true);
+        }
+        if self.no_clusters() {
+            return Some(false);
+        }
+        let a = AddrId(addr);
+        if a >= self.cover {
+            // Beyond the clusters: a cluster of its own, no lookup.
+            return Some(self.stops_in(ClusterId::of(a)));
+        }
+        if let Some(&stops) = self.memo.get(&addr) {
+            return Some(stops);
+        }
+        let holder = match built::cluster_or_self(self.store, a, self.cover) {
+            Ok(c) => c,
+            Err(e) => {
+                self.failed.get_or_insert(e);
+                return None;
+            }
+        };
+        let stops = self.stops_in(holder);
+        if self.memo.len() >= REMEMBERED {
+            self.memo.clear();
+        }
+        self.memo.insert(addr, stops);
+        Some(stops)
+    }
 }
 
 /// A trace event as the caller reads it, with the cluster of its address
@@ -182,16 +430,15 @@ pub(crate) fn hit(
     // The labels of its cluster, or of the address itself beyond the
     // clusters.
     let holder = cluster_id.or(row.addr.map(ClusterId::of));
-    let labels = holder
-        .map(|c| labels.of_cluster(c))
-        .unwrap_or_default()
-        .iter()
-        .map(|(member, l)| {
-            let from = match Some(*member) == row.addr {
+    let members = holder.map(|c| labels.of_cluster(c)).unwrap_or_default();
+    let labels = distinct(members.iter())
+        .into_iter()
+        .map(|(member, l, carriers)| {
+            let from = match Some(member) == row.addr {
                 true => String::new(),
-                false => index.address_string(Some(*member))?,
+                false => index.address_string(Some(member))?,
             };
-            Ok(label_message(l, from))
+            Ok(label_message(l, from, carriers))
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(pb::TraceHit {

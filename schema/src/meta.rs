@@ -3,7 +3,7 @@
 
 use crate::block::ChainPoint;
 use crate::codec::{Codec, Dec, Raw, RowError};
-use crate::ids::AddrId;
+use crate::ids::{AddrId, OutNum, TxNum};
 
 /// A `meta` row's key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -18,11 +18,15 @@ pub enum MetaKey {
     ClusterTip,
     ClusterDirty,
     Bulk,
+    LabelsVersion,
     /// Where the next scan of blk file N starts.
     Scan(u32),
+    /// A coin of this address that a later tx with the same txid
+    /// overwrote (BIP30).
+    Overwritten(AddrId, OutNum),
 }
 
-const NAMES: [(MetaKey, &[u8]); 10] = [
+const NAMES: [(MetaKey, &[u8]); 11] = [
     (MetaKey::SchemaVersion, b"schema_version"),
     (MetaKey::Network, b"network"),
     (MetaKey::XorKey, b"xor_key"),
@@ -33,9 +37,11 @@ const NAMES: [(MetaKey, &[u8]); 10] = [
     (MetaKey::ClusterTip, b"cluster_tip"),
     (MetaKey::ClusterDirty, b"cluster_dirty"),
     (MetaKey::Bulk, b"bulk"),
+    (MetaKey::LabelsVersion, b"labels_version"),
 ];
 
 const SCAN_PREFIX: &[u8] = b"scan/";
+const OVERWRITTEN_PREFIX: &[u8] = b"overwritten/";
 
 impl Codec for MetaKey {
     type Bytes = Vec<u8>;
@@ -43,6 +49,9 @@ impl Codec for MetaKey {
     fn encode(&self) -> Vec<u8> {
         match self {
             MetaKey::Scan(file) => [SCAN_PREFIX, &file.to_be_bytes()].concat(),
+            MetaKey::Overwritten(addr, output) => {
+                [OVERWRITTEN_PREFIX, &addr.encode(), &output.encode()].concat()
+            }
             key => NAMES
                 .iter()
                 .find(|(k, _)| k == key)
@@ -54,6 +63,11 @@ impl Codec for MetaKey {
     fn decode(b: &[u8]) -> Result<MetaKey, RowError> {
         if let Some(file) = b.strip_prefix(SCAN_PREFIX) {
             return Dec::all("meta scan key", file, Dec::u32).map(MetaKey::Scan);
+        }
+        if let Some(coin) = b.strip_prefix(OVERWRITTEN_PREFIX) {
+            return Dec::all("meta overwritten key", coin, |d| {
+                Ok(MetaKey::Overwritten(AddrId(d.u64()?), OutNum(d.u64()?)))
+            });
         }
         NAMES
             .iter()
@@ -133,6 +147,13 @@ entry!(
     Bulk: ()
 );
 
+entry!(
+    /// Counts the write batches of label imports and removals: a reader's
+    /// label index is rebuilt whole when it moved, and otherwise only
+    /// looks at the addresses that are new since.
+    LabelsVersion: u64
+);
+
 /// Where the next scan of blk file `.0` starts.
 pub struct Scan(pub u32);
 
@@ -140,6 +161,52 @@ impl Entry for Scan {
     type Value = u64;
     fn key(&self) -> MetaKey {
         MetaKey::Scan(self.0)
+    }
+}
+
+/// BIP30: output `.1`, paid to address `.0`, was still unspent when a
+/// later transaction with the same txid was applied. Bitcoin Core's UTXO
+/// set keeps the later coin only (mainnet: the coinbases of 91,812 and
+/// 91,722, overwritten at 91,842 and 91,880), so the earlier one can never
+/// be spent: readers leave it out of the address's balance, unspent count
+/// and unspent outputs, while its tx, output and history rows stay.
+/// Written with the block of the later tx, deleted when that block is
+/// undone.
+pub struct Overwritten(pub AddrId, pub OutNum);
+
+impl Entry for Overwritten {
+    type Value = OverwrittenCoin;
+    fn key(&self) -> MetaKey {
+        MetaKey::Overwritten(self.0, self.1)
+    }
+}
+
+/// The value of a `meta::Overwritten` row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OverwrittenCoin {
+    /// The coin's value, as its `addr_utxos` row and `addr_stats` count it.
+    pub value: u64,
+    /// The later transaction with the same txid, whose coin took its place.
+    pub by: TxNum,
+}
+
+impl Codec for OverwrittenCoin {
+    type Bytes = [u8; 16];
+
+    fn encode(&self) -> [u8; 16] {
+        let mut v = [0u8; 16];
+        v[..8].copy_from_slice(&self.value.to_be_bytes());
+        v[8..].copy_from_slice(&self.by.encode());
+        v
+    }
+
+    fn decode(b: &[u8]) -> Result<OverwrittenCoin, RowError> {
+        Dec::all("meta overwritten coin", b, |d| {
+            Ok(OverwrittenCoin {
+                value: d.u64()?,
+                by: TxNum(d.u64()?),
+            })
+        })
     }
 }
 
@@ -162,5 +229,24 @@ mod tests {
         assert!(MetaKey::Scan(9).encode() < MetaKey::Scan(256).encode());
         assert!(MetaKey::decode(b"nothing").is_err());
         assert_eq!(Scan(3).key(), MetaKey::Scan(3));
+    }
+
+    #[test]
+    fn overwritten_keys_sort_by_address_then_output_and_round_trip() {
+        let key = MetaKey::Overwritten(AddrId(2), OutNum(258));
+        assert_eq!(
+            key.encode(),
+            b"overwritten/\0\0\0\0\0\0\0\x02\0\0\0\0\0\0\x01\x02"
+        );
+        assert_eq!(MetaKey::decode(&key.encode()).unwrap(), key);
+        assert!(key.encode() < MetaKey::Overwritten(AddrId(3), OutNum(0)).encode());
+        assert!(MetaKey::Overwritten(AddrId(2), OutNum(1)).encode() < key.encode());
+        assert!(MetaKey::decode(b"overwritten/\0").is_err());
+        let coin = OverwrittenCoin {
+            value: 50_0000_0000,
+            by: TxNum(7),
+        };
+        assert_eq!(OverwrittenCoin::decode(&coin.encode()).unwrap(), coin);
+        assert_eq!(Overwritten(AddrId(2), OutNum(258)).key(), key);
     }
 }

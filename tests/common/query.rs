@@ -19,7 +19,7 @@ impl Q {
     }
 
     pub fn tx(&self, txid: &str) -> pb::Transaction {
-        chain::transaction(&self.0, &txid.parse().unwrap())
+        chain::transaction(&self.0, &txid.parse().unwrap(), usize::MAX, "")
             .unwrap_or_else(|e| panic!("{txid}: {e}"))
     }
 
@@ -33,6 +33,22 @@ impl Q {
         let key = address::parse(addr, self.0.network())
             .map_err(|e| QueryError::InvalidArgument(e.to_string()))?;
         addresses::summary(&self.0, &key)
+    }
+
+    /// Every unspent output of the address, in chain order, read
+    /// `page_size` at a time.
+    pub fn utxos(&self, addr: &str, page_size: usize) -> Vec<pb::Utxo> {
+        let key = address::parse(addr, self.0.network()).unwrap();
+        let mut token = String::new();
+        let mut out = Vec::new();
+        loop {
+            let page = addresses::utxos(&self.0, &key, page_size, &token).unwrap();
+            out.extend(page.utxos);
+            if page.next_page_token.is_empty() {
+                return out;
+            }
+            token = page.next_page_token;
+        }
     }
 
     /// The whole history, in chain order.

@@ -59,7 +59,7 @@ pub fn import(store: &Store, path: &Path, format: Format, defaults: &Defaults) -
     if d.set.is_none() {
         d.set = path.file_stem().map(|s| s.to_string_lossy().into_owned());
     }
-    let mut writer = Writer::new(store);
+    let mut writer = Writer::new(store)?;
     let mut put = |l: &Label| writer.put(l);
     let mut accept = Accept::new(network, &d, &mut put);
     let read = read(path, format, &mut accept);

@@ -129,7 +129,7 @@ pub fn pool_tags(store: &Store) -> Result<Vec<PoolTag>> {
 
 /// Removes every label and coinbase tag of set `set`; returns how many.
 pub fn remove_set(store: &Store, set: &str) -> Result<usize> {
-    let mut writer = write::Writer::new(store);
+    let mut writer = write::Writer::new(store)?;
     let mut n = 0;
     // The iterator reads a snapshot: the batches written meanwhile do not
     // disturb it.

@@ -5,7 +5,7 @@
 //! batches before the failure, which a rerun writes again unchanged.
 
 use anyhow::Result;
-use satflow_schema::cf;
+use satflow_schema::{cf, meta};
 
 use super::{Label, PoolTag};
 use crate::store::{Batch, Store};
@@ -16,14 +16,19 @@ const BATCH_ROWS: usize = 100_000;
 pub(super) struct Writer<'s> {
     store: &'s Store,
     batch: Batch<'s>,
+    /// `meta::LabelsVersion` as of the last batch written; each batch
+    /// moves it on, so a reader never takes a half-written import for
+    /// the labels it already has.
+    version: u64,
 }
 
 impl<'s> Writer<'s> {
-    pub fn new(store: &'s Store) -> Writer<'s> {
-        Writer {
+    pub fn new(store: &'s Store) -> Result<Writer<'s>> {
+        Ok(Writer {
             store,
             batch: store.batch(),
-        }
+            version: store.meta(meta::LabelsVersion)?.unwrap_or(0),
+        })
     }
 
     pub fn put(&mut self, l: &Label) -> Result<()> {
@@ -49,14 +54,21 @@ impl<'s> Writer<'s> {
     fn write_if_full(&mut self) -> Result<()> {
         if self.batch.len() >= BATCH_ROWS {
             let full = std::mem::replace(&mut self.batch, self.store.batch());
-            self.store.write(full)?;
+            self.write(full)?;
         }
         Ok(())
     }
 
+    fn write(&mut self, mut batch: Batch<'s>) -> Result<()> {
+        self.version += 1;
+        batch.put_meta(meta::LabelsVersion, &self.version);
+        self.store.write(batch)
+    }
+
     /// Writes what is left and flushes.
-    pub fn finish(self) -> Result<()> {
-        self.store.write(self.batch)?;
+    pub fn finish(mut self) -> Result<()> {
+        let last = std::mem::replace(&mut self.batch, self.store.batch());
+        self.write(last)?;
         self.store.flush()
     }
 }

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use bitcoin::{BlockHash, Txid};
+use rocksdb::statistics::{StatsLevel, Ticker};
 use rocksdb::{Cache, ColumnFamily, ColumnFamilyDescriptor, Options, WriteBufferManager, DB};
 use satflow_schema::block::{BlockRow, ChainPoint};
 use satflow_schema::cf::{self, Family};
@@ -34,6 +35,9 @@ pub struct Store {
     db: DB,
     path: PathBuf,
     cache: Cache,
+    /// The options of a follower, which count block cache hits and
+    /// misses (see `block_cache_counts`); None for other handles.
+    counted: Option<Options>,
     /// A follower's own RocksDB files (info log, replayed MANIFEST state),
     /// removed when the store closes.
     _follower_dir: Option<tempfile::TempDir>,
@@ -88,6 +92,13 @@ impl Store {
         // every family together keeps what is on disk at one batch boundary,
         // so after a crash the tip row still names the last whole block.
         opts.set_atomic_flush(true);
+        // A follower (the server's handle) counts block cache hits and
+        // misses for its metrics: tickers only, no timers or histograms,
+        // which would cost more than a little CPU.
+        if access == Access::Follow {
+            opts.enable_statistics();
+            opts.set_statistics_level(StatsLevel::ExceptHistogramOrTimers);
+        }
         let mut follower_dir = None;
         let db = match access {
             Access::Write => DB::open_cf_descriptors(&opts, path, cfs),
@@ -107,6 +118,7 @@ impl Store {
             db,
             path: path.to_owned(),
             cache,
+            counted: (access == Access::Follow).then_some(opts),
             _follower_dir: follower_dir,
         };
         store.check_schema(access)?;
@@ -242,6 +254,18 @@ impl Store {
     /// Total size of the database files on disk.
     pub fn size_on_disk(&self) -> u64 {
         dir_size(&self.path)
+    }
+
+    /// Block cache hits and misses since the store opened, all column
+    /// families together; None unless it was opened with `Access::Follow`
+    /// (the only handle that counts them).
+    pub fn block_cache_counts(&self) -> Option<(u64, u64)> {
+        self.counted.as_ref().map(|o| {
+            (
+                o.get_ticker_count(Ticker::BlockCacheHit),
+                o.get_ticker_count(Ticker::BlockCacheMiss),
+            )
+        })
     }
 }
 

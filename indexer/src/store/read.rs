@@ -91,11 +91,18 @@ impl Store {
         self.typed::<F>(self.db.iterator_cf(self.cf::<F>(), mode))
     }
 
-    /// Every row of `F`, in key order.
+    /// Every row of `F`, in key order. Read past the block cache: a whole
+    /// family read once (a label index rebuild, a cluster build) would
+    /// otherwise evict the blocks that point lookups keep hot.
     pub fn scan_all<'s, F: Family + 's>(
         &'s self,
     ) -> impl Iterator<Item = Result<(F::Key, F::Value)>> + 's {
-        self.typed::<F>(self.db.iterator_cf(self.cf::<F>(), IteratorMode::Start))
+        let mut opts = ReadOptions::default();
+        opts.fill_cache(false);
+        let raw = self
+            .db
+            .iterator_cf_opt(self.cf::<F>(), opts, IteratorMode::Start);
+        self.typed::<F>(raw)
     }
 
     /// The rows of `F` whose key starts with `prefix`: one address's

@@ -51,6 +51,9 @@ impl Writer<'_> {
                 })?;
                 value_in = value_in.zip(spent.value).map(|(a, b)| a + b);
                 spent_outputs.push(spent.output);
+                if !spent.outside {
+                    self.recent.spent(spent.output);
+                }
                 batch.put::<cf::Spends>(
                     &spent.output,
                     &InputRef {
@@ -69,6 +72,9 @@ impl Writer<'_> {
                 batch.append::<cf::Inputs>(&txnum, &spent_outputs);
             }
             inputs += tx.input_count();
+            if tx.is_coinbase() {
+                self.overwrite(batch, tx, txnum)?;
+            }
             let first_output = self.ids.output;
             for (vout, out) in tx.outputs.iter().enumerate() {
                 let output = self.ids.output;

@@ -4,6 +4,7 @@
 //! holds whole blocks.
 
 mod apply;
+mod bip30;
 mod resolve;
 mod undo;
 
@@ -60,6 +61,8 @@ pub struct Writer<'s> {
     /// an output spent within its own batch never reaches RocksDB, neither
     /// its row nor the row's deletion.
     pending_utxos: FxHashMap<(AddrId, OutNum), u64>,
+    /// What batches not yet known to be committed spent, for BIP30.
+    recent: bip30::Recent,
 }
 
 /// Entries per cache generation for a memory budget (bytes per entry are
@@ -99,6 +102,7 @@ impl<'s> Writer<'s> {
             touched: FxHashMap::default(),
             pending_stats: FxHashMap::default(),
             pending_utxos: FxHashMap::default(),
+            recent: bip30::Recent::default(),
         };
         writer.reload()?;
         Ok(writer)
@@ -141,6 +145,7 @@ impl<'s> Writer<'s> {
     pub fn committed(&mut self) {
         self.caches.utxos.evict_if_full();
         self.caches.addrs.evict_if_full();
+        self.recent.committed();
     }
 
     fn touch(&mut self, addr: AddrId, delta: Touch) {

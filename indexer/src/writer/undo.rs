@@ -21,6 +21,7 @@ impl Writer<'_> {
         // Ids above the new tip are about to be reused.
         self.caches.utxos.clear();
         self.caches.addrs.clear();
+        self.recent.clear();
         let end = row.next_ids();
         // Newest first, so an output created and spent inside the block
         // ends up deleted, not restored.
@@ -56,6 +57,9 @@ impl Writer<'_> {
                     }
                     self.touch(a, spent_delta(out.value, outside));
                 }
+            }
+            if tx.is_coinbase() {
+                self.restore_overwritten(batch, &tx, txnum)?;
             }
             batch.delete::<cf::Txs>(&txnum);
             batch.delete::<cf::Txids>(&(tx.txid, txnum));

@@ -31,12 +31,14 @@ impl pb::addresses_server::Addresses for AddressesService {
         request: Request<pb::GetAddressSummaryRequest>,
     ) -> Result<Response<pb::AddressSummary>, Status> {
         let given = request.get_ref().address.clone();
-        self.shared.answer(&request, move |index, _| {
-            let key = args::address("address", &given, index.network())?;
-            addresses::summary_as_requested(index, &key, &given)?.ok_or_else(|| {
-                QueryError::NotFound(format!("address {given} has no history in the index"))
+        self.shared
+            .answer(&request, move |index, _| {
+                let key = args::address("address", &given, index.network())?;
+                addresses::summary_as_requested(index, &key, &given)?.ok_or_else(|| {
+                    QueryError::NotFound(format!("address {given} has no history in the index"))
+                })
             })
-        })
+            .await
     }
 
     async fn batch_get_address_summaries(
@@ -50,27 +52,29 @@ impl pb::addresses_server::Addresses for AddressesService {
                 addresses.len()
             )));
         }
-        self.shared.answer(&request, move |index, deadline| {
-            // Parse all first: a malformed entry fails the call before any work.
-            let keys = addresses
-                .iter()
-                .enumerate()
-                .map(|(i, a)| args::address(&format!("addresses[{i}]"), a, index.network()))
-                .collect::<Result<Vec<_>, _>>()?;
-            let mut results = Vec::with_capacity(keys.len());
-            for (address, key) in addresses.into_iter().zip(&keys) {
-                if deadline.expired() {
-                    return Err(QueryError::DeadlineExceeded);
+        self.shared
+            .answer(&request, move |index, deadline| {
+                // Parse all first: a malformed entry fails the call before any work.
+                let keys = addresses
+                    .iter()
+                    .enumerate()
+                    .map(|(i, a)| args::address(&format!("addresses[{i}]"), a, index.network()))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let mut results = Vec::with_capacity(keys.len());
+                for (address, key) in addresses.into_iter().zip(&keys) {
+                    if deadline.expired() {
+                        return Err(QueryError::DeadlineExceeded);
+                    }
+                    let summary = addresses::summary_as_requested(index, key, &address)?;
+                    results.push(pb::AddressResult {
+                        address,
+                        found: summary.is_some(),
+                        summary,
+                    });
                 }
-                let summary = addresses::summary_as_requested(index, key, &address)?;
-                results.push(pb::AddressResult {
-                    address,
-                    found: summary.is_some(),
-                    summary,
-                });
-            }
-            Ok(pb::BatchGetAddressSummariesResponse { results })
-        })
+                Ok(pb::BatchGetAddressSummariesResponse { results })
+            })
+            .await
     }
 
     async fn list_address_history(
@@ -80,20 +84,22 @@ impl pb::addresses_server::Addresses for AddressesService {
         let r = request.get_ref().clone();
         let order = args::order(r.order)?;
         args::height_range(r.min_height, r.max_height)?;
-        self.shared.answer(&request, move |index, _| {
-            let key = args::address("address", &r.address, index.network())?;
-            addresses::history(
-                index,
-                &key,
-                &HistoryQuery {
-                    order,
-                    min_height: r.min_height,
-                    max_height: r.max_height,
-                    page_size: page::page_size(r.page_size),
-                    page_token: &r.page_token,
-                },
-            )
-        })
+        self.shared
+            .answer(&request, move |index, _| {
+                let key = args::address("address", &r.address, index.network())?;
+                addresses::history(
+                    index,
+                    &key,
+                    &HistoryQuery {
+                        order,
+                        min_height: r.min_height,
+                        max_height: r.max_height,
+                        page_size: page::page_size(r.page_size),
+                        page_token: &r.page_token,
+                    },
+                )
+            })
+            .await
     }
 
     async fn list_address_utxos(
@@ -101,9 +107,11 @@ impl pb::addresses_server::Addresses for AddressesService {
         request: Request<pb::ListAddressUtxosRequest>,
     ) -> Result<Response<pb::ListAddressUtxosResponse>, Status> {
         let r = request.get_ref().clone();
-        self.shared.answer(&request, move |index, _| {
-            let key = args::address("address", &r.address, index.network())?;
-            addresses::utxos(index, &key, page::page_size(r.page_size), &r.page_token)
-        })
+        self.shared
+            .answer(&request, move |index, _| {
+                let key = args::address("address", &r.address, index.network())?;
+                addresses::utxos(index, &key, page::page_size(r.page_size), &r.page_token)
+            })
+            .await
     }
 }

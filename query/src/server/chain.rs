@@ -8,6 +8,11 @@ use tonic::{Request, Response, Status};
 use super::shared::Shared;
 use crate::{args, chain, page};
 
+/// A transaction's inputs, and outputs, per page when the request leaves
+/// page_size at 0: nearly every transaction whole, and a 100,000-output
+/// one in pages of ~0.3 MB.
+const TX_PAGE: usize = 1000;
+
 pub struct ChainService {
     shared: Arc<Shared>,
 }
@@ -26,6 +31,7 @@ impl pb::chain_server::Chain for ChainService {
     ) -> Result<Response<pb::ChainStatus>, Status> {
         self.shared
             .answer(&request, |index, _| chain::status(index))
+            .await
     }
 
     async fn get_block(
@@ -36,18 +42,26 @@ impl pb::chain_server::Chain for ChainService {
         let id = args::block_id(r.id.as_ref())?;
         let size = page::page_size(r.tx_page_size);
         let token = r.tx_page_token.clone();
-        self.shared.answer(&request, move |index, _| {
-            chain::block(index, &id, size, &token)
-        })
+        self.shared
+            .answer(&request, move |index, _| {
+                chain::block(index, &id, size, &token)
+            })
+            .await
     }
 
     async fn get_transaction(
         &self,
         request: Request<pb::GetTransactionRequest>,
     ) -> Result<Response<pb::Transaction>, Status> {
-        let txid = args::txid("txid", &request.get_ref().txid)?;
+        let r = request.get_ref();
+        let txid = args::txid("txid", &r.txid)?;
+        let size = page::page_size_or(r.page_size, TX_PAGE);
+        let token = r.page_token.clone();
         self.shared
-            .answer(&request, move |index, _| chain::transaction(index, &txid))
+            .answer(&request, move |index, _| {
+                chain::transaction(index, &txid, size, &token)
+            })
+            .await
     }
 
     async fn get_raw_transaction(
@@ -55,8 +69,10 @@ impl pb::chain_server::Chain for ChainService {
         request: Request<pb::GetTransactionRequest>,
     ) -> Result<Response<pb::RawTransaction>, Status> {
         let txid = args::txid("txid", &request.get_ref().txid)?;
-        self.shared.answer(&request, move |index, _| {
-            chain::raw_transaction(index, &txid)
-        })
+        self.shared
+            .answer(&request, move |index, _| {
+                chain::raw_transaction(index, &txid)
+            })
+            .await
     }
 }

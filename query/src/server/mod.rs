@@ -2,20 +2,25 @@
 //! reflection, deadlines, bounded concurrency, and optional TLS and
 //! bearer token.
 //!
-//! Requests read the index right on the runtime's worker threads (as many
-//! as `satflow serve --readers`): a read that waits on the disk holds one
-//! worker, and handing each request to a blocking thread instead cost ~20%
-//! of the throughput (measured with `benches/serve_load.rs`). Admission
-//! bounds the requests in flight. The server opens the index as a follower
-//! of the writer:
-//! a background task catches up with what `satflow index` has flushed, and
-//! takes the view lock for it, so one request reads one state of the index.
+//! Requests read the index on a bounded pool of blocking threads
+//! (`satflow serve --readers`), never on the runtime's workers, so health
+//! checks, refusals and the transport answer however long reads take.
+//! Admission bounds the requests in flight. The server opens the index as a
+//! follower of the writer: a background task catches up with what
+//! `satflow index` has flushed, and takes the view lock only while the
+//! store moves, so one request reads one state of the index; the flow
+//! graph and label index are brought up beside the readers and swapped in
+//! whole.
+//! With `--metrics-listen`, a tower layer around the router counts and
+//! times every call and a second listener serves Prometheus `/metrics`
+//! (`metrics`).
 
 mod addresses;
 mod admission;
 mod chain;
 mod clusters;
 mod limits;
+mod metrics;
 mod risk;
 mod shared;
 mod taint;
@@ -35,12 +40,13 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 pub use addresses::MAX_BATCH;
+pub use taint::{MAX_STOP_LISTED, MAX_TRACE_TXS};
 
 use addresses::AddressesService;
 use chain::ChainService;
 use clusters::ClustersService;
 use risk::RiskService;
-use shared::Shared;
+use shared::{CaughtUp, Shared};
 use taint::TaintService;
 use watch::WatchesService;
 
@@ -58,14 +64,24 @@ pub struct ServeOptions {
     pub tls: Option<TlsFiles>,
     /// How often to look for blocks the writer has flushed.
     pub follow_every: Duration,
+    /// Requests reading the index at once, each on a thread of its own.
+    pub readers: usize,
     /// Requests accepted and not yet answered; beyond, RESOURCE_EXHAUSTED.
     pub max_in_flight: usize,
     /// RocksDB block cache, in MiB.
     pub cache_mb: usize,
     /// Taint traces running at once; beyond, RESOURCE_EXHAUSTED.
     pub max_traces: usize,
+    /// The most transactions a trace (or each trace of an exposure) may
+    /// ask to visit; above, RESOURCE_EXHAUSTED. Default `MAX_TRACE_TXS`.
+    pub max_trace_txs: u64,
+    /// Members of stop clusters listed up front; default `MAX_STOP_LISTED`.
+    pub max_stop_listed: u64,
     /// Where watches and alerts are kept; None: no alerts.
     pub alerts: Option<AlertOptions>,
+    /// Where Prometheus metrics are served (`GET /metrics`); None: nowhere,
+    /// and none are recorded.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 pub struct AlertOptions {
@@ -92,7 +108,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let index = Index::open_with_cache(&opts.db, Access::Follow, opts.cache_mb << 20)?
         .with_blocks_dir(opts.blocks_dir.clone());
-    let shared = Arc::new(Shared::new(index));
+    let shared = Arc::new(Shared::new(index, opts.readers));
     let monitor = match &opts.alerts {
         Some(a) => match Monitor::open(&a.dir, a.from) {
             Ok(m) => Ok(Arc::new(m)),
@@ -104,9 +120,13 @@ pub async fn serve(
         },
         None => Err("this server keeps no alerts (it was started with --no-alerts)".into()),
     };
+    let metrics = opts
+        .metrics_listen
+        .map(|_| Arc::new(metrics::Metrics::new(Arc::clone(&shared))));
     tokio::spawn(follow(
         Arc::clone(&shared),
         monitor.as_ref().ok().cloned(),
+        metrics.clone(),
         opts.follow_every,
     ));
     // Subscriptions never end by themselves: they are told to at shutdown,
@@ -162,6 +182,10 @@ pub async fn serve(
     };
     let admission = Admission::new(opts.token, opts.max_in_flight);
     let slots = taint::Slots::new(opts.max_traces);
+    let bounds = taint::TraceBounds {
+        max_txs: opts.max_trace_txs,
+        max_listed: opts.max_stop_listed,
+    };
 
     let mut server = Server::builder()
         .concurrency_limit_per_connection(256)
@@ -175,9 +199,35 @@ pub async fn serve(
             .tls_config(ServerTlsConfig::new().identity(identity))
             .context("TLS certificate or key")?;
     }
+    if let (Some(addr), Some(m)) = (opts.metrics_listen, &metrics) {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listening on {addr} for metrics"))?;
+        let local = listener.local_addr()?;
+        if !local.ip().is_loopback() {
+            tracing::warn!(
+                "serving metrics on {local}, beyond loopback: they carry no secrets, but anyone who can reach it sees the server's load"
+            );
+        }
+        tracing::info!("serving Prometheus metrics on http://{local}/metrics");
+        let app = axum::Router::new()
+            .route("/metrics", axum::routing::get(metrics::scrape))
+            .with_state(Arc::clone(m));
+        let mut stop = stopping.clone();
+        tokio::spawn(async move {
+            let served = axum::serve(listener, app).with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|&s| s).await;
+            });
+            if let Err(e) = served.await {
+                tracing::error!("serving metrics: {e}");
+            }
+        });
+    }
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     ready(local);
     server
+        // Outermost: it sees every call, refusals of the interceptors too.
+        .layer(metrics::MetricsLayer(metrics))
         // Health stays open: load balancers probe it without credentials.
         .add_service(health_service)
         .add_service(InterceptedService::new(
@@ -201,11 +251,11 @@ pub async fn serve(
             admission.clone(),
         ))
         .add_service(pb::taint_server::TaintServer::with_interceptor(
-            TaintService::new(Arc::clone(&shared), slots.clone()),
+            TaintService::new(Arc::clone(&shared), slots.clone(), bounds),
             admission.clone(),
         ))
         .add_service(pb::risk_server::RiskServer::with_interceptor(
-            RiskService::new(Arc::clone(&shared), slots),
+            RiskService::new(Arc::clone(&shared), slots, bounds),
             admission.clone(),
         ))
         .add_service(pb::watches_server::WatchesServer::with_interceptor(
@@ -219,7 +269,12 @@ pub async fn serve(
 
 /// Catches up with the writer every `every`, logging each new tip, and
 /// has the monitor (if any) evaluate what arrived.
-async fn follow(shared: Arc<Shared>, monitor: Option<Arc<Monitor>>, every: Duration) {
+async fn follow(
+    shared: Arc<Shared>,
+    monitor: Option<Arc<Monitor>>,
+    metrics: Option<Arc<metrics::Metrics>>,
+    every: Duration,
+) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_tip = None;
@@ -229,14 +284,22 @@ async fn follow(shared: Arc<Shared>, monitor: Option<Arc<Monitor>>, every: Durat
         if !behind {
             tick.tick().await;
         }
-        let s = Arc::clone(&shared);
+        let (s, recorded) = (Arc::clone(&shared), metrics.clone());
         let started = Instant::now();
-        match tokio::task::spawn_blocking(move || s.catch_up()).await {
-            Ok(Ok(tip)) if last_tip != Some(tip) => {
+        let catch_up = move || {
+            let tip = s.catch_up()?;
+            if let Some(r) = recorded {
+                r.caught_up(&s.index, started.elapsed());
+            }
+            anyhow::Ok(tip)
+        };
+        match tokio::task::spawn_blocking(catch_up).await {
+            Ok(Ok(CaughtUp { tip, held })) if last_tip != Some(tip) => {
                 match last_tip {
                     Some(_) => tracing::info!(
-                        "the index grew: now at tip height {tip} (caught up in {} ms)",
-                        started.elapsed().as_millis()
+                        "the index grew: now at tip height {tip} (caught up in {} ms, requests held for {} ms)",
+                        started.elapsed().as_millis(),
+                        held.as_millis()
                     ),
                     None => tracing::debug!("serving the index at tip height {tip}"),
                 }
@@ -253,6 +316,9 @@ async fn follow(shared: Arc<Shared>, monitor: Option<Arc<Monitor>>, every: Durat
         // one state of it without taking the view lock.
         behind = match tokio::task::spawn_blocking(move || m.update(&s.index)).await {
             Ok(Ok(u)) => {
+                if let Some(r) = &metrics {
+                    r.alerts_evaluated(u.evaluated_blocks, started.elapsed());
+                }
                 if u.evaluated_blocks > 0 {
                     tracing::info!(
                         "alerts: {} block(s) evaluated, up to height {:?}, in {} ms",

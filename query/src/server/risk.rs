@@ -1,6 +1,7 @@
 //! `satflow.v1.Risk`: exposure of an address, cluster or transaction to
-//! labelled entities, and its risk level. Exposure runs four traces, so it
-//! takes a trace slot and a blocking thread, like `Taint.Trace`.
+//! labelled entities and its risk level, and the screening of a
+//! transaction not yet mined. Both run traces, so each takes a trace slot
+//! and a blocking thread, like `Taint.Trace`.
 
 use std::sync::Arc;
 
@@ -9,18 +10,57 @@ use tonic::{Request, Response, Status};
 
 use super::limits::{deadline_exceeded, Deadline};
 use super::shared::Shared;
-use super::taint::Slots;
+use super::taint::{Slots, TraceBounds};
 use crate::error::QueryError;
-use crate::risk;
+use crate::index::Index;
+use crate::{risk, screen};
 
 pub struct RiskService {
     shared: Arc<Shared>,
     slots: Slots,
+    bounds: TraceBounds,
 }
 
 impl RiskService {
-    pub fn new(shared: Arc<Shared>, slots: Slots) -> RiskService {
-        RiskService { shared, slots }
+    pub fn new(shared: Arc<Shared>, slots: Slots, bounds: TraceBounds) -> RiskService {
+        RiskService {
+            shared,
+            slots,
+            bounds,
+        }
+    }
+}
+
+impl RiskService {
+    /// Runs `job` on a blocking thread holding a trace slot (it runs
+    /// traces), with the server's trace bounds and the caller's deadline.
+    async fn traced<R, T, F>(&self, request: Request<R>, job: F) -> Result<Response<T>, Status>
+    where
+        R: Send + 'static,
+        T: Send + 'static,
+        F: FnOnce(&Index, &R, TraceBounds, &mut dyn FnMut() -> bool) -> crate::error::Result<T>
+            + Send
+            + 'static,
+    {
+        let slot = self.slots.take()?;
+        let deadline = Deadline::of(&request);
+        let r = request.into_inner();
+        let shared = Arc::clone(&self.shared);
+        let bounds = self.bounds;
+        let answer = tokio::task::spawn_blocking(move || {
+            let _held = slot;
+            job(&shared.index, &r, bounds, &mut || !deadline.expired())
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(QueryError::Internal(anyhow::anyhow!(
+                "a risk task failed: {e}"
+            )))
+        });
+        match answer {
+            Err(QueryError::DeadlineExceeded) => Err(deadline_exceeded()),
+            other => other.map(Response::new).map_err(Status::from),
+        }
     }
 }
 
@@ -30,19 +70,19 @@ impl pb::risk_server::Risk for RiskService {
         &self,
         request: Request<pb::ExposureRequest>,
     ) -> Result<Response<pb::Exposure>, Status> {
-        let slot = self.slots.take()?;
-        let deadline = Deadline::of(&request);
-        let r = request.into_inner();
-        let shared = Arc::clone(&self.shared);
-        let answer = tokio::task::spawn_blocking(move || {
-            let _held = slot;
-            risk::exposure(&shared.index, &r, &mut || !deadline.expired())
+        self.traced(request, |index, r, b, alive| {
+            risk::exposure(index, r, b.max_txs, b.max_listed, alive)
         })
         .await
-        .map_err(|e| Status::internal(format!("the exposure failed: {e}")))?;
-        match answer {
-            Err(QueryError::DeadlineExceeded) => Err(deadline_exceeded()),
-            other => other.map(Response::new).map_err(Status::from),
-        }
+    }
+
+    async fn screen_transaction(
+        &self,
+        request: Request<pb::ScreenTransactionRequest>,
+    ) -> Result<Response<pb::Screening>, Status> {
+        self.traced(request, |index, r, b, alive| {
+            screen::screen(index, r, b.max_txs, b.max_listed, alive)
+        })
+        .await
     }
 }

@@ -17,17 +17,35 @@ use super::limits::{deadline_exceeded, Deadline, Place};
 use super::shared::Shared;
 use crate::args::{self, invalid};
 use crate::built;
-use crate::error::QueryError;
+use crate::error::{internal, QueryError};
 use crate::index::Index;
 use crate::label_index::LabelIndex;
-use crate::taint::{trace_with, Direction, End, Event, Kind, Limits, PolicyName, Sink, Totals};
-use crate::trace;
+use crate::taint::{
+    trace_with, Direction, End, Event, Kind, Limits, PolicyName, Sink, Stop, Totals,
+};
+use crate::trace::{self, Stops};
 
 /// `max_hops` when the request leaves it 0.
 const DEFAULT_HOPS: u32 = 10;
-/// `max_transactions` when the request leaves it 0, and its ceiling.
+/// `max_transactions` when the request leaves it 0 (or the server's
+/// ceiling, when lower).
 const DEFAULT_TXS: u64 = 1_000_000;
-const MAX_TXS: u64 = 1_000_000_000;
+/// The ceiling on `max_transactions` of traces and exposure unless the
+/// operator sets one (`satflow serve --max-trace-transactions`): a trace
+/// holds ~13.6 MiB of heap per million transactions visited, so ~136 MiB.
+pub const MAX_TRACE_TXS: u64 = 10_000_000;
+/// Members of the clusters a trace stops at that are listed up front (a
+/// set of ~9 MiB at most); beyond, each coin's cluster is looked up.
+pub const MAX_STOP_LISTED: u64 = 900_000;
+
+/// What the operator bounds traces (and exposure) by.
+#[derive(Clone, Copy, Debug)]
+pub struct TraceBounds {
+    /// The most transactions a trace may ask to visit.
+    pub max_txs: u64,
+    /// See `MAX_STOP_LISTED`.
+    pub max_listed: u64,
+}
 /// Clusters listed in a summary.
 const SUMMARY_CLUSTERS: usize = 1000;
 /// How long a stream waits for a caller that stopped reading it.
@@ -36,11 +54,16 @@ pub(super) const STALLED: std::time::Duration = std::time::Duration::from_secs(3
 pub struct TaintService {
     shared: Arc<Shared>,
     slots: Slots,
+    bounds: TraceBounds,
 }
 
 impl TaintService {
-    pub fn new(shared: Arc<Shared>, slots: Slots) -> TaintService {
-        TaintService { shared, slots }
+    pub fn new(shared: Arc<Shared>, slots: Slots, bounds: TraceBounds) -> TaintService {
+        TaintService {
+            shared,
+            slots,
+            bounds,
+        }
     }
 }
 
@@ -82,23 +105,25 @@ impl pb::taint_server::Taint for TaintService {
     ) -> Result<Response<Self::TraceStream>, Status> {
         let place = request.extensions().get::<Place>().cloned();
         let r = request.get_ref();
-        let (policy, direction, mut limits) = parse(r)?;
+        let (policy, direction, limits) = parse(r, self.bounds.max_txs)?;
         let slot = self.slots.take()?;
         let sources = r.sources.clone();
         let stops = r.clone();
         let deadline = Deadline::of(&request);
         let max_sources = limits.max_txs.min(10_000_000) as usize;
-        let (flow, sources, stop) = self
+        let max_listed = self.bounds.max_listed;
+        let (flow, sources, stops) = self
             .shared
-            .answer(&request, move |index, _| {
+            .answer(&request, move |index, deadline| {
                 let flow = index.flow()?;
                 let g = flow.view();
-                let sources = trace::sources(index, &g, &sources, max_sources)?;
-                let stop = trace::stop_addresses(index, &stops)?;
-                Ok((Arc::clone(&flow), sources, stop))
-            })?
+                let alive = &mut || !deadline.expired();
+                let sources = trace::sources(index, &g, &sources, max_sources, alive)?;
+                let stops = trace::stops(index, &stops, max_listed)?;
+                Ok((Arc::clone(&flow), sources, stops))
+            })
+            .await?
             .into_inner();
-        limits.stop = stop;
         let (tx, rx) = mpsc::channel(256);
         let shared = Arc::clone(&self.shared);
         tokio::task::spawn_blocking(move || {
@@ -112,17 +137,14 @@ impl pb::taint_server::Taint for TaintService {
                     policy,
                     direction,
                     &sources,
-                    &limits,
+                    limits,
+                    stops,
                     deadline,
                     &tx,
                 )
             });
             if std::panic::catch_unwind(run).is_err() {
-                tracing::error!("a trace panicked");
-                send_error(
-                    &tx,
-                    Status::internal("the trace failed; see the server log"),
-                );
+                send_error(&tx, internal(format_args!("a trace panicked")));
             }
         });
         Ok(Response::new(ReceiverStream::new(rx)))
@@ -140,7 +162,8 @@ fn run_trace(
     policy: PolicyName,
     direction: Direction,
     sources: &[u64],
-    limits: &Limits,
+    limits: Limits<'static>,
+    stops: Stops,
     deadline: Deadline,
     tx: &Events,
 ) {
@@ -152,6 +175,14 @@ fn run_trace(
             return send_error(tx, e.into());
         }
     };
+    // Each coin reached is asked about: at a stop address, or in a cluster
+    // stopped at? Nothing is asked when the request names no stop.
+    let stopping = !stops.is_empty();
+    let mut rule = stops.rule(index.store());
+    let limits = limits.with_stop(match stopping {
+        true => Stop::at(&mut rule),
+        false => Stop::default(),
+    });
     let mut sink = StreamSink {
         index,
         g,
@@ -164,10 +195,12 @@ fn run_trace(
         clusters: FxHashMap::default(),
         by_label: FxHashMap::default(),
     };
-    let (totals, end) = trace_with(policy, g, direction, sources, limits, &mut sink)
+    let (totals, end) = trace_with(policy, g, direction, sources, &limits, &mut sink)
         .expect("parse refuses policies without a reading in the direction");
+    let max_txs = limits.max_txs;
+    drop(limits);
     drop(slot);
-    if let Some(status) = sink.failed.take() {
+    if let Some(status) = sink.failed.take().or(rule.failure().map(Status::from)) {
         return send_error(tx, status);
     }
     let summary = summary(
@@ -189,7 +222,7 @@ fn run_trace(
             tx,
             Status::resource_exhausted(format!(
                 "the trace visited max_transactions = {} transactions with {} sat still on its way; the hits and summary above are what it found",
-                limits.max_txs, totals.unfinished
+                max_txs, totals.unfinished
             )),
         ),
         End::Stopped if sink.expired => send_error(tx, deadline_exceeded()),
@@ -213,7 +246,10 @@ fn send(tx: &Events, item: Result<pb::TraceEvent, Status>) -> bool {
     matches!(sent, Ok(Ok(())))
 }
 
-fn parse(r: &pb::TraceRequest) -> Result<(PolicyName, Direction, Limits), QueryError> {
+fn parse(
+    r: &pb::TraceRequest,
+    ceiling: u64,
+) -> Result<(PolicyName, Direction, Limits<'static>), QueryError> {
     let policy = args::policy(r.policy)?;
     let direction = match pb::TraceDirection::try_from(r.direction) {
         Ok(pb::TraceDirection::Forward) => Direction::Forward,
@@ -228,16 +264,7 @@ fn parse(r: &pb::TraceRequest) -> Result<(PolicyName, Direction, Limits), QueryE
     if policy == PolicyName::Tiho && direction == Direction::Backward {
         return Err(invalid("policy", "tiho traces forward only"));
     }
-    let max_txs = match r.max_transactions {
-        0 => DEFAULT_TXS,
-        n if n > MAX_TXS => {
-            return Err(invalid(
-                "max_transactions",
-                format!("{n} is above the limit of {MAX_TXS}"),
-            ))
-        }
-        n => n,
-    };
+    let max_txs = trace::max_transactions(r.max_transactions, DEFAULT_TXS, ceiling)?;
     let to = r.to_height.unwrap_or(u32::MAX);
     if r.from_height > to {
         return Err(invalid(
@@ -253,7 +280,7 @@ fn parse(r: &pb::TraceRequest) -> Result<(PolicyName, Direction, Limits), QueryE
         max_txs,
         min_amount: r.min_amount,
         heights: r.from_height..=to,
-        stop: Default::default(),
+        stop: Stop::default(),
         stop_sources: false,
         transit: r.include_transit,
     };

@@ -62,6 +62,7 @@ impl pb::watches_server::Watches for WatchesService {
         let w = request.get_ref().clone();
         self.shared
             .answer(&request, move |index, _| monitor.put_watch(index, w))
+            .await
     }
 
     async fn delete_watch(

@@ -5,6 +5,8 @@
 //! it has arrived, and the result does not depend on the order paths were
 //! found in.
 
+use std::cell::RefCell;
+use std::fmt;
 use std::ops::RangeInclusive;
 
 use rustc_hash::FxHashSet;
@@ -22,8 +24,8 @@ pub enum Direction {
 }
 
 /// The bounds of a trace.
-#[derive(Clone, Debug)]
-pub struct Limits {
+#[derive(Debug)]
+pub struct Limits<'s> {
     /// Transactions followed from a source, at most.
     pub max_hops: u32,
     /// Transactions visited in all, at most; beyond it the trace ends
@@ -33,8 +35,9 @@ pub struct Limits {
     pub min_amount: u64,
     /// Only transactions of these heights are followed.
     pub heights: RangeInclusive<u32>,
-    /// Addresses where taint stops (e.g. an exchange's cluster).
-    pub stop: FxHashSet<u64>,
+    /// Where taint stops (e.g. at an exchange's cluster): asked per coin
+    /// reached, by its address.
+    pub stop: Stop<'s>,
     /// Whether a source coin at a stop address stops at once (exposure of
     /// a transaction's outputs); by default sources are always followed.
     pub stop_sources: bool,
@@ -42,17 +45,99 @@ pub struct Limits {
     pub transit: bool,
 }
 
-impl Default for Limits {
-    fn default() -> Limits {
+impl Default for Limits<'_> {
+    fn default() -> Self {
         Limits {
             max_hops: u32::MAX,
             max_txs: u64::MAX,
             min_amount: 0,
             heights: 0..=u32::MAX,
-            stop: FxHashSet::default(),
+            stop: Stop::default(),
             stop_sources: false,
             transit: false,
         }
+    }
+}
+
+impl Limits<'_> {
+    /// These limits, stopping where `stop` says instead.
+    pub fn with_stop(self, stop: Stop<'_>) -> Limits<'_> {
+        let Limits {
+            max_hops,
+            max_txs,
+            min_amount,
+            heights,
+            stop: _,
+            stop_sources,
+            transit,
+        } = self;
+        Limits {
+            max_hops,
+            max_txs,
+            min_amount,
+            heights,
+            stop,
+            stop_sources,
+            transit,
+        }
+    }
+}
+
+/// Where taint stops, decided per coin by its address. A rule may look
+/// things up (which cluster an address is in) and remember the answers: it
+/// is asked once per coin reached, and an address may receive many.
+pub trait StopAt {
+    /// Whether taint reaching a coin paid to address `addr` stops there;
+    /// None when the rule cannot tell (a lookup failed): the trace then
+    /// ends as if its sink had stopped it, and the rule keeps the reason.
+    fn stops(&mut self, addr: u64) -> Option<bool>;
+}
+
+/// Stops at the addresses in the set.
+impl StopAt for FxHashSet<u64> {
+    fn stops(&mut self, addr: u64) -> Option<bool> {
+        Some(self.contains(&addr))
+    }
+}
+
+/// A rule lent to a trace, kept by its owner (to read its failure, or to
+/// lend it to the next trace with what it remembers).
+impl<T: StopAt + ?Sized> StopAt for &mut T {
+    fn stops(&mut self, addr: u64) -> Option<bool> {
+        (**self).stops(addr)
+    }
+}
+
+/// Where a trace stops: nowhere (the default), or where a rule says.
+#[derive(Default)]
+pub struct Stop<'s>(Option<RefCell<Box<dyn StopAt + Send + 's>>>);
+
+impl<'s> Stop<'s> {
+    pub fn at(rule: impl StopAt + Send + 's) -> Stop<'s> {
+        Stop(Some(RefCell::new(Box::new(rule))))
+    }
+
+    fn stops(&self, addr: u64) -> Option<bool> {
+        match &self.0 {
+            None => Some(false),
+            Some(rule) => rule.borrow_mut().stops(addr),
+        }
+    }
+}
+
+/// Stops at these addresses.
+impl FromIterator<u64> for Stop<'_> {
+    fn from_iter<I: IntoIterator<Item = u64>>(addresses: I) -> Self {
+        Stop::at(addresses.into_iter().collect::<FxHashSet<u64>>())
+    }
+}
+
+impl fmt::Debug for Stop<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self.0 {
+            None => "Stop(nowhere)",
+            Some(_) => "Stop(rule)",
+        })
     }
 }
 
@@ -189,10 +274,10 @@ struct Waiting<M> {
     mark: M,
 }
 
-struct Trace<'a, 'e, P: Policy> {
+struct Trace<'a, 'e, 's, P: Policy> {
     g: FlowView<'a>,
     policy: &'a P,
-    limits: &'a Limits,
+    limits: &'a Limits<'s>,
     direction: Direction,
     /// Forward: smallest tx first (keyed by tx number); backward: largest
     /// first (keyed by its complement).
@@ -216,7 +301,7 @@ pub fn trace<P: Policy>(
     policy: &P,
     direction: Direction,
     sources: &[u64],
-    limits: &Limits,
+    limits: &Limits<'_>,
     sink: &mut dyn Sink,
 ) -> (Totals, End) {
     let mut t = Trace {
@@ -239,7 +324,14 @@ pub fn trace<P: Policy>(
         .filter(|&o| g.has_output(o))
         .collect();
     let mut seen = FxHashSet::default();
-    for &o in sources {
+    for (i, &o) in sources.iter().enumerate() {
+        // Millions of sources take a while to settle too.
+        if (i as u64 + 1).is_multiple_of(CHECK_EVERY) && !t.sink.alive() {
+            t.stopped = true;
+        }
+        if t.stopped {
+            break;
+        }
         if !seen.insert(o) || !g.has_output(o) {
             continue;
         }
@@ -251,7 +343,7 @@ pub fn trace<P: Policy>(
     (t.totals, end)
 }
 
-impl<P: Policy> Trace<'_, '_, P> {
+impl<P: Policy> Trace<'_, '_, '_, P> {
     fn push(&mut self, tx: u64, index: u32, mark: P::Mark, hop: u32) {
         self.queue.push(self.key(tx), Waiting { index, hop, mark });
     }
@@ -295,8 +387,14 @@ impl<P: Policy> Trace<'_, '_, P> {
         }
         let out = self.g.output(o);
         let stoppable = hop > 0 || self.limits.stop_sources;
-        if stoppable && out.addr.is_some_and(|a| self.limits.stop.contains(&a)) {
-            return self.report(Kind::Stopped, o, hop, amount);
+        if let Some(a) = out.addr.filter(|_| stoppable) {
+            match self.limits.stop.stops(a) {
+                Some(true) => return self.report(Kind::Stopped, o, hop, amount),
+                Some(false) => {}
+                // The trace ends at the next transaction; the coin is left
+                // unfinished.
+                None => self.stopped = true,
+            }
         }
         let (next, index) = match self.direction {
             Direction::Forward => match out.spender {

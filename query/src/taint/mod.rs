@@ -8,7 +8,7 @@ mod queue;
 #[cfg(test)]
 mod tests;
 
-pub use engine::{trace, Direction, End, Event, Kind, Limits, Sink, Totals};
+pub use engine::{trace, Direction, End, Event, Kind, Limits, Sink, Stop, StopAt, Totals};
 pub use policy::{Haircut, Ordered, Poison, Policy, PolicyName, Spans, Split, Tiho};
 
 use satflow_indexer::flow::FlowView;

@@ -195,6 +195,70 @@ fn bounds_stop_the_trace_and_keep_the_books() {
 }
 
 #[test]
+fn a_stop_rule_is_asked_per_coin_and_one_that_fails_ends_the_trace() {
+    /// Stops at `at`; cannot tell for `unknown`; counts the questions.
+    struct Rule {
+        at: u64,
+        unknown: Option<u64>,
+        asked: Vec<u64>,
+    }
+    impl StopAt for Rule {
+        fn stops(&mut self, addr: u64) -> Option<bool> {
+            self.asked.push(addr);
+            match Some(addr) == self.unknown {
+                true => None,
+                false => Some(addr == self.at),
+            }
+        }
+    }
+    let g = example();
+    let mut rule = Rule {
+        at: 3,
+        unknown: None,
+        asked: Vec::new(),
+    };
+    let limits = Limits {
+        stop: Stop::at(&mut rule),
+        ..Limits::default()
+    };
+    let by_rule = run(&g, PolicyName::Haircut, Direction::Forward, &[0], &limits);
+    drop(limits);
+    // The same as stopping at the set {3}; each coin reached (not the
+    // source) asked about once.
+    let by_set = run(
+        &g,
+        PolicyName::Haircut,
+        Direction::Forward,
+        &[0],
+        &Limits {
+            stop: [3].into_iter().collect(),
+            ..Limits::default()
+        },
+    );
+    assert_eq!(by_rule, by_set);
+    assert_eq!(rule.asked, vec![2, 3, 4, 5]);
+    // A rule that cannot tell about o2 ends the trace there: tx 2 is not
+    // visited, and o2's taint is unfinished.
+    let mut rule = Rule {
+        at: 3,
+        unknown: Some(2),
+        asked: Vec::new(),
+    };
+    let (t, end, _) = run(
+        &g,
+        PolicyName::Haircut,
+        Direction::Forward,
+        &[0],
+        &Limits {
+            stop: Stop::at(&mut rule),
+            ..Limits::default()
+        },
+    );
+    assert_eq!((end, t.visited, t.unfinished), (End::Stopped, 1, 3));
+    assert_eq!(t.accounted(), t.source);
+}
+
+#[test]
 fn a_sink_that_stops_ends_the_trace() {
     struct First(usize);
     impl Sink for First {

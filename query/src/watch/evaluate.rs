@@ -26,7 +26,7 @@ use crate::built;
 use crate::error::Result;
 use crate::index::Index;
 use crate::label_index::LabelIndex;
-use crate::labels::label_message;
+use crate::labels::{distinct, label_message};
 
 /// Transactions one exposure search may read (each hop back multiplies
 /// them); beyond, the search ends without an alert.
@@ -407,11 +407,13 @@ impl<'a> Evaluation<'a> {
                     Some(a) => Some(self.holder(AddrId(a))?),
                     None => None,
                 };
-                holder
-                    .map_or(&[][..], |h| self.labels.of_cluster(h))
-                    .iter()
-                    .filter(|(_, l)| l.category == category)
-                    .map(|(member, l)| Ok(label_message(l, index.address_string(Some(*member))?)))
+                let members = holder.map_or(&[][..], |h| self.labels.of_cluster(h));
+                distinct(members.iter().filter(|(_, l)| l.category == category))
+                    .into_iter()
+                    .map(|(member, l, carriers)| {
+                        let from = index.address_string(Some(member))?;
+                        Ok(label_message(l, from, carriers))
+                    })
                     .collect::<Result<Vec<_>>>()?
             }
             _ => Vec::new(),

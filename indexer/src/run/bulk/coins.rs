@@ -1,9 +1,23 @@
 //! Every unspent output of the chain so far, so that resolving an input is
 //! a hash lookup, never a database read. Split into shards, each behind its
 //! own lock, so that all workers insert and take at once.
+//!
+//! A txid that occurs twice (BIP30: mainnet blocks 91,842 and 91,880
+//! repeat the coinbases of 91,812 and 91,722) puts two coins under one
+//! key. An input refers to the latest occurrence before it; one that is
+//! still unspent when a later occurrence comes is overwritten, as in
+//! Bitcoin Core's UTXO set (see the writer's `bip30`). An epoch inserts
+//! all its outputs before it takes any, so the coins that gave way are
+//! kept aside (`Dup`) for the inputs between the two occurrences, and
+//! those no input took are the epoch's overwritten coins.
+
+use std::collections::hash_map::Entry;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
 
 use bitcoin::hashes::Hash;
 use bitcoin::{OutPoint, Txid};
+use rustc_hash::FxHashMap;
 use satflow_schema::script::ScriptType;
 use satflow_schema::{AddrId, OutNum};
 
@@ -74,32 +88,135 @@ impl Coin {
 
 pub(super) struct Coins {
     map: Shards<CoinKey, Coin>,
+    /// The keys this epoch put a second coin under: almost always none.
+    dups: Mutex<FxHashMap<CoinKey, Dup>>,
+    /// Whether `dups` holds anything, so that inputs need not lock it.
+    any_dups: AtomicBool,
+}
+
+/// One key's coins of an epoch beyond the latest, which the map holds.
+#[derive(Default)]
+struct Dup {
+    /// The outputs of every coin inserted under the key this epoch, and of
+    /// the one it held before: the occurrences, in no particular order.
+    outputs: Vec<OutNum>,
+    /// The coins that gave way to a later one, and whether an input took
+    /// them; also the latest, once an input took it.
+    aside: Vec<(Coin, bool)>,
+}
+
+/// A coin a later one with the same key overwrote.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) struct Overwritten {
+    pub coin: Coin,
+    /// The first output of the key after the coin's: the later coin.
+    pub by: OutNum,
 }
 
 impl Coins {
     pub fn new() -> Coins {
-        Coins { map: Shards::new() }
+        Coins {
+            map: Shards::new(),
+            dups: Mutex::default(),
+            any_dups: AtomicBool::new(false),
+        }
     }
 
-    /// A second coin under one key is a duplicate txid (BIP30: mainnet
-    /// blocks 91842 and 91880 repeat two earlier coinbases): the later
-    /// coin replaces the earlier, which can never be spent, whatever order
-    /// the workers insert them in.
+    fn dups(&self) -> MutexGuard<'_, FxHashMap<CoinKey, Dup>> {
+        self.dups
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A second coin under one key is a duplicate txid: the map keeps the
+    /// later, whatever order the workers insert them in, and the earlier
+    /// goes aside.
     pub fn insert(&self, key: CoinKey, coin: Coin) {
-        self.map
-            .lock(key.shard())
-            .entry(key)
-            .and_modify(|c| {
-                if coin.output > c.output {
-                    *c = coin
-                }
-            })
-            .or_insert(coin);
+        let mut shard = self.map.lock(key.shard());
+        match shard.entry(key) {
+            Entry::Vacant(e) => {
+                e.insert(coin);
+            }
+            Entry::Occupied(mut e) => {
+                let held = *e.get();
+                let earlier = match coin.output > held.output {
+                    true => e.insert(coin),
+                    false => coin,
+                };
+                self.any_dups.store(true, Ordering::Relaxed);
+                let mut dups = self.dups();
+                let dup = dups.entry(key).or_default();
+                dup.outputs.extend([held.output, coin.output]);
+                dup.aside.push((earlier, false));
+            }
+        }
     }
 
-    /// Removes and returns the coin; None when no unspent output has that key.
-    pub fn take(&self, key: &CoinKey) -> Option<Coin> {
-        self.map.lock(key.shard()).remove(key)
+    /// Takes the coin an input of the tx whose first output is `before`
+    /// spends: the latest under `key` created before it. None when there
+    /// is none, or an input took it already. Call once the epoch's
+    /// outputs are all inserted.
+    pub fn take(&self, key: &CoinKey, before: OutNum) -> Option<Coin> {
+        let mut shard = self.map.lock(key.shard());
+        if !self.any_dups.load(Ordering::Relaxed) {
+            // The path of almost every input: one probe.
+            let coin = shard.remove(key)?;
+            if coin.output < before {
+                return Some(coin);
+            }
+            // Made by a later transaction: not this input's coin.
+            shard.insert(*key, coin);
+            return None;
+        }
+        let held = shard.get(key).copied();
+        let mut dups = self.dups();
+        let Some(dup) = dups.get_mut(key) else {
+            return held
+                .filter(|c| c.output < before)
+                .and_then(|_| shard.remove(key));
+        };
+        if let Some(latest) = held.filter(|c| c.output < before) {
+            shard.remove(key);
+            dup.aside.push((latest, true));
+            return Some(latest);
+        }
+        let (coin, taken) = dup
+            .aside
+            .iter_mut()
+            .filter(|(c, _)| c.output < before)
+            .max_by_key(|(c, _)| c.output)?;
+        match taken {
+            true => None,
+            false => {
+                *taken = true;
+                Some(*coin)
+            }
+        }
+    }
+
+    /// The coins that gave way to a later one this epoch and that no input
+    /// took, in output order: overwritten, never to be spent. Call once
+    /// the epoch's inputs are all taken; the next epoch starts afresh.
+    pub fn overwritten(&self) -> Vec<Overwritten> {
+        if !self.any_dups.swap(false, Ordering::Relaxed) {
+            return Vec::new();
+        }
+        let mut found = Vec::new();
+        for (_, mut dup) in std::mem::take(&mut *self.dups()) {
+            dup.outputs.sort_unstable();
+            for (coin, taken) in dup.aside {
+                if taken {
+                    continue;
+                }
+                let next = dup.outputs.partition_point(|&o| o <= coin.output);
+                found.push(Overwritten {
+                    coin,
+                    by: dup.outputs[next],
+                });
+            }
+        }
+        found.sort_unstable_by_key(|o| o.coin.output);
+        found
     }
 
     pub fn len(&self) -> usize {
@@ -136,15 +253,52 @@ mod tests {
         });
         coins.insert(b, Coin::new(OutNum(100), 5, None, ScriptType::OpReturn));
         assert_eq!(coins.len(), 2);
-        let got = coins.take(&a).unwrap();
+        let end = OutNum(1000);
+        let got = coins.take(&a, end).unwrap();
         assert_eq!(
             (got.output, got.value, got.addr()),
             (OutNum(63), 63, Some(AddrId(7)))
         );
-        assert_eq!(coins.take(&a), None);
+        assert_eq!(coins.take(&a, end), None, "the latest is spent");
         assert_eq!(got.script(), ScriptType::P2tr);
-        let other = coins.take(&b).unwrap();
+        assert_eq!(coins.take(&b, OutNum(100)), None, "not created yet");
+        let other = coins.take(&b, end).unwrap();
         assert_eq!((other.addr(), other.script()), (None, ScriptType::OpReturn));
+        assert_eq!(coins.len(), 0);
+        // The 63 earlier coins: each given way to the next, none spent.
+        let overwritten = coins.overwritten();
+        assert_eq!(overwritten.len(), 63);
+        for (i, o) in overwritten.iter().enumerate() {
+            assert_eq!(
+                (o.coin.output, o.by),
+                (OutNum(i as u64), OutNum(i as u64 + 1))
+            );
+        }
+        assert_eq!(coins.overwritten(), []);
+    }
+
+    #[test]
+    fn an_input_between_two_occurrences_spends_the_earlier_which_then_is_not_overwritten() {
+        let coins = Coins::new();
+        let key = CoinKey::new(&txid(2), 0);
+        let coin = |n| Coin::new(OutNum(n), 50, Some(AddrId(1)), ScriptType::P2pkh);
+        // Occurrences at outputs 10, 20 and 30 (one from an earlier epoch).
+        coins.insert(key, coin(10));
+        assert_eq!(coins.overwritten(), []);
+        coins.insert(key, coin(30));
+        coins.insert(key, coin(20));
+        // Spent by a tx between 20 and 30, then by one after 30.
+        assert_eq!(coins.take(&key, OutNum(25)), Some(coin(20)));
+        assert_eq!(coins.take(&key, OutNum(25)), None, "spent twice");
+        assert_eq!(coins.take(&key, OutNum(35)), Some(coin(30)));
+        assert_eq!(coins.take(&key, OutNum(36)), None);
+        assert_eq!(
+            coins.overwritten(),
+            [Overwritten {
+                coin: coin(10),
+                by: OutNum(20)
+            }]
+        );
         assert_eq!(coins.len(), 0);
     }
 

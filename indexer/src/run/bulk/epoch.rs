@@ -9,6 +9,7 @@ use anyhow::{anyhow, Context, Result};
 use rayon::prelude::*;
 use satflow_schema::address::HistoryRow;
 use satflow_schema::block::{BlockRow, ChainPoint};
+use satflow_schema::meta::{self, OverwrittenCoin};
 use satflow_schema::script::{AddrKey, ScriptType};
 use satflow_schema::tx::{InputRef, OutputRow};
 use satflow_schema::{cf, AddrId, Height, NextIds, OutNum, TxNum};
@@ -143,6 +144,7 @@ pub(super) fn build(
         .map(|b| block_rows(b, blocks, &layout, &numbered, &spent))
         .collect::<Result<_>>()?;
     parts.extend(new_addresses(&numbered.new, ids.addr));
+    parts.push(overwritten(&layout, coins));
     let mut batch = SortedBatch::concat(parts);
     let mut done = Committed::default();
     for (b, (node, block)) in blocks.iter().enumerate() {
@@ -199,10 +201,9 @@ fn resolve(
         .enumerate()
         .map(|(vin, prevout)| {
             coins
-                .take(&CoinKey::of(prevout))
                 // The map holds the whole epoch's outputs: one created by
                 // this tx or a later one is not there yet for this input.
-                .filter(|c| c.output < own)
+                .take(&CoinKey::of(prevout), own)
                 .ok_or_else(|| {
                     anyhow!("its transaction is not in the index, or the output is spent or does not exist")
                 })
@@ -394,6 +395,30 @@ fn append_flow(
         }
     }
     Ok(())
+}
+
+/// The `meta::Overwritten` rows of the coins the epoch's coinbases
+/// overwrote (BIP30), as the writer's `bip30` writes them. Called after
+/// the epoch's inputs are resolved: a coin an input took first was spent,
+/// not overwritten. Its overwriter is of this epoch, since the coin gave
+/// way to it here; only a coinbase's counts, as in the writer.
+fn overwritten(layout: &Layout, coins: &Coins) -> SortedBatch {
+    let mut batch = SortedBatch::default();
+    for o in coins.overwritten() {
+        let Some(addr) = o.coin.addr() else {
+            continue;
+        };
+        let by = (o.by - layout.ids.output) as usize;
+        let t = &layout.txs[layout.txs.partition_point(|t| t.first_output <= by) - 1];
+        if t.tx.is_coinbase() {
+            let row = OverwrittenCoin {
+                value: o.coin.value,
+                by: t.num,
+            };
+            batch.put_meta(meta::Overwritten(addr, o.coin.output), &row);
+        }
+    }
+    batch
 }
 
 /// `addrs` and `addr_ids` rows of the addresses numbered from `first`.
