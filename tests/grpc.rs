@@ -20,6 +20,19 @@ const GENESIS_ADDR: &str = "1A1zP1eP5QGefi2DMPTfTL5SLmv7DivfNa";
 /// The genesis coinbase's P2PK scriptPubKey.
 const GENESIS_P2PK: &str = "4104678afdb0fe5548271967f1a67130b7105cd6a828e03909a67962e0ea1f61deb649f6bc3f4cef38c4f35504e51ec112de5c384df7ba0b8d578a4c702b6bf11d5fac";
 
+/// A transaction by txid, its first page of inputs and outputs (1,000 of
+/// each: the whole of every transaction these tests ask for).
+async fn get_tx(c: &mut satflow_query::client::Clients, txid: &str) -> pb::Transaction {
+    c.chain
+        .get_transaction(pb::GetTransactionRequest {
+            txid: txid.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 struct Fixture {
     _blocks: tempfile::TempDir,
     _db: tempfile::TempDir,
@@ -77,15 +90,7 @@ async fn all_history(
 async fn block_170_payment() {
     let f = serve_blk00000(&[]);
     let mut c = f.server.connect().await;
-    let tx = c
-        .chain
-        .get_transaction(pb::GetTransactionRequest {
-            txid: FIRST_PAYMENT.into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let tx = get_tx(&mut c, FIRST_PAYMENT).await;
     assert_eq!(
         (
             tx.height,
@@ -189,15 +194,7 @@ async fn block_170_payment() {
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
     // The coinbase it spends names it as the spender.
-    let h9 = c
-        .chain
-        .get_transaction(pb::GetTransactionRequest {
-            txid: H9_COINBASE.into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let h9 = get_tx(&mut c, H9_COINBASE).await;
     let spend = h9.outputs[0].spent_by.as_ref().expect("spent in block 170");
     assert_eq!(
         (spend.txid.as_str(), spend.vin, spend.height),
@@ -884,15 +881,7 @@ async fn the_server_follows_the_writer_block_by_block() {
             .unwrap()
             .into_inner();
         assert_eq!(block.txids.len() as u32, block.tx_count);
-        let last = c
-            .chain
-            .get_transaction(pb::GetTransactionRequest {
-                txid: block.txids.last().unwrap().clone(),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let last = get_tx(&mut c, block.txids.last().unwrap()).await;
         assert_eq!(last.height, s.tip_height);
         seen.push(s.tip_height);
         if s.tip_height == 4521 {
@@ -925,15 +914,7 @@ async fn utxos_of(c: &mut satflow_query::client::AddressesClient, address: &str)
 async fn p2pk_coinbase_outputs_carry_their_script_type_and_coinbase_flag() {
     let f = serve_blk00000(&[]);
     let mut c = f.server.connect().await;
-    let tx = c
-        .chain
-        .get_transaction(pb::GetTransactionRequest {
-            txid: H9_COINBASE.into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let tx = get_tx(&mut c, H9_COINBASE).await;
     let raw = c
         .chain
         .get_raw_transaction(pb::GetTransactionRequest {
@@ -971,29 +952,13 @@ async fn p2pk_coinbase_outputs_carry_their_script_type_and_coinbase_flag() {
     let hal = utxos_of(&mut c.addresses, HAL).await;
     assert!(!hal.is_empty());
     for u in &hal {
-        let paid_by = c
-            .chain
-            .get_transaction(pb::GetTransactionRequest {
-                txid: u.txid.clone(),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let paid_by = get_tx(&mut c, &u.txid).await;
         assert_eq!(u.coinbase, paid_by.coinbase, "{}", u.txid);
     }
 
     // Without the blk files, what the index holds is still answered.
     drop(f._blocks);
-    let tx = c
-        .chain
-        .get_transaction(pb::GetTransactionRequest {
-            txid: H9_COINBASE.into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let tx = get_tx(&mut c, H9_COINBASE).await;
     let out = &tx.outputs[0];
     assert_eq!(
         (out.script_kind(), out.address.as_str(), out.value),
@@ -1034,15 +999,7 @@ async fn segwit_transactions_carry_their_wtxid_scripts_and_op_return_data() {
     let (mut segwit, mut op_returns) = (0, 0);
     for t in &block.txdata {
         let txid = t.compute_txid();
-        let got = c
-            .chain
-            .get_transaction(pb::GetTransactionRequest {
-                txid: txid.to_string(),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let got = get_tx(&mut c, &txid.to_string()).await;
         assert_eq!(got.wtxid, t.compute_wtxid().to_string(), "{txid}");
         segwit += usize::from(got.wtxid != got.txid);
         for (o, want) in got.outputs.iter().zip(&t.output) {
@@ -1069,15 +1026,7 @@ async fn segwit_transactions_carry_their_wtxid_scripts_and_op_return_data() {
 
     // The coinbase's witness commitment (BIP141): OP_RETURN, a 36-byte push
     // of aa21a9ed and the commitment; its payload is that push.
-    let coinbase = c
-        .chain
-        .get_transaction(pb::GetTransactionRequest {
-            txid: block.txdata[0].compute_txid().to_string(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let coinbase = get_tx(&mut c, &block.txdata[0].compute_txid().to_string()).await;
     let commitment = coinbase
         .outputs
         .iter()
@@ -1090,15 +1039,11 @@ async fn segwit_transactions_carry_their_wtxid_scripts_and_op_return_data() {
 async fn min_height_below_a_late_start_is_clipped_to_it() {
     let f = serve_taproot_block();
     let mut c = f.server.connect().await;
-    let coinbase = c
-        .chain
-        .get_transaction(pb::GetTransactionRequest {
-            txid: raw_block(TAPROOT).txdata[0].compute_txid().to_string(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let coinbase = get_tx(
+        &mut c,
+        &raw_block(TAPROOT).txdata[0].compute_txid().to_string(),
+    )
+    .await;
     let pool = coinbase
         .outputs
         .iter()
@@ -1149,15 +1094,7 @@ async fn witness_v1_and_later_programs_show_their_bech32m_address() {
     let (anchor_addr, v2_addr) = (bech32m(&anchor), bech32m(&v2));
     assert!(anchor_addr.starts_with("bcrt1p"), "{anchor_addr}");
     assert!(v2_addr.starts_with("bcrt1z"), "{v2_addr}");
-    let tx = c
-        .chain
-        .get_transaction(pb::GetTransactionRequest {
-            txid: cb.compute_txid().to_string(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let tx = get_tx(&mut c, &cb.compute_txid().to_string()).await;
     let shown: Vec<_> = tx
         .outputs
         .iter()

@@ -180,8 +180,14 @@ impl LabelIndex {
             .collect();
         let ids: Vec<AddrId> = kept.iter().map(|(id, _)| *id).collect();
         for ((id, l), c) in kept.into_iter().zip(clusters_of(store, cover, &ids)?) {
-            found.share(&l);
             found.seen.push((c, id, l));
+        }
+        // Each distinct label once, for the new addresses' labels to share.
+        let mut distinct: Vec<&Arc<Label>> = self.members.iter().map(|(_, l)| l).collect();
+        distinct.sort_unstable_by_key(|l| Arc::as_ptr(l));
+        distinct.dedup_by_key(|l| Arc::as_ptr(l));
+        for l in distinct {
+            found.share(l);
         }
         let mut new = Vec::new();
         for row in store.scan::<cf::Addrs>(&from, Direction::Forward) {

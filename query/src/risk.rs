@@ -335,7 +335,7 @@ pub(crate) fn exposure(
 
 /// Adds `amount`, held at address `addr`, to each (category, label) of
 /// its cluster.
-pub(crate) fn tally(
+fn tally(
     index: &Index,
     labels: &LabelIndex,
     addr: AddrId,
@@ -343,13 +343,24 @@ pub(crate) fn tally(
     by: &mut BTreeMap<(Category, String), u64>,
 ) -> Result<()> {
     let holder = built::cluster_or_self(index.store(), addr, labels.cover())?;
+    tally_cluster(labels, holder, amount, by);
+    Ok(())
+}
+
+/// Adds `amount`, held in cluster `holder`, to each of its (category,
+/// label).
+pub(crate) fn tally_cluster(
+    labels: &LabelIndex,
+    holder: ClusterId,
+    amount: u64,
+    by: &mut BTreeMap<(Category, String), u64>,
+) {
     let mut seen = FxHashSet::default();
     for (_, l) in labels.of_cluster(holder) {
         if seen.insert((l.category, l.label.clone())) {
             *by.entry((l.category, l.label.clone())).or_default() += amount;
         }
     }
-    Ok(())
 }
 
 /// Category totals (label empty), then each entity, largest first.

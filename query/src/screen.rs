@@ -20,7 +20,7 @@ use crate::error::{QueryError, Result};
 use crate::index::Index;
 use crate::label_index::LabelIndex;
 use crate::labels::{distinct, label_message};
-use crate::risk::{listing, score, tally, Asked, Side, Tracer};
+use crate::risk::{listing, score, tally_cluster, Asked, Side, Tracer};
 use crate::scripts;
 use crate::taint::Direction;
 use crate::trace::coin;
@@ -145,7 +145,7 @@ fn payees(
             .transpose()?;
         let mut shown = Vec::new();
         if let (Some(a), Some(c)) = (id, cluster) {
-            tally(index, labels, a, value, &mut paid.by)?;
+            tally_cluster(labels, c, value, &mut paid.by);
             for (member, l, carriers) in distinct(labels.of_cluster(c).iter()) {
                 let from = match member == a {
                     true => String::new(),
