@@ -16,7 +16,7 @@ use satflow_indexer::cluster::{self, view, Heuristics};
 use satflow_indexer::{address, Access, Store};
 use satflow_proto::v1 as pb;
 use satflow_schema::script::{AddrKey, ScriptType};
-use satflow_schema::{cf, meta, AddrId, ClusterId, Height, TxNum};
+use satflow_schema::{cf, meta, AddrId, ClusterId, ClusterKey, Height, TxNum};
 
 /// Cluster id of every address, by address number.
 fn clusters(db: &Path) -> Vec<ClusterId> {
@@ -24,7 +24,10 @@ fn clusters(db: &Path) -> Vec<ClusterId> {
     let tip = store.tip().unwrap().unwrap();
     let n = store.block(tip.height).unwrap().unwrap().next_ids().addr;
     (0..n.0)
-        .map(|a| view::cluster_of(&store, AddrId(a)).unwrap())
+        .map(|a| {
+            let key = view::cluster_of(&store, AddrId(a)).unwrap();
+            view::id_of(&store, key).unwrap()
+        })
         .collect()
 }
 
@@ -310,6 +313,112 @@ fn a_reorg_that_removes_a_merging_transaction_equals_a_fresh_build() {
         &dump(db.path(), &LOCATION_FREE),
         &dump(fresh.path(), &LOCATION_FREE),
     );
+}
+
+#[test]
+fn an_older_address_joining_a_larger_cluster_moves_only_itself_and_undoes_exactly() {
+    // a1 pays L (address 1); a2 pays E's three addresses (2–4) and 2 again;
+    // a3 spends 2, 3 and 4 together: E is a cluster of three, keyed by 2.
+    // In a later run, a4 spends L's coin beside E's: the older L joins the
+    // larger E, which keeps its rows. a5 pays 3, touching E. b5 and b6
+    // then replace a5.
+    let g = regtest_genesis();
+    let a1 = block(
+        g.block_hash(),
+        1,
+        vec![coinbase(b"a1", &[(50_0000_0000, p2pkh(1))])],
+    );
+    let e_coins = coinbase(
+        b"a2",
+        &[
+            (10_0000_0000, p2pkh(2)),
+            (10_0000_0000, p2pkh(3)),
+            (10_0000_0000, p2pkh(4)),
+            (10_0000_0000, p2pkh(2)),
+        ],
+    );
+    let a2 = block(a1.block_hash(), 2, vec![e_coins.clone()]);
+    let coin = |txid, vout| OutPoint { txid, vout };
+    let e = e_coins.compute_txid();
+    let a3 = block(
+        a2.block_hash(),
+        3,
+        vec![
+            coinbase(b"a3", &[(50_0000_0000, p2pkh(5))]),
+            tx(
+                &[coin(e, 0), coin(e, 1), coin(e, 2)],
+                &[(29_0000_0000, p2pkh(6))],
+            ),
+        ],
+    );
+    let l = a1.txdata[0].compute_txid();
+    let a4 = block(
+        a3.block_hash(),
+        4,
+        vec![
+            coinbase(b"a4", &[(50_0000_0000, p2pkh(7))]),
+            tx(&[coin(l, 0), coin(e, 3)], &[(59_0000_0000, p2pkh(8))]),
+        ],
+    );
+    let a5 = block(
+        a4.block_hash(),
+        5,
+        vec![coinbase(b"a5", &[(50_0000_0000, p2pkh(3))])],
+    );
+    let b5 = block(
+        a4.block_hash(),
+        55,
+        vec![coinbase(b"b5", &[(50_0000_0000, p2pkh(9))])],
+    );
+    let b6 = block(
+        b5.block_hash(),
+        56,
+        vec![coinbase(b"b6", &[(50_0000_0000, p2pkh(10))])],
+    );
+
+    let blocks = tempfile::tempdir().unwrap();
+    write_blk(&blocks.path().join("blk00000.dat"), &[g, a1, a2, a3]);
+    let db = tempfile::tempdir().unwrap();
+    index(blocks.path(), db.path());
+    let fresh_equal = || {
+        let fresh = tempfile::tempdir().unwrap();
+        index(blocks.path(), fresh.path());
+        assert_same(
+            &dump(db.path(), &LOCATION_FREE),
+            &dump(fresh.path(), &LOCATION_FREE),
+        );
+    };
+    // Where L's cluster keeps its rows, and what it is known as.
+    let l_cluster = || {
+        let store = Store::open(db.path(), Access::ReadOnly).unwrap();
+        let key = view::cluster_of(&store, AddrId(1)).unwrap();
+        let s = view::stats(&store, key).unwrap().unwrap();
+        let recorded = |h| store.get::<cf::ClusterUndo>(&Height(h)).unwrap().is_some();
+        (key, s.id, s.size, [4, 5].map(recorded))
+    };
+
+    write_blk(&blocks.path().join("blk00001.dat"), &[a4, a5]);
+    index(blocks.path(), db.path());
+    assert_eq!(
+        l_cluster(),
+        (ClusterKey::of(AddrId(2)), cluster_named(1), 4, [true, true]),
+        "E kept its rows, known by L, the oldest; both blocks recorded"
+    );
+    for a in 1..=4 {
+        assert_eq!(clusters(db.path())[a], cluster_named(1), "address {a}");
+    }
+    fresh_equal();
+
+    write_blk(&blocks.path().join("blk00002.dat"), &[b5, b6]);
+    let s = index(blocks.path(), db.path());
+    assert_eq!((s.blocks_undone, s.tip_height), (1, Some(6)));
+    // Undone from a5's record: a recompute would have keyed the cluster by
+    // its lowest member, L.
+    assert_eq!(
+        l_cluster(),
+        (ClusterKey::of(AddrId(2)), cluster_named(1), 4, [true, true])
+    );
+    fresh_equal();
 }
 
 #[test]

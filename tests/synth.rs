@@ -18,6 +18,7 @@ fn generate(out: &std::path::Path, seed: u64) -> satflow_synth::Summary {
         network: NetworkChoice::Regtest,
         xor: true,
         truncate_tail: true,
+        whale_share: 0.0,
         quiet: true,
     };
     satflow_synth::run(&args).unwrap()

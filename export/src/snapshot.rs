@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use parquet::file::metadata::KeyValue;
 use satflow_indexer::{address, cluster, labels, Network, Store};
-use satflow_schema::{cf, meta, AddrId, ClusterId, Codec};
+use satflow_schema::{cf, meta, AddrId, ClusterId, ClusterKey, Codec};
 use sha2::{Digest, Sha256};
 
 use crate::files::{FileEntry, FileSet};
@@ -81,25 +81,30 @@ pub fn write(
     files.finish()
 }
 
-/// Members of clusters of two or more addresses, in cluster id order. A
-/// lone address has no row: it is a cluster of its own.
+/// Members of clusters of two or more addresses, a cluster's members
+/// together (in the order of the keys their rows are stored under), each
+/// row with the cluster's id. A lone address has no row: it is a cluster
+/// of its own.
 fn clusters(store: &Store, network: Network, files: &mut FileSet) -> Result<()> {
-    let mut pending: Vec<(ClusterId, AddrId)> = Vec::with_capacity(BATCH);
-    let mut sizes: Vec<(ClusterId, u64)> = Vec::new();
-    // Both families are in cluster id order: one pass over each.
+    let mut pending: Vec<(ClusterKey, AddrId)> = Vec::with_capacity(BATCH);
+    let mut sizes: Vec<(ClusterKey, Facts)> = Vec::new();
+    // Both families are in cluster key order: one pass over each.
     let mut stats = store.scan_all::<cf::ClusterStats>();
     for row in store.scan_all::<cf::ClusterMembers>() {
         let ((cluster, addr), ()) = row?;
         if sizes.last().is_none_or(|(c, _)| *c != cluster) {
-            let size = loop {
+            let facts = loop {
                 let (c, s) = stats.next().with_context(|| {
-                    format!("index is inconsistent: cluster {cluster} has no stats row")
+                    format!("index is inconsistent: cluster key {cluster} has no stats row")
                 })??;
                 if c == cluster {
-                    break s.size;
+                    break Facts {
+                        id: s.id,
+                        size: s.size,
+                    };
                 }
             };
-            sizes.push((cluster, size));
+            sizes.push((cluster, facts));
         }
         pending.push((cluster, addr));
         if pending.len() == BATCH {
@@ -111,24 +116,30 @@ fn clusters(store: &Store, network: Network, files: &mut FileSet) -> Result<()> 
     files.write(&cluster_batch(store, network, &pending, &sizes)?)
 }
 
+/// A cluster's id and size, for its members' rows.
+struct Facts {
+    id: ClusterId,
+    size: u64,
+}
+
 fn cluster_batch(
     store: &Store,
     network: Network,
-    members: &[(ClusterId, AddrId)],
-    sizes: &[(ClusterId, u64)],
+    members: &[(ClusterKey, AddrId)],
+    sizes: &[(ClusterKey, Facts)],
 ) -> Result<RecordBatch> {
     // No address range to scan: cluster members are looked up one by one.
     let none = AddrId(0)..AddrId(0);
     let strings = address_strings(store, network, members.iter().map(|(_, a)| *a), none)?;
-    let size_of = |cluster: ClusterId| {
+    let facts = |cluster: ClusterKey| {
         let i = sizes.partition_point(|(c, _)| *c < cluster);
-        sizes[i].1
+        &sizes[i].1
     };
     let columns: Vec<ArrayRef> = vec![
         Arc::new(Int64Array::from(
             members
                 .iter()
-                .map(|(c, _)| int64(c.0))
+                .map(|(c, _)| int64(facts(*c).id.0))
                 .collect::<Result<Vec<_>>>()?,
         )),
         Arc::new(StringArray::from_iter_values(
@@ -137,7 +148,7 @@ fn cluster_batch(
         Arc::new(Int64Array::from(
             members
                 .iter()
-                .map(|(c, _)| int64(size_of(*c)))
+                .map(|(c, _)| int64(facts(*c).size))
                 .collect::<Result<Vec<_>>>()?,
         )),
     ];

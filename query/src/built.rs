@@ -5,7 +5,7 @@
 
 use satflow_indexer::cluster::{self, view, Heuristics};
 use satflow_indexer::Store;
-use satflow_schema::{AddrId, ClusterId, Height, TxNum};
+use satflow_schema::{AddrId, ClusterId, ClusterKey, Height, TxNum};
 
 use crate::error::{QueryError, Result};
 
@@ -41,21 +41,29 @@ impl Built {
         })
     }
 
-    /// Checks that `id` names a cluster (its lowest address number).
-    pub fn check_cluster(&self, store: &Store, id: ClusterId) -> Result<()> {
+    /// The key of the cluster `id` names (its lowest address number);
+    /// NOT_FOUND when it names none.
+    pub fn check_cluster(&self, store: &Store, id: ClusterId) -> Result<ClusterKey> {
         if id.named_after() >= self.next_addr {
             return Err(QueryError::NotFound(format!(
                 "no cluster {id}: the clusters hold {} addresses (up to height {})",
                 self.next_addr, self.height
             )));
         }
-        match view::cluster_of(store, id.named_after())? {
-            c if c == id => Ok(()),
+        let key = view::cluster_of(store, id.named_after())?;
+        match view::id_of(store, key)? {
+            c if c == id => Ok(key),
             c => Err(QueryError::NotFound(format!(
                 "{id} is not a cluster id: address {id} belongs to cluster {c}"
             ))),
         }
     }
+}
+
+/// The key of the cluster callers know as `id`: FAILED_PRECONDITION
+/// without clusters, NOT_FOUND when `id` names none.
+pub(crate) fn key_of(store: &Store, id: ClusterId) -> Result<ClusterKey> {
+    Built::read(store)?.check_cluster(store, id)
 }
 
 /// Address numbers below this are in the clusters; 0 when there are no
@@ -68,11 +76,11 @@ pub(crate) fn cover_or_none(store: &Store) -> Result<AddrId> {
     }
 }
 
-/// The cluster of address `addr`, or the one named after it when it is
-/// not below `cover` (see `cover_or_none`).
-pub(crate) fn cluster_or_self(store: &Store, addr: AddrId, cover: AddrId) -> Result<ClusterId> {
+/// The key of address `addr`'s cluster, or its own when it is not below
+/// `cover` (see `cover_or_none`).
+pub(crate) fn cluster_or_self(store: &Store, addr: AddrId, cover: AddrId) -> Result<ClusterKey> {
     Ok(match addr < cover {
         true => view::cluster_of(store, addr)?,
-        false => ClusterId::of(addr),
+        false => ClusterKey::of(addr),
     })
 }

@@ -1,6 +1,8 @@
 //! Cluster answers: a cluster's figures, its members and history, and the
 //! largest clusters. A lone address is a cluster of one under its own
-//! number, with no cluster rows: its figures are its own.
+//! number, with no cluster rows: its figures are its own. Callers name
+//! clusters by id (their oldest address's number); the rows are read under
+//! the key `Built::check_cluster` finds for it.
 
 use satflow_indexer::cluster::view;
 use satflow_indexer::store::Direction;
@@ -8,7 +10,7 @@ use satflow_proto::v1 as pb;
 use satflow_schema::cf;
 use satflow_schema::cluster::{ClusterStats, Rank, RankKey};
 use satflow_schema::script::AddrKey;
-use satflow_schema::{AddrId, ClusterId, TxNum};
+use satflow_schema::{AddrId, ClusterId, ClusterKey, TxNum};
 
 use crate::built::Built;
 use crate::error::{QueryError, Result};
@@ -27,18 +29,29 @@ pub fn cluster_id_of(index: &Index, key: &AddrKey) -> Result<ClusterId> {
             built.height
         )));
     }
-    Ok(view::cluster_of(index.store(), id)?)
+    let key = view::cluster_of(index.store(), id)?;
+    Ok(view::id_of(index.store(), key)?)
 }
 
 pub fn cluster(index: &Index, id: ClusterId) -> Result<pb::Cluster> {
     let built = Built::read(index.store())?;
-    built.check_cluster(index.store(), id)?;
+    let key = built.check_cluster(index.store(), id)?;
+    cluster_keyed(index, &built, id, key)
+}
+
+/// Cluster `id`'s answer, its rows read under `key`.
+fn cluster_keyed(
+    index: &Index,
+    built: &Built,
+    id: ClusterId,
+    key: ClusterKey,
+) -> Result<pb::Cluster> {
     let oldest_address = index.address_string(Some(id.named_after()))?;
-    let s = match view::stats(index.store(), id)? {
+    let s = match view::stats(index.store(), key)? {
         Some(s) => s,
-        None => lone_stats(index, id.named_after(), built.next_tx)?,
+        None => lone_stats(index, key.holder(), built.next_tx)?,
     };
-    let labels = labels::of_cluster(index, id)?;
+    let labels = labels::of_cluster(index, key)?;
     Ok(pb::Cluster {
         id: id.0,
         oldest_address,
@@ -76,7 +89,7 @@ fn lone_stats(index: &Index, addr: AddrId, next_tx: TxNum) -> Result<ClusterStat
         });
     }
     let mut s = alone;
-    for (txnum, row) in view::history(index.store(), ClusterId::of(addr), false, next_tx)? {
+    for (txnum, row) in view::history(index.store(), ClusterKey::of(addr), false, next_tx)? {
         s.add_tx(index.tx_row(txnum)?.height.0, row.credited(), row.sent);
     }
     Ok(s)
@@ -90,20 +103,21 @@ pub fn members(
     page_token: &str,
 ) -> Result<pb::ListClusterMembersResponse> {
     let built = Built::read(index.store())?;
-    built.check_cluster(index.store(), id)?;
-    let from = Token::resume("page_token", page_token, Listing::ClusterMembers, id.0)?.unwrap_or(0);
+    let key = built.check_cluster(index.store(), id)?;
+    let from =
+        Token::resume("page_token", page_token, Listing::ClusterMembers, key.0)?.unwrap_or(0);
     let mut addresses = Vec::new();
     let mut next_page_token = String::new();
     let rows =
         index
             .store()
-            .pairs::<cf::ClusterMembers, _, _>(id, AddrId(from), Direction::Forward);
+            .pairs::<cf::ClusterMembers, _, _>(key, AddrId(from), Direction::Forward);
     for r in rows {
         let (member, ()) = r?;
         if addresses.len() == page_size {
             next_page_token = Token {
                 listing: Listing::ClusterMembers,
-                scope: id.0,
+                scope: key.0,
                 next: member.0,
             }
             .encode();
@@ -111,9 +125,9 @@ pub fn members(
         }
         addresses.push(index.address_string(Some(member))?);
     }
-    if view::stats(index.store(), id)?.is_none() {
+    if view::stats(index.store(), key)?.is_none() {
         // A lone address: its own only member, and no member rows.
-        addresses.push(index.address_string(Some(id.named_after()))?);
+        addresses.push(index.address_string(Some(key.holder()))?);
     }
     Ok(pb::ListClusterMembersResponse {
         addresses,
@@ -128,7 +142,7 @@ pub fn history(
     q: &HistoryQuery,
 ) -> Result<pb::ListAddressHistoryResponse> {
     let built = Built::read(index.store())?;
-    built.check_cluster(index.store(), id)?;
+    let key = built.check_cluster(index.store(), id)?;
     let listing = match q.order {
         Order::OldestFirst => Listing::ClusterHistoryOldestFirst,
         Order::NewestFirst => Listing::ClusterHistoryNewestFirst,
@@ -139,9 +153,9 @@ pub fn history(
         max_height: Some(q.max_height.map_or(tip, |h| h.min(tip))),
         ..*q
     };
-    match view::stats(index.store(), id)? {
-        Some(_) => history::page::<cf::ClusterHistory, _>(index, id, listing, &q),
-        None => history::page::<cf::History, _>(index, id.named_after(), listing, &q),
+    match view::stats(index.store(), key)? {
+        Some(_) => history::page::<cf::ClusterHistory, _>(index, key, listing, &q),
+        None => history::page::<cf::History, _>(index, key.holder(), listing, &q),
     }
 }
 
@@ -152,20 +166,20 @@ pub fn largest(
     page_size: usize,
     page_token: &str,
 ) -> Result<pb::ListLargestClustersResponse> {
-    Built::read(index.store())?;
+    let built = Built::read(index.store())?;
     let listing = match by {
         Rank::Size => Listing::LargestBySize,
         Rank::Balance => Listing::LargestByBalance,
     };
     let start = match Token::resume("page_token", page_token, listing, 0)? {
-        Some(id) => {
-            let id = ClusterId(id);
-            let s = view::stats(index.store(), id)?.ok_or_else(|| {
+        Some(key) => {
+            let key = ClusterKey(key);
+            let s = view::stats(index.store(), key)?.ok_or_else(|| {
                 QueryError::InvalidArgument(
                     "page_token: its cluster no longer exists; start again".into(),
                 )
             })?;
-            RankKey::new(by, &s, id)
+            RankKey::new(by, &s, key)
         }
         None => RankKey::end_of(by),
     };
@@ -188,7 +202,8 @@ pub fn largest(
             .encode();
             break;
         }
-        clusters.push(cluster(index, key.cluster)?);
+        let id = view::id_of(index.store(), key.cluster)?;
+        clusters.push(cluster_keyed(index, &built, id, key.cluster)?);
     }
     Ok(pb::ListLargestClustersResponse {
         clusters,
@@ -196,21 +211,18 @@ pub fn largest(
     })
 }
 
-/// The addresses of cluster `c`, oldest first, each read as it is taken:
-/// a caller that stops early reads no further. NOT_FOUND when it is no
-/// cluster id.
+/// The addresses of the cluster keyed `key`, oldest first, each read as it
+/// is taken: a caller that stops early reads no further.
 pub(crate) fn members_lazily(
     index: &Index,
-    c: ClusterId,
-) -> Result<impl Iterator<Item = Result<AddrId>> + '_> {
-    Built::read(index.store())?.check_cluster(index.store(), c)?;
+    key: ClusterKey,
+) -> impl Iterator<Item = Result<AddrId>> + '_ {
     let mut rows = index
         .store()
-        .pairs::<cf::ClusterMembers, _, _>(c, AddrId(0), Direction::Forward)
+        .pairs::<cf::ClusterMembers, _, _>(key, AddrId(0), Direction::Forward)
         .peekable();
     // A lone address has no member rows: it is its own only member.
-    let lone = rows.peek().is_none().then_some(Ok(c.named_after()));
-    Ok(rows
-        .map(|r| r.map(|(m, ())| m).map_err(QueryError::from))
-        .chain(lone))
+    let lone = rows.peek().is_none().then_some(Ok(key.holder()));
+    rows.map(|r| r.map(|(m, ())| m).map_err(QueryError::from))
+        .chain(lone)
 }

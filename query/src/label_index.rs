@@ -19,7 +19,7 @@ use satflow_indexer::labels::{self, Category, Label, PoolTag};
 use satflow_indexer::store::Direction;
 use satflow_indexer::Store;
 use satflow_schema::script::AddrKey;
-use satflow_schema::{cf, meta, AddrId, ClusterId};
+use satflow_schema::{cf, meta, AddrId, ClusterKey};
 
 use crate::built;
 use crate::error::Result;
@@ -35,7 +35,7 @@ pub struct LabelIndex {
     members: Vec<(AddrId, Arc<Label>)>,
     /// Each cluster carrying a label, ascending, with where its members
     /// start in `members`; they end where the next cluster's start.
-    clusters: Vec<(ClusterId, usize)>,
+    clusters: Vec<(ClusterKey, usize)>,
     /// The address numbers carrying a label, ascending: any other address
     /// costs a summary no label lookup at all.
     labeled: Vec<AddrId>,
@@ -61,7 +61,7 @@ impl LabelIndex {
     /// shared by every member carrying the same one (same text, category,
     /// set and source), so its `address` is that of one of them: the member
     /// is the number beside it.
-    pub fn of_cluster(&self, c: ClusterId) -> &[(AddrId, Arc<Label>)] {
+    pub fn of_cluster(&self, c: ClusterKey) -> &[(AddrId, Arc<Label>)] {
         match self.clusters.binary_search_by_key(&c, |(id, _)| *id) {
             Ok(i) => &self.members[self.span(i)],
             Err(_) => &[],
@@ -80,13 +80,13 @@ impl LabelIndex {
     }
 
     /// Every cluster carrying a label.
-    pub fn clusters_with_any(&self) -> impl Iterator<Item = ClusterId> + '_ {
+    pub fn clusters_with_any(&self) -> impl Iterator<Item = ClusterKey> + '_ {
         self.clusters.iter().map(|(c, _)| *c)
     }
 
     /// Clusters carrying a label named in `names` or of a category in
     /// `categories`.
-    pub fn clusters_with(&self, names: &[String], categories: &[Category]) -> Vec<ClusterId> {
+    pub fn clusters_with(&self, names: &[String], categories: &[Category]) -> Vec<ClusterKey> {
         (0..self.clusters.len())
             .filter(|&i| {
                 self.members[self.span(i)]
@@ -237,7 +237,7 @@ impl LabelIndex {
 /// cluster and number, and each distinct label once.
 #[derive(Default)]
 struct Found {
-    seen: Vec<(ClusterId, AddrId, Arc<Label>)>,
+    seen: Vec<(ClusterKey, AddrId, Arc<Label>)>,
     shared: FxHashMap<(String, String, Category, String), Arc<Label>>,
     /// Label rows read.
     rows: usize,
@@ -275,7 +275,7 @@ impl Found {
     fn index(mut self) -> LabelIndex {
         // Stable: one member's labels stay in key order.
         self.seen.sort_by_key(|(c, id, _)| (*c, *id));
-        let mut clusters: Vec<(ClusterId, usize)> = Vec::new();
+        let mut clusters: Vec<(ClusterKey, usize)> = Vec::new();
         let mut labeled = Vec::with_capacity(self.seen.len());
         let mut members = Vec::with_capacity(self.seen.len());
         for (i, (c, id, l)) in self.seen.into_iter().enumerate() {
@@ -352,14 +352,14 @@ impl Found {
 
 /// The cluster of each of `ids`: a covered address without a cluster row
 /// is a cluster of its own, and so is one the clusters do not cover yet.
-fn clusters_of(store: &Store, cover: AddrId, ids: &[AddrId]) -> Result<Vec<ClusterId>> {
+fn clusters_of(store: &Store, cover: AddrId, ids: &[AddrId]) -> Result<Vec<ClusterKey>> {
     let covered: Vec<AddrId> = ids.iter().copied().filter(|id| *id < cover).collect();
     let mut rows = store.multi_get::<cf::ClusterOf>(&covered)?.into_iter();
     Ok(ids
         .iter()
         .map(|&id| match id < cover {
-            true => rows.next().flatten().unwrap_or(ClusterId::of(id)),
-            false => ClusterId::of(id),
+            true => rows.next().flatten().unwrap_or(ClusterKey::of(id)),
+            false => ClusterKey::of(id),
         })
         .collect())
 }
@@ -431,18 +431,18 @@ mod tests {
         );
         let found = Found {
             seen: vec![
-                (ClusterId(9), AddrId(12), Arc::clone(&mixer)),
-                (ClusterId(3), AddrId(5), Arc::clone(&desk)),
-                (ClusterId(9), AddrId(10), Arc::clone(&desk)),
-                (ClusterId(3), AddrId(4), Arc::clone(&desk)),
-                (ClusterId(9), AddrId(10), Arc::clone(&mixer)),
+                (ClusterKey(9), AddrId(12), Arc::clone(&mixer)),
+                (ClusterKey(3), AddrId(5), Arc::clone(&desk)),
+                (ClusterKey(9), AddrId(10), Arc::clone(&desk)),
+                (ClusterKey(3), AddrId(4), Arc::clone(&desk)),
+                (ClusterKey(9), AddrId(10), Arc::clone(&mixer)),
             ],
             ..Found::default()
         };
         let index = found.index();
         let of = |c: u64| -> Vec<(u64, &str)> {
             index
-                .of_cluster(ClusterId(c))
+                .of_cluster(ClusterKey(c))
                 .iter()
                 .map(|(id, l)| (id.0, l.label.as_str()))
                 .collect()
@@ -452,14 +452,17 @@ mod tests {
         assert_eq!(of(9), [(10, "Desk"), (10, "Mix"), (12, "Mix")]);
         assert_eq!(of(4), []);
         assert!(index.is_labeled(AddrId(10)) && !index.is_labeled(AddrId(11)));
-        assert_eq!(index.clusters_with(&[], &[Category::Mixer]), [ClusterId(9)]);
+        assert_eq!(
+            index.clusters_with(&[], &[Category::Mixer]),
+            [ClusterKey(9)]
+        );
         assert_eq!(
             index.clusters_with(&["Desk".into()], &[]),
-            [ClusterId(3), ClusterId(9)]
+            [ClusterKey(3), ClusterKey(9)]
         );
         assert_eq!(
             index.clusters_with_any().collect::<Vec<_>>(),
-            [ClusterId(3), ClusterId(9)]
+            [ClusterKey(3), ClusterKey(9)]
         );
     }
 }

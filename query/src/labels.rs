@@ -9,7 +9,7 @@ use rustc_hash::FxHashMap;
 use satflow_indexer::labels::{self, Label};
 use satflow_proto::v1 as pb;
 use satflow_schema::script::AddrKey;
-use satflow_schema::{AddrId, ClusterId};
+use satflow_schema::{AddrId, ClusterKey};
 
 use crate::built;
 use crate::error::Result;
@@ -60,8 +60,9 @@ pub(crate) fn of_address(index: &Index, key: &AddrKey, id: AddrId) -> Result<Lis
     })
 }
 
-/// The labels of cluster `c`'s members, each distinct one once.
-pub(crate) fn of_cluster(index: &Index, c: ClusterId) -> Result<Listed> {
+/// The labels of the members of the cluster keyed `c`, each distinct one
+/// once.
+pub(crate) fn of_cluster(index: &Index, c: ClusterKey) -> Result<Listed> {
     let label_index = index.label_index();
     let (listed, omitted) = most_carried(distinct(label_index.of_cluster(c).iter()));
     let labels = listed

@@ -31,9 +31,11 @@ pub(crate) fn explain(
     let (ca, cb) = (view::cluster_of(store, a)?, view::cluster_of(store, b)?);
     if ca != cb {
         return Err(QueryError::NotFound(format!(
-            "nothing links them: {} is in cluster {ca}, {} in cluster {cb}",
+            "nothing links them: {} is in cluster {}, {} in cluster {}",
             index.address_string(Some(a))?,
-            index.address_string(Some(b))?
+            view::id_of(store, ca)?,
+            index.address_string(Some(b))?,
+            view::id_of(store, cb)?
         )));
     }
     // Breadth first over addresses; an edge is a tx the heuristics say links two.
@@ -82,7 +84,8 @@ pub(crate) fn explain(
     }
     if a != b && !came_from.contains_key(&b) {
         return Err(QueryError::Internal(anyhow::anyhow!(
-            "addresses {a} and {b} share cluster {ca} but no linking transactions were found"
+            "addresses {a} and {b} share cluster {} but no linking transactions were found",
+            view::id_of(store, ca)?
         )));
     }
     let mut steps = vec![pb::LinkStep {

@@ -14,7 +14,7 @@ use rustc_hash::FxHashSet;
 use satflow_indexer::flow::FlowView;
 use satflow_indexer::labels::Category;
 use satflow_proto::v1 as pb;
-use satflow_schema::{AddrId, ClusterId};
+use satflow_schema::{AddrId, ClusterId, ClusterKey};
 
 use crate::args;
 use crate::built;
@@ -178,7 +178,7 @@ impl<'a> Tracer<'a> {
         index: &'a Index,
         g: FlowView<'a>,
         labels: &'a LabelIndex,
-        own: Option<ClusterId>,
+        own: Option<ClusterKey>,
         asked: &'a Asked,
         max_listed: u64,
         alive: &'a mut dyn FnMut() -> bool,
@@ -279,7 +279,7 @@ pub(crate) fn exposure(
         }
         Some(Subject::ClusterId(c)) => {
             let mut coins = Vec::new();
-            let c = ClusterId(*c);
+            let c = built::key_of(index.store(), ClusterId(*c))?;
             cluster_coins(index, &g, c, &mut coins, limit, alive)?;
             (coins, Some(c), false)
         }
@@ -351,7 +351,7 @@ fn tally(
 /// label).
 pub(crate) fn tally_cluster(
     labels: &LabelIndex,
-    holder: ClusterId,
+    holder: ClusterKey,
     amount: u64,
     by: &mut BTreeMap<(Category, String), u64>,
 ) {

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use bitcoin::consensus::deserialize;
 use bitcoin::Transaction;
 use satflow_indexer::address;
+use satflow_indexer::cluster::view;
 use satflow_indexer::flow::FlowView;
 use satflow_proto::v1 as pb;
 use satflow_schema::script::classify;
@@ -164,7 +165,9 @@ fn payees(
             value,
             address,
             seen: id.is_some(),
-            cluster_id: cluster.map(|c| c.0),
+            cluster_id: cluster
+                .map(|c| view::id_of(index.store(), c).map(|id| id.0))
+                .transpose()?,
             labels: shown,
         });
     }

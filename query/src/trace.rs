@@ -11,7 +11,7 @@ use satflow_indexer::flow::FlowView;
 use satflow_indexer::labels::Category;
 use satflow_indexer::Store;
 use satflow_proto::v1 as pb;
-use satflow_schema::{cf, AddrId, ClusterId, Height, OutNum};
+use satflow_schema::{cf, AddrId, ClusterId, ClusterKey, Height, OutNum};
 
 use crate::args;
 use crate::built::{self, Built};
@@ -55,7 +55,8 @@ pub(crate) fn sources(
                     coins_of(index, g, id, &mut out, limit)?;
                 }
                 Some(Source::ClusterId(c)) => {
-                    cluster_coins(index, g, ClusterId(*c), &mut out, limit, alive)?
+                    let key = built::key_of(index.store(), ClusterId(*c))?;
+                    cluster_coins(index, g, key, &mut out, limit, alive)?
                 }
                 None => {
                     return Err(args::invalid(
@@ -152,19 +153,19 @@ pub(crate) fn max_transactions(asked: u64, default: u64, ceiling: u64) -> Result
     }
 }
 
-/// Every coin ever paid to the addresses of cluster `c`, appended to
+/// Every coin ever paid to the addresses of the cluster keyed `c`, appended to
 /// `out`. The members are read one by one, so a cluster holding more than
 /// `limit` coins is refused (RESOURCE_EXHAUSTED) once they are passed,
 /// however many members it has left. `alive` is asked per member.
 pub(crate) fn cluster_coins(
     index: &Index,
     g: &FlowView<'_>,
-    c: ClusterId,
+    c: ClusterKey,
     out: &mut Vec<u64>,
     limit: usize,
     alive: &mut dyn FnMut() -> bool,
 ) -> Result<()> {
-    for member in clusters::members_lazily(index, c)? {
+    for member in clusters::members_lazily(index, c) {
         if !alive() {
             return Err(QueryError::DeadlineExceeded);
         }
@@ -178,7 +179,7 @@ pub(crate) fn cluster_coins(
 /// members are listed only when they are few (see `listed`).
 pub(crate) struct Stops {
     addresses: FxHashSet<u64>,
-    clusters: FxHashSet<ClusterId>,
+    clusters: FxHashSet<ClusterKey>,
     /// Addresses below this have cluster rows.
     cover: AddrId,
 }
@@ -227,17 +228,17 @@ pub(crate) fn stops(index: &Index, r: &pb::TraceRequest, max_listed: u64) -> Res
     if !r.stop_cluster_ids.is_empty() {
         let built = Built::read(index.store())?;
         for (i, &c) in r.stop_cluster_ids.iter().enumerate() {
-            built
+            let key = built
                 .check_cluster(index.store(), ClusterId(c))
                 .map_err(|e| name_field(e, &format!("stop_cluster_ids[{i}]")))?;
-            stops.clusters.insert(ClusterId(c));
+            stops.clusters.insert(key);
         }
     }
     for (i, a) in r.stop_addresses.iter().enumerate() {
         let key = args::address(&format!("stop_addresses[{i}]"), a, index.network())?;
         stops.addresses.extend(index.address_id(&key)?.map(|a| a.0));
     }
-    let clusters: Vec<ClusterId> = stops.clusters.iter().copied().collect();
+    let clusters: Vec<ClusterKey> = stops.clusters.iter().copied().collect();
     if let Some(members) = listed(index.store(), stops.cover, &clusters, max_listed)? {
         stops.addresses.extend(members);
         stops.clusters.clear();
@@ -258,13 +259,13 @@ const SIZED: usize = 4096;
 fn listed(
     store: &Store,
     cover: AddrId,
-    clusters: &[ClusterId],
+    clusters: &[ClusterKey],
     max_listed: u64,
 ) -> Result<Option<FxHashSet<u64>>> {
     if clusters.len() > SIZED {
         return Ok(None);
     }
-    let covered = |c: &ClusterId| c.named_after() < cover;
+    let covered = |c: &ClusterKey| c.holder() < cover;
     let mut size = 0;
     for c in clusters {
         size += match covered(c) {
@@ -281,7 +282,7 @@ fn listed(
             true => out.extend(view::members(store, *c)?.into_iter().map(|a| a.0)),
             // Beyond the clusters: an address of its own.
             false => {
-                out.insert(c.named_after().0);
+                out.insert(c.holder().0);
             }
         }
     }
@@ -306,11 +307,11 @@ pub(crate) struct StopRule<'a> {
 
 /// The clusters a `StopRule` stops at.
 enum Clusters<'a> {
-    Named(FxHashSet<ClusterId>),
+    Named(FxHashSet<ClusterKey>),
     /// Every cluster carrying a label, except `own`.
     Labelled {
         labels: &'a LabelIndex,
-        own: Option<ClusterId>,
+        own: Option<ClusterKey>,
     },
 }
 
@@ -321,11 +322,11 @@ impl<'a> StopRule<'a> {
     pub(crate) fn labelled(
         store: &'a Store,
         labels: &'a LabelIndex,
-        own: Option<ClusterId>,
+        own: Option<ClusterKey>,
         max_listed: u64,
     ) -> Result<StopRule<'a>> {
         let cover = labels.cover();
-        let others: Vec<ClusterId> = labels
+        let others: Vec<ClusterKey> = labels
             .clusters_with_any()
             .filter(|c| Some(*c) != own)
             .take(SIZED + 1)
@@ -349,7 +350,7 @@ impl<'a> StopRule<'a> {
         self.failed.take()
     }
 
-    fn stops_in(&self, c: ClusterId) -> bool {
+    fn stops_in(&self, c: ClusterKey) -> bool {
         match &self.clusters {
             Clusters::Named(set) => set.contains(&c),
             Clusters::Labelled { labels, own } => {
@@ -378,7 +379,7 @@ impl StopAt for StopRule<'_> {
         let a = AddrId(addr);
         if a >= self.cover {
             // Beyond the clusters: a cluster of its own, no lookup.
-            return Some(self.stops_in(ClusterId::of(a)));
+            return Some(self.stops_in(ClusterKey::of(a)));
         }
         if let Some(&stops) = self.memo.get(&addr) {
             return Some(stops);
@@ -417,7 +418,7 @@ pub(crate) fn hit(
             (tx.txid, tx.height)
         }
     };
-    let cluster_id = match row.addr {
+    let cluster = match row.addr {
         Some(a) if a < clusters_cover => {
             Some(built::cluster_or_self(index.store(), a, clusters_cover)?)
         }
@@ -429,7 +430,7 @@ pub(crate) fn hit(
     };
     // The labels of its cluster, or of the address itself beyond the
     // clusters.
-    let holder = cluster_id.or(row.addr.map(ClusterId::of));
+    let holder = cluster.or(row.addr.map(ClusterKey::of));
     let members = holder.map(|c| labels.of_cluster(c)).unwrap_or_default();
     let labels = distinct(members.iter())
         .into_iter()
@@ -447,7 +448,9 @@ pub(crate) fn hit(
         vout: row.vout,
         height: height.0,
         address: index.address_string(row.addr)?,
-        cluster_id: cluster_id.map(|c| c.0),
+        cluster_id: cluster
+            .map(|c| view::id_of(index.store(), c).map(|id| id.0))
+            .transpose()?,
         hop: e.hop,
         amount: e.amount,
         value,

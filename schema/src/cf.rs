@@ -6,9 +6,9 @@ use bitcoin::{BlockHash, Txid};
 
 use crate::address::{AddrStats as AddrStatsRow, HistoryRow};
 use crate::block::{BlockIndexRow, BlockRow};
-use crate::cluster::{ClusterStats as ClusterStatsRow, RankKey};
+use crate::cluster::{ClusterStats as ClusterStatsRow, RankKey, UndoRecord};
 use crate::codec::{Codec, Raw};
-use crate::ids::{AddrId, ClusterId, Height, OutNum, TxNum};
+use crate::ids::{AddrId, ClusterKey, Height, OutNum, TxNum};
 use crate::label::{LabelKey, LabelValue, PoolTagValue};
 use crate::meta::MetaKey;
 use crate::script::AddrKey;
@@ -83,17 +83,23 @@ family!(
     AddrStats, "addr_stats", AddrId => AddrStatsRow
 );
 family!(
-    /// Only for members of a cluster of two or more other than the one it
-    /// is named after: no row means the address is its own cluster.
-    ClusterOf, "cluster_of", AddrId => ClusterId
+    /// Only for addresses whose cluster is keyed by another member's
+    /// number: no row means the key is the address's own (a lone address,
+    /// or the cluster's holder).
+    ClusterOf, "cluster_of", AddrId => ClusterKey
 );
-family!(ClusterMembers, "cluster_members", (ClusterId, AddrId) => ());
-family!(ClusterStats, "cluster_stats", ClusterId => ClusterStatsRow);
+family!(ClusterMembers, "cluster_members", (ClusterKey, AddrId) => ());
+family!(ClusterStats, "cluster_stats", ClusterKey => ClusterStatsRow);
 family!(
     /// Members' `history` rows summed per tx, by a merge operator.
-    ClusterHistory, "cluster_history", (ClusterId, TxNum) => HistoryRow
+    ClusterHistory, "cluster_history", (ClusterKey, TxNum) => HistoryRow
 );
 family!(ClusterRank, "cluster_rank", RankKey => ());
+family!(
+    /// Per block clustered one at a time: the cluster rows it changed, as
+    /// they were before, so that a reorg undoes exactly its merges.
+    ClusterUndo, "cluster_undo", Height => UndoRecord
+);
 family!(
     /// Txids of coins from before the index's first block.
     Outside, "outside", OutNum => Txid
@@ -107,7 +113,7 @@ impl Appended for Inputs {}
 impl Appended for Addrs {}
 
 /// Every family's name, in the order RocksDB opens them.
-pub const ALL: [&str; 22] = [
+pub const ALL: [&str; 23] = [
     Meta::NAME,
     BlockIndex::NAME,
     Blocks::NAME,
@@ -127,6 +133,7 @@ pub const ALL: [&str; 22] = [
     ClusterStats::NAME,
     ClusterHistory::NAME,
     ClusterRank::NAME,
+    ClusterUndo::NAME,
     Outside::NAME,
     Labels::NAME,
     PoolTags::NAME,

@@ -1,15 +1,18 @@
-//! Cluster rows: `cluster_of` (address → cluster), `cluster_members`
-//! (cluster, address), `cluster_stats`, `cluster_history` (cluster, tx →
-//! summed `HistoryRow`) and `cluster_rank`, all for clusters of two or
-//! more addresses: a lone address has no cluster rows.
+//! Cluster rows: `cluster_of` (address → cluster key), `cluster_members`
+//! (key, address), `cluster_stats`, `cluster_history` (key, tx → summed
+//! `HistoryRow`) and `cluster_rank`, all for clusters of two or more
+//! addresses: a lone address has no cluster rows. And `cluster_undo`: per
+//! block, the rows its clustering changed as they were before.
 
 use crate::codec::{Codec, Dec, RowError};
-use crate::ids::ClusterId;
+use crate::ids::{ClusterId, ClusterKey};
 
-/// `cluster_stats`, keyed by cluster id (a lone address's figures are its
+/// `cluster_stats`, keyed by cluster key (a lone address's figures are its
 /// own `addr_stats`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ClusterStats {
+    /// The id callers know the cluster by: its oldest address's number.
+    pub id: ClusterId,
     /// Addresses.
     pub size: u64,
     /// Distinct transactions touching any member.
@@ -40,24 +43,31 @@ impl ClusterStats {
 }
 
 impl Codec for ClusterStats {
-    type Bytes = [u8; 40];
+    type Bytes = [u8; 48];
 
-    fn encode(&self) -> [u8; 40] {
-        let mut v = [0u8; 40];
-        for (i, n) in [self.size, self.tx_count, self.received, self.sent]
-            .into_iter()
-            .enumerate()
+    fn encode(&self) -> [u8; 48] {
+        let mut v = [0u8; 48];
+        for (i, n) in [
+            self.id.0,
+            self.size,
+            self.tx_count,
+            self.received,
+            self.sent,
+        ]
+        .into_iter()
+        .enumerate()
         {
             v[i * 8..i * 8 + 8].copy_from_slice(&n.to_be_bytes());
         }
-        v[32..36].copy_from_slice(&self.first_seen.to_be_bytes());
-        v[36..40].copy_from_slice(&self.last_seen.to_be_bytes());
+        v[40..44].copy_from_slice(&self.first_seen.to_be_bytes());
+        v[44..48].copy_from_slice(&self.last_seen.to_be_bytes());
         v
     }
 
     fn decode(b: &[u8]) -> Result<ClusterStats, RowError> {
         Dec::all("cluster_stats", b, |d| {
             Ok(ClusterStats {
+                id: ClusterId(d.u64()?),
                 size: d.u64()?,
                 tx_count: d.u64()?,
                 received: d.u64()?,
@@ -84,18 +94,18 @@ impl Rank {
     }
 }
 
-/// `cluster_rank` key: ranking · value · cluster id, with an empty value.
+/// `cluster_rank` key: ranking · value · cluster key, with an empty value.
 /// Read backwards from the end of a ranking for the largest first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RankKey {
     pub rank: Rank,
     pub value: u64,
-    pub cluster: ClusterId,
+    pub cluster: ClusterKey,
 }
 
 impl RankKey {
     /// Where `stats` places `cluster` in `rank`.
-    pub fn new(rank: Rank, stats: &ClusterStats, cluster: ClusterId) -> RankKey {
+    pub fn new(rank: Rank, stats: &ClusterStats, cluster: ClusterKey) -> RankKey {
         let value = match rank {
             Rank::Size => stats.size,
             Rank::Balance => stats.balance(),
@@ -112,7 +122,7 @@ impl RankKey {
         RankKey {
             rank,
             value: u64::MAX,
-            cluster: ClusterId(u64::MAX),
+            cluster: ClusterKey(u64::MAX),
         }
     }
 }
@@ -133,8 +143,93 @@ impl Codec for RankKey {
             Ok(RankKey {
                 rank: Rank::from_u8(d.u8()?).ok_or_else(|| d.err())?,
                 value: d.u64()?,
-                cluster: ClusterId(d.u64()?),
+                cluster: ClusterKey(d.u64()?),
             })
+        })
+    }
+}
+
+/// A cluster family, as an undo record names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ClusterFamily {
+    Of = 1,
+    Members = 2,
+    Stats = 3,
+    History = 4,
+    Rank = 5,
+}
+
+impl ClusterFamily {
+    const ALL: [ClusterFamily; 5] = [
+        ClusterFamily::Of,
+        ClusterFamily::Members,
+        ClusterFamily::Stats,
+        ClusterFamily::History,
+        ClusterFamily::Rank,
+    ];
+
+    fn from_u8(b: u8) -> Option<ClusterFamily> {
+        ClusterFamily::ALL.into_iter().find(|f| *f as u8 == b)
+    }
+}
+
+/// A cluster row as it was before a block's clustering wrote it: its
+/// family, its key's bytes, and its value's (None: there was no row).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Before {
+    pub family: ClusterFamily,
+    pub key: Vec<u8>,
+    pub value: Option<Vec<u8>>,
+}
+
+/// `cluster_undo`: every cluster row one block's clustering wrote, as it
+/// was before. Putting each back (deleting those that were absent) undoes
+/// the block's merges and additions exactly, whatever their size.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UndoRecord {
+    pub rows: Vec<Before>,
+}
+
+/// Marks a row that was absent: longer than any cluster value.
+const ABSENT: u16 = u16::MAX;
+
+impl Codec for UndoRecord {
+    type Bytes = Vec<u8>;
+
+    /// Per row: family (1 byte), key length (1), key, value length (2,
+    /// `ABSENT` when there was no row), value.
+    fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::new();
+        for row in &self.rows {
+            v.push(row.family as u8);
+            v.push(u8::try_from(row.key.len()).expect("cluster keys are short"));
+            v.extend_from_slice(&row.key);
+            match &row.value {
+                Some(value) => {
+                    let len = u16::try_from(value.len()).expect("cluster values are short");
+                    v.extend_from_slice(&len.to_be_bytes());
+                    v.extend_from_slice(value);
+                }
+                None => v.extend_from_slice(&ABSENT.to_be_bytes()),
+            }
+        }
+        v
+    }
+
+    fn decode(b: &[u8]) -> Result<UndoRecord, RowError> {
+        Dec::all("cluster_undo", b, |d| {
+            let mut rows = Vec::new();
+            while !d.is_empty() {
+                let family = ClusterFamily::from_u8(d.u8()?).ok_or_else(|| d.err())?;
+                let key_len = d.u8()?;
+                let key = d.bytes(usize::from(key_len))?.to_vec();
+                let value = match u16::from_be_bytes(d.take()?) {
+                    ABSENT => None,
+                    len => Some(d.bytes(usize::from(len))?.to_vec()),
+                };
+                rows.push(Before { family, key, value });
+            }
+            Ok(UndoRecord { rows })
         })
     }
 }
@@ -157,15 +252,42 @@ mod tests {
         );
         assert_eq!(ClusterStats::decode(&s.encode()).unwrap(), s);
         fn key(rank: Rank, stats: &ClusterStats, c: u64) -> [u8; 17] {
-            RankKey::new(rank, stats, ClusterId(c)).encode()
+            RankKey::new(rank, stats, ClusterKey(c)).encode()
         }
         let small = key(Rank::Size, &s, 99);
         let big = key(Rank::Size, &ClusterStats { size: 300, ..s }, 1);
         assert!(small < big);
         assert!(key(Rank::Size, &s, 1) < key(Rank::Balance, &s, 1));
         assert!(big < RankKey::end_of(Rank::Size).encode());
-        let k = RankKey::new(Rank::Balance, &s, ClusterId(5));
+        let k = RankKey::new(Rank::Balance, &s, ClusterKey(5));
         assert_eq!(RankKey::decode(&k.encode()).unwrap(), k);
         assert!(RankKey::decode(&[9; 17]).is_err());
+    }
+
+    #[test]
+    fn undo_records_round_trip_and_refuse_a_cut_row() {
+        let record = UndoRecord {
+            rows: vec![
+                Before {
+                    family: ClusterFamily::Of,
+                    key: vec![0, 0, 0, 0, 0, 0, 0, 7],
+                    value: None,
+                },
+                Before {
+                    family: ClusterFamily::Members,
+                    key: vec![1; 16],
+                    value: Some(Vec::new()),
+                },
+                Before {
+                    family: ClusterFamily::Stats,
+                    key: vec![2; 8],
+                    value: Some(ClusterStats::default().encode().to_vec()),
+                },
+            ],
+        };
+        let bytes = record.encode();
+        assert_eq!(UndoRecord::decode(&bytes).unwrap(), record);
+        assert!(UndoRecord::decode(&bytes[..bytes.len() - 1]).is_err());
+        assert!(UndoRecord::decode(&[9, 0, 0xff, 0xff]).is_err());
     }
 }

@@ -83,10 +83,19 @@ id64!(
     "address number"
 );
 id64!(
-    /// A cluster of addresses. Its public id is the number of its oldest
+    /// A cluster of addresses as callers name it: the number of its oldest
     /// address (`ClusterId::of`), which it keeps through merges.
     ClusterId,
     "cluster id"
+);
+id64!(
+    /// What a cluster's rows are keyed by: the number of the member whose
+    /// rows the others joined. Clusters merge by size (the larger keeps its
+    /// rows), so a key is the cluster's oldest address only when that one
+    /// was never the smaller side; its `ClusterStats::id` names it to
+    /// callers. Lone addresses are keyed by their own number.
+    ClusterKey,
+    "cluster key"
 );
 
 impl OutNum {
@@ -109,6 +118,19 @@ impl ClusterId {
 
     /// The address the cluster is named after.
     pub fn named_after(self) -> AddrId {
+        AddrId(self.0)
+    }
+}
+
+impl ClusterKey {
+    /// The key of the rows held under `addr`'s number: a lone address's,
+    /// or a cluster's that `addr` founded.
+    pub fn of(addr: AddrId) -> ClusterKey {
+        ClusterKey(addr.0)
+    }
+
+    /// The member whose number the key is.
+    pub fn holder(self) -> AddrId {
         AddrId(self.0)
     }
 }

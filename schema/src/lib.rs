@@ -5,7 +5,7 @@
 //! range is an id or height range and iteration order is chain order.
 //! `schema/SCHEMA.md` documents the same layouts for people.
 //!
-//! - `ids`: `Height`, `TxNum`, `OutNum`, `AddrId`, `ClusterId`.
+//! - `ids`: `Height`, `TxNum`, `OutNum`, `AddrId`, `ClusterId`, `ClusterKey`.
 //! - `codec`: the `Codec` trait every key and value implements, `Dec`.
 //! - `cf`: one type per column family, naming its key and value types.
 //! - `meta`: the typed entries of the `meta` family.
@@ -32,8 +32,10 @@ pub mod script;
 pub mod tx;
 
 pub use codec::{Codec, Dec, RowError};
-pub use ids::{AddrId, ClusterId, Height, NextIds, OutNum, TxNum};
+pub use ids::{AddrId, ClusterId, ClusterKey, Height, NextIds, OutNum, TxNum};
 
 /// Bumped whenever a layout changes; a binary refuses other versions.
 /// Version 2: keyless scripts have their own script type (11).
-pub const SCHEMA_VERSION: u32 = 2;
+/// Version 3: clusters merge by size, their rows keyed by `ClusterKey`, with
+/// `cluster_undo` records.
+pub const SCHEMA_VERSION: u32 = 3;

@@ -159,7 +159,9 @@ impl Market {
     }
 
     fn recipient(&mut self, payer: ActorId) -> (ActorId, Payee, Dest) {
-        if self.rng.gen_bool(DEPOSIT_SHARE) {
+        // With a whale, users mostly pay into their exchange accounts.
+        let deposit_share = DEPOSIT_SHARE.max(self.actors.whale_share());
+        if self.rng.gen_bool(deposit_share) {
             let (exchange, payee) = self.actors.deposit_address(&mut self.rng, payer);
             (exchange, payee, Dest::Deposits(exchange))
         } else {

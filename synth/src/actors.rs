@@ -102,10 +102,13 @@ pub struct Actors {
     pub peelers: Range<ActorId>,
     pub whirlpool: ActorId,
     pub wasabi: ActorId,
+    /// Share of users, sweeps and withdrawals that are the first exchange's.
+    whale_share: f64,
 }
 
 impl Actors {
-    pub fn new(rng: &mut impl Rng) -> Self {
+    /// `whale_share`: see `SynthArgs::whale_share`.
+    pub fn new(rng: &mut impl Rng, whale_share: f64) -> Self {
         let mut actors = Actors {
             list: Vec::new(),
             next_key: 1,
@@ -115,6 +118,7 @@ impl Actors {
             peelers: 0..0,
             whirlpool: 0,
             wasabi: 0,
+            whale_share,
         };
         let first_exchange = USERS;
         let start = actors.list.len() as ActorId;
@@ -124,7 +128,12 @@ impl Actors {
             } else {
                 OCCASIONAL_REUSE
             };
-            let exchange = first_exchange + rng.gen_range(0..EXCHANGES.len() as u32);
+            let mut exchange = first_exchange + rng.gen_range(0..EXCHANGES.len() as u32);
+            // Drawn only when asked, so that chains without a whale stay
+            // byte for byte what they were.
+            if whale_share > 0.0 && rng.gen_bool(whale_share) {
+                exchange = first_exchange;
+            }
             let script = dist::pick(rng, dist::USER_WALLET_KINDS);
             actors.push(
                 ActorKind::User,
@@ -212,7 +221,16 @@ impl Actors {
         rng.gen_range(self.users.clone())
     }
 
+    /// See `SynthArgs::whale_share`.
+    pub fn whale_share(&self) -> f64 {
+        self.whale_share
+    }
+
+    /// The exchange that sweeps or pays out next: the whale for its share.
     pub fn random_exchange(&self, rng: &mut impl Rng) -> ActorId {
+        if self.whale_share > 0.0 && rng.gen_bool(self.whale_share) {
+            return self.exchanges.start;
+        }
         rng.gen_range(self.exchanges.clone())
     }
 

@@ -35,9 +35,30 @@ pub struct SynthArgs {
     /// Cut the last record in the middle, as a node killed while writing leaves it.
     #[arg(long)]
     pub truncate_tail: bool,
+    /// Share of users who bank at exchange-0, a large custodial exchange
+    /// that also does that share of the sweeps and withdrawals, and share
+    /// (at least the usual 30%) of payments that go to the payer's
+    /// exchange account: the whale's deposit addresses, linked by the
+    /// sweeps that spend them together, make one entity of millions of
+    /// addresses on a chain of a few GB, as the largest exchanges are on
+    /// mainnet. 0 (the default): users spread evenly over eight exchanges.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_share)]
+    pub whale_share: f64,
     /// Do not show a progress bar or progress lines.
     #[arg(long)]
     pub quiet: bool,
+}
+
+/// Parses a share between 0 and 1.
+fn parse_share(text: &str) -> anyhow::Result<f64> {
+    let share: f64 = text
+        .trim()
+        .parse()
+        .with_context(|| format!("bad share {text:?}"))?;
+    if !(0.0..=1.0).contains(&share) {
+        bail!("share {share} is not between 0 and 1");
+    }
+    Ok(share)
 }
 
 /// Parses "500MB", "2GB", "4GiB", "1.5GB" or "123456" into bytes (KB/MB/GB are powers of 1000).

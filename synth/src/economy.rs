@@ -27,9 +27,9 @@ pub struct Economy {
 }
 
 impl Economy {
-    pub fn new(seed: u64) -> Self {
+    pub fn new(seed: u64, whale_share: f64) -> Self {
         Economy {
-            market: Market::new(seed),
+            market: Market::new(seed, whale_share),
             whirlpool: Whirlpool::default(),
             peels: PeelChains::new(),
             flows: Flows::default(),

@@ -92,7 +92,8 @@ pub struct Generator {
 }
 
 impl Generator {
-    pub fn new(params: ChainParams, seed: u64, size: u64) -> Self {
+    /// `whale_share`: see `SynthArgs::whale_share`.
+    pub fn new(params: ChainParams, seed: u64, size: u64, whale_share: f64) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(mix64(seed ^ 0xc4a1));
         let genesis = params.genesis();
         Generator {
@@ -100,7 +101,7 @@ impl Generator {
                 salt: mix64(seed ^ 0x4b),
                 network: params.network,
             },
-            economy: Economy::new(seed),
+            economy: Economy::new(seed, whale_share),
             forks: ForkPlan::new(size, &mut rng),
             tip: (genesis.block_hash(), 0, genesis.header.time),
             next_plans: None,

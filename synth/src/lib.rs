@@ -130,7 +130,7 @@ pub fn run_with_progress(
     let mut writer =
         BlkWriter::create(&args.out, params.magic, xor_key, mix64(args.seed ^ 0x0de7))?;
     let mut truth = TruthWriter::create(&args.out.join("truth"))?;
-    let mut generator = Generator::new(params, args.seed, args.size);
+    let mut generator = Generator::new(params, args.seed, args.size, args.whale_share);
     let mut stats = Stats::default();
 
     let genesis = generator.genesis_bytes();

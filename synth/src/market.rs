@@ -104,9 +104,9 @@ pub fn split_value(rng: &mut impl Rng, total: u64, outputs: &mut [OutPlan]) {
 }
 
 impl Market {
-    pub fn new(seed: u64) -> Self {
+    pub fn new(seed: u64, whale_share: f64) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(mix64(seed ^ 0xec0));
-        let actors = Actors::new(&mut rng);
+        let actors = Actors::new(&mut rng, whale_share);
         Market {
             rng,
             actors,

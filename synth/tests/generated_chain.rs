@@ -39,6 +39,7 @@ fn args(dir: &Path, size: u64, seed: u64) -> SynthArgs {
         network: NetworkChoice::Regtest,
         xor: true,
         truncate_tail: true,
+        whale_share: 0.0,
         quiet: true,
     }
 }
@@ -582,6 +583,53 @@ fn every_address_has_exactly_one_owner() {
     for address in m.addresses.keys() {
         assert!(owner.contains_key(address), "{address} has an owner");
     }
+}
+
+/// Each exchange's share of the addresses all exchanges own, by name.
+fn exchange_shares(truth: &Path) -> HashMap<String, f64> {
+    let read = |name: &str| -> Vec<Vec<String>> {
+        let text = std::fs::read_to_string(truth.join(name)).unwrap();
+        text.lines()
+            .skip(1)
+            .map(|l| l.split(',').map(String::from).collect())
+            .collect()
+    };
+    let exchanges: HashMap<String, String> = read("actors.csv")
+        .into_iter()
+        .filter(|r| r[1] == "exchange")
+        .map(|r| (r[0].clone(), r[2].clone()))
+        .collect();
+    let mut counts: HashMap<String, f64> = HashMap::new();
+    for row in read("addresses.csv") {
+        if let Some(name) = exchanges.get(&row[1]) {
+            *counts.entry(name.clone()).or_default() += 1.0;
+        }
+    }
+    let total: f64 = counts.values().sum();
+    counts.values_mut().for_each(|c| *c /= total);
+    counts
+}
+
+#[test]
+fn a_whale_exchange_owns_most_exchange_addresses_and_none_otherwise() {
+    let spread = exchange_shares(&fixture().dir.join("truth"));
+    assert_eq!(spread.len(), 8);
+    assert!(
+        spread.values().all(|&s| s < 0.3),
+        "without a whale no exchange dominates: {spread:?}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    run(&SynthArgs {
+        whale_share: 0.9,
+        ..args(dir.path(), 20_000_000, 5)
+    })
+    .unwrap();
+    let whale = exchange_shares(&dir.path().join("truth"));
+    assert!(
+        whale["exchange-0"] > 0.75,
+        "exchange-0 owns {:.2} of exchange addresses",
+        whale["exchange-0"]
+    );
 }
 
 fn main_txs(f: &Fixture) -> HashMap<Txid, &Transaction> {

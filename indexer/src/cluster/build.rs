@@ -12,7 +12,7 @@ use satflow_schema::cf::{self, Family};
 use satflow_schema::cluster::{ClusterStats, Rank, RankKey};
 use satflow_schema::script::ScriptType;
 use satflow_schema::tx::OutputRow;
-use satflow_schema::{AddrId, ClusterId, Height, OutNum, TxNum};
+use satflow_schema::{AddrId, ClusterId, ClusterKey, Height, OutNum, TxNum};
 
 use super::heights;
 use super::heuristics::{Coin, Heuristics, Spent, TxView};
@@ -188,13 +188,13 @@ fn write_members(store: &Store, sets: &mut UnionFind) -> Result<MappedArray> {
     for a in 0..sets.len() {
         let root = sets.find(a);
         if root != a {
-            let cluster = ClusterId::of(AddrId(root));
+            let cluster = ClusterKey::of(AddrId(root));
             run.put::<cf::ClusterOf>(&AddrId(a), &cluster);
             run.put::<cf::ClusterMembers>(&(cluster, AddrId(a)), &());
             rows += 2;
             if sizes.get(root as usize) == 0 {
                 // The root's own row, written once when its first member shows up.
-                run.put::<cf::ClusterMembers>(&(cluster, cluster.named_after()), &());
+                run.put::<cf::ClusterMembers>(&(cluster, cluster.holder()), &());
                 sizes.set(root as usize, 1);
                 rows += 1;
             }
@@ -223,12 +223,12 @@ fn ingest_members(store: &Store, run: SortedBatch) -> Result<()> {
 /// the `cluster_history` merge operator adds to other runs' for the same
 /// cluster and tx.
 fn write_history(store: &Store, sets: &mut UnionFind, sizes: &MappedArray) -> Result<()> {
-    let mut run: Vec<((ClusterId, TxNum), HistoryRow)> = Vec::new();
+    let mut run: Vec<((ClusterKey, TxNum), HistoryRow)> = Vec::new();
     for item in store.scan_all::<cf::History>() {
         let ((addr, txnum), row) = item?;
         let root = sets.find(addr.0);
         if sizes.get(root as usize) > 0 {
-            run.push(((ClusterId::of(AddrId(root)), txnum), row));
+            run.push(((ClusterKey::of(AddrId(root)), txnum), row));
         }
         if run.len() >= RUN_ROWS {
             ingest_history(store, &mut run)?;
@@ -237,7 +237,7 @@ fn write_history(store: &Store, sets: &mut UnionFind, sizes: &MappedArray) -> Re
     ingest_history(store, &mut run)
 }
 
-fn ingest_history(store: &Store, run: &mut Vec<((ClusterId, TxNum), HistoryRow)>) -> Result<()> {
+fn ingest_history(store: &Store, run: &mut Vec<((ClusterKey, TxNum), HistoryRow)>) -> Result<()> {
     run.par_sort_unstable_by_key(|(key, _)| *key);
     let mut batch = SortedBatch::default();
     for same in run.chunk_by(|a, b| a.0 == b.0) {
@@ -253,15 +253,17 @@ fn ingest_history(store: &Store, run: &mut Vec<((ClusterId, TxNum), HistoryRow)>
 fn write_stats(store: &Store, tip: Height, sizes: &MappedArray) -> Result<()> {
     let height_of = height_finder(store, tip)?;
     let mut batch = store.batch();
-    let mut current: Option<(ClusterId, ClusterStats)> = None;
+    let mut current: Option<(ClusterKey, ClusterStats)> = None;
     for item in store.scan_all::<cf::ClusterHistory>() {
         let ((c, txnum), row) = item?;
         if current.as_ref().is_some_and(|(cur, _)| *cur != c) {
             put_stats(&mut batch, current.take().expect("checked"));
         }
         let (_, s) = current.get_or_insert_with(|| {
-            let size = sizes.get(c.named_after().0 as usize);
+            let size = sizes.get(c.holder().0 as usize);
+            // Roots are the lowest member: the key is the oldest address.
             let s = ClusterStats {
+                id: ClusterId::of(c.holder()),
                 size: u64::from(size),
                 ..Default::default()
             };
@@ -285,7 +287,7 @@ fn height_finder(store: &Store, tip: Height) -> Result<impl Fn(TxNum) -> Height>
     Ok(move |txnum| Height(base.0 + (first_txs.partition_point(|&f| f <= txnum) - 1) as u32))
 }
 
-fn put_stats(batch: &mut Batch, (c, s): (ClusterId, ClusterStats)) {
+fn put_stats(batch: &mut Batch, (c, s): (ClusterKey, ClusterStats)) {
     batch.put::<cf::ClusterStats>(&c, &s);
     for rank in [Rank::Size, Rank::Balance] {
         batch.put::<cf::ClusterRank>(&RankKey::new(rank, &s, c), &());

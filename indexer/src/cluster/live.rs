@@ -1,8 +1,15 @@
 //! Keeping clusters current as blocks come and go: each new block merges
 //! the clusters its transactions link and adds its transactions to the
-//! clusters they touch; a reorg dissolves the clusters the departing blocks
-//! touched, and they are recomputed from the blocks that remain.
+//! clusters they touch, noting every row it changes (`undo`); a reorg puts
+//! the departing blocks' rows back. Merges go by size: the largest cluster
+//! of a merge keeps its rows and the others' move into it, so a block costs
+//! what it links, not the size of the clusters it joins.
+//!
+//! Where no records cover a reorg (blocks a whole build clustered, or a
+//! reorg deeper than `undo::UNDO_DEPTH`), the clusters the departing blocks
+//! touched are dissolved and recomputed from the blocks that remain.
 
+use std::cmp::Reverse;
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 
@@ -11,11 +18,12 @@ use satflow_schema::address::HistoryRow;
 use satflow_schema::block::ChainPoint;
 use satflow_schema::cf;
 use satflow_schema::cluster::{ClusterStats, Rank, RankKey};
-use satflow_schema::{meta, AddrId, ClusterId, Height, TxNum};
+use satflow_schema::{meta, AddrId, ClusterId, ClusterKey, Height, TxNum};
 
 use super::heuristics::{Heuristics, TxView};
+use super::undo::{self, Recorder, Undoable};
 use super::view::{self, cluster_of, load_tx, members, stats, tx_row};
-use super::{after, heights, tip};
+use super::{after, heights, put_tip, tip};
 use crate::progress::Progress;
 use crate::store::{Batch, Direction, Store};
 
@@ -31,7 +39,7 @@ pub fn catch_up(store: &Store, h: Heuristics, progress: &mut Progress) -> Result
         None => store.base_height()?,
     };
     for height in heights(from, index_tip.height) {
-        let mut step = Step::new(store);
+        let mut step = Step::new(store, Some(height));
         apply_block(&mut step, h, height)?;
         let block = store.need_block(height)?;
         step.finish(Some(ChainPoint {
@@ -44,7 +52,8 @@ pub fn catch_up(store: &Store, h: Heuristics, progress: &mut Progress) -> Result
 }
 
 /// Before the index rolls back the blocks above `fork` (all of them when
-/// None): dissolves every cluster those blocks touched, noting its members
+/// None): undoes their clustering from their records, or where a block has
+/// none, dissolves every cluster those blocks touched, noting its members
 /// for `recompute_dirty`.
 pub fn forget_above(store: &Store, fork: Option<Height>) -> Result<()> {
     let Some(cluster_tip) = tip(store)? else {
@@ -57,8 +66,17 @@ pub fn forget_above(store: &Store, fork: Option<Height>) -> Result<()> {
     if cluster_tip.height < first {
         return Ok(());
     }
+    if undo::recorded(store, first, cluster_tip.height)? {
+        tracing::info!(
+            "reorg: undoing the clustering of {} block(s) from their records",
+            cluster_tip.height.0 - first.0 + 1
+        );
+        return undo::undo_blocks(store, first, cluster_tip.height);
+    }
     let dissolved = touched_clusters(store, first, cluster_tip.height)?;
     let mut batch = store.batch();
+    // The records below describe rows this rewrites: none may be replayed.
+    batch.clear::<cf::ClusterUndo>();
     let mut dirty = store.meta(meta::ClusterDirty)?.unwrap_or_default();
     for (&c, s) in &dissolved {
         dirty.extend(dissolve(store, &mut batch, c, s)?);
@@ -86,11 +104,11 @@ fn touched_clusters(
     store: &Store,
     first: Height,
     last: Height,
-) -> Result<BTreeMap<ClusterId, ClusterStats>> {
+) -> Result<BTreeMap<ClusterKey, ClusterStats>> {
     let mut touched = BTreeMap::new();
     for height in heights(first, last) {
-        for txnum in store.need_block(height)?.txs().map(TxNum) {
-            for addr in touched_addresses(&load_tx(store, txnum)?) {
+        for tx in view::load_block(store, &store.need_block(height)?)? {
+            for addr in touched_addresses(&tx) {
                 let c = cluster_of(store, addr)?;
                 if let Some(s) = stats(store, c)? {
                     touched.insert(c, s);
@@ -106,7 +124,7 @@ fn touched_clusters(
 fn dissolve(
     store: &Store,
     batch: &mut Batch,
-    c: ClusterId,
+    c: ClusterKey,
     s: &ClusterStats,
 ) -> Result<Vec<AddrId>> {
     let members = members(store, c)?;
@@ -139,12 +157,10 @@ fn recompute_dirty(store: &Store, h: Heuristics) -> Result<()> {
     // Addresses first seen above the tip were rolled back with their blocks.
     let addrs: Vec<AddrId> = dirty.into_iter().filter(|&a| a < next.addr).collect();
     let groups = regroup(store, h, &addrs, next.tx)?;
-    let mut step = Step::new(store);
+    let mut step = Step::new(store, None);
     step.before_tx = next.tx;
-    for (root, rest) in groups.groups() {
-        if !rest.is_empty() {
-            step.merge(root, &rest)?;
-        }
+    for group in groups.groups() {
+        step.merge(&group)?;
     }
     step.writes.delete_meta(meta::ClusterDirty);
     step.finish(cluster_tip)
@@ -152,12 +168,12 @@ fn recompute_dirty(store: &Store, h: Heuristics) -> Result<()> {
 
 /// Unites the lone addresses `addrs` as the txs below `end` link them.
 /// Every address such a tx links to one of them was in its dissolved
-/// cluster, so it is lone too, a cluster named after itself.
+/// cluster, so it is lone too, keyed by its own number.
 fn regroup(store: &Store, h: Heuristics, addrs: &[AddrId], end: TxNum) -> Result<LocalUnion> {
     let mut groups = LocalUnion::default();
     let mut links: HashMap<TxNum, Vec<AddrId>> = HashMap::new();
     for &a in addrs {
-        groups.add(ClusterId::of(a));
+        groups.add(ClusterKey::of(a));
         for r in store.pairs::<cf::History, _, _>(a, TxNum(0), Direction::Forward) {
             let (txnum, _) = r?;
             if txnum >= end {
@@ -169,7 +185,7 @@ fn regroup(store: &Store, h: Heuristics, addrs: &[AddrId], end: TxNum) -> Result
             };
             // A tx that only pays `a` links other clusters, not `a`'s.
             if linked.contains(&a) {
-                groups.union_all(linked.iter().map(|&l| ClusterId::of(l)));
+                groups.union_all(linked.iter().map(|&l| ClusterKey::of(l)));
             }
         }
     }
@@ -193,13 +209,18 @@ fn apply_block(step: &mut Step, h: Heuristics, height: Height) -> Result<()> {
     let store = step.store;
     let block = store.need_block(height)?;
     step.before_tx = block.first_tx;
+    let txs: Vec<(TxNum, TxView)> = block
+        .txs()
+        .map(TxNum)
+        .zip(view::load_block(store, &block)?)
+        .collect();
+    let touched: Vec<Vec<AddrId>> = txs.iter().map(|(_, tx)| touched_addresses(tx)).collect();
+    step.prefetch(touched.iter().flatten().copied())?;
     // Which clusters the block's links join, from the clusters as they
     // stood before it.
     let mut groups = LocalUnion::default();
-    let mut views = Vec::new();
-    for txnum in block.txs().map(TxNum) {
-        let tx = load_tx(store, txnum)?;
-        let (linked, _) = h.links(&tx);
+    for (_, tx) in &txs {
+        let (linked, _) = h.links(tx);
         let clusters = linked
             .iter()
             .map(|&a| step.cluster_of(a))
@@ -208,33 +229,31 @@ fn apply_block(step: &mut Step, h: Heuristics, height: Height) -> Result<()> {
             groups.add(c);
         }
         groups.union_all(clusters);
-        views.push((txnum, tx));
     }
-    for (root, rest) in groups.groups() {
-        if !rest.is_empty() {
-            step.merge(root, &rest)?;
+    for group in groups.groups() {
+        step.merge(&group)?;
+    }
+    // Then the block's own transactions join the clusters they touch: the
+    // history rows of their addresses in clusters of two or more, read at
+    // once.
+    let mut wanted: Vec<(usize, ClusterKey, (AddrId, TxNum))> = Vec::new();
+    for (i, ((txnum, _), addrs)) in txs.iter().zip(&touched).enumerate() {
+        for &a in addrs {
+            let c = step.cluster_of(a)?;
+            if step.stats(c)?.is_some() {
+                wanted.push((i, c, (a, *txnum)));
+            }
         }
     }
-    // Then the block's own transactions join the clusters they touch.
-    for (txnum, tx) in views {
-        join_tx(step, txnum, height, &tx)?;
+    let keys: Vec<(AddrId, TxNum)> = wanted.iter().map(|(_, _, key)| *key).collect();
+    let rows = store.multi_get::<cf::History>(&keys)?;
+    let mut per_cluster: BTreeMap<(usize, ClusterKey), HistoryRow> = BTreeMap::new();
+    for ((i, c, key), row) in wanted.into_iter().zip(rows) {
+        let row = row.with_context(|| format!("index is inconsistent: no history row {key:?}"))?;
+        per_cluster.entry((i, c)).or_default().add(&row);
     }
-    Ok(())
-}
-
-/// Adds tx `txnum`'s history rows to the clusters of two or more it touches.
-fn join_tx(step: &mut Step, txnum: TxNum, height: Height, tx: &TxView) -> Result<()> {
-    let mut per_cluster: BTreeMap<ClusterId, HistoryRow> = BTreeMap::new();
-    for a in touched_addresses(tx) {
-        let c = step.cluster_of(a)?;
-        if step.stats(c)?.is_none() {
-            continue;
-        }
-        let row = step.store.need::<cf::History>(&(a, txnum))?;
-        per_cluster.entry(c).or_default().add(&row);
-    }
-    for (c, row) in per_cluster {
-        step.add_row(c, txnum, height, row)?;
+    for ((i, c), row) in per_cluster {
+        step.add_row(c, txs[i].0, height, row)?;
     }
     Ok(())
 }
@@ -244,20 +263,25 @@ fn join_tx(step: &mut Step, txnum: TxNum, height: Height, tx: &TxView) -> Result
 struct Step<'s> {
     store: &'s Store,
     writes: Batch<'s>,
+    /// A block's rows as they were before it; None for a recompute.
+    undo: Option<Recorder>,
     /// History rows at or above this tx are not the clusters' yet.
     before_tx: TxNum,
-    cluster_of: HashMap<AddrId, ClusterId>,
+    cluster_of: HashMap<AddrId, ClusterKey>,
     /// Figures of every cluster the step touched (None: a lone address),
     /// with the figures it started with, to move its rank rows.
-    stats: HashMap<ClusterId, (Option<ClusterStats>, Option<ClusterStats>)>,
-    rows: HashMap<(ClusterId, TxNum), HistoryRow>,
+    stats: HashMap<ClusterKey, (Option<ClusterStats>, Option<ClusterStats>)>,
+    rows: HashMap<(ClusterKey, TxNum), HistoryRow>,
 }
 
 impl<'s> Step<'s> {
-    fn new(store: &'s Store) -> Step<'s> {
+    /// A step that records its rows for undoing when it clusters the block
+    /// at `height`.
+    fn new(store: &'s Store, height: Option<Height>) -> Step<'s> {
         Step {
             store,
             writes: store.batch(),
+            undo: height.map(Recorder::new),
             before_tx: TxNum(0),
             cluster_of: HashMap::new(),
             stats: HashMap::new(),
@@ -265,7 +289,30 @@ impl<'s> Step<'s> {
         }
     }
 
-    fn cluster_of(&mut self, addr: AddrId) -> Result<ClusterId> {
+    /// Reads the clusters of `addrs` and their figures at once, for the
+    /// lookups to come.
+    fn prefetch(&mut self, addrs: impl Iterator<Item = AddrId>) -> Result<()> {
+        let mut addrs: Vec<AddrId> = addrs.filter(|a| !self.cluster_of.contains_key(a)).collect();
+        addrs.sort_unstable();
+        addrs.dedup();
+        let rows = self.store.multi_get::<cf::ClusterOf>(&addrs)?;
+        let mut keys = Vec::with_capacity(addrs.len());
+        for (&a, row) in addrs.iter().zip(rows) {
+            let key = row.unwrap_or(ClusterKey::of(a));
+            self.cluster_of.insert(a, key);
+            keys.push(key);
+        }
+        keys.retain(|k| !self.stats.contains_key(k));
+        keys.sort_unstable();
+        keys.dedup();
+        let stats = self.store.multi_get::<cf::ClusterStats>(&keys)?;
+        for (key, s) in keys.into_iter().zip(stats) {
+            self.stats.insert(key, (s, s));
+        }
+        Ok(())
+    }
+
+    fn cluster_of(&mut self, addr: AddrId) -> Result<ClusterKey> {
         if let Some(&c) = self.cluster_of.get(&addr) {
             return Ok(c);
         }
@@ -274,7 +321,7 @@ impl<'s> Step<'s> {
         Ok(c)
     }
 
-    fn stats(&mut self, c: ClusterId) -> Result<Option<ClusterStats>> {
+    fn stats(&mut self, c: ClusterKey) -> Result<Option<ClusterStats>> {
         if let Some((_, now)) = self.stats.get(&c) {
             return Ok(*now);
         }
@@ -283,23 +330,48 @@ impl<'s> Step<'s> {
         Ok(s)
     }
 
-    fn set_stats(&mut self, c: ClusterId, s: Option<ClusterStats>) -> Result<()> {
+    fn set_stats(&mut self, c: ClusterKey, s: Option<ClusterStats>) -> Result<()> {
         self.stats(c)?;
         self.stats.get_mut(&c).expect("loaded").1 = s;
         Ok(())
     }
 
-    fn row(&self, c: ClusterId, txnum: TxNum) -> Result<Option<HistoryRow>> {
+    /// The id callers know cluster `c` by.
+    fn id(&mut self, c: ClusterKey) -> Result<ClusterId> {
+        Ok(self.stats(c)?.map_or(ClusterId::of(c.holder()), |s| s.id))
+    }
+
+    fn row(&self, c: ClusterKey, txnum: TxNum) -> Result<Option<HistoryRow>> {
         if let Some(r) = self.rows.get(&(c, txnum)) {
             return Ok(Some(*r));
         }
+        if txnum >= self.before_tx {
+            // A tx of the step's own block: no cluster has its row yet.
+            return Ok(None);
+        }
         self.store.get::<cf::ClusterHistory>(&(c, txnum))
+    }
+
+    fn put<F: Undoable>(&mut self, key: &F::Key, value: &F::Value) -> Result<()> {
+        if let Some(undo) = &mut self.undo {
+            undo.note::<F>(self.store, key)?;
+        }
+        self.writes.put::<F>(key, value);
+        Ok(())
+    }
+
+    fn delete<F: Undoable>(&mut self, key: &F::Key) -> Result<()> {
+        if let Some(undo) = &mut self.undo {
+            undo.note::<F>(self.store, key)?;
+        }
+        self.writes.delete::<F>(key);
+        Ok(())
     }
 
     /// Adds `row` to cluster `c`'s history at `txnum`, and to its figures.
     fn add_row(
         &mut self,
-        c: ClusterId,
+        c: ClusterKey,
         txnum: TxNum,
         height: Height,
         row: HistoryRow,
@@ -320,34 +392,52 @@ impl<'s> Step<'s> {
         self.set_stats(c, Some(s))
     }
 
-    /// Folds clusters `rest` into `target`, the lowest id of them all.
-    fn merge(&mut self, target: ClusterId, rest: &[ClusterId]) -> Result<()> {
+    /// Makes one cluster of `group` (two or more keys). The largest keeps
+    /// its rows and the others move into it, so the merge costs the smaller
+    /// ones' size; the result is known by the oldest address of them all.
+    fn merge(&mut self, group: &[ClusterKey]) -> Result<()> {
+        let mut largest = None;
+        for &c in group {
+            let size = self.stats(c)?.map_or(1, |s| s.size);
+            // Ties go to the lowest key, so a recompute is deterministic.
+            largest = largest.max(Some((size, Reverse(c))));
+        }
+        let Some((_, Reverse(target))) = largest else {
+            return Ok(());
+        };
+        let mut id = self.id(target)?;
+        for &c in group {
+            id = id.min(self.id(c)?);
+        }
         if self.stats(target)?.is_none() {
             // A lone address becomes a cluster: its history becomes the cluster's.
             let one = ClusterStats {
+                id: ClusterId::of(target.holder()),
                 size: 1,
                 ..Default::default()
             };
             self.set_stats(target, Some(one))?;
-            let member = (target, target.named_after());
-            self.writes.put::<cf::ClusterMembers>(&member, &());
+            self.put::<cf::ClusterMembers>(&(target, target.holder()), &())?;
             self.absorb_rows(target, target, false)?;
         }
-        for &other in rest {
-            self.absorb(target, other)?;
+        for &other in group {
+            if other != target {
+                self.absorb(target, other)?;
+            }
         }
-        Ok(())
+        let s = self.stats(target)?.expect("target is a cluster");
+        self.set_stats(target, Some(ClusterStats { id, ..s }))
     }
 
     /// Moves cluster `other`'s members and rows into `target`.
-    fn absorb(&mut self, target: ClusterId, other: ClusterId) -> Result<()> {
+    fn absorb(&mut self, target: ClusterKey, other: ClusterKey) -> Result<()> {
         let multi = self.stats(other)?.is_some();
         let moved = members(self.store, other)?;
         for &m in &moved {
-            self.writes.put::<cf::ClusterOf>(&m, &target);
-            self.writes.put::<cf::ClusterMembers>(&(target, m), &());
+            self.put::<cf::ClusterOf>(&m, &target)?;
+            self.put::<cf::ClusterMembers>(&(target, m), &())?;
             if multi {
-                self.writes.delete::<cf::ClusterMembers>(&(other, m));
+                self.delete::<cf::ClusterMembers>(&(other, m))?;
             }
             self.cluster_of.insert(m, target);
         }
@@ -362,7 +452,7 @@ impl<'s> Step<'s> {
     }
 
     /// Adds `source`'s history rows (before `before_tx`) to `target`'s.
-    fn absorb_rows(&mut self, target: ClusterId, source: ClusterId, multi: bool) -> Result<()> {
+    fn absorb_rows(&mut self, target: ClusterKey, source: ClusterKey, multi: bool) -> Result<()> {
         let mut rows = view::history(self.store, source, multi, self.before_tx)?;
         for ((c, txnum), row) in &self.rows {
             if *c == source {
@@ -374,62 +464,74 @@ impl<'s> Step<'s> {
             self.add_row(target, txnum, height, row)?;
             if multi {
                 self.rows.remove(&(source, txnum));
-                self.writes.delete::<cf::ClusterHistory>(&(source, txnum));
+                self.delete::<cf::ClusterHistory>(&(source, txnum))?;
             }
         }
         Ok(())
     }
 
     fn finish(mut self, new_tip: Option<ChainPoint>) -> Result<()> {
-        for (&key, row) in &self.rows {
-            self.writes.put::<cf::ClusterHistory>(&key, row);
+        for (key, row) in std::mem::take(&mut self.rows) {
+            match (&mut self.undo, key.1 >= self.before_tx) {
+                // A row of the step's own block: there was none before.
+                (Some(undo), true) => undo.note_known::<cf::ClusterHistory>(&key, None),
+                (Some(undo), false) => undo.note::<cf::ClusterHistory>(self.store, &key)?,
+                (None, _) => {}
+            }
+            self.writes.put::<cf::ClusterHistory>(&key, &row);
         }
-        for (&c, (before, after)) in &self.stats {
+        for (c, (before, after)) in std::mem::take(&mut self.stats) {
             if before == after {
                 continue;
+            }
+            // What stood before is known: the figures the step started
+            // from, and the rank rows they place.
+            if let Some(undo) = &mut self.undo {
+                undo.note_known::<cf::ClusterStats>(&c, before.as_ref());
+                for rank in [Rank::Size, Rank::Balance] {
+                    if let Some(s) = before {
+                        undo.note_known::<cf::ClusterRank>(&RankKey::new(rank, &s, c), Some(&()));
+                    }
+                    if let Some(s) = after {
+                        undo.note_known::<cf::ClusterRank>(&RankKey::new(rank, &s, c), None);
+                    }
+                }
             }
             for rank in [Rank::Size, Rank::Balance] {
                 if let Some(s) = before {
                     self.writes
-                        .delete::<cf::ClusterRank>(&RankKey::new(rank, s, c));
+                        .delete::<cf::ClusterRank>(&RankKey::new(rank, &s, c));
                 }
                 if let Some(s) = after {
                     self.writes
-                        .put::<cf::ClusterRank>(&RankKey::new(rank, s, c), &());
+                        .put::<cf::ClusterRank>(&RankKey::new(rank, &s, c), &());
                 }
             }
             match after {
-                Some(s) => self.writes.put::<cf::ClusterStats>(&c, s),
+                Some(s) => self.writes.put::<cf::ClusterStats>(&c, &s),
                 None => self.writes.delete::<cf::ClusterStats>(&c),
             }
+        }
+        if let Some(undo) = self.undo.take() {
+            undo.write(&mut self.writes);
         }
         put_tip(&mut self.writes, new_tip);
         self.store.write(self.writes)
     }
 }
 
-/// Records `tip` as the last block the clusters include; None: no block
-/// (a build under way).
-pub(super) fn put_tip(batch: &mut Batch, tip: Option<ChainPoint>) {
-    match tip {
-        Some(point) => batch.put_meta(meta::ClusterTip, &point),
-        None => batch.delete_meta(meta::ClusterTip),
-    }
-}
-
-/// A small union-find over the clusters one step involves; roots are the
-/// lowest id.
+/// A small union-find over the clusters one step involves.
 #[derive(Default)]
 struct LocalUnion {
-    parent: BTreeMap<ClusterId, ClusterId>,
+    parent: BTreeMap<ClusterKey, ClusterKey>,
 }
 
 impl LocalUnion {
-    fn add(&mut self, x: ClusterId) {
+    fn add(&mut self, x: ClusterKey) {
         self.parent.entry(x).or_insert(x);
     }
 
-    fn find(&mut self, x: ClusterId) -> ClusterId {
+    fn find(&mut self, x: ClusterKey) -> ClusterKey {
         self.add(x);
         let mut root = x;
         while self.parent[&root] != root {
@@ -445,7 +547,7 @@ impl LocalUnion {
     }
 
     /// Puts `ids` in one set (adding them, unless there is only one).
-    fn union_all(&mut self, ids: impl IntoIterator<Item = ClusterId>) {
+    fn union_all(&mut self, ids: impl IntoIterator<Item = ClusterKey>) {
         let mut ids = ids.into_iter();
         let Some(first) = ids.next() else {
             return;
@@ -458,17 +560,14 @@ impl LocalUnion {
         }
     }
 
-    /// Each set as (root, the other members), in root order.
-    fn groups(mut self) -> Vec<(ClusterId, Vec<ClusterId>)> {
-        let ids: Vec<ClusterId> = self.parent.keys().copied().collect();
-        let mut by_root: BTreeMap<ClusterId, Vec<ClusterId>> = BTreeMap::new();
+    /// Each set of two or more, in the order of their lowest key.
+    fn groups(mut self) -> Vec<Vec<ClusterKey>> {
+        let ids: Vec<ClusterKey> = self.parent.keys().copied().collect();
+        let mut by_root: BTreeMap<ClusterKey, Vec<ClusterKey>> = BTreeMap::new();
         for id in ids {
             let root = self.find(id);
-            let rest = by_root.entry(root).or_default();
-            if id != root {
-                rest.push(id);
-            }
+            by_root.entry(root).or_default().push(id);
         }
-        by_root.into_iter().collect()
+        by_root.into_values().filter(|g| g.len() > 1).collect()
     }
 }

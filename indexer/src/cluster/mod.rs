@@ -5,11 +5,14 @@
 //! and across reorgs (`live`).
 //!
 //! A cluster's id is its lowest address number (`ClusterId::of`): when
-//! clusters merge, the one holding the oldest address keeps its id.
+//! clusters merge, the result is known by the oldest address of them all.
+//! Its rows are keyed apart from that id (`ClusterKey`), by the member of
+//! the largest side, so that a merge moves the smaller side's rows only.
 
 mod build;
 mod heuristics;
 mod live;
+mod undo;
 mod unionfind;
 pub mod view;
 
@@ -38,6 +41,15 @@ pub fn heuristics(store: &Store) -> Result<Option<Heuristics>> {
 /// The last block the clusters include.
 pub fn tip(store: &Store) -> Result<Option<ChainPoint>> {
     store.meta(meta::ClusterTip)
+}
+
+/// Records `tip` as the last block the clusters include; None: no block
+/// (a build under way).
+fn put_tip(batch: &mut Batch, tip: Option<ChainPoint>) {
+    match tip {
+        Some(point) => batch.put_meta(meta::ClusterTip, &point),
+        None => batch.delete_meta(meta::ClusterTip),
+    }
 }
 
 /// The heuristics a build uses: those recorded, or the default set when
@@ -76,13 +88,13 @@ fn rebuild_with(store: &Store, h: Heuristics, links: Links, quiet: bool) -> Resu
     clear_clusters(&mut batch);
     batch.delete_meta(meta::ClusterDirty);
     batch.put_meta(meta::ClusterHeuristics, &h.to_string());
-    live::put_tip(&mut batch, None);
+    put_tip(&mut batch, None);
     store.write(batch)?;
     let mut progress = Progress::new(blk_bytes_above(store, None)?, quiet);
     build::build(store, links, &mut progress)?;
     progress.finish();
     let mut batch = store.batch();
-    live::put_tip(&mut batch, store.tip()?);
+    put_tip(&mut batch, store.tip()?);
     store.write(batch)?;
     store.flush()
 }
@@ -94,6 +106,7 @@ fn clear_clusters(batch: &mut Batch) {
     batch.clear::<cf::ClusterStats>();
     batch.clear::<cf::ClusterHistory>();
     batch.clear::<cf::ClusterRank>();
+    batch.clear::<cf::ClusterUndo>();
 }
 
 /// Blk bytes of the indexed blocks above `height` (all when None): the
@@ -120,7 +133,7 @@ fn catch_up(store: &Store, h: Heuristics, quiet: bool) -> Result<()> {
 }
 
 /// The heights `first..=last`, none when `last` is below `first`.
-fn heights(first: Height, last: Height) -> impl Iterator<Item = Height> {
+fn heights(first: Height, last: Height) -> impl DoubleEndedIterator<Item = Height> {
     (first.0..=last.0).map(Height)
 }
 

@@ -23,6 +23,16 @@ impl Store {
         raw.map(|v| self.decode::<F>(&v)).transpose()
     }
 
+    /// A row's value as stored, undecoded: for putting it back later
+    /// exactly (undo records).
+    pub fn get_raw<F: Family>(&self, key: &F::Key) -> Result<Option<Vec<u8>>> {
+        let raw = self
+            .db
+            .get_pinned_cf(self.cf::<F>(), key.encode())
+            .with_context(|| format!("reading {} from {}", F::NAME, self.path.display()))?;
+        Ok(raw.map(|v| v.to_vec()))
+    }
+
     /// A row that must exist: its absence means the index is inconsistent.
     pub fn need<F: Family>(&self, key: &F::Key) -> Result<F::Value>
     where

@@ -52,6 +52,16 @@ impl<'s> Batch<'s> {
             .delete_range_cf(self.store.cf::<F>(), &[][..], &PAST_ID_KEYS[..]);
     }
 
+    /// Puts back a row of the family named `family` as bytes an undo
+    /// record kept.
+    pub fn put_raw(&mut self, family: &str, key: &[u8], value: &[u8]) {
+        self.inner.put_cf(self.store.cf_named(family), key, value);
+    }
+
+    pub fn delete_raw(&mut self, family: &str, key: &[u8]) {
+        self.inner.delete_cf(self.store.cf_named(family), key);
+    }
+
     pub fn put_meta<E: Entry>(&mut self, entry: E, value: &E::Value) {
         self.put::<Meta>(&entry.key(), &Raw(value.encode().as_ref().to_vec()));
     }

@@ -19,7 +19,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use satflow_indexer::flow::FlowView;
 use satflow_indexer::labels::Category;
 use satflow_proto::v1 as pb;
-use satflow_schema::{AddrId, ClusterId, Height, OutNum, TxNum};
+use satflow_schema::{AddrId, ClusterKey, Height, OutNum, TxNum};
 
 use super::rules::{Rule, Subject, Watch};
 use crate::built;
@@ -41,7 +41,7 @@ enum Members {
     Address(Option<AddrId>),
     /// Clusters (or, for an address the clusters do not cover yet, the
     /// cluster named after it: see `LabelIndex`).
-    Holders(Arc<FxHashSet<ClusterId>>),
+    Holders(Arc<FxHashSet<ClusterKey>>),
 }
 
 /// Evaluates blocks of one index state.
@@ -54,10 +54,10 @@ pub struct Evaluation<'a> {
     /// Watches by the address number, or the holder, they name: a block
     /// costs a lookup per address, however many watches there are.
     by_address: FxHashMap<AddrId, Vec<usize>>,
-    by_holder: FxHashMap<ClusterId, Vec<usize>>,
+    by_holder: FxHashMap<ClusterKey, Vec<usize>>,
     /// For watches with an exposure rule: the holders of its category.
     exposure: Vec<Option<Members>>,
-    holders: FxHashMap<AddrId, ClusterId>,
+    holders: FxHashMap<AddrId, ClusterKey>,
     /// Per origin (see `Origin`) and transaction: how many levels back
     /// from it (itself included) a finished search found no origin coin.
     clean: FxHashMap<(Origin, u64), u32>,
@@ -104,7 +104,7 @@ impl<'a> Evaluation<'a> {
             holders: FxHashMap::default(),
             clean: FxHashMap::default(),
         };
-        let mut categories: FxHashMap<Category, Arc<FxHashSet<ClusterId>>> = FxHashMap::default();
+        let mut categories: FxHashMap<Category, Arc<FxHashSet<ClusterKey>>> = FxHashMap::default();
         let mut category =
             |labels: &LabelIndex, c: Category| {
                 Arc::clone(categories.entry(c).or_insert_with(|| {
@@ -148,7 +148,7 @@ impl<'a> Evaluation<'a> {
 
     /// The cluster holding address `a` (the one named after it beyond the
     /// clusters).
-    fn holder(&mut self, a: AddrId) -> Result<ClusterId> {
+    fn holder(&mut self, a: AddrId) -> Result<ClusterKey> {
         if let Some(&h) = self.holders.get(&a) {
             return Ok(h);
         }
