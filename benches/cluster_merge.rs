@@ -113,6 +113,7 @@ fn main() {
         let tip = store.tip().unwrap().unwrap().height;
         let started = Instant::now();
         cluster::forget_above(&store, Some(Height(tip.0 - 1))).unwrap();
+        store.flush().unwrap();
         vec![started.elapsed()]
     };
     let lone = old_lone_addresses(&db, id.0, args.common.runs);
@@ -140,8 +141,10 @@ fn main() {
                 key, whale,
                 "round {round}: the old address joined the entity"
             );
+            // Flushed, as the clusters stage of a run is.
             let started = Instant::now();
             cluster::forget_above(&store, Some(Height(tip.0 + 1))).unwrap();
+            store.flush().unwrap();
             reorgs.push(started.elapsed());
             let key = view::cluster_of(&store, *old).unwrap();
             assert_eq!(

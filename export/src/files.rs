@@ -153,12 +153,13 @@ fn properties(table: Table, metadata: Vec<KeyValue>) -> WriterProperties {
     b.build()
 }
 
-/// Chain tables are written in chain order, so sorted by height (column 0);
-/// clusters in cluster id order (column 0). Labels come in address-key
-/// order, which is not the order of their strings.
+/// Chain tables are written in chain order, so sorted by height (column 0).
+/// Clusters come in the order of the keys their rows are stored under,
+/// which is id order only where no merge into a larger cluster renamed one;
+/// labels in address-key order, which is not the order of their strings.
 fn sorted_by(table: Table) -> Option<i32> {
     match table {
-        Table::Labels => None,
+        Table::Labels | Table::AddressClusters => None,
         _ => Some(0),
     }
 }

@@ -111,7 +111,7 @@ pub fn history(
         Order::OldestFirst => Listing::HistoryOldestFirst,
         Order::NewestFirst => Listing::HistoryNewestFirst,
     };
-    history::page::<cf::History, _>(index, id, listing, q)
+    history::page::<cf::History, _>(index, id, id.0, listing, q)
 }
 
 /// One page of `key`'s unspent outputs, in chain order.

@@ -104,8 +104,9 @@ pub fn members(
 ) -> Result<pb::ListClusterMembersResponse> {
     let built = Built::read(index.store())?;
     let key = built.check_cluster(index.store(), id)?;
-    let from =
-        Token::resume("page_token", page_token, Listing::ClusterMembers, key.0)?.unwrap_or(0);
+    // Tokens are tied to the id, which a merge into a larger cluster keeps
+    // while the key changes.
+    let from = Token::resume("page_token", page_token, Listing::ClusterMembers, id.0)?.unwrap_or(0);
     let mut addresses = Vec::new();
     let mut next_page_token = String::new();
     let rows =
@@ -117,7 +118,7 @@ pub fn members(
         if addresses.len() == page_size {
             next_page_token = Token {
                 listing: Listing::ClusterMembers,
-                scope: key.0,
+                scope: id.0,
                 next: member.0,
             }
             .encode();
@@ -154,8 +155,8 @@ pub fn history(
         ..*q
     };
     match view::stats(index.store(), key)? {
-        Some(_) => history::page::<cf::ClusterHistory, _>(index, key, listing, &q),
-        None => history::page::<cf::History, _>(index, key.holder(), listing, &q),
+        Some(_) => history::page::<cf::ClusterHistory, _>(index, key, id.0, listing, &q),
+        None => history::page::<cf::History, _>(index, key.holder(), id.0, listing, &q),
     }
 }
 

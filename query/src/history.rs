@@ -33,10 +33,13 @@ pub struct HistoryQuery<'a> {
     pub page_token: &'a str,
 }
 
-/// A page of `F`'s `(id, tx)` rows as history entries.
+/// A page of `F`'s `(id, tx)` rows as history entries; its token is tied
+/// to `scope`, the number the caller named (an address's, or a cluster's
+/// id, which stays while the key its rows are under may change).
 pub(crate) fn page<F, A>(
     index: &Index,
     id: A,
+    scope: u64,
     listing: Listing,
     q: &HistoryQuery,
 ) -> Result<pb::ListAddressHistoryResponse>
@@ -44,13 +47,13 @@ where
     F: Family<Key = (A, TxNum), Value = HistoryRow>,
     A: Id + 'static,
 {
-    let resume = Token::resume("page_token", q.page_token, listing, id.get())?.map(TxNum);
+    let resume = Token::resume("page_token", q.page_token, listing, scope)?.map(TxNum);
     let txnums = tx_range(index, q.min_height.map(Height), q.max_height.map(Height))?;
     let mut rows = rows::<F, A>(index, id, q.order, txnums, resume, q.page_size + 1)?;
     let next_page_token = match rows.len() > q.page_size {
         true => Token {
             listing,
-            scope: id.get(),
+            scope,
             next: rows.pop().expect("more than a page").0 .0,
         }
         .encode(),

@@ -22,7 +22,7 @@ use satflow_schema::{meta, AddrId, ClusterId, ClusterKey, Height, TxNum};
 
 use super::heuristics::{Heuristics, TxView};
 use super::undo::{self, Recorder, Undoable};
-use super::view::{self, cluster_of, load_tx, members, stats, tx_row};
+use super::view::{self, cluster_of, load_tx, members, stats};
 use super::{after, heights, put_tip, tip};
 use crate::progress::Progress;
 use crate::store::{Batch, Direction, Store};
@@ -352,14 +352,28 @@ impl<'s> Step<'s> {
         self.store.get::<cf::ClusterHistory>(&(c, txnum))
     }
 
-    fn put<F: Undoable>(&mut self, key: &F::Key, value: &F::Value) -> Result<()> {
+    /// Puts a row whose value before the step is known to be `before`.
+    fn put_known<F: Undoable>(
+        &mut self,
+        key: &F::Key,
+        value: &F::Value,
+        before: Option<&F::Value>,
+    ) {
         if let Some(undo) = &mut self.undo {
-            undo.note::<F>(self.store, key)?;
+            undo.note_known::<F>(key, before);
         }
         self.writes.put::<F>(key, value);
-        Ok(())
     }
 
+    /// Deletes a row whose value before the step is known to be `before`.
+    fn delete_known<F: Undoable>(&mut self, key: &F::Key, before: &F::Value) {
+        if let Some(undo) = &mut self.undo {
+            undo.note_known::<F>(key, Some(before));
+        }
+        self.writes.delete::<F>(key);
+    }
+
+    /// Deletes a row, reading what it was for the undo record.
     fn delete<F: Undoable>(&mut self, key: &F::Key) -> Result<()> {
         if let Some(undo) = &mut self.undo {
             undo.note::<F>(self.store, key)?;
@@ -417,7 +431,7 @@ impl<'s> Step<'s> {
                 ..Default::default()
             };
             self.set_stats(target, Some(one))?;
-            self.put::<cf::ClusterMembers>(&(target, target.holder()), &())?;
+            self.put_known::<cf::ClusterMembers>(&(target, target.holder()), &(), None);
             self.absorb_rows(target, target, false)?;
         }
         for &other in group {
@@ -432,12 +446,17 @@ impl<'s> Step<'s> {
     /// Moves cluster `other`'s members and rows into `target`.
     fn absorb(&mut self, target: ClusterKey, other: ClusterKey) -> Result<()> {
         let multi = self.stats(other)?.is_some();
-        let moved = members(self.store, other)?;
+        let moved = match multi {
+            true => members(self.store, other)?,
+            false => vec![other.holder()],
+        };
         for &m in &moved {
-            self.put::<cf::ClusterOf>(&m, &target)?;
-            self.put::<cf::ClusterMembers>(&(target, m), &())?;
+            // Every member but the holder had a row naming `other`.
+            let was = (m != other.holder()).then_some(other);
+            self.put_known::<cf::ClusterOf>(&m, &target, was.as_ref());
+            self.put_known::<cf::ClusterMembers>(&(target, m), &(), None);
             if multi {
-                self.delete::<cf::ClusterMembers>(&(other, m))?;
+                self.delete_known::<cf::ClusterMembers>(&(other, m), &());
             }
             self.cluster_of.insert(m, target);
         }
@@ -454,13 +473,17 @@ impl<'s> Step<'s> {
     /// Adds `source`'s history rows (before `before_tx`) to `target`'s.
     fn absorb_rows(&mut self, target: ClusterKey, source: ClusterKey, multi: bool) -> Result<()> {
         let mut rows = view::history(self.store, source, multi, self.before_tx)?;
-        for ((c, txnum), row) in &self.rows {
-            if *c == source {
-                rows.insert(*txnum, *row);
+        if multi {
+            // Only a cluster of two or more has rows the step changed.
+            for ((c, txnum), row) in &self.rows {
+                if *c == source {
+                    rows.insert(*txnum, *row);
+                }
             }
         }
-        for (txnum, row) in rows {
-            let height = tx_row(self.store, txnum)?.height;
+        let txnums: Vec<TxNum> = rows.keys().copied().collect();
+        let heights = view::heights_of(self.store, &txnums)?;
+        for ((txnum, row), height) in rows.into_iter().zip(heights) {
             self.add_row(target, txnum, height, row)?;
             if multi {
                 self.rows.remove(&(source, txnum));

@@ -9,12 +9,12 @@ use satflow_schema::block::BlockRow;
 use satflow_schema::cf::{self, Family};
 use satflow_schema::cluster::ClusterStats;
 use satflow_schema::tx::{OutputRow, TxRow};
-use satflow_schema::{AddrId, ClusterId, ClusterKey, OutNum, TxNum};
+use satflow_schema::{AddrId, ClusterId, ClusterKey, Height, OutNum, TxNum};
 
 use super::heuristics::{Coin, Spent, TxView};
 use crate::store::{Direction, Store};
 
-pub fn tx_row(store: &Store, txnum: TxNum) -> Result<TxRow> {
+fn tx_row(store: &Store, txnum: TxNum) -> Result<TxRow> {
     store.need::<cf::Txs>(&txnum)
 }
 
@@ -100,6 +100,14 @@ pub fn load_block(store: &Store, block: &BlockRow) -> Result<Vec<TxView>> {
             Ok(TxView { inputs, outputs })
         })
         .collect()
+}
+
+/// The heights of the txs `txnums`, read at once.
+pub fn heights_of(store: &Store, txnums: &[TxNum]) -> Result<Vec<Height>> {
+    Ok(need_all::<cf::Txs>(store, txnums)?
+        .into_iter()
+        .map(|tx| tx.height)
+        .collect())
 }
 
 /// Moves `next` past `addr`, an address just seen.
