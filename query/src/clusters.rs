@@ -29,8 +29,8 @@ pub fn cluster_id_of(index: &Index, key: &AddrKey) -> Result<ClusterId> {
             built.height
         )));
     }
-    let key = view::cluster_of(index.store(), id)?;
-    Ok(view::id_of(index.store(), key)?)
+    let cluster = view::cluster_of(index.store(), id)?;
+    Ok(view::id_of(index.store(), cluster)?)
 }
 
 pub fn cluster(index: &Index, id: ClusterId) -> Result<pb::Cluster> {
