@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use bitcoin::consensus::deserialize;
-use common::server::Server;
+use common::server::{get_tx, Server};
 use common::*;
 use satflow_proto::v1 as pb;
 use satflow_query::client::{self, ConnectOptions};
@@ -19,19 +19,6 @@ const HAL: &str = "1Q2TWHE3GMdB6BZKafqwxXtWAWgFt5Jvm3";
 const GENESIS_ADDR: &str = "1A1zP1eP5QGefi2DMPTfTL5SLmv7DivfNa";
 /// The genesis coinbase's P2PK scriptPubKey.
 const GENESIS_P2PK: &str = "4104678afdb0fe5548271967f1a67130b7105cd6a828e03909a67962e0ea1f61deb649f6bc3f4cef38c4f35504e51ec112de5c384df7ba0b8d578a4c702b6bf11d5fac";
-
-/// A transaction by txid, its first page of inputs and outputs (1,000 of
-/// each: the whole of every transaction these tests ask for).
-async fn get_tx(c: &mut satflow_query::client::Clients, txid: &str) -> pb::Transaction {
-    c.chain
-        .get_transaction(pb::GetTransactionRequest {
-            txid: txid.into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-}
 
 struct Fixture {
     _blocks: tempfile::TempDir,

@@ -8,7 +8,7 @@ mod common;
 
 use std::collections::HashMap;
 
-use common::server::Server;
+use common::server::{get_tx, Server};
 use common::*;
 use satflow_proto::v1 as pb;
 use satflow_query::client::Clients;
@@ -40,17 +40,6 @@ fn outpoints(v: &serde_json::Value) -> Vec<Coin> {
         .collect()
 }
 
-async fn tx(c: &mut Clients, txid: &str) -> pb::Transaction {
-    c.chain
-        .get_transaction(pb::GetTransactionRequest {
-            txid: txid.into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-}
-
 /// Taint per coin after the planted hops, each policy written plainly:
 /// amounts for poison, haircut and TIHO; satoshi ranges for FIFO and LIFO.
 async fn along_the_hops(
@@ -68,7 +57,7 @@ async fn along_the_hops(
     }
     for hop in flow["hops"].as_array().unwrap() {
         for txid in hop["txids"].as_array().unwrap() {
-            let t = tx(c, txid.as_str().unwrap()).await;
+            let t = get_tx(c, txid.as_str().unwrap()).await;
             let ins: Vec<u64> = t.inputs.iter().map(|i| i.value.unwrap()).collect();
             let outs: Vec<u64> = t.outputs.iter().map(|o| o.value).collect();
             let marks: Vec<Vec<(u64, u64)>> = t
@@ -216,7 +205,7 @@ async fn planted_flows_reach_their_exchange_deposit_under_every_policy() {
             deposit["txid"].as_str().unwrap(),
             deposit["vout"].as_u64().unwrap(),
         );
-        let deposit_tx = tx(&mut c, deposit["txid"].as_str().unwrap()).await;
+        let deposit_tx = get_tx(&mut c, deposit["txid"].as_str().unwrap()).await;
         let deposit_address = deposit_tx.outputs[deposit["vout"].as_u64().unwrap() as usize]
             .address
             .clone();
@@ -331,7 +320,7 @@ async fn source_addresses(c: &mut Clients, coins: &[Coin]) -> Vec<String> {
     let mut out = Vec::new();
     for co in coins {
         let (txid, vout) = co.split_once(':').unwrap();
-        let t = tx(c, txid).await;
+        let t = get_tx(c, txid).await;
         out.push(t.outputs[vout.parse::<usize>().unwrap()].address.clone());
     }
     out
@@ -666,7 +655,7 @@ async fn stop_clusters_and_categories_stop_where_their_member_addresses_do() {
         let mut stopped_somewhere = false;
         for flow in &flows {
             let deposit = &flow["deposit"]["outpoint"];
-            let deposit_tx = tx(&mut c, deposit["txid"].as_str().unwrap()).await;
+            let deposit_tx = get_tx(&mut c, deposit["txid"].as_str().unwrap()).await;
             let deposit_address = deposit_tx.outputs[deposit["vout"].as_u64().unwrap() as usize]
                 .address
                 .clone();
@@ -917,7 +906,7 @@ async fn requests_above_the_servers_limits_are_resource_exhausted() {
     // A cluster with more coins than the budget allows is refused, as a
     // source and as an exposure subject.
     let deposit = &flow["deposit"]["outpoint"];
-    let deposit_tx = tx(&mut c, deposit["txid"].as_str().unwrap()).await;
+    let deposit_tx = get_tx(&mut c, deposit["txid"].as_str().unwrap()).await;
     let deposit_address = deposit_tx.outputs[deposit["vout"].as_u64().unwrap() as usize]
         .address
         .clone();

@@ -76,3 +76,16 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+
+/// A transaction by txid, its first page of inputs and outputs (1,000 of
+/// each: the whole of every transaction the tests ask for).
+pub async fn get_tx(c: &mut Clients, txid: &str) -> satflow_proto::v1::Transaction {
+    c.chain
+        .get_transaction(satflow_proto::v1::GetTransactionRequest {
+            txid: txid.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
