@@ -13,6 +13,7 @@ const PROTOS: &[&str] = &[
     "satflow/v1/taint.proto",
     "satflow/v1/risk.proto",
     "satflow/v1/watch.proto",
+    "satflow/v1/pattern.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

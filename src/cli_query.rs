@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use satflow_proto::v1 as pb;
 use satflow_query::client::{self, Clients, ConnectOptions};
+use satflow_query::patterns::list;
 use satflow_query::server::{self, ServeOptions};
 
 use crate::connect::{connect, Connection};
@@ -89,6 +90,9 @@ pub enum What {
     /// Taint tracing (`satflow trace`).
     #[command(skip)]
     Trace(crate::cli_trace::TraceArgs),
+    /// Suspicious patterns (`satflow patterns`).
+    #[command(skip)]
+    Patterns(crate::cli_patterns::PatternsArgs),
 }
 
 pub fn run(q: QueryArgs) -> Result<()> {
@@ -127,6 +131,7 @@ async fn in_process(db: PathBuf, q: Q) -> Result<()> {
         max_traces: 1,
         max_trace_txs: server::MAX_TRACE_TXS,
         max_stop_listed: server::MAX_STOP_LISTED,
+        max_pattern_scan: list::DEFAULT_MAX_SCAN,
         alerts: None,
         metrics_listen: None,
     };
@@ -390,5 +395,6 @@ async fn ask(mut c: Clients, q: &Q) -> Result<()> {
             show(json, &s, screening_table)
         }
         What::Trace(args) => crate::cli_trace::run(&mut c.taint, args, json).await,
+        What::Patterns(args) => crate::cli_patterns::run(&mut c.patterns, args, json).await,
     }
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use clap::Args;
+use satflow_query::patterns::list;
 use satflow_query::server::{self, AlertOptions, ServeOptions, TlsFiles};
 
 #[derive(Args)]
@@ -59,6 +60,11 @@ pub struct ServeArgs {
     /// For tests and benchmarks.
     #[arg(long, default_value_t = server::MAX_STOP_LISTED, hide = true)]
     max_stop_listed: u64,
+    /// The most transactions one page of `ListPatterns` scans (about half
+    /// a second of one core per million, on generated mainnet-shaped
+    /// chains); a page that reaches it ends early with a token to go on.
+    #[arg(long, default_value_t = list::DEFAULT_MAX_SCAN)]
+    max_pattern_scan: u64,
     /// Where watches and alerts are kept (default: <db>/alerts, and when
     /// another server holds that one, or it cannot be written, this server
     /// runs without alerts and says so). One server per alert store.
@@ -95,6 +101,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
         max_traces: a.max_traces.max(1),
         max_trace_txs: a.max_trace_transactions.max(1),
         max_stop_listed: a.max_stop_listed,
+        max_pattern_scan: a.max_pattern_scan.max(1),
         alerts: (!a.no_alerts).then(|| AlertOptions {
             required: a.alerts.is_some(),
             dir: a.alerts.unwrap_or_else(|| a.db.join("alerts")),

@@ -64,6 +64,11 @@ struct AddArgs {
     /// paid with the subject's coins) or either.
     #[arg(long, default_value = "either", requires = "exposure")]
     direction: String,
+    /// A suspicious pattern of this kind involving the subject:
+    /// peel-chain, layering, fan-out-in, fan-in, coinjoin-reunion,
+    /// coinjoin-to-exchange or dusting (see `satflow patterns`).
+    #[arg(long, group = "rule", value_name = "KIND")]
+    pattern: Option<String>,
 }
 
 pub fn run(a: WatchArgs) -> Result<()> {
@@ -131,6 +136,9 @@ fn watch(a: AddArgs) -> Result<pb::Watch> {
         _ => bail!("give one of --address, --cluster, --label or --category"),
     };
     let rule = match (a.any, a.incoming_above, a.exposure) {
+        _ if a.pattern.is_some() => Rule::Pattern(pb::PatternRule {
+            kind: a.pattern.unwrap_or_default(),
+        }),
         (true, ..) => Rule::AnyActivity(pb::AnyActivity {}),
         (_, Some(v), _) => Rule::IncomingAbove(v),
         (_, _, Some(category)) => Rule::Exposure(pb::ExposureRule {
@@ -144,7 +152,7 @@ fn watch(a: AddArgs) -> Result<pb::Watch> {
             }
             .into(),
         }),
-        _ => bail!("give one of --any, --incoming-above or --exposure"),
+        _ => bail!("give one of --any, --incoming-above, --exposure or --pattern"),
     };
     Ok(pb::Watch {
         name: a.name,
@@ -171,6 +179,7 @@ fn describe(w: &pb::Watch) -> String {
             e.max_hops,
             e.direction().as_str_name()
         ),
+        Some(Rule::Pattern(p)) => format!("pattern {}", p.kind),
         None => "no rule".into(),
     };
     format!("{:<20} {subject}: {rule}", w.name)
@@ -188,6 +197,15 @@ fn alert_line(a: &pb::Alert) -> String {
     );
     if a.retracts != 0 {
         line += &format!(" (retracts #{})", a.retracts);
+    }
+    if let Some(p) = &a.pattern {
+        line += &format!(
+            "\n    {} of {} txs, {} sat: {}",
+            p.kind,
+            p.txids.len(),
+            p.value,
+            p.txids.join(" → ")
+        );
     }
     if !a.path.is_empty() {
         let hops: Vec<String> = a

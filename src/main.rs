@@ -2,6 +2,7 @@
 
 mod cli_export;
 mod cli_labels;
+mod cli_patterns;
 mod cli_query;
 mod cli_serve;
 mod cli_trace;
@@ -51,6 +52,9 @@ enum Command {
     Query(cli_query::QueryArgs),
     /// Follow tainted value forward (where it went) or backward (where it came from).
     Trace(TraceCommand),
+    /// Suspicious patterns in a range of blocks: peel chains, layering,
+    /// structuring, consolidation, CoinJoin reunions and exits, dusting.
+    Patterns(PatternsCommand),
     /// Import, list and remove address labels (exchanges, pools, sanctioned entities, ...).
     Labels(cli_labels::LabelsArgs),
     /// Watch lists and the alert stream of a running server.
@@ -60,6 +64,14 @@ enum Command {
     Export(cli_export::ExportArgs),
     /// Generate a realistic blocks directory with ground truth, for tests and benchmarks.
     Synth(satflow_synth::SynthArgs),
+}
+
+#[derive(Args)]
+struct PatternsCommand {
+    #[command(flatten)]
+    conn: connect::Connection,
+    #[command(flatten)]
+    args: cli_patterns::PatternsArgs,
 }
 
 #[derive(Args)]
@@ -182,6 +194,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Watch(a) => cli_watch::run(a),
         Command::Export(a) => cli_export::run(a),
         Command::Trace(t) => cli_query::run_on(t.conn, cli_query::What::Trace(t.args)),
+        Command::Patterns(p) => cli_query::run_on(p.conn, cli_query::What::Patterns(p.args)),
         Command::Synth(a) => synth(a),
     }
 }

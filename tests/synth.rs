@@ -19,6 +19,7 @@ fn generate(out: &std::path::Path, seed: u64) -> satflow_synth::Summary {
         xor: true,
         truncate_tail: true,
         whale_share: 0.0,
+        plant_patterns: false,
         quiet: true,
     };
     satflow_synth::run(&args).unwrap()

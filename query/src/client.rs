@@ -14,6 +14,7 @@ pub type AddressesClient =
 pub type ClustersClient = pb::clusters_client::ClustersClient<InterceptedService<Channel, Bearer>>;
 pub type TaintClient = pb::taint_client::TaintClient<InterceptedService<Channel, Bearer>>;
 pub type RiskClient = pb::risk_client::RiskClient<InterceptedService<Channel, Bearer>>;
+pub type PatternsClient = pb::patterns_client::PatternsClient<InterceptedService<Channel, Bearer>>;
 pub type WatchesClient = pb::watches_client::WatchesClient<InterceptedService<Channel, Bearer>>;
 
 #[derive(Default)]
@@ -31,6 +32,7 @@ pub struct Clients {
     pub clusters: ClustersClient,
     pub taint: TaintClient,
     pub risk: RiskClient,
+    pub patterns: PatternsClient,
     pub watches: WatchesClient,
 }
 
@@ -77,6 +79,10 @@ pub async fn connect(url: &str, opts: ConnectOptions) -> anyhow::Result<Clients>
         ),
         taint: pb::taint_client::TaintClient::with_interceptor(channel.clone(), bearer.clone()),
         risk: pb::risk_client::RiskClient::with_interceptor(channel.clone(), bearer.clone()),
+        patterns: pb::patterns_client::PatternsClient::with_interceptor(
+            channel.clone(),
+            bearer.clone(),
+        ),
         watches: pb::watches_client::WatchesClient::with_interceptor(channel, bearer),
     })
 }

@@ -5,7 +5,8 @@
 //! live in modules named after what they answer: `chain` (status, blocks,
 //! transactions), `addresses` (summaries, history, unspent outputs),
 //! `clusters` and `link`, `labels`, `trace` (taint traces against the
-//! index) and `risk` (exposure). Below them: `history` (pages of an
+//! index), `risk` (exposure) and `patterns` (suspicious patterns, which
+//! `watch` also raises alerts on). Below them: `history` (pages of an
 //! address's or cluster's transactions), `built` (what the clusters
 //! cover), `label_index`, `args` and `page` (request fields into typed
 //! keys, page tokens), `scripts` (what answers show of an output script
@@ -30,6 +31,7 @@ mod label_index;
 mod labels;
 mod link;
 mod page;
+pub mod patterns;
 mod risk;
 mod screen;
 mod scripts;

@@ -37,6 +37,7 @@ pub enum Listing {
     LargestBySize = 8,
     LargestByBalance = 9,
     TxInputsOutputs = 10,
+    Patterns = 11,
 }
 
 /// Where a listing resumes: `next` is the first key (tx number, output

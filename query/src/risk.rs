@@ -272,7 +272,7 @@ pub(crate) fn exposure(
             let key = args::address("address", a, index.network())?;
             let id = index.known_address_id(&key)?;
             let mut coins = Vec::new();
-            coins_of(index, &g, id, &mut coins, limit)?;
+            coins_of(index, &g, id, &mut coins, limit, alive)?;
             let cover = built::cover_or_none(index.store())?;
             let own = built::cluster_or_self(index.store(), id, cover)?;
             (coins, Some(own), false)

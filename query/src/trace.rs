@@ -11,7 +11,7 @@ use satflow_indexer::flow::FlowView;
 use satflow_indexer::labels::Category;
 use satflow_indexer::Store;
 use satflow_proto::v1 as pb;
-use satflow_schema::{cf, AddrId, ClusterId, ClusterKey, Height, OutNum};
+use satflow_schema::{cf, AddrId, ClusterId, ClusterKey, Height, OutNum, TxNum};
 
 use crate::args;
 use crate::built::{self, Built};
@@ -52,7 +52,7 @@ pub(crate) fn sources(
                 Some(Source::Address(a)) => {
                     let key = args::address(&field, a, index.network())?;
                     let id = index.known_address_id(&key)?;
-                    coins_of(index, g, id, &mut out, limit)?;
+                    coins_of(index, g, id, &mut out, limit, alive)?;
                 }
                 Some(Source::ClusterId(c)) => {
                     let key = built::key_of(index.store(), ClusterId(*c))?;
@@ -101,44 +101,60 @@ pub(crate) fn coin(index: &Index, field: &str, txid: &Txid, vout: u32) -> Result
     Ok(row.first_output + u64::from(vout))
 }
 
+/// History rows read between two looks at the caller's deadline.
+const ROWS_PER_CHECK: usize = 65_536;
+
 /// Every coin ever paid to address `id`, appended to `out`; more than
-/// `limit` coins in all is RESOURCE_EXHAUSTED.
+/// `limit` coins in all is RESOURCE_EXHAUSTED. The history is read a
+/// chunk at a time, `alive` asked before each.
 pub(crate) fn coins_of(
     index: &Index,
     g: &FlowView<'_>,
     id: AddrId,
     out: &mut Vec<u64>,
     limit: usize,
+    alive: &mut dyn FnMut() -> bool,
 ) -> Result<()> {
     let too_many = || {
         QueryError::ResourceExhausted(format!(
             "the sources hold more than {limit} coins; name fewer, or raise max_transactions"
         ))
     };
-    // Each coin needs a history row: `limit` rows left is enough to see
-    // whether the limit is passed.
-    let left = limit.saturating_sub(out.len()) + 1;
-    let all = history::all_txs();
-    let rows = history::rows::<cf::History, _>(index, id, Order::OldestFirst, all, None, left)?;
-    for (txnum, row) in rows {
-        if row.received == 0 {
-            continue;
+    let mut resume = None;
+    loop {
+        if !alive() {
+            return Err(QueryError::DeadlineExceeded);
         }
-        if txnum.0 >= g.tx_count() {
-            return Err(QueryError::FailedPrecondition(format!(
-                "a coin of the sources is newer than the flow graph (up to height {}); it catches up after the next index run",
-                g.tip_height()
-            )));
+        // Each coin needs a history row: `limit` rows left is enough to
+        // see whether the limit is passed.
+        let chunk = (limit.saturating_sub(out.len()) + 1).min(ROWS_PER_CHECK);
+        let all = history::all_txs();
+        let rows =
+            history::rows::<cf::History, _>(index, id, Order::OldestFirst, all, resume, chunk)?;
+        for &(txnum, ref row) in &rows {
+            if row.received == 0 {
+                continue;
+            }
+            if txnum.0 >= g.tx_count() {
+                return Err(QueryError::FailedPrecondition(format!(
+                    "a coin of the sources is newer than the flow graph (up to height {}); it catches up after the next index run",
+                    g.tip_height()
+                )));
+            }
+            out.extend(
+                g.outputs(txnum.0)
+                    .filter(|&o| g.output(o).addr == Some(id.0)),
+            );
+            if out.len() > limit {
+                return Err(too_many());
+            }
         }
-        out.extend(
-            g.outputs(txnum.0)
-                .filter(|&o| g.output(o).addr == Some(id.0)),
-        );
-        if out.len() > limit {
-            return Err(too_many());
+        match rows.last() {
+            // Rows that only spend add no coin: read on to the end.
+            Some(&(last, _)) if rows.len() == chunk => resume = Some(TxNum(last.0 + 1)),
+            _ => return Ok(()),
         }
     }
-    Ok(())
 }
 
 /// A request's `max_transactions`: `default` for 0 (or `ceiling`, when
@@ -169,7 +185,7 @@ pub(crate) fn cluster_coins(
         if !alive() {
             return Err(QueryError::DeadlineExceeded);
         }
-        coins_of(index, g, member?, out, limit)?;
+        coins_of(index, g, member?, out, limit, alive)?;
     }
     Ok(())
 }

@@ -23,6 +23,19 @@ pub enum ActorKind {
     Peeler,
     Thief,
     Ransomware,
+    /// `--plant-patterns` actors, one per instance (see patterns.rs): a coin moved through
+    /// hops of one output to an exchange deposit.
+    Layerer,
+    /// Splits a coin into many similar outputs and later sweeps them together.
+    Structurer,
+    /// Receives many small payments from different users and consolidates them.
+    Collector,
+    /// Sends one transaction of dust to many users' used addresses.
+    Duster,
+    /// Joins CoinJoins and later spends several of its equal outputs together.
+    Reuniter,
+    /// Joins a CoinJoin and moves its output in a few hops to an exchange deposit.
+    MixCasher,
 }
 
 impl ActorKind {
@@ -35,6 +48,12 @@ impl ActorKind {
             ActorKind::Peeler => "peeler",
             ActorKind::Thief => "thief",
             ActorKind::Ransomware => "ransomware",
+            ActorKind::Layerer => "layerer",
+            ActorKind::Structurer => "structurer",
+            ActorKind::Collector => "collector",
+            ActorKind::Duster => "duster",
+            ActorKind::Reuniter => "reuniter",
+            ActorKind::MixCasher => "mix-casher",
         }
     }
 }
@@ -260,6 +279,11 @@ impl Actors {
         let payee = self.fresh(kind);
         self.list[id as usize].last_key = Some(payee.key);
         payee
+    }
+
+    /// The script type of the actor's own addresses.
+    pub fn script(&self, id: ActorId) -> ScriptKind {
+        self.list[id as usize].script
     }
 
     /// The address the actor used last, without handing out a new one.

@@ -44,6 +44,13 @@ pub struct SynthArgs {
     /// mainnet. 0 (the default): users spread evenly over eight exchanges.
     #[arg(long, default_value_t = 0.0, value_parser = parse_share)]
     pub whale_share: f64,
+    /// Also plant labelled suspicious patterns (layering, fan-out-in,
+    /// fan-in, dusting, CoinJoin reunions, CoinJoin outputs cashed out at
+    /// an exchange), each by actors of its own kind, listed with the peel
+    /// chains in truth/patterns.csv. They draw from a random stream of
+    /// their own: without the flag the chain is byte for byte what it was.
+    #[arg(long)]
+    pub plant_patterns: bool,
     /// Do not show a progress bar or progress lines.
     #[arg(long)]
     pub quiet: bool,

@@ -22,7 +22,7 @@ pub const MIN_CHANGE: u64 = 50_000;
 const WASABI_MIN: usize = 5;
 const WASABI_PER_BLOCK: f64 = 0.15;
 /// Wasabi's coordinator fee: 0.003% per anonymity-set member, 0.3% of the denomination here.
-const WASABI_COORDINATOR_FEE: u64 = WASABI1_DENOM * 3 / 1000;
+pub const WASABI_COORDINATOR_FEE: u64 = WASABI1_DENOM * 3 / 1000;
 const JOINMARKET_PER_BLOCK: f64 = 0.4;
 const JOINMARKET_MAKERS: std::ops::Range<usize> = 3..9;
 
@@ -161,12 +161,74 @@ impl Whirlpool {
     }
 }
 
+/// What a tx0 of `count` premix coins of pool `denom` at `rate` costs, from one coin of
+/// `input` kind, leaving at least DUST of change: what a planted participant withdraws.
+pub fn tx0_need(denom: u8, count: u64, rate: f64, input: ScriptKind) -> u64 {
+    let value = WHIRLPOOL_POOLS[denom as usize];
+    let premix = value + (rate * MIX_VBYTES_EACH).ceil() as u64;
+    let fee = dist::fee(
+        rate,
+        50 + input.input_weight() + (count + 3) * MAX_OUTPUT_WEIGHT,
+    );
+    value / 20 + count * premix + fee + dist::DUST
+}
+
+/// The tx0 of a planted participant `owner` (patterns.rs): `count` premix coins of pool
+/// `denom` (queued as `owner`'s, so each goes to a different mix whose output comes back to
+/// `owner`'s wallet), the coordinator fee and the change to a fresh address of `owner`,
+/// never worth exactly the denomination. None if `inputs` (still the caller's) fall short at
+/// `rate`.
+pub fn planted_tx0(
+    m: &mut Market,
+    rng: &mut impl Rng,
+    owner: ActorId,
+    inputs: &[Utxo],
+    denom: u8,
+    count: u64,
+    rate: f64,
+) -> Option<TxPlan> {
+    let value = WHIRLPOOL_POOLS[denom as usize];
+    let premix = value + (rate * MIX_VBYTES_EACH).ceil() as u64;
+    let coordinator_fee = value / 20;
+    let total: u64 = inputs.iter().map(|u| u.value).sum();
+    let fee = dist::fee(
+        rate,
+        50 + inputs.iter().map(|u| u.kind.input_weight()).sum::<u64>()
+            + (count + 3) * MAX_OUTPUT_WEIGHT,
+    );
+    let mut change = total
+        .checked_sub(coordinator_fee + count * premix + fee)
+        .filter(|&c| c > dist::DUST)?;
+    if change == value {
+        change -= 1; // to the miner: only the mixes' outputs are worth the denomination
+    }
+    let mut plan = m.tx(inputs.to_vec(), Tag::default());
+    plan.push_op_return(rng.gen());
+    let whirlpool = m.actors.whirlpool;
+    pay_coordinator(m, &mut plan, coordinator_fee, whirlpool);
+    for _ in 0..count {
+        let payee = m.actors.fresh(ScriptKind::P2wpkh);
+        plan.pay(premix, payee, owner, Dest::Premix(denom));
+    }
+    let payee = m.actors.address(rng, owner);
+    plan.pay(change, payee, owner, Dest::Wallet(owner));
+    Some(plan)
+}
+
+/// What a Wasabi participant needs for `equal` outputs at `rate` from one coin of `input`
+/// kind (`wasabi_round` counts one coordinator fee more than it charges before it divides).
+pub fn wasabi_need(equal: u64, rate: f64, input: ScriptKind) -> u64 {
+    let mining = dist::fee(rate, input.input_weight() + 2 * 124);
+    equal * (WASABI1_DENOM + WASABI_COORDINATOR_FEE) + WASABI_COORDINATOR_FEE + mining
+}
+
 /// Five premix coins in, five coins of exactly the denomination out, to fresh addresses.
 fn mix(m: &mut Market, denom: usize, round: Vec<(ActorId, Utxo)>) -> TxPlan {
     let (owners, inputs): (Vec<ActorId>, Vec<Utxo>) = round.into_iter().unzip();
     let tag = Tag {
         coinjoin: Some(CoinJoinKind::Whirlpool),
         flow: None,
+        pattern: None,
     };
     let mut plan = m.tx(inputs, tag);
     for owner in owners {
@@ -224,6 +286,7 @@ pub fn wasabi_round(
     let tag = Tag {
         coinjoin: Some(CoinJoinKind::Wasabi),
         flow,
+        pattern: None,
     };
     let mut plan = m.tx(Vec::new(), tag);
     let mut changes = Vec::new();
@@ -294,6 +357,7 @@ fn joinmarket(m: &mut Market) -> Option<TxPlan> {
     let tag = Tag {
         coinjoin: Some(CoinJoinKind::JoinMarket),
         flow: None,
+        pattern: None,
     };
     let mut plan = m.tx(Vec::new(), tag);
     for (user, _, _) in &joined {

@@ -1,6 +1,7 @@
 //! The simulated economy: the market everyday traffic happens in, plus the Whirlpool queues,
-//! peeling chains and illicit flows that hold coins between blocks; it plans one block's
-//! transactions and puts their coins where they go once the block is committed.
+//! peeling chains, illicit flows and (with `--plant-patterns`) planted suspicious patterns
+//! that hold coins between blocks; it plans one block's transactions and puts their coins
+//! where they go once the block is committed.
 //!
 //! Planning is sequential (it decides which coins move where); materialising the plans into
 //! bytes happens later, in parallel. Coins created in a block become spendable once the block
@@ -15,6 +16,7 @@ use crate::dist;
 use crate::flows::Flows;
 use crate::keys::ScriptKind;
 use crate::market::{split_value, BlockTxs, Market};
+use crate::patterns::Patterns;
 use crate::peel::PeelChains;
 use crate::txbuild::{Dest, Tag, TxPlan};
 use crate::wallet::{Utxo, COINBASE_MATURITY};
@@ -24,15 +26,18 @@ pub struct Economy {
     whirlpool: Whirlpool,
     peels: PeelChains,
     flows: Flows,
+    /// `--plant-patterns` only: without it nothing is planned that was not before.
+    patterns: Option<Patterns>,
 }
 
 impl Economy {
-    pub fn new(seed: u64, whale_share: f64) -> Self {
+    pub fn new(seed: u64, whale_share: f64, plant_patterns: bool) -> Self {
         Economy {
             market: Market::new(seed, whale_share),
             whirlpool: Whirlpool::default(),
             peels: PeelChains::new(),
             flows: Flows::default(),
+            patterns: plant_patterns.then(|| Patterns::new(seed)),
         }
     }
 
@@ -56,6 +61,9 @@ impl Economy {
         self.flows.plan(m, &mut block);
         self.peels.plan(m, &mut block);
         coinjoin::plan(m, &mut self.whirlpool, &mut block);
+        if let Some(patterns) = &mut self.patterns {
+            patterns.plan(m, &mut block);
+        }
         m.fill(&mut block);
         m.coins -= block.txs.iter().map(|t| t.inputs.len()).sum::<usize>();
         block.txs

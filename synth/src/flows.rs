@@ -263,6 +263,7 @@ impl Flows {
             Tag {
                 coinjoin: None,
                 flow: Some(id),
+                pattern: None,
             },
         );
         let stolen = (total as f64 * m.rng.gen_range(0.5..0.85)) as u64;
@@ -306,6 +307,7 @@ impl Flows {
                 Tag {
                     coinjoin: None,
                     flow: Some(id),
+                    pattern: None,
                 },
             );
             self.pay_to_flow(m, &mut plan, id, ransom);
@@ -338,6 +340,7 @@ impl Flows {
         let tag = Tag {
             coinjoin: None,
             flow: Some(id),
+            pattern: None,
         };
         let rate = m.fee_rate();
         let txs: Vec<TxPlan> = match kind {

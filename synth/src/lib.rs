@@ -14,12 +14,14 @@ mod flows;
 mod generator;
 mod keys;
 mod market;
+mod patterns;
 mod peel;
 mod stats;
 mod truth;
 mod txbuild;
 mod wallet;
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use anyhow::Context;
@@ -61,6 +63,10 @@ pub struct Summary {
     pub truncated_tail: Option<StaleInfo>,
     pub actors: usize,
     pub flows: usize,
+    /// Whether `--plant-patterns` planted the suspicious patterns beyond peel chains.
+    pub plant_patterns: bool,
+    /// Instances listed in `truth/patterns.csv`, by kind (every kind named, 0 if none).
+    pub patterns: BTreeMap<&'static str, u64>,
     pub elapsed_secs: f64,
     pub mb_per_sec: f64,
     pub distributions: Distributions,
@@ -130,7 +136,13 @@ pub fn run_with_progress(
     let mut writer =
         BlkWriter::create(&args.out, params.magic, xor_key, mix64(args.seed ^ 0x0de7))?;
     let mut truth = TruthWriter::create(&args.out.join("truth"))?;
-    let mut generator = Generator::new(params, args.seed, args.size, args.whale_share);
+    let mut generator = Generator::new(
+        params,
+        args.seed,
+        args.size,
+        args.whale_share,
+        args.plant_patterns,
+    );
     let mut stats = Stats::default();
 
     let genesis = generator.genesis_bytes();
@@ -179,7 +191,7 @@ pub fn run_with_progress(
     let files = writer.finish(partial)?;
 
     let elapsed = started.elapsed().as_secs_f64();
-    let summary = Summary {
+    let mut summary = Summary {
         network: args.network,
         seed: args.seed,
         blocks: stats.blocks,
@@ -195,6 +207,8 @@ pub fn run_with_progress(
         truncated_tail,
         actors: generator.economy.actors().iter().count(),
         flows: generator.economy.flows().len(),
+        plant_patterns: args.plant_patterns,
+        patterns: BTreeMap::new(),
         elapsed_secs: elapsed,
         mb_per_sec: bytes as f64 / 1e6 / elapsed,
         distributions: stats.distributions(),
@@ -203,7 +217,7 @@ pub fn run_with_progress(
         generator.economy.actors(),
         generator.economy.flows(),
         tip_height,
-        &summary,
+        &mut summary,
     )?;
     Ok(summary)
 }

@@ -44,6 +44,9 @@ pub struct Market {
     /// Coins held by anyone; planning steers it between bounds so memory stays flat.
     pub coins: usize,
     next_seed: u64,
+    /// Next id of a planted pattern instance (truth/patterns.csv); counting draws nothing
+    /// from `rng`, so it changes no chain.
+    next_instance: u32,
     salt: u64,
 }
 
@@ -114,6 +117,7 @@ impl Market {
             fee_level: 1.0,
             coins: 0,
             next_seed: 0,
+            next_instance: 0,
             salt: mix64(seed),
         }
     }
@@ -138,6 +142,12 @@ impl Market {
             seed,
             tag,
         }
+    }
+
+    /// A new id for a pattern instance, unique across all kinds.
+    pub fn new_instance(&mut self) -> u32 {
+        self.next_instance += 1;
+        self.next_instance - 1
     }
 
     pub fn fee_rate(&mut self) -> f64 {

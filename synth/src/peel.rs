@@ -1,12 +1,14 @@
 //! Peeling chains: a large coin pays out a small amount per hop and moves the rest to a fresh
 //! address of the same owner, hop after hop, until it is nearly spent and cashed out.
 
+use std::collections::HashMap;
+
 use rand::Rng;
 
 use crate::dist;
-use crate::keys::ScriptKind;
+use crate::keys::{KeyId, ScriptKind};
 use crate::market::{affordable, BlockTxs, Market, MAX_OUTPUT_WEIGHT};
-use crate::txbuild::{Dest, Tag};
+use crate::txbuild::{Dest, PatternKind, Tag};
 use crate::wallet::Utxo;
 
 const CHAINS: usize = 3;
@@ -28,20 +30,33 @@ struct PeelChain {
 }
 
 /// The chains, each peeled by its own peeler actor (`Actors::peelers`, in order).
+///
+/// A chain whose coin is on its way (a hop just made) is funded anew, so two runs can take
+/// turns in one chain, and a coin that arrives while another waits replaces it (the other
+/// stays unspent for good). The truth follows the coins: a run (an instance in
+/// truth/patterns.csv) is a funding output and the hops that spend it and each other's
+/// outputs, whichever chain they happen in.
 pub struct PeelChains {
     chains: Vec<PeelChain>,
+    /// The instance of each peel coin not spent yet, by its address key (fresh per coin).
+    runs: HashMap<KeyId, u32>,
 }
 
 impl PeelChains {
     pub fn new() -> Self {
         let chains = (0..CHAINS).map(|_| PeelChain::default()).collect();
-        PeelChains { chains }
+        PeelChains {
+            chains,
+            runs: HashMap::new(),
+        }
     }
 
     /// The coin chain `i` peels next has been committed.
     pub fn receive(&mut self, i: u16, coin: Utxo) {
         let chain = &mut self.chains[i as usize];
-        chain.coin = Some(coin);
+        if let Some(dropped) = chain.coin.replace(coin) {
+            self.runs.remove(&dropped.key);
+        }
         chain.funding = false;
     }
 
@@ -78,6 +93,7 @@ impl PeelChains {
         let mut plan = m.tx(inputs, Tag::default());
         let peeler = m.actors.peelers.start + i as u32;
         let payee = m.actors.fresh(ScriptKind::P2wpkh);
+        self.runs.insert(payee.key, m.new_instance());
         plan.pay(value, payee, peeler, Dest::Peel(i as u16));
         let change = m.actors.address(&mut m.rng, exchange);
         plan.pay(0, change, exchange, Dest::Wallet(exchange));
@@ -93,6 +109,10 @@ impl PeelChains {
         let coin = chain.coin.take().expect("hop needs a coin");
         chain.hops += 1;
         let last = chain.hops >= MAX_HOPS || coin.value < chain.start_value / 20;
+        let instance = self
+            .runs
+            .remove(&coin.key)
+            .expect("peel coins come from fund or hop");
         let rate = m.fee_rate();
         let peeler = m.actors.peelers.start + i as u32;
         if !affordable(&[coin], 2, rate) {
@@ -100,7 +120,8 @@ impl PeelChains {
             m.coins -= 1;
             return;
         }
-        let mut plan = m.tx(vec![coin], Tag::default());
+        let tag = Tag::pattern(PatternKind::PeelChain, instance, last);
+        let mut plan = m.tx(vec![coin], tag);
         if last {
             let exchange = m.actors.random_exchange(&mut m.rng);
             let payee = m.actors.fresh_deposit(exchange);
@@ -116,6 +137,7 @@ impl PeelChains {
                 Dest::Wallet(user),
             );
             let next = m.actors.fresh(ScriptKind::P2wpkh);
+            self.runs.insert(next.key, instance);
             plan.pay(0, next, peeler, Dest::Peel(i as u16));
         }
         let available = plan.available(rate).expect("checked affordable");

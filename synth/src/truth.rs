@@ -1,22 +1,33 @@
 //! Ground-truth files in `DIR/truth/`, written as the chain is generated (addresses and
-//! CoinJoins stream block by block; actors, flows and the summary are small and come last).
-//! Formats are documented in synth/README.md.
+//! CoinJoins stream block by block, pattern instances as each completes; actors, flows and the
+//! summary are small and come last). Formats are documented in synth/README.md.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
+use bitcoin::Txid;
+
 use crate::actors::Actors;
 use crate::flows::Flows;
-use crate::txbuild::{BuiltTx, TxPlan};
+use crate::txbuild::{BuiltTx, PatternKind, TxPlan};
 use crate::Summary;
+
+/// Peel chains still under way when the chain ends are listed if they made this many hops.
+const MIN_OPEN_PEEL_HOPS: usize = 2;
 
 pub struct TruthWriter {
     dir: PathBuf,
     addresses: BufWriter<File>,
     coinjoins: BufWriter<File>,
+    patterns: BufWriter<File>,
+    /// Main-chain transactions of pattern instances not complete yet, by instance.
+    open: BTreeMap<u32, (PatternKind, Vec<(u32, Txid)>)>,
+    /// Instances written, by kind.
+    written: BTreeMap<PatternKind, u64>,
 }
 
 fn create(dir: &Path, name: &str, header: &str) -> anyhow::Result<BufWriter<File>> {
@@ -36,7 +47,55 @@ impl TruthWriter {
             dir: dir.to_path_buf(),
             addresses: create(dir, "addresses.csv", "address,actor_id\n")?,
             coinjoins: create(dir, "coinjoins.csv", "txid,kind,height\n")?,
+            patterns: create(dir, "patterns.csv", "kind,instance,height,txid\n")?,
+            open: BTreeMap::new(),
+            written: BTreeMap::new(),
         })
+    }
+
+    /// Rows of one instance, oldest first.
+    fn write_instance(
+        &mut self,
+        instance: u32,
+        kind: PatternKind,
+        rows: &[(u32, Txid)],
+    ) -> anyhow::Result<()> {
+        for (height, txid) in rows {
+            writeln!(self.patterns, "{},{instance},{height},{txid}", kind.name())
+                .with_context(|| format!("writing {}", self.dir.join("patterns.csv").display()))?;
+        }
+        *self.written.entry(kind).or_default() += 1;
+        Ok(())
+    }
+
+    /// Collects the pattern transactions of a main-chain block; an instance is written once
+    /// its last transaction is in. A reunion also lists the CoinJoins its inputs come from.
+    fn patterns(&mut self, height: u32, plans: &[TxPlan], built: &[BuiltTx]) -> anyhow::Result<()> {
+        for (plan, tx) in plans.iter().zip(built) {
+            let Some(tag) = plan.tag.pattern else {
+                continue;
+            };
+            let (_, rows) = self
+                .open
+                .entry(tag.instance)
+                .or_insert_with(|| (tag.kind, Vec::new()));
+            if tag.kind == PatternKind::CoinJoinReunion {
+                let mut sources: Vec<(u32, Txid)> = plan
+                    .inputs
+                    .iter()
+                    .map(|u| (u.height, u.outpoint.txid))
+                    .collect();
+                sources.sort();
+                sources.dedup();
+                rows.extend(sources);
+            }
+            rows.push((height, tx.txid));
+            if tag.last {
+                let (kind, rows) = self.open.remove(&tag.instance).expect("just inserted");
+                self.write_instance(tag.instance, kind, &rows)?;
+            }
+        }
+        Ok(())
     }
 
     /// Rows for one main-chain block: its fresh addresses and its CoinJoins.
@@ -60,20 +119,32 @@ impl TruthWriter {
                 )?;
             }
         }
-        Ok(())
+        self.patterns(height, plans, built)
     }
 
-    /// Writes actors.csv, flows.jsonl (hops up to `tip`) and summary.json, and flushes all.
+    /// Writes the peel chains still under way to patterns.csv (other unfinished instances
+    /// are left out), actors.csv, flows.jsonl (hops up to `tip`) and summary.json, with the
+    /// instance counts in `summary.patterns`, and flushes all.
     pub fn finish(
         mut self,
         actors: &Actors,
         flows: &Flows,
         tip: u32,
-        summary: &Summary,
+        summary: &mut Summary,
     ) -> anyhow::Result<()> {
+        for (instance, (kind, rows)) in std::mem::take(&mut self.open) {
+            if kind == PatternKind::PeelChain && rows.len() >= MIN_OPEN_PEEL_HOPS {
+                self.write_instance(instance, kind, &rows)?;
+            }
+        }
+        summary.patterns = PatternKind::ALL
+            .iter()
+            .map(|k| (k.name(), self.written.get(k).copied().unwrap_or(0)))
+            .collect();
         for (writer, name) in [
             (&mut self.addresses, "addresses.csv"),
             (&mut self.coinjoins, "coinjoins.csv"),
+            (&mut self.patterns, "patterns.csv"),
         ] {
             writer
                 .flush()

@@ -62,11 +62,72 @@ impl CoinJoinKind {
     }
 }
 
+/// A suspicious pattern planted with its ground truth (`truth/patterns.csv`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum PatternKind {
+    PeelChain,
+    Layering,
+    FanOutIn,
+    FanIn,
+    Dusting,
+    CoinJoinReunion,
+    CoinJoinToExchange,
+}
+
+impl PatternKind {
+    pub const ALL: [PatternKind; 7] = [
+        PatternKind::PeelChain,
+        PatternKind::Layering,
+        PatternKind::FanOutIn,
+        PatternKind::FanIn,
+        PatternKind::Dusting,
+        PatternKind::CoinJoinReunion,
+        PatternKind::CoinJoinToExchange,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            PatternKind::PeelChain => "peel-chain",
+            PatternKind::Layering => "layering",
+            PatternKind::FanOutIn => "fan-out-in",
+            PatternKind::FanIn => "fan-in",
+            PatternKind::Dusting => "dusting",
+            PatternKind::CoinJoinReunion => "coinjoin-reunion",
+            PatternKind::CoinJoinToExchange => "coinjoin-to-exchange",
+        }
+    }
+}
+
+/// A transaction's place in a planted pattern instance.
+#[derive(Clone, Copy, Debug)]
+pub struct PatternTag {
+    pub kind: PatternKind,
+    /// Unique across all kinds (`Market::new_instance`).
+    pub instance: u32,
+    /// The instance's last transaction: once it is in the chain, the instance is complete.
+    pub last: bool,
+}
+
 /// What the truth files need to know about a transaction.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Tag {
     pub coinjoin: Option<CoinJoinKind>,
     pub flow: Option<u16>,
+    pub pattern: Option<PatternTag>,
+}
+
+impl Tag {
+    /// A transaction of pattern instance `instance`.
+    pub fn pattern(kind: PatternKind, instance: u32, last: bool) -> Self {
+        Tag {
+            pattern: Some(PatternTag {
+                kind,
+                instance,
+                last,
+            }),
+            ..Tag::default()
+        }
+    }
 }
 
 pub struct TxPlan {

@@ -45,6 +45,32 @@ impl Wallet {
         self.utxos.push(utxo);
     }
 
+    /// The coins, in no particular order.
+    pub fn coins(&self) -> &[Utxo] {
+        &self.utxos
+    }
+
+    /// A random coin, left in the wallet (its address is on chain: dusting targets).
+    pub fn peek(&self, rng: &mut impl Rng) -> Option<Utxo> {
+        (!self.utxos.is_empty()).then(|| self.utxos[rng.gen_range(0..self.utxos.len())])
+    }
+
+    /// Takes every coin `pred` accepts, at most `max`, in the wallet's order.
+    pub fn take_matching(&mut self, max: usize, mut pred: impl FnMut(&Utxo) -> bool) -> Vec<Utxo> {
+        let mut taken = Vec::new();
+        let mut i = 0;
+        while i < self.utxos.len() && taken.len() < max {
+            if pred(&self.utxos[i]) {
+                let utxo = self.utxos.remove(i);
+                self.balance -= utxo.value;
+                taken.push(utxo);
+            } else {
+                i += 1;
+            }
+        }
+        taken
+    }
+
     pub fn give_back(&mut self, utxos: Vec<Utxo>) {
         for utxo in utxos {
             self.push(utxo);

@@ -3,6 +3,8 @@
 //! hash to what they spend, the truth files agree with the chain, and the shape of the chain
 //! stays within the ranges documented in synth/README.md.
 
+mod common;
+
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -10,7 +12,8 @@ use std::sync::OnceLock;
 use bitcoin::blockdata::script::Instruction;
 use bitcoin::consensus::deserialize;
 use bitcoin::hashes::{hash160, sha256, Hash};
-use bitcoin::{Address, Block, BlockHash, Network, OutPoint, Script, Transaction, Txid};
+use bitcoin::{Block, BlockHash, Network, OutPoint, Script, Transaction, Txid};
+use common::{args, label, read_csv};
 use satflow_synth::{run, NetworkChoice, Summary, SynthArgs};
 
 const REGTEST_MAGIC: [u8; 4] = [0xfa, 0xbf, 0xb5, 0xda];
@@ -31,26 +34,13 @@ struct Fixture {
     main: Vec<usize>,
 }
 
-fn args(dir: &Path, size: u64, seed: u64) -> SynthArgs {
-    SynthArgs {
-        out: dir.to_path_buf(),
-        size,
-        seed,
-        network: NetworkChoice::Regtest,
-        xor: true,
-        truncate_tail: true,
-        whale_share: 0.0,
-        quiet: true,
-    }
-}
-
 fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
         // A fixed place under target/, replaced on every run, so runs do not pile up on disk.
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("synth-fixture");
         let _ = std::fs::remove_dir_all(&dir);
-        let summary = run(&args(&dir, 60_000_000, 11)).unwrap();
+        let summary = run(&args(&dir, 60_000_000, 11, false)).unwrap();
         let (records, truncated) = read_dir(&dir, REGTEST_MAGIC);
         let by_hash: HashMap<BlockHash, usize> = records
             .iter()
@@ -322,22 +312,6 @@ fn script_kind(script: &Script) -> &'static str {
     }
 }
 
-/// The address label the truth files use.
-fn label(script: &Script) -> Option<String> {
-    if script.is_op_return() {
-        None
-    } else if script.is_p2pk() {
-        // Synthetic keys are not curve points, so hash the raw bytes as an explorer would.
-        let hash = bitcoin::PubkeyHash::hash(&script.as_bytes()[1..34]);
-        Some(Address::p2pkh(hash, Network::Regtest).to_string())
-    } else {
-        Some(match Address::from_script(script, Network::Regtest) {
-            Ok(address) => address.to_string(),
-            Err(_) => format!("script:{:x}", script),
-        })
-    }
-}
-
 fn last_push(script: &Script) -> Vec<u8> {
     script
         .instructions()
@@ -434,7 +408,7 @@ fn replay(f: &Fixture) -> Measured {
                 *m.scripts
                     .entry(script_kind(&out.script_pubkey))
                     .or_default() += 1;
-                if let Some(label) = label(&out.script_pubkey) {
+                if let Some(label) = label(&out.script_pubkey, Network::Regtest) {
                     *m.addresses.entry(label).or_default() += 1;
                 }
                 if !out.script_pubkey.is_op_return() {
@@ -544,19 +518,12 @@ fn distributions_within_documented_ranges() {
     assert!((0.05..0.35).contains(&rate), "reuse rate {rate}");
 }
 
-fn read_csv(f: &Fixture, name: &str) -> Vec<Vec<String>> {
-    let text = std::fs::read_to_string(f.dir.join("truth").join(name)).unwrap();
-    text.lines()
-        .skip(1)
-        .map(|l| l.split(',').map(String::from).collect())
-        .collect()
-}
-
 #[test]
 fn every_address_has_exactly_one_owner() {
     let f = fixture();
     let m = measured();
-    let actors: HashMap<String, String> = read_csv(f, "actors.csv")
+    let actors: HashMap<String, String> = read_csv(&f.dir, "actors.csv")
+        .1
         .into_iter()
         .map(|r| (r[0].clone(), r[1].clone()))
         .collect();
@@ -572,7 +539,7 @@ fn every_address_has_exactly_one_owner() {
     .iter()
     .all(|k| actors.values().any(|v| v == k)));
     let mut owner: HashMap<String, String> = HashMap::new();
-    for row in read_csv(f, "addresses.csv") {
+    for row in read_csv(&f.dir, "addresses.csv").1 {
         assert!(actors.contains_key(&row[1]), "owner {} is an actor", row[1]);
         assert!(
             owner.insert(row[0].clone(), row[1].clone()).is_none(),
@@ -621,7 +588,7 @@ fn a_whale_exchange_owns_most_exchange_addresses_and_none_otherwise() {
     let dir = tempfile::tempdir().unwrap();
     run(&SynthArgs {
         whale_share: 0.9,
-        ..args(dir.path(), 20_000_000, 5)
+        ..args(dir.path(), 20_000_000, 5, false)
     })
     .unwrap();
     let whale = exchange_shares(&dir.path().join("truth"));
@@ -644,7 +611,7 @@ fn main_txs(f: &Fixture) -> HashMap<Txid, &Transaction> {
 fn coinjoins_have_equal_outputs() {
     let f = fixture();
     let txs = main_txs(f);
-    let rows = read_csv(f, "coinjoins.csv");
+    let rows = read_csv(&f.dir, "coinjoins.csv").1;
     let kinds: HashSet<&str> = rows.iter().map(|r| r[1].as_str()).collect();
     assert!(
         kinds.contains("whirlpool") && kinds.contains("joinmarket") && kinds.contains("wasabi"),
@@ -689,7 +656,8 @@ fn illicit_flows_chain_from_source_to_deposit() {
         kinds.contains("theft") && kinds.contains("ransom"),
         "complete flows: {kinds:?}"
     );
-    let owners: HashMap<String, String> = read_csv(f, "addresses.csv")
+    let owners: HashMap<String, String> = read_csv(&f.dir, "addresses.csv")
+        .1
         .into_iter()
         .map(|r| (r[0].clone(), r[1].clone()))
         .collect();
@@ -725,7 +693,7 @@ fn illicit_flows_chain_from_source_to_deposit() {
             let deposit = &flow["deposit"]["outpoint"];
             let txid: Txid = deposit["txid"].as_str().unwrap().parse().unwrap();
             let out = &txs[&txid].output[deposit["vout"].as_u64().unwrap() as usize];
-            let owner = &owners[&label(&out.script_pubkey).unwrap()];
+            let owner = &owners[&label(&out.script_pubkey, Network::Regtest).unwrap()];
             assert_eq!(
                 owner,
                 &flow["deposit"]["exchange"].to_string(),
@@ -740,13 +708,51 @@ fn illicit_flows_chain_from_source_to_deposit() {
 }
 
 #[test]
+fn peel_chains_are_listed_without_the_flag() {
+    let f = fixture();
+    let txs = main_txs(f);
+    let text = std::fs::read_to_string(f.dir.join("truth/patterns.csv")).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("kind,instance,height,txid"));
+    let mut runs: HashMap<&str, Vec<Txid>> = HashMap::new();
+    for line in lines {
+        let row: Vec<&str> = line.split(',').collect();
+        assert_eq!(
+            row[0], "peel-chain",
+            "only peel chains without --plant-patterns"
+        );
+        runs.entry(row[1])
+            .or_default()
+            .push(row[3].parse().unwrap());
+    }
+    assert!(!runs.is_empty());
+    assert_eq!(f.summary.patterns["peel-chain"], runs.len() as u64);
+    assert!(f
+        .summary
+        .patterns
+        .iter()
+        .all(|(k, &n)| *k == "peel-chain" || n == 0));
+    for hops in runs.values() {
+        assert!(hops.len() >= 2);
+        for pair in hops.windows(2) {
+            let tx = txs[&pair[1]];
+            assert_eq!(tx.input.len(), 1);
+            assert_eq!(
+                tx.input[0].previous_output.txid, pair[0],
+                "a hop spends the previous one"
+            );
+        }
+    }
+}
+
+#[test]
 fn same_seed_same_bytes() {
     let a = tempfile::tempdir().unwrap();
     let b = tempfile::tempdir().unwrap();
     let c = tempfile::tempdir().unwrap();
-    run(&args(a.path(), 3_000_000, 5)).unwrap();
-    run(&args(b.path(), 3_000_000, 5)).unwrap();
-    run(&args(c.path(), 3_000_000, 6)).unwrap();
+    run(&args(a.path(), 3_000_000, 5, false)).unwrap();
+    run(&args(b.path(), 3_000_000, 5, false)).unwrap();
+    run(&args(c.path(), 3_000_000, 6, false)).unwrap();
     let read = |dir: &Path, name: &str| std::fs::read(dir.join(name)).unwrap();
     for name in [
         "blk00000.dat",
@@ -755,6 +761,7 @@ fn same_seed_same_bytes() {
         "truth/actors.csv",
         "truth/coinjoins.csv",
         "truth/flows.jsonl",
+        "truth/patterns.csv",
     ] {
         assert!(
             read(a.path(), name) == read(b.path(), name),
@@ -771,7 +778,7 @@ fn mainnet_flavour_uses_mainnet_magic_genesis_and_bits() {
         network: NetworkChoice::Main,
         xor: false,
         truncate_tail: false,
-        ..args(dir.path(), 1_000_000, 3)
+        ..args(dir.path(), 1_000_000, 3, false)
     })
     .unwrap();
     assert!(!dir.path().join("xor.dat").exists());

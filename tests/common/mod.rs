@@ -97,6 +97,7 @@ pub fn synth_chain(seed: u64, size: u64) -> (tempfile::TempDir, tempfile::TempDi
         xor: false,
         truncate_tail: false,
         whale_share: 0.0,
+        plant_patterns: false,
         quiet: true,
     })
     .unwrap();

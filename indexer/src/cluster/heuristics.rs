@@ -85,20 +85,33 @@ impl Heuristics {
     }
 
     fn coinjoin(&self, tx: &TxView) -> Option<CoinJoin> {
-        let counts = value_counts(tx);
+        let values = tx.outputs.iter().map(|(c, _)| c.value);
+        self.coinjoin_of(tx.inputs.len(), values)
+            .map(|(kind, _)| kind)
+    }
+
+    /// Which CoinJoin detector, if any, takes a transaction of `inputs`
+    /// inputs and these output values for a CoinJoin, and its equal
+    /// outputs' value (the mixed denomination).
+    pub fn coinjoin_of(
+        &self,
+        inputs: usize,
+        values: impl Iterator<Item = u64>,
+    ) -> Option<(CoinJoin, u64)> {
+        let counts = value_counts(values);
         // The most frequent output value and how often (ties: the larger value).
         let (value, equal) = counts
             .iter()
             .map(|(&v, &n)| (v, n))
             .max_by_key(|&(v, n)| (n, v))?;
-        let (inputs, outputs) = (tx.inputs.len(), tx.outputs.len());
+        let outputs: usize = counts.values().sum();
         if self.whirlpool
             && (5..=8).contains(&outputs)
             && inputs == outputs
             && equal == outputs
             && WHIRLPOOL_POOLS.contains(&value)
         {
-            return Some(CoinJoin::Whirlpool);
+            return Some((CoinJoin::Whirlpool, value));
         }
         if self.wasabi {
             // One participant may take several equal outputs: no input count rule.
@@ -107,11 +120,11 @@ impl Heuristics {
             let repeated: usize = counts.values().filter(|&&n| n > 1).sum();
             let wasabi2 = inputs >= 50 && outputs >= 50 && repeated * 2 >= outputs;
             if wasabi1 || wasabi2 {
-                return Some(CoinJoin::Wasabi);
+                return Some((CoinJoin::Wasabi, value));
             }
         }
         if self.joinmarket && equal >= 3 && inputs >= equal && outputs - equal <= equal + 1 {
-            return Some(CoinJoin::JoinMarket);
+            return Some((CoinJoin::JoinMarket, value));
         }
         None
     }
@@ -177,11 +190,17 @@ const ROUND: u64 = 10_000;
 /// rule allowed before (tests/coinjoin.rs).
 const WASABI1_TOLERANCE: u64 = 2_000_000;
 
+/// Whether `value` is a denomination a known mixer pays all its equal
+/// outputs in: a Whirlpool pool, or about a Wasabi 1.x round's amount.
+pub fn is_mixing_denomination(value: u64) -> bool {
+    WHIRLPOOL_POOLS.contains(&value) || value.abs_diff(WASABI1_DENOM) <= WASABI1_TOLERANCE
+}
+
 /// How many outputs carry each value.
-fn value_counts(tx: &TxView) -> HashMap<u64, usize> {
+fn value_counts(values: impl Iterator<Item = u64>) -> HashMap<u64, usize> {
     let mut counts: HashMap<u64, usize> = HashMap::new();
-    for (c, _) in &tx.outputs {
-        *counts.entry(c.value).or_default() += 1;
+    for v in values {
+        *counts.entry(v).or_default() += 1;
     }
     counts
 }

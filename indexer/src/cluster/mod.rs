@@ -22,7 +22,7 @@ use satflow_schema::cf;
 use satflow_schema::{meta, AddrId, Height};
 
 pub use build::Links;
-pub use heuristics::{Coin, Heuristics, Spent, TxView};
+pub use heuristics::{is_mixing_denomination, Coin, CoinJoin, Heuristics, Spent, TxView};
 pub use live::forget_above;
 
 use crate::progress::Progress;

@@ -183,6 +183,11 @@ impl<'a> FlowView<'a> {
         (self.outputs.len() / OUTPUT_WORDS) as u64
     }
 
+    /// Height of the first block.
+    pub fn base_height(&self) -> u32 {
+        self.base
+    }
+
     /// Height of the last block.
     pub fn tip_height(&self) -> u32 {
         self.base + self.block_count().saturating_sub(1) as u32
@@ -244,7 +249,17 @@ impl<'a> FlowView<'a> {
 
     /// The tx that made output `n`.
     pub fn creator(&self, n: u64) -> u64 {
-        let (mut lo, mut hi) = (0u64, self.tx_count());
+        self.creator_among(n, 0..self.tx_count()).unwrap_or(0)
+    }
+
+    /// The tx among `txs` that made output `n`; None when no tx of the
+    /// range did. A search over a few recent blocks stays in memory the
+    /// caller has just read, where one over the whole chain would not.
+    pub fn creator_among(&self, n: u64, txs: Range<u64>) -> Option<u64> {
+        if txs.is_empty() || n < self.tx_word(txs.start, 1) || n >= self.outputs(txs.end - 1).end {
+            return None;
+        }
+        let (mut lo, mut hi) = (txs.start, txs.end);
         // The last tx whose first output is at most n (txs without outputs
         // cannot exist, so this is the one holding it).
         while hi - lo > 1 {
@@ -255,7 +270,7 @@ impl<'a> FlowView<'a> {
                 hi = mid;
             }
         }
-        lo
+        Some(lo)
     }
 
     fn block_count(&self) -> usize {

@@ -21,6 +21,7 @@ mod chain;
 mod clusters;
 mod limits;
 mod metrics;
+mod patterns;
 mod risk;
 mod shared;
 mod taint;
@@ -45,6 +46,7 @@ pub use taint::{MAX_STOP_LISTED, MAX_TRACE_TXS};
 use addresses::AddressesService;
 use chain::ChainService;
 use clusters::ClustersService;
+use patterns::PatternsService;
 use risk::RiskService;
 use shared::{CaughtUp, Shared};
 use taint::TaintService;
@@ -77,6 +79,9 @@ pub struct ServeOptions {
     pub max_trace_txs: u64,
     /// Members of stop clusters listed up front; default `MAX_STOP_LISTED`.
     pub max_stop_listed: u64,
+    /// Transactions one page of patterns scans at most; default
+    /// `patterns::list::DEFAULT_MAX_SCAN`.
+    pub max_pattern_scan: u64,
     /// Where watches and alerts are kept; None: no alerts.
     pub alerts: Option<AlertOptions>,
     /// Where Prometheus metrics are served (`GET /metrics`); None: nowhere,
@@ -162,6 +167,9 @@ pub async fn serve(
         .await;
     health
         .set_serving::<pb::risk_server::RiskServer<RiskService>>()
+        .await;
+    health
+        .set_serving::<pb::patterns_server::PatternsServer<PatternsService>>()
         .await;
     match &monitor {
         Ok(_) => {
@@ -256,6 +264,10 @@ pub async fn serve(
         ))
         .add_service(pb::risk_server::RiskServer::with_interceptor(
             RiskService::new(Arc::clone(&shared), slots, bounds),
+            admission.clone(),
+        ))
+        .add_service(pb::patterns_server::PatternsServer::with_interceptor(
+            PatternsService::new(Arc::clone(&shared), opts.max_pattern_scan),
             admission.clone(),
         ))
         .add_service(pb::watches_server::WatchesServer::with_interceptor(

@@ -13,6 +13,7 @@ use super::shared::Shared;
 use super::taint::{Slots, TraceBounds};
 use crate::error::QueryError;
 use crate::index::Index;
+use crate::risk::Asked;
 use crate::{risk, screen};
 
 pub struct RiskService {
@@ -32,6 +33,21 @@ impl RiskService {
 }
 
 impl RiskService {
+    /// Refuses a request whose knobs are bad or above the server's limits
+    /// before it takes a trace slot (so it is told why, not that the
+    /// server is busy).
+    fn check(
+        &self,
+        policy: i32,
+        hops: u32,
+        max_transactions: u64,
+        rules: &[pb::RiskRule],
+    ) -> Result<(), Status> {
+        Asked::new(policy, hops, max_transactions, rules, self.bounds.max_txs)
+            .map(drop)
+            .map_err(Status::from)
+    }
+
     /// Runs `job` on a blocking thread holding a trace slot (it runs
     /// traces), with the server's trace bounds and the caller's deadline.
     async fn traced<R, T, F>(&self, request: Request<R>, job: F) -> Result<Response<T>, Status>
@@ -70,6 +86,8 @@ impl pb::risk_server::Risk for RiskService {
         &self,
         request: Request<pb::ExposureRequest>,
     ) -> Result<Response<pb::Exposure>, Status> {
+        let r = request.get_ref();
+        self.check(r.policy, r.hops, r.max_transactions, &r.rules)?;
         self.traced(request, |index, r, b, alive| {
             risk::exposure(index, r, b.max_txs, b.max_listed, alive)
         })
@@ -80,6 +98,8 @@ impl pb::risk_server::Risk for RiskService {
         &self,
         request: Request<pb::ScreenTransactionRequest>,
     ) -> Result<Response<pb::Screening>, Status> {
+        let r = request.get_ref();
+        self.check(r.policy, r.hops, r.max_transactions, &r.rules)?;
         self.traced(request, |index, r, b, alive| {
             screen::screen(index, r, b.max_txs, b.max_listed, alive)
         })

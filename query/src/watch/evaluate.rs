@@ -9,6 +9,9 @@
 //! searches remember which transactions they found clean, so the many
 //! payments of a block that share ancestors walk them once.
 //!
+//! Pattern rules take the patterns the block completes (`patterns`, one
+//! scan for all such watches) and keep those involving their subject.
+//!
 //! Transactions and outputs are the flow graph's numbers (plain `u64`s, as
 //! the walk reads them); addresses and clusters are typed ids.
 
@@ -27,6 +30,7 @@ use crate::error::Result;
 use crate::index::Index;
 use crate::label_index::LabelIndex;
 use crate::labels::{distinct, label_message};
+use crate::patterns::{self, list, Found, Kind, Scanner};
 
 /// Transactions one exposure search may read (each hop back multiplies
 /// them); beyond, the search ends without an alert.
@@ -61,6 +65,8 @@ pub struct Evaluation<'a> {
     /// Per origin (see `Origin`) and transaction: how many levels back
     /// from it (itself included) a finished search found no origin coin.
     clean: FxHashMap<(Origin, u64), u32>,
+    /// The detectors of the watches' pattern rules, if any has one.
+    patterns: Option<Scanner<'a>>,
 }
 
 /// Whose coins an exposure search looks for: a category's, or a watch's
@@ -103,7 +109,18 @@ impl<'a> Evaluation<'a> {
             exposure: Vec::with_capacity(watches.len()),
             holders: FxHashMap::default(),
             clean: FxHashMap::default(),
+            patterns: None,
         };
+        let kinds: Vec<Kind> = watches
+            .iter()
+            .filter_map(|w| match w.rule {
+                Rule::Pattern(k) => Some(k),
+                _ => None,
+            })
+            .collect();
+        if !kinds.is_empty() {
+            e.patterns = Some(Scanner::new(index, g, patterns::Params::default(), &kinds)?);
+        }
         let mut categories: FxHashMap<Category, Arc<FxHashSet<ClusterKey>>> = FxHashMap::default();
         let mut category =
             |labels: &LabelIndex, c: Category| {
@@ -183,13 +200,61 @@ impl<'a> Evaluation<'a> {
         let block_hash = self.index.block_row(Height(height))?.hash.to_string();
         let mut alerts = Vec::new();
         for tx in txs {
-            for mut a in self.transaction(tx)? {
-                a.height = height;
-                a.block_hash.clone_from(&block_hash);
-                alerts.push(a);
+            alerts.extend(self.transaction(tx)?);
+        }
+        // Then the patterns the block completes, in transaction order.
+        if let Some(mut scanner) = self.patterns.take() {
+            let found = scanner.block(height);
+            self.patterns = Some(scanner);
+            for f in found? {
+                for w in 0..self.watches.len() {
+                    if self.watches[w].rule == Rule::Pattern(f.kind) {
+                        alerts.extend(self.pattern_alert(w, &f)?);
+                    }
+                }
             }
         }
+        for a in &mut alerts {
+            a.height = height;
+            a.block_hash.clone_from(&block_hash);
+        }
         Ok(alerts)
+    }
+
+    /// The alert of watch `w` for pattern `f`, if one of its transactions
+    /// spends from or pays the watch's subject.
+    fn pattern_alert(&mut self, w: usize, f: &Found) -> Result<Option<pb::Alert>> {
+        let g = self.g;
+        let members = self.members[w].clone();
+        if Self::nobody(&members) {
+            return Ok(None);
+        }
+        let mut moved = Moved::default();
+        for &tx in &f.txs {
+            let spent = g
+                .inputs(tx)
+                .filter(|i| g.has_output(i.output))
+                .map(|i| (i.output, false));
+            for (n, made) in spent.chain(g.outputs(tx).map(|n| (n, true))) {
+                let o = g.output(n);
+                let Some(a) = o.addr.map(AddrId) else {
+                    continue;
+                };
+                if self.is_member(&members, a)? {
+                    moved.addresses.push(a);
+                    match made {
+                        true => moved.received += o.value,
+                        false => moved.sent += o.value,
+                    }
+                }
+            }
+        }
+        if moved.addresses.is_empty() {
+            return Ok(None);
+        }
+        let mut alert = self.alert(f.last(), w, moved, Vec::new(), None)?;
+        alert.pattern = Some(list::message(self.index, f)?);
+        Ok(Some(alert))
     }
 
     fn transaction(&mut self, tx: u64) -> Result<Vec<pb::Alert>> {
@@ -432,6 +497,7 @@ impl<'a> Evaluation<'a> {
             path,
             counterparty_labels,
             raised_at_ms: 0,
+            pattern: None,
         })
     }
 

@@ -9,6 +9,7 @@ use satflow_schema::ClusterId;
 
 use crate::args::{self, invalid};
 use crate::error::Result;
+use crate::patterns::Kind;
 
 /// The longest exposure path, in transactions: each hop multiplies the
 /// transactions a search reads.
@@ -37,6 +38,8 @@ pub enum Rule {
         /// The category is paid with coins from the subject.
         to_category: bool,
     },
+    /// A pattern of this kind involving the subject.
+    Pattern(Kind),
 }
 
 #[derive(Clone, Debug)]
@@ -103,10 +106,13 @@ pub fn parse(w: &pb::Watch, network: Network) -> Result<Watch> {
                 to_category,
             }
         }
+        Some(R::Pattern(p)) => {
+            Rule::Pattern(p.kind.parse().map_err(|e| invalid("pattern.kind", e))?)
+        }
         None => {
             return Err(invalid(
                 "rule",
-                "set one of any_activity, incoming_above or exposure",
+                "set one of any_activity, incoming_above, exposure or pattern",
             ))
         }
     };
@@ -201,6 +207,15 @@ mod tests {
             (
                 watch(S::ClusterId(3), exposure("exchange", 2, 9)),
                 "exposure.direction",
+            ),
+            (
+                watch(
+                    S::ClusterId(3),
+                    R::Pattern(pb::PatternRule {
+                        kind: "smurfing".into(),
+                    }),
+                ),
+                "pattern.kind",
             ),
         ];
         for (w, field) in cases {
