@@ -9,7 +9,8 @@
 //! truth, --labels-per-exchange of each) are imported as labels. Then a
 //! `satflow index --follow` and a `satflow serve` process run, with two
 //! watches: any activity of the exchange category, and a thief's coins
-//! reaching an exchange within 6 hops. The missing blocks are appended to a
+//! reaching an exchange within 6 hops (with --pattern-watches, one more per
+//! suspicious pattern kind on the exchange category). The missing blocks are appended to a
 //! blk file one at a time, each once the previous one's alert arrived; the
 //! figure is the time from the append to the first alert of that block on
 //! the stream. `raised` is when the server raised the block's alerts, just
@@ -30,6 +31,7 @@ use satflow_indexer::labels::{self, Defaults, Format};
 use satflow_indexer::{Access, Store};
 use satflow_proto::v1 as pb;
 use satflow_query::client::WatchesClient;
+use satflow_query::patterns::Kind;
 use testkit::server::Server;
 
 #[derive(clap::Parser)]
@@ -49,6 +51,10 @@ struct Args {
     /// Addresses labelled per exchange.
     #[arg(long, default_value_t = 2000)]
     labels_per_exchange: usize,
+    /// Also watch the exchange category for every suspicious pattern (one
+    /// watch per kind), to see what pattern evaluation adds.
+    #[arg(long)]
+    pattern_watches: bool,
     #[command(flatten)]
     common: Common,
 }
@@ -118,7 +124,7 @@ fn main() {
     let (mut raised, mut streamed) = (Vec::new(), Vec::new());
     runtime.block_on(async {
         let mut c = server.connect().await.watches;
-        put_watches(&mut c, &thief).await;
+        put_watches(&mut c, &thief, a.pattern_watches).await;
         let newest = newest_id(&mut c).await;
         let mut stream = c
             .subscribe(pb::SubscribeRequest {
@@ -267,9 +273,18 @@ fn first_thief(truth: &Path, full: &Path) -> String {
         .clone()
 }
 
-async fn put_watches(c: &mut WatchesClient, thief: &str) {
+async fn put_watches(c: &mut WatchesClient, thief: &str, patterns: bool) {
     use pb::watch::{Rule, Subject};
-    for (name, subject, rule) in [
+    let kinds = Kind::ALL.iter().filter(|_| patterns).map(|k| {
+        (
+            k.name(),
+            Subject::Category("exchange".into()),
+            Rule::Pattern(pb::PatternRule {
+                kind: k.name().into(),
+            }),
+        )
+    });
+    let watches = [
         (
             "exchanges",
             Subject::Category("exchange".into()),
@@ -284,7 +299,8 @@ async fn put_watches(c: &mut WatchesClient, thief: &str) {
                 direction: pb::ExposureDirection::ExposureToCategory.into(),
             }),
         ),
-    ] {
+    ];
+    for (name, subject, rule) in watches.into_iter().chain(kinds) {
         c.put_watch(pb::Watch {
             name: name.into(),
             subject: Some(subject),

@@ -12,6 +12,11 @@
 //! size), then the per-stage times of the last default run. Mode `cold`
 //! is the default run with the blk files dropped from the page cache first,
 //! and its read column is a cold sequential read: the disk's own ceiling.
+//! Modes `bitcoin-block-parser` (every block parsed on all cores, every
+//! txid hashed) and `blocks-iterator` (blocks in height order with every
+//! prevout) run those crates on the same files, for a ratio in one run:
+//! `benches/tools/readers`, built by the benchmark with cargo (registry
+//! access the first time).
 
 mod common;
 
@@ -36,8 +41,13 @@ struct Args {
     /// How to index: `default` (what `satflow index` does: the bulk path,
     /// clusters and flow graph), `cold` (the same, from a cold page cache),
     /// `block-by-block` (`--no-bulk`), `no-cluster-no-flow` (the bulk path
-    /// alone).
-    #[arg(long, value_delimiter = ',', default_value = "default")]
+    /// alone); or another reader of the same files, `bitcoin-block-parser`
+    /// or `blocks-iterator`.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "default,bitcoin-block-parser,blocks-iterator"
+    )]
     modes: Vec<String>,
     #[command(flatten)]
     common: Common,
@@ -97,6 +107,10 @@ fn bench_dir(name: &str, dir: &Path, args: &Args) -> f64 {
             "default" | "cold" => &[],
             "block-by-block" => &["--no-bulk"],
             "no-cluster-no-flow" => &["--no-cluster", "--no-flow"],
+            "bitcoin-block-parser" | "blocks-iterator" => {
+                other_reader(name, mode, dir, bytes, args);
+                continue;
+            }
             other => panic!("unknown mode {other}"),
         };
         let db = args.common.work.join("bench-db");
@@ -161,6 +175,74 @@ fn bench_dir(name: &str, dir: &Path, args: &Args) -> f64 {
         let _ = std::fs::remove_dir_all(&db);
     }
     per_mb
+}
+
+/// The `readers` tool's binary, built once under --work.
+fn readers(work: &Path) -> PathBuf {
+    let target = work.join("readers-target");
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/tools/readers/Cargo.toml");
+    let status = std::process::Command::new(env!("CARGO"))
+        .args(["build", "--release", "--quiet", "--manifest-path"])
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(&target)
+        .status()
+        .expect("running cargo");
+    assert!(status.success(), "building {}", manifest.display());
+    target.join("release/satflow-bench-readers")
+}
+
+/// The network a blocks directory's first record's magic names (what
+/// blocks_iterator must be told).
+fn network_of(dir: &Path) -> &'static str {
+    let first = blk_files(dir).into_iter().next().expect("a blk file");
+    let mut magic = [0u8; 4];
+    std::io::Read::read_exact(&mut std::fs::File::open(first).unwrap(), &mut magic).unwrap();
+    match magic {
+        [0xf9, 0xbe, 0xb4, 0xd9] => "bitcoin",
+        [0x0b, 0x11, 0x09, 0x07] => "testnet",
+        [0x0a, 0x03, 0xcf, 0x40] => "signet",
+        [0xfa, 0xbf, 0xb5, 0xda] => "regtest",
+        other => panic!(
+            "{}: unknown magic {other:02x?} (an obfuscated directory?)",
+            dir.display()
+        ),
+    }
+}
+
+/// One row for another reader of `dir`: median wall and CPU time of --runs.
+fn other_reader(name: &str, mode: &str, dir: &Path, bytes: u64, args: &Args) {
+    let tool = readers(&args.common.work);
+    let (mut walls, mut cpus, mut peak) = (Vec::new(), Vec::new(), 0);
+    for _ in 0..args.common.runs {
+        let mut cmd = std::process::Command::new(&tool);
+        match mode {
+            "bitcoin-block-parser" => cmd.arg("bbp").arg(dir),
+            _ => cmd.arg("bi").arg(dir).arg(network_of(dir)),
+        };
+        cmd.stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let (wall, rss, cpu) = timed_cpu(cmd);
+        walls.push(wall);
+        cpus.push(cpu);
+        peak = peak.max(rss);
+    }
+    let wall = median(walls.clone());
+    println!(
+        "{name:<10} {mode:<19} {:>9.1} {:>10} {:>12} {:>11.1} {:>9.2} {:>8.1} {:>9.0} {:>9}   runs: {:?}",
+        bytes as f64 / 1e6,
+        "",
+        "",
+        mb_per_s(bytes, wall),
+        wall.as_secs_f64(),
+        median(cpus).as_secs_f64(),
+        peak as f64 / 1024.0,
+        "",
+        walls
+            .iter()
+            .map(|w| format!("{:.2}s", w.as_secs_f64()))
+            .collect::<Vec<_>>()
+    );
 }
 
 fn main() {

@@ -72,6 +72,13 @@ fn unspent(q: &Q, addr: &str) -> Vec<(String, u32, u32)> {
     all
 }
 
+/// The balance of the cluster holding `addr`.
+fn cluster_balance(q: &Q, addr: &str) -> u64 {
+    let key = satflow_indexer::address::parse(addr, q.0.network()).unwrap();
+    let id = satflow_query::clusters::cluster_id_of(&q.0, &key).unwrap();
+    satflow_query::clusters::cluster(&q.0, id).unwrap().balance
+}
+
 fn history(q: &Q, addr: &str) -> Vec<(u32, i64)> {
     q.history(addr).iter().map(|h| (h.height, h.net)).collect()
 }
@@ -131,9 +138,11 @@ fn duplicate_coinbase_txids_are_both_indexed_and_undo_cleanly() {
         history(&q, owner),
         vec![(1, COIN as i64), (2, COIN as i64), (3, -(COIN as i64))]
     );
-    // Received twice, sent once, and nothing left: the b1 coin is gone.
+    // Received twice, sent once, and nothing left: the b1 coin is gone,
+    // from its cluster's balance too.
     assert_eq!(figures(&q, owner), (0, 0, 2 * COIN, COIN));
     assert_eq!(unspent(&q, owner), []);
+    assert_eq!(cluster_balance(&q, owner), 0);
     drop(q);
 
     // A branch that replaces b2 and b3 rolls back the duplicate occurrence:
@@ -162,6 +171,7 @@ fn duplicate_coinbase_txids_are_both_indexed_and_undo_cleanly() {
     assert_eq!(overwritten(db.path()), []);
     let q = Q::open(db.path());
     assert_eq!(figures(&q, owner), (COIN, 1, COIN, 0));
+    assert_eq!(cluster_balance(&q, owner), COIN);
     assert_eq!(unspent(&q, owner), [(dup.compute_txid().to_string(), 0, 1)]);
     assert_eq!(history(&q, owner), vec![(1, COIN as i64)]);
     drop(q);

@@ -38,12 +38,34 @@ fn totals_ready(index: &Index) -> Result<()> {
 /// them, so that `received` and `sent` stay the sums of its history. One
 /// seek: mainnet has two such coins.
 fn overwritten(index: &Index, id: AddrId) -> Result<Vec<(OutNum, OverwrittenCoin)>> {
+    Ok(overwritten_while(index, id, |a| a == id)?
+        .into_iter()
+        .map(|(_, output, coin)| (output, coin))
+        .collect())
+}
+
+/// Every overwritten coin (see `overwritten`) of every address, for the
+/// figures of clusters.
+pub(crate) fn all_overwritten(index: &Index) -> Result<Vec<(AddrId, OverwrittenCoin)>> {
+    Ok(overwritten_while(index, AddrId(0), |_| true)?
+        .into_iter()
+        .map(|(addr, _, coin)| (addr, coin))
+        .collect())
+}
+
+/// The overwritten coins of the addresses from `first` on, in address and
+/// output order, while `more` holds for their address.
+fn overwritten_while(
+    index: &Index,
+    first: AddrId,
+    mut more: impl FnMut(AddrId) -> bool,
+) -> Result<Vec<(AddrId, OutNum, OverwrittenCoin)>> {
     let mut found = Vec::new();
-    let from = MetaKey::Overwritten(id, OutNum(0));
+    let from = MetaKey::Overwritten(first, OutNum(0));
     for row in index.store().scan::<cf::Meta>(&from, Direction::Forward) {
         match row? {
-            (MetaKey::Overwritten(addr, output), raw) if addr == id => {
-                found.push((output, OverwrittenCoin::decode(&raw.0)?));
+            (MetaKey::Overwritten(addr, output), raw) if more(addr) => {
+                found.push((addr, output, OverwrittenCoin::decode(&raw.0)?));
             }
             _ => break,
         }

@@ -12,6 +12,7 @@ use satflow_schema::cluster::{ClusterStats, Rank, RankKey};
 use satflow_schema::script::AddrKey;
 use satflow_schema::{AddrId, ClusterId, ClusterKey, TxNum};
 
+use crate::addresses;
 use crate::built::Built;
 use crate::error::{QueryError, Result};
 use crate::history::{self, HistoryQuery, Order};
@@ -52,6 +53,15 @@ fn cluster_keyed(
         None => lone_stats(index, key.holder(), built.next_tx)?,
     };
     let labels = labels::of_cluster(index, key)?;
+    // Coins of its members that a repeated coinbase overwrote (BIP30) before
+    // the clusters' tip cannot be spent: not part of its balance, as they
+    // are not of its addresses'.
+    let mut lost = 0;
+    for (addr, coin) in addresses::all_overwritten(index)? {
+        if coin.by < built.next_tx && view::cluster_of(index.store(), addr)? == key {
+            lost += coin.value;
+        }
+    }
     Ok(pb::Cluster {
         id: id.0,
         oldest_address,
@@ -59,7 +69,7 @@ fn cluster_keyed(
         tx_count: s.tx_count,
         received: s.received,
         sent: s.sent,
-        balance: s.balance(),
+        balance: s.balance().saturating_sub(lost),
         first_seen_height: s.first_seen,
         last_seen_height: s.last_seen,
         heuristics: built.heuristics.to_string(),
