@@ -586,3 +586,68 @@ fn fan_in_on_a_real_block_is_what_the_rule_finds_in_the_raw_block() {
         found.len()
     );
 }
+
+#[test]
+fn pattern_alerts_raised_round_by_round_equal_those_raised_at_once() {
+    use pb::watch::{Rule, Subject};
+    let (planted, blocks, db) = indexed();
+    let watch = |kind: &str| pb::Watch {
+        name: kind.into(),
+        subject: Some(Subject::Category("exchange".into())),
+        rule: Some(Rule::Pattern(pb::PatternRule { kind: kind.into() })),
+    };
+    let alerts_of = |m: &satflow_query::watch::Monitor| -> Vec<(String, u32, String)> {
+        let raised = m.store().alerts_after(0, 100).unwrap();
+        raised
+            .into_iter()
+            .map(|a| (a.watch.unwrap().name, a.height, a.txid))
+            .collect()
+    };
+
+    // Exchanges known from the first round on (an address of height 1
+    // labelled too), so the rounds keep the CoinJoin trails and hand them on.
+    let labels = tempfile::NamedTempFile::new().unwrap();
+    let rows = format!(
+        "{},Exchange X,exchange,test\n{},Exchange Y,exchange,test\n",
+        planted.exchange, planted.peel_payee
+    );
+    std::fs::write(labels.path(), rows).unwrap();
+    let label = |db: &std::path::Path| {
+        import_labels(db, labels.path(), Format::Csv, Defaults::default());
+    };
+
+    // At once, on the whole chain.
+    label(db.path());
+    let index = Index::open(db.path(), Access::ReadOnly).unwrap();
+    let at_once_dir = tempfile::tempdir().unwrap();
+    let at_once = satflow_query::watch::Monitor::open(at_once_dir.path(), Some(1)).unwrap();
+    at_once
+        .put_watch(&index, watch("coinjoin-to-exchange"))
+        .unwrap();
+    at_once.update(&index).unwrap();
+    drop(index);
+
+    // Round by round as the chain grows: the CoinJoin of height 3 is carried
+    // from the round that saw it to the one that sees its coin reach the
+    // exchange (height 5).
+    let staged = tempfile::tempdir().unwrap();
+    let rounds_dir = tempfile::tempdir().unwrap();
+    let rounds = satflow_query::watch::Monitor::open(rounds_dir.path(), Some(1)).unwrap();
+    for tip in [3, 4, 7] {
+        write_blk(
+            &blocks.path().join("blk00000.dat"),
+            &planted.chain.blocks[..=tip],
+        );
+        index_blocks(blocks.path(), staged.path());
+        label(staged.path());
+        let index = Index::open(staged.path(), Access::ReadOnly).unwrap();
+        if tip == 3 {
+            rounds
+                .put_watch(&index, watch("coinjoin-to-exchange"))
+                .unwrap();
+        }
+        assert_eq!(rounds.update(&index).unwrap().height, Some(tip as u32));
+    }
+    assert_eq!(alerts_of(&rounds), alerts_of(&at_once));
+    assert_eq!(alerts_of(&at_once).len(), 1);
+}

@@ -3,6 +3,7 @@
 
 use std::ops::Range;
 
+use bitcoin::BlockHash;
 use rustc_hash::{FxHashMap, FxHashSet};
 use satflow_indexer::cluster::{CoinJoin, Heuristics};
 use satflow_indexer::flow::FlowView;
@@ -59,6 +60,11 @@ impl<'a> Ctx<'a> {
         let n = self.index.block_row(Height(height))?.first_addr.0;
         self.first_new.insert(height, n);
         Ok(n)
+    }
+
+    /// The hash of the index's block at `height`, if it holds one.
+    pub fn block_hash(&self, height: u32) -> Result<Option<BlockHash>> {
+        Ok(self.index.store().block(Height(height))?.map(|b| b.hash))
     }
 
     /// The transactions from `blocks` blocks before `height` (or the

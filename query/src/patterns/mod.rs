@@ -32,7 +32,7 @@ pub use dusting::DustingParams;
 pub use fan::{FanInParams, FanOutInParams};
 pub use layering::LayeringParams;
 pub use peel::PeelParams;
-pub use scan::Scanner;
+pub use scan::{Carry, Scanner};
 pub use to_exchange::ToExchangeParams;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -1,5 +1,6 @@
 //! The detectors run over blocks in height order.
 
+use bitcoin::BlockHash;
 use satflow_indexer::flow::FlowView;
 
 use super::ctx::Ctx;
@@ -7,6 +8,18 @@ use super::to_exchange::Trails;
 use super::{dusting, fan, layering, peel, reunion, Found, Kind, Params};
 use crate::error::{QueryError, Result};
 use crate::index::Index;
+
+/// What a scanner carries from one block to the next (the CoinJoin
+/// trails), for a caller that scans a growing chain a few blocks at a
+/// time (the alert monitor): the next scanner takes it up instead of
+/// rebuilding it from the blocks before. The trails are as the labels of
+/// their time made them.
+pub struct Carry {
+    trails: Trails,
+    /// The height it goes on at, and the hash of the block before it.
+    next: u32,
+    after: BlockHash,
+}
 
 /// Runs the chosen detectors over blocks. Blocks are best given in
 /// height order: the CoinJoin-to-exchange detector carries state from
@@ -16,7 +29,8 @@ pub struct Scanner<'a> {
     ctx: Ctx<'a>,
     on: [bool; Kind::ALL.len()],
     trails: Trails,
-    /// The height the carried state expects next.
+    /// The next block the trails are to be moved through; None when they
+    /// were not kept (the detector is off, or no exchange is known).
     next: Option<u32>,
 }
 
@@ -44,6 +58,33 @@ impl<'a> Scanner<'a> {
         self.ctx.g
     }
 
+    /// Takes up what an earlier scanner carried (see `Carry`), when it
+    /// ended at the block the index still holds before `carry.next`; else
+    /// the carried state is rebuilt as usual.
+    pub fn resume(&mut self, carry: Carry) -> Result<()> {
+        let Some(before) = carry.next.checked_sub(1) else {
+            return Ok(());
+        };
+        if self.ctx.block_hash(before)? == Some(carry.after) {
+            self.trails = carry.trails;
+            self.next = Some(carry.next);
+        }
+        Ok(())
+    }
+
+    /// What a later scanner may take up; None before any block.
+    pub fn into_carry(self) -> Result<Option<Carry>> {
+        let Some(next) = self.next else {
+            return Ok(None);
+        };
+        let after = self.ctx.block_hash(next - 1)?;
+        Ok(after.map(|after| Carry {
+            trails: self.trails,
+            next,
+            after,
+        }))
+    }
+
     /// Extends a reported peel chain with its steps since (see `peel::follow`).
     pub fn follow(&mut self, found: &mut Found) -> Result<()> {
         peel::follow(&mut self.ctx, found)
@@ -65,7 +106,7 @@ impl<'a> Scanner<'a> {
             let window = self.ctx.params.to_exchange.max_blocks;
             let from = height.saturating_sub(window).max(self.ctx.g.base_height());
             for h in from..height {
-                self.carry(h, &mut Vec::new())?;
+                self.move_trails(h, &mut Vec::new())?;
             }
         }
         let mut found = Vec::new();
@@ -74,11 +115,12 @@ impl<'a> Scanner<'a> {
             self.transaction(tx, height, &mut found)?;
         }
         if carry {
-            self.carry(height, &mut found)?;
+            self.move_trails(height, &mut found)?;
         }
         // The carried detector's finds join the others in transaction order.
         found.sort_by_key(|f| (f.last(), f.kind));
-        self.next = Some(height + 1);
+        // Only trails moved through this block can be carried on from it.
+        self.next = carry.then_some(height + 1);
         Ok(found)
     }
 
@@ -102,7 +144,7 @@ impl<'a> Scanner<'a> {
 
     /// Moves the CoinJoin trails through block `height`, adding what
     /// reached an exchange to `found`.
-    fn carry(&mut self, height: u32, found: &mut Vec<Found>) -> Result<()> {
+    fn move_trails(&mut self, height: u32, found: &mut Vec<Found>) -> Result<()> {
         let txs = self.ctx.g.block_txs(height).unwrap_or(0..0);
         self.trails
             .forget_before(height.saturating_sub(self.ctx.params.to_exchange.max_blocks));

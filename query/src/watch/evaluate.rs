@@ -30,7 +30,7 @@ use crate::error::Result;
 use crate::index::Index;
 use crate::label_index::LabelIndex;
 use crate::labels::{distinct, label_message};
-use crate::patterns::{self, list, Found, Kind, Scanner};
+use crate::patterns::{self, list, Carry, Found, Kind, Scanner};
 
 /// Transactions one exposure search may read (each hop back multiplies
 /// them); beyond, the search ends without an alert.
@@ -96,7 +96,13 @@ struct Coin {
 }
 
 impl<'a> Evaluation<'a> {
-    pub fn new(index: &'a Index, g: FlowView<'a>, watches: &'a [Watch]) -> Result<Evaluation<'a>> {
+    /// `carry`: what the last evaluation's pattern scan carried, if any.
+    pub fn new(
+        index: &'a Index,
+        g: FlowView<'a>,
+        watches: &'a [Watch],
+        carry: Option<Carry>,
+    ) -> Result<Evaluation<'a>> {
         let labels = index.label_index();
         let mut e = Evaluation {
             index,
@@ -119,7 +125,11 @@ impl<'a> Evaluation<'a> {
             })
             .collect();
         if !kinds.is_empty() {
-            e.patterns = Some(Scanner::new(index, g, patterns::Params::default(), &kinds)?);
+            let mut scanner = Scanner::new(index, g, patterns::Params::default(), &kinds)?;
+            if let Some(carry) = carry {
+                scanner.resume(carry)?;
+            }
+            e.patterns = Some(scanner);
         }
         let mut categories: FxHashMap<Category, Arc<FxHashSet<ClusterKey>>> = FxHashMap::default();
         let mut category =
@@ -161,6 +171,14 @@ impl<'a> Evaluation<'a> {
             e.members.push(m);
         }
         Ok(e)
+    }
+
+    /// What the pattern scan carries to the next evaluation, if one ran.
+    pub fn into_carry(self) -> Result<Option<Carry>> {
+        Ok(match self.patterns {
+            Some(scanner) => scanner.into_carry()?,
+            None => None,
+        })
     }
 
     /// The cluster holding address `a` (the one named after it beyond the

@@ -27,6 +27,7 @@ pub use store::AlertStore;
 use crate::built::Built;
 use crate::error::{QueryError, Result};
 use crate::index::Index;
+use crate::patterns::Carry;
 
 /// Watches a server keeps at most.
 pub const MAX_WATCHES: usize = 10_000;
@@ -48,6 +49,8 @@ pub struct Monitor {
     newest: watch::Sender<u64>,
     /// On a new store: the first height to evaluate (default: the next block).
     from: Option<u32>,
+    /// What the last update's pattern scan carried on (see `Carry`).
+    carry: Mutex<Option<Carry>>,
 }
 
 /// What one update did.
@@ -71,6 +74,7 @@ impl Monitor {
             changing: Mutex::new(()),
             newest,
             from,
+            carry: Mutex::new(None),
         })
     }
 
@@ -121,7 +125,12 @@ impl Monitor {
         let last = tip.min(next.saturating_add(BLOCKS_PER_UPDATE - 1));
         if next <= last {
             let watches = self.watches(index)?;
-            let mut e = Evaluation::new(index, g, &watches)?;
+            let carried = self
+                .carry
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            let mut e = Evaluation::new(index, g, &watches, carried)?;
             for h in next..=last {
                 let mut alerts = e.block(h)?;
                 let now = now_ms();
@@ -132,6 +141,7 @@ impl Monitor {
                 self.tell(self.store.commit_block(h, hash, alerts)?);
                 done.evaluated_blocks += 1;
             }
+            *self.carry.lock().unwrap_or_else(PoisonError::into_inner) = e.into_carry()?;
         }
         done.height = self.store.last_block()?.map(|(h, _, _)| h);
         done.behind = last < tip;
