@@ -1,7 +1,7 @@
 //! `satflow patterns`: the suspicious patterns of a range of blocks over the
 //! gRPC API (`Patterns/ListPatterns`), read page by page.
 
-use anyhow::Result;
+use anyhow::{anyhow, bail, Result};
 use clap::Args;
 use satflow_proto::v1 as pb;
 use satflow_query::client::PatternsClient;
@@ -30,6 +30,11 @@ pub struct PatternsArgs {
     /// Patterns to print at most.
     #[arg(long, default_value_t = 50)]
     limit: usize,
+    /// A detector threshold, NAME=VALUE (repeatable), e.g.
+    /// peel_min_steps=4 or dusting_max_value=546; the names are the fields
+    /// of `PatternParams` in proto/satflow/v1/pattern.proto.
+    #[arg(long = "param", value_name = "NAME=VALUE")]
+    params: Vec<String>,
 }
 
 /// What is printed: the patterns, and how far the blocks were scanned.
@@ -52,6 +57,7 @@ pub async fn run(client: &mut PatternsClient, args: &PatternsArgs, json: bool) -
             (None, Some(c)) => Some(Subject::ClusterId(c)),
             (None, None) => None,
         },
+        params: Some(thresholds(&args.params)?),
         ..Default::default()
     };
     let mut report = Report {
@@ -75,6 +81,44 @@ pub async fn run(client: &mut PatternsClient, args: &PatternsArgs, json: bool) -
         request.page_token = page.next_page_token;
     }
     show(json, &report, table)
+}
+
+/// `--param NAME=VALUE` flags as the request's thresholds.
+fn thresholds(given: &[String]) -> Result<pb::PatternParams> {
+    let mut p = pb::PatternParams::default();
+    for g in given {
+        let Some((name, value)) = g.split_once('=') else {
+            bail!("--param {g:?}: give NAME=VALUE");
+        };
+        let bad = |e: &dyn std::fmt::Display| anyhow!("--param {name}: {value:?}: {e}");
+        let int = || value.trim().parse::<u32>().map_err(|e| bad(&e));
+        let sat = || value.trim().parse::<u64>().map_err(|e| bad(&e));
+        let share = || value.trim().parse::<f64>().map_err(|e| bad(&e));
+        match name.trim() {
+            "peel_min_steps" => p.peel_min_steps = Some(int()?),
+            "peel_max_share" => p.peel_max_share = Some(share()?),
+            "peel_max_gap" => p.peel_max_gap = Some(int()?),
+            "layering_min_hops" => p.layering_min_hops = Some(int()?),
+            "layering_max_blocks" => p.layering_max_blocks = Some(int()?),
+            "layering_min_forward" => p.layering_min_forward = Some(share()?),
+            "fan_out_in_min_coins" => p.fan_out_in_min_coins = Some(int()?),
+            "fan_out_in_max_blocks" => p.fan_out_in_max_blocks = Some(int()?),
+            "fan_out_in_max_split_inputs" => p.fan_out_in_max_split_inputs = Some(int()?),
+            "fan_in_min_inputs" => p.fan_in_min_inputs = Some(int()?),
+            "fan_in_max_value" => p.fan_in_max_value = Some(sat()?),
+            "fan_in_max_outputs" => p.fan_in_max_outputs = Some(int()?),
+            "fan_in_min_payers" => p.fan_in_min_payers = Some(share()?),
+            "coinjoin_to_exchange_max_hops" => p.coinjoin_to_exchange_max_hops = Some(int()?),
+            "coinjoin_to_exchange_max_blocks" => {
+                p.coinjoin_to_exchange_max_blocks = Some(int()?)
+            }
+            "dusting_min_outputs" => p.dusting_min_outputs = Some(int()?),
+            "dusting_max_value" => p.dusting_max_value = Some(sat()?),
+            "dusting_min_used" => p.dusting_min_used = Some(share()?),
+            other => bail!("--param {other:?}: no such threshold (see PatternParams in proto/satflow/v1/pattern.proto)"),
+        }
+    }
+    Ok(p)
 }
 
 fn table(r: &Report) -> String {
@@ -101,7 +145,7 @@ fn table(r: &Report) -> String {
         r.patterns.len(),
         r.scanned_to,
         if r.more {
-            " (more follow: raise --limit or start after the last height shown)"
+            " (more follow: raise --limit)"
         } else {
             ""
         }

@@ -422,6 +422,52 @@ fn filters_and_bad_requests() {
         ..request(0)
     };
     assert!(matches!(refused(gone), QueryError::InvalidArgument(_)));
+    // Thresholds: a peel chain counts from its 4th step, so the chain a
+    // step short is found too, after the long one reported at its own 4th
+    // step in the same block (and followed on to its 6th); out of range,
+    // refused naming the field.
+    let four = pb::ListPatternsRequest {
+        kinds: vec!["peel-chain".into()],
+        params: Some(pb::PatternParams {
+            peel_min_steps: Some(4),
+            ..Default::default()
+        }),
+        ..request(0)
+    };
+    let peels = all_pages(&index, four, list::DEFAULT_MAX_SCAN).unwrap();
+    assert_eq!(
+        peels.iter().map(|p| (p.height, p.size)).collect::<Vec<_>>(),
+        [(5, 6), (5, 4)]
+    );
+    for (params, field) in [
+        (
+            pb::PatternParams {
+                peel_min_steps: Some(1),
+                ..Default::default()
+            },
+            "params.peel_min_steps",
+        ),
+        (
+            pb::PatternParams {
+                dusting_min_used: Some(f64::NAN),
+                ..Default::default()
+            },
+            "params.dusting_min_used",
+        ),
+        (
+            pb::PatternParams {
+                coinjoin_to_exchange_max_blocks: Some(100_000),
+                ..Default::default()
+            },
+            "params.coinjoin_to_exchange_max_blocks",
+        ),
+    ] {
+        let r = pb::ListPatternsRequest {
+            params: Some(params),
+            ..request(0)
+        };
+        assert!(matches!(refused(r), QueryError::InvalidArgument(m) if m.starts_with(field)));
+    }
     // A caller whose deadline has passed gets DEADLINE_EXCEEDED.
     let late = list::list(&index, &request(0), 10, &mut || false).unwrap_err();
     assert!(matches!(late, QueryError::DeadlineExceeded));

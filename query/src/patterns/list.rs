@@ -84,7 +84,7 @@ pub fn list(
     }
     let want = page::page_size(r.page_size);
     let cover = built::cover_or_none(store)?;
-    let mut scanner = Scanner::new(index, g, Params::default(), &kinds)?;
+    let mut scanner = Scanner::new(index, g, params(r.params.as_ref())?, &kinds)?;
     let (mut patterns, mut scanned, mut scanned_to) = (Vec::new(), 0u64, None);
     let mut next = None;
     while height <= last {
@@ -167,6 +167,152 @@ fn involves(
     Ok(false)
 }
 
+/// The thresholds `asked` sets, the defaults for the rest; a value out of
+/// its range (which also bounds the work a detector does per transaction)
+/// is INVALID_ARGUMENT naming the field.
+fn params(asked: Option<&pb::PatternParams>) -> Result<Params> {
+    fn set<T: Copy + PartialOrd + std::fmt::Display>(
+        field: &str,
+        asked: Option<T>,
+        range: std::ops::RangeInclusive<T>,
+        into: &mut T,
+    ) -> Result<()> {
+        match asked {
+            Some(v) if !range.contains(&v) => Err(invalid(
+                &format!("params.{field}"),
+                format!("{v} is not between {} and {}", range.start(), range.end()),
+            )),
+            Some(v) => {
+                *into = v;
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+    let mut p = Params::default();
+    let Some(a) = asked else {
+        return Ok(p);
+    };
+    let (steps, blocks, shares) = (2..=100, 1..=1_008, 0.0..=1.0);
+    set(
+        "peel_min_steps",
+        a.peel_min_steps,
+        steps.clone(),
+        &mut p.peel.min_steps,
+    )?;
+    set(
+        "peel_max_share",
+        a.peel_max_share,
+        shares.clone(),
+        &mut p.peel.max_share,
+    )?;
+    set(
+        "peel_max_gap",
+        a.peel_max_gap,
+        blocks.clone(),
+        &mut p.peel.max_gap,
+    )?;
+    let l = &mut p.layering;
+    set(
+        "layering_min_hops",
+        a.layering_min_hops,
+        steps,
+        &mut l.min_hops,
+    )?;
+    set(
+        "layering_max_blocks",
+        a.layering_max_blocks,
+        blocks.clone(),
+        &mut l.max_blocks,
+    )?;
+    set(
+        "layering_min_forward",
+        a.layering_min_forward,
+        0.5..=1.0,
+        &mut l.min_forward,
+    )?;
+    let f = &mut p.fan_out_in;
+    set(
+        "fan_out_in_min_coins",
+        a.fan_out_in_min_coins,
+        2..=1_000,
+        &mut f.min_coins,
+    )?;
+    set(
+        "fan_out_in_max_blocks",
+        a.fan_out_in_max_blocks,
+        1..=4_032,
+        &mut f.max_blocks,
+    )?;
+    let split = a.fan_out_in_max_split_inputs;
+    set(
+        "fan_out_in_max_split_inputs",
+        split,
+        1..=100,
+        &mut f.max_split_inputs,
+    )?;
+    let f = &mut p.fan_in;
+    set(
+        "fan_in_min_inputs",
+        a.fan_in_min_inputs,
+        2..=10_000,
+        &mut f.min_inputs,
+    )?;
+    set(
+        "fan_in_max_value",
+        a.fan_in_max_value,
+        0..=u64::MAX,
+        &mut f.max_value,
+    )?;
+    set(
+        "fan_in_max_outputs",
+        a.fan_in_max_outputs,
+        1..=100,
+        &mut f.max_outputs,
+    )?;
+    set(
+        "fan_in_min_payers",
+        a.fan_in_min_payers,
+        shares.clone(),
+        &mut f.min_payers,
+    )?;
+    let x = &mut p.to_exchange;
+    let hops = a.coinjoin_to_exchange_max_hops;
+    set(
+        "coinjoin_to_exchange_max_hops",
+        hops,
+        1..=10,
+        &mut x.max_hops,
+    )?;
+    let window = a.coinjoin_to_exchange_max_blocks;
+    set(
+        "coinjoin_to_exchange_max_blocks",
+        window,
+        blocks,
+        &mut x.max_blocks,
+    )?;
+    let d = &mut p.dusting;
+    set(
+        "dusting_min_outputs",
+        a.dusting_min_outputs,
+        2..=10_000,
+        &mut d.min_outputs,
+    )?;
+    set(
+        "dusting_max_value",
+        a.dusting_max_value,
+        0..=u64::MAX,
+        &mut d.max_value,
+    )?;
+    set(
+        "dusting_min_used",
+        a.dusting_min_used,
+        shares,
+        &mut d.min_used,
+    )?;
+    Ok(p)
+}
+
 /// `f` as callers see it.
 pub(crate) fn message(index: &Index, f: &Found) -> Result<pb::Pattern> {
     Ok(pb::Pattern {
@@ -183,8 +329,9 @@ pub(crate) fn message(index: &Index, f: &Found) -> Result<pb::Pattern> {
     })
 }
 
-/// What a page token is tied to: the filters and the range's end (FNV-1a
-/// over them), so a token is refused by any other listing.
+/// What a page token is tied to: the filters, the thresholds and the
+/// range's end (FNV-1a over them), so a token is refused by any other
+/// listing.
 fn scope_of(r: &pb::ListPatternsRequest, last: u32) -> u64 {
     let mut kinds: Vec<&str> = r.kinds.iter().map(|k| k.trim()).collect();
     kinds.sort_unstable();
@@ -193,7 +340,7 @@ fn scope_of(r: &pb::ListPatternsRequest, last: u32) -> u64 {
         Some(pb::list_patterns_request::Subject::Address(a)) => format!("a:{a}"),
         Some(pb::list_patterns_request::Subject::ClusterId(c)) => format!("c:{c}"),
     };
-    let text = format!("{}|{subject}|{last}", kinds.join(","));
+    let text = format!("{}|{subject}|{last}|{:?}", kinds.join(","), r.params);
     text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })
