@@ -13,7 +13,7 @@ use bitcoin::blockdata::script::Instruction;
 use bitcoin::consensus::deserialize;
 use bitcoin::hashes::{hash160, sha256, Hash};
 use bitcoin::{Block, BlockHash, Network, OutPoint, Script, Transaction, Txid};
-use common::{args, label, read_csv};
+use common::{args, blk_files, label, read_csv};
 use satflow_synth::{run, NetworkChoice, Summary, SynthArgs};
 
 const REGTEST_MAGIC: [u8; 4] = [0xfa, 0xbf, 0xb5, 0xda];
@@ -57,16 +57,6 @@ fn fixture() -> &'static Fixture {
             main,
         }
     })
-}
-
-fn blk_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with("blk"))
-        .collect();
-    files.sort();
-    files
 }
 
 /// Decodes every record of every blk file (after un-XOR), checking the padding as it goes.

@@ -16,7 +16,7 @@ use std::sync::OnceLock;
 
 use bitcoin::consensus::deserialize;
 use bitcoin::{Block, BlockHash, Network, OutPoint, Script, Transaction, TxOut, Txid};
-use common::{args, label, read_csv};
+use common::{args, blk_files, label, read_csv};
 use satflow_synth::run;
 
 const KINDS: [&str; 7] = [
@@ -84,14 +84,8 @@ impl Chain {
 /// Every whole record of every blk file (un-XORed); a cut last record is skipped.
 fn read_blocks(dir: &Path, magic: [u8; 4]) -> Vec<Block> {
     let key: [u8; 8] = std::fs::read(dir.join("xor.dat")).map_or([0; 8], |k| k.try_into().unwrap());
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with("blk"))
-        .collect();
-    files.sort();
     let mut blocks = Vec::new();
-    for path in files {
+    for path in blk_files(dir) {
         let mut bytes = std::fs::read(path).unwrap();
         satflow_synth::xor(&mut bytes, key, 0);
         let mut pos = 0;

@@ -2,7 +2,7 @@
 //! truth files as the generator writes them.
 #![allow(dead_code)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use bitcoin::hashes::Hash;
 use bitcoin::{Address, Network, Script};
@@ -50,4 +50,15 @@ pub fn read_csv(dir: &Path, name: &str) -> (String, Vec<Vec<String>>) {
             .map(|l| l.split(',').map(String::from).collect())
             .collect(),
     )
+}
+
+/// The blk files of a blocks directory, in order.
+pub fn blk_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with("blk"))
+        .collect();
+    files.sort();
+    files
 }
