@@ -9,8 +9,9 @@
 //! exchanges' addresses (from the generator's truth) imported as labels,
 //! so that CoinJoin coins reaching an exchange can be seen. The detectors'
 //! thresholds are their defaults, which were set before any generated
-//! chain was scanned and are not fitted to it; seed 11 is not a seed the
-//! tests use. This is self-consistency (the generator's idea of each
+//! chain was scanned and are not fitted to it (one rule, layering's fresh
+//! address, was added after the first scan: README "Patterns"); seed 11
+//! is not a seed the tests use. This is self-consistency (the generator's idea of each
 //! pattern against the detectors'), not a measure on real crime.
 //!
 //! A report is right when one of its transactions belongs to a planted
