@@ -26,7 +26,7 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
-use common::{median, satflow, synth_dir, synth_index, timed, Common};
+use common::{exchange_labels, median, satflow, synth_dir, synth_index, timed, Common};
 use satflow_indexer::labels::{self, Defaults, Format};
 use satflow_indexer::{Access, Store};
 use satflow_proto::v1 as pb;
@@ -224,31 +224,7 @@ async fn count_block(c: &WatchesClient, height: usize) -> usize {
 
 /// Labels `per` addresses of each exchange; returns how many.
 fn import_exchanges(truth: &Path, db: &Path, here: &Path, per: usize) -> usize {
-    let actors = std::fs::read_to_string(truth.join("actors.csv")).unwrap();
-    let exchanges: Vec<&str> = actors
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.split(',');
-            let id = f.next()?;
-            (f.next()? == "exchange").then_some(id)
-        })
-        .collect();
-    let mut taken = std::collections::HashMap::new();
-    let mut csv = String::new();
-    for line in std::fs::read_to_string(truth.join("addresses.csv"))
-        .unwrap()
-        .lines()
-        .skip(1)
-    {
-        let Some((address, actor)) = line.split_once(',') else {
-            continue;
-        };
-        let n = taken.entry(actor).or_insert(0usize);
-        if exchanges.contains(&actor) && *n < per {
-            *n += 1;
-            csv += &format!("{address},Exchange {actor},exchange,synth truth\n");
-        }
-    }
+    let csv = exchange_labels(truth, per);
     let file = here.join("exchanges.csv");
     std::fs::write(&file, csv).unwrap();
     let store = Store::open(db, Access::Write).unwrap();

@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::Parser;
-use common::{labels_import, median_f64, satflow, timed, Common};
+use common::{exchange_labels, labels_import, median_f64, satflow, timed, truth_rows, Common};
 use satflow_indexer::flow::FlowView;
 use satflow_indexer::{Access, Store};
 use satflow_query::patterns::{Found, Kind, Params, Scanner};
@@ -161,35 +161,11 @@ fn prepared(work: &Path, size: &str, seed: u64) -> (PathBuf, PathBuf) {
         let _ = std::fs::remove_dir_all(&db);
         timed(common::index_command(&blocks, &db));
         let labels = work.join(format!("synth-{size}-seed{seed}-patterns.exchanges.csv"));
-        std::fs::write(&labels, exchange_labels(&blocks.join("truth"))).unwrap();
+        std::fs::write(&labels, exchange_labels(&blocks.join("truth"), usize::MAX)).unwrap();
         timed(labels_import(&db, &labels));
         std::fs::write(&done, "").unwrap();
     }
     (blocks, db)
-}
-
-/// The exchanges' addresses in the generator's truth, as label rows.
-fn exchange_labels(truth: &Path) -> String {
-    let exchanges: HashMap<String, String> = csv_rows(&truth.join("actors.csv"))
-        .filter(|r| r[1] == "exchange")
-        .map(|r| (r[0].clone(), r[2].clone()))
-        .collect();
-    csv_rows(&truth.join("addresses.csv"))
-        .filter_map(|r| {
-            let name = exchanges.get(&r[1])?;
-            Some(format!("{},{name},exchange,synth truth\n", r[0]))
-        })
-        .collect()
-}
-
-/// The rows of a truth CSV file, its header skipped, read as they come.
-fn csv_rows(path: &Path) -> impl Iterator<Item = Vec<String>> {
-    use std::io::BufRead;
-    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    std::io::BufReader::new(file)
-        .lines()
-        .skip(1)
-        .map(|l| l.unwrap().split(',').map(str::to_string).collect())
 }
 
 /// The planted patterns by transaction number, and who owns each address.
@@ -211,7 +187,7 @@ impl Truth {
             owner: HashMap::new(),
             kinds: Vec::new(),
         };
-        for r in csv_rows(&dir.join("patterns.csv")) {
+        for r in truth_rows(&dir.join("patterns.csv")) {
             let (kind, instance) = (r[0].clone(), r[1].parse::<u64>().unwrap());
             t.instances
                 .entry(kind.clone())
@@ -222,7 +198,7 @@ impl Truth {
             }
         }
         let mut kinds: HashMap<String, u8> = HashMap::new();
-        for r in csv_rows(&dir.join("actors.csv")) {
+        for r in truth_rows(&dir.join("actors.csv")) {
             let k = match t.kinds.iter().position(|k| *k == r[1]) {
                 Some(k) => k,
                 None => {
@@ -233,7 +209,7 @@ impl Truth {
             kinds.insert(r[0].clone(), k as u8);
         }
         let network = store.network().unwrap().expect("an indexed chain");
-        for r in csv_rows(&dir.join("addresses.csv")) {
+        for r in truth_rows(&dir.join("addresses.csv")) {
             // Scripts without an address are written `script:<hex>`.
             let address = r[0].strip_prefix("script:").unwrap_or(&r[0]);
             let key = satflow_indexer::address::parse(address, network).unwrap();

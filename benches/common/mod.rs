@@ -322,3 +322,37 @@ pub fn figures(mut lat: Vec<u32>, window: Duration) -> [f64; 4] {
         pct(0.999),
     ]
 }
+
+/// The rows of a generated chain's truth CSV file, its header skipped,
+/// read as they come.
+pub fn truth_rows(path: &Path) -> impl Iterator<Item = Vec<String>> {
+    use std::io::BufRead;
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    std::io::BufReader::new(file)
+        .lines()
+        .skip(1)
+        .map(|l| l.unwrap().split(',').map(str::to_string).collect())
+}
+
+/// The exchanges' addresses in a generated chain's truth (`truth` is its
+/// directory), at most `per` of each, as rows of a label CSV file
+/// (`address,Exchange <actor>,exchange,synth truth`).
+pub fn exchange_labels(truth: &Path, per: usize) -> String {
+    let exchanges: std::collections::HashSet<String> = truth_rows(&truth.join("actors.csv"))
+        .filter(|r| r[1] == "exchange")
+        .map(|r| r[0].clone())
+        .collect();
+    let mut taken: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut csv = String::new();
+    for r in truth_rows(&truth.join("addresses.csv")) {
+        if !exchanges.contains(&r[1]) {
+            continue;
+        }
+        let n = taken.entry(r[1].clone()).or_default();
+        if *n < per {
+            *n += 1;
+            csv += &format!("{},Exchange {},exchange,synth truth\n", r[0], r[1]);
+        }
+    }
+    csv
+}
