@@ -134,6 +134,7 @@ async fn in_process(db: PathBuf, q: Q) -> Result<()> {
         max_pattern_scan: list::DEFAULT_MAX_SCAN,
         alerts: None,
         metrics_listen: None,
+        inferred_labels: None,
     };
     let serving = tokio::spawn(server::serve(
         opts,

@@ -8,6 +8,7 @@ use anyhow::Result;
 use clap::Args;
 use satflow_query::patterns::list;
 use satflow_query::server::{self, AlertOptions, ServeOptions, TlsFiles};
+use satflow_query::AsLabels;
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -82,6 +83,12 @@ pub struct ServeArgs {
     /// server warns when it listens beyond loopback.
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
+    /// Let the categories `satflow categorise` inferred, at this confidence
+    /// (percent, 50 to 100) or more, act as labels of set `inferred`: stop
+    /// sets, exposure and watches by category then count them. Off by
+    /// default: summaries and clusters show inferences apart either way.
+    #[arg(long, value_name = "MIN_CONFIDENCE", value_parser = clap::value_parser!(u8).range(50..=100))]
+    inferred_labels: Option<u8>,
 }
 
 pub fn run(a: ServeArgs) -> Result<()> {
@@ -108,6 +115,9 @@ pub fn run(a: ServeArgs) -> Result<()> {
             from: a.alerts_from,
         }),
         metrics_listen: a.metrics_listen,
+        inferred_labels: a
+            .inferred_labels
+            .map(|min_confidence| AsLabels { min_confidence }),
     };
     // Blocking threads: the readers, the traces, and catch-up and alert
     // evaluation; each kind is bounded by its own semaphore or loop.

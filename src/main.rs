@@ -1,5 +1,6 @@
 //! `satflow`: one binary for indexing, querying and generating chains.
 
+mod cli_categorise;
 mod cli_export;
 mod cli_labels;
 mod cli_patterns;
@@ -55,6 +56,9 @@ enum Command {
     /// Suspicious patterns in a range of blocks: peel chains, layering,
     /// structuring, consolidation, CoinJoin reunions and exits, dusting.
     Patterns(PatternsCommand),
+    /// Infer which clusters are services (exchanges, pools, mixers, payment
+    /// processors, gambling) from their behaviour, kept apart from labels.
+    Categorise(cli_categorise::CategoriseArgs),
     /// Import, list and remove address labels (exchanges, pools, sanctioned entities, ...).
     Labels(cli_labels::LabelsArgs),
     /// Watch lists and the alert stream of a running server.
@@ -190,6 +194,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Cluster(a) => cluster(a),
         Command::Serve(a) => cli_serve::run(a),
         Command::Query(q) => cli_query::run(q),
+        Command::Categorise(a) => cli_categorise::run(a),
         Command::Labels(a) => cli_labels::run(a),
         Command::Watch(a) => cli_watch::run(a),
         Command::Export(a) => cli_export::run(a),

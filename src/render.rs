@@ -108,10 +108,27 @@ fn exposure_rows(reasons: &[String], lists: &[(&str, &Vec<pb::CategoryExposure>)
 }
 
 pub fn cluster_table(c: &pb::Cluster) -> String {
-    format!(
-        "cluster  {} (oldest address {})\naddresses {}\ntxs      {}\nreceived {}\nsent     {}\nbalance  {}\nseen     heights {}..{}\nbuilt    with {} up to height {}\n",
+    let mut t = format!(
+        "cluster  {} (oldest address {})\naddresses {}\ntxs      {}\nreceived {}\nsent     {}\nbalance  {}\nseen     heights {}..{}\nbuilt    with {} up to height {}",
         c.id, c.oldest_address, c.size, c.tx_count, c.received, c.sent, c.balance, c.first_seen_height, c.last_seen_height, c.heuristics, c.as_of_height
-    )
+    );
+    if let Some(i) = &c.inferred {
+        t += &inferred_lines(i);
+    }
+    t + "\n"
+}
+
+/// An inferred category, each line after a newline: the category, then
+/// its evidence.
+fn inferred_lines(i: &pb::InferredCategory) -> String {
+    let mut t = format!(
+        "\ninferred {} ({}% confidence, as of height {}; from behaviour, not a label)",
+        i.category, i.confidence, i.as_of_height
+    );
+    for e in &i.evidence {
+        t += &format!("\n         {e}");
+    }
+    t
 }
 
 pub fn tx_table(t: &pb::Transaction) -> String {
@@ -166,6 +183,12 @@ pub fn address_table(o: &AddressReport) -> String {
         "address  {} ({})\ntxs      {}\nreceived {}\nsent     {}\nbalance  {}\nutxos    {}\nseen     heights {}..{}\n\nheight  net              txid\n",
         s.address, s.script_type, s.tx_count, s.received, s.sent, s.balance, s.utxo_count, s.first_seen_height, s.last_seen_height
     );
+    if let Some(i) = &s.inferred {
+        t.insert_str(
+            t.find("\n\nheight").expect("the header"),
+            &inferred_lines(i),
+        );
+    }
     for h in &o.history.entries {
         t += &format!("{:<7} {:>+16} {}\n", h.height, h.net, h.txid);
     }

@@ -20,6 +20,7 @@ fn generate(out: &std::path::Path, seed: u64) -> satflow_synth::Summary {
         truncate_tail: true,
         whale_share: 0.0,
         plant_patterns: false,
+        plant_services: false,
         quiet: true,
     };
     satflow_synth::run(&args).unwrap()

@@ -5,7 +5,8 @@
 //! the rows of the `satflow_schema` crate, stored by `store`. `run` ties
 //! one index run together.
 //! `cluster` and `flow` (the value-flow graph taint tracing walks) are
-//! derived from those rows and kept current with them.
+//! derived from those rows and kept current with them; `services`
+//! (clusters categorised by behaviour) is derived from both on demand.
 //! An index may start after genesis; `prevouts` then describes the older
 //! coins its blocks spend. `stop` carries SIGTERM to the batch boundaries.
 
@@ -22,6 +23,7 @@ pub mod prevouts;
 pub mod progress;
 mod recover;
 pub mod run;
+pub mod services;
 mod stop;
 pub mod store;
 mod writer;

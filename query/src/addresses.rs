@@ -9,9 +9,11 @@ use satflow_schema::meta::{MetaKey, OverwrittenCoin};
 use satflow_schema::script::AddrKey;
 use satflow_schema::{cf, meta, AddrId, Codec, OutNum};
 
+use crate::built;
 use crate::error::{QueryError, Result};
 use crate::history::{self, HistoryQuery, Order};
 use crate::index::Index;
+use crate::inferred;
 use crate::labels;
 use crate::page::{Listing, Token};
 use crate::scripts;
@@ -88,6 +90,15 @@ pub fn summary(index: &Index, key: &AddrKey) -> Result<Option<pb::AddressSummary
     let overwritten = overwritten(index, id)?;
     let lost: u64 = overwritten.iter().map(|(_, c)| c.value).sum();
     let labels = labels::of_address(index, key, id)?;
+    let inferences = index.inferences();
+    let inferred = match &inferences {
+        Some(store) => {
+            let cover = built::cover_or_none(index.store())?;
+            let cluster = built::cluster_or_self(index.store(), id, cover)?;
+            inferred::message(Some(store), cluster)
+        }
+        None => None,
+    };
     Ok(Some(pb::AddressSummary {
         address: address::encode(key, index.network()),
         script_type: key.kind().name().into(),
@@ -100,6 +111,7 @@ pub fn summary(index: &Index, key: &AddrKey) -> Result<Option<pb::AddressSummary
         last_seen_height: history::seen_height(index, id, Order::NewestFirst)?.0,
         labels: labels.labels,
         labels_omitted: labels.omitted,
+        inferred,
     }))
 }
 

@@ -17,6 +17,7 @@ use crate::built::Built;
 use crate::error::{QueryError, Result};
 use crate::history::{self, HistoryQuery, Order};
 use crate::index::Index;
+use crate::inferred;
 use crate::labels;
 use crate::page::{Listing, Token};
 
@@ -76,6 +77,7 @@ fn cluster_keyed(
         as_of_height: built.height.0,
         labels: labels.labels,
         labels_omitted: labels.omitted,
+        inferred: inferred::message(index.inferences().as_deref(), key),
     })
 }
 

@@ -1,6 +1,6 @@
 //! The index queries are answered from: a plain handle on the store, its
-//! network, where raw transactions are read from, and the flow graph and
-//! label index as of the last catch-up, with the typed row lookups every
+//! network, where raw transactions are read from, and the flow graph,
+//! label index and inferred categories as of the last catch-up, with the typed row lookups every
 //! answer shares. The answers themselves live in the modules named after
 //! what they answer (`chain`, `addresses`, `clusters`, …), which take an
 //! `&Index`.
@@ -13,6 +13,7 @@ use bitcoin::consensus::deserialize;
 use bitcoin::{Transaction, Txid};
 use satflow_indexer::blkfiles::{blk_path, BlkFile};
 use satflow_indexer::flow::Flow;
+use satflow_indexer::services::Store as Inferences;
 use satflow_indexer::{address, Access, Network, Store};
 use satflow_schema::block::BlockRow;
 use satflow_schema::cf;
@@ -21,6 +22,7 @@ use satflow_schema::tx::{OutputRow, TxRow};
 use satflow_schema::{AddrId, Height, OutNum, TxNum};
 
 use crate::error::{QueryError, Result};
+use crate::inferred::{AsLabels, InferredSlot};
 use crate::label_index::{LabelIndex, LabelSlot};
 
 pub struct Index {
@@ -31,6 +33,9 @@ pub struct Index {
     blocks_dir: Option<PathBuf>,
     flow: FlowSlot,
     labels: LabelSlot,
+    inferred: InferredSlot,
+    /// Which inferences act as labels; None: none (the default).
+    inferred_labels: Option<AsLabels>,
 }
 
 impl Index {
@@ -49,15 +54,36 @@ impl Index {
             .with_context(|| format!("{}: the index holds no blocks yet", db.display()))?;
         let flow = FlowSlot::default();
         flow.load(db);
+        let inferred = InferredSlot::default();
+        inferred.reload(db);
         let labels = LabelSlot::default();
-        labels.reload(&store)?;
+        labels.reload(&store, None)?;
         Ok(Index {
             store,
             network,
             blocks_dir: None,
             flow,
             labels,
+            inferred,
+            inferred_labels: None,
         })
+    }
+
+    /// Lets inferred categories act as labels (set `inferred`) where at
+    /// least as confident as `as_labels` asks: stop sets, exposure and
+    /// watches by category then count them.
+    pub fn with_inferred_labels(mut self, as_labels: Option<AsLabels>) -> anyhow::Result<Index> {
+        self.inferred_labels = as_labels;
+        self.labels.reload(
+            &self.store,
+            self.admitted().as_ref().map(|(s, a)| (&**s, *a)),
+        )?;
+        Ok(self)
+    }
+
+    /// The inferences the label index takes in, if any.
+    fn admitted(&self) -> Option<(Arc<Inferences>, AsLabels)> {
+        Some((self.inferred.get()?, self.inferred_labels?))
     }
 
     pub fn with_blocks_dir(mut self, dir: Option<PathBuf>) -> Index {
@@ -93,7 +119,15 @@ impl Index {
     /// import, which is why this is kept out of `catch_up`.
     pub fn refresh(&self) -> Result<()> {
         self.flow.load(self.store.path());
-        self.labels.reload(&self.store)
+        self.inferred.reload(self.store.path());
+        let admitted = self.admitted();
+        self.labels
+            .reload(&self.store, admitted.as_ref().map(|(s, a)| (&**s, *a)))
+    }
+
+    /// What `satflow categorise` inferred, as of the last refresh.
+    pub fn inferences(&self) -> Option<Arc<Inferences>> {
+        self.inferred.get()
     }
 
     /// The flow graph taint traces walk, checked to be on the index's

@@ -16,13 +16,16 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use rustc_hash::FxHashMap;
 use satflow_indexer::labels::{self, Category, Label, PoolTag};
+use satflow_indexer::services::Store as Inferences;
 use satflow_indexer::store::Direction;
 use satflow_indexer::Store;
+use satflow_schema::block::ChainPoint;
 use satflow_schema::script::AddrKey;
 use satflow_schema::{cf, meta, AddrId, ClusterKey};
 
 use crate::built;
 use crate::error::Result;
+use crate::inferred;
 
 /// Label rows resolved to address numbers and clusters per batched lookup.
 const CHUNK: usize = 65_536;
@@ -54,6 +57,16 @@ pub struct LabelIndex {
     moved_on: bool,
     /// Coinbase tags, longest first.
     tags: Vec<PoolTag>,
+    /// The inferences taken in as labels: the store's block and size, and
+    /// the least confidence admitted; a different store means a rebuild.
+    inferred: Option<(ChainPoint, usize, u8)>,
+}
+
+/// Inferences to take in as labels, where the operator opted in.
+pub(crate) type AsLabels<'a> = Option<(&'a Inferences, inferred::AsLabels)>;
+
+fn inferred_key(as_labels: AsLabels<'_>) -> Option<(ChainPoint, usize, u8)> {
+    as_labels.map(|(s, a)| (s.as_of(), s.len(), a.min_confidence))
 }
 
 impl LabelIndex {
@@ -121,12 +134,20 @@ impl LabelIndex {
         self.clusters[i].1..end
     }
 
-    /// Reads every label row.
-    fn load(store: &Store, sequence: u64) -> Result<LabelIndex> {
+    /// Reads every label row, and takes in the inferences `as_labels` admits.
+    fn load(store: &Store, sequence: u64, as_labels: AsLabels<'_>) -> Result<LabelIndex> {
         let started = std::time::Instant::now();
         let labels_version = store.meta(meta::LabelsVersion)?.unwrap_or(0);
         let cover = built::cover_or_none(store)?;
-        let found = Found::read(store, cover)?;
+        let mut found = Found::read(store, cover)?;
+        if let Some((inferences, admit)) = as_labels {
+            let labels = inferred::labels(store, inferences, admit)?;
+            let ids: Vec<AddrId> = labels.iter().map(|(id, _)| *id).collect();
+            for ((id, l), c) in labels.into_iter().zip(clusters_of(store, cover, &ids)?) {
+                let shared = found.share_new(l);
+                found.seen.push((c, id, shared));
+            }
+        }
         let (rows, distinct) = (found.rows, found.shared.len());
         let index = LabelIndex {
             cover,
@@ -135,6 +156,7 @@ impl LabelIndex {
             labels_version,
             rows,
             tags: labels::pool_tags(store)?,
+            inferred: inferred_key(as_labels),
             ..found.index()
         };
         if rows > 0 {
@@ -156,9 +178,17 @@ impl LabelIndex {
     /// seen, not every label row. None when a whole rebuild is due: labels
     /// were imported or removed, or more addresses are new than there are
     /// label rows to read.
-    fn advance(&self, store: &Store, sequence: u64) -> Result<Option<LabelIndex>> {
+    fn advance(
+        &self,
+        store: &Store,
+        sequence: u64,
+        as_labels: AsLabels<'_>,
+    ) -> Result<Option<LabelIndex>> {
         let labels_version = store.meta(meta::LabelsVersion)?.unwrap_or(0);
-        if self.sequence == 0 || labels_version != self.labels_version {
+        if self.sequence == 0
+            || labels_version != self.labels_version
+            || self.inferred != inferred_key(as_labels)
+        {
             return Ok(None);
         }
         let next = next_addr(store)?;
@@ -212,6 +242,7 @@ impl LabelIndex {
             rows: self.rows,
             moved_on: true,
             tags: self.tags.clone(),
+            inferred: self.inferred,
             ..found.index()
         }))
     }
@@ -384,14 +415,16 @@ impl LabelSlot {
     /// Brings the labels and the clusters of the labelled addresses up to
     /// the store, unless nothing was written since the last time: moved on
     /// from the last index when no label changed, else read whole.
-    pub fn reload(&self, store: &Store) -> Result<()> {
+    /// Inferences `as_labels` admits are taken in as labels of set
+    /// `inferred`.
+    pub fn reload(&self, store: &Store, as_labels: AsLabels<'_>) -> Result<()> {
         let sequence = store.sequence();
         let last = self.get();
-        if last.sequence == sequence && sequence != 0 {
+        if last.sequence == sequence && sequence != 0 && last.inferred == inferred_key(as_labels) {
             return Ok(());
         }
         let started = std::time::Instant::now();
-        let index = match last.advance(store, sequence)? {
+        let index = match last.advance(store, sequence, as_labels)? {
             Some(moved_on) => {
                 tracing::debug!(
                     "label index moved on: {} labels on seen addresses, in {:.1} ms",
@@ -400,7 +433,7 @@ impl LabelSlot {
                 );
                 moved_on
             }
-            None => LabelIndex::load(store, sequence)?,
+            None => LabelIndex::load(store, sequence, as_labels)?,
         };
         *self.0.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(index);
         Ok(())

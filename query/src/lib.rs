@@ -1,7 +1,8 @@
 //! Answers over a satflow index, and the gRPC server that serves them.
 //!
 //! `index` is the handle every answer takes: the store, its network, the
-//! flow graph and the label index as of the last catch-up. The answers
+//! flow graph, the label index and the inferred categories (`inferred`)
+//! as of the last catch-up. The answers
 //! live in modules named after what they answer: `chain` (status, blocks,
 //! transactions), `addresses` (summaries, history, unspent outputs),
 //! `clusters` and `link`, `labels`, `trace` (taint traces against the
@@ -15,7 +16,7 @@
 //! to a server (the CLI, tests, benches).
 //!
 //! The modules' uses form no cycle: `index` and what it loads (`built`,
-//! `label_index`) name no answer module, and an answer module names only
+//! `label_index`, `inferred`) name no answer module, and an answer module names only
 //! those below it.
 
 pub mod addresses;
@@ -27,6 +28,7 @@ pub mod clusters;
 mod error;
 mod history;
 mod index;
+mod inferred;
 mod label_index;
 mod labels;
 mod link;
@@ -44,4 +46,5 @@ pub use chain::BlockId;
 pub use error::{QueryError, Result};
 pub use history::{HistoryQuery, Order};
 pub use index::Index;
+pub use inferred::AsLabels;
 pub use label_index::LabelIndex;

@@ -36,6 +36,13 @@ pub enum ActorKind {
     Reuniter,
     /// Joins a CoinJoin and moves its output in a few hops to an exchange deposit.
     MixCasher,
+    /// `--plant-services` actors (see services.rs): a dice-like gambling service taking bets
+    /// at a handful of reused addresses and paying winners back within a few blocks.
+    Gambling,
+    /// A payment processor: invoices paid to fresh addresses, swept to its merchants.
+    Processor,
+    /// A merchant a payment processor settles to, at one fixed address.
+    Merchant,
 }
 
 impl ActorKind {
@@ -54,6 +61,9 @@ impl ActorKind {
             ActorKind::Duster => "duster",
             ActorKind::Reuniter => "reuniter",
             ActorKind::MixCasher => "mix-casher",
+            ActorKind::Gambling => "gambling",
+            ActorKind::Processor => "processor",
+            ActorKind::Merchant => "merchant",
         }
     }
 }
@@ -277,6 +287,14 @@ impl Actors {
         }
         let kind = actor.script;
         let payee = self.fresh(kind);
+        self.list[id as usize].last_key = Some(payee.key);
+        payee
+    }
+
+    /// A never-used address of the actor's own script type, which becomes its last address
+    /// (whatever its reuse policy: a gambling service pays winners to a fresh address).
+    pub fn fresh_address(&mut self, id: ActorId) -> Payee {
+        let payee = self.fresh(self.list[id as usize].script);
         self.list[id as usize].last_key = Some(payee.key);
         payee
     }

@@ -51,6 +51,15 @@ pub struct SynthArgs {
     /// their own: without the flag the chain is byte for byte what it was.
     #[arg(long)]
     pub plant_patterns: bool,
+    /// Also plant services for measuring a service categoriser: 3 dice-like
+    /// gambling services (bets at a handful of reused addresses, winners
+    /// paid back within 1-3 blocks) and 3 payment processors (invoices to
+    /// fresh addresses, swept every 6-12 blocks to 2-6 merchants), listed
+    /// in truth/actors.csv as gambling-N, processor-N and merchant-N. They
+    /// draw from a random stream of their own: without the flag the chain
+    /// is byte for byte what it was.
+    #[arg(long)]
+    pub plant_services: bool,
     /// Do not show a progress bar or progress lines.
     #[arg(long)]
     pub quiet: bool,

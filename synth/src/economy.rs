@@ -1,6 +1,7 @@
 //! The simulated economy: the market everyday traffic happens in, plus the Whirlpool queues,
-//! peeling chains, illicit flows and (with `--plant-patterns`) planted suspicious patterns
-//! that hold coins between blocks; it plans one block's transactions and puts their coins
+//! peeling chains, illicit flows, (with `--plant-patterns`) planted suspicious patterns and
+//! (with `--plant-services`) gambling services and payment processors that hold coins
+//! between blocks; it plans one block's transactions and puts their coins
 //! where they go once the block is committed.
 //!
 //! Planning is sequential (it decides which coins move where); materialising the plans into
@@ -18,6 +19,7 @@ use crate::keys::ScriptKind;
 use crate::market::{split_value, BlockTxs, Market};
 use crate::patterns::Patterns;
 use crate::peel::PeelChains;
+use crate::services::Services;
 use crate::txbuild::{Dest, Tag, TxPlan};
 use crate::wallet::{Utxo, COINBASE_MATURITY};
 
@@ -28,16 +30,19 @@ pub struct Economy {
     flows: Flows,
     /// `--plant-patterns` only: without it nothing is planned that was not before.
     patterns: Option<Patterns>,
+    /// `--plant-services` only, likewise.
+    services: Option<Services>,
 }
 
 impl Economy {
-    pub fn new(seed: u64, whale_share: f64, plant_patterns: bool) -> Self {
+    pub fn new(seed: u64, whale_share: f64, plant_patterns: bool, plant_services: bool) -> Self {
         Economy {
             market: Market::new(seed, whale_share),
             whirlpool: Whirlpool::default(),
             peels: PeelChains::new(),
             flows: Flows::default(),
             patterns: plant_patterns.then(|| Patterns::new(seed)),
+            services: plant_services.then(|| Services::new(seed)),
         }
     }
 
@@ -63,6 +68,9 @@ impl Economy {
         coinjoin::plan(m, &mut self.whirlpool, &mut block);
         if let Some(patterns) = &mut self.patterns {
             patterns.plan(m, &mut block);
+        }
+        if let Some(services) = &mut self.services {
+            services.plan(m, &mut block);
         }
         m.fill(&mut block);
         m.coins -= block.txs.iter().map(|t| t.inputs.len()).sum::<usize>();

@@ -92,13 +92,14 @@ pub struct Generator {
 }
 
 impl Generator {
-    /// `whale_share`, `plant_patterns`: see `SynthArgs`.
+    /// `whale_share`, `plant_patterns`, `plant_services`: see `SynthArgs`.
     pub fn new(
         params: ChainParams,
         seed: u64,
         size: u64,
         whale_share: f64,
         plant_patterns: bool,
+        plant_services: bool,
     ) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(mix64(seed ^ 0xc4a1));
         let genesis = params.genesis();
@@ -107,7 +108,7 @@ impl Generator {
                 salt: mix64(seed ^ 0x4b),
                 network: params.network,
             },
-            economy: Economy::new(seed, whale_share, plant_patterns),
+            economy: Economy::new(seed, whale_share, plant_patterns, plant_services),
             forks: ForkPlan::new(size, &mut rng),
             tip: (genesis.block_hash(), 0, genesis.header.time),
             next_plans: None,

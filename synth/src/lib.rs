@@ -16,6 +16,7 @@ mod keys;
 mod market;
 mod patterns;
 mod peel;
+mod services;
 mod stats;
 mod truth;
 mod txbuild;
@@ -65,6 +66,8 @@ pub struct Summary {
     pub flows: usize,
     /// Whether `--plant-patterns` planted the suspicious patterns beyond peel chains.
     pub plant_patterns: bool,
+    /// Whether `--plant-services` planted the gambling services and payment processors.
+    pub plant_services: bool,
     /// Instances listed in `truth/patterns.csv`, by kind (every kind named, 0 if none).
     pub patterns: BTreeMap<&'static str, u64>,
     pub elapsed_secs: f64,
@@ -142,6 +145,7 @@ pub fn run_with_progress(
         args.size,
         args.whale_share,
         args.plant_patterns,
+        args.plant_services,
     );
     let mut stats = Stats::default();
 
@@ -208,6 +212,7 @@ pub fn run_with_progress(
         actors: generator.economy.actors().iter().count(),
         flows: generator.economy.flows().len(),
         plant_patterns: args.plant_patterns,
+        plant_services: args.plant_services,
         patterns: BTreeMap::new(),
         elapsed_secs: elapsed,
         mb_per_sec: bytes as f64 / 1e6 / elapsed,

@@ -28,17 +28,17 @@ use crate::txbuild::{Dest, PatternKind, Tag, TxPlan};
 use crate::wallet::Utxo;
 
 /// The first instances start once the economy is running (blocks are full from ~105).
-const FIRST_START: u32 = 106;
+pub(crate) const FIRST_START: u32 = 106;
 /// Blocks from one start of a kind to the next (uniform; a start that finds no coins is
 /// tried again in the next block).
 const START_EVERY: std::ops::RangeInclusive<u32> = 1..=6;
 /// A step is put off to the next block when less room than this is left in the block.
-const ROOM: u64 = 2 * MAX_TX_WEIGHT;
+pub(crate) const ROOM: u64 = 2 * MAX_TX_WEIGHT;
 /// Largest input of any script kind (P2PKH with a 72-byte signature).
-const MAX_INPUT_WEIGHT: u64 = 593;
+pub(crate) const MAX_INPUT_WEIGHT: u64 = 593;
 /// Fee rate the funding of CoinJoin participants and dusters is sized for; their CoinJoin
 /// and dust transactions pay at most this.
-const FUNDED_RATE: f64 = 50.0;
+pub(crate) const FUNDED_RATE: f64 = 50.0;
 /// Fees of planted transactions stay under this share of what they move.
 const MAX_FEE_SHARE: f64 = 0.03;
 /// Script types of the planted actors' own addresses.
@@ -177,7 +177,7 @@ pub struct Patterns {
 
 /// An integer between `lo` and `hi`, log-uniform, so short waits and small counts are common
 /// while the whole range occurs.
-fn log_uniform(rng: &mut impl Rng, lo: u32, hi: u32) -> u32 {
+pub(crate) fn log_uniform(rng: &mut impl Rng, lo: u32, hi: u32) -> u32 {
     let x = lo as f64 * ((hi as f64 + 1.0) / lo as f64).powf(rng.gen::<f64>());
     (x.floor() as u32).clamp(lo, hi)
 }
@@ -194,7 +194,7 @@ fn dust_limit(kind: ScriptKind) -> u64 {
 
 /// Sets output `out` of `plan` to what the inputs leave after the fee: the market's rate,
 /// capped so the fee stays under `MAX_FEE_SHARE` of the inputs (and at `FUNDED_RATE`).
-fn settle(m: &mut Market, plan: &mut TxPlan, out: usize) {
+pub(crate) fn settle(m: &mut Market, plan: &mut TxPlan, out: usize) {
     let vsize = plan.weight_bound().div_ceil(4) as f64;
     let cap = plan.input_value() as f64 * MAX_FEE_SHARE / vsize;
     let rate = m.fee_rate().min(cap).clamp(1.0, FUNDED_RATE);

@@ -10,13 +10,13 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use bitcoin::consensus::deserialize;
-use bitcoin::{Block, BlockHash, Network, OutPoint, Script, Transaction, TxOut, Txid};
-use common::{args, blk_files, label, read_csv};
+use bitcoin::{OutPoint, TxOut, Txid};
+use common::{args, read_csv, Decoded};
 use satflow_synth::run;
 
 const KINDS: [&str; 7] = [
@@ -35,103 +35,26 @@ struct Instance {
     rows: Vec<(u32, Txid)>,
 }
 
+/// The decoded main chain (`Decoded`: transactions, owners, summary) plus the CoinJoins and
+/// pattern instances the truth lists.
 struct Chain {
-    network: Network,
-    /// truth/summary.json.
-    summary: serde_json::Value,
-    /// Main-chain transactions and their heights.
-    txs: HashMap<Txid, (u32, Transaction)>,
-    /// Txids of each main-chain block, genesis first.
-    blocks: Vec<Vec<Txid>>,
-    /// Height of the first main-chain output paying each address.
-    first_paid: HashMap<String, u32>,
-    /// Address → actor kind and id (truth).
-    owners: HashMap<String, (String, String)>,
+    main: Decoded,
     coinjoins: HashSet<Txid>,
     instances: BTreeMap<u32, Instance>,
 }
 
+impl Deref for Chain {
+    type Target = Decoded;
+
+    fn deref(&self) -> &Decoded {
+        &self.main
+    }
+}
+
 impl Chain {
-    fn tx(&self, txid: &Txid) -> &Transaction {
-        &self.txs[txid].1
-    }
-
-    fn height(&self, txid: &Txid) -> u32 {
-        self.txs[txid].0
-    }
-
-    fn prevout(&self, outpoint: &OutPoint) -> &TxOut {
-        &self.tx(&outpoint.txid).output[outpoint.vout as usize]
-    }
-
-    fn label(&self, script: &Script) -> Option<String> {
-        label(script, self.network)
-    }
-
-    /// (actor kind, actor id) owning the address `script` pays.
-    fn owner(&self, script: &Script) -> &(String, String) {
-        let address = self.label(script).expect("an address");
-        self.owners
-            .get(&address)
-            .unwrap_or_else(|| panic!("{address} has an owner"))
-    }
-
     fn of_kind(&self, kind: &str) -> Vec<&Instance> {
         self.instances.values().filter(|i| i.kind == kind).collect()
     }
-}
-
-/// Every whole record of every blk file (un-XORed); a cut last record is skipped.
-fn read_blocks(dir: &Path, magic: [u8; 4]) -> Vec<Block> {
-    let key: [u8; 8] = std::fs::read(dir.join("xor.dat")).map_or([0; 8], |k| k.try_into().unwrap());
-    let mut blocks = Vec::new();
-    for path in blk_files(dir) {
-        let mut bytes = std::fs::read(path).unwrap();
-        satflow_synth::xor(&mut bytes, key, 0);
-        let mut pos = 0;
-        while pos + 8 <= bytes.len() && bytes[pos..pos + 4] == magic {
-            let len = u32::from_le_bytes(bytes[pos + 4..pos + 8].try_into().unwrap()) as usize;
-            if pos + 8 + len > bytes.len() {
-                break;
-            }
-            blocks.push(deserialize(&bytes[pos + 8..pos + 8 + len]).unwrap());
-            pos += 8 + len;
-        }
-    }
-    blocks
-}
-
-/// The main chain, genesis first: the longest branch (all blocks share nBits).
-fn main_chain(blocks: Vec<Block>) -> Vec<Block> {
-    let mut by_hash: HashMap<BlockHash, Block> =
-        blocks.into_iter().map(|b| (b.block_hash(), b)).collect();
-    let mut heights: HashMap<BlockHash, u32> = HashMap::new();
-    let hashes: Vec<BlockHash> = by_hash.keys().copied().collect();
-    for &hash in &hashes {
-        let mut path = vec![hash];
-        let mut base = 0;
-        loop {
-            let prev = by_hash[path.last().unwrap()].header.prev_blockhash;
-            if let Some(&h) = heights.get(&prev) {
-                base = h + 1;
-                break;
-            }
-            if !by_hash.contains_key(&prev) {
-                break;
-            }
-            path.push(prev);
-        }
-        for (i, h) in path.iter().rev().enumerate() {
-            heights.insert(*h, base + i as u32);
-        }
-    }
-    let (&tip, _) = heights.iter().max_by_key(|(_, &h)| h).unwrap();
-    let mut chain = vec![by_hash.remove(&tip).unwrap()];
-    while let Some(prev) = by_hash.remove(&chain.last().unwrap().header.prev_blockhash) {
-        chain.push(prev);
-    }
-    chain.reverse();
-    chain
 }
 
 fn chain() -> &'static Chain {
@@ -147,51 +70,7 @@ fn chain() -> &'static Chain {
                 dir
             }
         };
-        let text = std::fs::read_to_string(dir.join("truth/summary.json")).unwrap();
-        let summary: serde_json::Value = serde_json::from_str(&text).unwrap();
-        let (network, magic) = match summary["network"].as_str().unwrap() {
-            "main" => (Network::Bitcoin, [0xf9, 0xbe, 0xb4, 0xd9]),
-            _ => (Network::Regtest, [0xfa, 0xbf, 0xb5, 0xda]),
-        };
-        let blocks = main_chain(read_blocks(&dir, magic));
-        assert_eq!(
-            blocks.len() as u64,
-            summary["blocks"],
-            "the whole main chain"
-        );
-        let mut txs = HashMap::new();
-        let mut first_paid = HashMap::new();
-        let blocks: Vec<Vec<Txid>> = blocks
-            .into_iter()
-            .enumerate()
-            .map(|(height, block)| {
-                let txids = block.txdata.iter().map(|t| t.compute_txid()).collect();
-                for tx in block.txdata {
-                    for out in &tx.output {
-                        if let Some(address) = label(&out.script_pubkey, network) {
-                            first_paid.entry(address).or_insert(height as u32);
-                        }
-                    }
-                    txs.insert(tx.compute_txid(), (height as u32, tx));
-                }
-                txids
-            })
-            .collect();
-        let (_, actors) = read_csv(&dir, "actors.csv");
-        let kinds: HashMap<String, String> = actors
-            .into_iter()
-            .map(|r| (r[0].clone(), r[1].clone()))
-            .collect();
-        let (_, addresses) = read_csv(&dir, "addresses.csv");
-        let mut owners = HashMap::new();
-        for r in addresses {
-            let owner = (kinds[&r[1]].clone(), r[1].clone());
-            assert!(
-                owners.insert(r[0].clone(), owner).is_none(),
-                "{} listed twice",
-                r[0]
-            );
-        }
+        let main = Decoded::load(&dir);
         let (_, coinjoins) = read_csv(&dir, "coinjoins.csv");
         let coinjoins = coinjoins.iter().map(|r| r[0].parse().unwrap()).collect();
         let (header, rows) = read_csv(&dir, "patterns.csv");
@@ -211,12 +90,7 @@ fn chain() -> &'static Chain {
                 .push((row[2].parse().unwrap(), row[3].parse().unwrap()));
         }
         Chain {
-            network,
-            summary,
-            txs,
-            blocks,
-            first_paid,
-            owners,
+            main,
             coinjoins,
             instances,
         }
@@ -228,53 +102,7 @@ fn chain() -> &'static Chain {
 /// every address has exactly one owner in addresses.csv.
 #[test]
 fn the_chain_with_planted_patterns_stays_valid() {
-    let c = chain();
-    let halving = if c.network == Network::Bitcoin {
-        210_000
-    } else {
-        150
-    };
-    let mut utxos: HashMap<OutPoint, (u64, bool, u32)> = HashMap::new();
-    for (height, txids) in c.blocks.iter().enumerate().skip(1) {
-        let height = height as u32;
-        let mut fees = 0;
-        for txid in &txids[1..] {
-            let tx = c.tx(txid);
-            let mut value_in = 0;
-            for input in &tx.input {
-                let (value, coinbase, created) = utxos
-                    .remove(&input.previous_output)
-                    .expect("spends a known unspent output");
-                assert!(!coinbase || height >= created + 100, "coinbase maturity");
-                assert!(height >= created + 2, "spendable two blocks after creation");
-                value_in += value;
-            }
-            let value_out: u64 = tx.output.iter().map(|o| o.value.to_sat()).sum();
-            fees += value_in
-                .checked_sub(value_out)
-                .expect("value in >= value out");
-        }
-        let coinbase = c.tx(&txids[0]);
-        let claimed: u64 = coinbase.output.iter().map(|o| o.value.to_sat()).sum();
-        assert_eq!(
-            claimed,
-            (50_0000_0000u64 >> (height / halving)) + fees,
-            "coinbase at {height}"
-        );
-        for txid in txids {
-            let tx = c.tx(txid);
-            for (vout, out) in tx.output.iter().enumerate() {
-                if let Some(address) = c.label(&out.script_pubkey) {
-                    assert!(c.owners.contains_key(&address), "{address} has an owner");
-                }
-                let outpoint = OutPoint {
-                    txid: *txid,
-                    vout: vout as u32,
-                };
-                utxos.insert(outpoint, (out.value.to_sat(), tx.is_coinbase(), height));
-            }
-        }
-    }
+    chain().assert_valid();
 }
 
 #[test]

@@ -98,6 +98,7 @@ pub fn synth_chain(seed: u64, size: u64) -> (tempfile::TempDir, tempfile::TempDi
         truncate_tail: false,
         whale_share: 0.0,
         plant_patterns: false,
+        plant_services: false,
         quiet: true,
     })
     .unwrap();

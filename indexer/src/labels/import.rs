@@ -59,6 +59,13 @@ pub fn import(store: &Store, path: &Path, format: Format, defaults: &Defaults) -
     if d.set.is_none() {
         d.set = path.file_stem().map(|s| s.to_string_lossy().into_owned());
     }
+    if d.set.as_deref() == Some(crate::services::LABEL_SET) {
+        bail!(
+            "{}: the label set name {:?} is kept for the categories `satflow categorise` infers; name the set otherwise (--set)",
+            path.display(),
+            crate::services::LABEL_SET
+        );
+    }
     let mut writer = Writer::new(store)?;
     let mut put = |l: &Label| writer.put(l);
     let mut accept = Accept::new(network, &d, &mut put);

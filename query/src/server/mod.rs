@@ -53,6 +53,7 @@ use taint::TaintService;
 use watch::WatchesService;
 
 use crate::index::Index;
+use crate::inferred::AsLabels;
 use crate::watch::Monitor;
 use admission::Admission;
 
@@ -87,6 +88,9 @@ pub struct ServeOptions {
     /// Where Prometheus metrics are served (`GET /metrics`); None: nowhere,
     /// and none are recorded.
     pub metrics_listen: Option<SocketAddr>,
+    /// Which inferred categories act as labels (stop sets, exposure,
+    /// watches by category); None: none.
+    pub inferred_labels: Option<AsLabels>,
 }
 
 pub struct AlertOptions {
@@ -112,7 +116,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let index = Index::open_with_cache(&opts.db, Access::Follow, opts.cache_mb << 20)?
-        .with_blocks_dir(opts.blocks_dir.clone());
+        .with_blocks_dir(opts.blocks_dir.clone())
+        .with_inferred_labels(opts.inferred_labels)?;
     let shared = Arc::new(Shared::new(index, opts.readers));
     let monitor = match &opts.alerts {
         Some(a) => match Monitor::open(&a.dir, a.from) {

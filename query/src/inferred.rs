@@ -1,0 +1,106 @@
+//! What `satflow categorise` inferred of clusters from their behaviour,
+//! as readers see it: the store as of the last refresh (`InferredSlot`),
+//! an inference as callers get it beside a summary or cluster, and, where
+//! the operator opted in, inferences as labels of set `inferred` (so that
+//! stop sets, exposure and watches by category count them).
+
+use std::path::Path;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use satflow_indexer::labels::Label;
+use satflow_indexer::services::{self, Inferred, Service, Store as Inferences};
+use satflow_indexer::Store;
+use satflow_proto::v1 as pb;
+use satflow_schema::{cf, AddrId, ClusterKey};
+
+use crate::error::Result;
+
+/// The store of inferences as last loaded; None before a first run of
+/// `satflow categorise`.
+#[derive(Default)]
+pub(crate) struct InferredSlot(RwLock<Option<Arc<Inferences>>>);
+
+impl InferredSlot {
+    pub fn get(&self) -> Option<Arc<Inferences>> {
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Maps the store again when a new run replaced it. A store that
+    /// cannot be read is logged and the previous one kept.
+    pub fn reload(&self, db: &Path) {
+        match Inferences::open(db) {
+            Ok(new) => {
+                let last = self.get();
+                let changed = match (&last, &new) {
+                    (Some(a), Some(b)) => a.as_of() != b.as_of() || a.len() != b.len(),
+                    (a, b) => a.is_some() != b.is_some(),
+                };
+                if changed {
+                    *self.0.write().unwrap_or_else(PoisonError::into_inner) = new.map(Arc::new);
+                }
+            }
+            Err(e) => tracing::warn!("inferred categories left as they were: {e:#}"),
+        }
+    }
+}
+
+/// The answer for cluster `key`: None when not categorised.
+pub(crate) fn message(store: Option<&Inferences>, key: ClusterKey) -> Option<pb::InferredCategory> {
+    let store = store?;
+    let r = store.get(key)?;
+    Some(pb::InferredCategory {
+        category: r.service.name().into(),
+        confidence: u32::from(r.confidence),
+        evidence: r.evidence(),
+        as_of_height: store.as_of().height.0,
+        linked_cluster_id: r.features.linked_to.map(|c| c.0),
+    })
+}
+
+/// Which inferences act as labels: those of a service at or above
+/// `min_confidence` percent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AsLabels {
+    pub min_confidence: u8,
+}
+
+/// The inferences `as_labels` admits, each as a label on the address its
+/// cluster is keyed by (the one `ClusterKey::holder` names), with that
+/// address's number.
+pub(crate) fn labels(
+    store: &Store,
+    inferences: &Inferences,
+    as_labels: AsLabels,
+) -> Result<Vec<(AddrId, Label)>> {
+    let admitted: Vec<Inferred> = inferences
+        .iter()
+        .filter(|r| r.service != Service::Ordinary && r.confidence >= as_labels.min_confidence)
+        .collect();
+    let holders: Vec<AddrId> = admitted.iter().map(|r| r.key.holder()).collect();
+    let keys = store.multi_get::<cf::Addrs>(&holders)?;
+    let height = inferences.as_of().height.0;
+    Ok(admitted
+        .iter()
+        .zip(holders)
+        .zip(keys)
+        .filter_map(|((r, holder), key)| {
+            let category = r.service.category()?;
+            Some((
+                holder,
+                Label {
+                    address: key?,
+                    label: format!("{} (inferred, cluster {})", r.service.name(), r.id.0),
+                    category,
+                    set: services::LABEL_SET.into(),
+                    source: format!(
+                        "satflow categorise as of height {height}, confidence {}%",
+                        r.confidence
+                    ),
+                },
+            ))
+        })
+        .collect())
+}
