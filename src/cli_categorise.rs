@@ -71,12 +71,12 @@ pub fn run(a: CategoriseArgs) -> Result<()> {
     let store = Store::open(&a.db, Access::ReadOnly)?;
     let s = services::categorise(&store, &a.db, a.quiet)?;
     if let Some(p) = s.as_of {
-        println!("as of           {} {}", p.height.0, p.hash);
+        println!("as of             {} {}", p.height.0, p.hash);
     }
-    println!("history rows    {}", s.rows);
+    println!("history rows      {}", s.rows);
     for (service, n) in Service::ALL.iter().zip(s.per_service) {
-        println!("{:<16}{n}", service.name());
+        println!("{:<17} {n}", service.name());
     }
-    println!("elapsed         {:.2} s", s.elapsed.as_secs_f64());
+    println!("elapsed           {:.2} s", s.elapsed.as_secs_f64());
     Ok(())
 }

@@ -144,6 +144,12 @@ fn csv_rows(path: &Path) -> impl Iterator<Item = Vec<String>> {
 #[tokio::test]
 async fn a_generated_chain_s_pools_and_exchanges_are_recognised_and_served() {
     let (blocks, db) = synth_chain(21, 24 << 20);
+    // A server running before the first categorisation picks it up at its
+    // next catch-up.
+    let server = Server::start(db.path(), &["--follow-ms", "50"]);
+    let mut c = server.connect().await;
+    let first = found_cluster(&c).await;
+    assert_eq!(get_cluster(&c, first).await.inferred, None);
     let found = categorise(db.path());
     let store = Store::open(db.path(), Access::ReadOnly).unwrap();
     let network = store.network().unwrap().unwrap();
@@ -185,9 +191,14 @@ async fn a_generated_chain_s_pools_and_exchanges_are_recognised_and_served() {
         .find(|r| r.service == Service::Exchange && r.features.linked_to.is_none())
         .unwrap();
     // Shown apart from labels; no label unless the operator opts in.
-    let server = Server::start(db.path(), &[]);
-    let mut c = server.connect().await;
-    let got = get_cluster(&c, exchange.id.0).await;
+    let mut got = get_cluster(&c, exchange.id.0).await;
+    for _ in 0..200 {
+        if got.inferred.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        got = get_cluster(&c, exchange.id.0).await;
+    }
     let inferred = got.inferred.clone().expect("categorised");
     assert_eq!(inferred.category, "exchange");
     assert_eq!(inferred.confidence, u32::from(exchange.confidence));
@@ -257,6 +268,20 @@ async fn a_generated_chain_s_pools_and_exchanges_are_recognised_and_served() {
     assert!(to_exchanges(&e) > 0, "{e:?}");
     let label = format!("exchange (inferred, cluster {})", exchange.id.0);
     assert!(e.direct_sent.iter().any(|x| x.label == label), "{e:?}");
+}
+
+/// The id of the largest cluster.
+async fn found_cluster(c: &satflow_query::client::Clients) -> u64 {
+    let mut clusters = c.clusters.clone();
+    let largest = clusters
+        .list_largest_clusters(pb::ListLargestClustersRequest {
+            page_size: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    largest.clusters[0].id
 }
 
 async fn get_cluster(c: &satflow_query::client::Clients, id: u64) -> pb::Cluster {

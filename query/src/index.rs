@@ -1,7 +1,7 @@
 //! The index queries are answered from: a plain handle on the store, its
 //! network, where raw transactions are read from, and the flow graph,
-//! label index and inferred categories as of the last catch-up, with the typed row lookups every
-//! answer shares. The answers themselves live in the modules named after
+//! label index and inferred categories as of the last catch-up, with the
+//! typed row lookups every answer shares. The answers themselves live in the modules named after
 //! what they answer (`chain`, `addresses`, `clusters`, …), which take an
 //! `&Index`.
 

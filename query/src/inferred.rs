@@ -15,32 +15,36 @@ use satflow_schema::{cf, AddrId, ClusterKey};
 
 use crate::error::Result;
 
-/// The store of inferences as last loaded; None before a first run of
-/// `satflow categorise`.
+/// The store of inferences as last loaded (None before a first run of
+/// `satflow categorise`), with the length and time of the file it was
+/// loaded from: a catch-up maps it again only when a run replaced it.
 #[derive(Default)]
-pub(crate) struct InferredSlot(RwLock<Option<Arc<Inferences>>>);
+pub(crate) struct InferredSlot(RwLock<(Option<Arc<Inferences>>, Option<Stamp>)>);
+
+type Stamp = (u64, std::time::SystemTime);
 
 impl InferredSlot {
     pub fn get(&self) -> Option<Arc<Inferences>> {
         self.0
             .read()
             .unwrap_or_else(PoisonError::into_inner)
+            .0
             .clone()
     }
 
     /// Maps the store again when a new run replaced it. A store that
     /// cannot be read is logged and the previous one kept.
     pub fn reload(&self, db: &Path) {
+        let stamp = std::fs::metadata(services::path(db))
+            .and_then(|m| Ok((m.len(), m.modified()?)))
+            .ok();
+        if stamp == self.0.read().unwrap_or_else(PoisonError::into_inner).1 {
+            return;
+        }
         match Inferences::open(db) {
             Ok(new) => {
-                let last = self.get();
-                let changed = match (&last, &new) {
-                    (Some(a), Some(b)) => a.as_of() != b.as_of() || a.len() != b.len(),
-                    (a, b) => a.is_some() != b.is_some(),
-                };
-                if changed {
-                    *self.0.write().unwrap_or_else(PoisonError::into_inner) = new.map(Arc::new);
-                }
+                *self.0.write().unwrap_or_else(PoisonError::into_inner) =
+                    (new.map(Arc::new), stamp);
             }
             Err(e) => tracing::warn!("inferred categories left as they were: {e:#}"),
         }
@@ -75,9 +79,10 @@ pub(crate) fn labels(
     inferences: &Inferences,
     as_labels: AsLabels,
 ) -> Result<Vec<(AddrId, Label)>> {
-    let admitted: Vec<Inferred> = inferences
-        .iter()
-        .filter(|r| r.service != Service::Ordinary && r.confidence >= as_labels.min_confidence)
+    let admitted: Vec<Inferred> = Service::SERVICES
+        .into_iter()
+        .flat_map(|s| inferences.clusters_of(s, as_labels.min_confidence))
+        .filter_map(|key| inferences.get(key))
         .collect();
     let holders: Vec<AddrId> = admitted.iter().map(|r| r.key.holder()).collect();
     let keys = store.multi_get::<cf::Addrs>(&holders)?;

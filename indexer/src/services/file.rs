@@ -25,7 +25,8 @@ const MAGIC: &[u8; 8] = b"SFSVC\x00\x00\x01";
 const HEADER: usize = 56;
 const RECORD: usize = 160;
 
-fn path(db: &Path) -> PathBuf {
+/// The store's file in the database directory `db`.
+pub fn path(db: &Path) -> PathBuf {
     db.join(DIR).join(FILE)
 }
 

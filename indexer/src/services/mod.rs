@@ -9,20 +9,24 @@
 //! One pass over the clusters and lone addresses with enough transactions
 //! (from `cluster_stats` and `addr_stats`), split into key ranges scanned
 //! in parallel, reading their `cluster_history` or `history`: each row's
-//! transaction is looked at in the flow
-//! graph (`features`), and each cluster's features, once complete, go
-//! through the rules (`rules`). Then clusters that look like a service's
-//! deposit addresses (many payments in, most spends forwarding everything
-//! to one address) take the category of the service cluster that address
-//! is in. Memory is one cluster's features per worker, the records of the
-//! ranges in flight, and the services and deposit-like clusters found, so
-//! the pass scales to mainnet's clusters; its cost is one flow-graph read
-//! per cluster transaction.
+//! transaction is looked at in the flow graph (`features`), and each
+//! cluster's features, once complete, go through the rules (`rules`).
+//! Then a cluster no rule calls a service takes the category of the
+//! service cluster it is tied to (`rules::Link`): the one most of its
+//! forwards went to (its deposit addresses are swept there), or the one
+//! that swept most of its deposits into it (it is that service's wallet).
+//!
+//! Memory is one cluster's features per worker, the records of the ranges
+//! in flight, the services found and 40 bytes per possibly tied cluster,
+//! so the pass scales to mainnet's clusters. Its cost is one flow-graph
+//! read per history row, and a batched lookup of the counterpart's
+//! cluster per forward or one-output deposit.
 
 mod features;
 mod file;
 mod rules;
 
+use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -37,7 +41,7 @@ use satflow_schema::{AddrId, ClusterId, ClusterKey, Height, TxNum};
 
 use features::Counterpart;
 pub use features::Features;
-pub use file::Store;
+pub use file::{path, Store};
 pub use rules::{classify, evidence, Link, MIN_TXS};
 
 use crate::flow::{Flow, FlowView};
@@ -220,10 +224,13 @@ pub fn categorise(store: &crate::Store, db: &Path, quiet: bool) -> Result<Summar
     let mut tied: Vec<(u64, [Option<u64>; 2])> = Vec::new();
     let mut pushed = 0u64;
     let mut last_log = Instant::now();
-    let bar = (!quiet).then(|| indicatif::ProgressBar::new(ranges.len() as u64));
+    let mut done = 0;
+    // A bar on a terminal, log lines otherwise.
+    let bar = (!quiet && std::io::stderr().is_terminal())
+        .then(|| indicatif::ProgressBar::new(ranges.len() as u64));
     // Ranges in groups, each group's records written in key order before
     // the next group starts: memory stays a group's records.
-    for (done, group) in ranges.chunks(rayon::current_num_threads() * 4).enumerate() {
+    for group in ranges.chunks(rayon::current_num_threads() * 4) {
         let found: Vec<Vec<Inferred>> = group
             .par_iter()
             .map(|&(lo, hi)| range(store, &g, lo..hi, &rows))
@@ -249,13 +256,13 @@ pub fn categorise(store: &crate::Store, db: &Path, quiet: bool) -> Result<Summar
             out.push(&r)?;
             pushed += 1;
         }
+        done += group.len();
         if let Some(bar) = &bar {
             bar.inc(group.len() as u64);
-        } else if last_log.elapsed() >= LOG_EVERY {
+        } else if !quiet && last_log.elapsed() >= LOG_EVERY {
             last_log = Instant::now();
             tracing::info!(
-                "categorise: {} of {} key ranges, {} history rows",
-                (done + 1) * group.len(),
+                "categorise: {done} of {} key ranges, {} history rows",
                 ranges.len(),
                 rows.load(Ordering::Relaxed)
             );

@@ -271,6 +271,27 @@ mod tests {
     }
 
     #[test]
+    fn a_coordinator_s_reused_fee_address_is_a_mixer() {
+        // Wasabi 1's coordinator took its fees at one address, round after round.
+        let f = Features {
+            size: 1,
+            txs: 60,
+            coinjoins: 57,
+            deposits: 3,
+            first_height: 1,
+            last_height: 500,
+            ..Features::default()
+        };
+        assert_eq!(classify(&f), (Service::Mixer, 1.0));
+        let user = Features {
+            coinjoins: 20,
+            deposits: 40,
+            ..f
+        };
+        assert_eq!(classify(&user).0, Service::Ordinary, "a third CoinJoins");
+    }
+
+    #[test]
     fn deposit_addresses() {
         let f = Features {
             size: 500,
