@@ -296,3 +296,68 @@ fn every_path_and_batch_size_records_the_same_overwritten_coins() {
     assert_eq!(figures(&q, other), (20, 1, 60, 40));
     assert_eq!(unspent(&q, other), [(txid, 1, 5)]);
 }
+
+/// Clusters ranked by balance: one whose member holds an overwritten coin
+/// is placed by its balance without it, in one page or many.
+#[test]
+fn largest_clusters_by_balance_leave_overwritten_coins_out() {
+    let genesis = regtest_genesis();
+    let dup = coinbase(b"same", &[(COIN, p2pkh(1))]);
+    let b1 = block(genesis.block_hash(), 1, vec![dup.clone()]);
+    let b2 = block(b1.block_hash(), 2, vec![dup.clone()]);
+    let b3cb = coinbase(b"b3", &[(COIN, p2pkh(3))]);
+    let b3 = block(b2.block_hash(), 3, vec![b3cb.clone()]);
+    let b4cb = coinbase(
+        b"b4",
+        &[(60 * COIN / 50, p2pkh(5)), (60 * COIN / 50, p2pkh(6))],
+    );
+    let b4 = block(b3.block_hash(), 4, vec![b4cb.clone()]);
+    let point = |t: &Transaction, vout| OutPoint {
+        txid: t.compute_txid(),
+        vout,
+    };
+    // Owner (1) and 3 spend together: a cluster holding 100 BTC, plus the
+    // overwritten 50 of b1 that the ranking's figures still count.
+    let t1 = tx(&[point(&dup, 0), point(&b3cb, 0)], &[(2 * COIN, p2pkh(1))]);
+    // 5 and 6 spend together: a cluster holding 120 BTC.
+    let t2 = tx(
+        &[point(&b4cb, 0), point(&b4cb, 1)],
+        &[(120 * COIN / 50, p2pkh(5))],
+    );
+    let b5 = block(
+        b4.block_hash(),
+        5,
+        vec![coinbase(b"b5", &[(COIN, p2pkh(8))]), t1, t2],
+    );
+    let blocks = tempfile::tempdir().unwrap();
+    write_blk(
+        &blocks.path().join("blk00000.dat"),
+        &[genesis, b1, b2, b3, b4, b5],
+    );
+    let db = tempfile::tempdir().unwrap();
+    index(blocks.path(), db.path());
+    let q = Q::open(db.path());
+    let owner = q.tx(&dup.compute_txid().to_string()).outputs[0]
+        .address
+        .clone();
+    assert_eq!(cluster_balance(&q, &owner), 2 * COIN);
+    let by_balance = |page_size: usize| {
+        let (mut balances, mut token) = (Vec::new(), String::new());
+        loop {
+            let page = satflow_query::clusters::largest(
+                &q.0,
+                satflow_schema::cluster::Rank::Balance,
+                page_size,
+                &token,
+            )
+            .unwrap();
+            balances.extend(page.clusters.iter().map(|c| c.balance));
+            token = page.next_page_token;
+            if token.is_empty() {
+                return balances;
+            }
+        }
+    };
+    assert_eq!(by_balance(10), [120 * COIN / 50, 2 * COIN]);
+    assert_eq!(by_balance(1), by_balance(10));
+}

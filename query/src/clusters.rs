@@ -4,6 +4,7 @@
 //! clusters by id (their oldest address's number); the rows are read under
 //! the key `Built::check_cluster` finds for it.
 
+use rustc_hash::FxHashMap;
 use satflow_indexer::cluster::view;
 use satflow_indexer::store::Direction;
 use satflow_proto::v1 as pb;
@@ -54,15 +55,12 @@ fn cluster_keyed(
         None => lone_stats(index, key.holder(), built.next_tx)?,
     };
     let labels = labels::of_cluster(index, key)?;
-    // Coins of its members that a repeated coinbase overwrote (BIP30) before
-    // the clusters' tip cannot be spent: not part of its balance, as they
-    // are not of its addresses'.
-    let mut lost = 0;
-    for (addr, coin) in addresses::all_overwritten(index)? {
-        if coin.by < built.next_tx && view::cluster_of(index.store(), addr)? == key {
-            lost += coin.value;
-        }
-    }
+    // Overwritten coins are not part of its balance, as they are not of
+    // its addresses'.
+    let lost = lost_by_cluster(index, built)?
+        .get(&key)
+        .copied()
+        .unwrap_or(0);
     Ok(pb::Cluster {
         id: id.0,
         oldest_address,
@@ -184,6 +182,18 @@ pub fn largest(
         Rank::Size => Listing::LargestBySize,
         Rank::Balance => Listing::LargestByBalance,
     };
+    // The ranking's balances count coins a repeated coinbase overwrote
+    // (BIP30): clusters that held one are placed by their balance without
+    // it instead (two on mainnet).
+    let lost = match by {
+        Rank::Balance => lost_by_cluster(index, &built)?,
+        Rank::Size => FxHashMap::default(),
+    };
+    let place = |key: ClusterKey, s: &ClusterStats| {
+        let mut at = RankKey::new(by, s, key);
+        at.value -= lost.get(&key).map_or(0, |&l| l.min(at.value));
+        at
+    };
     let start = match Token::resume("page_token", page_token, listing, 0)? {
         Some(key) => {
             let key = ClusterKey(key);
@@ -192,20 +202,38 @@ pub fn largest(
                     "page_token: its cluster no longer exists; start again".into(),
                 )
             })?;
-            RankKey::new(by, &s, key)
+            place(key, &s)
         }
         None => RankKey::end_of(by),
     };
-    let mut clusters = Vec::new();
-    let mut next_page_token = String::new();
-    for item in index
+    let order = |k: &RankKey| (k.value, k.cluster.0);
+    let mut moved = Vec::new();
+    for &key in lost.keys() {
+        if let Some(s) = view::stats(index.store(), key)? {
+            moved.push(place(key, &s));
+        }
+    }
+    moved.retain(|k| order(k) <= order(&start));
+    moved.sort_unstable_by_key(|k| std::cmp::Reverse(order(k)));
+    let mut moved = moved.into_iter().peekable();
+    let mut ranked = index
         .store()
         .scan::<cf::ClusterRank>(&start, Direction::Reverse)
-    {
-        let (key, ()) = item?;
-        if key.rank != by {
-            break;
-        }
+        .map(|item| item.map(|(key, ())| key))
+        .take_while(|item| !matches!(item, Ok(key) if key.rank != by))
+        .filter(|item| !matches!(item, Ok(key) if lost.contains_key(&key.cluster)))
+        .peekable();
+    let mut clusters = Vec::new();
+    let mut next_page_token = String::new();
+    loop {
+        // The larger of the next ranked and the next moved cluster.
+        let key = match (ranked.peek(), moved.peek()) {
+            (Some(Ok(r)), Some(m)) if order(m) < order(r) => ranked.next(),
+            (_, Some(_)) => moved.next().map(Ok),
+            (Some(_), None) => ranked.next(),
+            (None, None) => break,
+        };
+        let key = key.expect("peeked")?;
         if clusters.len() == page_size {
             next_page_token = Token {
                 listing,
@@ -222,6 +250,20 @@ pub fn largest(
         clusters,
         next_page_token,
     })
+}
+
+/// What each cluster lost to coins a repeated coinbase overwrote (BIP30)
+/// before the clusters' tip: coins of its members that cannot be spent.
+fn lost_by_cluster(index: &Index, built: &Built) -> Result<FxHashMap<ClusterKey, u64>> {
+    let mut lost = FxHashMap::default();
+    for (addr, coin) in addresses::all_overwritten(index)? {
+        if coin.by < built.next_tx {
+            *lost
+                .entry(view::cluster_of(index.store(), addr)?)
+                .or_default() += coin.value;
+        }
+    }
+    Ok(lost)
 }
 
 /// The addresses of the cluster keyed `key`, oldest first, each read as it
