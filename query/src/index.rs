@@ -31,9 +31,10 @@ pub struct Index {
     /// Where raw transactions are read from when not the directory recorded
     /// by the last index run (blocks moved, or the index copied elsewhere).
     blocks_dir: Option<PathBuf>,
-    flow: FlowSlot,
-    labels: LabelSlot,
-    inferred: InferredSlot,
+    // Shared with a twin (see `twin`).
+    flow: Arc<FlowSlot>,
+    labels: Arc<LabelSlot>,
+    inferred: Arc<InferredSlot>,
     /// Which inferences act as labels; None: none (the default).
     inferred_labels: Option<AsLabels>,
 }
@@ -52,11 +53,11 @@ impl Index {
         let network = store
             .network()?
             .with_context(|| format!("{}: the index holds no blocks yet", db.display()))?;
-        let flow = FlowSlot::default();
+        let flow = Arc::new(FlowSlot::default());
         flow.load(db);
-        let inferred = InferredSlot::default();
+        let inferred = Arc::new(InferredSlot::default());
         inferred.reload(db);
-        let labels = LabelSlot::default();
+        let labels = Arc::new(LabelSlot::default());
         labels.reload(&store, None)?;
         Ok(Index {
             store,
@@ -84,6 +85,22 @@ impl Index {
     /// The inferences the label index takes in, if any.
     fn admitted(&self) -> Option<(Arc<Inferences>, AsLabels)> {
         Some((self.inferred.get()?, self.inferred_labels?))
+    }
+
+    /// A second handle on an index opened with `Access::Follow`, following
+    /// the same writer with a store of its own (the block cache shared) and
+    /// the same flow graph, labels and inferences: a server reads one while
+    /// the other catches up.
+    pub fn twin(&self) -> anyhow::Result<Index> {
+        Ok(Index {
+            store: self.store.twin()?,
+            network: self.network,
+            blocks_dir: self.blocks_dir.clone(),
+            flow: Arc::clone(&self.flow),
+            labels: Arc::clone(&self.labels),
+            inferred: Arc::clone(&self.inferred),
+            inferred_labels: self.inferred_labels,
+        })
     }
 
     pub fn with_blocks_dir(mut self, dir: Option<PathBuf>) -> Index {

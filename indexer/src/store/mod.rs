@@ -64,7 +64,17 @@ impl Store {
     /// answering random lookups wants most of its working set there, or it
     /// spends its time decompressing blocks again.
     pub fn open_with_cache(path: &Path, access: Access, cache_bytes: usize) -> Result<Store> {
-        let cache = Cache::new_lru_cache(cache_bytes);
+        Store::open_sharing(path, access, Cache::new_lru_cache(cache_bytes))
+    }
+
+    /// A second follower of the same database, sharing this one's block
+    /// cache: one catches up while the other is read (see the server's
+    /// `Shared`).
+    pub fn twin(&self) -> Result<Store> {
+        Store::open_sharing(&self.path, Access::Follow, self.cache.clone())
+    }
+
+    fn open_sharing(path: &Path, access: Access, cache: Cache) -> Result<Store> {
         let cfs = cf::ALL
             .iter()
             .map(|name| ColumnFamilyDescriptor::new(*name, options::cf_options(name, &cache)));

@@ -144,7 +144,7 @@ impl Metrics {
             alert_evaluation,
             alert_blocks,
         };
-        metrics.set_tip(&shared.index);
+        metrics.set_tip(shared.index());
         metrics
     }
 
@@ -240,7 +240,7 @@ impl Collector for AtScrape {
             None,
             age.metric_type(),
         )?)?;
-        if let Some((hits, misses)) = self.shared.index.store().block_cache_counts() {
+        if let Some((hits, misses)) = self.shared.block_cache_counts() {
             for (name, help, n) in [
                 (
                     "satflow_rocksdb_block_cache_hits",

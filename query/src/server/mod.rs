@@ -118,7 +118,7 @@ pub async fn serve(
     let index = Index::open_with_cache(&opts.db, Access::Follow, opts.cache_mb << 20)?
         .with_blocks_dir(opts.blocks_dir.clone())
         .with_inferred_labels(opts.inferred_labels)?;
-    let shared = Arc::new(Shared::new(index, opts.readers));
+    let shared = Arc::new(Shared::new(index, opts.readers)?);
     let monitor = match &opts.alerts {
         Some(a) => match Monitor::open(&a.dir, a.from) {
             Ok(m) => Ok(Arc::new(m)),
@@ -306,17 +306,17 @@ async fn follow(
         let catch_up = move || {
             let tip = s.catch_up()?;
             if let Some(r) = recorded {
-                r.caught_up(&s.index, started.elapsed());
+                r.caught_up(s.index(), started.elapsed());
             }
             anyhow::Ok(tip)
         };
         match tokio::task::spawn_blocking(catch_up).await {
-            Ok(Ok(CaughtUp { tip, held })) if last_tip != Some(tip) => {
+            Ok(Ok(CaughtUp { tip, drained })) if last_tip != Some(tip) => {
                 match last_tip {
                     Some(_) => tracing::info!(
-                        "the index grew: now at tip height {tip} (caught up in {} ms, requests held for {} ms)",
+                        "the index grew: now at tip height {tip} (caught up in {} ms, of which {} ms waiting for requests still reading the handle it moved)",
                         started.elapsed().as_millis(),
-                        held.as_millis()
+                        drained.as_millis()
                     ),
                     None => tracing::debug!("serving the index at tip height {tip}"),
                 }
@@ -331,7 +331,7 @@ async fn follow(
         let started = Instant::now();
         // Only this loop moves the index (catch-up), so the evaluation sees
         // one state of it without taking the view lock.
-        behind = match tokio::task::spawn_blocking(move || m.update(&s.index)).await {
+        behind = match tokio::task::spawn_blocking(move || m.update(s.index())).await {
             Ok(Ok(u)) => {
                 if let Some(r) = &metrics {
                     r.alerts_evaluated(u.evaluated_blocks, started.elapsed());

@@ -65,7 +65,7 @@ impl RiskService {
         let bounds = self.bounds;
         let answer = tokio::task::spawn_blocking(move || {
             let _held = slot;
-            job(&shared.index, &r, bounds, &mut || !deadline.expired())
+            job(shared.index(), &r, bounds, &mut || !deadline.expired())
         })
         .await
         .unwrap_or_else(|e| {

@@ -1,8 +1,14 @@
 //! What every request handler shares: the index, the pool of reader
-//! threads requests read it on, and the view lock that lets one request
-//! read one state of it while catch-up moves it on.
+//! threads requests read it on, and how catch-up moves the index on
+//! without holding requests back. The index is opened twice (`Index::twin`):
+//! requests read the active one, each under a read lock of its view, while
+//! catch-up moves the other one, under its write lock, and then makes it
+//! the active one. So a request reads one state of the index throughout,
+//! and waits for no catch-up; catch-up waits for the requests still
+//! reading the handle it is about to move, which came before the last swap.
 
-use std::sync::{Arc, PoisonError, RwLock, TryLockError};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
@@ -15,9 +21,11 @@ use crate::index::Index;
 
 /// What every request handler shares.
 pub struct Shared {
-    pub index: Index,
-    /// Read by requests, written by catch-up.
-    view: RwLock<()>,
+    /// Two handles on one index; `active` is the one requests start on.
+    indexes: [Index; 2],
+    active: AtomicUsize,
+    /// Per handle: read by requests, written by catch-up.
+    views: [RwLock<()>; 2],
     /// Requests reading the index at once: a request waits for a place
     /// without holding a thread, and reads on a blocking thread, so the
     /// runtime's workers stay free for health checks, refusals and the
@@ -26,11 +34,43 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(index: Index, readers: usize) -> Shared {
-        Shared {
-            index,
-            view: RwLock::new(()),
+    /// `index` must be a follower (`Access::Follow`): it is opened twice.
+    pub fn new(index: Index, readers: usize) -> anyhow::Result<Shared> {
+        let twin = index.twin()?;
+        Ok(Shared {
+            indexes: [index, twin],
+            active: AtomicUsize::new(0),
+            views: Default::default(),
             readers: Arc::new(Semaphore::new(readers.max(1))),
+        })
+    }
+
+    /// The index as of the last catch-up.
+    pub fn index(&self) -> &Index {
+        &self.indexes[self.active.load(Ordering::Acquire)]
+    }
+
+    /// Block cache hits and misses of both handles.
+    pub fn block_cache_counts(&self) -> Option<(u64, u64)> {
+        let [a, b] = &self.indexes;
+        let (a, b) = (
+            a.store().block_cache_counts()?,
+            b.store().block_cache_counts()?,
+        );
+        Some((a.0 + b.0, a.1 + b.1))
+    }
+
+    /// The active index, held so that no catch-up moves it until the
+    /// guard is dropped.
+    fn reading(&self) -> (&Index, RwLockReadGuard<'_, ()>) {
+        loop {
+            let i = self.active.load(Ordering::Acquire);
+            let view = self.views[i].read().unwrap_or_else(PoisonError::into_inner);
+            // A swap between the load and the lock may have let catch-up
+            // take this handle: read the other then.
+            if self.active.load(Ordering::Acquire) == i {
+                return (&self.indexes[i], view);
+            }
         }
     }
 
@@ -57,11 +97,11 @@ impl Shared {
         let shared = Arc::clone(self);
         let read = move || {
             let _place = place;
-            let _view = shared.view.read().unwrap_or_else(PoisonError::into_inner);
+            let (index, _view) = shared.reading();
             if deadline.expired() {
                 return Err(deadline_exceeded());
             }
-            job(&shared.index, deadline)
+            job(index, deadline)
                 .map(Response::new)
                 .map_err(Status::from)
         };
@@ -72,40 +112,34 @@ impl Shared {
     }
 
     /// Moves to the writer's latest flushed state; returns the tip height.
-    /// Holds the view lock only while the store moves; the flow graph and
-    /// label index are brought up after, beside the readers.
-    /// Waits for a moment without readers rather than queueing for the
-    /// lock: std's RwLock favours a waiting writer, which would stop every
-    /// new request behind the longest one running.
+    /// Moves the handle requests are not starting on, once the requests
+    /// still reading it are done, and then makes it the one they start on;
+    /// the flow graph and label index are brought up after, beside the
+    /// readers.
     pub fn catch_up(&self) -> anyhow::Result<CaughtUp> {
-        let held = {
-            let patience = Instant::now() + Duration::from_millis(200);
-            let _view = loop {
-                match self.view.try_write() {
-                    Ok(guard) => break guard,
-                    Err(TryLockError::Poisoned(e)) => break e.into_inner(),
-                    Err(TryLockError::WouldBlock) if Instant::now() < patience => {
-                        std::thread::sleep(Duration::from_millis(1))
-                    }
-                    Err(TryLockError::WouldBlock) => {
-                        break self.view.write().unwrap_or_else(PoisonError::into_inner)
-                    }
-                }
-            };
-            let locked = Instant::now();
-            self.index.catch_up()?;
-            locked.elapsed()
+        let next = 1 - self.active.load(Ordering::Acquire);
+        let started = Instant::now();
+        let drained = {
+            let _view = self.views[next]
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            let drained = started.elapsed();
+            self.indexes[next].catch_up()?;
+            drained
         };
-        self.index.refresh()?;
+        self.active.store(next, Ordering::Release);
+        let index = &self.indexes[next];
+        index.refresh()?;
         Ok(CaughtUp {
-            tip: chain::status(&self.index)?.tip_height,
-            held,
+            tip: chain::status(index)?.tip_height,
+            drained,
         })
     }
 }
 
 pub struct CaughtUp {
     pub tip: u32,
-    /// How long requests were held back while the store moved.
-    pub held: Duration,
+    /// How long catch-up waited for the requests reading the handle it
+    /// moved (no request waits for catch-up).
+    pub drained: Duration,
 }

@@ -132,7 +132,7 @@ impl pb::taint_server::Taint for TaintService {
             let run = std::panic::AssertUnwindSafe(|| {
                 run_trace(
                     slot,
-                    &shared.index,
+                    shared.index(),
                     &flow,
                     policy,
                     direction,
