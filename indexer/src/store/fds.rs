@@ -41,12 +41,13 @@ pub(super) fn raise_limit() -> Result<u64> {
 
 /// Fails, naming the limit, when the index at `path` has more table files
 /// than `limit` leaves room for.
-pub(super) fn check_room(path: &Path, limit: u64) -> Result<()> {
-    let tables = table_files(path);
+pub(super) fn check_room(path: &Path, limit: u64, handles: u64) -> Result<()> {
+    let tables = table_files(path) * handles;
     if tables + RESERVE > limit {
         bail!(
-            "{} has {tables} table files, and a reader keeps each open, but this process may open only {limit} files (RLIMIT_NOFILE, hard limit); raise it to at least {} (`ulimit -Hn` as root, or LimitNOFILE= in a systemd unit)",
+            "{} has {} table files, and each of this process's {handles} reader(s) keeps each open, but it may open only {limit} files (RLIMIT_NOFILE, hard limit); raise it to at least {} (`ulimit -Hn` as root, or LimitNOFILE= in a systemd unit)",
             path.display(),
+            tables / handles,
             tables + RESERVE
         );
     }

@@ -64,17 +64,19 @@ impl Store {
     /// answering random lookups wants most of its working set there, or it
     /// spends its time decompressing blocks again.
     pub fn open_with_cache(path: &Path, access: Access, cache_bytes: usize) -> Result<Store> {
-        Store::open_sharing(path, access, Cache::new_lru_cache(cache_bytes))
+        Store::open_sharing(path, access, Cache::new_lru_cache(cache_bytes), 1)
     }
 
     /// A second follower of the same database, sharing this one's block
     /// cache: one catches up while the other is read (see the server's
     /// `Shared`).
     pub fn twin(&self) -> Result<Store> {
-        Store::open_sharing(&self.path, Access::Follow, self.cache.clone())
+        Store::open_sharing(&self.path, Access::Follow, self.cache.clone(), 2)
     }
 
-    fn open_sharing(path: &Path, access: Access, cache: Cache) -> Result<Store> {
+    /// `handles`: the readers of the database this process will have open
+    /// with this one, each keeping every table file open.
+    fn open_sharing(path: &Path, access: Access, cache: Cache, handles: u64) -> Result<Store> {
         let cfs = cf::ALL
             .iter()
             .map(|name| ColumnFamilyDescriptor::new(*name, options::cf_options(name, &cache)));
@@ -95,7 +97,7 @@ impl Store {
         // compactions may delete a file a reader has not opened yet.
         let limit = fds::raise_limit()?;
         if access != Access::Write {
-            fds::check_room(path, limit)?;
+            fds::check_room(path, limit, handles)?;
         }
         opts.set_max_open_files(if access == Access::Write { 1024 } else { -1 });
         // Batches are written without a WAL (half the write cost); flushing
