@@ -41,15 +41,33 @@ pub struct Index {
 
 impl Index {
     pub fn open(db: &Path, access: Access) -> anyhow::Result<Index> {
-        Index::from_store(Store::open(db, access)?, db)
+        Index::from_store(Store::open(db, access)?, db, None)
     }
 
     /// With `cache_bytes` of block cache (see `Store::open_with_cache`).
     pub fn open_with_cache(db: &Path, access: Access, cache_bytes: usize) -> anyhow::Result<Index> {
-        Index::from_store(Store::open_with_cache(db, access, cache_bytes)?, db)
+        Index::from_store(Store::open_with_cache(db, access, cache_bytes)?, db, None)
     }
 
-    fn from_store(store: Store, db: &Path) -> anyhow::Result<Index> {
+    /// A follower of the writer (`Access::Follow`, as a server opens it),
+    /// with `cache_bytes` of block cache, whose inferred categories act as
+    /// labels (set `inferred`) where at least as confident as
+    /// `inferred_labels` asks: stop sets, exposure and watches by category
+    /// then count them.
+    pub fn open_following(
+        db: &Path,
+        cache_bytes: usize,
+        inferred_labels: Option<AsLabels>,
+    ) -> anyhow::Result<Index> {
+        let store = Store::open_with_cache(db, Access::Follow, cache_bytes)?;
+        Index::from_store(store, db, inferred_labels)
+    }
+
+    fn from_store(
+        store: Store,
+        db: &Path,
+        inferred_labels: Option<AsLabels>,
+    ) -> anyhow::Result<Index> {
         let network = store
             .network()?
             .with_context(|| format!("{}: the index holds no blocks yet", db.display()))?;
@@ -58,7 +76,8 @@ impl Index {
         let inferred = Arc::new(InferredSlot::default());
         inferred.reload(db);
         let labels = Arc::new(LabelSlot::default());
-        labels.reload(&store, None)?;
+        let admitted = inferred.get().zip(inferred_labels);
+        labels.reload(&store, admitted.as_ref().map(|(s, a)| (&**s, *a)))?;
         Ok(Index {
             store,
             network,
@@ -66,20 +85,8 @@ impl Index {
             flow,
             labels,
             inferred,
-            inferred_labels: None,
+            inferred_labels,
         })
-    }
-
-    /// Lets inferred categories act as labels (set `inferred`) where at
-    /// least as confident as `as_labels` asks: stop sets, exposure and
-    /// watches by category then count them.
-    pub fn with_inferred_labels(mut self, as_labels: Option<AsLabels>) -> anyhow::Result<Index> {
-        self.inferred_labels = as_labels;
-        self.labels.reload(
-            &self.store,
-            self.admitted().as_ref().map(|(s, a)| (&**s, *a)),
-        )?;
-        Ok(self)
     }
 
     /// The inferences the label index takes in, if any.

@@ -34,7 +34,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use satflow_indexer::Access;
 use satflow_proto::v1 as pb;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
@@ -115,9 +114,8 @@ pub async fn serve(
     ready: impl FnOnce(SocketAddr),
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
-    let index = Index::open_with_cache(&opts.db, Access::Follow, opts.cache_mb << 20)?
-        .with_blocks_dir(opts.blocks_dir.clone())
-        .with_inferred_labels(opts.inferred_labels)?;
+    let index = Index::open_following(&opts.db, opts.cache_mb << 20, opts.inferred_labels)?
+        .with_blocks_dir(opts.blocks_dir.clone());
     let shared = Arc::new(Shared::new(index, opts.readers)?);
     let monitor = match &opts.alerts {
         Some(a) => match Monitor::open(&a.dir, a.from) {
