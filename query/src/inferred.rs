@@ -33,7 +33,7 @@ impl InferredSlot {
     }
 
     /// Maps the store again when a new run replaced it. A store that
-    /// cannot be read is logged and the previous one kept.
+    /// cannot be read is logged once and the previous one kept.
     pub fn reload(&self, db: &Path) {
         let stamp = std::fs::metadata(services::path(db))
             .and_then(|m| Ok((m.len(), m.modified()?)))
@@ -41,13 +41,12 @@ impl InferredSlot {
         if stamp == self.0.read().unwrap_or_else(PoisonError::into_inner).1 {
             return;
         }
+        let mut slot = self.0.write().unwrap_or_else(PoisonError::into_inner);
         match Inferences::open(db) {
-            Ok(new) => {
-                *self.0.write().unwrap_or_else(PoisonError::into_inner) =
-                    (new.map(Arc::new), stamp);
-            }
+            Ok(new) => slot.0 = new.map(Arc::new),
             Err(e) => tracing::warn!("inferred categories left as they were: {e:#}"),
         }
+        slot.1 = stamp;
     }
 }
 

@@ -175,7 +175,8 @@ impl Features {
 
     /// Blocks from its first transaction to its last, both counted.
     pub fn span(&self) -> u64 {
-        u64::from(self.last_height - self.first_height) + 1
+        // Saturating, as `spends`.
+        u64::from(self.last_height.saturating_sub(self.first_height)) + 1
     }
 
     /// `part` as a share of its transactions.

@@ -1,6 +1,7 @@
-//! From a cluster's features to a category: one rule per service, tried in
-//! the order of `Service::ALL`, the first that holds winning (README,
-//! "Services from behaviour", gives each rule and what it gets wrong).
+//! From a cluster's features to a category: a rule or two per service,
+//! tried in the order of `Service::SERVICES`, the first that holds winning
+//! (README, "Services from behaviour", gives each rule and what it gets
+//! wrong).
 //!
 //! A rule is a set of floors its features must reach, and for each a level
 //! at which the evidence is strong. Confidence is 0.5 at the floors and
