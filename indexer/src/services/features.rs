@@ -1,6 +1,7 @@
 //! What a cluster's transactions say about who runs it: counts and sums
-//! gathered from its `cluster_history` rows, each row's transaction read
-//! in the flow graph (its inputs, outputs and values).
+//! gathered from its `cluster_history` rows (a lone address's `history`),
+//! each row's transaction read in the flow graph (its inputs, outputs and
+//! values).
 
 use satflow_schema::address::HistoryRow;
 use satflow_schema::ClusterId;
@@ -30,8 +31,8 @@ pub struct Features {
     /// it: it holds that service's deposit addresses, or its wallet
     /// (`categorise` fills it in once every cluster has its category).
     pub linked_to: Option<ClusterId>,
-    /// The cluster (key) most forwards went to, and the one that paid most
-    /// of its deposits; internal to a run, not stored.
+    /// The cluster (key) most forwards went to, and the one that swept most
+    /// of its one-output deposits into it; internal to a run, not stored.
     pub(super) forward_to: Vote,
     pub(super) fed_by: Vote,
     /// Transactions spending three or more of its coins and paying at most
