@@ -90,12 +90,12 @@ pub fn summary(index: &Index, key: &AddrKey) -> Result<Option<pb::AddressSummary
     let overwritten = overwritten(index, id)?;
     let lost: u64 = overwritten.iter().map(|(_, c)| c.value).sum();
     let labels = labels::of_address(index, key, id)?;
-    let inferences = index.inferences();
-    let inferred = match &inferences {
+    // Only with a store of inferences: a summary costs no lookup otherwise.
+    let inferred = match index.inferences() {
         Some(store) => {
-            let cover = built::cover_or_none(index.store())?;
+            let cover = index.label_index().cover();
             let cluster = built::cluster_or_self(index.store(), id, cover)?;
-            inferred::message(Some(store), cluster)
+            inferred::message(Some(&store), cluster)
         }
         None => None,
     };

@@ -42,7 +42,8 @@ use satflow_schema::{AddrId, ClusterId, ClusterKey, Height, TxNum};
 use features::Counterpart;
 pub use features::Features;
 pub use file::{path, Store};
-pub use rules::{classify, evidence, Link, MIN_TXS};
+pub use rules::MIN_TXS;
+use rules::{classify, evidence, Link};
 
 use crate::flow::{Flow, FlowView};
 use crate::store::Direction;
@@ -111,13 +112,6 @@ impl Service {
             Service::Gambling => Some(Category::Gambling),
             Service::Ordinary => None,
         }
-    }
-
-    /// The service whose inferences stand in for labels of `category`.
-    pub fn for_category(category: Category) -> Option<Service> {
-        Service::SERVICES
-            .into_iter()
-            .find(|s| s.category() == Some(category))
     }
 }
 
