@@ -21,6 +21,7 @@ pub mod network;
 pub mod parse;
 pub mod prevouts;
 pub mod progress;
+mod ranges;
 mod recover;
 pub mod run;
 pub mod services;

@@ -1,13 +1,13 @@
-//! Clustering a whole index in sequential passes, for `satflow cluster` and
+//! Clustering a whole index in passes over its rows, for `satflow cluster` and
 //! a first run: one pass over the transactions unites addresses, one over
 //! the addresses writes membership, one over `history` writes the clusters'
-//! history, one over that writes their figures. Reads are range scans, not
-//! point lookups; the per-address and per-output arrays live in scratch
-//! files (see `unionfind`), indexed by the ids' numbers.
+//! history and figures. Reads are range scans, not point lookups; the
+//! per-address and per-output arrays live in scratch files (see
+//! `unionfind`), indexed by the ids' numbers, and so do the sorted runs of
+//! cluster history beyond a memory budget (`runs`).
 
 use anyhow::{Context, Result};
 use rayon::prelude::*;
-use satflow_schema::address::HistoryRow;
 use satflow_schema::cf::{self, Family};
 use satflow_schema::cluster::{ClusterStats, Rank, RankKey};
 use satflow_schema::script::ScriptType;
@@ -16,16 +16,15 @@ use satflow_schema::{AddrId, ClusterId, ClusterKey, Height, OutNum, TxNum};
 
 use super::heights;
 use super::heuristics::{Coin, Heuristics, Spent, TxView};
-use super::unionfind::{MappedArray, UnionFind, SCRATCH_PREFIX};
+use super::runs::{self, Run, Spill};
+use super::unionfind::{MappedArray, Roots, UnionFind, SCRATCH_PREFIX};
 use super::view::{coin, spent};
 use crate::progress::Progress;
-use crate::store::{Batch, Landing, SortedBatch, Store};
+use crate::ranges;
+use crate::store::{Direction, Landing, SortedBatch, Store};
 
-/// Rows per write batch while building.
-const CHUNK: usize = 100_000;
-
-/// Rows per sorted run of passes 2 and 3: bounded memory (~40 bytes a
-/// row) whatever the index's size.
+/// Rows per batch of table files written by passes 2 and 3: bounded
+/// memory (~40 bytes a row) whatever the index's size.
 const RUN_ROWS: usize = 4 << 20;
 
 /// Where pass 1 gets the links that unite addresses.
@@ -55,9 +54,9 @@ pub fn build(store: &Store, links: Links, progress: &mut Progress) -> Result<()>
             }
         }
     }
-    let sizes = write_members(store, &mut sets)?;
-    write_history(store, &mut sets, &sizes)?;
-    write_stats(store, tip.height, &sizes)
+    let roots = sets.flatten();
+    let sizes = write_members(store, &roots)?;
+    write_history(store, tip.height, &roots, &sizes)
 }
 
 /// Scratch files of a build that was killed (a finished one deletes its own).
@@ -178,104 +177,162 @@ fn unpack(packed: u64) -> Result<Spent> {
     })
 }
 
-/// Pass 2: `cluster_of` and `cluster_members`, ingested as table files a
-/// run of rows at a time; returns each root's size (0 for addresses that
-/// are not a root of two or more).
-fn write_members(store: &Store, sets: &mut UnionFind) -> Result<MappedArray> {
-    let mut sizes = MappedArray::zeroed(store.path(), sets.len() as usize)?;
-    let mut run = SortedBatch::default();
-    let mut rows = 0;
-    for a in 0..sets.len() {
-        let root = sets.find(a);
+/// Pass 2: `cluster_of` and `cluster_members`; returns each root's size
+/// (0 for addresses that are not a root of two or more). Members are put
+/// in cluster order by a counting sort: the sizes give each cluster its
+/// stretch of a scratch array, filled in address order.
+fn write_members(store: &Store, roots: &Roots) -> Result<MappedArray> {
+    let n = roots.len() as usize;
+    let mut out = InOrder::new(store);
+    let mut sizes = MappedArray::zeroed(store.path(), n)?;
+    for a in 0..n {
+        let root = roots.get(a as u64) as usize;
         if root != a {
-            let cluster = ClusterKey::of(AddrId(root));
-            run.put::<cf::ClusterOf>(&AddrId(a), &cluster);
-            run.put::<cf::ClusterMembers>(&(cluster, AddrId(a)), &());
-            rows += 2;
-            if sizes.get(root as usize) == 0 {
-                // The root's own row, written once when its first member shows up.
-                run.put::<cf::ClusterMembers>(&(cluster, cluster.holder()), &());
-                sizes.set(root as usize, 1);
-                rows += 1;
-            }
-            sizes.set(root as usize, sizes.get(root as usize) + 1);
-        }
-        if rows >= RUN_ROWS {
-            ingest_members(store, std::mem::take(&mut run))?;
-            rows = 0;
+            out.put::<cf::ClusterOf>(&AddrId(a as u64), &ClusterKey::of(AddrId(root as u64)))?;
+            // A root counts itself once its first member shows up.
+            sizes.set(root, sizes.get(root).max(1) + 1);
         }
     }
-    ingest_members(store, run)?;
+    // Each cluster's next free slot, starting at its first.
+    let mut next = MappedArray::zeroed(store.path(), n)?;
+    let mut members = 0;
+    for root in 0..n {
+        if sizes.get(root) > 0 {
+            next.set(root, members);
+            members += sizes.get(root);
+        }
+    }
+    let mut slots = MappedArray::zeroed(store.path(), members as usize)?;
+    for a in 0..n {
+        let root = roots.get(a as u64) as usize;
+        if sizes.get(root) > 0 {
+            let at = next.get(root);
+            slots.set(at as usize, a as u32);
+            next.set(root, at + 1);
+        }
+    }
+    for i in 0..members as usize {
+        let a = AddrId(u64::from(slots.get(i)));
+        let cluster = ClusterKey::of(AddrId(roots.get(a.0)));
+        out.put::<cf::ClusterMembers>(&(cluster, a), &())?;
+    }
+    out.finish()?;
     Ok(sizes)
 }
 
-/// `cluster_of` rows come in address order, each run above the last; a
-/// run's `cluster_members` rows overlap every other run's.
-fn ingest_members(store: &Store, run: SortedBatch) -> Result<()> {
-    run.ingest_all(store, |family| match family {
-        cf::ClusterOf::NAME => Landing::Bottom,
-        _ => Landing::Compacted,
-    })
+/// Rows of the cluster families, each family's in key order, ingested a
+/// batch of `RUN_ROWS` at a time: every batch lies above the last, so its
+/// table files go straight to the last level. Rankings are the exception:
+/// their keys follow the figures, not the clusters.
+struct InOrder<'s> {
+    store: &'s Store,
+    batch: SortedBatch,
+    rows: usize,
 }
 
-/// Pass 3: each member's history rows, summed per cluster and tx. A run of
-/// rows is summed in memory, sorted, and ingested as merge operands, which
-/// the `cluster_history` merge operator adds to other runs' for the same
-/// cluster and tx.
-fn write_history(store: &Store, sets: &mut UnionFind, sizes: &MappedArray) -> Result<()> {
-    let mut run: Vec<((ClusterKey, TxNum), HistoryRow)> = Vec::new();
-    for item in store.scan_all::<cf::History>() {
-        let ((addr, txnum), row) = item?;
-        let root = sets.find(addr.0);
-        if sizes.get(root as usize) > 0 {
-            run.push(((ClusterKey::of(AddrId(root)), txnum), row));
-        }
-        if run.len() >= RUN_ROWS {
-            ingest_history(store, &mut run)?;
+impl<'s> InOrder<'s> {
+    fn new(store: &'s Store) -> InOrder<'s> {
+        InOrder {
+            store,
+            batch: SortedBatch::default(),
+            rows: 0,
         }
     }
-    ingest_history(store, &mut run)
-}
 
-fn ingest_history(store: &Store, run: &mut Vec<((ClusterKey, TxNum), HistoryRow)>) -> Result<()> {
-    run.par_sort_unstable_by_key(|(key, _)| *key);
-    let mut batch = SortedBatch::default();
-    for same in run.chunk_by(|a, b| a.0 == b.0) {
-        let mut sum = HistoryRow::default();
-        same.iter().for_each(|(_, row)| sum.add(row));
-        batch.merge::<cf::ClusterHistory>(&same[0].0, &sum);
+    fn put<F: Family>(&mut self, key: &F::Key, value: &F::Value) -> Result<()> {
+        self.batch.put::<F>(key, value);
+        self.rows += 1;
+        if self.rows >= RUN_ROWS {
+            self.ingest()?;
+        }
+        Ok(())
     }
-    run.clear();
-    batch.ingest_all(store, |_| Landing::Compacted)
+
+    fn ingest(&mut self) -> Result<()> {
+        self.rows = 0;
+        std::mem::take(&mut self.batch).ingest_all(self.store, |family| match family {
+            cf::ClusterRank::NAME => Landing::Compacted,
+            _ => Landing::Bottom,
+        })
+    }
+
+    fn finish(mut self) -> Result<()> {
+        self.ingest()
+    }
 }
 
-/// Pass 4: `cluster_stats` and `cluster_rank` from `cluster_history`.
-fn write_stats(store: &Store, tip: Height, sizes: &MappedArray) -> Result<()> {
+/// Pass 3: `cluster_history`, `cluster_stats` and `cluster_rank`. The
+/// members' `history` rows, read in address ranges on every worker, become
+/// sorted runs keyed by cluster and tx (`runs`); merged, each cluster's
+/// rows come out once, in tx order, and its figures are summed on the way.
+/// History and figures are written in key order, so their table files go
+/// straight to the last level.
+fn write_history(store: &Store, tip: Height, roots: &Roots, sizes: &MappedArray) -> Result<()> {
+    let spill = Spill::new(store.path(), MEMORY_ENTRIES);
+    let runs: Vec<Vec<Run>> = ranges::split(roots.len())
+        .map(|(from, to)| member_rows(store, roots, sizes, (from, to), &spill))
+        .collect::<Result<_>>()?;
+    let mut merged = runs::merge(&spill, runs.into_iter().flatten().collect())?;
     let height_of = height_finder(store, tip)?;
-    let mut batch = store.batch();
+    let mut out = InOrder::new(store);
     let mut current: Option<(ClusterKey, ClusterStats)> = None;
-    for item in store.scan_all::<cf::ClusterHistory>() {
-        let ((c, txnum), row) = item?;
+    while let Some(((root, txnum), row)) = merged.next()? {
+        let c = ClusterKey::of(AddrId(u64::from(root)));
         if current.as_ref().is_some_and(|(cur, _)| *cur != c) {
-            put_stats(&mut batch, current.take().expect("checked"));
+            put_stats(&mut out, current.take().expect("checked"))?;
         }
         let (_, s) = current.get_or_insert_with(|| {
-            let size = sizes.get(c.holder().0 as usize);
             // Roots are the lowest member: the key is the oldest address.
             let s = ClusterStats {
                 id: ClusterId::of(c.holder()),
-                size: u64::from(size),
+                size: u64::from(sizes.get(root as usize)),
                 ..Default::default()
             };
             (c, s)
         });
-        s.add_tx(height_of(txnum).0, row.credited(), row.sent);
-        write_if_full(store, &mut batch)?;
+        s.add_tx(height_of(TxNum(txnum)).0, row.credited(), row.sent);
+        out.put::<cf::ClusterHistory>(&(c, TxNum(txnum)), &row)?;
     }
     if let Some(last) = current {
-        put_stats(&mut batch, last);
+        put_stats(&mut out, last)?;
     }
-    store.write(batch)
+    out.finish()
+}
+
+/// Member rows per sorted run of one range (~40 bytes each), and in the
+/// runs held in memory (beyond, runs go to scratch files).
+const RANGE_RUN: usize = 1 << 20;
+const MEMORY_ENTRIES: usize = 8 << 20;
+
+/// The `history` rows of clustered addresses in `[from, to)`, keyed by
+/// their cluster's root, as sorted runs.
+fn member_rows(
+    store: &Store,
+    roots: &Roots,
+    sizes: &MappedArray,
+    (from, to): (u64, u64),
+    spill: &Spill,
+) -> Result<Vec<Run>> {
+    let mut runs = Vec::new();
+    let mut entries = Vec::with_capacity(RANGE_RUN);
+    for item in store.scan::<cf::History>(&(AddrId(from), TxNum(0)), Direction::Forward) {
+        let ((addr, txnum), row) = item?;
+        if addr.0 >= to {
+            break;
+        }
+        let root = roots.get(addr.0);
+        if sizes.get(root as usize) > 0 {
+            entries.push(((root as u32, txnum.0), row));
+        }
+        if entries.len() >= RANGE_RUN {
+            let full = std::mem::replace(&mut entries, Vec::with_capacity(RANGE_RUN));
+            runs.push(spill.run(full)?);
+        }
+    }
+    if !entries.is_empty() {
+        runs.push(spill.run(entries)?);
+    }
+    Ok(runs)
 }
 
 /// The height of an indexed tx, by its number.
@@ -287,17 +344,10 @@ fn height_finder(store: &Store, tip: Height) -> Result<impl Fn(TxNum) -> Height>
     Ok(move |txnum| Height(base.0 + (first_txs.partition_point(|&f| f <= txnum) - 1) as u32))
 }
 
-fn put_stats(batch: &mut Batch, (c, s): (ClusterKey, ClusterStats)) {
-    batch.put::<cf::ClusterStats>(&c, &s);
+fn put_stats(out: &mut InOrder, (c, s): (ClusterKey, ClusterStats)) -> Result<()> {
+    out.put::<cf::ClusterStats>(&c, &s)?;
     for rank in [Rank::Size, Rank::Balance] {
-        batch.put::<cf::ClusterRank>(&RankKey::new(rank, &s, c), &());
-    }
-}
-
-/// Writes the batch once it holds `CHUNK` rows, and starts a new one.
-fn write_if_full<'s>(store: &'s Store, batch: &mut Batch<'s>) -> Result<()> {
-    if batch.len() >= CHUNK {
-        store.write(std::mem::replace(batch, store.batch()))?;
+        out.put::<cf::ClusterRank>(&RankKey::new(rank, &s, c), &())?;
     }
     Ok(())
 }

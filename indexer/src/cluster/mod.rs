@@ -12,6 +12,7 @@
 mod build;
 mod heuristics;
 mod live;
+mod runs;
 mod undo;
 mod unionfind;
 pub mod view;

@@ -110,6 +110,33 @@ impl UnionFind {
     pub fn len(&self) -> u64 {
         self.parent.len() as u64
     }
+
+    /// Points every id straight at its root, for passes that read roots
+    /// on every worker.
+    pub fn flatten(mut self) -> Roots {
+        for x in 0..self.len() {
+            let root = self.find(x);
+            self.parent.set(x as usize, root as u32);
+        }
+        Roots {
+            parent: self.parent,
+        }
+    }
+}
+
+/// Each id's root, read-only: a union-find whose paths are one step long.
+pub struct Roots {
+    parent: MappedArray,
+}
+
+impl Roots {
+    pub fn get(&self, x: u64) -> u64 {
+        u64::from(self.parent.get(x as usize))
+    }
+
+    pub fn len(&self) -> u64 {
+        self.parent.len() as u64
+    }
 }
 
 #[cfg(test)]
@@ -127,5 +154,8 @@ mod tests {
         assert_eq!([uf.find(5), uf.find(6), uf.find(0)], [5, 5, 0]);
         uf.union(6, 9);
         assert_eq!(uf.find(5), 3);
+        let roots = uf.flatten();
+        let all: Vec<u64> = (0..roots.len()).map(|x| roots.get(x)).collect();
+        assert_eq!(all, [0, 1, 2, 3, 4, 3, 3, 3, 8, 3]);
     }
 }

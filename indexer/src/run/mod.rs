@@ -290,7 +290,7 @@ impl Indexer {
         summary.stopped = opts.stop.requested();
         if opts.cluster && !summary.stopped {
             let clock = Clock::start();
-            crate::cluster::update(store, links.as_deref(), opts.quiet)?;
+            pool.install(|| crate::cluster::update(store, links.as_deref(), opts.quiet))?;
             // Servers see only flushed rows: a follower's clusters must be
             // theirs before the flow graph (written next) shows the blocks.
             store.flush()?;

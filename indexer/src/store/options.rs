@@ -63,6 +63,8 @@ pub(super) fn cf_options(name: &str, cache: &Cache) -> Options {
 }
 
 /// Sums `HistoryRow`s: a cluster's row for a tx is the sum of its members' rows.
+/// No writer makes merge operands any more (the cluster build writes each
+/// row once); indexes built by earlier versions may still hold some.
 fn merge_history(
     _key: &[u8],
     existing: Option<&[u8]>,

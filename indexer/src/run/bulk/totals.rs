@@ -11,6 +11,7 @@ use satflow_schema::address::AddrStats;
 use satflow_schema::cf::{self, Family};
 use satflow_schema::{meta, AddrId, OutNum, TxNum};
 
+use crate::ranges;
 use crate::store::Direction::Forward;
 use crate::store::{Landing, SortedBatch, Store};
 
@@ -22,9 +23,6 @@ pub(super) fn compacted() -> impl Iterator<Item = &'static str> {
         .into_iter()
         .filter(|f| *f != cf::Meta::NAME && !cf::APPENDED.contains(f))
 }
-
-/// Ranges per worker: enough that one slow range does not hold up the rest.
-const RANGES_PER_WORKER: u64 = 4;
 
 /// Builds the totals of an unfinished bulk run, if there is one (then
 /// returns true), and marks it finished. Call with no rows above the tip
@@ -49,10 +47,9 @@ pub fn finish(store: &Store, pool: &rayon::ThreadPool) -> Result<bool> {
     batch.clear::<cf::AddrUtxos>();
     batch.clear::<cf::AddrStats>();
     store.write(batch)?;
-    let ranges = (pool.current_num_threads() as u64 * RANGES_PER_WORKER).max(1);
     let mut rows = pool.install(|| -> Result<SortedBatch> {
-        let utxos = unspent_by_address(store, next.output, ranges)?;
-        let mut parts = stats(store, next.addr, &utxos, ranges)?;
+        let utxos = unspent_by_address(store, next.output)?;
+        let mut parts = stats(store, next.addr, &utxos)?;
         parts.extend(utxo_rows(&utxos));
         Ok(SortedBatch::concat(parts))
     })?;
@@ -68,19 +65,11 @@ pub fn finish(store: &Store, pool: &rayon::ThreadPool) -> Result<bool> {
     Ok(true)
 }
 
-/// `[0, end)` cut into `n` ranges of about equal length.
-fn ranges(end: u64, n: u64) -> impl ParallelIterator<Item = (u64, u64)> {
-    let step = end.div_ceil(n).max(1);
-    (0..end.div_ceil(step))
-        .into_par_iter()
-        .map(move |i| (i * step, ((i + 1) * step).min(end)))
-}
-
 /// Every output below `end` that has an address and no spender, as
 /// (address, output, value), sorted: `outputs` and `spends` read side by
 /// side in output order.
-fn unspent_by_address(store: &Store, end: OutNum, n: u64) -> Result<Vec<(AddrId, OutNum, u64)>> {
-    let parts = ranges(end.0, n)
+fn unspent_by_address(store: &Store, end: OutNum) -> Result<Vec<(AddrId, OutNum, u64)>> {
+    let parts = ranges::split(end.0)
         .map(|(from, to)| {
             let mut spends = store.scan::<cf::Spends>(&OutNum(from), Forward).peekable();
             let mut found = Vec::new();
@@ -129,13 +118,8 @@ fn utxo_rows(utxos: &[(AddrId, OutNum, u64)]) -> Vec<SortedBatch> {
 
 /// `addr_stats` of every address below `end`: its `history` rows summed,
 /// in address order, and its count in `utxos`.
-fn stats(
-    store: &Store,
-    end: AddrId,
-    utxos: &[(AddrId, OutNum, u64)],
-    n: u64,
-) -> Result<Vec<SortedBatch>> {
-    ranges(end.0, n)
+fn stats(store: &Store, end: AddrId, utxos: &[(AddrId, OutNum, u64)]) -> Result<Vec<SortedBatch>> {
+    ranges::split(end.0)
         .map(|(from, to)| {
             let mut batch = SortedBatch::default();
             let mut current: Option<(AddrId, AddrStats)> = None;
