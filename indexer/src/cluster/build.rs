@@ -21,7 +21,7 @@ use super::unionfind::{MappedArray, Roots, UnionFind, SCRATCH_PREFIX};
 use super::view::{coin, spent};
 use crate::progress::Progress;
 use crate::ranges;
-use crate::store::{Direction, Landing, SortedBatch, Store};
+use crate::store::{Landing, SortedBatch, Store};
 
 /// Rows per batch of table files written by passes 2 and 3: bounded
 /// memory (~40 bytes a row) whatever the index's size.
@@ -315,11 +315,9 @@ fn member_rows(
 ) -> Result<Vec<Run>> {
     let mut runs = Vec::new();
     let mut entries = Vec::with_capacity(RANGE_RUN);
-    for item in store.scan::<cf::History>(&(AddrId(from), TxNum(0)), Direction::Forward) {
+    let (from, to) = ((AddrId(from), TxNum(0)), (AddrId(to), TxNum(0)));
+    for item in store.scan_range::<cf::History>(&from, &to) {
         let ((addr, txnum), row) = item?;
-        if addr.0 >= to {
-            break;
-        }
         let root = roots.get(addr.0);
         if sizes.get(root as usize) > 0 {
             entries.push(((root as u32, txnum.0), row));

@@ -101,6 +101,21 @@ impl Store {
         self.typed::<F>(self.db.iterator_cf(self.cf::<F>(), mode))
     }
 
+    /// The rows of `F` in `[from, to)`, in key order, read past the block
+    /// cache like `scan_all`: one worker's share of a whole-family pass.
+    pub fn scan_range<'s, F: Family + 's>(
+        &'s self,
+        from: &F::Key,
+        to: &F::Key,
+    ) -> impl Iterator<Item = Result<(F::Key, F::Value)>> + 's {
+        let mut opts = ReadOptions::default();
+        opts.fill_cache(false);
+        opts.set_iterate_upper_bound(to.encode().as_ref().to_vec());
+        let from = from.encode();
+        let mode = IteratorMode::From(from.as_ref(), rocksdb::Direction::Forward);
+        self.typed::<F>(self.db.iterator_cf_opt(self.cf::<F>(), opts, mode))
+    }
+
     /// Every row of `F`, in key order. Read past the block cache: a whole
     /// family read once (a label index rebuild, a cluster build) would
     /// otherwise evict the blocks that point lookups keep hot.

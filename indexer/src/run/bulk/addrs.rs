@@ -13,7 +13,7 @@ use super::shards::Shards;
 /// instead of 33, half the map. Address hashes are hash160 or sha256
 /// outputs, so two addresses that share 120 bits are beyond chance (about
 /// 1e-18 among mainnet's 1.5 billion).
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 struct ShortKey([u64; 2]);
 
 impl ShortKey {
@@ -61,25 +61,26 @@ impl AddrMap {
     /// chain order; an address not seen before gets the next id from
     /// `next` in order of its first output.
     pub fn number(&self, keys: &[Option<AddrKey>], next: AddrId) -> Numbered {
-        // Known addresses; the others with the output position.
-        let found: Vec<Result<Option<AddrId>, (AddrKey, u32)>> = keys
+        let shorts: Vec<Option<ShortKey>> = keys
             .par_iter()
+            .map(|key| key.as_ref().map(ShortKey::of))
+            .collect();
+        let mut ids: Vec<Option<AddrId>> = shorts
+            .par_iter()
+            .map(|short| short.and_then(|s| self.map.lock(s.shard()).get(&s).copied()))
+            .collect();
+        // The others by address, then position: each address's first
+        // output heads its run.
+        let mut misses: Vec<(ShortKey, u32)> = shorts
+            .par_iter()
+            .zip(&ids)
             .enumerate()
-            .map(|(pos, key)| match key {
-                None => Ok(None),
-                Some(k) => {
-                    let short = ShortKey::of(k);
-                    match self.map.lock(short.shard()).get(&short) {
-                        Some(&id) => Ok(Some(id)),
-                        None => Err((*k, pos as u32)),
-                    }
-                }
+            .filter_map(|(pos, (short, id))| match (short, id) {
+                (Some(s), None) => Some((*s, pos as u32)),
+                _ => None,
             })
             .collect();
-        let mut misses: Vec<(AddrKey, u32)> = found.par_iter().filter_map(|r| r.err()).collect();
-        // By address, then position: each address's first output heads its
-        // run. Leading hash bytes decide almost every comparison cheaply.
-        misses.par_sort_unstable_by(|a, b| lead(&a.0).cmp(&lead(&b.0)).then_with(|| a.cmp(b)));
+        misses.par_sort_unstable();
         let is_head = |i: usize| i == 0 || misses[i - 1].0 != misses[i].0;
         // The heads, numbered in chain order.
         let mut by_position: Vec<(u32, usize)> = (0..misses.len())
@@ -91,7 +92,6 @@ impl AddrMap {
         for (rank, &(_, h)) in by_position.iter().enumerate() {
             id_at_head[h] = next + rank as u64;
         }
-        let mut ids: Vec<Option<AddrId>> = found.into_iter().map(|r| r.ok().flatten()).collect();
         let mut id = next;
         for (i, &(_, pos)) in misses.iter().enumerate() {
             if is_head(i) {
@@ -99,28 +99,25 @@ impl AddrMap {
             }
             ids[pos as usize] = Some(id);
         }
-        let new: Vec<AddrKey> = by_position.iter().map(|&(_, h)| misses[h].0).collect();
-        new.par_iter().enumerate().for_each(|(rank, k)| {
-            let short = ShortKey::of(k);
-            self.map
-                .lock(short.shard())
-                .insert(short, next + rank as u64);
-        });
+        by_position
+            .par_iter()
+            .enumerate()
+            .for_each(|(rank, &(_, h))| {
+                let short = misses[h].0;
+                self.map
+                    .lock(short.shard())
+                    .insert(short, next + rank as u64);
+            });
+        let new = by_position
+            .iter()
+            .map(|&(pos, _)| keys[pos as usize].expect("a miss has an address"))
+            .collect();
         Numbered {
             ids,
             new,
             first_seen: by_position.iter().map(|&(pos, _)| pos).collect(),
         }
     }
-}
-
-/// An address's first 8 hash bytes, as a number.
-fn lead(key: &AddrKey) -> u64 {
-    let mut head = [0u8; 8];
-    let hash = key.hash();
-    let n = hash.len().min(8);
-    head[..n].copy_from_slice(&hash[..n]);
-    u64::from_be_bytes(head)
 }
 
 #[cfg(test)]

@@ -12,7 +12,6 @@ use satflow_schema::cf::{self, Family};
 use satflow_schema::{meta, AddrId, OutNum, TxNum};
 
 use crate::ranges;
-use crate::store::Direction::Forward;
 use crate::store::{Landing, SortedBatch, Store};
 
 /// The families whose table files a bulk run adds with overlapping keys,
@@ -71,13 +70,11 @@ pub fn finish(store: &Store, pool: &rayon::ThreadPool) -> Result<bool> {
 fn unspent_by_address(store: &Store, end: OutNum) -> Result<Vec<(AddrId, OutNum, u64)>> {
     let parts = ranges::split(end.0)
         .map(|(from, to)| {
-            let mut spends = store.scan::<cf::Spends>(&OutNum(from), Forward).peekable();
+            let (from, to) = (OutNum(from), OutNum(to));
+            let mut spends = store.scan_range::<cf::Spends>(&from, &to).peekable();
             let mut found = Vec::new();
-            for row in store.scan::<cf::Outputs>(&OutNum(from), Forward) {
+            for row in store.scan_range::<cf::Outputs>(&from, &to) {
                 let (output, out) = row?;
-                if output.0 >= to {
-                    break;
-                }
                 let mut spent = false;
                 while let Some(next) = spends.peek() {
                     match next {
@@ -129,11 +126,9 @@ fn stats(store: &Store, end: AddrId, utxos: &[(AddrId, OutNum, u64)]) -> Result<
                 s.utxo_count = (past - first) as i64;
                 batch.put::<cf::AddrStats>(&addr, &s);
             };
-            for row in store.scan::<cf::History>(&(AddrId(from), TxNum(0)), Forward) {
+            let (from, to) = ((AddrId(from), TxNum(0)), (AddrId(to), TxNum(0)));
+            for row in store.scan_range::<cf::History>(&from, &to) {
                 let ((addr, _), h) = row?;
-                if addr.0 >= to {
-                    break;
-                }
                 if current.as_ref().is_some_and(|(a, _)| *a != addr) {
                     put(current.take().expect("checked"));
                 }
