@@ -178,8 +178,8 @@ async fn ask(mut c: Clients, q: &Q) -> Result<()> {
                 .into_inner();
             show(json, &s, |s| {
                 format!(
-                    "network   {}\nheights   {}..{}\ntip       {}\ntip time  {} ({} s ago)\ntxs       {}\noutputs   {}\naddresses {}",
-                    s.network, s.first_height, s.tip_height, s.tip_hash, s.tip_time, s.lag_seconds, s.tx_count, s.output_count, s.address_count
+                    "network   {}\nheights   {}..{}\ntip       {}\ntip time  {} ({} s ago)\nbehind    {} blocks (best header {})\ntxs       {}\noutputs   {}\naddresses {}",
+                    s.network, s.first_height, s.tip_height, s.tip_hash, s.tip_time, s.lag_seconds, s.lag_blocks, s.best_header_height, s.tx_count, s.output_count, s.address_count
                 )
             })
         }

@@ -30,6 +30,20 @@ fn a_corrupt_block_names_file_and_offset_and_keeps_what_came_before() {
     assert!(err.contains(&format!("offset {}", at + 36)), "{err}");
     let store = satflow_indexer::Store::open(db.path(), satflow_indexer::Access::ReadOnly).unwrap();
     assert_eq!(store.tip().unwrap().map(|t| t.height), Some(Height(999)));
+    drop(store);
+    // The scan saw every header: readers can tell how far behind it is.
+    let last = records(&bytes).len() as u32 - 1;
+    assert!(last > 1000);
+    let index = satflow_query::Index::open(db.path(), satflow_indexer::Access::ReadOnly).unwrap();
+    let status = satflow_query::chain::status(&index).unwrap();
+    assert_eq!(
+        (
+            status.tip_height,
+            status.best_header_height,
+            status.lag_blocks
+        ),
+        (999, last, last - 999)
+    );
 }
 
 #[test]

@@ -189,6 +189,14 @@ async fn calls_are_counted_by_method_and_code_and_the_tip_is_exported() {
         Some(f64::from(status.tip_time)),
         "{text}"
     );
+    // Indexed to the end of its blocks directory: no blocks behind.
+    assert_eq!(status.best_header_height, status.tip_height);
+    assert_eq!(status.lag_blocks, 0);
+    assert_eq!(
+        sample(&text, "satflow_index_lag_blocks"),
+        Some(0.0),
+        "{text}"
+    );
     let age = sample(&text, "satflow_index_tip_age_seconds").unwrap();
     assert!(
         (age - status.lag_seconds as f64).abs() <= 5.0,

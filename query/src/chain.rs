@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bitcoin::{BlockHash, Txid};
 use satflow_indexer::labels::{self, Category};
 use satflow_proto::v1 as pb;
-use satflow_schema::{cf, Height, TxNum};
+use satflow_schema::{cf, meta, Height, TxNum};
 
 use crate::error::{QueryError, Result};
 use crate::index::Index;
@@ -21,6 +21,10 @@ pub enum BlockId {
 pub fn status(index: &Index) -> Result<pb::ChainStatus> {
     let (height, tip) = index.tip()?;
     let next = tip.next_ids();
+    let best = index
+        .store()
+        .meta(meta::BestHeader)?
+        .map_or(height, |p| p.height);
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
@@ -34,6 +38,8 @@ pub fn status(index: &Index) -> Result<pb::ChainStatus> {
         address_count: next.addr.0,
         lag_seconds: now - i64::from(tip.header.time),
         first_height: index.store().base_height()?.0,
+        best_header_height: best.0,
+        lag_blocks: best.0.saturating_sub(height.0),
     })
 }
 

@@ -16,6 +16,7 @@ pub enum MetaKey {
     Start,
     ClusterHeuristics,
     ClusterTip,
+    BestHeader,
     ClusterDirty,
     Bulk,
     LabelsVersion,
@@ -26,7 +27,7 @@ pub enum MetaKey {
     Overwritten(AddrId, OutNum),
 }
 
-const NAMES: [(MetaKey, &[u8]); 11] = [
+const NAMES: [(MetaKey, &[u8]); 12] = [
     (MetaKey::SchemaVersion, b"schema_version"),
     (MetaKey::Network, b"network"),
     (MetaKey::XorKey, b"xor_key"),
@@ -35,6 +36,7 @@ const NAMES: [(MetaKey, &[u8]); 11] = [
     (MetaKey::Start, b"start"),
     (MetaKey::ClusterHeuristics, b"cluster_heuristics"),
     (MetaKey::ClusterTip, b"cluster_tip"),
+    (MetaKey::BestHeader, b"best_header"),
     (MetaKey::ClusterDirty, b"cluster_dirty"),
     (MetaKey::Bulk, b"bulk"),
     (MetaKey::LabelsVersion, b"labels_version"),
@@ -133,6 +135,12 @@ entry!(
 entry!(
     /// The last block the clusters include.
     ClusterTip: ChainPoint
+);
+entry!(
+    /// The tip of the best chain among the headers the last scan of the
+    /// blocks directory found: how far the index would go, so that readers
+    /// can tell how many blocks it is behind.
+    BestHeader: ChainPoint
 );
 entry!(
     /// Addresses whose clusters a reorg dissolved, to be recomputed before

@@ -17,9 +17,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use bitcoin::BlockHash;
+use satflow_schema::block::ChainPoint;
+use satflow_schema::{meta, Height};
 
 use crate::blkfiles::BlocksDir;
-use crate::chain::{Detached, HeaderTree};
+use crate::chain::{BestChain, Detached, HeaderTree};
 use crate::network::Network;
 use crate::store::{Access, Store};
 use crate::writer::{Caches, Writer};
@@ -140,6 +142,24 @@ pub struct Indexer {
     tails: scan::Tails,
 }
 
+/// Records the best chain's tip as `meta::BestHeader`, for readers' lag.
+/// It becomes visible with the run's first flush, with the blocks.
+fn record_best_header(store: &Store, best: &BestChain) -> Result<()> {
+    let Some(last) = best.blocks.last() else {
+        return Ok(());
+    };
+    let point = ChainPoint {
+        height: Height(best.base + best.blocks.len() as u32 - 1),
+        hash: last.hash,
+    };
+    if store.meta(meta::BestHeader)? == Some(point) {
+        return Ok(());
+    }
+    let mut batch = store.batch();
+    batch.put_meta(meta::BestHeader, &point);
+    store.write(batch)
+}
+
 impl Indexer {
     pub fn open(opts: IndexOptions) -> Result<Indexer> {
         // A mistyped directory must not leave an empty database behind.
@@ -237,6 +257,7 @@ impl Indexer {
         }
         let start = scan::settle_start(store, opts.start_at, network, &dir, tree)?;
         let best = tree.best_chain(start.hash, start.height.0)?;
+        record_best_header(store, &best)?;
         summary.stale_blocks = best.stale;
         summary.detached = best.detached.clone();
         summary.stages.push(clock.stop("scan"));

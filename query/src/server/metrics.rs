@@ -35,6 +35,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 use prost::Message;
 use satflow_proto::v1 as pb;
+use satflow_schema::meta;
 use tonic::Code;
 
 use super::shared::Shared;
@@ -51,6 +52,7 @@ pub struct Metrics {
     calls: Family<CallLabels, Counter>,
     latency: Family<MethodLabel, Histogram>,
     tip_height: Gauge,
+    lag_blocks: Gauge,
     /// The tip block's header time (Unix seconds), for its age at scrape.
     tip_time: Gauge,
     catch_up: Histogram,
@@ -98,6 +100,12 @@ impl Metrics {
             "Height of the tip the server answers from (as of its last catch-up)",
             tip_height.clone(),
         );
+        let lag_blocks = Gauge::default();
+        registry.register(
+            "satflow_index_lag_blocks",
+            "Blocks between the tip and the best header `satflow index` found in the blocks directory at its last scan",
+            lag_blocks.clone(),
+        );
         let tip_time = Gauge::default();
         registry.register_with_unit(
             "satflow_index_tip_timestamp",
@@ -139,6 +147,7 @@ impl Metrics {
             calls,
             latency,
             tip_height,
+            lag_blocks,
             tip_time,
             catch_up,
             alert_evaluation,
@@ -159,6 +168,14 @@ impl Metrics {
             Ok((height, row)) => {
                 self.tip_height.set(i64::from(height.0));
                 self.tip_time.set(i64::from(row.header.time));
+                match index.store().meta(meta::BestHeader) {
+                    Ok(best) => {
+                        let best = best.map_or(height, |p| p.height);
+                        self.lag_blocks
+                            .set(i64::from(best.0.saturating_sub(height.0)));
+                    }
+                    Err(e) => tracing::debug!("metrics: the best header: {e}"),
+                }
             }
             Err(e) => tracing::debug!("metrics: the tip: {e}"),
         }
