@@ -21,10 +21,7 @@ pub enum BlockId {
 pub fn status(index: &Index) -> Result<pb::ChainStatus> {
     let (height, tip) = index.tip()?;
     let next = tip.next_ids();
-    let best = index
-        .store()
-        .meta(meta::BestHeader)?
-        .map_or(height, |p| p.height);
+    let (best, lag_blocks) = behind(index, height)?;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
@@ -39,8 +36,18 @@ pub fn status(index: &Index) -> Result<pb::ChainStatus> {
         lag_seconds: now - i64::from(tip.header.time),
         first_height: index.store().base_height()?.0,
         best_header_height: best.0,
-        lag_blocks: best.0.saturating_sub(height.0),
+        lag_blocks,
     })
+}
+
+/// The best header `satflow index` found at its last scan (`tip` when it
+/// recorded none), and how many blocks `tip` is behind it.
+pub fn behind(index: &Index, tip: Height) -> Result<(Height, u32)> {
+    let best = index
+        .store()
+        .meta(meta::BestHeader)?
+        .map_or(tip, |p| p.height);
+    Ok((best, best.0.saturating_sub(tip.0)))
 }
 
 /// A block's header fields and one page of its txids.

@@ -35,10 +35,10 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 use prost::Message;
 use satflow_proto::v1 as pb;
-use satflow_schema::meta;
 use tonic::Code;
 
 use super::shared::Shared;
+use crate::chain;
 use crate::index::Index;
 
 /// The registry and the metrics the server records.
@@ -168,11 +168,9 @@ impl Metrics {
             Ok((height, row)) => {
                 self.tip_height.set(i64::from(height.0));
                 self.tip_time.set(i64::from(row.header.time));
-                match index.store().meta(meta::BestHeader) {
-                    Ok(best) => {
-                        let best = best.map_or(height, |p| p.height);
-                        self.lag_blocks
-                            .set(i64::from(best.0.saturating_sub(height.0)));
+                match chain::behind(index, height) {
+                    Ok((_, blocks)) => {
+                        self.lag_blocks.set(i64::from(blocks));
                     }
                     Err(e) => tracing::debug!("metrics: the best header: {e}"),
                 }
