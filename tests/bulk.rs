@@ -158,6 +158,7 @@ fn totals_a_killed_bulk_run_left_behind_are_refused_then_rebuilt() {
     use satflow_indexer::{address, Network};
     use satflow_query::QueryError;
     use satflow_schema::meta;
+    use satflow_schema::script::{AddrKey, AddrKind};
 
     let (blocks, db) = synth_chain(14, 4 << 20);
     let before = dump_all(db.path());
@@ -172,10 +173,25 @@ fn totals_a_killed_bulk_run_left_behind_are_refused_then_rebuilt() {
         store.flush().unwrap();
         address::encode(&key, Network::Regtest)
     };
-    match query::Q::open(db.path()).summary(&addr) {
+    let q = query::Q::open(db.path());
+    match q.summary(&addr) {
         Err(QueryError::FailedPrecondition(why)) => assert!(why.contains("being built"), "{why}"),
         other => panic!("{other:?}"),
     }
+    // Rows found by txid or address wait in run files until the end: a
+    // miss is not an answer yet.
+    let unknown = "00".repeat(32).parse().unwrap();
+    match satflow_query::chain::transaction(&q.0, &unknown, 10, "") {
+        Err(QueryError::FailedPrecondition(why)) => assert!(why.contains("being built"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    let never_used = AddrKey::new(AddrKind::P2wpkh, &[7; 20]).unwrap();
+    let never_used = address::encode(&never_used, Network::Regtest);
+    match q.summary(&never_used) {
+        Err(QueryError::FailedPrecondition(_)) => {}
+        other => panic!("{other:?}"),
+    }
+    drop(q);
     index(blocks.path(), db.path());
     assert_same(&dump_all(db.path()), &before);
     let summary = query::Q::open(db.path()).summary(&addr).unwrap().unwrap();

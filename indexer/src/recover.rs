@@ -1,12 +1,13 @@
 //! Rows a killed run left above the tip. Both writers persist the rows of
 //! the append-only families (`txs`, `outputs`, `inputs`, `addrs`) before
 //! anything that refers to them, and the tip last; the bulk path also
-//! ingests `txids`, `addr_ids`, `spends`, `history`, `blocks` and
-//! `block_height` before its tip. So after a crash every row above the tip
-//! can be found from the appended rows above it, which are removed last:
-//! a crash during recovery leaves them to find again. A row is removed only
-//! where it points above the tip: the rows below it stay whatever the rows
-//! above hold.
+//! ingests `blocks` and `block_height` before its tip (its `txids`,
+//! `addr_ids`, `spends` and `history` wait in run files, and those above
+//! the tip are dropped unread: `Store::merge_runs`). So after a crash
+//! every row above the tip can be found from the appended rows above it,
+//! which are removed last: a crash during recovery leaves them to find
+//! again. A row is removed only where it points above the tip: the rows
+//! below it stay whatever the rows above hold.
 
 use anyhow::Result;
 use satflow_schema::{cf, AddrId, Height, NextIds, OutNum, TxNum};

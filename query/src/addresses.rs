@@ -7,30 +7,16 @@ use satflow_indexer::store::Direction;
 use satflow_proto::v1 as pb;
 use satflow_schema::meta::{MetaKey, OverwrittenCoin};
 use satflow_schema::script::AddrKey;
-use satflow_schema::{cf, meta, AddrId, Codec, OutNum};
+use satflow_schema::{cf, AddrId, Codec, OutNum};
 
 use crate::built;
-use crate::error::{QueryError, Result};
+use crate::error::Result;
 use crate::history::{self, HistoryQuery, Order};
 use crate::index::Index;
 use crate::inferred;
 use crate::labels;
 use crate::page::{Listing, Token};
 use crate::scripts;
-
-/// Address totals (`addr_stats`, `addr_utxos`) are built whole at the end
-/// of a bulk run; until then the `bulk` meta row is there and they are
-/// missing, so callers are told to ask again. Asked only when a total is
-/// missing: rows that are there are right, and the common call reads no
-/// more than before.
-fn totals_ready(index: &Index) -> Result<()> {
-    if index.store().meta(meta::Bulk)?.is_some() {
-        return Err(QueryError::FailedPrecondition(
-            "address balances and unspent outputs are being built by a first `satflow index` run; ask again when it has finished".into(),
-        ));
-    }
-    Ok(())
-}
 
 /// The address's coins that a later transaction with the same txid
 /// overwrote (BIP30: `meta::Overwritten`, in output order). They can never
@@ -83,7 +69,7 @@ pub fn summary(index: &Index, key: &AddrKey) -> Result<Option<pb::AddressSummary
     let stats = match index.store().get::<cf::AddrStats>(&id)? {
         Some(stats) => stats,
         None => {
-            totals_ready(index)?;
+            index.built()?;
             index.store().need::<cf::AddrStats>(&id)?
         }
     };
@@ -201,7 +187,7 @@ pub fn utxos(
         });
     }
     if utxos.is_empty() {
-        totals_ready(index)?;
+        index.built()?;
     }
     Ok(pb::ListAddressUtxosResponse {
         utxos,

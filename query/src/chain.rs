@@ -165,7 +165,10 @@ pub fn transaction(
                         height: spender.height.0,
                     })
                 }
-                None => None,
+                None => {
+                    index.built()?;
+                    None
+                }
             };
             let script = tx
                 .as_ref()

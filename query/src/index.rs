@@ -19,7 +19,7 @@ use satflow_schema::block::BlockRow;
 use satflow_schema::cf;
 use satflow_schema::script::AddrKey;
 use satflow_schema::tx::{OutputRow, TxRow};
-use satflow_schema::{AddrId, Height, OutNum, TxNum};
+use satflow_schema::{meta, AddrId, Height, OutNum, TxNum};
 
 use crate::error::{QueryError, Result};
 use crate::inferred::{AsLabels, InferredSlot};
@@ -191,9 +191,29 @@ impl Index {
     }
 
     pub(crate) fn tx_number(&self, txid: &Txid) -> Result<TxNum> {
-        self.store
-            .find_tx(txid)?
-            .ok_or_else(|| QueryError::NotFound(format!("transaction {txid} is not in the index")))
+        match self.store.find_tx(txid)? {
+            Some(txnum) => Ok(txnum),
+            None => {
+                self.built()?;
+                Err(QueryError::NotFound(format!(
+                    "transaction {txid} is not in the index"
+                )))
+            }
+        }
+    }
+
+    /// Fails, saying why, while a first `satflow index` run builds the
+    /// index in bulk (the `bulk` meta row): until its end the rows found by
+    /// txid or address, spends and address totals are missing (`txids`,
+    /// `addr_ids`, `spends` and `history` wait in run files). Asked only
+    /// on a miss: a row that is there is right, and a hit costs no more.
+    pub(crate) fn built(&self) -> Result<()> {
+        if self.store.meta(meta::Bulk)?.is_some() {
+            return Err(QueryError::FailedPrecondition(
+                "the index is being built by a first `satflow index` run: lookups by txid and address, spends and balances are there once it has finished; ask again then".into(),
+            ));
+        }
+        Ok(())
     }
 
     pub(crate) fn tx_row(&self, txnum: TxNum) -> Result<TxRow> {
@@ -263,7 +283,11 @@ impl Index {
     }
 
     pub(crate) fn address_id(&self, key: &AddrKey) -> Result<Option<AddrId>> {
-        Ok(self.store.get::<cf::AddrIds>(key)?)
+        let id = self.store.get::<cf::AddrIds>(key)?;
+        if id.is_none() {
+            self.built()?;
+        }
+        Ok(id)
     }
 
     pub(crate) fn known_address_id(&self, key: &AddrKey) -> Result<AddrId> {

@@ -8,6 +8,7 @@ mod arena;
 mod fds;
 mod options;
 mod read;
+mod runs;
 mod sorted;
 mod write;
 

@@ -124,8 +124,9 @@ impl SortedBatch {
     /// written on every worker, the appended families first; then `meta`
     /// (the tip) in one write, as `commit` does. A crash before that write
     /// leaves rows above the tip, which the next run removes (`recover`).
-    /// `landing` says where each family's rows will end up; the appended
-    /// families' always land on the last level.
+    /// `landing` says where each family's rows will end up (a run file's
+    /// too come before the tip); the appended families' always land on the
+    /// last level.
     pub fn ingest_all(
         mut self,
         store: &Store,

@@ -2,11 +2,12 @@
 //! keys and rows; table-file ingestion of sorted rows; range
 //! removal after a crash.
 
+use std::fmt::Display;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use rayon::prelude::*;
-use rocksdb::{IngestExternalFileOptions, SstFileWriter, WriteBatch, WriteOptions};
+use rocksdb::{IngestExternalFileOptions, Options, SstFileWriter, WriteBatch, WriteOptions};
 use satflow_schema::cf::{Family, Meta};
 use satflow_schema::codec::Raw;
 use satflow_schema::meta::Entry;
@@ -126,13 +127,14 @@ impl Store {
     /// to RocksDB at once. Keys may lie anywhere: RocksDB files them on the
     /// lowest level they overlap nothing on, and compaction merges them
     /// with the rest (merge operands included). Durable at once, like
-    /// `ingest`.
+    /// `ingest`. Rows bound for a run file (`Landing::Run`) go there
+    /// instead, in one file.
     pub fn ingest_rows(&self, family: &'static str, rows: &Arena, landing: Landing) -> Result<()> {
-        /// Rows per table file: large enough that a file's fixed costs do
-        /// not show, small enough to spread a family over the workers.
-        const ROWS_PER_FILE: usize = 1 << 20;
         if rows.is_empty() {
             return Ok(());
+        }
+        if let Landing::Run(tag) = landing {
+            return self.write_run(family, tag, rows);
         }
         let parts: Vec<_> = rows.entries.chunks(ROWS_PER_FILE).collect();
         let files = parts
@@ -152,7 +154,7 @@ impl Store {
     /// after RocksDB linked a file in may have left the name behind as a
     /// second link to a live table file: writing through it would truncate
     /// that table, so it is removed first.
-    fn ingest_file(&self, family: &str, part: usize) -> Result<PathBuf> {
+    pub(super) fn ingest_file(&self, family: &str, part: impl Display) -> Result<PathBuf> {
         let dir = self.path.join(INGEST_DIR);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let file = dir.join(format!("{family}.{part}.sst"));
@@ -167,32 +169,30 @@ impl Store {
         rows: impl Iterator<Item = (Op, &'r [u8], &'r [u8])>,
         landing: Landing,
     ) -> Result<()> {
-        let context = || {
-            format!(
-                "writing {} for {family} of {}",
-                file.display(),
-                self.path.display()
-            )
-        };
-        let mut opts = cf_options(family, &self.cache);
-        if landing == Landing::Compacted {
-            // A table file takes the bottom level's compression.
-            opts.set_bottommost_compression_type(rocksdb::DBCompressionType::None);
-        }
-        let mut writer = SstFileWriter::create(&opts);
-        writer.open(file).with_context(context)?;
+        let options = self.table_options(family, landing);
+        let mut table = Table::create(&options, file, family)?;
         for (op, key, value) in rows {
-            match op {
-                Op::Put => writer.put(key, value),
-                Op::Merge => writer.merge(key, value),
-                Op::Delete => writer.delete(key),
-            }
-            .with_context(context)?;
+            table.add(op, key, value)?;
         }
-        writer.finish().with_context(context)
+        table.finish()
     }
 
-    fn ingest_files(&self, family: &str, count: usize, files: Vec<PathBuf>) -> Result<()> {
+    /// The options a table file of `family` is written with.
+    pub(super) fn table_options(&self, family: &str, landing: Landing) -> Options {
+        let mut options = cf_options(family, &self.cache);
+        if landing == Landing::Compacted {
+            // A table file takes the bottom level's compression.
+            options.set_bottommost_compression_type(rocksdb::DBCompressionType::None);
+        }
+        options
+    }
+
+    pub(super) fn ingest_files(
+        &self,
+        family: &str,
+        count: usize,
+        files: Vec<PathBuf>,
+    ) -> Result<()> {
         let mut ingest = IngestExternalFileOptions::default();
         // A hard link instead of a copy: the files are ours to give away.
         ingest.set_move_files(true);
@@ -257,7 +257,7 @@ impl Store {
 }
 
 /// Where ingested rows are expected to end up, which decides whether their
-/// table files are compressed.
+/// table files are compressed, or whether they wait in a run file.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Landing {
     /// On the last level, for good: compressed as that level is.
@@ -265,6 +265,47 @@ pub enum Landing {
     /// Among overlapping files that compaction will merge and rewrite (and
     /// compress then): not compressed, which would be work thrown away.
     Compacted,
+    /// Not in RocksDB yet: a sorted run file, of the epoch that ends at
+    /// this height, merged onto the last level when the bulk run ends
+    /// (`Store::merge_runs`).
+    Run(u32),
+}
+
+/// Rows per table file: large enough that a file's fixed costs do not
+/// show, small enough to spread a family over the workers.
+pub(super) const ROWS_PER_FILE: usize = 1 << 20;
+
+/// A table file being written with `options` (`Store::table_options`).
+pub(super) struct Table<'o> {
+    writer: SstFileWriter<'o>,
+    context: String,
+}
+
+impl<'o> Table<'o> {
+    pub(super) fn create(options: &'o Options, file: &Path, family: &str) -> Result<Table<'o>> {
+        let table = Table {
+            writer: SstFileWriter::create(options),
+            context: format!("writing {} for {family}", file.display()),
+        };
+        table
+            .writer
+            .open(file)
+            .with_context(|| table.context.clone())?;
+        Ok(table)
+    }
+
+    pub(super) fn add(&mut self, op: Op, key: &[u8], value: &[u8]) -> Result<()> {
+        match op {
+            Op::Put => self.writer.put(key, value),
+            Op::Merge => self.writer.merge(key, value),
+            Op::Delete => self.writer.delete(key),
+        }
+        .with_context(|| self.context.clone())
+    }
+
+    pub(super) fn finish(mut self) -> Result<()> {
+        self.writer.finish().with_context(|| self.context.clone())
+    }
 }
 
 /// Where `ingest` builds its table files, inside the database directory so

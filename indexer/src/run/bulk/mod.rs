@@ -10,8 +10,10 @@
 //! the clustering heuristics' links are found there too, for the cluster
 //! build that follows, which then need not read the rows back.
 //! No stage reads the database, and nothing is compacted until the end.
-//! `addr_utxos` and `addr_stats` are built once at the end (`totals`),
-//! while the `bulk` meta row says they are behind.
+//! The families whose keys fall among every epoch's (`txids`, `addr_ids`,
+//! `spends`, `history`) go to sorted run files instead of table files, and
+//! are merged once at the end; `addr_utxos` and `addr_stats` are built
+//! then too (`totals`), while the `bulk` meta row says these are behind.
 //!
 //! It runs when the index is empty and starts at genesis; an index that
 //! holds blocks grows block by block. Its maps hold every address and
@@ -105,7 +107,8 @@ pub(super) fn apply_chain(
         .then(|| cluster::heuristics_in_force(store))
         .transpose()?;
     let mut links = Vec::new();
-    let (write_tx, write_rx) = crossbeam_channel::bounded::<(SortedBatch, Committed)>(1);
+    // The epochs' rows, with the height each ends at.
+    let (write_tx, write_rx) = crossbeam_channel::bounded::<(SortedBatch, Committed, u32)>(1);
     let (ack_tx, ack_rx) = crossbeam_channel::unbounded::<Result<(Committed, Duration)>>();
     let (mut parse_busy, mut resolve_busy, mut ingest_busy) = Default::default();
     let mut notes = Vec::new();
@@ -114,10 +117,14 @@ pub(super) fn apply_chain(
         std::thread::Builder::new()
             .name("ingest".into())
             .spawn_scoped(s, move || {
-                for (batch, done) in write_rx {
+                for (batch, done, last) in write_rx {
                     let started = Instant::now();
+                    let landing = |family: &str| match totals::IN_RUNS.contains(&family) {
+                        true => Landing::Run(last),
+                        false => Landing::Compacted,
+                    };
                     let written = pool
-                        .install(|| batch.ingest_all(store, |_| Landing::Compacted))
+                        .install(|| batch.ingest_all(store, landing))
                         .map(|()| (done, started.elapsed()));
                     let failed = written.is_err();
                     if ack_tx.send(written).is_err() || failed {
@@ -166,7 +173,7 @@ pub(super) fn apply_chain(
                     height = Height(height.0 + ok.len() as u32);
                     ids = epoch.next;
                     write_tx
-                        .send((epoch.batch, epoch.done))
+                        .send((epoch.batch, epoch.done, height.0 - 1))
                         .map_err(|_| anyhow!("the ingest thread stopped"))?;
                     in_flight += 1;
                 }

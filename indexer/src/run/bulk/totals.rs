@@ -1,26 +1,37 @@
-//! What a bulk run leaves to its end: `addr_utxos` (the outputs no input
-//! spends, by address) and `addr_stats` (each address's history summed,
-//! and its count of unspent outputs). Each is one pass over sorted rows,
-//! split into ranges of ids on every worker, and ingested as table files.
+//! What a bulk run leaves to its end: the families kept in run files,
+//! merged into the index; then `addr_utxos` (the outputs no input spends,
+//! by address) and `addr_stats` (each address's history summed, and its
+//! count of unspent outputs). Each is one pass over sorted rows, split into
+//! ranges of ids on every worker, and ingested as table files.
 
 use std::time::Instant;
 
 use anyhow::Result;
 use rayon::prelude::*;
-use satflow_schema::address::AddrStats;
+use satflow_schema::address::{AddrStats, HistoryRow};
 use satflow_schema::cf::{self, Family};
-use satflow_schema::{meta, AddrId, OutNum, TxNum};
+use satflow_schema::{meta, AddrId, Codec, OutNum, TxNum};
 
 use crate::ranges;
 use crate::store::{Landing, SortedBatch, Store};
 
+/// The families a bulk run keeps in sorted run files (`Landing::Run`)
+/// until its end: the large ones whose keys from one epoch fall among
+/// those of every other.
+pub(super) const IN_RUNS: [&str; 4] = [
+    cf::Txids::NAME,
+    cf::AddrIds::NAME,
+    cf::Spends::NAME,
+    cf::History::NAME,
+];
+
 /// The families whose table files a bulk run adds with overlapping keys,
-/// compacted only at its end: all but `meta` and the appended ones, whose
-/// files land on the last level.
+/// compacted only at its end: all but `meta`, the appended ones, whose
+/// files land on the last level, and those in run files.
 pub(super) fn compacted() -> impl Iterator<Item = &'static str> {
     cf::ALL
         .into_iter()
-        .filter(|f| *f != cf::Meta::NAME && !cf::APPENDED.contains(f))
+        .filter(|f| *f != cf::Meta::NAME && !cf::APPENDED.contains(f) && !IN_RUNS.contains(f))
 }
 
 /// Builds the totals of an unfinished bulk run, if there is one (then
@@ -31,7 +42,19 @@ pub fn finish(store: &Store, pool: &rayon::ThreadPool) -> Result<bool> {
         return Ok(false);
     }
     let started = Instant::now();
-    // One merge of each family's table files, before reading them.
+    // Runs of epochs whose tip never landed are left out.
+    let tip = store.tip()?.map(|t| t.height.0);
+    pool.install(|| {
+        IN_RUNS
+            .par_iter()
+            .filter(|f| **f != cf::History::NAME)
+            .try_for_each(|f| {
+                let whole_keys = usize::MAX;
+                store.merge_runs(f, tip, whole_keys, || (), |(), _, _| Ok(()))?;
+                anyhow::Ok(())
+            })
+    })?;
+    // One merge of each other family's table files, before reading them.
     let families: Vec<&str> = compacted().collect();
     families.par_iter().try_for_each(|family| {
         store.pause_compactions(family, false)?;
@@ -46,17 +69,31 @@ pub fn finish(store: &Store, pool: &rayon::ThreadPool) -> Result<bool> {
     batch.clear::<cf::AddrUtxos>();
     batch.clear::<cf::AddrStats>();
     store.write(batch)?;
-    let mut rows = pool.install(|| -> Result<SortedBatch> {
-        let utxos = unspent_by_address(store, next.output)?;
-        let mut parts = stats(store, next.addr, &utxos)?;
-        parts.extend(utxo_rows(&utxos));
-        Ok(SortedBatch::concat(parts))
-    })?;
-    rows.delete_meta(meta::Bulk);
-    pool.install(|| rows.ingest_all(store, |_| Landing::Bottom))?;
+    let utxos = pool.install(|| unspent_by_address(store, next.output))?;
+    // History is summed per address on its way through the merge, each
+    // address's rows in one key range (its id is the key's first bytes).
+    let address = std::mem::size_of::<u64>();
+    let init = || Stats::new(&utxos);
+    let merged =
+        pool.install(|| store.merge_runs(cf::History::NAME, tip, address, init, Stats::tap))?;
+    let mut parts = match merged {
+        Some(stats) => stats.into_iter().map(Stats::finish).collect(),
+        // Without runs (what a killed run of an older satflow left),
+        // history is read from the index.
+        None => pool.install(|| scan_history(store, next.addr, &utxos))?,
+    };
+    parts.extend(utxo_rows(&utxos));
+    // Part by part: each is a range of keys, and copying them into one
+    // batch would hold them twice.
+    for part in parts {
+        pool.install(|| part.ingest_all(store, |_| Landing::Bottom))?;
+    }
+    let mut batch = store.batch();
+    batch.delete_meta(meta::Bulk);
+    store.write(batch)?;
     store.flush()?;
     tracing::info!(
-        "{}: table files compacted in {:.1} s, address totals built in {:.1} s",
+        "{}: runs and table files merged in {:.1} s, history merged and address totals built in {:.1} s",
         store.path().display(),
         compacted.as_secs_f64(),
         (started.elapsed() - compacted).as_secs_f64()
@@ -113,34 +150,73 @@ fn utxo_rows(utxos: &[(AddrId, OutNum, u64)]) -> Vec<SortedBatch> {
         .collect()
 }
 
-/// `addr_stats` of every address below `end`: its `history` rows summed,
-/// in address order, and its count in `utxos`.
-fn stats(store: &Store, end: AddrId, utxos: &[(AddrId, OutNum, u64)]) -> Result<Vec<SortedBatch>> {
+/// `addr_stats` rows of consecutive addresses, each summed from its
+/// `history` rows in turn and counted in `utxos`.
+struct Stats<'u> {
+    utxos: &'u [(AddrId, OutNum, u64)],
+    rows: SortedBatch,
+    /// The address whose history rows are being summed.
+    current: Option<(AddrId, AddrStats)>,
+}
+
+impl<'u> Stats<'u> {
+    fn new(utxos: &'u [(AddrId, OutNum, u64)]) -> Stats<'u> {
+        Stats {
+            utxos,
+            rows: SortedBatch::default(),
+            current: None,
+        }
+    }
+
+    /// Adds a history row; an address's rows come one after another.
+    fn add(&mut self, addr: AddrId, h: &HistoryRow) {
+        if self.current.as_ref().is_some_and(|(a, _)| *a != addr) {
+            self.put();
+        }
+        let (_, s) = self.current.get_or_insert((addr, AddrStats::default()));
+        s.tx_count += 1;
+        s.received += h.credited() as i64;
+        s.sent += h.sent as i64;
+    }
+
+    /// A `history` row on its way from the run files.
+    fn tap(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        let (addr, _) = <cf::History as Family>::Key::decode(key)?;
+        self.add(addr, &HistoryRow::decode(value)?);
+        Ok(())
+    }
+
+    fn put(&mut self) {
+        if let Some((addr, mut s)) = self.current.take() {
+            let first = self.utxos.partition_point(|u| u.0 < addr);
+            let past = self.utxos.partition_point(|u| u.0 <= addr);
+            s.utxo_count = (past - first) as i64;
+            self.rows.put::<cf::AddrStats>(&addr, &s);
+        }
+    }
+
+    fn finish(mut self) -> SortedBatch {
+        self.put();
+        self.rows
+    }
+}
+
+/// `addr_stats` of every address below `end` from `history` in the index,
+/// in address ranges on every worker.
+fn scan_history(
+    store: &Store,
+    end: AddrId,
+    utxos: &[(AddrId, OutNum, u64)],
+) -> Result<Vec<SortedBatch>> {
     ranges::split(end.0)
         .map(|(from, to)| {
-            let mut batch = SortedBatch::default();
-            let mut current: Option<(AddrId, AddrStats)> = None;
-            let mut put = |(addr, mut s): (AddrId, AddrStats)| {
-                let first = utxos.partition_point(|u| u.0 < addr);
-                let past = utxos.partition_point(|u| u.0 <= addr);
-                s.utxo_count = (past - first) as i64;
-                batch.put::<cf::AddrStats>(&addr, &s);
-            };
+            let mut stats = Stats::new(utxos);
             let (from, to) = ((AddrId(from), TxNum(0)), (AddrId(to), TxNum(0)));
             for row in store.scan_range::<cf::History>(&from, &to) {
                 let ((addr, _), h) = row?;
-                if current.as_ref().is_some_and(|(a, _)| *a != addr) {
-                    put(current.take().expect("checked"));
-                }
-                let (_, s) = current.get_or_insert((addr, AddrStats::default()));
-                s.tx_count += 1;
-                s.received += h.credited() as i64;
-                s.sent += h.sent as i64;
+                stats.add(addr, &h);
             }
-            if let Some(last) = current {
-                put(last);
-            }
-            Ok(batch)
+            Ok(stats.finish())
         })
         .collect()
 }
