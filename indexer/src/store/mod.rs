@@ -10,6 +10,7 @@ mod options;
 mod read;
 mod runs;
 mod sorted;
+mod tables;
 mod write;
 
 use std::ffi::OsString;
@@ -27,6 +28,7 @@ use satflow_schema::{meta, Height, TxNum, SCHEMA_VERSION};
 pub use arena::Arena;
 pub use read::Direction;
 pub use sorted::SortedBatch;
+pub use tables::Tables;
 pub use write::{Batch, Landing};
 
 use crate::blkfiles::XorKey;

@@ -162,7 +162,7 @@ impl Store {
         Ok(file)
     }
 
-    fn write_table<'r>(
+    pub(super) fn write_table<'r>(
         &self,
         family: &str,
         file: &Path,

@@ -4,6 +4,7 @@
 //! count of unspent outputs). Each is one pass over sorted rows, split into
 //! ranges of ids on every worker, and ingested as table files.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use anyhow::Result;
@@ -13,7 +14,7 @@ use satflow_schema::cf::{self, Family};
 use satflow_schema::{meta, AddrId, Codec, OutNum, TxNum};
 
 use crate::ranges;
-use crate::store::{Landing, SortedBatch, Store};
+use crate::store::{Store, Tables};
 
 /// The families a bulk run keeps in sorted run files (`Landing::Run`)
 /// until its end: the large ones whose keys from one epoch fall among
@@ -73,21 +74,23 @@ pub fn finish(store: &Store, pool: &rayon::ThreadPool) -> Result<bool> {
     // History is summed per address on its way through the merge, each
     // address's rows in one key range (its id is the key's first bytes).
     let address = std::mem::size_of::<u64>();
-    let init = || Stats::new(&utxos);
+    let ranges = AtomicUsize::new(0);
+    let init = || Stats::new(store, &utxos, ranges.fetch_add(1, Ordering::Relaxed));
     let merged =
         pool.install(|| store.merge_runs(cf::History::NAME, tip, address, init, Stats::tap))?;
-    let mut parts = match merged {
-        Some(stats) => stats.into_iter().map(Stats::finish).collect(),
+    let stats = match merged {
+        Some(stats) => stats,
         // Without runs (what a killed run of an older satflow left),
         // history is read from the index.
         None => pool.install(|| scan_history(store, next.addr, &utxos))?,
     };
-    parts.extend(utxo_rows(&utxos));
-    // Part by part: each is a range of keys, and copying them into one
-    // batch would hold them twice.
-    for part in parts {
-        pool.install(|| part.ingest_all(store, |_| Landing::Bottom))?;
-    }
+    let stats = stats
+        .into_iter()
+        .map(Stats::finish)
+        .collect::<Result<_>>()?;
+    store.ingest_tables::<cf::AddrStats>(stats)?;
+    let unspent = pool.install(|| utxo_tables(store, &utxos))?;
+    store.ingest_tables::<cf::AddrUtxos>(unspent)?;
     let mut batch = store.batch();
     batch.delete_meta(meta::Bulk);
     store.write(batch)?;
@@ -137,86 +140,94 @@ fn unspent_by_address(store: &Store, end: OutNum) -> Result<Vec<(AddrId, OutNum,
     Ok(all)
 }
 
-fn utxo_rows(utxos: &[(AddrId, OutNum, u64)]) -> Vec<SortedBatch> {
+/// `addr_utxos` rows of `utxos`, a writer per slice, on every worker.
+fn utxo_tables<'s>(
+    store: &'s Store,
+    utxos: &[(AddrId, OutNum, u64)],
+) -> Result<Vec<Tables<'s, cf::AddrUtxos>>> {
     utxos
-        .par_chunks(1 << 16)
-        .map(|part| {
-            let mut batch = SortedBatch::default();
-            for &(addr, output, value) in part {
-                batch.put::<cf::AddrUtxos>(&(addr, output), &value);
+        .par_chunks(1 << 20)
+        .enumerate()
+        .map(|(part, slice)| {
+            let mut rows = store.tables(format!("utxos{part}"));
+            for &(addr, output, value) in slice {
+                rows.put(&(addr, output), &value)?;
             }
-            batch
+            Ok(rows)
         })
         .collect()
 }
 
 /// `addr_stats` rows of consecutive addresses, each summed from its
-/// `history` rows in turn and counted in `utxos`.
-struct Stats<'u> {
-    utxos: &'u [(AddrId, OutNum, u64)],
-    rows: SortedBatch,
+/// `history` rows in turn and counted in `utxos`, written as they are done.
+struct Stats<'s> {
+    utxos: &'s [(AddrId, OutNum, u64)],
+    rows: Tables<'s, cf::AddrStats>,
     /// The address whose history rows are being summed.
     current: Option<(AddrId, AddrStats)>,
 }
 
-impl<'u> Stats<'u> {
-    fn new(utxos: &'u [(AddrId, OutNum, u64)]) -> Stats<'u> {
+impl<'s> Stats<'s> {
+    /// Its files are told apart from other `Stats`' by `part`.
+    fn new(store: &'s Store, utxos: &'s [(AddrId, OutNum, u64)], part: usize) -> Stats<'s> {
         Stats {
             utxos,
-            rows: SortedBatch::default(),
+            rows: store.tables(format!("stats{part}")),
             current: None,
         }
     }
 
     /// Adds a history row; an address's rows come one after another.
-    fn add(&mut self, addr: AddrId, h: &HistoryRow) {
+    fn add(&mut self, addr: AddrId, h: &HistoryRow) -> Result<()> {
         if self.current.as_ref().is_some_and(|(a, _)| *a != addr) {
-            self.put();
+            self.put()?;
         }
         let (_, s) = self.current.get_or_insert((addr, AddrStats::default()));
         s.tx_count += 1;
         s.received += h.credited() as i64;
         s.sent += h.sent as i64;
+        Ok(())
     }
 
     /// A `history` row on its way from the run files.
     fn tap(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
         let (addr, _) = <cf::History as Family>::Key::decode(key)?;
-        self.add(addr, &HistoryRow::decode(value)?);
-        Ok(())
+        self.add(addr, &HistoryRow::decode(value)?)
     }
 
-    fn put(&mut self) {
+    fn put(&mut self) -> Result<()> {
         if let Some((addr, mut s)) = self.current.take() {
             let first = self.utxos.partition_point(|u| u.0 < addr);
             let past = self.utxos.partition_point(|u| u.0 <= addr);
             s.utxo_count = (past - first) as i64;
-            self.rows.put::<cf::AddrStats>(&addr, &s);
+            self.rows.put(&addr, &s)?;
         }
+        Ok(())
     }
 
-    fn finish(mut self) -> SortedBatch {
-        self.put();
-        self.rows
+    fn finish(mut self) -> Result<Tables<'s, cf::AddrStats>> {
+        self.put()?;
+        Ok(self.rows)
     }
 }
 
 /// `addr_stats` of every address below `end` from `history` in the index,
 /// in address ranges on every worker.
-fn scan_history(
-    store: &Store,
+fn scan_history<'s>(
+    store: &'s Store,
     end: AddrId,
-    utxos: &[(AddrId, OutNum, u64)],
-) -> Result<Vec<SortedBatch>> {
+    utxos: &'s [(AddrId, OutNum, u64)],
+) -> Result<Vec<Stats<'s>>> {
     ranges::split(end.0)
         .map(|(from, to)| {
-            let mut stats = Stats::new(utxos);
+            // Its first address tells its files apart.
+            let mut stats = Stats::new(store, utxos, from as usize);
             let (from, to) = ((AddrId(from), TxNum(0)), (AddrId(to), TxNum(0)));
             for row in store.scan_range::<cf::History>(&from, &to) {
                 let ((addr, _), h) = row?;
-                stats.add(addr, &h);
+                stats.add(addr, &h)?;
             }
-            Ok(stats.finish())
+            Ok(stats)
         })
         .collect()
 }
