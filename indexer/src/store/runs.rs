@@ -92,6 +92,8 @@ impl Store {
             Some(runs) => runs,
             None => return Ok(None),
         };
+        let started = std::time::Instant::now();
+        let (count, bytes) = (runs.len(), runs.iter().map(|r| r.end).sum::<u64>());
         while runs.len() > FAN_IN {
             runs = narrow(&dir, runs, through)?;
         }
@@ -119,6 +121,11 @@ impl Store {
             self.ingest_files(family, rows as usize, files)?;
         }
         std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+        tracing::info!(
+            "{family}: {count} runs ({:.1} MB) merged into {rows} rows in {:.1} s",
+            bytes as f64 / 1e6,
+            started.elapsed().as_secs_f64()
+        );
         Ok(Some(states))
     }
 
