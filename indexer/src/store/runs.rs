@@ -2,10 +2,10 @@
 //! epoch fall among those of every other (`txids`, `addr_ids`, `spends`,
 //! `history`). Each epoch's rows of such a family go to one file in key
 //! order, in compressed blocks, with each block's first key indexed at its
-//! end. When
-//! the run ends (`Store::merge_runs`) a family's files are merged once,
-//! key range by key range on every worker, straight into last-level table
-//! files: no per-epoch table files, and no compaction rewriting them.
+//! end. When the run ends (`Store::merge_runs`) a family's files are
+//! merged once, key range by key range on every worker, straight into
+//! last-level table files: no per-epoch table files, and no compaction
+//! rewriting them.
 //!
 //! A file is named after the last height of the epoch it holds and is
 //! renamed into place only once synced, before the epoch's tip is written:
