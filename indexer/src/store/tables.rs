@@ -8,6 +8,7 @@ use std::marker::PhantomData;
 use std::path::PathBuf;
 
 use anyhow::Result;
+use rayon::prelude::*;
 use satflow_schema::cf::Family;
 use satflow_schema::Codec;
 
@@ -23,7 +24,8 @@ pub struct Tables<'s, F: Family> {
     rows: Arena,
     files: Vec<PathBuf>,
     written: usize,
-    family: PhantomData<F>,
+    // Not holding an F: Send whatever F is.
+    family: PhantomData<fn() -> F>,
 }
 
 impl Store {
@@ -43,10 +45,11 @@ impl Store {
     /// Writes what the writers still hold and adds all their files to
     /// `F` at once. Their keys must not overlap one another's, nor any
     /// the family holds.
-    pub fn ingest_tables<F: Family>(&self, writers: Vec<Tables<'_, F>>) -> Result<()> {
+    pub fn ingest_tables<F: Family>(&self, mut writers: Vec<Tables<'_, F>>) -> Result<()> {
+        // What each still holds, written on every worker.
+        writers.par_iter_mut().try_for_each(Tables::write)?;
         let (mut files, mut rows) = (Vec::new(), 0);
         for mut w in writers {
-            w.write()?;
             rows += w.written;
             files.append(&mut w.files);
         }
