@@ -10,6 +10,7 @@ mod options;
 mod read;
 mod runs;
 mod sorted;
+mod spill;
 mod tables;
 mod write;
 
@@ -28,6 +29,7 @@ use satflow_schema::{meta, Height, TxNum, SCHEMA_VERSION};
 pub use arena::Arena;
 pub use read::Direction;
 pub use sorted::SortedBatch;
+pub use spill::Spill;
 pub use tables::Tables;
 pub use write::{Batch, Landing};
 

@@ -50,7 +50,7 @@ const FAN_IN: usize = 128;
 const READ_BUFFER: usize = 64 << 10;
 
 impl Store {
-    fn runs_dir(&self, family: &str) -> PathBuf {
+    pub(super) fn runs_dir(&self, family: &str) -> PathBuf {
         self.path.join(RUNS_DIR).join(family)
     }
 

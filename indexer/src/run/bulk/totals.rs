@@ -4,6 +4,7 @@
 //! count of unspent outputs). Each is one pass over sorted rows, split into
 //! ranges of ids on every worker, and ingested as table files.
 
+use std::iter::Peekable;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
@@ -70,27 +71,25 @@ pub fn finish(store: &Store, pool: &rayon::ThreadPool) -> Result<bool> {
     batch.clear::<cf::AddrUtxos>();
     batch.clear::<cf::AddrStats>();
     store.write(batch)?;
-    let utxos = pool.install(|| unspent_by_address(store, next.output))?;
+    pool.install(|| unspent_by_address(store, next.output))?;
     // History is summed per address on its way through the merge, each
     // address's rows in one key range (its id is the key's first bytes).
     let address = std::mem::size_of::<u64>();
     let ranges = AtomicUsize::new(0);
-    let init = || Stats::new(store, &utxos, ranges.fetch_add(1, Ordering::Relaxed));
+    let init = || Stats::new(store, ranges.fetch_add(1, Ordering::Relaxed));
     let merged =
         pool.install(|| store.merge_runs(cf::History::NAME, tip, address, init, Stats::tap))?;
     let stats = match merged {
         Some(stats) => stats,
         // Without runs (what a killed run of an older satflow left),
         // history is read from the index.
-        None => pool.install(|| scan_history(store, next.addr, &utxos))?,
+        None => pool.install(|| scan_history(store, next.addr))?,
     };
     let stats = stats
         .into_iter()
         .map(Stats::finish)
         .collect::<Result<_>>()?;
     store.ingest_tables::<cf::AddrStats>(stats)?;
-    let unspent = pool.install(|| utxo_tables(store, &utxos))?;
-    store.ingest_tables::<cf::AddrUtxos>(unspent)?;
     let mut batch = store.batch();
     batch.delete_meta(meta::Bulk);
     store.write(batch)?;
@@ -104,64 +103,61 @@ pub fn finish(store: &Store, pool: &rayon::ThreadPool) -> Result<bool> {
     Ok(true)
 }
 
-/// Every output below `end` that has an address and no spender, as
-/// (address, output, value), sorted: `outputs` and `spends` read side by
-/// side in output order.
-fn unspent_by_address(store: &Store, end: OutNum) -> Result<Vec<(AddrId, OutNum, u64)>> {
-    let parts = ranges::split(end.0)
-        .map(|(from, to)| {
-            let (from, to) = (OutNum(from), OutNum(to));
-            let mut spends = store.scan_range::<cf::Spends>(&from, &to).peekable();
-            let mut found = Vec::new();
-            for row in store.scan_range::<cf::Outputs>(&from, &to) {
-                let (output, out) = row?;
-                let mut spent = false;
-                while let Some(next) = spends.peek() {
-                    match next {
-                        Ok((s, _)) if *s < output => {
-                            spends.next();
-                        }
-                        Ok((s, _)) => {
-                            spent = *s == output;
-                            break;
-                        }
-                        Err(_) => return Err(spends.next().expect("peeked").unwrap_err()),
-                    }
-                }
-                if let (Some(addr), false) = (out.addr, spent) {
-                    found.push((addr, output, out.value));
-                }
+/// `addr_utxos`: every output below `end` that has an address and no
+/// spender, found by reading `outputs` and `spends` side by side in output
+/// order, in ranges on every worker, and sorted by address through run
+/// files (mainnet has ~180 M).
+fn unspent_by_address(store: &Store, end: OutNum) -> Result<()> {
+    let spill = store.spill::<cf::AddrUtxos>()?;
+    ranges::split(end.0).try_for_each(|(from, to)| {
+        let (from, to) = (OutNum(from), OutNum(to));
+        let mut spends = store.scan_range::<cf::Spends>(&from, &to).peekable();
+        let mut unspent = spill.writer();
+        for row in store.scan_range::<cf::Outputs>(&from, &to) {
+            let (output, out) = row?;
+            let spent = count_at(&mut spends, |s| *s, output)? > 0;
+            if let (Some(addr), false) = (out.addr, spent) {
+                unspent.put(&(addr, output), &out.value)?;
             }
-            Ok(found)
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let mut all = parts.concat();
-    all.par_sort_unstable();
-    Ok(all)
+        }
+        unspent.finish()
+    })?;
+    spill.merge()
 }
 
-/// `addr_utxos` rows of `utxos`, a writer per slice, on every worker.
-fn utxo_tables<'s>(
-    store: &'s Store,
-    utxos: &[(AddrId, OutNum, u64)],
-) -> Result<Vec<Tables<'s, cf::AddrUtxos>>> {
-    utxos
-        .par_chunks(1 << 20)
-        .enumerate()
-        .map(|(part, slice)| {
-            let mut rows = store.tables(format!("utxos{part}"));
-            for &(addr, output, value) in slice {
-                rows.put(&(addr, output), &value)?;
-            }
-            Ok(rows)
-        })
-        .collect()
+/// How many of the next rows of `rows`, in key order, have `of(key) ==
+/// at`, once those below it are passed over; the rows after them are left.
+fn count_at<K, V, T: Ord>(
+    rows: &mut Peekable<impl Iterator<Item = Result<(K, V)>>>,
+    of: impl Fn(&K) -> T,
+    at: T,
+) -> Result<i64> {
+    let mut n = 0;
+    loop {
+        match rows.peek() {
+            None => return Ok(n),
+            Some(Ok((k, _))) => match of(k).cmp(&at) {
+                std::cmp::Ordering::Less => {}
+                std::cmp::Ordering::Equal => n += 1,
+                std::cmp::Ordering::Greater => return Ok(n),
+            },
+            // Taken below, to be returned.
+            Some(Err(_)) => {}
+        }
+        rows.next().transpose()?;
+    }
 }
+
+/// `addr_utxos` rows, read in key order.
+type UtxoRows<'s> = Box<dyn Iterator<Item = Result<((AddrId, OutNum), u64)>> + Send + 's>;
 
 /// `addr_stats` rows of consecutive addresses, each summed from its
-/// `history` rows in turn and counted in `utxos`, written as they are done.
+/// `history` rows in turn, its unspent outputs counted in `addr_utxos`
+/// (read alongside), written as they are done.
 struct Stats<'s> {
-    utxos: &'s [(AddrId, OutNum, u64)],
+    store: &'s Store,
+    /// From the first address summed on; None before it.
+    utxos: Option<Peekable<UtxoRows<'s>>>,
     rows: Tables<'s, cf::AddrStats>,
     /// The address whose history rows are being summed.
     current: Option<(AddrId, AddrStats)>,
@@ -169,9 +165,10 @@ struct Stats<'s> {
 
 impl<'s> Stats<'s> {
     /// Its files are told apart from other `Stats`' by `part`.
-    fn new(store: &'s Store, utxos: &'s [(AddrId, OutNum, u64)], part: usize) -> Stats<'s> {
+    fn new(store: &'s Store, part: usize) -> Stats<'s> {
         Stats {
-            utxos,
+            store,
+            utxos: None,
             rows: store.tables(format!("stats{part}")),
             current: None,
         }
@@ -197,9 +194,14 @@ impl<'s> Stats<'s> {
 
     fn put(&mut self) -> Result<()> {
         if let Some((addr, mut s)) = self.current.take() {
-            let first = self.utxos.partition_point(|u| u.0 < addr);
-            let past = self.utxos.partition_point(|u| u.0 <= addr);
-            s.utxo_count = (past - first) as i64;
+            let store = self.store;
+            let utxos = self.utxos.get_or_insert_with(|| {
+                let past = (AddrId(u64::MAX), OutNum(u64::MAX));
+                let rows: UtxoRows =
+                    Box::new(store.scan_range::<cf::AddrUtxos>(&(addr, OutNum(0)), &past));
+                rows.peekable()
+            });
+            s.utxo_count = count_at(utxos, |(a, _)| *a, addr)?;
             self.rows.put(&addr, &s)?;
         }
         Ok(())
@@ -213,15 +215,11 @@ impl<'s> Stats<'s> {
 
 /// `addr_stats` of every address below `end` from `history` in the index,
 /// in address ranges on every worker.
-fn scan_history<'s>(
-    store: &'s Store,
-    end: AddrId,
-    utxos: &'s [(AddrId, OutNum, u64)],
-) -> Result<Vec<Stats<'s>>> {
+fn scan_history(store: &Store, end: AddrId) -> Result<Vec<Stats<'_>>> {
     ranges::split(end.0)
         .map(|(from, to)| {
             // Its first address tells its files apart.
-            let mut stats = Stats::new(store, utxos, from as usize);
+            let mut stats = Stats::new(store, from as usize);
             let (from, to) = ((AddrId(from), TxNum(0)), (AddrId(to), TxNum(0)));
             for row in store.scan_range::<cf::History>(&from, &to) {
                 let ((addr, _), h) = row?;
