@@ -12,7 +12,7 @@ use satflow_schema::cf::{self, Family};
 use satflow_schema::cluster::{ClusterStats, Rank, RankKey};
 use satflow_schema::script::ScriptType;
 use satflow_schema::tx::OutputRow;
-use satflow_schema::{AddrId, ClusterId, ClusterKey, Height, OutNum, TxNum};
+use satflow_schema::{AddrId, ClusterId, ClusterKey, Height, NextIds, OutNum, TxNum};
 
 use super::heights;
 use super::heuristics::{Coin, Heuristics, Spent, TxView};
@@ -27,13 +27,15 @@ use crate::store::{Landing, SortedBatch, Store};
 /// memory (~40 bytes a row) whatever the index's size.
 const RUN_ROWS: usize = 4 << 20;
 
-/// Where pass 1 gets the links that unite addresses.
-pub enum Links<'a> {
-    /// Found from the index's rows with these heuristics.
-    FromRows(Heuristics),
-    /// Already found, in chain order, with the heuristics the build records
-    /// (the bulk path finds them from each epoch in memory).
-    Found(&'a [(AddrId, AddrId)]),
+/// Where pass 1 gets the links that unite addresses: pairs already found,
+/// in chain order, for the blocks below `rows_from` (the bulk path finds
+/// them from each epoch in memory; freed once united), then the index's
+/// rows from that block on, read with `heuristics` (the heuristics the
+/// build records).
+pub struct Links {
+    pub found: Vec<(AddrId, AddrId)>,
+    pub rows_from: Height,
+    pub heuristics: Heuristics,
 }
 
 /// Writes every cluster of the index as of its tip. The caller records the
@@ -47,13 +49,13 @@ pub fn build(store: &Store, links: Links, progress: &mut Progress) -> Result<()>
     remove_stale_scratch(store);
     let started = std::time::Instant::now();
     let mut sets = UnionFind::new(store.path(), next.addr.0)?;
-    match links {
-        Links::FromRows(h) => unite(store, h, tip.height, next.output, &mut sets, progress)?,
-        Links::Found(pairs) => {
-            for &(a, b) in pairs {
-                sets.union(a.0, b.0);
-            }
-        }
+    for &(a, b) in &links.found {
+        sets.union(a.0, b.0);
+    }
+    drop(links.found);
+    if links.rows_from <= tip.height {
+        let rows = (links.rows_from, tip.height);
+        unite(store, links.heuristics, rows, next, &mut sets, progress)?;
     }
     let roots = sets.flatten();
     let united = started.elapsed();
@@ -82,25 +84,31 @@ fn remove_stale_scratch(store: &Store) {
     }
 }
 
-/// Pass 1: every transaction's links, in chain order. `txs`, `outputs` and
-/// `inputs` are read side by side, each as one scan: the blocks say how
-/// many rows of each a tx has.
+/// Pass 1: the links of every transaction of blocks `from` to `to`, in
+/// chain order. `txs`, `outputs` and `inputs` are read side by side, each
+/// as one scan: the blocks say how many rows of each a tx has. The outputs
+/// before `from` are read first, for the inputs that spend them.
 fn unite(
     store: &Store,
     h: Heuristics,
-    tip: Height,
-    end_output: OutNum,
+    (from, to): (Height, Height),
+    next: NextIds,
     sets: &mut UnionFind,
     progress: &mut Progress,
 ) -> Result<()> {
+    let first = store.need_block(from)?;
     let mut pass = Pass1 {
-        packed: MappedArray::zeroed(store.path(), end_output.0 as usize * 2)?,
-        next_addr: AddrId(0),
+        packed: MappedArray::zeroed(store.path(), next.output.0 as usize * 2)?,
+        next_addr: first.first_addr,
     };
-    let mut txs = store.scan_all::<cf::Txs>();
-    let mut outs = store.scan_all::<cf::Outputs>();
-    let mut ins = store.scan_all::<cf::Inputs>();
-    for height in heights(store.base_height()?, tip) {
+    for row in store.scan_range::<cf::Outputs>(&OutNum(0), &first.first_output) {
+        let (n, o) = row?;
+        pass.packed.set_u64(n.0 as usize, pack(&o));
+    }
+    let mut txs = store.scan_range::<cf::Txs>(&first.first_tx, &next.tx);
+    let mut outs = store.scan_range::<cf::Outputs>(&first.first_output, &next.output);
+    let mut ins = store.scan_range::<cf::Inputs>(&first.first_tx, &next.tx);
+    for height in heights(from, to) {
         let block = store.need_block(height)?;
         for _ in 0..block.tx_count {
             let (_, tx) = txs.next().context("txs ended early")??;

@@ -62,15 +62,26 @@ pub fn heuristics_in_force(store: &Store) -> Result<Heuristics> {
 /// Brings the clusters up to the index tip with the heuristics in force:
 /// block by block from the cluster tip, or a whole build when there is no
 /// tip yet (never built, or a build that was interrupted). `found`: the
-/// links of the whole index, when the caller has them (the bulk path), for
-/// a whole build that need not read the rows.
-pub fn update(store: &Store, found: Option<&[(AddrId, AddrId)]>, quiet: bool) -> Result<()> {
+/// links of the blocks below a height, when the caller has them (the bulk
+/// path), for a whole build that need not read those blocks' rows.
+pub fn update(
+    store: &Store,
+    found: Option<(Vec<(AddrId, AddrId)>, Height)>,
+    quiet: bool,
+) -> Result<()> {
     match (heuristics(store)?, tip(store)?) {
         (Some(h), Some(_)) => catch_up(store, h, quiet),
         (h, _) => {
             let h = h.unwrap_or(Heuristics::DEFAULT);
             match found {
-                Some(pairs) => rebuild_with(store, h, Links::Found(pairs), quiet),
+                Some((pairs, rows_from)) => {
+                    let links = Links {
+                        found: pairs,
+                        rows_from,
+                        heuristics: h,
+                    };
+                    rebuild_with(store, h, links, quiet)
+                }
                 None => rebuild(store, h, quiet),
             }
         }
@@ -79,7 +90,12 @@ pub fn update(store: &Store, found: Option<&[(AddrId, AddrId)]>, quiet: bool) ->
 
 /// Drops every cluster and builds them again from the index with `h`.
 pub fn rebuild(store: &Store, h: Heuristics, quiet: bool) -> Result<()> {
-    rebuild_with(store, h, Links::FromRows(h), quiet)
+    let links = Links {
+        found: Vec::new(),
+        rows_from: store.base_height()?,
+        heuristics: h,
+    };
+    rebuild_with(store, h, links, quiet)
 }
 
 fn rebuild_with(store: &Store, h: Heuristics, links: Links, quiet: bool) -> Result<()> {

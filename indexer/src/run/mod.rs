@@ -268,7 +268,8 @@ impl Indexer {
             summary.stages.push(clock.stop("address totals"));
         }
         let (clock, at) = (Clock::start(), summary.stages.len());
-        // The bulk path's cluster links, when it indexed the whole chain.
+        // The bulk path's cluster links, and the height from which the
+        // blocks it left to the block-by-block path begin.
         let mut links = None;
         let applied =
             reorg::undo_to_fork(store, &mut writer, &best, &mut summary).and_then(|mut from| {
@@ -276,8 +277,8 @@ impl Indexer {
                     let done =
                         bulk::apply_chain(store, &dir, pool, &best, from, opts, &mut summary)?;
                     from = done.next;
+                    links = done.links.map(|pairs| (pairs, Height(from)));
                     if (from - best.base) as usize == best.blocks.len() {
-                        links = done.links;
                         return Ok(());
                     }
                     // The bulk maps outgrew their budget: on from its tip,
@@ -311,7 +312,7 @@ impl Indexer {
         summary.stopped = opts.stop.requested();
         if opts.cluster && !summary.stopped {
             let clock = Clock::start();
-            pool.install(|| crate::cluster::update(store, links.as_deref(), opts.quiet))?;
+            pool.install(|| crate::cluster::update(store, links, opts.quiet))?;
             // Servers see only flushed rows: a follower's clusters must be
             // theirs before the flow graph (written next) shows the blocks.
             store.flush()?;

@@ -61,8 +61,8 @@ pub(super) struct Done {
     /// The height to go on from block by block: past the tip, unless the
     /// maps outgrew their budget first.
     pub next: u32,
-    /// When the run indexed the whole chain and clusters are kept: the
-    /// address pairs the heuristics link, for the cluster build.
+    /// When clusters are kept: the address pairs the heuristics link in
+    /// the blocks below `next`, for the cluster build.
     pub links: Option<Vec<(AddrId, AddrId)>>,
 }
 
@@ -112,7 +112,7 @@ pub(super) fn apply_chain(
     let (ack_tx, ack_rx) = crossbeam_channel::unbounded::<Result<(Committed, Duration)>>();
     let (mut parse_busy, mut resolve_busy, mut ingest_busy) = Default::default();
     let mut notes = Vec::new();
-    let (next, full) = std::thread::scope(|s| {
+    let next = std::thread::scope(|s| {
         let parsed_rx = parse_ahead(s, pool, dir, &batches, None);
         std::thread::Builder::new()
             .name("ingest".into())
@@ -141,7 +141,7 @@ pub(super) fn apply_chain(
             done.count(summary, &mut progress);
             Ok(())
         };
-        let result = (|| -> Result<(u32, bool)> {
+        let result = (|| -> Result<u32> {
             let (mut height, mut ids) = (Height(from), NextIds::default());
             let (mut in_flight, mut failed, mut full) = (0, None, false);
             for (parsed, took) in parsed_rx.iter() {
@@ -200,7 +200,7 @@ pub(super) fn apply_chain(
                 tracing::warn!("{note}");
                 notes.push(note);
             }
-            failed.map_or(Ok((height.0, full)), Err)
+            failed.map_or(Ok(height.0), Err)
         })();
         drop(parsed_rx); // stops the parser if we failed or stopped early
         progress.finish();
@@ -217,6 +217,6 @@ pub(super) fn apply_chain(
     ]);
     Ok(Done {
         next,
-        links: (opts.cluster && !full).then_some(links),
+        links: opts.cluster.then_some(links),
     })
 }
