@@ -74,13 +74,13 @@ pub fn update(
         (h, _) => {
             let h = h.unwrap_or(Heuristics::DEFAULT);
             match found {
-                Some((pairs, rows_from)) => {
+                Some((found, rows_from)) => {
                     let links = Links {
-                        found: pairs,
+                        found,
                         rows_from,
                         heuristics: h,
                     };
-                    rebuild_with(store, h, links, quiet)
+                    rebuild_with(store, links, quiet)
                 }
                 None => rebuild(store, h, quiet),
             }
@@ -95,16 +95,16 @@ pub fn rebuild(store: &Store, h: Heuristics, quiet: bool) -> Result<()> {
         rows_from: store.base_height()?,
         heuristics: h,
     };
-    rebuild_with(store, h, links, quiet)
+    rebuild_with(store, links, quiet)
 }
 
-fn rebuild_with(store: &Store, h: Heuristics, links: Links, quiet: bool) -> Result<()> {
+fn rebuild_with(store: &Store, links: Links, quiet: bool) -> Result<()> {
     // No tip until the build is whole: an interrupted build is started
     // over (with the same heuristics) by the next run, never continued.
     let mut batch = store.batch();
     clear_clusters(&mut batch);
     batch.delete_meta(meta::ClusterDirty);
-    batch.put_meta(meta::ClusterHeuristics, &h.to_string());
+    batch.put_meta(meta::ClusterHeuristics, &links.heuristics.to_string());
     put_tip(&mut batch, None);
     store.write(batch)?;
     let mut progress = Progress::new(blk_bytes_above(store, None)?, quiet);
