@@ -17,7 +17,7 @@ use satflow_schema::{AddrId, ClusterId, ClusterKey, Height, NextIds, OutNum, TxN
 use super::heights;
 use super::heuristics::{Coin, Heuristics, Spent, TxView};
 use super::runs::{self, Run, Spill};
-use super::unionfind::{MappedArray, Roots, UnionFind, SCRATCH_PREFIX};
+use super::unionfind::{Forest, MappedArray, Roots, UnionFind, SCRATCH_PREFIX};
 use super::view::{coin, spent};
 use crate::progress::Progress;
 use crate::ranges;
@@ -27,13 +27,13 @@ use crate::store::{Landing, SortedBatch, Store};
 /// memory (~40 bytes a row) whatever the index's size.
 const RUN_ROWS: usize = 4 << 20;
 
-/// Where pass 1 gets the links that unite addresses: pairs already found,
-/// in chain order, for the blocks below `rows_from` (the bulk path finds
-/// them from each epoch in memory; freed once united), then the index's
-/// rows from that block on, read with `heuristics` (the heuristics the
-/// build records).
+/// Where pass 1 gets the links that unite addresses: the sets they already
+/// formed in the blocks below `rows_from` (the bulk path unites them from
+/// each epoch in memory; freed once adopted), then the index's rows from
+/// that block on, read with `heuristics` (the heuristics the build
+/// records).
 pub struct Links {
-    pub found: Vec<(AddrId, AddrId)>,
+    pub found: Forest,
     pub rows_from: Height,
     pub heuristics: Heuristics,
 }
@@ -49,9 +49,7 @@ pub fn build(store: &Store, links: Links, progress: &mut Progress) -> Result<()>
     remove_stale_scratch(store);
     let started = std::time::Instant::now();
     let mut sets = UnionFind::new(store.path(), next.addr.0)?;
-    for &(a, b) in &links.found {
-        sets.union(a.0, b.0);
-    }
+    sets.adopt(&links.found);
     drop(links.found);
     if links.rows_from <= tip.height {
         let rows = (links.rows_from, tip.height);

@@ -20,11 +20,12 @@ pub mod view;
 use anyhow::Result;
 use satflow_schema::block::ChainPoint;
 use satflow_schema::cf;
-use satflow_schema::{meta, AddrId, Height};
+use satflow_schema::{meta, Height};
 
 pub use build::Links;
 pub use heuristics::{is_mixing_denomination, Coin, CoinJoin, Heuristics, Spent, TxView};
 pub use live::forget_above;
+pub use unionfind::Forest;
 
 use crate::progress::Progress;
 use crate::store::{Batch, Store};
@@ -62,13 +63,10 @@ pub fn heuristics_in_force(store: &Store) -> Result<Heuristics> {
 /// Brings the clusters up to the index tip with the heuristics in force:
 /// block by block from the cluster tip, or a whole build when there is no
 /// tip yet (never built, or a build that was interrupted). `found`: the
-/// links of the blocks below a height, when the caller has them (the bulk
-/// path), for a whole build that need not read those blocks' rows.
-pub fn update(
-    store: &Store,
-    found: Option<(Vec<(AddrId, AddrId)>, Height)>,
-    quiet: bool,
-) -> Result<()> {
+/// sets the links of the blocks below a height form, when the caller has
+/// them (the bulk path), for a whole build that need not read those
+/// blocks' rows.
+pub fn update(store: &Store, found: Option<(Forest, Height)>, quiet: bool) -> Result<()> {
     match (heuristics(store)?, tip(store)?) {
         (Some(h), Some(_)) => catch_up(store, h, quiet),
         (h, _) => {
@@ -91,7 +89,7 @@ pub fn update(
 /// Drops every cluster and builds them again from the index with `h`.
 pub fn rebuild(store: &Store, h: Heuristics, quiet: bool) -> Result<()> {
     let links = Links {
-        found: Vec::new(),
+        found: Forest::empty(),
         rows_from: store.base_height()?,
         heuristics: h,
     };

@@ -65,19 +65,56 @@ impl MappedArray {
     }
 }
 
-pub struct UnionFind {
-    parent: MappedArray,
+/// Where a union-find keeps its parents, one `u32` per id.
+pub trait Parents {
+    fn get(&self, i: usize) -> u32;
+    fn set(&mut self, i: usize, v: u32);
+    fn len(&self) -> usize;
 }
+
+impl Parents for MappedArray {
+    fn get(&self, i: usize) -> u32 {
+        MappedArray::get(self, i)
+    }
+
+    fn set(&mut self, i: usize, v: u32) {
+        MappedArray::set(self, i, v)
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+}
+
+impl Parents for Vec<u32> {
+    fn get(&self, i: usize) -> u32 {
+        self[i]
+    }
+
+    fn set(&mut self, i: usize, v: u32) {
+        self[i] = v
+    }
+
+    fn len(&self) -> usize {
+        Vec::len(self)
+    }
+}
+
+/// Sets of ids, in a scratch file (a whole build) or on the heap
+/// (`Forest`).
+pub struct UnionFind<P: Parents = MappedArray> {
+    parent: P,
+}
+
+/// The sets a bulk run's epochs link as it goes, over the addresses
+/// numbered so far: 4 bytes an address, where the pairs themselves cost 16
+/// bytes a link (several links an address).
+pub type Forest = UnionFind<Vec<u32>>;
 
 impl UnionFind {
     /// `n` singleton sets, in a scratch file under `dir`.
     pub fn new(dir: &Path, n: u64) -> Result<UnionFind> {
-        if n > u64::from(u32::MAX) {
-            bail!(
-                "{n} addresses: clustering holds address ids as u32, up to {}",
-                u32::MAX
-            );
-        }
+        fits_u32(n)?;
         let mut parent = MappedArray::zeroed(dir, n as usize)?;
         for i in 0..n as usize {
             parent.set(i, i as u32);
@@ -85,6 +122,61 @@ impl UnionFind {
         Ok(UnionFind { parent })
     }
 
+    /// Takes on the sets of `forest`, whose ids are among these.
+    pub fn adopt(&mut self, forest: &Forest) {
+        for (i, &p) in forest.parent.iter().enumerate() {
+            self.parent.set(i, p);
+        }
+    }
+
+    /// Points every id straight at its root, for passes that read roots
+    /// on every worker.
+    pub fn flatten(mut self) -> Roots {
+        for x in 0..self.len() {
+            let root = self.find(x);
+            self.parent.set(x as usize, root as u32);
+        }
+        Roots {
+            parent: self.parent,
+        }
+    }
+}
+
+impl Forest {
+    pub fn empty() -> Forest {
+        UnionFind { parent: Vec::new() }
+    }
+
+    /// Singletons up to id `n`, for the addresses numbered since. Grown
+    /// by an eighth at a time, not doubled: the forest counts against the
+    /// bulk maps' budget.
+    pub fn grow(&mut self, n: u64) -> Result<()> {
+        fits_u32(n)?;
+        let (from, n) = (self.parent.len(), n as usize);
+        if n > self.parent.capacity() {
+            self.parent.reserve_exact((n - from).max(from / 8));
+        }
+        self.parent.extend(from as u32..n as u32);
+        Ok(())
+    }
+
+    /// Heap bytes held.
+    pub fn bytes(&self) -> usize {
+        self.parent.capacity() * 4
+    }
+}
+
+fn fits_u32(n: u64) -> Result<()> {
+    if n > u64::from(u32::MAX) {
+        bail!(
+            "{n} addresses: clustering holds address ids as u32, up to {}",
+            u32::MAX
+        );
+    }
+    Ok(())
+}
+
+impl<P: Parents> UnionFind<P> {
     /// The root of `x`'s set, halving the path on the way.
     pub fn find(&mut self, x: u64) -> u64 {
         let mut x = x as usize;
@@ -109,18 +201,6 @@ impl UnionFind {
 
     pub fn len(&self) -> u64 {
         self.parent.len() as u64
-    }
-
-    /// Points every id straight at its root, for passes that read roots
-    /// on every worker.
-    pub fn flatten(mut self) -> Roots {
-        for x in 0..self.len() {
-            let root = self.find(x);
-            self.parent.set(x as usize, root as u32);
-        }
-        Roots {
-            parent: self.parent,
-        }
     }
 }
 
@@ -157,5 +237,24 @@ mod tests {
         let roots = uf.flatten();
         let all: Vec<u64> = (0..roots.len()).map(|x| roots.get(x)).collect();
         assert_eq!(all, [0, 1, 2, 3, 4, 3, 3, 3, 8, 3]);
+    }
+
+    #[test]
+    fn a_forest_grown_as_ids_come_is_adopted_by_a_whole_build() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut forest = Forest::empty();
+        forest.grow(4).unwrap();
+        forest.union(3, 1);
+        forest.grow(7).unwrap();
+        forest.union(6, 3);
+        forest.union(5, 4);
+        // Ids the forest never saw stay singletons until united.
+        let mut uf = UnionFind::new(dir.path(), 9).unwrap();
+        uf.adopt(&forest);
+        uf.union(8, 4);
+        let roots = uf.flatten();
+        let all: Vec<u64> = (0..roots.len()).map(|x| roots.get(x)).collect();
+        assert_eq!(all, [0, 1, 2, 1, 4, 4, 1, 7, 4]);
+        assert!(Forest::empty().grow(u64::from(u32::MAX) + 1).is_err());
     }
 }

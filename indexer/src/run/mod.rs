@@ -37,9 +37,9 @@ pub struct IndexOptions {
     /// Checked against the magic bytes when given.
     pub network: Option<Network>,
     pub threads: Option<usize>,
-    /// Memory for the bulk path's maps (beyond it, the run goes on block by
-    /// block); block by block, half of it budgets the unspent-output and
-    /// address-id caches.
+    /// Memory for the bulk path's maps and its cluster links' sets (beyond
+    /// it, the run goes on block by block); block by block, half of it
+    /// budgets the unspent-output and address-id caches.
     pub cache_mb: usize,
     /// Blk data per committed batch (per epoch on the bulk path): larger
     /// batches write faster, smaller ones lose less work to a crash.
@@ -74,7 +74,7 @@ impl IndexOptions {
             db: db.into(),
             network: None,
             threads: None,
-            cache_mb: 2048,
+            cache_mb: 2560,
             batch_bytes: 32 << 20,
             quiet: false,
             cluster: true,
@@ -268,8 +268,8 @@ impl Indexer {
             summary.stages.push(clock.stop("address totals"));
         }
         let (clock, at) = (Clock::start(), summary.stages.len());
-        // The bulk path's cluster links, and the height from which the
-        // blocks it left to the block-by-block path begin.
+        // The sets the bulk path's cluster links form, and the height from
+        // which the blocks it left to the block-by-block path begin.
         let mut links = None;
         let applied =
             reorg::undo_to_fork(store, &mut writer, &best, &mut summary).and_then(|mut from| {
@@ -277,7 +277,7 @@ impl Indexer {
                     let done =
                         bulk::apply_chain(store, &dir, pool, &best, from, opts, &mut summary)?;
                     from = done.next;
-                    links = done.links.map(|pairs| (pairs, Height(from)));
+                    links = done.links.map(|sets| (sets, Height(from)));
                     if (from - best.base) as usize == best.blocks.len() {
                         return Ok(());
                     }

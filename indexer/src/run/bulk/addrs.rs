@@ -3,38 +3,45 @@
 //! appearance, so that ids come out exactly as the block-by-block writer
 //! gives them.
 
+use anyhow::{bail, Result};
 use rayon::prelude::*;
 use satflow_schema::script::AddrKey;
 use satflow_schema::AddrId;
 
+use super::ordered::OrderedTable;
 use super::shards::Shards;
 
 /// An address by its kind and the first 15 bytes of its hash: 16 bytes
 /// instead of 33, half the map. Address hashes are hash160 or sha256
 /// outputs, so two addresses that share 120 bits are beyond chance (about
-/// 1e-18 among mainnet's 1.5 billion).
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-struct ShortKey([u64; 2]);
+/// 1e-18 among mainnet's 1.5 billion). Laid out as hash bytes 1 to 14,
+/// the kind, then hash byte 0, most significant first: the top 64 bits,
+/// which place a key in its table, and the low byte, which picks the
+/// table, are both uniform.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct ShortKey(u128);
 
 impl ShortKey {
     fn of(key: &AddrKey) -> ShortKey {
+        let mut hash = [0u8; 15];
+        let n = key.hash().len().min(15);
+        hash[..n].copy_from_slice(&key.hash()[..n]);
         let mut bytes = [0u8; 16];
-        bytes[0] = key.kind() as u8;
-        let hash = key.hash();
-        let n = hash.len().min(15);
-        bytes[1..1 + n].copy_from_slice(&hash[..n]);
-        let word = |i: usize| u64::from_le_bytes(bytes[i..i + 8].try_into().expect("8 bytes"));
-        ShortKey([word(0), word(8)])
+        bytes[..14].copy_from_slice(&hash[1..]);
+        bytes[14] = key.kind() as u8;
+        bytes[15] = hash[0];
+        ShortKey(u128::from_be_bytes(bytes))
     }
 
-    /// The hash's first bytes are uniform.
     fn shard(&self) -> u64 {
-        self.0[0] >> 8
+        self.0 as u8 as u64
     }
 }
 
+/// Every address seen so far, by id: ids are kept as u32 (mainnet has
+/// about 1.5 billion addresses), 20 bytes an address.
 pub(super) struct AddrMap {
-    map: Shards<ShortKey, AddrId>,
+    map: Shards<OrderedTable>,
 }
 
 /// What numbering one epoch's outputs found.
@@ -60,14 +67,21 @@ impl AddrMap {
     /// Ids for the addresses of one epoch's outputs (None: no address), in
     /// chain order; an address not seen before gets the next id from
     /// `next` in order of its first output.
-    pub fn number(&self, keys: &[Option<AddrKey>], next: AddrId) -> Numbered {
+    pub fn number(&self, keys: &[Option<AddrKey>], next: AddrId) -> Result<Numbered> {
         let shorts: Vec<Option<ShortKey>> = keys
             .par_iter()
             .map(|key| key.as_ref().map(ShortKey::of))
             .collect();
         let mut ids: Vec<Option<AddrId>> = shorts
             .par_iter()
-            .map(|short| short.and_then(|s| self.map.lock(s.shard()).get(&s).copied()))
+            .map(|short| {
+                short.and_then(|s| {
+                    self.map
+                        .lock(s.shard())
+                        .get(s.0)
+                        .map(|id| AddrId(id.into()))
+                })
+            })
             .collect();
         // The others by address, then position: each address's first
         // output heads its run.
@@ -88,6 +102,13 @@ impl AddrMap {
             .map(|h| (misses[h].1, h))
             .collect();
         by_position.par_sort_unstable();
+        let last = next.0 + by_position.len() as u64;
+        if last > u64::from(OrderedTable::MAX_VALUE) {
+            bail!(
+                "address {last}: the bulk path numbers addresses as u32, up to {}",
+                OrderedTable::MAX_VALUE
+            );
+        }
         let mut id_at_head = vec![AddrId(0); misses.len()];
         for (rank, &(_, h)) in by_position.iter().enumerate() {
             id_at_head[h] = next + rank as u64;
@@ -104,19 +125,18 @@ impl AddrMap {
             .enumerate()
             .for_each(|(rank, &(_, h))| {
                 let short = misses[h].0;
-                self.map
-                    .lock(short.shard())
-                    .insert(short, next + rank as u64);
+                let id = (next.0 + rank as u64) as u32;
+                self.map.lock(short.shard()).insert(short.0, id);
             });
         let new = by_position
             .iter()
             .map(|&(pos, _)| keys[pos as usize].expect("a miss has an address"))
             .collect();
-        Numbered {
+        Ok(Numbered {
             ids,
             new,
             first_seen: by_position.iter().map(|&(pos, _)| pos).collect(),
-        }
+        })
     }
 }
 
@@ -134,7 +154,9 @@ mod tests {
     fn new_addresses_are_numbered_by_first_appearance_across_epochs() {
         let map = AddrMap::new();
         // Key 9 sorts last but appears first; 3 appears twice.
-        let first = map.number(&[key(9), None, key(3), key(5), key(3)], AddrId(10));
+        let first = map
+            .number(&[key(9), None, key(3), key(5), key(3)], AddrId(10))
+            .unwrap();
         assert_eq!(
             first.ids,
             [
@@ -147,7 +169,9 @@ mod tests {
         );
         assert_eq!(first.new, [key(9), key(3), key(5)].map(Option::unwrap));
         assert_eq!(first.first_seen, [0, 2, 3]);
-        let second = map.number(&[key(5), key(1), key(9), key(1)], AddrId(13));
+        let second = map
+            .number(&[key(5), key(1), key(9), key(1)], AddrId(13))
+            .unwrap();
         assert_eq!(
             second.ids,
             [

@@ -87,7 +87,7 @@ impl Coin {
 }
 
 pub(super) struct Coins {
-    map: Shards<CoinKey, Coin>,
+    map: Shards<FxHashMap<CoinKey, Coin>>,
     /// The keys this epoch put a second coin under: almost always none.
     dups: Mutex<FxHashMap<CoinKey, Dup>>,
     /// Whether `dups` holds anything, so that inputs need not lock it.

@@ -118,7 +118,7 @@ pub(super) fn build(
         .par_iter()
         .flat_map_iter(|t| t.tx.outputs.iter().map(|o| o.addr))
         .collect();
-    let numbered = addrs.number(&keys, ids.addr);
+    let numbered = addrs.number(&keys, ids.addr)?;
     layout.txs.par_iter().for_each(|t| {
         for (vout, out) in t.tx.outputs.iter().enumerate() {
             // OP_RETURN outputs can never be spent: not worth a slot.

@@ -26,13 +26,14 @@
 mod addrs;
 mod coins;
 mod epoch;
+mod ordered;
 mod shards;
 mod totals;
 
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
-use satflow_schema::{meta, AddrId, Height, NextIds};
+use satflow_schema::{meta, Height, NextIds};
 
 pub(super) use totals::finish;
 
@@ -40,7 +41,7 @@ use super::pipeline::{parse_ahead, split_by_bytes, Committed};
 use super::{IndexOptions, Stage, Summary};
 use crate::blkfiles::BlocksDir;
 use crate::chain::{BestChain, Node};
-use crate::cluster;
+use crate::cluster::{self, Forest};
 use crate::flow;
 use crate::parse::ParsedBlock;
 use crate::progress::Progress;
@@ -61,9 +62,9 @@ pub(super) struct Done {
     /// The height to go on from block by block: past the tip, unless the
     /// maps outgrew their budget first.
     pub next: u32,
-    /// When clusters are kept: the address pairs the heuristics link in
-    /// the blocks below `next`, for the cluster build.
-    pub links: Option<Vec<(AddrId, AddrId)>>,
+    /// When clusters are kept: the sets the heuristics' links form in the
+    /// blocks below `next`, for the cluster build.
+    pub links: Option<Forest>,
 }
 
 /// Indexes the chain from height `from` into an empty index.
@@ -106,7 +107,7 @@ pub(super) fn apply_chain(
         .cluster
         .then(|| cluster::heuristics_in_force(store))
         .transpose()?;
-    let mut links = Vec::new();
+    let mut links = Forest::empty();
     // The epochs' rows, with the height each ends at.
     let (write_tx, write_rx) = crossbeam_channel::bounded::<(SortedBatch, Committed, u32)>(1);
     let (ack_tx, ack_rx) = crossbeam_channel::unbounded::<Result<(Committed, Duration)>>();
@@ -165,9 +166,13 @@ pub(super) fn apply_chain(
                     let mut epoch =
                         pool.install(|| epoch::build(&ok, height, ids, &addrs, &coins, derived))?;
                     resolve_busy += started.elapsed();
-                    links.append(&mut epoch.links);
-                    let pairs = links.capacity() * std::mem::size_of::<(AddrId, AddrId)>();
-                    if addrs.bytes() + coins.bytes() + pairs > budget {
+                    if heuristics.is_some() {
+                        links.grow(epoch.next.addr.0)?;
+                        for (a, b) in epoch.links.drain(..) {
+                            links.union(a.0, b.0);
+                        }
+                    }
+                    if addrs.bytes() + coins.bytes() + links.bytes() > budget {
                         full = true;
                     }
                     height = Height(height.0 + ok.len() as u32);

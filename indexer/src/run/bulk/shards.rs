@@ -1,19 +1,48 @@
-//! A hash map split into shards, each behind its own lock, so that every
+//! A table split into shards, each behind its own lock, so that every
 //! worker can insert and look up at once: the bulk path's address and
 //! unspent-output maps.
 
-use std::hash::Hash;
 use std::sync::{Mutex, MutexGuard};
 
 use rustc_hash::FxHashMap;
 
+use super::ordered::OrderedTable;
+
 const SHARDS: usize = 256;
 
-pub(super) struct Shards<K, V> {
-    shards: Vec<Mutex<FxHashMap<K, V>>>,
+/// What a shard holds: a count and a size.
+pub(super) trait Table: Default {
+    fn len(&self) -> usize;
+    /// Bytes the table holds, used or not.
+    fn bytes(&self) -> usize;
 }
 
-impl<K: Hash + Eq, V> Shards<K, V> {
+impl<K, V> Table for FxHashMap<K, V> {
+    fn len(&self) -> usize {
+        FxHashMap::len(self)
+    }
+
+    /// Slots, used or not, and a control byte each.
+    fn bytes(&self) -> usize {
+        self.capacity() * (std::mem::size_of::<(K, V)>() + 1)
+    }
+}
+
+impl Table for OrderedTable {
+    fn len(&self) -> usize {
+        OrderedTable::len(self)
+    }
+
+    fn bytes(&self) -> usize {
+        OrderedTable::bytes(self)
+    }
+}
+
+pub(super) struct Shards<T> {
+    shards: Vec<Mutex<T>>,
+}
+
+impl<T: Table> Shards<T> {
     pub fn new() -> Self {
         Shards {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
@@ -22,14 +51,14 @@ impl<K: Hash + Eq, V> Shards<K, V> {
 
     /// The shard for a key whose bits `pick` are uniform (any part of a
     /// hash).
-    pub fn lock(&self, pick: u64) -> MutexGuard<'_, FxHashMap<K, V>> {
+    pub fn lock(&self, pick: u64) -> MutexGuard<'_, T> {
         self.shards[pick as usize % SHARDS]
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// `f` of every shard's table, summed.
-    fn sum(&self, f: impl Fn(&FxHashMap<K, V>) -> usize) -> usize {
+    fn sum(&self, f: impl Fn(&T) -> usize) -> usize {
         self.shards
             .iter()
             .map(|s| f(&s.lock().unwrap_or_else(|poisoned| poisoned.into_inner())))
@@ -37,13 +66,10 @@ impl<K: Hash + Eq, V> Shards<K, V> {
     }
 
     pub fn len(&self) -> usize {
-        self.sum(|m| m.len())
+        self.sum(T::len)
     }
 
-    /// Bytes the tables hold: their slots, used or not, and a control byte
-    /// each.
     pub fn bytes(&self) -> usize {
-        let slot = std::mem::size_of::<(K, V)>() + 1;
-        self.sum(|m| m.capacity() * slot)
+        self.sum(T::bytes)
     }
 }
