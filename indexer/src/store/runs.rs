@@ -21,11 +21,13 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Context, Result};
 use rayon::prelude::*;
+use zstd::bulk::Decompressor;
 
 use super::arena::{Arena, Op};
 use super::write::{Landing, Table, ROWS_PER_FILE};
@@ -44,10 +46,13 @@ const FOOTER: u64 = 32;
 const BLOCK: usize = 64 << 10;
 /// zstd's level for the blocks: fast, since a run file is read only once.
 const LEVEL: i32 = 1;
-/// Runs read at once by one merge, each through its own buffer. More runs
-/// than this are first merged in groups (a mainnet run has ~25,000 epochs).
-const FAN_IN: usize = 128;
-const READ_BUFFER: usize = 64 << 10;
+/// Runs read at once by one merge, each through a block of its rows (up
+/// to 64 KiB, and the compressed block it came from: ~100 KB a run, so
+/// ~50 MB a merge, one merge per worker). More runs than this are first
+/// merged in groups: an extra pass over most of the rows, which a 16 GB
+/// chain (471 epochs) needed at 128; a mainnet run has ~25,000 epochs,
+/// two passes at 512.
+const FAN_IN: usize = 512;
 
 impl Store {
     pub(super) fn runs_dir(&self, family: &str) -> PathBuf {
@@ -372,15 +377,14 @@ struct RunFile {
 impl RunFile {
     fn open(path: PathBuf, tag: u32) -> Result<RunFile> {
         let bad = |what: &str, at: u64| format!("{}: {what} at offset {at}", path.display());
-        let mut file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        let file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
         let len = file
             .metadata()
             .with_context(|| bad("reading the size", 0))?
             .len();
         ensure!(len >= FOOTER, "{}", bad("no footer", len));
         let mut footer = [0u8; FOOTER as usize];
-        file.seek(SeekFrom::Start(len - FOOTER))
-            .and_then(|_| file.read_exact(&mut footer))
+        file.read_exact_at(&mut footer, len - FOOTER)
             .with_context(|| bad("reading the footer", len - FOOTER))?;
         let word = |i: usize| u64::from_le_bytes(footer[i * 8..i * 8 + 8].try_into().unwrap());
         let (end, entries) = (word(0), word(2));
@@ -395,8 +399,7 @@ impl RunFile {
             bad("an index past the footer", len - FOOTER)
         );
         let mut bytes = vec![0u8; (len - FOOTER - end) as usize];
-        file.seek(SeekFrom::Start(end))
-            .and_then(|_| file.read_exact(&mut bytes))
+        file.read_exact_at(&mut bytes, end)
             .with_context(|| bad("reading the index", end))?;
         let mut index = Vec::with_capacity(entries as usize);
         let mut at = 0usize;
@@ -424,10 +427,9 @@ impl RunFile {
 /// A run read in key order from where a range starts.
 struct Cursor<'r> {
     run: &'r RunFile,
-    input: BufReader<File>,
+    file: File,
     /// Where the next block starts.
     at: u64,
-    decompressor: zstd::bulk::Decompressor<'static>,
     compressed: Vec<u8>,
     block: Vec<u8>,
     /// Where the next row starts in `block`.
@@ -439,7 +441,12 @@ struct Cursor<'r> {
 impl<'r> Cursor<'r> {
     /// Positioned at the first row whose key is not below `from`; that
     /// row's key in `key`, or None when the run has none.
-    fn open(run: &'r RunFile, from: Option<&[u8]>, key: &mut Vec<u8>) -> Result<Option<Self>> {
+    fn open(
+        run: &'r RunFile,
+        from: Option<&[u8]>,
+        key: &mut Vec<u8>,
+        unzip: &mut Decompressor<'static>,
+    ) -> Result<Option<Self>> {
         let at = match from {
             None => 0,
             Some(from) => {
@@ -447,22 +454,19 @@ impl<'r> Cursor<'r> {
                 i.checked_sub(1).map_or(0, |i| run.index[i].1)
             }
         };
-        let mut file =
+        let file =
             File::open(&run.path).with_context(|| format!("opening {}", run.path.display()))?;
-        file.seek(SeekFrom::Start(at))
-            .with_context(|| format!("{}: seeking to offset {at}", run.path.display()))?;
         let mut cursor = Cursor {
             run,
-            input: BufReader::with_capacity(READ_BUFFER, file),
+            file,
             at,
-            decompressor: zstd::bulk::Decompressor::new()?,
             compressed: Vec::new(),
             block: Vec::new(),
             pos: 0,
             value: 0..0,
         };
         loop {
-            if !cursor.read(key)? {
+            if !cursor.read(key, unzip)? {
                 return Ok(None);
             }
             if from.is_none_or(|from| key.as_slice() >= from) {
@@ -472,12 +476,12 @@ impl<'r> Cursor<'r> {
     }
 
     /// Reads the next row's key into `key`; false past the last row.
-    fn read(&mut self, key: &mut Vec<u8>) -> Result<bool> {
+    fn read(&mut self, key: &mut Vec<u8>, unzip: &mut Decompressor<'static>) -> Result<bool> {
         if self.pos == self.block.len() {
             if self.at >= self.run.end {
                 return Ok(false);
             }
-            self.load_block()?;
+            self.load_block(unzip)?;
         }
         let bad = || {
             format!(
@@ -499,7 +503,7 @@ impl<'r> Cursor<'r> {
         Ok(true)
     }
 
-    fn load_block(&mut self) -> Result<()> {
+    fn load_block(&mut self, unzip: &mut Decompressor<'static>) -> Result<()> {
         let at = self.at;
         let context = || {
             format!(
@@ -508,7 +512,9 @@ impl<'r> Cursor<'r> {
             )
         };
         let mut head = [0u8; 8];
-        self.input.read_exact(&mut head).with_context(context)?;
+        self.file
+            .read_exact_at(&mut head, at)
+            .with_context(context)?;
         let raw_len = u32::from_le_bytes(head[..4].try_into().unwrap()) as usize;
         let compressed_len = u32::from_le_bytes(head[4..].try_into().unwrap()) as usize;
         self.at += 8 + compressed_len as u64;
@@ -518,12 +524,12 @@ impl<'r> Cursor<'r> {
             context()
         );
         self.compressed.resize(compressed_len, 0);
-        self.input
-            .read_exact(&mut self.compressed)
+        self.file
+            .read_exact_at(&mut self.compressed, at + 8)
             .with_context(context)?;
         self.block.clear();
         self.block.reserve(raw_len);
-        self.decompressor
+        unzip
             .decompress_to_buffer(&self.compressed, &mut self.block)
             .with_context(context)?;
         ensure!(
@@ -566,6 +572,8 @@ impl Ord for Head {
 /// The rows of several runs in `[from, to)`, in key order, each key once.
 struct Merge<'r> {
     cursors: Vec<Cursor<'r>>,
+    /// One for all the cursors: they read a block at a time.
+    unzip: Decompressor<'static>,
     heap: BinaryHeap<Reverse<Head>>,
     /// The row last handed out, whose run moves on at the next call.
     last: Option<Head>,
@@ -576,13 +584,14 @@ impl<'r> Merge<'r> {
     fn new(runs: &'r [RunFile], from: Option<&[u8]>, to: Option<&'r [u8]>) -> Result<Self> {
         let mut merge = Merge {
             cursors: Vec::with_capacity(runs.len()),
+            unzip: Decompressor::new()?,
             heap: BinaryHeap::with_capacity(runs.len()),
             last: None,
             to,
         };
         for run in runs {
             let mut key = Vec::new();
-            if let Some(cursor) = Cursor::open(run, from, &mut key)? {
+            if let Some(cursor) = Cursor::open(run, from, &mut key, &mut merge.unzip)? {
                 merge.cursors.push(cursor);
                 merge.push(Head {
                     key,
@@ -600,7 +609,7 @@ impl<'r> Merge<'r> {
     }
 
     fn advance(&mut self, mut head: Head) -> Result<()> {
-        if self.cursors[head.run].read(&mut head.key)? {
+        if self.cursors[head.run].read(&mut head.key, &mut self.unzip)? {
             self.push(head);
         }
         Ok(())
