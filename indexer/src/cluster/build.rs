@@ -49,7 +49,7 @@ pub fn build(store: &Store, links: Links, progress: &mut Progress) -> Result<()>
     remove_stale_scratch(store);
     let started = std::time::Instant::now();
     let mut sets = UnionFind::new(store.path(), next.addr.0)?;
-    sets.adopt(&links.found);
+    sets.adopt(&links.found)?;
     drop(links.found);
     if links.rows_from <= tip.height {
         let rows = (links.rows_from, tip.height);

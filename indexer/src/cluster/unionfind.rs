@@ -1,7 +1,9 @@
 //! Union-find over dense ids in a memory-mapped scratch file: the parent
 //! array of a mainnet-sized chain (~2 billion addresses, 8 GB as u32s) is
 //! paged by the OS rather than held in the heap, so resident memory stays
-//! what the page cache can spare.
+//! what the page cache can spare. While a bulk run finds links, their sets
+//! grow with the addresses on the heap instead (`Forest`, within the bulk
+//! maps' budget), and a whole build takes them on.
 //!
 //! Roots are always the lowest id of their set (a larger root is linked
 //! under a smaller one), which is what makes cluster ids stable: merging
@@ -122,11 +124,19 @@ impl UnionFind {
         Ok(UnionFind { parent })
     }
 
-    /// Takes on the sets of `forest`, whose ids are among these.
-    pub fn adopt(&mut self, forest: &Forest) {
+    /// Takes on the sets of `forest`, whose ids must be among these.
+    pub fn adopt(&mut self, forest: &Forest) -> Result<()> {
+        if forest.len() > self.len() {
+            bail!(
+                "links found over {} addresses, for a build of {}",
+                forest.len(),
+                self.len()
+            );
+        }
         for (i, &p) in forest.parent.iter().enumerate() {
             self.parent.set(i, p);
         }
+        Ok(())
     }
 
     /// Points every id straight at its root, for passes that read roots
@@ -250,11 +260,15 @@ mod tests {
         forest.union(5, 4);
         // Ids the forest never saw stay singletons until united.
         let mut uf = UnionFind::new(dir.path(), 9).unwrap();
-        uf.adopt(&forest);
+        uf.adopt(&forest).unwrap();
         uf.union(8, 4);
         let roots = uf.flatten();
         let all: Vec<u64> = (0..roots.len()).map(|x| roots.get(x)).collect();
         assert_eq!(all, [0, 1, 2, 1, 4, 4, 1, 7, 4]);
+        assert!(UnionFind::new(dir.path(), 6)
+            .unwrap()
+            .adopt(&forest)
+            .is_err());
         assert!(Forest::empty().grow(u64::from(u32::MAX) + 1).is_err());
     }
 }
