@@ -9,7 +9,7 @@ use anyhow::{bail, Result};
 
 /// Descriptors kept free for everything that is not a table file: blk
 /// files read by the writer, sockets of a server's callers, logs.
-const RESERVE: u64 = 512;
+pub(super) const RESERVE: u64 = 512;
 
 /// Raises this process's soft limit on open files to its hard limit;
 /// returns the limit now in force.
@@ -54,7 +54,8 @@ pub(super) fn check_room(path: &Path, limit: u64, handles: u64) -> Result<()> {
     Ok(())
 }
 
-fn table_files(path: &Path) -> u64 {
+/// The table files of the index at `path`: RocksDB keeps each open.
+pub(super) fn table_files(path: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(path) else {
         return 0;
     };

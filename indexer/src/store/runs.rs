@@ -30,6 +30,7 @@ use rayon::prelude::*;
 use zstd::bulk::Decompressor;
 
 use super::arena::{Arena, Op};
+use super::fds;
 use super::write::{Landing, Table, ROWS_PER_FILE};
 use super::Store;
 
@@ -51,8 +52,20 @@ const LEVEL: i32 = 1;
 /// ~50 MB a merge, one merge per worker). More runs than this are first
 /// merged in groups: an extra pass over most of the rows, which a 16 GB
 /// chain (471 epochs) needed at 128; a mainnet run has ~25,000 epochs,
-/// two passes at 512.
+/// two passes at 512. Fewer where the open-file limit is low (`fan_in`).
 const FAN_IN: usize = 512;
+const MIN_FAN_IN: usize = 16;
+
+/// Runs one merge of the index at `path` reads at once: `FAN_IN`, or
+/// fewer where the open-file limit, less the index's table files (RocksDB
+/// keeps each open) and a reserve, would not let every worker's merge hold
+/// its runs open.
+fn fan_in(path: &Path) -> Result<usize> {
+    let limit = fds::raise_limit()?;
+    let free = limit.saturating_sub(fds::table_files(path) + fds::RESERVE);
+    let per_merge = usize::try_from(free).unwrap_or(usize::MAX) / rayon::current_num_threads();
+    Ok(per_merge.clamp(MIN_FAN_IN, FAN_IN))
+}
 
 impl Store {
     pub(super) fn runs_dir(&self, family: &str) -> PathBuf {
@@ -99,8 +112,9 @@ impl Store {
         };
         let started = std::time::Instant::now();
         let (count, bytes) = (runs.len(), runs.iter().map(|r| r.end).sum::<u64>());
-        while runs.len() > FAN_IN {
-            runs = narrow(&dir, runs, through)?;
+        let fan_in = fan_in(&self.path)?;
+        while runs.len() > fan_in {
+            runs = narrow(&dir, runs, through, fan_in)?;
         }
         let bounds = bounds(&runs, rayon::current_num_threads() * 4, group);
         let ranges: Vec<KeyRange> = (0..=bounds.len())
@@ -203,15 +217,21 @@ fn remove(path: &Path) -> Result<()> {
     std::fs::remove_file(path).with_context(|| format!("removing {}", path.display()))
 }
 
-/// Merges groups of `runs` so that one fewer merge round is left, each
-/// group into one run, on every worker; the runs then in `dir`.
-fn narrow(dir: &Path, runs: Vec<RunFile>, through: Option<u32>) -> Result<Vec<RunFile>> {
+/// Merges groups of `runs` so that one fewer merge round of `fan_in` runs
+/// is left, each group into one run, on every worker; the runs then in
+/// `dir`.
+fn narrow(
+    dir: &Path,
+    runs: Vec<RunFile>,
+    through: Option<u32>,
+    fan_in: usize,
+) -> Result<Vec<RunFile>> {
     let mut rest = runs.as_slice();
     let mut jobs = Vec::new();
     // A merged run's name must not be one still there: a kill may have
     // left runs named by an earlier round.
     let mut n = 0;
-    for size in group_sizes(runs.len()) {
+    for size in group_sizes(runs.len(), fan_in) {
         let (inputs, after) = rest.split_at(size);
         rest = after;
         let tag = inputs
@@ -241,19 +261,19 @@ fn narrow(dir: &Path, runs: Vec<RunFile>, through: Option<u32>) -> Result<Vec<Ru
 }
 
 /// The sizes of the groups to merge `runs` runs in, in one round: just
-/// enough runs that one merge can read what is left, or, when that takes
-/// more than one round, every run in groups of `FAN_IN`.
-fn group_sizes(runs: usize) -> Vec<usize> {
-    let excess = runs.saturating_sub(FAN_IN);
-    // Each full group takes FAN_IN runs down to one.
-    let needed = excess.div_ceil(FAN_IN - 1);
-    if needed > FAN_IN {
-        return vec![FAN_IN; runs / FAN_IN];
+/// enough runs that one merge of `fan_in` can read what is left, or, when
+/// that takes more than one round, every run in groups of `fan_in`.
+fn group_sizes(runs: usize, fan_in: usize) -> Vec<usize> {
+    let excess = runs.saturating_sub(fan_in);
+    // Each full group takes fan_in runs down to one.
+    let needed = excess.div_ceil(fan_in - 1);
+    if needed > fan_in {
+        return vec![fan_in; runs / fan_in];
     }
-    let mut sizes = vec![FAN_IN; needed.saturating_sub(1)];
+    let mut sizes = vec![fan_in; needed.saturating_sub(1)];
     if needed > 0 {
         // The last group only as many as are still too many.
-        sizes.push(excess - (needed - 1) * (FAN_IN - 1) + 1);
+        sizes.push(excess - (needed - 1) * (fan_in - 1) + 1);
     }
     sizes
 }
@@ -764,34 +784,36 @@ mod tests {
 
     #[test]
     fn merge_rounds_take_any_number_of_runs_down_to_one_merge() {
-        for runs in [
-            0,
-            1,
-            FAN_IN,
-            FAN_IN + 1,
-            300,
-            FAN_IN * FAN_IN + 5,
-            25_000,
-            3_000_000,
-        ] {
-            let (mut left, mut rounds) = (runs, 0);
-            while left > FAN_IN {
-                let sizes = group_sizes(left);
-                assert!(
-                    sizes.iter().all(|&s| (2..=FAN_IN).contains(&s)),
-                    "{sizes:?}"
-                );
-                assert!(sizes.iter().sum::<usize>() <= left);
-                left = left - sizes.iter().sum::<usize>() + sizes.len();
-                rounds += 1;
+        for (fan_in, most_rounds) in [(FAN_IN, 3), (MIN_FAN_IN, 6)] {
+            for runs in [
+                0,
+                1,
+                fan_in,
+                fan_in + 1,
+                300,
+                fan_in * fan_in + 5,
+                25_000,
+                3_000_000,
+            ] {
+                let (mut left, mut rounds) = (runs, 0);
+                while left > fan_in {
+                    let sizes = group_sizes(left, fan_in);
+                    assert!(
+                        sizes.iter().all(|&s| (2..=fan_in).contains(&s)),
+                        "{sizes:?}"
+                    );
+                    assert!(sizes.iter().sum::<usize>() <= left);
+                    left = left - sizes.iter().sum::<usize>() + sizes.len();
+                    rounds += 1;
+                }
+                assert!(rounds <= most_rounds, "{runs} runs took {rounds} rounds");
+                // A round that can finish merges no more runs than it must.
+                if (fan_in + 1..=fan_in * fan_in).contains(&runs) {
+                    assert_eq!(rounds, 1);
+                    assert_eq!(left, fan_in);
+                }
             }
-            assert!(rounds <= 4, "{runs} runs took {rounds} rounds");
-            // A round that can finish merges no more runs than it must.
-            if (FAN_IN + 1..=FAN_IN * FAN_IN).contains(&runs) {
-                assert_eq!(rounds, 1);
-                assert_eq!(left, FAN_IN);
-            }
+            assert!(group_sizes(fan_in, fan_in).is_empty());
         }
-        assert!(group_sizes(FAN_IN).is_empty());
     }
 }
