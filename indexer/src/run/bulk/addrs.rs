@@ -39,7 +39,8 @@ impl ShortKey {
 }
 
 /// Every address seen so far, by id: ids are kept as u32 (mainnet has
-/// about 1.5 billion addresses), 20 bytes an address.
+/// about 1.5 billion addresses), in 20-byte slots (24–31 bytes an
+/// address, by how full the tables are).
 pub(super) struct AddrMap {
     map: Shards<OrderedTable>,
 }
