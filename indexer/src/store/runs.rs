@@ -62,9 +62,16 @@ const MIN_FAN_IN: usize = 16;
 /// its runs open.
 fn fan_in(path: &Path) -> Result<usize> {
     let limit = fds::raise_limit()?;
-    let free = limit.saturating_sub(fds::table_files(path) + fds::RESERVE);
-    let per_merge = usize::try_from(free).unwrap_or(usize::MAX) / rayon::current_num_threads();
-    Ok(per_merge.clamp(MIN_FAN_IN, FAN_IN))
+    let tables = fds::table_files(path);
+    Ok(fan_in_for(limit, tables, rayon::current_num_threads()))
+}
+
+/// `fan_in` for an open-file `limit`, the index's `tables` and `workers`
+/// merging at once.
+fn fan_in_for(limit: u64, tables: u64, workers: usize) -> usize {
+    let free = limit.saturating_sub(tables + fds::RESERVE);
+    let per_merge = usize::try_from(free).unwrap_or(usize::MAX) / workers.max(1);
+    per_merge.clamp(MIN_FAN_IN, FAN_IN)
 }
 
 impl Store {
@@ -780,6 +787,18 @@ mod tests {
         let all: Vec<Vec<u8>> = ranges.concat();
         assert_eq!(all.len(), 40, "each group in one range, once");
         assert_eq!(store.raw_rows(family).unwrap().len(), 160_000);
+    }
+
+    #[test]
+    fn merges_hold_no_more_runs_open_than_the_file_limit_leaves() {
+        // 2 workers, a generous limit: the widest merge.
+        assert_eq!(fan_in_for(20_000, 3_000, 2), FAN_IN);
+        // 16 workers share what 4,096 leaves beside 1,000 table files.
+        let fan_in = fan_in_for(4_096, 1_000, 16);
+        assert_eq!(fan_in, (4_096 - 1_000 - fds::RESERVE as usize) / 16);
+        assert!(16 * fan_in + 1_000 + fds::RESERVE as usize <= 4_096);
+        // Nothing left: still a merge that makes progress.
+        assert_eq!(fan_in_for(1_024, 5_000, 8), MIN_FAN_IN);
     }
 
     #[test]

@@ -23,9 +23,9 @@ struct ShortKey(u128);
 
 impl ShortKey {
     fn of(key: &AddrKey) -> ShortKey {
-        let mut hash = [0u8; 15];
-        let n = key.hash().len().min(15);
-        hash[..n].copy_from_slice(&key.hash()[..n]);
+        let (full, mut hash) = (key.hash(), [0u8; 15]);
+        let n = full.len().min(15);
+        hash[..n].copy_from_slice(&full[..n]);
         let mut bytes = [0u8; 16];
         bytes[..14].copy_from_slice(&hash[1..]);
         bytes[14] = key.kind() as u8;
