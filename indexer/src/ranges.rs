@@ -4,12 +4,17 @@
 use rayon::prelude::*;
 
 /// Ranges per worker: enough that one slow range does not hold up the rest.
-const PER_WORKER: u64 = 4;
+const PER_WORKER: usize = 4;
 
-/// `[0, end)` cut into ranges of about equal length, a few for each worker
-/// of the current pool.
+/// How many ranges a pass cuts its work into: a few for each worker of
+/// the current pool.
+pub fn parts() -> usize {
+    rayon::current_num_threads() * PER_WORKER
+}
+
+/// `[0, end)` cut into `parts` ranges of about equal length.
 pub fn split(end: u64) -> impl ParallelIterator<Item = (u64, u64)> {
-    let n = rayon::current_num_threads() as u64 * PER_WORKER;
+    let n = parts() as u64;
     let step = end.div_ceil(n.max(1)).max(1);
     (0..end.div_ceil(step))
         .into_par_iter()

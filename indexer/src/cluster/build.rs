@@ -8,7 +8,7 @@
 
 use anyhow::{Context, Result};
 use rayon::prelude::*;
-use satflow_schema::cf::{self, Family};
+use satflow_schema::cf;
 use satflow_schema::cluster::{ClusterStats, Rank, RankKey};
 use satflow_schema::script::ScriptType;
 use satflow_schema::tx::OutputRow;
@@ -16,16 +16,12 @@ use satflow_schema::{AddrId, ClusterId, ClusterKey, Height, NextIds, OutNum, TxN
 
 use super::heights;
 use super::heuristics::{Coin, Heuristics, Spent, TxView};
-use super::runs::{self, Run, Spill};
+use super::runs::{self, Merged, Run, Spill};
 use super::unionfind::{Forest, MappedArray, Roots, UnionFind, SCRATCH_PREFIX};
 use super::view::{coin, spent};
 use crate::progress::Progress;
 use crate::ranges;
-use crate::store::{Landing, SortedBatch, Store};
-
-/// Rows per batch of table files written by passes 2 and 3: bounded
-/// memory (~40 bytes a row) whatever the index's size.
-const RUN_ROWS: usize = 4 << 20;
+use crate::store::{SpillWriter, Store, Tables};
 
 /// Where pass 1 gets the links that unite addresses: the sets they already
 /// formed in the blocks below `rows_from` (the bulk path unites them from
@@ -255,66 +251,62 @@ fn write_members(store: &Store, roots: &Roots) -> Result<MappedArray> {
     Ok(sizes)
 }
 
-/// Rows of the cluster families, each family's in key order, ingested a
-/// batch of `RUN_ROWS` at a time: every batch lies above the last, so its
-/// table files go straight to the last level. Rankings are the exception:
-/// their keys follow the figures, not the clusters.
-struct InOrder<'s> {
-    store: &'s Store,
-    batch: SortedBatch,
-    rows: usize,
-}
-
-impl<'s> InOrder<'s> {
-    fn new(store: &'s Store) -> InOrder<'s> {
-        InOrder {
-            store,
-            batch: SortedBatch::default(),
-            rows: 0,
-        }
-    }
-
-    fn put<F: Family>(&mut self, key: &F::Key, value: &F::Value) -> Result<()> {
-        self.batch.put::<F>(key, value);
-        self.rows += 1;
-        if self.rows >= RUN_ROWS {
-            self.ingest()?;
-        }
-        Ok(())
-    }
-
-    fn ingest(&mut self) -> Result<()> {
-        self.rows = 0;
-        std::mem::take(&mut self.batch).ingest_all(self.store, |family| match family {
-            cf::ClusterRank::NAME => Landing::Compacted,
-            _ => Landing::Bottom,
-        })
-    }
-
-    fn finish(mut self) -> Result<()> {
-        self.ingest()
-    }
-}
-
 /// Pass 3: `cluster_history`, `cluster_stats` and `cluster_rank`. The
 /// members' `history` rows, read in address ranges on every worker, become
-/// sorted runs keyed by cluster and tx (`runs`); merged, each cluster's
-/// rows come out once, in tx order, and its figures are summed on the way.
-/// History and figures are written in key order, so their table files go
-/// straight to the last level.
+/// sorted runs keyed by cluster and tx (`runs`). The runs are merged a range
+/// of cluster roots at a time, on every worker: each cluster's rows come
+/// out once, in tx order, and its figures are summed on the way. A range's
+/// history and figures are written in key order, and no two ranges' keys
+/// overlap, so their table files all go straight to the last level.
+/// Rankings follow the figures, not the clusters: they are sorted through
+/// run files (`Store::spill`) and land on the last level too.
 fn write_history(store: &Store, tip: Height, roots: &Roots, sizes: &MappedArray) -> Result<()> {
     let spill = Spill::new(store.path(), MEMORY_ENTRIES);
     let runs: Vec<Vec<Run>> = ranges::split(roots.len())
         .map(|(from, to)| member_rows(store, roots, sizes, (from, to), &spill))
         .collect::<Result<_>>()?;
-    let mut merged = runs::merge(&spill, runs.into_iter().flatten().collect())?;
+    let fan_in = store.merge_fan_in()?.min(runs::FAN_IN);
+    let runs = runs::narrow(&spill, runs.into_iter().flatten().collect(), fan_in)?;
     let height_of = height_finder(store, tip)?;
-    let mut out = InOrder::new(store);
+    let ranks = store.spill::<cf::ClusterRank>()?;
+    let written = runs::split(&runs, ranges::parts())?
+        .into_par_iter()
+        .map(|range| {
+            let merged = Merged::range(&runs, range)?;
+            let out = Written {
+                history: store.tables(format!("h{}", range.0)),
+                stats: store.tables(format!("s{}", range.0)),
+                ranks: ranks.writer(),
+            };
+            write_clusters(merged, &height_of, sizes, out)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let (history, stats) = written.into_iter().unzip();
+    store.ingest_tables(history)?;
+    store.ingest_tables(stats)?;
+    ranks.merge()
+}
+
+/// Where a root range's cluster rows go.
+struct Written<'s, 'r> {
+    history: Tables<'s, cf::ClusterHistory>,
+    stats: Tables<'s, cf::ClusterStats>,
+    ranks: SpillWriter<'r, 's, cf::ClusterRank>,
+}
+
+/// History, figures and rankings of the clusters `merged` holds; the
+/// table files of the first two are returned, for `ingest_tables`.
+fn write_clusters<'s>(
+    mut merged: Merged,
+    height_of: &impl Fn(TxNum) -> Height,
+    sizes: &MappedArray,
+    mut out: Written<'s, '_>,
+) -> Result<(Tables<'s, cf::ClusterHistory>, Tables<'s, cf::ClusterStats>)> {
     let mut current: Option<(ClusterKey, ClusterStats)> = None;
     while let Some(((root, txnum), row)) = merged.next()? {
         let c = ClusterKey::of(AddrId(u64::from(root)));
         if current.as_ref().is_some_and(|(cur, _)| *cur != c) {
-            put_stats(&mut out, current.take().expect("checked"))?;
+            out.figures(current.take().expect("checked"))?;
         }
         let (_, s) = current.get_or_insert_with(|| {
             // Roots are the lowest member: the key is the oldest address.
@@ -326,12 +318,24 @@ fn write_history(store: &Store, tip: Height, roots: &Roots, sizes: &MappedArray)
             (c, s)
         });
         s.add_tx(height_of(TxNum(txnum)).0, row.credited(), row.sent);
-        out.put::<cf::ClusterHistory>(&(c, TxNum(txnum)), &row)?;
+        out.history.put(&(c, TxNum(txnum)), &row)?;
     }
     if let Some(last) = current {
-        put_stats(&mut out, last)?;
+        out.figures(last)?;
     }
-    out.finish()
+    out.ranks.finish()?;
+    Ok((out.history.finish()?, out.stats.finish()?))
+}
+
+impl Written<'_, '_> {
+    /// A cluster's figures, and its place in each ranking.
+    fn figures(&mut self, (c, s): (ClusterKey, ClusterStats)) -> Result<()> {
+        self.stats.put(&c, &s)?;
+        for rank in [Rank::Size, Rank::Balance] {
+            self.ranks.put(&RankKey::new(rank, &s, c), &())?;
+        }
+        Ok(())
+    }
 }
 
 /// Member rows per sorted run of one range (~40 bytes each), and in the
@@ -369,18 +373,10 @@ fn member_rows(
 }
 
 /// The height of an indexed tx, by its number.
-fn height_finder(store: &Store, tip: Height) -> Result<impl Fn(TxNum) -> Height> {
+fn height_finder(store: &Store, tip: Height) -> Result<impl Fn(TxNum) -> Height + Sync> {
     let base = store.base_height()?;
     let first_txs = heights(base, tip)
         .map(|h| Ok(store.need_block(h)?.first_tx))
         .collect::<Result<Vec<TxNum>>>()?;
     Ok(move |txnum| Height(base.0 + (first_txs.partition_point(|&f| f <= txnum) - 1) as u32))
-}
-
-fn put_stats(out: &mut InOrder, (c, s): (ClusterKey, ClusterStats)) -> Result<()> {
-    out.put::<cf::ClusterStats>(&c, &s)?;
-    for rank in [Rank::Size, Rank::Balance] {
-        out.put::<cf::ClusterRank>(&RankKey::new(rank, &s, c), &())?;
-    }
-    Ok(())
 }

@@ -100,7 +100,7 @@ fn rebuild_with(store: &Store, links: Links, quiet: bool) -> Result<()> {
     // No tip until the build is whole: an interrupted build is started
     // over (with the same heuristics) by the next run, never continued.
     let mut batch = store.batch();
-    clear_clusters(&mut batch);
+    clear_clusters(&mut batch)?;
     batch.delete_meta(meta::ClusterDirty);
     batch.put_meta(meta::ClusterHeuristics, &links.heuristics.to_string());
     put_tip(&mut batch, None);
@@ -114,14 +114,15 @@ fn rebuild_with(store: &Store, links: Links, quiet: bool) -> Result<()> {
     store.flush()
 }
 
-/// Deletes every row of the cluster families.
-fn clear_clusters(batch: &mut Batch) {
-    batch.clear::<cf::ClusterOf>();
-    batch.clear::<cf::ClusterMembers>();
-    batch.clear::<cf::ClusterStats>();
-    batch.clear::<cf::ClusterHistory>();
-    batch.clear::<cf::ClusterRank>();
-    batch.clear::<cf::ClusterUndo>();
+/// Deletes every row of the cluster families (those that hold any: a
+/// first build's table files then go straight to the last level).
+fn clear_clusters(batch: &mut Batch) -> Result<()> {
+    batch.clear_stored::<cf::ClusterOf>()?;
+    batch.clear_stored::<cf::ClusterMembers>()?;
+    batch.clear_stored::<cf::ClusterStats>()?;
+    batch.clear_stored::<cf::ClusterHistory>()?;
+    batch.clear_stored::<cf::ClusterRank>()?;
+    batch.clear_stored::<cf::ClusterUndo>()
 }
 
 /// Blk bytes of the indexed blocks above `height` (all when None): the

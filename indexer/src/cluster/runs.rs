@@ -1,17 +1,20 @@
 //! The cluster build's history rows on their way to `cluster_history`:
 //! (cluster, tx) keys with the members' rows, gathered in address order,
-//! sorted and summed a run at a time, and merged across runs into one
-//! stream in key order. Runs stay in memory up to a budget; beyond it they
-//! go to scratch files, so a mainnet build needs a bounded heap.
+//! sorted and summed a run at a time, and merged across runs in key order,
+//! a range of cluster roots at a time on every worker. Runs stay in memory
+//! up to a budget; beyond it they go to scratch files, so a mainnet build
+//! needs a bounded heap.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{Context, Result};
+use rayon::prelude::*;
 use satflow_schema::address::HistoryRow;
 
 use super::unionfind::SCRATCH_PREFIX;
@@ -127,61 +130,155 @@ impl Writer {
     }
 }
 
-/// Runs merged at most this many at a time, so that a merge holds a
-/// bounded number of scratch files open (a mainnet build makes thousands).
-const FAN_IN: usize = 64;
+/// Runs one merge reads at once, at most (fewer where the open-file limit
+/// is low: `Store::merge_fan_in`): a mainnet build makes thousands, and
+/// each worker merges a range of every run at once.
+pub const FAN_IN: usize = 64;
 
-/// The runs merged into one stream: first `FAN_IN` at a time into longer
-/// runs, until at most `FAN_IN` are left.
-pub fn merge(spill: &Spill, mut runs: Vec<Run>) -> Result<Merged> {
-    while runs.len() > FAN_IN {
-        let mut merged = Merged::new(runs.drain(..FAN_IN).collect())?;
-        let mut out = spill.writer()?;
-        while let Some(entry) = merged.next()? {
-            out.push(&entry)?;
-        }
-        runs.push(out.finish()?);
+/// The runs merged in groups, on every worker, until at most `fan_in` are
+/// left: each group of `fan_in` becomes one run in a scratch file. Only as
+/// many groups as that takes are merged; the other runs are kept as they
+/// are.
+pub fn narrow(spill: &Spill, mut runs: Vec<Run>, fan_in: usize) -> Result<Vec<Run>> {
+    let fan_in = fan_in.max(2);
+    while runs.len() > fan_in {
+        // Each group turns `fan_in` runs into one (the last maybe fewer).
+        let groups = (runs.len() - fan_in).div_ceil(fan_in - 1);
+        let merging = (groups * fan_in).min(runs.len());
+        let mut merged: Vec<Run> = runs
+            .drain(runs.len() - merging..)
+            .collect::<Vec<_>>()
+            .into_par_iter()
+            .chunks(fan_in)
+            .map(|group| {
+                let mut merged = Merged::range(&group, ALL_ROOTS)?;
+                let mut out = spill.writer()?;
+                while let Some(entry) = merged.next()? {
+                    out.push(&entry)?;
+                }
+                out.finish()
+            })
+            .collect::<Result<_>>()?;
+        runs.append(&mut merged);
     }
-    Merged::new(runs)
+    Ok(runs)
 }
 
-/// A run read back in order.
-enum Reader {
-    Memory(std::vec::IntoIter<(Key, HistoryRow)>),
-    Spilled {
-        input: BufReader<File>,
-        left: usize,
-        /// Deleted when the reader is dropped.
-        file: tempfile::NamedTempFile,
-    },
+/// Cluster roots from the first up to the second (u64: the end may be
+/// past every u32 root).
+pub type RootRange = (u64, u64);
+/// The range every root is in.
+pub const ALL_ROOTS: RootRange = (0, u32::MAX as u64 + 1);
+
+/// Root ranges that cut the runs' merged entries into about `parts` of
+/// equal size, in order, together covering `ALL_ROOTS`: each can be merged
+/// on its own, and a cluster's entries all fall in one. Sizes are judged
+/// from a few keys read at even steps of every run.
+pub fn split(runs: &[Run], parts: usize) -> Result<Vec<RootRange>> {
+    const SAMPLES_PER_PART: usize = 8;
+    // (root, entries of its run from there to the next sample)
+    let mut samples = Vec::new();
+    for run in runs {
+        let len = run.len();
+        let steps = (parts * SAMPLES_PER_PART).min(len);
+        for s in 0..steps {
+            let (at, next) = (s * len / steps, (s + 1) * len / steps);
+            samples.push((run.root_at(at)?, next - at));
+        }
+    }
+    samples.sort_unstable();
+    let total: usize = samples.iter().map(|(_, n)| n).sum();
+    let mut cuts = vec![ALL_ROOTS.0];
+    let mut seen = 0;
+    for (root, n) in samples {
+        let root = u64::from(root);
+        if seen * parts >= total * cuts.len() && root > *cuts.last().expect("not empty") {
+            cuts.push(root);
+        }
+        seen += n;
+    }
+    cuts.push(ALL_ROOTS.1);
+    Ok(cuts.windows(2).map(|w| (w[0], w[1])).collect())
 }
 
-impl Reader {
-    fn open(run: Run) -> Result<Reader> {
-        Ok(match run {
-            Run::Memory(entries) => Reader::Memory(entries.into_iter()),
-            Run::Spilled { file, len } => {
-                // A handle of its own, at the start: the written one is at the end.
-                let input = File::open(file.path())
-                    .with_context(|| format!("opening scratch file {}", file.path().display()))?;
+impl Run {
+    fn len(&self) -> usize {
+        match self {
+            Run::Memory(entries) => entries.len(),
+            Run::Spilled { len, .. } => *len,
+        }
+    }
+
+    /// The root of the `i`th entry.
+    fn root_at(&self, i: usize) -> Result<u32> {
+        match self {
+            Run::Memory(entries) => Ok(entries[i].0 .0),
+            Run::Spilled { file, .. } => {
+                let mut bytes = [0u8; 4];
+                file.as_file()
+                    .read_exact_at(&mut bytes, (i * ENTRY_BYTES) as u64)
+                    .with_context(|| format!("reading scratch file {}", file.path().display()))?;
+                Ok(u32::from_le_bytes(bytes))
+            }
+        }
+    }
+
+    /// Where the entries whose roots are at least `root` start.
+    fn find(&self, root: u64) -> Result<usize> {
+        let (mut lo, mut hi) = (0, self.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match u64::from(self.root_at(mid)?) < root {
+                true => lo = mid + 1,
+                false => hi = mid,
+            }
+        }
+        Ok(lo)
+    }
+
+    /// The entries whose roots lie in `roots`, read in order.
+    fn read(&self, (from, to): RootRange) -> Result<Reader<'_>> {
+        let (start, end) = (self.find(from)?, self.find(to)?);
+        Ok(match self {
+            Run::Memory(entries) => Reader::Memory(entries[start..end].iter()),
+            Run::Spilled { file, .. } => {
+                // A handle of its own, at the range's start.
+                let path = file.path();
+                let mut input = File::open(path)
+                    .with_context(|| format!("opening scratch file {}", path.display()))?;
+                input
+                    .seek(SeekFrom::Start((start * ENTRY_BYTES) as u64))
+                    .with_context(|| format!("reading scratch file {}", path.display()))?;
                 Reader::Spilled {
                     input: BufReader::with_capacity(BUFFER, input),
-                    left: len,
-                    file,
+                    left: end - start,
+                    path,
                 }
             }
         })
     }
+}
 
+/// A range of a run, read in order.
+enum Reader<'r> {
+    Memory(std::slice::Iter<'r, (Key, HistoryRow)>),
+    Spilled {
+        input: BufReader<File>,
+        left: usize,
+        path: &'r Path,
+    },
+}
+
+impl Reader<'_> {
     fn next(&mut self) -> Result<Option<(Key, HistoryRow)>> {
         match self {
-            Reader::Memory(entries) => Ok(entries.next()),
+            Reader::Memory(entries) => Ok(entries.next().copied()),
             Reader::Spilled { left: 0, .. } => Ok(None),
-            Reader::Spilled { input, left, file } => {
+            Reader::Spilled { input, left, path } => {
                 let mut bytes = [0u8; ENTRY_BYTES];
                 input
                     .read_exact(&mut bytes)
-                    .with_context(|| format!("reading scratch file {}", file.path().display()))?;
+                    .with_context(|| format!("reading scratch file {}", path.display()))?;
                 *left -= 1;
                 let word = |i: usize| {
                     u64::from_le_bytes(bytes[4 + i * 8..12 + i * 8].try_into().expect("8 bytes"))
@@ -198,22 +295,23 @@ impl Reader {
     }
 }
 
-/// Every key of `runs` once, in order, with its rows summed across runs.
-pub struct Merged {
-    readers: Vec<Reader>,
+/// Every key of a root range of some runs once, in order, with its rows
+/// summed across runs.
+pub struct Merged<'r> {
+    readers: Vec<Reader<'r>>,
     /// Each reader's next entry, keyed by its key and reader.
     heads: BinaryHeap<Reverse<(Key, usize)>>,
     rows: Vec<HistoryRow>,
 }
 
-impl Merged {
-    pub fn new(runs: Vec<Run>) -> Result<Merged> {
+impl<'r> Merged<'r> {
+    /// The entries of `runs` whose roots lie in `roots`.
+    pub fn range(runs: &'r [Run], roots: RootRange) -> Result<Merged<'r>> {
         let mut merged = Merged {
-            readers: runs.into_iter().map(Reader::open).collect::<Result<_>>()?,
+            readers: runs.iter().map(|r| r.read(roots)).collect::<Result<_>>()?,
             heads: BinaryHeap::new(),
-            rows: Vec::new(),
+            rows: vec![HistoryRow::default(); runs.len()],
         };
-        merged.rows = vec![HistoryRow::default(); merged.readers.len()];
         for i in 0..merged.readers.len() {
             merged.advance(i)?;
         }
@@ -287,7 +385,8 @@ mod tests {
             ])
             .unwrap();
         assert!(matches!(spilled, Run::Spilled { len: 3, .. }));
-        let all = drain(merge(&spill, vec![kept, spilled, Run::Memory(Vec::new())]).unwrap());
+        let runs = [kept, spilled, Run::Memory(Vec::new())];
+        let all = drain(Merged::range(&runs, ALL_ROOTS).unwrap());
         let sum = |received, sent, opened| HistoryRow {
             received,
             sent,
@@ -301,30 +400,80 @@ mod tests {
                 ((5, 9), sum(5, 32, 3)),
             ]
         );
+        // A range of roots reads only its own, from either kind of run.
+        assert_eq!(drain(Merged::range(&runs, (3, 5)).unwrap()), all[1..2]);
     }
 
     #[test]
-    fn more_runs_than_the_fan_in_are_merged_in_rounds() {
+    fn more_runs_than_the_fan_in_are_merged_in_groups() {
+        let fan_in = 8;
+        // Some counts leave a last group short of the fan-in.
+        for count in [9, 23, 3 * fan_in as u64 + 5, 80] {
+            let dir = tempfile::tempdir().unwrap();
+            let spill = Spill::new(dir.path(), 0);
+            // Run r holds keys r..r+3 of cluster 1, each received r + 1.
+            let runs: Vec<Run> = (0..count)
+                .map(|r| {
+                    let entries = (r..r + 3).map(|tx| ((1, tx), row(r + 1, 0))).collect();
+                    spill.run(entries).unwrap()
+                })
+                .collect();
+            let runs = narrow(&spill, runs, fan_in).unwrap();
+            assert!(runs.len() <= fan_in, "{count}: {} runs", runs.len());
+            let all = drain(Merged::range(&runs, ALL_ROOTS).unwrap());
+            let last = count - 1;
+            assert_eq!(all.len() as u64, last + 3);
+            for ((root, tx), sum) in all {
+                // Key tx is in runs tx-2..=tx (those that exist).
+                let runs = tx.saturating_sub(2)..=tx.min(last);
+                assert_eq!(root, 1);
+                assert_eq!(sum.received, runs.clone().map(|r| r + 1).sum::<u64>());
+                assert_eq!(sum.opened, runs.count() as u64);
+            }
+            // Every scratch file is gone with its run.
+            drop(runs);
+            assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        }
+    }
+
+    #[test]
+    fn root_ranges_cover_every_entry_once_and_share_them_out() {
         let dir = tempfile::tempdir().unwrap();
-        let spill = Spill::new(dir.path(), 0);
-        // Run r holds keys r..r+3 of cluster 1, each received r + 1.
-        let runs: Vec<Run> = (0..2 * FAN_IN as u64 + 5)
+        // Half the runs kept in memory, half spilled.
+        let spill = Spill::new(dir.path(), 4 * 1500);
+        // 1,000 roots, a tx each per run (1,500 entries); root 21 a large
+        // cluster.
+        let runs: Vec<Run> = (0..8u64)
             .map(|r| {
-                let entries = (r..r + 3).map(|tx| ((1, tx), row(r + 1, 0))).collect();
+                let mut entries: Vec<_> = (0..1000u32)
+                    .map(|root| ((root * 3, r), row(u64::from(root), 0)))
+                    .collect();
+                entries.extend((0..500).map(|tx| ((21, 1000 + r * 500 + tx), row(1, 0))));
                 spill.run(entries).unwrap()
             })
             .collect();
-        let all = drain(merge(&spill, runs).unwrap());
-        let last = 2 * FAN_IN as u64 + 4;
-        assert_eq!(all.len() as u64, last + 3);
-        for ((root, tx), sum) in all {
-            // Key tx is in runs tx-2..=tx (those that exist).
-            let runs = tx.saturating_sub(2)..=tx.min(last);
-            assert_eq!(root, 1);
-            assert_eq!(sum.received, runs.clone().map(|r| r + 1).sum::<u64>());
-            assert_eq!(sum.opened, runs.count() as u64);
+        assert!(runs.iter().any(|r| matches!(r, Run::Memory(_))));
+        assert!(runs.iter().any(|r| matches!(r, Run::Spilled { .. })));
+        let whole = drain(Merged::range(&runs, ALL_ROOTS).unwrap());
+        let parts = 6;
+        let ranges = split(&runs, parts).unwrap();
+        assert_eq!(ranges.first().unwrap().0, ALL_ROOTS.0);
+        assert_eq!(ranges.last().unwrap().1, ALL_ROOTS.1);
+        assert!(ranges
+            .windows(2)
+            .all(|w| w[0].1 == w[1].0 && w[0].0 < w[0].1));
+        let pieces: Vec<_> = ranges
+            .iter()
+            .map(|&r| drain(Merged::range(&runs, r).unwrap()))
+            .collect();
+        assert_eq!(pieces.concat(), whole);
+        // About equal shares: none over twice its due but the large
+        // cluster's (4,000 of the 12,000 entries, in one range).
+        assert!(pieces.len() >= parts - 1, "{} ranges", pieces.len());
+        let due = whole.len() / parts;
+        let small = pieces.iter().filter(|p| !p.iter().any(|e| e.0 .0 == 21));
+        for p in small {
+            assert!(p.len() <= 2 * due, "{} entries of {due}", p.len());
         }
-        // Every scratch file is gone with its run.
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }

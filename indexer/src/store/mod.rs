@@ -29,7 +29,7 @@ use satflow_schema::{meta, Height, TxNum, SCHEMA_VERSION};
 pub use arena::Arena;
 pub use read::Direction;
 pub use sorted::SortedBatch;
-pub use spill::Spill;
+pub use spill::{Spill, SpillWriter};
 pub use tables::Tables;
 pub use write::{Batch, Landing};
 
@@ -139,6 +139,9 @@ impl Store {
             _follower_dir: follower_dir,
         };
         store.check_schema(access)?;
+        if access == Access::Write {
+            store.clear_ingest_dir()?;
+        }
         Ok(store)
     }
 

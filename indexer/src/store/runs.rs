@@ -52,22 +52,13 @@ const LEVEL: i32 = 1;
 /// ~50 MB a merge, one merge per worker). More runs than this are first
 /// merged in groups: an extra pass over most of the rows, which a 16 GB
 /// chain (471 epochs) needed at 128; a mainnet run has ~25,000 epochs,
-/// two passes at 512. Fewer where the open-file limit is low (`fan_in`).
+/// two passes at 512. Fewer where the open-file limit is low
+/// (`Store::merge_fan_in`).
 const FAN_IN: usize = 512;
 const MIN_FAN_IN: usize = 16;
 
-/// Runs one merge of the index at `path` reads at once: `FAN_IN`, or
-/// fewer where the open-file limit, less the index's table files (RocksDB
-/// keeps each open) and a reserve, would not let every worker's merge hold
-/// its runs open.
-fn fan_in(path: &Path) -> Result<usize> {
-    let limit = fds::raise_limit()?;
-    let tables = fds::table_files(path);
-    Ok(fan_in_for(limit, tables, rayon::current_num_threads()))
-}
-
-/// `fan_in` for an open-file `limit`, the index's `tables` and `workers`
-/// merging at once.
+/// `Store::merge_fan_in` for an open-file `limit`, the index's `tables`
+/// and `workers` merging at once.
 fn fan_in_for(limit: u64, tables: u64, workers: usize) -> usize {
     let free = limit.saturating_sub(tables + fds::RESERVE);
     let per_merge = usize::try_from(free).unwrap_or(usize::MAX) / workers.max(1);
@@ -75,6 +66,17 @@ fn fan_in_for(limit: u64, tables: u64, workers: usize) -> usize {
 }
 
 impl Store {
+    /// Runs one merge of this index reads at once: `FAN_IN`, or fewer
+    /// where the open-file limit, less the index's table files (RocksDB
+    /// keeps each open) and a reserve, would not let every worker's merge
+    /// hold its runs open. Other merges of files beside the index (the
+    /// cluster build's) keep within it too.
+    pub fn merge_fan_in(&self) -> Result<usize> {
+        let limit = fds::raise_limit()?;
+        let tables = fds::table_files(&self.path);
+        Ok(fan_in_for(limit, tables, rayon::current_num_threads()))
+    }
+
     pub(super) fn runs_dir(&self, family: &str) -> PathBuf {
         self.path.join(RUNS_DIR).join(family)
     }
@@ -119,7 +121,7 @@ impl Store {
         };
         let started = std::time::Instant::now();
         let (count, bytes) = (runs.len(), runs.iter().map(|r| r.end).sum::<u64>());
-        let fan_in = fan_in(&self.path)?;
+        let fan_in = self.merge_fan_in()?;
         while runs.len() > fan_in {
             runs = narrow(&dir, runs, through, fan_in)?;
         }

@@ -71,6 +71,15 @@ impl<F: Family> Tables<'_, F> {
         Ok(())
     }
 
+    /// Writes the rows it still holds and lets their buffer go: a writer
+    /// done with its rows holds only its files' names until
+    /// `ingest_tables`.
+    pub fn finish(mut self) -> Result<Self> {
+        self.write()?;
+        self.rows = Arena::default();
+        Ok(self)
+    }
+
     fn write(&mut self) -> Result<()> {
         if self.rows.is_empty() {
             return Ok(());
@@ -125,5 +134,21 @@ mod tests {
         c.put(&OutNum(20), &spend(0)).unwrap();
         let err = format!("{:#}", store.ingest_tables(vec![c]).unwrap_err());
         assert!(err.contains("spends.c.0.sst"), "{err}");
+    }
+
+    #[test]
+    fn files_a_killed_writer_left_are_removed_at_the_next_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Access::Write).unwrap();
+        let mut a = store.tables::<cf::Spends>("a");
+        a.put(&OutNum(1), &spend(1)).unwrap();
+        // Written, never handed to RocksDB: the writer stops here.
+        drop(a.finish().unwrap());
+        drop(store);
+        let left = dir.path().join("ingest/spends.a.0.sst");
+        assert!(left.exists());
+        let store = Store::open(dir.path(), Access::Write).unwrap();
+        assert!(!left.exists());
+        assert_eq!(store.scan_all::<cf::Spends>().count(), 0);
     }
 }

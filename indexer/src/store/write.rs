@@ -53,6 +53,16 @@ impl<'s> Batch<'s> {
             .delete_range_cf(self.store.cf::<F>(), &[][..], &PAST_ID_KEYS[..]);
     }
 
+    /// `clear`, only where `F` holds rows: a range deletion, even over
+    /// nothing, holds the table files ingested into `F` next above it, off
+    /// the last level, for a compaction to rewrite them all.
+    pub fn clear_stored<F: Family>(&mut self) -> Result<()> {
+        if self.store.last::<F>()?.is_some() {
+            self.clear::<F>();
+        }
+        Ok(())
+    }
+
     /// Puts back a row of the family named `family` as bytes an undo
     /// record kept.
     pub fn put_raw(&mut self, family: &str, key: &[u8], value: &[u8]) {
@@ -148,6 +158,21 @@ impl Store {
             })
             .collect::<Result<Vec<_>>>()?;
         self.ingest_files(family, rows.len(), files)
+    }
+
+    /// Removes the table files a killed writer left before handing them
+    /// to RocksDB (a large pass keeps its files until its end). Only the
+    /// writer, which holds the database's lock, builds files there, so
+    /// whatever a writer finds there at open is stale; a name that is a
+    /// second link to a live table file goes, the table stays.
+    pub(super) fn clear_ingest_dir(&self) -> Result<()> {
+        let dir = self.path.join(INGEST_DIR);
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).with_context(|| format!("removing {}", dir.display()))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// A fresh path for the `part`th table file of `family`. A run killed

@@ -66,16 +66,10 @@ pub fn finish(store: &Store, pool: &rayon::ThreadPool) -> Result<bool> {
     let compacted = started.elapsed();
     let next = store.tip_block()?.map(|b| b.next_ids()).unwrap_or_default();
     // Whatever an interrupted run left: a reorg's block-by-block undo
-    // merges into addr_stats. Only where there is something: a range
-    // deletion would hold the table files ingested next above it, off the
-    // last level, for a compaction to rewrite them all again.
+    // merges into addr_stats.
     let mut batch = store.batch();
-    if store.last::<cf::AddrUtxos>()?.is_some() {
-        batch.clear::<cf::AddrUtxos>();
-    }
-    if store.last::<cf::AddrStats>()?.is_some() {
-        batch.clear::<cf::AddrStats>();
-    }
+    batch.clear_stored::<cf::AddrUtxos>()?;
+    batch.clear_stored::<cf::AddrStats>()?;
     if !batch.is_empty() {
         store.write(batch)?;
     }
