@@ -18,6 +18,7 @@ use rayon::prelude::*;
 use satflow_schema::address::HistoryRow;
 
 use super::unionfind::SCRATCH_PREFIX;
+use crate::store::group_sizes;
 
 /// A cluster's root address number and a tx number: the order of
 /// `cluster_history`'s keys.
@@ -136,20 +137,21 @@ impl Writer {
 pub const FAN_IN: usize = 64;
 
 /// The runs merged in groups, on every worker, until at most `fan_in` are
-/// left: each group of `fan_in` becomes one run in a scratch file. Only as
-/// many groups as that takes are merged; the other runs are kept as they
-/// are.
+/// left: each group becomes one run in a scratch file. The groups are as
+/// `store::group_sizes` has them, so that only as many runs are merged as
+/// that takes; the others are kept as they are.
 pub fn narrow(spill: &Spill, mut runs: Vec<Run>, fan_in: usize) -> Result<Vec<Run>> {
-    let fan_in = fan_in.max(2);
     while runs.len() > fan_in {
-        // Each group turns `fan_in` runs into one (the last maybe fewer).
-        let groups = (runs.len() - fan_in).div_ceil(fan_in - 1);
-        let merging = (groups * fan_in).min(runs.len());
-        let mut merged: Vec<Run> = runs
-            .drain(runs.len() - merging..)
-            .collect::<Vec<_>>()
+        let sizes = group_sizes(runs.len(), fan_in);
+        let mut merging = runs
+            .split_off(runs.len() - sizes.iter().sum::<usize>())
+            .into_iter();
+        let groups: Vec<Vec<Run>> = sizes
+            .iter()
+            .map(|&size| merging.by_ref().take(size).collect())
+            .collect();
+        let merged: Vec<Run> = groups
             .into_par_iter()
-            .chunks(fan_in)
             .map(|group| {
                 let mut merged = Merged::range(&group, ALL_ROOTS)?;
                 let mut out = spill.writer()?;
@@ -159,7 +161,7 @@ pub fn narrow(spill: &Spill, mut runs: Vec<Run>, fan_in: usize) -> Result<Vec<Ru
                 out.finish()
             })
             .collect::<Result<_>>()?;
-        runs.append(&mut merged);
+        runs.extend(merged);
     }
     Ok(runs)
 }

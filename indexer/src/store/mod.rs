@@ -28,6 +28,7 @@ use satflow_schema::{meta, Height, TxNum, SCHEMA_VERSION};
 
 pub use arena::Arena;
 pub use read::Direction;
+pub use runs::group_sizes;
 pub use sorted::SortedBatch;
 pub use spill::{Spill, SpillWriter};
 pub use tables::Tables;

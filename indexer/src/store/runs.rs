@@ -272,7 +272,8 @@ fn narrow(
 /// The sizes of the groups to merge `runs` runs in, in one round: just
 /// enough runs that one merge of `fan_in` can read what is left, or, when
 /// that takes more than one round, every run in groups of `fan_in`.
-fn group_sizes(runs: usize, fan_in: usize) -> Vec<usize> {
+/// The cluster build's merge of its own runs goes by it too.
+pub fn group_sizes(runs: usize, fan_in: usize) -> Vec<usize> {
     let excess = runs.saturating_sub(fan_in);
     // Each full group takes fan_in runs down to one.
     let needed = excess.div_ceil(fan_in - 1);
