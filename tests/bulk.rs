@@ -150,9 +150,10 @@ fn a_bulk_run_stopped_by_a_corrupt_block_keeps_what_came_before() {
 }
 
 /// While the `bulk` row says the address totals are behind (a bulk run
-/// was killed before its end), address summaries and unspent outputs are
-/// refused with the reason; the next run builds the totals from the rows,
-/// equal to what they were.
+/// was killed before its end), address summaries, unspent outputs and
+/// traces are refused with the reason; the next run builds the totals from
+/// the rows, and marks the flow graph's spent outputs, equal to what they
+/// were.
 #[test]
 fn totals_a_killed_bulk_run_left_behind_are_refused_then_rebuilt() {
     use satflow_indexer::{address, Network};
@@ -162,6 +163,19 @@ fn totals_a_killed_bulk_run_left_behind_are_refused_then_rebuilt() {
 
     let (blocks, db) = synth_chain(14, 4 << 20);
     let before = dump_all(db.path());
+    let flow_before = flow_graph(db.path());
+    // A bulk run's epochs leave every output unmarked (the spender, each
+    // output's second of three words, unset: all ones).
+    let outputs = db.path().join("flow/outputs");
+    let mut words = std::fs::read(&outputs).unwrap();
+    let spent = words
+        .chunks_exact_mut(24)
+        .filter(|o| o[8..16] != [0xff; 8])
+        .map(|o| o[8..16].fill(0xff))
+        .count();
+    assert!(spent > 1000, "{spent} spent outputs");
+    std::fs::write(&outputs, &words).unwrap();
+    assert_ne!(flow_graph(db.path()), flow_before);
     let addr = {
         let store = Store::open(db.path(), Access::Write).unwrap();
         let (_, key) = store.scan_all::<cf::Addrs>().next().unwrap().unwrap();
@@ -191,9 +205,14 @@ fn totals_a_killed_bulk_run_left_behind_are_refused_then_rebuilt() {
         Err(QueryError::FailedPrecondition(_)) => {}
         other => panic!("{other:?}"),
     }
+    match q.0.flow().err() {
+        Some(QueryError::FailedPrecondition(why)) => assert!(why.contains("traces"), "{why}"),
+        other => panic!("{other:?}"),
+    }
     drop(q);
     index(blocks.path(), db.path());
     assert_same(&dump_all(db.path()), &before);
+    assert_eq!(flow_graph(db.path()), flow_before);
     let summary = query::Q::open(db.path()).summary(&addr).unwrap().unwrap();
     assert!(summary.tx_count > 0);
 }

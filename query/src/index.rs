@@ -155,8 +155,17 @@ impl Index {
     }
 
     /// The flow graph taint traces walk, checked to be on the index's
-    /// chain (it may lag).
+    /// chain (it may lag), and to have its spenders: a first run marks them
+    /// only at its end.
     pub fn flow(&self) -> Result<Arc<Flow>> {
+        self.built()?;
+        self.flow_appended()
+    }
+
+    /// The flow graph as appended so far, checked to be on the index's
+    /// chain, whose spenders a first run may not have marked yet: enough
+    /// for the watch, which judges a block by its own inputs and outputs.
+    pub(crate) fn flow_appended(&self) -> Result<Arc<Flow>> {
         let flow = self.flow.get()?;
         let tip = flow.tip();
         if let Some(h) = tip.height() {
@@ -205,12 +214,14 @@ impl Index {
     /// Fails, saying why, while a first `satflow index` run builds the
     /// index in bulk (the `bulk` meta row): until its end the rows found by
     /// txid or address, spends and address totals are missing (`txids`,
-    /// `addr_ids`, `spends` and `history` wait in run files). Asked only
-    /// on a miss: a row that is there is right, and a hit costs no more.
+    /// `addr_ids`, `spends` and `history` wait in run files), and so are
+    /// the flow graph's spenders. Asked only on a miss, and before a walk
+    /// of the flow graph: a row that is there is right, and a hit costs no
+    /// more.
     pub(crate) fn built(&self) -> Result<()> {
         if self.store.meta(meta::Bulk)?.is_some() {
             return Err(QueryError::FailedPrecondition(
-                "the index is being built by a first `satflow index` run: lookups by txid and address, spends and balances are there once it has finished; ask again then".into(),
+                "the index is being built by a first `satflow index` run: lookups by txid and address, spends, balances and traces are there once it has finished; ask again then".into(),
             ));
         }
         Ok(())

@@ -2,6 +2,7 @@
 //! read-write, grown in large steps and never shrunk.
 
 use std::fs::{File, OpenOptions};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -79,6 +80,13 @@ impl ArrayFile {
         Ok(())
     }
 
+    /// The bytes of `words`, to write in place (each word native-endian,
+    /// as `set` writes it); they end at `len`.
+    pub fn bytes_mut(&mut self, words: Range<usize>) -> &mut [u8] {
+        let end = words.end.min(self.len);
+        &mut self.map[words.start.min(end) * 8..end * 8]
+    }
+
     pub fn get(&self, i: usize) -> u64 {
         u64::from_ne_bytes(self.map[i * 8..i * 8 + 8].try_into().expect("8 bytes"))
     }
@@ -93,14 +101,24 @@ impl ArrayFile {
     /// resident as long as the map, and a bulk run's peak memory grows with
     /// the graph (several GB at 16 GB of blk data).
     pub fn sync(&self) -> Result<()> {
+        self.sync_range(0..self.map.len() / 8)
+    }
+
+    /// `sync` for the pages that hold `words`.
+    pub fn sync_range(&self, words: Range<usize>) -> Result<()> {
+        let (offset, len) = (words.start * 8, words.len() * 8);
         self.map
-            .flush()
+            .flush_range(offset, len)
             .with_context(|| format!("syncing {}", self.path.display()))?;
         // SAFETY: a shared mapping of a file: dropped pages keep their
         // contents in the file, and no reference into the map outlives
-        // this call (`get` copies words out).
-        unsafe { self.map.unchecked_advise(UncheckedAdvice::DontNeed) }
-            .with_context(|| format!("releasing the pages of {}", self.path.display()))
+        // this call (`get` copies words out, `bytes_mut` borrows the file
+        // mutably).
+        unsafe {
+            self.map
+                .unchecked_advise_range(UncheckedAdvice::DontNeed, offset, len)
+        }
+        .with_context(|| format!("releasing the pages of {}", self.path.display()))
     }
 }
 

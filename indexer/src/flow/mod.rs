@@ -31,7 +31,7 @@ use bitcoin::hashes::Hash;
 use bitcoin::BlockHash;
 use memmap2::Mmap;
 
-pub use update::{update, Appender};
+pub use update::{set_spenders, update, Appender};
 
 /// Subdirectory of the database directory.
 pub const DIR: &str = "flow";

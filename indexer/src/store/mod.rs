@@ -12,6 +12,7 @@ mod runs;
 mod sorted;
 mod spill;
 mod tables;
+mod tournament;
 mod write;
 
 use std::ffi::OsString;

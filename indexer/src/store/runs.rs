@@ -18,8 +18,6 @@
 //! block; then `[where the index starts u64][rows u64][blocks u64][MAGIC
 //! u64]`.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::os::unix::fs::FileExt;
@@ -31,6 +29,7 @@ use zstd::bulk::Decompressor;
 
 use super::arena::{Arena, Op};
 use super::fds;
+use super::tournament::LoserTree;
 use super::write::{Landing, Table, ROWS_PER_FILE};
 use super::Store;
 
@@ -576,38 +575,44 @@ impl<'r> Cursor<'r> {
     }
 }
 
-/// The next row of one run, in the merge's heap: least key first.
-struct Head {
-    key: Vec<u8>,
-    run: usize,
-}
-
-impl PartialEq for Head {
-    fn eq(&self, other: &Self) -> bool {
-        (&self.key, self.run) == (&other.key, other.run)
-    }
-}
-impl Eq for Head {}
-impl PartialOrd for Head {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Head {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (&self.key, self.run).cmp(&(&other.key, other.run))
-    }
-}
-
 /// The rows of several runs in `[from, to)`, in key order, each key once.
 struct Merge<'r> {
     cursors: Vec<Cursor<'r>>,
     /// One for all the cursors: they read a block at a time.
     unzip: Decompressor<'static>,
-    heap: BinaryHeap<Reverse<Head>>,
-    /// The row last handed out, whose run moves on at the next call.
-    last: Option<Head>,
+    /// Per cursor: its current row's key, None once it has no more rows
+    /// before `to`.
+    keys: Vec<Option<Vec<u8>>>,
+    /// Per cursor: its key's first 8 bytes, big-endian: most matches are
+    /// decided by one integer comparison.
+    prefixes: Vec<u64>,
+    /// None without cursors; taken out during a step, which reads `keys`
+    /// while it replays the tree.
+    tree: Option<LoserTree>,
+    /// The cursor whose row was last handed out: it moves on at the next
+    /// call.
+    last: Option<usize>,
+    /// The key last handed out, to skip a second copy of it.
+    previous: Option<Vec<u8>>,
     to: Option<&'r [u8]>,
+}
+
+/// A key's first 8 bytes as a big-endian integer, zero-padded: ordered as
+/// the keys are, except that keys equal in them need comparing whole.
+fn prefix(key: &[u8]) -> u64 {
+    let mut bytes = [0u8; 8];
+    let n = key.len().min(8);
+    bytes[..n].copy_from_slice(&key[..n]);
+    u64::from_be_bytes(bytes)
+}
+
+/// Whether cursor a's row comes before b's: least key first, then the
+/// older run; a cursor with no rows left after every other.
+fn beats(keys: &[Option<Vec<u8>>], prefixes: &[u64], a: usize, b: usize) -> bool {
+    match (&keys[a], &keys[b]) {
+        (Some(x), Some(y)) => (prefixes[a], x.as_slice(), a) < (prefixes[b], y.as_slice(), b),
+        (x, y) => x.is_some() || (y.is_none() && a < b),
+    }
 }
 
 impl<'r> Merge<'r> {
@@ -615,52 +620,82 @@ impl<'r> Merge<'r> {
         let mut merge = Merge {
             cursors: Vec::with_capacity(runs.len()),
             unzip: Decompressor::new()?,
-            heap: BinaryHeap::with_capacity(runs.len()),
+            keys: Vec::with_capacity(runs.len()),
+            prefixes: Vec::with_capacity(runs.len()),
+            tree: None,
             last: None,
+            previous: None,
             to,
         };
         for run in runs {
             let mut key = Vec::new();
             if let Some(cursor) = Cursor::open(run, from, &mut key, &mut merge.unzip)? {
                 merge.cursors.push(cursor);
-                merge.push(Head {
-                    key,
-                    run: merge.cursors.len() - 1,
-                });
+                merge.prefixes.push(prefix(&key));
+                merge
+                    .keys
+                    .push(to.is_none_or(|to| key.as_slice() < to).then_some(key));
             }
+        }
+        if !merge.cursors.is_empty() {
+            let (keys, prefixes) = (&merge.keys, &merge.prefixes);
+            merge.tree = Some(LoserTree::new(merge.cursors.len(), |a, b| {
+                beats(keys, prefixes, a, b)
+            }));
         }
         Ok(merge)
     }
 
-    fn push(&mut self, head: Head) {
-        if self.to.is_none_or(|to| head.key.as_slice() < to) {
-            self.heap.push(Reverse(head));
+    /// Moves cursor `c` on to its next row, and plays it back up the tree.
+    fn advance(&mut self, c: usize, tree: &mut LoserTree) -> Result<()> {
+        if let Some(key) = &mut self.keys[c] {
+            let more = self.cursors[c].read(key, &mut self.unzip)?;
+            if more && self.to.is_none_or(|to| key.as_slice() < to) {
+                self.prefixes[c] = prefix(key);
+            } else {
+                self.keys[c] = None;
+            }
         }
-    }
-
-    fn advance(&mut self, mut head: Head) -> Result<()> {
-        if self.cursors[head.run].read(&mut head.key, &mut self.unzip)? {
-            self.push(head);
-        }
+        let (keys, prefixes) = (&self.keys, &self.prefixes);
+        tree.replay(c, |a, b| beats(keys, prefixes, a, b));
         Ok(())
     }
 
     /// The next row, as (key, value).
     fn next(&mut self) -> Result<Option<(&[u8], &[u8])>> {
-        if let Some(last) = self.last.take() {
-            self.advance(last)?;
-        }
-        let Some(Reverse(head)) = self.heap.pop() else {
+        let Some(mut tree) = self.tree.take() else {
             return Ok(None);
         };
-        // A second copy of a row: its epoch merged into a run whose inputs
-        // a kill left behind.
-        while self.heap.peek().is_some_and(|h| h.0.key == head.key) {
-            let Reverse(same) = self.heap.pop().expect("peeked");
-            self.advance(same)?;
+        let result = self.next_in(&mut tree);
+        self.tree = Some(tree);
+        let Some(c) = result? else {
+            return Ok(None);
+        };
+        let key = self.keys[c].as_deref().expect("a winner with a row");
+        Ok(Some((key, self.cursors[c].value())))
+    }
+
+    /// The cursor whose row comes next, None when there are no more.
+    fn next_in(&mut self, tree: &mut LoserTree) -> Result<Option<usize>> {
+        if let Some(last) = self.last.take() {
+            let key = self.keys[last].as_mut().expect("a row handed out");
+            std::mem::swap(self.previous.get_or_insert_with(Vec::new), key);
+            self.advance(last, tree)?;
         }
-        let last = self.last.insert(head);
-        Ok(Some((&last.key, self.cursors[last.run].value())))
+        loop {
+            let c = tree.winner();
+            let Some(key) = &self.keys[c] else {
+                return Ok(None);
+            };
+            // A second copy of a row: its epoch merged into a run whose
+            // inputs a kill left behind.
+            if self.previous.as_deref() == Some(key.as_slice()) {
+                self.advance(c, tree)?;
+                continue;
+            }
+            self.last = Some(c);
+            return Ok(Some(c));
+        }
     }
 }
 

@@ -91,7 +91,7 @@ impl Monitor {
     /// the new ones (up to `BLOCKS_PER_UPDATE`) against the watches.
     pub fn update(&self, index: &Index) -> Result<Update> {
         let _one = self.updating.lock().unwrap_or_else(PoisonError::into_inner);
-        let flow = index.flow()?;
+        let flow = index.flow_appended()?;
         let g = flow.view();
         let Some(flow_tip) = flow.tip().height() else {
             return Ok(Update::default());

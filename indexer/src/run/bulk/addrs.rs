@@ -2,6 +2,11 @@
 //! maps, and new addresses numbered in parallel, in order of first
 //! appearance, so that ids come out exactly as the block-by-block writer
 //! gives them.
+//!
+//! The map takes no locks: an epoch first only looks addresses up, every
+//! worker reading any shard, then only inserts, each worker owning whole
+//! shards. A lookup is a cache miss in a table of gigabytes; without a
+//! lock's fence between them, a core has several in flight at once.
 
 use anyhow::{bail, Result};
 use rayon::prelude::*;
@@ -9,7 +14,6 @@ use satflow_schema::script::AddrKey;
 use satflow_schema::AddrId;
 
 use super::ordered::OrderedTable;
-use super::shards::Shards;
 
 /// An address by its kind and the first 15 bytes of its hash: 16 bytes
 /// instead of 33, half the map. Address hashes are hash160 or sha256
@@ -33,16 +37,19 @@ impl ShortKey {
         ShortKey(u128::from_be_bytes(bytes))
     }
 
-    fn shard(&self) -> u64 {
-        self.0 as u8 as u64
+    fn shard(&self) -> usize {
+        self.0 as u8 as usize
     }
 }
+
+/// Tables of the map: a key's low byte picks its table.
+const SHARDS: usize = 256;
 
 /// Every address seen so far, by id: ids are kept as u32 (mainnet has
 /// about 1.5 billion addresses), in 20-byte slots (24–31 bytes an
 /// address, by how full the tables are).
 pub(super) struct AddrMap {
-    map: Shards<OrderedTable>,
+    shards: Vec<OrderedTable>,
 }
 
 /// What numbering one epoch's outputs found.
@@ -58,31 +65,27 @@ pub(super) struct Numbered {
 
 impl AddrMap {
     pub fn new() -> AddrMap {
-        AddrMap { map: Shards::new() }
+        AddrMap {
+            shards: (0..SHARDS).map(|_| OrderedTable::default()).collect(),
+        }
     }
 
     pub fn bytes(&self) -> usize {
-        self.map.bytes()
+        self.shards.iter().map(OrderedTable::bytes).sum()
     }
 
     /// Ids for the addresses of one epoch's outputs (None: no address), in
     /// chain order; an address not seen before gets the next id from
     /// `next` in order of its first output.
-    pub fn number(&self, keys: &[Option<AddrKey>], next: AddrId) -> Result<Numbered> {
+    pub fn number(&mut self, keys: &[Option<AddrKey>], next: AddrId) -> Result<Numbered> {
         let shorts: Vec<Option<ShortKey>> = keys
             .par_iter()
             .map(|key| key.as_ref().map(ShortKey::of))
             .collect();
+        let shards = &self.shards;
         let mut ids: Vec<Option<AddrId>> = shorts
             .par_iter()
-            .map(|short| {
-                short.and_then(|s| {
-                    self.map
-                        .lock(s.shard())
-                        .get(s.0)
-                        .map(|id| AddrId(id.into()))
-                })
-            })
+            .map(|short| short.and_then(|s| shards[s.shard()].get(s.0).map(|id| AddrId(id.into()))))
             .collect();
         // The others by address, then position: each address's first
         // output heads its run.
@@ -121,13 +124,21 @@ impl AddrMap {
             }
             ids[pos as usize] = Some(id);
         }
-        by_position
-            .par_iter()
-            .enumerate()
-            .for_each(|(rank, &(_, h))| {
-                let short = misses[h].0;
-                let id = (next.0 + rank as u64) as u32;
-                self.map.lock(short.shard()).insert(short.0, id);
+        // Each shard's new keys in key order: its inserts then move
+        // through its table from front to back.
+        let mut inserts: Vec<Vec<(u128, u32)>> = vec![Vec::new(); SHARDS];
+        for (rank, &(_, h)) in by_position.iter().enumerate() {
+            let short = misses[h].0;
+            inserts[short.shard()].push((short.0, (next.0 + rank as u64) as u32));
+        }
+        self.shards
+            .par_iter_mut()
+            .zip(inserts)
+            .for_each(|(table, mut new)| {
+                new.sort_unstable();
+                for (key, id) in new {
+                    table.insert(key, id);
+                }
             });
         let new = by_position
             .iter()
@@ -153,7 +164,7 @@ mod tests {
 
     #[test]
     fn new_addresses_are_numbered_by_first_appearance_across_epochs() {
-        let map = AddrMap::new();
+        let mut map = AddrMap::new();
         // Key 9 sorts last but appears first; 3 appears twice.
         let first = map
             .number(&[key(9), None, key(3), key(5), key(3)], AddrId(10))

@@ -108,7 +108,7 @@ pub(super) fn build(
     blocks: &[(Node, ParsedBlock)],
     first_height: Height,
     ids: NextIds,
-    addrs: &AddrMap,
+    addrs: &mut AddrMap,
     coins: &Coins,
     derived: Derived,
 ) -> Result<Epoch> {
@@ -367,7 +367,8 @@ fn links(
 }
 
 /// The epoch's blocks, txs, inputs and outputs in the flow graph, from
-/// memory rather than read back from the rows.
+/// memory rather than read back from the rows; the coins' spenders are
+/// marked at the run's end (`flow::set_spenders`).
 fn append_flow(
     graph: &mut Appender,
     blocks: &[(Node, ParsedBlock)],
@@ -382,13 +383,8 @@ fn append_flow(
             graph.block(t.num, &blocks[t.block].1.hash)?;
         }
         graph.tx(layout.output(t.first_output))?;
-        for (vin, coin) in coins.iter().enumerate() {
-            graph.input(t.num, vin as u32, coin.output, || {
-                Err(anyhow!(
-                    "{}: a coin from before the index's start in a bulk run",
-                    coin.output
-                ))
-            })?;
+        for coin in coins {
+            graph.bulk_input(coin.output, coin.value)?;
         }
         for (vout, out) in t.tx.outputs.iter().enumerate() {
             graph.output(out.value, numbered.ids[t.first_output + vout])?;

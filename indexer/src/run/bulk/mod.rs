@@ -96,7 +96,7 @@ pub(super) fn apply_chain(
     let total: u64 = blocks.iter().map(|n| u64::from(n.loc.len)).sum();
     let mut progress = Progress::new(total, opts.quiet);
     let batches = split_by_bytes(blocks, opts.batch_bytes.max(1));
-    let (addrs, coins) = (addrs::AddrMap::new(), coins::Coins::new());
+    let (mut addrs, coins) = (addrs::AddrMap::new(), coins::Coins::new());
     // Appended from each epoch in memory and checkpointed after it (in
     // `epoch`): a run that fails leaves the next to go on from there.
     let mut graph = opts
@@ -163,8 +163,8 @@ pub(super) fn apply_chain(
                         graph: graph.as_mut(),
                         heuristics,
                     };
-                    let mut epoch =
-                        pool.install(|| epoch::build(&ok, height, ids, &addrs, &coins, derived))?;
+                    let mut epoch = pool
+                        .install(|| epoch::build(&ok, height, ids, &mut addrs, &coins, derived))?;
                     resolve_busy += started.elapsed();
                     if heuristics.is_some() {
                         links.grow(epoch.next.addr.0)?;

@@ -71,6 +71,7 @@ impl OrderedTable {
     /// The largest value a table holds (one below the free marker).
     pub const MAX_VALUE: u32 = EMPTY - 1;
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.len
     }

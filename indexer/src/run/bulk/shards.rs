@@ -1,12 +1,9 @@
 //! A table split into shards, each behind its own lock, so that every
-//! worker can insert and look up at once: the bulk path's address and
-//! unspent-output maps.
+//! worker can insert and take at once: the bulk path's unspent-output map.
 
 use std::sync::{Mutex, MutexGuard};
 
 use rustc_hash::FxHashMap;
-
-use super::ordered::OrderedTable;
 
 const SHARDS: usize = 256;
 
@@ -25,16 +22,6 @@ impl<K, V> Table for FxHashMap<K, V> {
     /// Slots, used or not, and a control byte each.
     fn bytes(&self) -> usize {
         self.capacity() * (std::mem::size_of::<(K, V)>() + 1)
-    }
-}
-
-impl Table for OrderedTable {
-    fn len(&self) -> usize {
-        OrderedTable::len(self)
-    }
-
-    fn bytes(&self) -> usize {
-        OrderedTable::bytes(self)
     }
 }
 

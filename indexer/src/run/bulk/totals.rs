@@ -56,6 +56,8 @@ pub fn finish(store: &Store, pool: &rayon::ThreadPool) -> Result<bool> {
                 anyhow::Ok(())
             })
     })?;
+    // The flow graph's epochs left their spenders to mark from `spends`.
+    pool.install(|| crate::flow::set_spenders(store))?;
     // One merge of each other family's table files, before reading them.
     let families: Vec<&str> = compacted().collect();
     families.par_iter().try_for_each(|family| {
