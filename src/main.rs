@@ -102,7 +102,8 @@ struct IndexArgs {
     threads: Option<usize>,
     /// Memory for the bulk path's maps of every unspent output and address
     /// and its cluster links' sets, in MiB (into an empty index; when they
-    /// outgrow it, indexing goes on block by block); block by block, half
+    /// outgrow it, the maps go to disk, and when what stays in memory
+    /// still does, indexing goes on block by block); block by block, half
     /// of it budgets the caches. The run's peak is about this plus 1 GiB.
     #[arg(long, default_value_t = 2560)]
     cache_mb: usize,
@@ -316,6 +317,9 @@ fn print_summary(s: &satflow_indexer::Summary) {
     println!("transactions    {}", s.txs);
     println!("inputs/outputs  {} / {}", s.inputs, s.outputs);
     println!("stale blocks    {}", s.stale_blocks);
+    for note in &s.notes {
+        println!("note            {note}");
+    }
     for d in &s.detached {
         println!(
             "detached        {} block(s) whose parent {} is missing",

@@ -6,6 +6,7 @@
 
 mod arena;
 mod fds;
+mod follower;
 mod options;
 mod read;
 mod runs;
@@ -47,7 +48,7 @@ pub struct Store {
     counted: Option<Options>,
     /// A follower's own RocksDB files (info log, replayed MANIFEST state),
     /// removed when the store closes.
-    _follower_dir: Option<tempfile::TempDir>,
+    _follower_dir: Option<follower::FollowerDir>,
 }
 
 /// How the database is opened.
@@ -123,10 +124,7 @@ impl Store {
             Access::Write => DB::open_cf_descriptors(&opts, path, cfs),
             Access::ReadOnly => DB::open_cf_descriptors_read_only(&opts, path, cfs, false),
             Access::Follow => {
-                let dir = tempfile::Builder::new()
-                    .prefix("satflow-follower-")
-                    .tempdir()
-                    .context("creating a follower's scratch directory")?;
+                let dir = follower::FollowerDir::create()?;
                 let db = DB::open_cf_descriptors_as_secondary(&opts, path, dir.path(), cfs);
                 follower_dir = Some(dir);
                 db

@@ -7,12 +7,20 @@
 //! worker reading any shard, then only inserts, each worker owning whole
 //! shards. A lookup is a cache miss in a table of gigabytes; without a
 //! lock's fence between them, a core has several in flight at once.
+//!
+//! When the map outgrows its budget it is written out (`frozen`) and
+//! starts again; an address found in a generation on disk is taken back
+//! into the map, so that the addresses paid again and again (exchanges'
+//! hot wallets) are read from disk once per generation.
+
+use std::path::Path;
 
 use anyhow::{bail, Result};
 use rayon::prelude::*;
 use satflow_schema::script::AddrKey;
 use satflow_schema::AddrId;
 
+use super::frozen::Frozen;
 use super::ordered::OrderedTable;
 
 /// An address by its kind and the first 15 bytes of its hash: 16 bytes
@@ -47,9 +55,15 @@ const SHARDS: usize = 256;
 
 /// Every address seen so far, by id: ids are kept as u32 (mainnet has
 /// about 1.5 billion addresses), in 20-byte slots (24–31 bytes an
-/// address, by how full the tables are).
+/// address, by how full the tables are), or on disk.
 pub(super) struct AddrMap {
     shards: Vec<OrderedTable>,
+    frozen: Frozen<u32>,
+    /// The ids given since the map last started empty begin here; those
+    /// below were taken back from disk.
+    first_own: u32,
+    /// The next id to give.
+    next: u32,
 }
 
 /// What numbering one epoch's outputs found.
@@ -64,14 +78,44 @@ pub(super) struct Numbered {
 }
 
 impl AddrMap {
-    pub fn new() -> AddrMap {
+    /// An empty map whose generations go to scratch files in `dir`.
+    pub fn new(dir: &Path) -> AddrMap {
         AddrMap {
-            shards: (0..SHARDS).map(|_| OrderedTable::default()).collect(),
+            shards: empty_shards(),
+            frozen: Frozen::new(dir),
+            first_own: 0,
+            next: 0,
         }
     }
 
+    /// Memory held: the map and what the generations keep in memory.
     pub fn bytes(&self) -> usize {
+        self.map_bytes() + self.frozen.bytes()
+    }
+
+    /// Memory the map itself holds.
+    pub fn map_bytes(&self) -> usize {
         self.shards.iter().map(OrderedTable::bytes).sum()
+    }
+
+    /// Generations written so far.
+    pub fn generations(&self) -> usize {
+        self.frozen.generations()
+    }
+
+    /// Writes the map's own addresses out as a generation and empties it;
+    /// returns how many were written.
+    pub fn freeze(&mut self) -> Result<u64> {
+        let (shards, from) = (&self.shards, self.first_own);
+        let own = |t: usize| shards[t].entries().filter(move |&(_, id)| id >= from);
+        let count = (0..SHARDS)
+            .into_par_iter()
+            .map(|t| own(t).count() as u64)
+            .sum();
+        let written = self.frozen.push(count, SHARDS, |t| Ok(own(t).collect()))?;
+        self.shards = empty_shards();
+        self.first_own = self.next;
+        Ok(written)
     }
 
     /// Ids for the addresses of one epoch's outputs (None: no address), in
@@ -87,6 +131,26 @@ impl AddrMap {
             .par_iter()
             .map(|short| short.and_then(|s| shards[s.shard()].get(s.0).map(|id| AddrId(id.into()))))
             .collect();
+        // Not in the map: asked of the generations on disk, and those
+        // found there taken back into the map, once each.
+        let mut taken_back: Vec<(ShortKey, u32)> = Vec::new();
+        if self.frozen.generations() > 0 {
+            let frozen = &self.frozen;
+            taken_back = shorts
+                .par_iter()
+                .zip(ids.par_iter_mut())
+                .filter_map(|(short, id)| {
+                    let s = short.filter(|_| id.is_none())?;
+                    let found = frozen.get(s.0, s.shard()).transpose()?;
+                    Some(found.map(|v| {
+                        *id = Some(AddrId(v.into()));
+                        (s, v)
+                    }))
+                })
+                .collect::<Result<_>>()?;
+            taken_back.par_sort_unstable();
+            taken_back.dedup();
+        }
         // The others by address, then position: each address's first
         // output heads its run.
         let mut misses: Vec<(ShortKey, u32)> = shorts
@@ -131,6 +195,10 @@ impl AddrMap {
             let short = misses[h].0;
             inserts[short.shard()].push((short.0, (next.0 + rank as u64) as u32));
         }
+        for (short, id) in taken_back {
+            inserts[short.shard()].push((short.0, id));
+        }
+        self.next = last as u32;
         self.shards
             .par_iter_mut()
             .zip(inserts)
@@ -152,6 +220,10 @@ impl AddrMap {
     }
 }
 
+fn empty_shards() -> Vec<OrderedTable> {
+    (0..SHARDS).map(|_| OrderedTable::default()).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use satflow_schema::script::AddrKind;
@@ -164,7 +236,8 @@ mod tests {
 
     #[test]
     fn new_addresses_are_numbered_by_first_appearance_across_epochs() {
-        let mut map = AddrMap::new();
+        let dir = tempfile::tempdir().unwrap();
+        let mut map = AddrMap::new(dir.path());
         // Key 9 sorts last but appears first; 3 appears twice.
         let first = map
             .number(&[key(9), None, key(3), key(5), key(3)], AddrId(10))
@@ -195,5 +268,78 @@ mod tests {
         );
         assert_eq!(second.new, [key(1).unwrap()]);
         assert_eq!(second.first_seen, [1]);
+    }
+
+    /// Written out after some epochs or none, the map numbers a chain's
+    /// outputs as a hash map holding everything does.
+    #[test]
+    fn a_map_written_out_between_epochs_numbers_as_one_that_never_was() {
+        use std::collections::HashMap;
+        // Outputs pay a new address half the time, else one seen before:
+        // mostly a recent one, sometimes one from long ago.
+        let mut x = 11u64;
+        let mut rand = |n: u64| {
+            x = x
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (x >> 33) % n.max(1)
+        };
+        let address = |n: u64| {
+            let mut hash = [0u8; 20];
+            hash[..8].copy_from_slice(&n.wrapping_mul(0x9e37_79b9_7f4a_7c15).to_le_bytes());
+            hash[8..16].copy_from_slice(&n.to_le_bytes());
+            AddrKey::new(AddrKind::P2wpkh, &hash)
+        };
+        let mut made = 0u64;
+        let epochs: Vec<Vec<Option<AddrKey>>> = (0..40)
+            .map(|_| {
+                (0..2_000)
+                    .map(|_| match rand(10) {
+                        0 => None,
+                        1..=5 => {
+                            made += 1;
+                            address(made)
+                        }
+                        6..=8 => address(made - rand(50.min(made))),
+                        _ => address(rand(made) + 1),
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut truth: HashMap<AddrKey, AddrId> = HashMap::new();
+        let expected: Vec<Vec<Option<AddrId>>> = epochs
+            .iter()
+            .map(|keys| {
+                keys.iter()
+                    .map(|k| {
+                        k.map(|k| {
+                            let next = AddrId(truth.len() as u64);
+                            *truth.entry(k).or_insert(next)
+                        })
+                    })
+                    .collect()
+            })
+            .collect();
+        for every in [1, 3, 1000] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut map = AddrMap::new(dir.path());
+            let mut next = AddrId(0);
+            for (i, (keys, want)) in epochs.iter().zip(&expected).enumerate() {
+                let numbered = map.number(keys, next).unwrap();
+                assert_eq!(&numbered.ids, want, "epoch {i}, written out every {every}");
+                next = next + numbered.new.len() as u64;
+                if i % every == every - 1 {
+                    map.freeze().unwrap();
+                }
+            }
+            // Written out 40 times, the generations were merged at the
+            // 9th, 17th, 25th and 33rd; 13 times, at the 9th.
+            let kept = match every {
+                1 => 8,
+                3 => 5,
+                _ => 0,
+            };
+            assert_eq!(map.generations(), kept, "written out every {every}");
+        }
     }
 }

@@ -10,17 +10,27 @@
 //! all its outputs before it takes any, so the coins that gave way are
 //! kept aside (`Dup`) for the inputs between the two occurrences, and
 //! those no input took are the epoch's overwritten coins.
+//!
+//! When the map outgrows its budget it goes to disk (`frozen`) and starts
+//! again; an input whose coin the map does not hold reads it from there.
+//! Coins on disk take no part in the duplicate-txid rules above, so the
+//! map goes to disk only from the network's BIP34 height on, after which
+//! a txid can repeat only once every earlier output of it is spent.
 
 use std::collections::hash_map::Entry;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
+use anyhow::Result;
 use bitcoin::hashes::Hash;
 use bitcoin::{OutPoint, Txid};
+use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 use satflow_schema::script::ScriptType;
 use satflow_schema::{AddrId, OutNum};
 
+use super::frozen::{Frozen, Value};
 use super::shards::Shards;
 
 /// An outpoint by 12 bytes of its txid and its output index. Two live
@@ -50,6 +60,11 @@ impl CoinKey {
     /// mixes the rest.
     fn shard(&self) -> u64 {
         self.head >> 56
+    }
+
+    /// The key as one number, ordered as on disk.
+    fn wide(&self) -> u128 {
+        u128::from(self.head) << 64 | u128::from(self.rest)
     }
 }
 
@@ -86,8 +101,29 @@ impl Coin {
     }
 }
 
+impl Value for Coin {
+    const LEN: usize = 24;
+
+    fn put(&self, out: &mut Vec<u8>) {
+        for word in [self.output.0, self.value, self.addr_script] {
+            out.extend_from_slice(&word.to_le_bytes());
+        }
+    }
+
+    fn read(bytes: &[u8]) -> Coin {
+        let word =
+            |i: usize| u64::from_le_bytes(bytes[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+        Coin {
+            output: OutNum(word(0)),
+            value: word(1),
+            addr_script: word(2),
+        }
+    }
+}
+
 pub(super) struct Coins {
     map: Shards<FxHashMap<CoinKey, Coin>>,
+    frozen: Frozen<Coin>,
     /// The keys this epoch put a second coin under: almost always none.
     dups: Mutex<FxHashMap<CoinKey, Dup>>,
     /// Whether `dups` holds anything, so that inputs need not lock it.
@@ -114,9 +150,11 @@ pub(super) struct Overwritten {
 }
 
 impl Coins {
-    pub fn new() -> Coins {
+    /// An empty map whose generations go to scratch files in `dir`.
+    pub fn new(dir: &Path) -> Coins {
         Coins {
             map: Shards::new(),
+            frozen: Frozen::new(dir),
             dups: Mutex::default(),
             any_dups: AtomicBool::new(false),
         }
@@ -156,7 +194,16 @@ impl Coins {
     /// spends: the latest under `key` created before it. None when there
     /// is none, or an input took it already. Call once the epoch's
     /// outputs are all inserted.
-    pub fn take(&self, key: &CoinKey, before: OutNum) -> Option<Coin> {
+    pub fn take(&self, key: &CoinKey, before: OutNum) -> Result<Option<Coin>> {
+        if let Some(coin) = self.take_in_memory(key, before) {
+            return Ok(Some(coin));
+        }
+        // Written out by an earlier epoch: it stays on disk once taken,
+        // but an output is spent only once.
+        self.frozen.get(key.wide(), key.shard() as usize)
+    }
+
+    fn take_in_memory(&self, key: &CoinKey, before: OutNum) -> Option<Coin> {
         let mut shard = self.map.lock(key.shard());
         if !self.any_dups.load(Ordering::Relaxed) {
             // The path of almost every input: one probe.
@@ -219,12 +266,36 @@ impl Coins {
         found
     }
 
+    /// Coins in memory.
     pub fn len(&self) -> usize {
         self.map.len()
     }
 
+    /// Memory held: the map and what the generations keep in memory.
     pub fn bytes(&self) -> usize {
+        self.map_bytes() + self.frozen.bytes()
+    }
+
+    /// Memory the map itself holds.
+    pub fn map_bytes(&self) -> usize {
         self.map.bytes()
+    }
+
+    pub fn generations(&self) -> usize {
+        self.frozen.generations()
+    }
+
+    /// Writes the map out as a generation and empties it; returns how many
+    /// coins were written. Call between epochs, from the BIP34 height on.
+    pub fn freeze(&mut self) -> Result<u64> {
+        let tables = self.map.drain();
+        let count = tables.iter().map(|t| t.len() as u64).sum();
+        self.frozen.push(count, tables.len(), |t| {
+            let mut coins: Vec<(u128, Coin)> =
+                tables[t].iter().map(|(k, c)| (k.wide(), *c)).collect();
+            coins.par_sort_unstable_by_key(|&(k, _)| k);
+            Ok(coins)
+        })
     }
 }
 
@@ -242,7 +313,8 @@ mod tests {
 
     #[test]
     fn a_coin_is_taken_once_and_the_later_duplicate_wins() {
-        let coins = Coins::new();
+        let dir = tempfile::tempdir().unwrap();
+        let coins = Coins::new(dir.path());
         let (a, b) = (CoinKey::new(&txid(1), 0), CoinKey::new(&txid(1), 1));
         // Inserted from many workers in no particular order.
         (0..64u64).into_par_iter().for_each(|i| {
@@ -254,15 +326,19 @@ mod tests {
         coins.insert(b, Coin::new(OutNum(100), 5, None, ScriptType::OpReturn));
         assert_eq!(coins.len(), 2);
         let end = OutNum(1000);
-        let got = coins.take(&a, end).unwrap();
+        let got = coins.take(&a, end).unwrap().unwrap();
         assert_eq!(
             (got.output, got.value, got.addr()),
             (OutNum(63), 63, Some(AddrId(7)))
         );
-        assert_eq!(coins.take(&a, end), None, "the latest is spent");
+        assert_eq!(coins.take(&a, end).unwrap(), None, "the latest is spent");
         assert_eq!(got.script(), ScriptType::P2tr);
-        assert_eq!(coins.take(&b, OutNum(100)), None, "not created yet");
-        let other = coins.take(&b, end).unwrap();
+        assert_eq!(
+            coins.take(&b, OutNum(100)).unwrap(),
+            None,
+            "not created yet"
+        );
+        let other = coins.take(&b, end).unwrap().unwrap();
         assert_eq!((other.addr(), other.script()), (None, ScriptType::OpReturn));
         assert_eq!(coins.len(), 0);
         // The 63 earlier coins: each given way to the next, none spent.
@@ -279,7 +355,8 @@ mod tests {
 
     #[test]
     fn an_input_between_two_occurrences_spends_the_earlier_which_then_is_not_overwritten() {
-        let coins = Coins::new();
+        let dir = tempfile::tempdir().unwrap();
+        let coins = Coins::new(dir.path());
         let key = CoinKey::new(&txid(2), 0);
         let coin = |n| Coin::new(OutNum(n), 50, Some(AddrId(1)), ScriptType::P2pkh);
         // Occurrences at outputs 10, 20 and 30 (one from an earlier epoch).
@@ -288,10 +365,10 @@ mod tests {
         coins.insert(key, coin(30));
         coins.insert(key, coin(20));
         // Spent by a tx between 20 and 30, then by one after 30.
-        assert_eq!(coins.take(&key, OutNum(25)), Some(coin(20)));
-        assert_eq!(coins.take(&key, OutNum(25)), None, "spent twice");
-        assert_eq!(coins.take(&key, OutNum(35)), Some(coin(30)));
-        assert_eq!(coins.take(&key, OutNum(36)), None);
+        assert_eq!(coins.take(&key, OutNum(25)).unwrap(), Some(coin(20)));
+        assert_eq!(coins.take(&key, OutNum(25)).unwrap(), None, "spent twice");
+        assert_eq!(coins.take(&key, OutNum(35)).unwrap(), Some(coin(30)));
+        assert_eq!(coins.take(&key, OutNum(36)).unwrap(), None);
         assert_eq!(
             coins.overwritten(),
             [Overwritten {
@@ -315,5 +392,25 @@ mod tests {
             CoinKey::new(&t, 3),
             CoinKey::of(&OutPoint { txid: t, vout: 3 })
         );
+    }
+
+    #[test]
+    fn coins_written_out_are_taken_from_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut coins = Coins::new(dir.path());
+        let coin = |n: u64| Coin::new(OutNum(n), n * 10, Some(AddrId(n)), ScriptType::P2wpkh);
+        let key = |n: u64| CoinKey::new(&Txid::from_byte_array([n as u8; 32]), n as u32);
+        (1..=100).for_each(|n| coins.insert(key(n), coin(n)));
+        assert_eq!(coins.take(&key(1), OutNum(1000)).unwrap(), Some(coin(1)));
+        assert_eq!(coins.freeze().unwrap(), 99);
+        assert_eq!((coins.len(), coins.generations()), (0, 1));
+        (101..=120).for_each(|n| coins.insert(key(n), coin(n)));
+        let end = OutNum(1000);
+        for n in [2, 50, 100, 101, 120] {
+            assert_eq!(coins.take(&key(n), end).unwrap(), Some(coin(n)), "coin {n}");
+        }
+        assert_eq!(coins.take(&key(1), end).unwrap(), None, "spent before");
+        assert_eq!(coins.take(&key(121), end).unwrap(), None, "never made");
+        assert_eq!(coins.len(), 18);
     }
 }

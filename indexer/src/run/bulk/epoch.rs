@@ -204,8 +204,10 @@ fn resolve(
                 // The map holds the whole epoch's outputs: one created by
                 // this tx or a later one is not there yet for this input.
                 .take(&CoinKey::of(prevout), own)
-                .ok_or_else(|| {
-                    anyhow!("its transaction is not in the index, or the output is spent or does not exist")
+                .and_then(|coin| {
+                    coin.ok_or_else(|| {
+                        anyhow!("its transaction is not in the index, or the output is spent or does not exist")
+                    })
                 })
                 .with_context(|| {
                     format!(

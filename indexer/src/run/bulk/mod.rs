@@ -17,15 +17,18 @@
 //!
 //! It runs when the index is empty and starts at genesis; an index that
 //! holds blocks grows block by block. Its maps hold every address and
-//! every unspent output: when they outgrow `--cache-mb`, the bulk path
-//! stops after the epoch and the run goes on block by block, whose caches
-//! are bounded. A bulk run that is killed is finished by the next run: its
-//! rows above the tip are removed (`recover`), its totals built, and the
-//! rest indexed block by block.
+//! every unspent output. When they outgrow `--cache-mb`, each that is a
+//! good part of it goes to disk (`frozen`) and starts again; when what
+//! stays in memory still outgrows it, the bulk path stops after the epoch
+//! and the run goes on block by block, whose caches are bounded. A bulk
+//! run that is killed is finished by the next run: its rows above the tip
+//! are removed (`recover`), its totals built, and the rest indexed block
+//! by block.
 
 mod addrs;
 mod coins;
 mod epoch;
+mod frozen;
 mod ordered;
 mod shards;
 mod totals;
@@ -96,7 +99,13 @@ pub(super) fn apply_chain(
     let total: u64 = blocks.iter().map(|n| u64::from(n.loc.len)).sum();
     let mut progress = Progress::new(total, opts.quiet);
     let batches = split_by_bytes(blocks, opts.batch_bytes.max(1));
-    let (mut addrs, coins) = (addrs::AddrMap::new(), coins::Coins::new());
+    let (mut addrs, mut coins) = (
+        addrs::AddrMap::new(store.path()),
+        coins::Coins::new(store.path()),
+    );
+    // From here on no txid repeats while an earlier output of it is
+    // unspent: the unspent-output map may go to disk (see `coins`).
+    let bip34 = summary.network.map_or(u32::MAX, |n| n.bip34_height());
     // Appended from each epoch in memory and checkpointed after it (in
     // `epoch`): a run that fails leaves the next to go on from there.
     let mut graph = opts
@@ -145,6 +154,8 @@ pub(super) fn apply_chain(
         let result = (|| -> Result<u32> {
             let (mut height, mut ids) = (Height(from), NextIds::default());
             let (mut in_flight, mut failed, mut full) = (0, None, false);
+            // Addresses and unspent outputs written to disk.
+            let mut frozen = (0, 0);
             for (parsed, took) in parsed_rx.iter() {
                 if opts.stop.requested() {
                     break;
@@ -172,10 +183,33 @@ pub(super) fn apply_chain(
                             links.union(a.0, b.0);
                         }
                     }
-                    if addrs.bytes() + coins.bytes() + links.bytes() > budget {
-                        full = true;
-                    }
                     height = Height(height.0 + ok.len() as u32);
+                    // Over budget: a map that is a good part of it goes to
+                    // disk, the address map (mainnet's largest by far)
+                    // first.
+                    let (started, before) = (Instant::now(), frozen);
+                    let held = |a: &addrs::AddrMap, c: &coins::Coins| {
+                        a.bytes() + c.bytes() + links.bytes()
+                    };
+                    if held(&addrs, &coins) > budget && addrs.map_bytes() > budget / 4 {
+                        frozen.0 += addrs.freeze()?;
+                    }
+                    if held(&addrs, &coins) > budget
+                        && coins.map_bytes() > budget / 4
+                        && height.0 >= bip34
+                    {
+                        frozen.1 += coins.freeze()?;
+                    }
+                    if frozen != before {
+                        tracing::info!(
+                            "maps written out in {:.1?}: {} generations of addresses, {} of unspent outputs on disk",
+                            started.elapsed(),
+                            addrs.generations(),
+                            coins.generations()
+                        );
+                        resolve_busy += started.elapsed();
+                    }
+                    full = held(&addrs, &coins) > budget;
                     ids = epoch.next;
                     write_tx
                         .send((epoch.batch, epoch.done, height.0 - 1))
@@ -195,9 +229,19 @@ pub(super) fn apply_chain(
             for _ in 0..in_flight {
                 await_write()?;
             }
+            if frozen != (0, 0) {
+                notes.push(format!(
+                    "maps written to disk to stay within --cache-mb {}: {} addresses and {} unspent outputs, now in {} and {} generations",
+                    opts.cache_mb,
+                    frozen.0,
+                    frozen.1,
+                    addrs.generations(),
+                    coins.generations()
+                ));
+            }
             if full {
                 let note = format!(
-                    "the bulk path's maps ({} addresses, {} unspent outputs) outgrew --cache-mb {}: indexing on block by block from height {height}",
+                    "the bulk path's maps ({} addresses, {} unspent outputs in memory) outgrew --cache-mb {}: indexing on block by block from height {height}",
                     ids.addr.0,
                     coins.len(),
                     opts.cache_mb

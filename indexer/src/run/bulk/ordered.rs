@@ -103,6 +103,14 @@ impl OrderedTable {
         (!s.is_free() && s.key() == key).then_some(s.value)
     }
 
+    /// Every key and its value, in key order.
+    pub fn entries(&self) -> impl Iterator<Item = (u128, u32)> + '_ {
+        self.slots
+            .iter()
+            .filter(|s| !s.is_free())
+            .map(|s| (s.key(), s.value))
+    }
+
     /// Adds `key`, which the table does not hold, with `value` (at most
     /// `MAX_VALUE`).
     pub fn insert(&mut self, key: u128, value: u32) {
@@ -154,7 +162,7 @@ impl OrderedTable {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::collections::HashMap;
 
     use super::*;
@@ -171,12 +179,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn holds_what_a_hash_map_holds_through_growth() {
-        let mut t = OrderedTable::default();
-        let mut truth = HashMap::new();
-        // splitmix64: uniform keys, as address hashes are.
-        let mut x = 7u64;
+    /// Keys from splitmix64: uniform, as address hashes are.
+    pub(in crate::run::bulk) fn uniform_keys(seed: u64, n: usize) -> Vec<u128> {
+        let mut x = seed;
         let mut next = || {
             x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
             let mut z = x;
@@ -184,8 +189,16 @@ mod tests {
             z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
             z ^ (z >> 31)
         };
-        for i in 0..50_000u32 {
-            let key = u128::from(next()) << 64 | u128::from(next());
+        (0..n)
+            .map(|_| u128::from(next()) << 64 | u128::from(next()))
+            .collect()
+    }
+
+    #[test]
+    fn holds_what_a_hash_map_holds_through_growth() {
+        let mut t = OrderedTable::default();
+        let mut truth = HashMap::new();
+        for (i, key) in (0..).zip(uniform_keys(7, 50_000)) {
             t.insert(key, i);
             truth.insert(key, i);
             if i % 10_000 == 0 {
@@ -195,7 +208,12 @@ mod tests {
         check_layout(&t);
         assert_eq!(t.len(), truth.len());
         assert!(truth.iter().all(|(&k, &v)| t.get(k) == Some(v)));
-        assert!((0..1000).all(|_| t.get(u128::from(next()) << 64).is_none()));
+        let mut sorted: Vec<(u128, u32)> = truth.iter().map(|(&k, &v)| (k, v)).collect();
+        sorted.sort_unstable();
+        assert!(t.entries().eq(sorted));
+        assert!(uniform_keys(8, 1000)
+            .into_iter()
+            .all(|k| t.get(k).is_none()));
         let per_key = t.bytes() as f64 / t.len() as f64;
         assert!(per_key <= 31.0, "{per_key} bytes a key");
     }

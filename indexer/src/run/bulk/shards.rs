@@ -56,6 +56,14 @@ impl<T: Table> Shards<T> {
         self.sum(T::len)
     }
 
+    /// Every shard's table, leaving each empty.
+    pub fn drain(&mut self) -> Vec<T> {
+        self.shards
+            .iter_mut()
+            .map(|s| std::mem::take(s.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner())))
+            .collect()
+    }
+
     pub fn bytes(&self) -> usize {
         self.sum(T::bytes)
     }

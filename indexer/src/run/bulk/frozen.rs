@@ -1,0 +1,337 @@
+//! What the bulk path's maps have let go of, kept on disk. At mainnet's
+//! size the address map would take 36–46 GB and the unspent-output map
+//! 8–17 GB, so a map that outgrows `--cache-mb` writes its entries out, in
+//! key order, as a generation, and starts again empty. A key the map does
+//! not hold is then asked of each generation: a Bloom filter in memory
+//! turns most keys it never held away without reading anything, and a key
+//! that passes reads one window of the file, found by a sparse index of
+//! every `STRIDE`-th key. About 1.4 bytes an entry stay in memory.
+//!
+//! Generations are unnamed temporary files in the index's directory: they
+//! serve one bulk run only, and vanish with it, killed or not.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use anyhow::{Context, Result};
+use rayon::prelude::*;
+
+/// A record: the key, most significant byte first, then the value.
+const KEY: usize = 16;
+/// The longest record a window's buffer takes.
+const MAX_RECORD: usize = 48;
+/// Records per window: a lookup that passes the filter reads 2.5 KB of
+/// addresses, 5 KB of unspent outputs.
+const STRIDE: usize = 128;
+/// Generations kept apart before they are merged into one.
+const MAX_GENERATIONS: usize = 8;
+/// Bloom filter bits a key (1–2% false positives, each costing
+/// one read), set in 512-bit blocks so that a probe touches one cache line.
+const BITS_PER_KEY: usize = 10;
+const PROBES: u32 = 7;
+
+/// A value as a generation stores it: a fixed number of bytes.
+pub(super) trait Value: Copy + Send + Sync {
+    const LEN: usize;
+    fn put(&self, out: &mut Vec<u8>);
+    fn read(bytes: &[u8]) -> Self;
+}
+
+impl Value for u32 {
+    const LEN: usize = 4;
+
+    fn put(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.to_le_bytes());
+    }
+
+    fn read(bytes: &[u8]) -> u32 {
+        u32::from_le_bytes(bytes.try_into().expect("4 bytes"))
+    }
+}
+
+/// The generations written so far, oldest first. A key is in one of them
+/// at most: the maps write out only entries they did not find on disk.
+pub(super) struct Frozen<V> {
+    dir: PathBuf,
+    generations: Vec<Generation>,
+    _values: std::marker::PhantomData<V>,
+}
+
+struct Generation {
+    file: File,
+    /// Per table of the map, the number of its first record; one more
+    /// entry for the end.
+    starts: Vec<u64>,
+    /// Per table, the key of each window's first record.
+    fences: Vec<Vec<u128>>,
+    bloom: Bloom,
+}
+
+impl<V: Value> Frozen<V> {
+    const RECORD: usize = KEY + V::LEN;
+
+    pub fn new(dir: &Path) -> Frozen<V> {
+        assert!(Self::RECORD <= MAX_RECORD);
+        Frozen {
+            dir: dir.to_owned(),
+            generations: Vec::new(),
+            _values: std::marker::PhantomData,
+        }
+    }
+
+    /// Memory the generations keep: filters and fences.
+    pub fn bytes(&self) -> usize {
+        self.generations.iter().map(Generation::bytes).sum()
+    }
+
+    pub fn generations(&self) -> usize {
+        self.generations.len()
+    }
+
+    /// The value of `key` in the generation that holds it; `table` is
+    /// the one of the map's tables that held it.
+    pub fn get(&self, key: u128, table: usize) -> Result<Option<V>> {
+        for generation in self.generations.iter().rev() {
+            if let Some(record) = generation.get::<V>(key, table)? {
+                return Ok(Some(record));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Writes `count` entries as a new generation: `entries(t)` gives
+    /// those of table `t` of `tables`, in key order. Returns `count`.
+    ///
+    /// Past `MAX_GENERATIONS`, all are merged into one, so that a key
+    /// never asks more filters than that; each merge reads and writes
+    /// everything on disk, about every `MAX_GENERATIONS`-th time.
+    pub fn push<F>(&mut self, count: u64, tables: usize, entries: F) -> Result<u64>
+    where
+        F: Fn(usize) -> Result<Vec<(u128, V)>>,
+    {
+        let generation = self.write(count, tables, entries)?;
+        self.generations.push(generation);
+        if self.generations.len() > MAX_GENERATIONS {
+            let old = std::mem::take(&mut self.generations);
+            let total = old.iter().map(Generation::len).sum();
+            let merged = self.write(total, tables, |t| {
+                let mut all = Vec::new();
+                for generation in &old {
+                    all.extend(generation.table::<V>(t)?);
+                }
+                all.par_sort_unstable_by_key(|&(key, _)| key);
+                Ok(all)
+            })?;
+            self.generations.push(merged);
+        }
+        Ok(count)
+    }
+
+    /// One table at a time, each on every worker: the bytes in flight stay
+    /// a small part of what the map held.
+    fn write<F>(&self, count: u64, tables: usize, entries: F) -> Result<Generation>
+    where
+        F: Fn(usize) -> Result<Vec<(u128, V)>>,
+    {
+        let context = || format!("writing a map to a scratch file in {}", self.dir.display());
+        let file = tempfile::tempfile_in(&self.dir).with_context(context)?;
+        let bloom = Bloom::new(count);
+        let mut starts = Vec::with_capacity(tables + 1);
+        let mut fences = Vec::with_capacity(tables);
+        let mut out = BufWriter::with_capacity(1 << 20, &file);
+        let mut at = 0;
+        for table in 0..tables {
+            let entries = entries(table)?;
+            let windows: Vec<Vec<u8>> = entries
+                .par_chunks(STRIDE)
+                .map(|window| {
+                    let mut bytes = Vec::with_capacity(window.len() * Self::RECORD);
+                    for (key, value) in window {
+                        bloom.insert(*key);
+                        bytes.extend_from_slice(&key.to_be_bytes());
+                        value.put(&mut bytes);
+                    }
+                    bytes
+                })
+                .collect();
+            for bytes in windows {
+                out.write_all(&bytes).with_context(context)?;
+            }
+            starts.push(at);
+            at += entries.len() as u64;
+            fences.push(
+                entries
+                    .iter()
+                    .step_by(STRIDE)
+                    .map(|&(key, _)| key)
+                    .collect(),
+            );
+        }
+        debug_assert_eq!(at, count);
+        starts.push(at);
+        out.flush().with_context(context)?;
+        drop(out);
+        Ok(Generation {
+            file,
+            starts,
+            fences,
+            bloom,
+        })
+    }
+}
+
+impl Generation {
+    fn len(&self) -> u64 {
+        self.starts.last().copied().unwrap_or(0)
+    }
+
+    /// Every entry of table `t`, in key order.
+    fn table<V: Value>(&self, t: usize) -> Result<Vec<(u128, V)>> {
+        let record = Frozen::<V>::RECORD;
+        let (first, end) = (self.starts[t], self.starts[t + 1]);
+        let mut bytes = vec![0; (end - first) as usize * record];
+        self.file
+            .read_exact_at(&mut bytes, first * record as u64)
+            .with_context(|| format!("reading records {first} to {end} of a scratch file"))?;
+        Ok(bytes.chunks_exact(record).map(decode).collect())
+    }
+
+    fn bytes(&self) -> usize {
+        let fences: usize = self.fences.iter().map(|f| f.capacity() * 16).sum();
+        fences + self.bloom.bytes() + self.starts.capacity() * 8
+    }
+
+    fn get<V: Value>(&self, key: u128, table: usize) -> Result<Option<V>> {
+        if !self.bloom.may_hold(key) {
+            return Ok(None);
+        }
+        let window = self.fences[table].partition_point(|&f| f <= key);
+        if window == 0 {
+            return Ok(None);
+        }
+        let first = self.starts[table] + ((window - 1) * STRIDE) as u64;
+        let len = (self.starts[table + 1] - first).min(STRIDE as u64) as usize;
+        let record = Frozen::<V>::RECORD;
+        let mut buf = [0u8; STRIDE * MAX_RECORD];
+        let buf = &mut buf[..len * record];
+        self.file
+            .read_exact_at(buf, first * record as u64)
+            .with_context(|| format!("reading record {first} of a scratch file"))?;
+        let records: Vec<&[u8]> = buf.chunks_exact(record).collect();
+        Ok(records
+            .binary_search_by_key(&key, |r| key_of(r))
+            .ok()
+            .map(|i| decode::<V>(records[i]).1))
+    }
+}
+
+fn key_of(record: &[u8]) -> u128 {
+    u128::from_be_bytes(record[..KEY].try_into().expect("16 bytes"))
+}
+
+fn decode<V: Value>(record: &[u8]) -> (u128, V) {
+    (key_of(record), V::read(&record[KEY..]))
+}
+
+/// A blocked Bloom filter over keys that are already uniform hashes, so
+/// that they need no hashing of their own: the top 64 bits pick the block,
+/// and a mix of all 128 the bits in it.
+struct Bloom {
+    blocks: Vec<[AtomicU64; 8]>,
+}
+
+impl Bloom {
+    fn new(keys: u64) -> Bloom {
+        let n = (keys as usize * BITS_PER_KEY).div_ceil(512).max(1);
+        Bloom {
+            blocks: (0..n).map(|_| Default::default()).collect(),
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        self.blocks.capacity() * 64
+    }
+
+    /// The block and the mixed bits whose 9-bit pieces name the bits set.
+    fn probe(&self, key: u128) -> (&[AtomicU64; 8], u64) {
+        let top = (key >> 64) as u64;
+        let block = ((u128::from(top) * self.blocks.len() as u128) >> 64) as usize;
+        let mixed = (top ^ key as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        (&self.blocks[block], mixed ^ (mixed >> 29))
+    }
+
+    fn insert(&self, key: u128) {
+        let (block, bits) = self.probe(key);
+        for i in 0..PROBES {
+            let bit = (bits >> (i * 9)) & 511;
+            block[(bit / 64) as usize].fetch_or(1 << (bit % 64), Ordering::Relaxed);
+        }
+    }
+
+    fn may_hold(&self, key: u128) -> bool {
+        let (block, bits) = self.probe(key);
+        (0..PROBES).all(|i| {
+            let bit = (bits >> (i * 9)) & 511;
+            block[(bit / 64) as usize].load(Ordering::Relaxed) & (1 << (bit % 64)) != 0
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::bulk::ordered::tests::uniform_keys as keys;
+
+    /// Keys spread over four tables by their low bits, each sorted, with
+    /// values from `first`.
+    fn tables(keys: &[u128], first: u32) -> Vec<Vec<(u128, u32)>> {
+        let mut tables = vec![Vec::new(); 4];
+        for (i, &k) in keys.iter().enumerate() {
+            tables[k as usize % 4].push((k, first + i as u32));
+        }
+        tables.iter_mut().for_each(|t| t.sort_unstable());
+        tables
+    }
+
+    #[test]
+    fn generations_hold_what_was_written_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut frozen = Frozen::<u32>::new(dir.path());
+        let (old, new) = (keys(1, 20_000), keys(2, 30_000));
+        // Eleven generations: the first nine merged into one.
+        let mut first = 0;
+        for part in old.chunks(2_000).chain([&new[..]]) {
+            let tables = tables(part, first);
+            let written = frozen.push(part.len() as u64, 4, |t| Ok(tables[t].clone()));
+            assert_eq!(written.unwrap(), part.len() as u64);
+            first += part.len() as u32;
+        }
+        assert_eq!(frozen.generations(), 3);
+        let get = |k: u128| frozen.get(k, k as usize % 4).unwrap();
+        for (i, &k) in old.iter().chain(&new).enumerate() {
+            assert_eq!(get(k), Some(i as u32), "key {i}");
+        }
+        let strangers = keys(3, 50_000);
+        assert!(strangers.iter().all(|&k| get(k).is_none()));
+        // Neighbours of held keys read a window and find nothing there.
+        assert!(old.iter().all(|&k| get(k ^ 1 << 20).is_none()));
+        let per_key = frozen.bytes() as f64 / 50_000.0;
+        assert!(per_key < 1.6, "{per_key} bytes a key in memory");
+    }
+
+    #[test]
+    fn the_filter_turns_most_strangers_away() {
+        let held = keys(4, 100_000);
+        let bloom = Bloom::new(held.len() as u64);
+        held.iter().for_each(|&k| bloom.insert(k));
+        assert!(held.iter().all(|&k| bloom.may_hold(k)));
+        let passed = keys(5, 100_000)
+            .into_iter()
+            .filter(|&k| bloom.may_hold(k))
+            .count();
+        assert!(passed < 2_000, "{passed} of 100,000 strangers passed");
+    }
+}
