@@ -6,7 +6,7 @@
 //! `unionfind`), indexed by the ids' numbers, and so do the sorted runs of
 //! cluster history beyond a memory budget (`runs`).
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
 use satflow_schema::cf;
 use satflow_schema::cluster::{ClusterStats, Rank, RankKey};
@@ -17,7 +17,7 @@ use satflow_schema::{AddrId, ClusterId, ClusterKey, Height, NextIds, OutNum, TxN
 use super::heights;
 use super::heuristics::{Coin, Heuristics, Spent, TxView};
 use super::runs::{self, Merged, Run, Spill};
-use super::unionfind::{Forest, MappedArray, Roots, UnionFind, SCRATCH_PREFIX};
+use super::unionfind::{MappedArray, Roots, UnionFind, SCRATCH_PREFIX};
 use super::view::{coin, spent};
 use crate::progress::Progress;
 use crate::ranges;
@@ -25,11 +25,11 @@ use crate::store::{SpillWriter, Store, Tables};
 
 /// Where pass 1 gets the links that unite addresses: the sets they already
 /// formed in the blocks below `rows_from` (the bulk path unites them from
-/// each epoch in memory; freed once adopted), then the index's rows from
-/// that block on, read with `heuristics` (the heuristics the build
-/// records).
+/// each epoch as it goes; the build goes on with them), then the index's
+/// rows from that block on, read with `heuristics` (the heuristics the
+/// build records).
 pub struct Links {
-    pub found: Forest,
+    pub found: UnionFind,
     pub rows_from: Height,
     pub heuristics: Heuristics,
 }
@@ -44,9 +44,15 @@ pub fn build(store: &Store, links: Links, progress: &mut Progress) -> Result<()>
     let next = store.need_block(tip.height)?.next_ids();
     remove_stale_scratch(store);
     let started = std::time::Instant::now();
-    let mut sets = UnionFind::new(store.path(), next.addr.0)?;
-    sets.adopt(&links.found)?;
-    drop(links.found);
+    let mut sets = links.found;
+    if sets.len() > next.addr.0 {
+        bail!(
+            "links found over {} addresses, for a build of {}",
+            sets.len(),
+            next.addr.0
+        );
+    }
+    sets.grow(next.addr.0)?;
     if links.rows_from <= tip.height {
         let rows = (links.rows_from, tip.height);
         unite(store, links.heuristics, rows, next, &mut sets, progress)?;

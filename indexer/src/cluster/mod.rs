@@ -25,7 +25,7 @@ use satflow_schema::{meta, Height};
 pub use build::Links;
 pub use heuristics::{is_mixing_denomination, Coin, CoinJoin, Heuristics, Spent, TxView};
 pub use live::forget_above;
-pub use unionfind::Forest;
+pub use unionfind::UnionFind;
 
 use crate::progress::Progress;
 use crate::store::{Batch, Store};
@@ -66,7 +66,7 @@ pub fn heuristics_in_force(store: &Store) -> Result<Heuristics> {
 /// sets the links of the blocks below a height form, when the caller has
 /// them (the bulk path), for a whole build that need not read those
 /// blocks' rows.
-pub fn update(store: &Store, found: Option<(Forest, Height)>, quiet: bool) -> Result<()> {
+pub fn update(store: &Store, found: Option<(UnionFind, Height)>, quiet: bool) -> Result<()> {
     match (heuristics(store)?, tip(store)?) {
         (Some(h), Some(_)) => catch_up(store, h, quiet),
         (h, _) => {
@@ -89,7 +89,7 @@ pub fn update(store: &Store, found: Option<(Forest, Height)>, quiet: bool) -> Re
 /// Drops every cluster and builds them again from the index with `h`.
 pub fn rebuild(store: &Store, h: Heuristics, quiet: bool) -> Result<()> {
     let links = Links {
-        found: Forest::empty(),
+        found: UnionFind::new(store.path(), 0)?,
         rows_from: store.base_height()?,
         heuristics: h,
     };

@@ -1,47 +1,60 @@
 //! Union-find over dense ids in a memory-mapped scratch file: the parent
 //! array of a mainnet-sized chain (~2 billion addresses, 8 GB as u32s) is
 //! paged by the OS rather than held in the heap, so resident memory stays
-//! what the page cache can spare. While a bulk run finds links, their sets
-//! grow with the addresses on the heap instead (`Forest`, within the bulk
-//! maps' budget), and a whole build takes them on.
+//! what the page cache can spare. A bulk run grows its sets with the
+//! addresses as it finds links, and the whole build that follows goes on
+//! with the same file rather than a copy.
 //!
 //! Roots are always the lowest id of their set (a larger root is linked
 //! under a smaller one), which is what makes cluster ids stable: merging
 //! newer addresses into an old cluster keeps the old cluster's id.
 
+use std::fs::File;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use memmap2::MmapMut;
 
-/// Names of scratch files, so that a killed build's can be found.
+/// Sizes `file` for `len` entries (at least one) and maps it whole.
+fn map_with_room(file: &File, len: usize) -> Result<MmapMut> {
+    let bytes = (len.max(1) * 4) as u64;
+    file.set_len(bytes)
+        .with_context(|| format!("sizing scratch file to {bytes} bytes"))?;
+    // SAFETY: the file is ours alone (an unnamed temp file), and lives as
+    // long as the map.
+    unsafe { MmapMut::map_mut(file) }.context("mapping scratch file")
+}
+
+/// Prefix of the named scratch files (`runs`), so that a killed build's
+/// can be found.
 pub const SCRATCH_PREFIX: &str = "cluster-scratch-";
 
-/// A `u32` array in a scratch file, deleted with the value.
+/// A `u32` array in an unnamed scratch file, which vanishes with the value
+/// or the process.
 pub struct MappedArray {
     map: MmapMut,
     len: usize,
-    _file: tempfile::NamedTempFile,
+    file: File,
 }
 
 impl MappedArray {
     pub fn zeroed(dir: &Path, len: usize) -> Result<MappedArray> {
-        let file = tempfile::Builder::new()
-            .prefix(SCRATCH_PREFIX)
-            .tempfile_in(dir)
+        let file = tempfile::tempfile_in(dir)
             .with_context(|| format!("creating a scratch file in {}", dir.display()))?;
-        let bytes = (len.max(1) * 4) as u64;
-        file.as_file()
-            .set_len(bytes)
-            .with_context(|| format!("sizing scratch file to {bytes} bytes"))?;
-        // SAFETY: the file is ours alone (a fresh temp file), and lives as
-        // long as the map.
-        let map = unsafe { MmapMut::map_mut(file.as_file()) }.context("mapping scratch file")?;
-        Ok(MappedArray {
-            map,
-            len,
-            _file: file,
-        })
+        let map = map_with_room(&file, len)?;
+        Ok(MappedArray { map, len, file })
+    }
+
+    /// Makes room for `len` entries, the new ones zero. The file grows by
+    /// an eighth at least, so that growing a little at a time maps it
+    /// again rarely.
+    pub fn grow(&mut self, len: usize) -> Result<()> {
+        let room = self.map.len() / 4;
+        if len > room {
+            self.map = map_with_room(&self.file, len.max(room + room / 8))?;
+        }
+        self.len = self.len.max(len);
+        Ok(())
     }
 
     pub fn len(&self) -> usize {
@@ -67,74 +80,29 @@ impl MappedArray {
     }
 }
 
-/// Where a union-find keeps its parents, one `u32` per id.
-pub trait Parents {
-    fn get(&self, i: usize) -> u32;
-    fn set(&mut self, i: usize, v: u32);
-    fn len(&self) -> usize;
+/// Sets of ids, in a scratch file.
+pub struct UnionFind {
+    parent: MappedArray,
 }
-
-impl Parents for MappedArray {
-    fn get(&self, i: usize) -> u32 {
-        MappedArray::get(self, i)
-    }
-
-    fn set(&mut self, i: usize, v: u32) {
-        MappedArray::set(self, i, v)
-    }
-
-    fn len(&self) -> usize {
-        self.len
-    }
-}
-
-impl Parents for Vec<u32> {
-    fn get(&self, i: usize) -> u32 {
-        self[i]
-    }
-
-    fn set(&mut self, i: usize, v: u32) {
-        self[i] = v
-    }
-
-    fn len(&self) -> usize {
-        Vec::len(self)
-    }
-}
-
-/// Sets of ids, in a scratch file (a whole build) or on the heap
-/// (`Forest`).
-pub struct UnionFind<P: Parents = MappedArray> {
-    parent: P,
-}
-
-/// The sets a bulk run's epochs link as it goes, over the addresses
-/// numbered so far: 4 bytes an address, where the pairs themselves cost 16
-/// bytes a link (several links an address).
-pub type Forest = UnionFind<Vec<u32>>;
 
 impl UnionFind {
     /// `n` singleton sets, in a scratch file under `dir`.
     pub fn new(dir: &Path, n: u64) -> Result<UnionFind> {
         fits_u32(n)?;
-        let mut parent = MappedArray::zeroed(dir, n as usize)?;
-        for i in 0..n as usize {
-            parent.set(i, i as u32);
-        }
-        Ok(UnionFind { parent })
+        let mut sets = UnionFind {
+            parent: MappedArray::zeroed(dir, 0)?,
+        };
+        sets.grow(n)?;
+        Ok(sets)
     }
 
-    /// Takes on the sets of `forest`, whose ids must be among these.
-    pub fn adopt(&mut self, forest: &Forest) -> Result<()> {
-        if forest.len() > self.len() {
-            bail!(
-                "links found over {} addresses, for a build of {}",
-                forest.len(),
-                self.len()
-            );
-        }
-        for (i, &p) in forest.parent.iter().enumerate() {
-            self.parent.set(i, p);
+    /// Singletons up to id `n`, for the ids numbered since.
+    pub fn grow(&mut self, n: u64) -> Result<()> {
+        fits_u32(n)?;
+        let from = self.parent.len();
+        self.parent.grow(n as usize)?;
+        for i in from..n as usize {
+            self.parent.set(i, i as u32);
         }
         Ok(())
     }
@@ -150,43 +118,7 @@ impl UnionFind {
             parent: self.parent,
         }
     }
-}
 
-impl Forest {
-    pub fn empty() -> Forest {
-        UnionFind { parent: Vec::new() }
-    }
-
-    /// Singletons up to id `n`, for the addresses numbered since. Grown
-    /// by an eighth at a time, not doubled: the forest counts against the
-    /// bulk maps' budget.
-    pub fn grow(&mut self, n: u64) -> Result<()> {
-        fits_u32(n)?;
-        let (from, n) = (self.parent.len(), n as usize);
-        if n > self.parent.capacity() {
-            self.parent.reserve_exact((n - from).max(from / 8));
-        }
-        self.parent.extend(from as u32..n as u32);
-        Ok(())
-    }
-
-    /// Heap bytes held.
-    pub fn bytes(&self) -> usize {
-        self.parent.capacity() * 4
-    }
-}
-
-fn fits_u32(n: u64) -> Result<()> {
-    if n > u64::from(u32::MAX) {
-        bail!(
-            "{n} addresses: clustering holds address ids as u32, up to {}",
-            u32::MAX
-        );
-    }
-    Ok(())
-}
-
-impl<P: Parents> UnionFind<P> {
     /// The root of `x`'s set, halving the path on the way.
     pub fn find(&mut self, x: u64) -> u64 {
         let mut x = x as usize;
@@ -209,9 +141,19 @@ impl<P: Parents> UnionFind<P> {
         }
     }
 
-    pub fn len(&self) -> u64 {
+    pub(crate) fn len(&self) -> u64 {
         self.parent.len() as u64
     }
+}
+
+fn fits_u32(n: u64) -> Result<()> {
+    if n > u64::from(u32::MAX) {
+        bail!(
+            "{n} addresses: clustering holds address ids as u32, up to {}",
+            u32::MAX
+        );
+    }
+    Ok(())
 }
 
 /// Each id's root, read-only: a union-find whose paths are one step long.
@@ -250,25 +192,24 @@ mod tests {
     }
 
     #[test]
-    fn a_forest_grown_as_ids_come_is_adopted_by_a_whole_build() {
+    fn sets_grown_as_ids_come_keep_their_unions() {
         let dir = tempfile::tempdir().unwrap();
-        let mut forest = Forest::empty();
-        forest.grow(4).unwrap();
-        forest.union(3, 1);
-        forest.grow(7).unwrap();
-        forest.union(6, 3);
-        forest.union(5, 4);
-        // Ids the forest never saw stay singletons until united.
-        let mut uf = UnionFind::new(dir.path(), 9).unwrap();
-        uf.adopt(&forest).unwrap();
-        uf.union(8, 4);
-        let roots = uf.flatten();
-        let all: Vec<u64> = (0..roots.len()).map(|x| roots.get(x)).collect();
-        assert_eq!(all, [0, 1, 2, 1, 4, 4, 1, 7, 4]);
-        assert!(UnionFind::new(dir.path(), 6)
-            .unwrap()
-            .adopt(&forest)
-            .is_err());
-        assert!(Forest::empty().grow(u64::from(u32::MAX) + 1).is_err());
+        let mut sets = UnionFind::new(dir.path(), 0).unwrap();
+        sets.grow(4).unwrap();
+        sets.union(3, 1);
+        // Past the first mapping's room: mapped again, unions kept.
+        sets.grow(7).unwrap();
+        sets.union(6, 3);
+        sets.union(5, 4);
+        sets.grow(5_000).unwrap();
+        sets.union(4_999, 4);
+        // Ids never united stay singletons.
+        let roots = sets.flatten();
+        assert_eq!(roots.len(), 5_000);
+        let all: Vec<u64> = (0..9).map(|x| roots.get(x)).collect();
+        assert_eq!(all, [0, 1, 2, 1, 4, 4, 1, 7, 8]);
+        assert_eq!(roots.get(4_999), 4);
+        let mut sets = UnionFind::new(dir.path(), 0).unwrap();
+        assert!(sets.grow(u64::from(u32::MAX) + 1).is_err());
     }
 }

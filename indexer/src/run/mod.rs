@@ -37,10 +37,10 @@ pub struct IndexOptions {
     /// Checked against the magic bytes when given.
     pub network: Option<Network>,
     pub threads: Option<usize>,
-    /// Memory for the bulk path's maps and its cluster links' sets (beyond
-    /// it, the maps go to disk, and when what stays in memory still
-    /// outgrows it, the run goes on block by block); block by block, half
-    /// of it budgets the unspent-output and address-id caches.
+    /// Memory for the bulk path's maps (beyond it, they go to disk, and
+    /// when what stays in memory still outgrows it, the run goes on block
+    /// by block); block by block, half of it budgets the unspent-output
+    /// and address-id caches.
     pub cache_mb: usize,
     /// Blk data per committed batch (per epoch on the bulk path): larger
     /// batches write faster, smaller ones lose less work to a crash.

@@ -44,7 +44,7 @@ use super::pipeline::{parse_ahead, split_by_bytes, Committed};
 use super::{IndexOptions, Stage, Summary};
 use crate::blkfiles::BlocksDir;
 use crate::chain::{BestChain, Node};
-use crate::cluster::{self, Forest};
+use crate::cluster::{self, UnionFind};
 use crate::flow;
 use crate::parse::ParsedBlock;
 use crate::progress::Progress;
@@ -67,7 +67,7 @@ pub(super) struct Done {
     pub next: u32,
     /// When clusters are kept: the sets the heuristics' links form in the
     /// blocks below `next`, for the cluster build.
-    pub links: Option<Forest>,
+    pub links: Option<UnionFind>,
 }
 
 /// Indexes the chain from height `from` into an empty index.
@@ -116,7 +116,9 @@ pub(super) fn apply_chain(
         .cluster
         .then(|| cluster::heuristics_in_force(store))
         .transpose()?;
-    let mut links = Forest::empty();
+    // In a scratch file the page cache holds, outside the budget: the
+    // cluster build goes on with it.
+    let mut links = UnionFind::new(store.path(), 0)?;
     // The epochs' rows, with the height each ends at.
     let (write_tx, write_rx) = crossbeam_channel::bounded::<(SortedBatch, Committed, u32)>(1);
     let (ack_tx, ack_rx) = crossbeam_channel::unbounded::<Result<(Committed, Duration)>>();
@@ -188,9 +190,7 @@ pub(super) fn apply_chain(
                     // disk, the address map (mainnet's largest by far)
                     // first.
                     let (started, before) = (Instant::now(), frozen);
-                    let held = |a: &addrs::AddrMap, c: &coins::Coins| {
-                        a.bytes() + c.bytes() + links.bytes()
-                    };
+                    let held = |a: &addrs::AddrMap, c: &coins::Coins| a.bytes() + c.bytes();
                     if held(&addrs, &coins) > budget && addrs.map_bytes() > budget / 4 {
                         frozen.0 += addrs.freeze()?;
                     }
