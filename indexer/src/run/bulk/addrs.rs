@@ -61,9 +61,7 @@ pub(super) struct AddrMap {
     frozen: Frozen<u32>,
     /// The ids given since the map last started empty begin here; those
     /// below were taken back from disk.
-    first_own: u32,
-    /// The next id to give.
-    next: u32,
+    first_own: u64,
 }
 
 /// What numbering one epoch's outputs found.
@@ -84,7 +82,6 @@ impl AddrMap {
             shards: empty_shards(),
             frozen: Frozen::new(dir),
             first_own: 0,
-            next: 0,
         }
     }
 
@@ -104,17 +101,21 @@ impl AddrMap {
     }
 
     /// Writes the map's own addresses out as a generation and empties it;
-    /// returns how many were written.
-    pub fn freeze(&mut self) -> Result<u64> {
+    /// returns how many were written. `next`: the next id to give.
+    pub fn freeze(&mut self, next: AddrId) -> Result<u64> {
         let (shards, from) = (&self.shards, self.first_own);
-        let own = |t: usize| shards[t].entries().filter(move |&(_, id)| id >= from);
+        let own = |t: usize| {
+            shards[t]
+                .entries()
+                .filter(move |&(_, id)| u64::from(id) >= from)
+        };
         let count = (0..SHARDS)
             .into_par_iter()
             .map(|t| own(t).count() as u64)
             .sum();
         let written = self.frozen.push(count, SHARDS, |t| Ok(own(t).collect()))?;
         self.shards = empty_shards();
-        self.first_own = self.next;
+        self.first_own = next.0;
         Ok(written)
     }
 
@@ -198,7 +199,6 @@ impl AddrMap {
         for (short, id) in taken_back {
             inserts[short.shard()].push((short.0, id));
         }
-        self.next = last as u32;
         self.shards
             .par_iter_mut()
             .zip(inserts)
@@ -329,7 +329,7 @@ mod tests {
                 assert_eq!(&numbered.ids, want, "epoch {i}, written out every {every}");
                 next = next + numbered.new.len() as u64;
                 if i % every == every - 1 {
-                    map.freeze().unwrap();
+                    map.freeze(next).unwrap();
                 }
             }
             // Written out 40 times, the generations were merged at the

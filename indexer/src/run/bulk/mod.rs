@@ -192,7 +192,7 @@ pub(super) fn apply_chain(
                     let (started, before) = (Instant::now(), frozen);
                     let held = |a: &addrs::AddrMap, c: &coins::Coins| a.bytes() + c.bytes();
                     if held(&addrs, &coins) > budget && addrs.map_bytes() > budget / 4 {
-                        frozen.0 += addrs.freeze()?;
+                        frozen.0 += addrs.freeze(epoch.next.addr)?;
                     }
                     if held(&addrs, &coins) > budget
                         && coins.map_bytes() > budget / 4
