@@ -4,7 +4,7 @@
 //!
 //!     cargo bench --bench serve_under_load -- [--rates 2000,5000] [--seconds 20]
 //!                 [--size 512MB] [--append-mb 128] [--labels 300000]
-//!                 [--trace-per-mille 10] [--work DIR] [--runs 3]
+//!                 [--trace-per-mille 10] [--foreground] [--work DIR] [--runs 3]
 //!
 //! The generated chain of --size (seed 7, made once under --work) is cut
 //! --append-mb short of its end, at a record boundary: the blk files before
@@ -30,7 +30,10 @@
 //! to last until the last window ends; a third of the way into each
 //! measured window the follower is stopped (SIGTERM), the labels are
 //! imported again and the follower restarted, as imports need the write
-//! lock. When each of these happened, relative to its window, is printed.
+//! lock. The follower and the imports run under `satflow --background`
+//! (the lowest CPU priority), as the README advises beside a server;
+//! --foreground runs them at normal priority. When each of these
+//! happened, relative to its window, is printed.
 //! Percentiles are medians over the runs; max, counts and errors are over
 //! all runs. A trace ended by its budget (summary sent, then
 //! RESOURCE_EXHAUSTED) is an answer; RESOURCE_EXHAUSTED before any event is
@@ -77,6 +80,10 @@ struct Args {
     /// Requests in a thousand that are traces.
     #[arg(long, default_value_t = 10)]
     trace_per_mille: u64,
+    /// Run the follower and the imports at normal CPU priority, not with
+    /// `satflow --background` as the README advises beside a server.
+    #[arg(long)]
+    foreground: bool,
     #[command(flatten)]
     common: Common,
 }
@@ -162,7 +169,9 @@ async fn drain(mut stream: tonic::Streaming<pb::TraceEvent>) -> Code {
             Ok(Some(event)) => {
                 summary |= matches!(event.event, Some(pb::trace_event::Event::Summary(_)))
             }
-            Ok(None) => return Code::Ok,
+            Ok(None) if summary => return Code::Ok,
+            // Ended without its summary: the trace failed on the way.
+            Ok(None) => return Code::Unknown,
             Err(s) if summary && s.code() == Code::ResourceExhausted => return Code::Ok,
             Err(s) => return s.code(),
         }
@@ -407,6 +416,8 @@ struct Follower {
     live: PathBuf,
     db: PathBuf,
     log: PathBuf,
+    /// `satflow --background` or nothing.
+    priority: Vec<&'static str>,
     child: Option<Child>,
 }
 
@@ -418,6 +429,7 @@ impl Follower {
             .open(&self.log)
             .unwrap();
         let child = satflow()
+            .args(&self.priority)
             .args([
                 "index",
                 "--quiet",
@@ -520,10 +532,15 @@ fn main() {
         })
         .collect();
     let mut paces: Vec<Vec<Vec<(f64, f64, f64)>>> = vec![vec![Vec::new(); rates.len()]; 2];
+    let priority = match args.foreground {
+        true => vec![],
+        false => vec!["--background"],
+    };
     let mut follower = Follower {
         live: live.clone(),
         db: db.clone(),
         log: here.join("indexer.log"),
+        priority: priority.clone(),
         child: None,
     };
     rt.block_on(async {
@@ -552,7 +569,11 @@ fn main() {
         follower.start();
         let follower = Arc::new(Mutex::new(follower));
         println!(
-            "busy windows: index --follow running, {:.0} MB appended at {:.1} MB/s, labels imported again a third into each",
+            "busy windows: index --follow running{}, {:.0} MB appended at {:.1} MB/s, labels imported again a third into each",
+            match args.foreground {
+                true => " at normal priority (--foreground)",
+                false => " under satflow --background, as are the imports",
+            },
             held_bytes as f64 / 1e6,
             held_bytes as f64 / 1e6 / busy.as_secs_f64()
         );
@@ -561,13 +582,16 @@ fn main() {
                 let (tip0, bytes0) = (tip(&conns[0]).await, written.load(Ordering::Relaxed));
                 let reimport = {
                     let (follower, events, db, file) = (follower.clone(), events.clone(), db.clone(), file.clone());
+                    let priority = priority.clone();
                     let at = LEAD + Duration::from_secs(args.seconds) / 3;
                     tokio::task::spawn_blocking(move || {
                         std::thread::sleep(at);
                         note(&events, "follower sent SIGTERM".into());
                         follower.lock().unwrap().stop();
                         note(&events, "follower stopped, labels import started".into());
-                        let (took, _) = timed(labels_import(&db, &file));
+                        let mut import = labels_import(&db, &file);
+                        import.args(&priority);
+                        let (took, _) = timed(import);
                         note(&events, format!("labels imported ({:.1} s), follower restarted", took.as_secs_f64()));
                         follower.lock().unwrap().start();
                     })

@@ -119,9 +119,10 @@ pub fn run(a: ServeArgs) -> Result<()> {
             .inferred_labels
             .map(|min_confidence| AsLabels { min_confidence }),
     };
-    // Blocking threads: the readers, the traces, and catch-up and alert
-    // evaluation; each kind is bounded by its own semaphore or loop.
-    let blocking = opts.readers + opts.max_traces + 4;
+    // Blocking threads: the readers and alert evaluation, each bounded by
+    // its own semaphore or loop (traces and catch-up have threads of their
+    // own, at a lower priority).
+    let blocking = opts.readers + 4;
     tokio::runtime::Builder::new_multi_thread()
         .max_blocking_threads(blocking)
         .enable_all()

@@ -9,6 +9,7 @@ mod cli_serve;
 mod cli_trace;
 mod cli_watch;
 mod connect;
+mod priority;
 mod render;
 
 use std::path::PathBuf;
@@ -32,6 +33,11 @@ struct Cli {
     /// log collector); RUST_LOG filters them either way.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Run at the lowest CPU priority (Linux SCHED_IDLE): only on CPU time
+    /// nothing else wants. For `index --follow` and `labels import` beside
+    /// a `satflow serve` on the same machine, so requests come first.
+    #[arg(long, global = true)]
+    background: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -166,6 +172,13 @@ fn main() -> ExitCode {
     // SAFETY: called first, before any other thread exists.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
+    if cli.background {
+        // Before any thread starts: they inherit the policy.
+        if let Err(e) = priority::background() {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    }
     let format = cli.log_format;
     let logs = tracing_subscriber::fmt()
         .with_env_filter(

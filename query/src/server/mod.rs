@@ -21,6 +21,7 @@ mod chain;
 mod clusters;
 mod limits;
 mod metrics;
+mod niced;
 mod patterns;
 mod risk;
 mod shared;
@@ -45,6 +46,7 @@ pub use taint::{MAX_STOP_LISTED, MAX_TRACE_TXS};
 use addresses::AddressesService;
 use chain::ChainService;
 use clusters::ClustersService;
+use niced::NicedPool;
 use patterns::PatternsService;
 use risk::RiskService;
 use shared::{CaughtUp, Shared};
@@ -133,6 +135,7 @@ pub async fn serve(
         .map(|_| Arc::new(metrics::Metrics::new(Arc::clone(&shared))));
     tokio::spawn(follow(
         Arc::clone(&shared),
+        NicedPool::new("satflow-catch-up", 1)?,
         monitor.as_ref().ok().cloned(),
         metrics.clone(),
         opts.follow_every,
@@ -192,7 +195,7 @@ pub async fn serve(
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
     let admission = Admission::new(opts.token, opts.max_in_flight);
-    let slots = taint::Slots::new(opts.max_traces);
+    let slots = taint::Slots::new(opts.max_traces)?;
     let bounds = taint::TraceBounds {
         max_txs: opts.max_trace_txs,
         max_listed: opts.max_stop_listed,
@@ -283,9 +286,12 @@ pub async fn serve(
 }
 
 /// Catches up with the writer every `every`, logging each new tip, and
-/// has the monitor (if any) evaluate what arrived.
+/// has the monitor (if any) evaluate what arrived. Catch-up runs on
+/// `catching_up`, a low-priority thread: rebuilding the label index after
+/// an import takes seconds of CPU, which requests come before.
 async fn follow(
     shared: Arc<Shared>,
+    catching_up: NicedPool,
     monitor: Option<Arc<Monitor>>,
     metrics: Option<Arc<metrics::Metrics>>,
     every: Duration,
@@ -308,8 +314,8 @@ async fn follow(
             }
             anyhow::Ok(tip)
         };
-        match tokio::task::spawn_blocking(catch_up).await {
-            Ok(Ok(CaughtUp { tip, drained })) if last_tip != Some(tip) => {
+        match catching_up.run(catch_up).await {
+            Some(Ok(CaughtUp { tip, drained })) if last_tip != Some(tip) => {
                 match last_tip {
                     Some(_) => tracing::info!(
                         "the index grew: now at tip height {tip} (caught up in {} ms, of which {} ms waiting for requests still reading the handle it moved)",
@@ -320,9 +326,9 @@ async fn follow(
                 }
                 last_tip = Some(tip);
             }
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::warn!("catching up with the writer: {e:#}"),
-            Err(e) => tracing::warn!("catch-up task failed: {e}"),
+            Some(Ok(_)) => {}
+            Some(Err(e)) => tracing::warn!("catching up with the writer: {e:#}"),
+            None => tracing::warn!("catch-up panicked"),
         }
         let Some(m) = &monitor else { continue };
         let (s, m) = (Arc::clone(&shared), Arc::clone(m));

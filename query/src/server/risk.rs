@@ -1,7 +1,7 @@
 //! `satflow.v1.Risk`: exposure of an address, cluster or transaction to
 //! labelled entities and its risk level, and the screening of a
 //! transaction not yet mined. Both run traces, so each takes a trace slot
-//! and a blocking thread, like `Taint.Trace`.
+//! and its low-priority thread, like `Taint.Trace`.
 
 use std::sync::Arc;
 
@@ -48,7 +48,7 @@ impl RiskService {
             .map_err(Status::from)
     }
 
-    /// Runs `job` on a blocking thread holding a trace slot (it runs
+    /// Runs `job` on a trace thread holding a trace slot (it runs
     /// traces), with the server's trace bounds and the caller's deadline.
     async fn traced<R, T, F>(&self, request: Request<R>, job: F) -> Result<Response<T>, Status>
     where
@@ -63,16 +63,19 @@ impl RiskService {
         let r = request.into_inner();
         let shared = Arc::clone(&self.shared);
         let bounds = self.bounds;
-        let answer = tokio::task::spawn_blocking(move || {
-            let _held = slot;
-            job(shared.index(), &r, bounds, &mut || !deadline.expired())
-        })
-        .await
-        .unwrap_or_else(|e| {
-            Err(QueryError::Internal(anyhow::anyhow!(
-                "a risk task failed: {e}"
-            )))
-        });
+        let answer = self
+            .slots
+            .threads
+            .run(move || {
+                let _held = slot;
+                job(shared.index(), &r, bounds, &mut || !deadline.expired())
+            })
+            .await
+            .unwrap_or_else(|| {
+                Err(QueryError::Internal(anyhow::anyhow!(
+                    "a risk task panicked"
+                )))
+            });
         match answer {
             Err(QueryError::DeadlineExceeded) => Err(deadline_exceeded()),
             other => other.map(Response::new).map_err(Status::from),

@@ -1,5 +1,5 @@
-//! `satflow.v1.Taint`: each trace runs on a blocking thread (it may walk
-//! millions of transactions) and streams its hits through a bounded
+//! `satflow.v1.Taint`: each trace runs on a low-priority thread of its
+//! own (it may walk millions of transactions; `niced`) and streams its hits through a bounded
 //! channel, so a slow reader slows the trace rather than filling memory,
 //! and a reader that goes away stops it.
 
@@ -14,6 +14,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::limits::{deadline_exceeded, Deadline, Place};
+use super::niced::NicedPool;
 use super::shared::Shared;
 use crate::args::{self, invalid};
 use crate::built;
@@ -67,19 +68,22 @@ impl TaintService {
     }
 }
 
-/// Places for traces (taint traces and exposure) running at once.
+/// Places for traces (taint traces, exposure and screenings) running at
+/// once, and the low-priority threads they run on, one a place.
 #[derive(Clone)]
 pub struct Slots {
     free: Arc<Semaphore>,
     max: usize,
+    pub(super) threads: Arc<NicedPool>,
 }
 
 impl Slots {
-    pub fn new(max: usize) -> Slots {
-        Slots {
+    pub fn new(max: usize) -> anyhow::Result<Slots> {
+        Ok(Slots {
             free: Arc::new(Semaphore::new(max)),
             max,
-        }
+            threads: Arc::new(NicedPool::new("satflow-trace", max)?),
+        })
     }
 
     /// A place, or RESOURCE_EXHAUSTED.
@@ -126,7 +130,7 @@ impl pb::taint_server::Taint for TaintService {
             .into_inner();
         let (tx, rx) = mpsc::channel(256);
         let shared = Arc::clone(&self.shared);
-        tokio::task::spawn_blocking(move || {
+        self.slots.threads.spawn(move || {
             let _held = place;
             // A bug must not end the stream as if the trace were complete.
             let run = std::panic::AssertUnwindSafe(|| {
@@ -151,7 +155,7 @@ impl pb::taint_server::Taint for TaintService {
     }
 }
 
-/// Runs one trace on this (blocking) thread, streaming to `tx`. The slot
+/// Runs one trace on this (trace) thread, streaming to `tx`. The slot
 /// is given back when the walk ends, before the summary goes out: a caller
 /// that has read the end may start its next trace at once.
 #[allow(clippy::too_many_arguments)]

@@ -198,9 +198,9 @@ impl Coins {
         if let Some(coin) = self.take_in_memory(key, before) {
             return Ok(Some(coin));
         }
-        // Written out by an earlier epoch: it stays on disk once taken,
-        // but an output is spent only once.
-        self.frozen.get(key.wide(), key.shard() as usize)
+        // Written out by an earlier epoch: marked spent there, so that a
+        // second input finds nothing and a merge drops it.
+        self.frozen.take(key.wide(), key.shard() as usize)
     }
 
     fn take_in_memory(&self, key: &CoinKey, before: OutNum) -> Option<Coin> {
@@ -283,6 +283,11 @@ impl Coins {
 
     pub fn generations(&self) -> usize {
         self.frozen.generations()
+    }
+
+    /// Coins on disk not spent yet.
+    pub fn on_disk(&self) -> u64 {
+        self.frozen.live()
     }
 
     /// Writes the map out as a generation and empties it; returns how many
@@ -410,7 +415,20 @@ mod tests {
             assert_eq!(coins.take(&key(n), end).unwrap(), Some(coin(n)), "coin {n}");
         }
         assert_eq!(coins.take(&key(1), end).unwrap(), None, "spent before");
+        assert_eq!(coins.take(&key(2), end).unwrap(), None, "spent from disk");
         assert_eq!(coins.take(&key(121), end).unwrap(), None, "never made");
-        assert_eq!(coins.len(), 18);
+        assert_eq!((coins.len(), coins.on_disk()), (18, 96));
+        // Spend all but 10 of those on disk: the next write-out merges
+        // away the spent ones, and what is left is found.
+        for n in (3..=89).filter(|&n| n != 50) {
+            assert_eq!(coins.take(&key(n), end).unwrap(), Some(coin(n)));
+        }
+        assert_eq!(coins.freeze().unwrap(), 18);
+        assert_eq!((coins.generations(), coins.on_disk()), (1, 28));
+        for n in (90..=99).chain(102..=119) {
+            assert_eq!(coins.take(&key(n), end).unwrap(), Some(coin(n)), "coin {n}");
+        }
+        assert_eq!(coins.on_disk(), 0);
+        assert_eq!(coins.take(&key(90), end).unwrap(), None);
     }
 }

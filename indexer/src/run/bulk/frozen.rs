@@ -7,6 +7,10 @@
 //! that passes reads one window of the file, found by a sparse index of
 //! every `STRIDE`-th key. About 1.4 bytes an entry stay in memory.
 //!
+//! An entry can be taken (an unspent output, spent): a bit per entry then
+//! marks it, and merges leave it behind, so what stays on disk and in the
+//! filters follows the entries still live, not all ever written.
+//!
 //! Generations are unnamed temporary files in the index's directory: they
 //! serve one bulk run only, and vanish with it, killed or not.
 
@@ -15,6 +19,7 @@ use std::io::{BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 
 use anyhow::{Context, Result};
 use rayon::prelude::*;
@@ -68,6 +73,9 @@ struct Generation {
     /// Per table, the key of each window's first record.
     fences: Vec<Vec<u128>>,
     bloom: Bloom,
+    /// A bit per record, set when it is taken; made at the first take.
+    taken: OnceLock<Box<[AtomicU64]>>,
+    taken_count: AtomicU64,
 }
 
 impl<V: Value> Frozen<V> {
@@ -91,12 +99,28 @@ impl<V: Value> Frozen<V> {
         self.generations.len()
     }
 
+    /// Entries on disk not taken.
+    pub fn live(&self) -> u64 {
+        self.generations.iter().map(Generation::live).sum()
+    }
+
     /// The value of `key` in the generation that holds it; `table` is
     /// the one of the map's tables that held it.
     pub fn get(&self, key: u128, table: usize) -> Result<Option<V>> {
         for generation in self.generations.iter().rev() {
-            if let Some(record) = generation.get::<V>(key, table)? {
-                return Ok(Some(record));
+            if let Some((_, value)) = generation.find::<V>(key, table)? {
+                return Ok(Some(value));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Like `get`, and marks the entry taken: a second take of it finds
+    /// nothing, and the next merge drops it.
+    pub fn take(&self, key: u128, table: usize) -> Result<Option<V>> {
+        for generation in self.generations.iter().rev() {
+            if let Some((record, value)) = generation.find::<V>(key, table)? {
+                return Ok(generation.mark_taken(record).then_some(value));
             }
         }
         Ok(None)
@@ -107,20 +131,29 @@ impl<V: Value> Frozen<V> {
     ///
     /// Past `MAX_GENERATIONS`, all are merged into one, so that a key
     /// never asks more filters than that; each merge reads and writes
-    /// everything on disk, about every `MAX_GENERATIONS`-th time.
+    /// what is live on disk, about every `MAX_GENERATIONS`-th time. They
+    /// are merged too once half of what is on disk was taken, so that taken
+    /// entries never outnumber live ones for long; such a merge writes
+    /// fewer entries than were taken since the last, so over a run these
+    /// merges write no more than is ever taken. Generations wholly taken
+    /// are dropped.
     pub fn push<F>(&mut self, count: u64, tables: usize, entries: F) -> Result<u64>
     where
         F: Fn(usize) -> Result<Vec<(u128, V)>>,
     {
         let generation = self.write(count, tables, entries)?;
+        self.generations.retain(|g| g.live() > 0);
         self.generations.push(generation);
-        if self.generations.len() > MAX_GENERATIONS {
+        let (live, all) = self
+            .generations
+            .iter()
+            .fold((0, 0), |(l, a), g| (l + g.live(), a + g.len()));
+        if self.generations.len() > MAX_GENERATIONS || live < all / 2 {
             let old = std::mem::take(&mut self.generations);
-            let total = old.iter().map(Generation::len).sum();
-            let merged = self.write(total, tables, |t| {
+            let merged = self.write(live, tables, |t| {
                 let mut all = Vec::new();
                 for generation in &old {
-                    all.extend(generation.table::<V>(t)?);
+                    all.extend(generation.live_table::<V>(t)?);
                 }
                 all.par_sort_unstable_by_key(|&(key, _)| key);
                 Ok(all)
@@ -179,6 +212,8 @@ impl<V: Value> Frozen<V> {
             starts,
             fences,
             bloom,
+            taken: OnceLock::new(),
+            taken_count: AtomicU64::new(0),
         })
     }
 }
@@ -188,23 +223,54 @@ impl Generation {
         self.starts.last().copied().unwrap_or(0)
     }
 
-    /// Every entry of table `t`, in key order.
-    fn table<V: Value>(&self, t: usize) -> Result<Vec<(u128, V)>> {
+    fn live(&self) -> u64 {
+        self.len() - self.taken_count.load(Ordering::Relaxed)
+    }
+
+    /// Marks record `n` taken; false if it was already.
+    fn mark_taken(&self, n: u64) -> bool {
+        let bits = self.taken.get_or_init(|| {
+            (0..self.len().div_ceil(64))
+                .map(|_| AtomicU64::new(0))
+                .collect()
+        });
+        let bit = 1 << (n % 64);
+        let first = bits[(n / 64) as usize].fetch_or(bit, Ordering::Relaxed) & bit == 0;
+        if first {
+            self.taken_count.fetch_add(1, Ordering::Relaxed);
+        }
+        first
+    }
+
+    fn is_taken(&self, n: u64) -> bool {
+        self.taken.get().is_some_and(|bits| {
+            bits[(n / 64) as usize].load(Ordering::Relaxed) & 1 << (n % 64) != 0
+        })
+    }
+
+    /// The entries of table `t` not taken, in key order.
+    fn live_table<V: Value>(&self, t: usize) -> Result<Vec<(u128, V)>> {
         let record = Frozen::<V>::RECORD;
         let (first, end) = (self.starts[t], self.starts[t + 1]);
         let mut bytes = vec![0; (end - first) as usize * record];
         self.file
             .read_exact_at(&mut bytes, first * record as u64)
             .with_context(|| format!("reading records {first} to {end} of a scratch file"))?;
-        Ok(bytes.chunks_exact(record).map(decode).collect())
+        Ok((first..)
+            .zip(bytes.chunks_exact(record))
+            .filter(|&(n, _)| !self.is_taken(n))
+            .map(|(_, r)| decode(r))
+            .collect())
     }
 
     fn bytes(&self) -> usize {
         let fences: usize = self.fences.iter().map(|f| f.capacity() * 16).sum();
-        fences + self.bloom.bytes() + self.starts.capacity() * 8
+        let taken = self.taken.get().map_or(0, |bits| bits.len() * 8);
+        fences + self.bloom.bytes() + self.starts.capacity() * 8 + taken
     }
 
-    fn get<V: Value>(&self, key: u128, table: usize) -> Result<Option<V>> {
+    /// The number of `key`'s record and its value, taken or not.
+    fn find<V: Value>(&self, key: u128, table: usize) -> Result<Option<(u64, V)>> {
         if !self.bloom.may_hold(key) {
             return Ok(None);
         }
@@ -224,7 +290,7 @@ impl Generation {
         Ok(records
             .binary_search_by_key(&key, |r| key_of(r))
             .ok()
-            .map(|i| decode::<V>(records[i]).1))
+            .map(|i| (first + i as u64, decode::<V>(records[i]).1)))
     }
 }
 

@@ -202,10 +202,11 @@ pub(super) fn apply_chain(
                     }
                     if frozen != before {
                         tracing::info!(
-                            "maps written out in {:.1?}: {} generations of addresses, {} of unspent outputs on disk",
+                            "maps written out in {:.1?}: {} generations of addresses, {} of unspent outputs ({} not spent yet) on disk",
                             started.elapsed(),
                             addrs.generations(),
-                            coins.generations()
+                            coins.generations(),
+                            coins.on_disk()
                         );
                         resolve_busy += started.elapsed();
                     }
@@ -230,8 +231,12 @@ pub(super) fn apply_chain(
                 await_write()?;
             }
             if frozen != (0, 0) {
+                let unspent = match frozen.1 {
+                    0 => String::new(),
+                    _ => format!(" ({} of them not spent by the end)", coins.on_disk()),
+                };
                 notes.push(format!(
-                    "maps written to disk to stay within --cache-mb {}: {} addresses and {} unspent outputs, now in {} and {} generations",
+                    "maps written to disk to stay within --cache-mb {}: {} addresses and {} unspent outputs{unspent}, now in {} and {} generations",
                     opts.cache_mb,
                     frozen.0,
                     frozen.1,
