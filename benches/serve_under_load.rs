@@ -37,7 +37,8 @@
 //! Percentiles are medians over the runs; max, counts and errors are over
 //! all runs. A trace ended by its budget (summary sent, then
 //! RESOURCE_EXHAUSTED) is an answer; RESOURCE_EXHAUSTED before any event is
-//! a refusal, and counts as an error. The logs of the server and the
+//! a refusal, and counts as an error, as does a stream that ends without
+//! its summary. The logs of the server and the
 //! follower are left in --work/serve-under-load.
 
 mod common;

@@ -69,7 +69,10 @@ impl TaintService {
 }
 
 /// Places for traces (taint traces, exposure and screenings) running at
-/// once, and the low-priority threads they run on, one a place.
+/// once, and the low-priority threads they run on: two a place, because a
+/// trace gives its place back before it sends its summary (see
+/// `run_trace`), and a caller that stopped reading holds that send, and
+/// its thread, for up to `STALLED`; the next trace then runs on a spare.
 #[derive(Clone)]
 pub struct Slots {
     free: Arc<Semaphore>,
@@ -82,7 +85,7 @@ impl Slots {
         Ok(Slots {
             free: Arc::new(Semaphore::new(max)),
             max,
-            threads: Arc::new(NicedPool::new("satflow-trace", max)?),
+            threads: Arc::new(NicedPool::new("satflow-trace", 2 * max)?),
         })
     }
 
