@@ -108,9 +108,10 @@ struct IndexArgs {
     threads: Option<usize>,
     /// Memory for the bulk path's maps of every unspent output and
     /// address, in MiB (into an empty index; when they outgrow it, they go
-    /// to disk, and when what stays in memory still does, indexing goes on
-    /// block by block); block by block, half of it budgets the caches. The
-    /// run's peak is about this plus 1 GiB, beside the page cache.
+    /// to disk, their filters in the page cache; only a budget too small
+    /// for what stays in memory sends indexing on block by block); block by
+    /// block, half of it budgets the caches. The run's peak is about this
+    /// plus 1 GiB, beside the page cache.
     #[arg(long, default_value_t = 2560)]
     cache_mb: usize,
     /// Blk data per committed write batch (per epoch, into an empty index), in MiB.

@@ -24,6 +24,7 @@ pub mod progress;
 mod ranges;
 mod recover;
 pub mod run;
+mod scratch;
 pub mod services;
 mod stop;
 pub mod store;

@@ -17,10 +17,11 @@ use satflow_schema::{AddrId, ClusterId, ClusterKey, Height, NextIds, OutNum, TxN
 use super::heights;
 use super::heuristics::{Coin, Heuristics, Spent, TxView};
 use super::runs::{self, Merged, Run, Spill};
-use super::unionfind::{MappedArray, Roots, UnionFind, SCRATCH_PREFIX};
+use super::unionfind::{Roots, UnionFind, SCRATCH_PREFIX};
 use super::view::{coin, spent};
 use crate::progress::Progress;
 use crate::ranges;
+use crate::scratch::MappedArray;
 use crate::store::{SpillWriter, Store, Tables};
 
 /// Where pass 1 gets the links that unite addresses: the sets they already

@@ -9,76 +9,15 @@
 //! under a smaller one), which is what makes cluster ids stable: merging
 //! newer addresses into an old cluster keeps the old cluster's id.
 
-use std::fs::File;
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
-use memmap2::MmapMut;
+use anyhow::{bail, Result};
 
-/// Sizes `file` for `len` entries (at least one) and maps it whole.
-fn map_with_room(file: &File, len: usize) -> Result<MmapMut> {
-    let bytes = (len.max(1) * 4) as u64;
-    file.set_len(bytes)
-        .with_context(|| format!("sizing scratch file to {bytes} bytes"))?;
-    // SAFETY: the file is ours alone (an unnamed temp file), and lives as
-    // long as the map.
-    unsafe { MmapMut::map_mut(file) }.context("mapping scratch file")
-}
+use crate::scratch::MappedArray;
 
 /// Prefix of the named scratch files (`runs`), so that a killed build's
 /// can be found.
 pub const SCRATCH_PREFIX: &str = "cluster-scratch-";
-
-/// A `u32` array in an unnamed scratch file, which vanishes with the value
-/// or the process.
-pub struct MappedArray {
-    map: MmapMut,
-    len: usize,
-    file: File,
-}
-
-impl MappedArray {
-    pub fn zeroed(dir: &Path, len: usize) -> Result<MappedArray> {
-        let file = tempfile::tempfile_in(dir)
-            .with_context(|| format!("creating a scratch file in {}", dir.display()))?;
-        let map = map_with_room(&file, len)?;
-        Ok(MappedArray { map, len, file })
-    }
-
-    /// Makes room for `len` entries, the new ones zero. The file grows by
-    /// an eighth at least, so that growing a little at a time maps it
-    /// again rarely.
-    pub fn grow(&mut self, len: usize) -> Result<()> {
-        let room = self.map.len() / 4;
-        if len > room {
-            self.map = map_with_room(&self.file, len.max(room + room / 8))?;
-        }
-        self.len = self.len.max(len);
-        Ok(())
-    }
-
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn get(&self, i: usize) -> u32 {
-        u32::from_ne_bytes(self.map[i * 4..i * 4 + 4].try_into().expect("4 bytes"))
-    }
-
-    pub fn set(&mut self, i: usize, v: u32) {
-        self.map[i * 4..i * 4 + 4].copy_from_slice(&v.to_ne_bytes());
-    }
-
-    /// Entry `i` of the array read as u64s (slots 2i and 2i + 1).
-    pub fn get_u64(&self, i: usize) -> u64 {
-        u64::from(self.get(2 * i)) | u64::from(self.get(2 * i + 1)) << 32
-    }
-
-    pub fn set_u64(&mut self, i: usize, v: u64) {
-        self.set(2 * i, v as u32);
-        self.set(2 * i + 1, (v >> 32) as u32);
-    }
-}
 
 /// Sets of ids, in a scratch file.
 pub struct UnionFind {

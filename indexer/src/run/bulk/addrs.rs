@@ -85,9 +85,15 @@ impl AddrMap {
         }
     }
 
-    /// Memory held: the map and what the generations keep in memory.
+    /// Heap held: the map and what the generations keep beside their
+    /// filters, which are mapped (`filter_bytes`).
     pub fn bytes(&self) -> usize {
         self.map_bytes() + self.frozen.bytes()
+    }
+
+    /// The generations' filters, in the page cache.
+    pub fn filter_bytes(&self) -> usize {
+        self.frozen.filter_bytes()
     }
 
     /// Memory the map itself holds.

@@ -2,10 +2,14 @@
 //! size the address map would take 36–46 GB and the unspent-output map
 //! 8–17 GB, so a map that outgrows `--cache-mb` writes its entries out, in
 //! key order, as a generation, and starts again empty. A key the map does
-//! not hold is then asked of each generation: a Bloom filter in memory
-//! turns most keys it never held away without reading anything, and a key
-//! that passes reads one window of the file, found by a sparse index of
-//! every `STRIDE`-th key. About 1.4 bytes an entry stay in memory.
+//! not hold is then asked of each generation: a Bloom filter turns most
+//! keys it never held away without reading anything, and a key that
+//! passes reads one window of the file, found by a sparse index of every
+//! `STRIDE`-th key. The index (0.13 B an entry) is heap, within the
+//! budget; the filters (1.25 B an entry, 2 GB for mainnet's addresses) are
+//! mapped scratch files the page cache holds, so that they never push the
+//! run off the bulk path, and a machine short of memory pages them rather
+//! than failing.
 //!
 //! An entry can be taken (an unspent output, spent): a bit per entry then
 //! marks it, and merges leave it behind, so what stays on disk and in the
@@ -23,6 +27,8 @@ use std::sync::OnceLock;
 
 use anyhow::{Context, Result};
 use rayon::prelude::*;
+
+use crate::scratch::MappedWords;
 
 /// A record: the key, most significant byte first, then the value.
 const KEY: usize = 16;
@@ -90,9 +96,14 @@ impl<V: Value> Frozen<V> {
         }
     }
 
-    /// Memory the generations keep: filters and fences.
+    /// Heap the generations keep: fences, and taken marks.
     pub fn bytes(&self) -> usize {
         self.generations.iter().map(Generation::bytes).sum()
+    }
+
+    /// Bytes of their filters, mapped (see `Bloom`).
+    pub fn filter_bytes(&self) -> usize {
+        self.generations.iter().map(|g| g.bloom.bytes()).sum()
     }
 
     pub fn generations(&self) -> usize {
@@ -171,7 +182,7 @@ impl<V: Value> Frozen<V> {
     {
         let context = || format!("writing a map to a scratch file in {}", self.dir.display());
         let file = tempfile::tempfile_in(&self.dir).with_context(context)?;
-        let bloom = Bloom::new(count);
+        let bloom = Bloom::new(&self.dir, count)?;
         let mut starts = Vec::with_capacity(tables + 1);
         let mut fences = Vec::with_capacity(tables);
         let mut out = BufWriter::with_capacity(1 << 20, &file);
@@ -266,7 +277,7 @@ impl Generation {
     fn bytes(&self) -> usize {
         let fences: usize = self.fences.iter().map(|f| f.capacity() * 16).sum();
         let taken = self.taken.get().map_or(0, |bits| bits.len() * 8);
-        fences + self.bloom.bytes() + self.starts.capacity() * 8 + taken
+        fences + self.starts.capacity() * 8 + taken
     }
 
     /// The number of `key`'s record and its value, taken or not.
@@ -304,29 +315,37 @@ fn decode<V: Value>(record: &[u8]) -> (u128, V) {
 
 /// A blocked Bloom filter over keys that are already uniform hashes, so
 /// that they need no hashing of their own: the top 64 bits pick the block,
-/// and a mix of all 128 the bits in it.
+/// and a mix of all 128 the bits in it. Its bits live in a mapped scratch
+/// file, outside the heap: the filters grow with every key on disk (1.25 B
+/// a key, 2 GB for mainnet's addresses), and the page cache holds them.
 struct Bloom {
-    blocks: Vec<[AtomicU64; 8]>,
+    bits: MappedWords,
 }
 
+/// Words of a block: 512 bits, one cache line.
+const BLOCK_WORDS: usize = 8;
+
 impl Bloom {
-    fn new(keys: u64) -> Bloom {
-        let n = (keys as usize * BITS_PER_KEY).div_ceil(512).max(1);
-        Bloom {
-            blocks: (0..n).map(|_| Default::default()).collect(),
-        }
+    fn new(dir: &Path, keys: u64) -> Result<Bloom> {
+        let blocks = (keys as usize * BITS_PER_KEY).div_ceil(512).max(1);
+        Ok(Bloom {
+            bits: MappedWords::zeroed(dir, blocks * BLOCK_WORDS)?,
+        })
     }
 
     fn bytes(&self) -> usize {
-        self.blocks.capacity() * 64
+        self.bits.bytes()
     }
 
     /// The block and the mixed bits whose 9-bit pieces name the bits set.
-    fn probe(&self, key: u128) -> (&[AtomicU64; 8], u64) {
+    fn probe(&self, key: u128) -> (&[AtomicU64], u64) {
+        let words = self.bits.words();
+        let blocks = words.len() / BLOCK_WORDS;
         let top = (key >> 64) as u64;
-        let block = ((u128::from(top) * self.blocks.len() as u128) >> 64) as usize;
+        let block = ((u128::from(top) * blocks as u128) >> 64) as usize;
         let mixed = (top ^ key as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        (&self.blocks[block], mixed ^ (mixed >> 29))
+        let at = block * BLOCK_WORDS;
+        (&words[at..at + BLOCK_WORDS], mixed ^ (mixed >> 29))
     }
 
     fn insert(&self, key: u128) {
@@ -384,14 +403,19 @@ mod tests {
         assert!(strangers.iter().all(|&k| get(k).is_none()));
         // Neighbours of held keys read a window and find nothing there.
         assert!(old.iter().all(|&k| get(k ^ 1 << 20).is_none()));
-        let per_key = frozen.bytes() as f64 / 50_000.0;
-        assert!(per_key < 1.6, "{per_key} bytes a key in memory");
+        let (heap, filters) = (frozen.bytes() as f64, frozen.filter_bytes() as f64);
+        assert!(
+            heap / 50_000.0 < 0.3,
+            "{heap} bytes of heap for 50,000 keys"
+        );
+        assert!(filters / 50_000.0 < 1.4, "{filters} bytes of filters");
     }
 
     #[test]
     fn the_filter_turns_most_strangers_away() {
         let held = keys(4, 100_000);
-        let bloom = Bloom::new(held.len() as u64);
+        let dir = tempfile::tempdir().unwrap();
+        let bloom = Bloom::new(dir.path(), held.len() as u64).unwrap();
         held.iter().for_each(|&k| bloom.insert(k));
         assert!(held.iter().all(|&k| bloom.may_hold(k)));
         let passed = keys(5, 100_000)

@@ -18,9 +18,11 @@
 //! It runs when the index is empty and starts at genesis; an index that
 //! holds blocks grows block by block. Its maps hold every address and
 //! every unspent output. When they outgrow `--cache-mb`, each that is a
-//! good part of it goes to disk (`frozen`) and starts again; when what
-//! stays in memory still outgrows it, the bulk path stops after the epoch
-//! and the run goes on block by block, whose caches are bounded. A bulk
+//! good part of it goes to disk (`frozen`) and starts again; the budget
+//! then holds the maps and the generations' fences (0.13 B a key on disk),
+//! while their filters (1.25 B a key) live in the page cache. Only when
+//! what the budget holds still outgrows it (a budget of a few MB) does the
+//! bulk path stop after the epoch, and the run go on block by block. A bulk
 //! run that is killed is finished by the next run: its rows above the tip
 //! are removed (`recover`), its totals built, and the rest indexed block
 //! by block.
@@ -202,11 +204,12 @@ pub(super) fn apply_chain(
                     }
                     if frozen != before {
                         tracing::info!(
-                            "maps written out in {:.1?}: {} generations of addresses, {} of unspent outputs ({} not spent yet) on disk",
+                            "maps written out in {:.1?}: {} generations of addresses, {} of unspent outputs ({} not spent yet) on disk; their filters {} MiB, in the page cache",
                             started.elapsed(),
                             addrs.generations(),
                             coins.generations(),
-                            coins.on_disk()
+                            coins.on_disk(),
+                            (addrs.filter_bytes() + coins.filter_bytes()) >> 20
                         );
                         resolve_busy += started.elapsed();
                     }
