@@ -11,24 +11,28 @@ use std::path::Path;
 use std::sync::atomic::AtomicU64;
 
 use anyhow::{Context, Result};
-use memmap2::{Advice, MmapMut};
+use memmap2::{Advice, MmapMut, MmapRaw};
 
-/// An unnamed file in `dir`, sized to `bytes` and mapped whole.
-fn create(dir: &Path, bytes: usize) -> Result<(File, MmapMut)> {
+/// An unnamed file in `dir`, sized to `bytes`.
+fn create(dir: &Path, bytes: usize) -> Result<File> {
     let file = tempfile::tempfile_in(dir)
         .with_context(|| format!("creating a scratch file in {}", dir.display()))?;
-    let map = map_with_room(&file, bytes)?;
-    Ok((file, map))
+    size(&file, bytes)?;
+    Ok(file)
 }
 
-/// Sizes `file` to `bytes` (at least 8) and maps it whole.
-fn map_with_room(file: &File, bytes: usize) -> Result<MmapMut> {
+/// Sizes `file` to `bytes` (at least 8: nothing maps an empty file).
+fn size(file: &File, bytes: usize) -> Result<()> {
     let bytes = bytes.max(8) as u64;
     file.set_len(bytes)
-        .with_context(|| format!("sizing scratch file to {bytes} bytes"))?;
+        .with_context(|| format!("sizing a scratch file to {bytes} bytes"))
+}
+
+/// Maps `file` whole, to read and write.
+fn map_file(file: &File) -> Result<MmapMut> {
     // SAFETY: the file is ours alone (an unnamed temp file), and lives as
     // long as the map.
-    unsafe { MmapMut::map_mut(file) }.context("mapping scratch file")
+    unsafe { MmapMut::map_mut(file) }.context("mapping a scratch file")
 }
 
 /// A growable `u32` array, for one thread at a time.
@@ -40,7 +44,8 @@ pub struct MappedArray {
 
 impl MappedArray {
     pub fn zeroed(dir: &Path, len: usize) -> Result<MappedArray> {
-        let (file, map) = create(dir, len * 4)?;
+        let file = create(dir, len * 4)?;
+        let map = map_file(&file)?;
         Ok(MappedArray { map, len, file })
     }
 
@@ -50,7 +55,8 @@ impl MappedArray {
     pub fn grow(&mut self, len: usize) -> Result<()> {
         let room = self.map.len() / 4;
         if len > room {
-            self.map = map_with_room(&self.file, len.max(room + room / 8) * 4)?;
+            size(&self.file, len.max(room + room / 8) * 4)?;
+            self.map = map_file(&self.file)?;
         }
         self.len = self.len.max(len);
         Ok(())
@@ -82,14 +88,16 @@ impl MappedArray {
 /// A fixed number of zeroed 64-bit words, each atomic: set from every
 /// worker at once, read at random.
 pub struct MappedWords {
-    map: MmapMut,
+    /// Raw: the words are written through shared references.
+    map: MmapRaw,
     len: usize,
     _file: File,
 }
 
 impl MappedWords {
     pub fn zeroed(dir: &Path, len: usize) -> Result<MappedWords> {
-        let (file, map) = create(dir, len * 8)?;
+        let file = create(dir, len * 8)?;
+        let map = MmapRaw::map_raw(&file).context("mapping a scratch file")?;
         // Each read wants one cache line: a page let go under memory
         // pressure comes back alone, without the OS reading ahead.
         map.advise(Advice::Random)
@@ -102,10 +110,10 @@ impl MappedWords {
     }
 
     pub fn words(&self) -> &[AtomicU64] {
-        // SAFETY: the map is page-aligned and holds `len` words; nothing
-        // reaches its bytes but through these atomics, and the map lives as
-        // long as the borrow.
-        unsafe { std::slice::from_raw_parts(self.map.as_ptr().cast::<AtomicU64>(), self.len) }
+        // SAFETY: the map is page-aligned, writable and at least `len`
+        // words long; nothing reaches its bytes but through these atomics,
+        // and it lives as long as the borrow.
+        unsafe { std::slice::from_raw_parts(self.map.as_mut_ptr().cast::<AtomicU64>(), self.len) }
     }
 
     /// Bytes mapped.
