@@ -88,10 +88,10 @@ impl MappedArray {
 /// A fixed number of zeroed 64-bit words, each atomic: set from every
 /// worker at once, read at random.
 pub struct MappedWords {
-    /// Raw: the words are written through shared references.
+    /// Raw: the words are written through shared references. The mapping
+    /// keeps the file alive; no descriptor stays open for it.
     map: MmapRaw,
     len: usize,
-    _file: File,
 }
 
 impl MappedWords {
@@ -102,11 +102,7 @@ impl MappedWords {
         // pressure comes back alone, without the OS reading ahead.
         map.advise(Advice::Random)
             .context("advising the kernel of random reads of a scratch file")?;
-        Ok(MappedWords {
-            map,
-            len,
-            _file: file,
-        })
+        Ok(MappedWords { map, len })
     }
 
     pub fn words(&self) -> &[AtomicU64] {
