@@ -9,6 +9,7 @@
 //! (clusters categorised by behaviour) is derived from both on demand.
 //! An index may start after genesis; `prevouts` then describes the older
 //! coins its blocks spend. `stop` carries SIGTERM to the batch boundaries.
+//! `scratch` holds the arrays that grow with the chain outside the heap.
 
 pub mod address;
 pub mod blkfiles;
