@@ -6,10 +6,10 @@
 //! keys it never held away without reading anything, and a key that
 //! passes reads one window of the file, found by a sparse index of every
 //! `STRIDE`-th key. The index (0.13 B an entry) is heap, within the
-//! budget; the filters (1.25 B an entry, 2 GB for mainnet's addresses) are
-//! mapped scratch files the page cache holds, so that they never push the
-//! run off the bulk path, and a machine short of memory pages them rather
-//! than failing.
+//! budget; the filters (1.25 B an entry, 1.9 GB for mainnet's addresses)
+//! are mapped scratch files the page cache holds, so that they never push
+//! the run off the bulk path: a machine short of memory pages them in and
+//! out instead.
 //!
 //! An entry can be taken (an unspent output, spent): a bit per entry then
 //! marks it, and merges leave it behind, so what stays on disk and in the
@@ -317,7 +317,7 @@ fn decode<V: Value>(record: &[u8]) -> (u128, V) {
 /// that they need no hashing of their own: the top 64 bits pick the block,
 /// and a mix of all 128 the bits in it. Its bits live in a mapped scratch
 /// file, outside the heap: the filters grow with every key on disk (1.25 B
-/// a key, 2 GB for mainnet's addresses), and the page cache holds them.
+/// a key, 1.9 GB for mainnet's addresses), and the page cache holds them.
 struct Bloom {
     bits: MappedWords,
 }
