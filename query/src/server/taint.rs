@@ -1,7 +1,7 @@
 //! `satflow.v1.Taint`: each trace runs on a low-priority thread of its
-//! own (it may walk millions of transactions; `niced`) and streams its hits through a bounded
-//! channel, so a slow reader slows the trace rather than filling memory,
-//! and a reader that goes away stops it.
+//! own (it may walk millions of transactions; `niced`) and streams its
+//! hits through a bounded channel, so a slow reader slows the trace rather
+//! than filling memory, and a reader that goes away stops it.
 
 use std::sync::Arc;
 
