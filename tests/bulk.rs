@@ -76,6 +76,26 @@ fn a_generated_chain_with_stale_blocks_indexes_the_same_in_bulk() {
     assert_bulk_equals_block_by_block(blocks.path());
 }
 
+/// Without a flow graph, a bulk run finds its unspent outputs in the rows
+/// (`outputs` and `spends`) rather than in the graph: the same database.
+#[test]
+fn a_bulk_run_without_a_flow_graph_indexes_the_same() {
+    let (blocks, _) = synth_chain(11, 8 << 20);
+    let (reference, _) = build(blocks.path(), false, 32 << 20);
+    let rows = dump_all(reference.path());
+    assert!(!rows[cf::AddrUtxos::NAME].is_empty());
+    let db = tempfile::tempdir().unwrap();
+    satflow_indexer::run(&IndexOptions {
+        bulk: true,
+        flow: false,
+        batch_bytes: 1 << 20,
+        ..options(blocks.path(), db.path())
+    })
+    .unwrap();
+    assert!(!db.path().join("flow").exists());
+    assert_same(&dump_all(db.path()), &rows);
+}
+
 /// What stays in memory outgrowing the budget (none at all here) stops the
 /// bulk path after an epoch; the run goes on block by block from there,
 /// into the same database.

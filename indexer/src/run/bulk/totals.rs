@@ -1,6 +1,7 @@
 //! What a bulk run leaves to its end: the families kept in run files,
 //! merged into the index; then `addr_utxos` (the outputs no input spends,
-//! by address) and `addr_stats` (each address's history summed, and its
+//! by address: from the flow graph as its spenders are marked, or from the
+//! rows without one) and `addr_stats` (each address's history summed, and its
 //! count of unspent outputs). Each is one pass over sorted rows, split into
 //! ranges of ids on every worker, and ingested as table files.
 
@@ -15,7 +16,7 @@ use satflow_schema::cf::{self, Family};
 use satflow_schema::{meta, AddrId, Codec, OutNum, TxNum};
 
 use crate::ranges;
-use crate::store::{Store, Tables};
+use crate::store::{Spill, Store, Tables};
 
 /// The families a bulk run keeps in sorted run files (`Landing::Run`)
 /// until its end: the large ones whose keys from one epoch fall among
@@ -56,8 +57,10 @@ pub fn finish(store: &Store, pool: &rayon::ThreadPool) -> Result<bool> {
                 anyhow::Ok(())
             })
     })?;
-    // The flow graph's epochs left their spenders to mark from `spends`.
-    pool.install(|| crate::flow::set_spenders(store))?;
+    // The flow graph's epochs left their spenders to mark from `spends`;
+    // marked, it holds the unspent outputs with their addresses.
+    let unspent = store.spill::<cf::AddrUtxos>()?;
+    let from_graph = pool.install(|| crate::flow::set_spenders(store, &unspent))?;
     // One merge of each other family's table files, before reading them.
     let families: Vec<&str> = compacted().collect();
     families.par_iter().try_for_each(|family| {
@@ -75,7 +78,10 @@ pub fn finish(store: &Store, pool: &rayon::ThreadPool) -> Result<bool> {
     if !batch.is_empty() {
         store.write(batch)?;
     }
-    pool.install(|| unspent_by_address(store, next.output))?;
+    if !from_graph {
+        pool.install(|| unspent_by_address(store, next.output, &unspent))?;
+    }
+    unspent.merge()?;
     // History is summed per address on its way through the merge, each
     // address's rows in one key range (its id is the key's first bytes).
     let address = std::mem::size_of::<u64>();
@@ -107,12 +113,11 @@ pub fn finish(store: &Store, pool: &rayon::ThreadPool) -> Result<bool> {
     Ok(true)
 }
 
-/// `addr_utxos`: every output below `end` that has an address and no
-/// spender, found by reading `outputs` and `spends` side by side in output
-/// order, in ranges on every worker, and sorted by address through run
+/// `addr_utxos` without a flow graph: every output below `end` that has
+/// an address and no spender, found by reading `outputs` and `spends` side
+/// by side in output order, in ranges on every worker, into `spill`'s run
 /// files (mainnet has ~180 M).
-fn unspent_by_address(store: &Store, end: OutNum) -> Result<()> {
-    let spill = store.spill::<cf::AddrUtxos>()?;
+fn unspent_by_address(store: &Store, end: OutNum, spill: &Spill<'_, cf::AddrUtxos>) -> Result<()> {
     ranges::split(end.0).try_for_each(|(from, to)| {
         let (from, to) = (OutNum(from), OutNum(to));
         let mut spends = store.scan_range::<cf::Spends>(&from, &to).peekable();
@@ -125,8 +130,7 @@ fn unspent_by_address(store: &Store, end: OutNum) -> Result<()> {
             }
         }
         unspent.finish()
-    })?;
-    spill.merge()
+    })
 }
 
 /// How many of the next rows of `rows`, in key order, have `of(key) ==
