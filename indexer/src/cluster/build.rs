@@ -1,13 +1,18 @@
 //! Clustering a whole index in passes over its rows, for `satflow cluster` and
 //! a first run: one pass over the transactions unites addresses, one over
 //! the addresses writes membership, one over `history` writes the clusters'
-//! history and figures. Reads are range scans, not point lookups; the
-//! per-address and per-output arrays live in scratch files (see
-//! `unionfind`), indexed by the ids' numbers, and so do the sorted runs of
-//! cluster history beyond a memory budget (`runs`).
+//! history and figures (the end of a bulk run hands those rows over from
+//! its own pass over `history`: see `Build`). Reads are range scans, not
+//! point lookups; the per-address and per-output arrays live in scratch
+//! files (see `unionfind`), indexed by the ids' numbers, and so do the
+//! sorted runs of cluster history beyond a memory budget (`runs`).
+
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
+use satflow_schema::address::HistoryRow;
 use satflow_schema::cf;
 use satflow_schema::cluster::{ClusterStats, Rank, RankKey};
 use satflow_schema::script::ScriptType;
@@ -16,7 +21,7 @@ use satflow_schema::{AddrId, ClusterId, ClusterKey, Height, NextIds, OutNum, TxN
 
 use super::heights;
 use super::heuristics::{Coin, Heuristics, Spent, TxView};
-use super::runs::{self, Merged, Run, Spill};
+use super::runs::{self, Key, Merged, Run, Spill};
 use super::unionfind::{Roots, UnionFind, SCRATCH_PREFIX};
 use super::view::{coin, spent};
 use crate::progress::Progress;
@@ -35,16 +40,38 @@ pub struct Links {
     pub heuristics: Heuristics,
 }
 
-/// Writes every cluster of the index as of its tip. The caller records the
-/// heuristics and the tip only afterwards, so an interrupted build is
-/// started over rather than continued.
-pub fn build(store: &Store, links: Links, progress: &mut Progress) -> Result<()> {
+/// A whole build whose first two passes are done (addresses united,
+/// members written), waiting for its third: the members' `history` rows,
+/// which it reads from the index unless the caller hands them over
+/// (`member_rows`) on a pass of its own over `history`, as the end of a
+/// bulk run does. The caller records the heuristics and the tip only after
+/// `finish`, so an interrupted build is started over rather than continued.
+pub struct Build<'s> {
+    store: &'s Store,
+    tip: Height,
+    roots: Roots,
+    /// Per root, its cluster's size (see `write_members`).
+    sizes: MappedArray,
+    spill: Spill<'s>,
+    /// The runs handed over; None when none were.
+    fed: Mutex<Option<Vec<Run>>>,
+    united: Duration,
+    members: Duration,
+}
+
+/// Unites the addresses and writes the members of every cluster of the
+/// index as of its tip; None when the index is empty.
+pub fn start<'s>(
+    store: &'s Store,
+    links: Links,
+    progress: &mut Progress,
+) -> Result<Option<Build<'s>>> {
     let Some(tip) = store.tip()? else {
-        return Ok(());
+        return Ok(None);
     };
     let next = store.need_block(tip.height)?.next_ids();
     remove_stale_scratch(store);
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let mut sets = links.found;
     if sets.len() > next.addr.0 {
         bail!(
@@ -61,16 +88,112 @@ pub fn build(store: &Store, links: Links, progress: &mut Progress) -> Result<()>
     let roots = sets.flatten();
     let united = started.elapsed();
     let sizes = write_members(store, &roots)?;
-    let members = started.elapsed() - united;
-    write_history(store, tip.height, &roots, &sizes)?;
-    tracing::info!(
-        "{}: clusters built: addresses united in {:.1} s, members written in {:.1} s, history and figures in {:.1} s",
-        store.path().display(),
-        united.as_secs_f64(),
-        members.as_secs_f64(),
-        (started.elapsed() - united - members).as_secs_f64()
-    );
-    Ok(())
+    Ok(Some(Build {
+        store,
+        tip: tip.height,
+        roots,
+        sizes,
+        spill: Spill::new(store.path(), MEMORY_ENTRIES),
+        fed: Mutex::new(None),
+        united,
+        members: started.elapsed() - united,
+    }))
+}
+
+impl<'s> Build<'s> {
+    /// Where the caller puts the `history` rows of a range of addresses,
+    /// in key order. Every row must reach one, and every one be finished,
+    /// before `finish`.
+    pub fn member_rows(&self) -> MemberRows<'_, 's> {
+        MemberRows {
+            build: self,
+            entries: Vec::new(),
+            runs: Vec::new(),
+        }
+    }
+
+    /// Pass 3, then the build is whole.
+    pub fn finish(self) -> Result<()> {
+        let started = Instant::now();
+        let fed = self
+            .fed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let read = match fed {
+            Some(_) => "handed over",
+            None => "read",
+        };
+        let runs = match fed {
+            Some(runs) => runs,
+            None => ranges::split(self.roots.len())
+                .map(|(from, to)| {
+                    let mut rows = self.member_rows();
+                    let (from, to) = ((AddrId(from), TxNum(0)), (AddrId(to), TxNum(0)));
+                    for item in self.store.scan_range::<cf::History>(&from, &to) {
+                        let ((addr, txnum), row) = item?;
+                        rows.add(addr, txnum, row)?;
+                    }
+                    rows.into_runs()
+                })
+                .collect::<Result<Vec<_>>>()?
+                .into_iter()
+                .flatten()
+                .collect(),
+        };
+        write_history(self.store, self.tip, runs, &self.spill, &self.sizes)?;
+        tracing::info!(
+            "{}: clusters built: addresses united in {:.1} s, members written in {:.1} s, history ({read}) and figures in {:.1} s",
+            self.store.path().display(),
+            self.united.as_secs_f64(),
+            self.members.as_secs_f64(),
+            started.elapsed().as_secs_f64()
+        );
+        Ok(())
+    }
+}
+
+/// The `history` rows of a range of addresses, those of clustered ones
+/// kept keyed by their cluster's root, as sorted runs.
+pub struct MemberRows<'b, 's> {
+    build: &'b Build<'s>,
+    entries: Vec<(Key, HistoryRow)>,
+    runs: Vec<Run>,
+}
+
+impl MemberRows<'_, '_> {
+    pub fn add(&mut self, addr: AddrId, txnum: TxNum, row: HistoryRow) -> Result<()> {
+        let b = self.build;
+        let root = b.roots.get(addr.0);
+        if b.sizes.get(root as usize) > 0 {
+            if self.entries.capacity() == 0 {
+                self.entries.reserve_exact(RANGE_RUN);
+            }
+            self.entries.push(((root as u32, txnum.0), row));
+            if self.entries.len() >= RANGE_RUN {
+                let full = std::mem::take(&mut self.entries);
+                self.runs.push(b.spill.run(full)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands the range's runs to the build.
+    pub fn finish(self) -> Result<()> {
+        let build = self.build;
+        let runs = self.into_runs()?;
+        let mut fed = build.fed.lock().unwrap_or_else(PoisonError::into_inner);
+        fed.get_or_insert_with(Vec::new).extend(runs);
+        Ok(())
+    }
+
+    fn into_runs(mut self) -> Result<Vec<Run>> {
+        if !self.entries.is_empty() {
+            let last = std::mem::take(&mut self.entries);
+            self.runs.push(self.build.spill.run(last)?);
+        }
+        Ok(self.runs)
+    }
 }
 
 /// Scratch files of a build that was killed (a finished one deletes its own).
@@ -259,21 +382,23 @@ fn write_members(store: &Store, roots: &Roots) -> Result<MappedArray> {
 }
 
 /// Pass 3: `cluster_history`, `cluster_stats` and `cluster_rank`. The
-/// members' `history` rows, read in address ranges on every worker, become
-/// sorted runs keyed by cluster and tx (`runs`). The runs are merged a range
-/// of cluster roots at a time, on every worker: each cluster's rows come
-/// out once, in tx order, and its figures are summed on the way. A range's
-/// history and figures are written in key order, and no two ranges' keys
-/// overlap, so their table files all go straight to the last level.
-/// Rankings follow the figures, not the clusters: they are sorted through
-/// run files (`Store::spill`) and land on the last level too.
-fn write_history(store: &Store, tip: Height, roots: &Roots, sizes: &MappedArray) -> Result<()> {
-    let spill = Spill::new(store.path(), MEMORY_ENTRIES);
-    let runs: Vec<Vec<Run>> = ranges::split(roots.len())
-        .map(|(from, to)| member_rows(store, roots, sizes, (from, to), &spill))
-        .collect::<Result<_>>()?;
+/// members' `history` rows, in address ranges on every worker, became
+/// sorted runs keyed by cluster and tx (`MemberRows`). The runs are merged
+/// a range of cluster roots at a time, on every worker: each cluster's rows
+/// come out once, in tx order, and its figures are summed on the way. A
+/// range's history and figures are written in key order, and no two
+/// ranges' keys overlap, so their table files all go straight to the last
+/// level. Rankings follow the figures, not the clusters: they are sorted
+/// through run files (`Store::spill`) and land on the last level too.
+fn write_history(
+    store: &Store,
+    tip: Height,
+    runs: Vec<Run>,
+    spill: &Spill,
+    sizes: &MappedArray,
+) -> Result<()> {
     let fan_in = store.merge_fan_in()?.min(runs::FAN_IN);
-    let runs = runs::narrow(&spill, runs.into_iter().flatten().collect(), fan_in)?;
+    let runs = runs::narrow(spill, runs, fan_in)?;
     let height_of = height_finder(store, tip)?;
     let ranks = store.spill::<cf::ClusterRank>()?;
     let written = runs::split(&runs, ranges::parts())?
@@ -349,35 +474,6 @@ impl Written<'_, '_> {
 /// runs held in memory (beyond, runs go to scratch files).
 const RANGE_RUN: usize = 1 << 20;
 const MEMORY_ENTRIES: usize = 8 << 20;
-
-/// The `history` rows of clustered addresses in `[from, to)`, keyed by
-/// their cluster's root, as sorted runs.
-fn member_rows(
-    store: &Store,
-    roots: &Roots,
-    sizes: &MappedArray,
-    (from, to): (u64, u64),
-    spill: &Spill,
-) -> Result<Vec<Run>> {
-    let mut runs = Vec::new();
-    let mut entries = Vec::with_capacity(RANGE_RUN);
-    let (from, to) = ((AddrId(from), TxNum(0)), (AddrId(to), TxNum(0)));
-    for item in store.scan_range::<cf::History>(&from, &to) {
-        let ((addr, txnum), row) = item?;
-        let root = roots.get(addr.0);
-        if sizes.get(root as usize) > 0 {
-            entries.push(((root as u32, txnum.0), row));
-        }
-        if entries.len() >= RANGE_RUN {
-            let full = std::mem::replace(&mut entries, Vec::with_capacity(RANGE_RUN));
-            runs.push(spill.run(full)?);
-        }
-    }
-    if !entries.is_empty() {
-        runs.push(spill.run(entries)?);
-    }
-    Ok(runs)
-}
 
 /// The height of an indexed tx, by its number.
 fn height_finder(store: &Store, tip: Height) -> Result<impl Fn(TxNum) -> Height + Sync> {

@@ -22,7 +22,7 @@ use satflow_schema::block::ChainPoint;
 use satflow_schema::cf;
 use satflow_schema::{meta, Height};
 
-pub use build::Links;
+pub use build::{Build, Links, MemberRows};
 pub use heuristics::{is_mixing_denomination, Coin, CoinJoin, Heuristics, Spent, TxView};
 pub use live::forget_above;
 pub use unionfind::UnionFind;
@@ -97,8 +97,41 @@ pub fn rebuild(store: &Store, h: Heuristics, quiet: bool) -> Result<()> {
 }
 
 fn rebuild_with(store: &Store, links: Links, quiet: bool) -> Result<()> {
-    // No tip until the build is whole: an interrupted build is started
-    // over (with the same heuristics) by the next run, never continued.
+    let build = begin(store, links, quiet)?;
+    finish_build(store, build)
+}
+
+/// The first two passes of the whole build `update` would make from
+/// `found` (taken then), for a caller that reads `history` itself before
+/// `finish_build` (see `Build::member_rows`); None when `update` would not
+/// build (no sets, clusters to catch up, an empty index).
+pub fn start_build<'s>(
+    store: &'s Store,
+    found: &mut Option<(UnionFind, Height)>,
+    quiet: bool,
+) -> Result<Option<Build<'s>>> {
+    let h = match (heuristics(store)?, tip(store)?) {
+        (Some(_), Some(_)) => return Ok(None),
+        (h, _) => h.unwrap_or(Heuristics::DEFAULT),
+    };
+    if store.tip()?.is_none() {
+        return Ok(None);
+    }
+    let Some((found, rows_from)) = found.take() else {
+        return Ok(None);
+    };
+    let links = Links {
+        found,
+        rows_from,
+        heuristics: h,
+    };
+    begin(store, links, quiet)
+}
+
+/// Clears the clusters and starts a whole build; None for an empty index.
+/// No tip until the build is whole: an interrupted build is started over
+/// (with the same heuristics) by the next run, never continued.
+fn begin<'s>(store: &'s Store, links: Links, quiet: bool) -> Result<Option<Build<'s>>> {
     let mut batch = store.batch();
     clear_clusters(&mut batch)?;
     batch.delete_meta(meta::ClusterDirty);
@@ -106,8 +139,16 @@ fn rebuild_with(store: &Store, links: Links, quiet: bool) -> Result<()> {
     put_tip(&mut batch, None);
     store.write(batch)?;
     let mut progress = Progress::new(blk_bytes_above(store, None)?, quiet);
-    build::build(store, links, &mut progress)?;
+    let build = build::start(store, links, &mut progress)?;
     progress.finish();
+    Ok(build)
+}
+
+/// Ends a whole build with its third pass, and records its tip.
+pub fn finish_build(store: &Store, build: Option<Build>) -> Result<()> {
+    if let Some(build) = build {
+        build.finish()?;
+    }
     let mut batch = store.batch();
     put_tip(&mut batch, store.tip()?);
     store.write(batch)?;

@@ -25,6 +25,7 @@
 //! readable tip of this version and base is rebuilt from scratch.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 
 use anyhow::{bail, Context, Result};
 use bitcoin::hashes::Hash;
@@ -386,9 +387,10 @@ pub fn set_spenders(store: &Store, unspent: &Spill<'_, cf::AddrUtxos>) -> Result
     let mut a = Arrays::open(&dir, &tip)?;
     const OUTPUT_BYTES: usize = OUTPUT_WORDS * 8;
     let parts = ranges::parts();
-    // One per part, across windows, so that each writes runs of ~1 M rows
-    // rather than one small run per window.
-    let mut writers: Vec<_> = (0..parts).map(|_| unspent.writer()).collect();
+    // Writers not in use: each part takes one and gives it back, so there
+    // are at most as many as workers (each holds up to ~64 MB of rows), and
+    // each writes runs of ~1 M rows rather than a small run per window.
+    let idle = Mutex::new(Vec::new());
     let mut marked = 0;
     // A window at a time, its pages let go after it: the whole file's
     // would all be resident (2 GB at 16 GB of blk data).
@@ -399,9 +401,8 @@ pub fn set_spenders(store: &Store, unspent: &Spill<'_, cf::AddrUtxos>) -> Result
         let per_part = (last - first).div_ceil(parts as u64).max(1) as usize;
         marked += bytes
             .par_chunks_mut(per_part * OUTPUT_BYTES)
-            .zip(writers.par_iter_mut())
             .enumerate()
-            .map(|(i, (part, unspent))| {
+            .map(|(i, part)| {
                 let from = first + (i * per_part) as u64;
                 let to = from + (part.len() / OUTPUT_BYTES) as u64;
                 let mut marked = 0;
@@ -416,23 +417,28 @@ pub fn set_spenders(store: &Store, unspent: &Spill<'_, cf::AddrUtxos>) -> Result
                     }
                 }
                 if whole {
+                    let taken = idle.lock().unwrap_or_else(PoisonError::into_inner).pop();
+                    let mut writer = taken.unwrap_or_else(|| unspent.writer());
                     for (n, o) in (from..).zip(part.chunks_exact(OUTPUT_BYTES)) {
                         let word = |i: usize| {
                             u64::from_ne_bytes(o[i * 8..i * 8 + 8].try_into().expect("8 bytes"))
                         };
                         let (spender, addr) = (word(1), word(2));
                         if spender == NONE && addr != NONE {
-                            unspent.put(&(AddrId(addr), OutNum(n)), &word(0))?;
+                            writer.put(&(AddrId(addr), OutNum(n)), &word(0))?;
                         }
                     }
+                    idle.lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push(writer);
                 }
                 anyhow::Ok(marked)
             })
             .sum::<Result<u64>>()?;
         a.outputs.sync_range(words)?;
     }
-    for w in writers {
-        w.finish()?;
+    for writer in idle.into_inner().unwrap_or_else(PoisonError::into_inner) {
+        writer.finish()?;
     }
     tracing::info!(
         "{}: {marked} spent outputs marked in {:.1} s{}",

@@ -265,7 +265,7 @@ impl Indexer {
         let mut writer = Writer::new(store, caches)?;
         // A bulk run that was killed leaves its address totals to this one.
         let clock = Clock::start();
-        if bulk::finish(store, pool)? {
+        if bulk::finish(store, pool, None)? {
             summary.stages.push(clock.stop("address totals"));
         }
         let (clock, at) = (Clock::start(), summary.stages.len());
@@ -284,7 +284,7 @@ impl Indexer {
                     }
                     // The bulk maps outgrew their budget: on from its tip,
                     // with its totals built.
-                    bulk::finish(store, pool)?;
+                    bulk::finish(store, pool, None)?;
                     writer.reload()?;
                 }
                 pipeline::apply_chain(
@@ -299,11 +299,28 @@ impl Indexer {
                 )
             });
         summary.stages.insert(at, clock.stop("index"));
+        // A whole cluster build's first passes come before the totals, so
+        // that their pass over `history` hands the members' rows on to its
+        // last.
+        let clock = Clock::start();
+        let build = match &applied {
+            Ok(()) if opts.cluster && !opts.stop.requested() => {
+                pool.install(|| crate::cluster::start_build(store, &mut links, opts.quiet))
+            }
+            _ => Ok(None),
+        };
+        let members = clock.stop("cluster members");
         // Whatever was committed before an error is kept, with its totals.
         let clock = Clock::start();
-        let finished = bulk::finish(store, pool);
+        let waiting = build.as_ref().ok().and_then(Option::as_ref);
+        let finished = bulk::finish(store, pool, waiting);
         store.flush()?;
         applied?;
+        let build = build?;
+        if build.is_some() {
+            summary.cluster_elapsed = members.wall;
+            summary.stages.push(members);
+        }
         if finished? {
             summary.stages.push(clock.stop("address totals"));
         }
@@ -313,12 +330,15 @@ impl Indexer {
         summary.stopped = opts.stop.requested();
         if opts.cluster && !summary.stopped {
             let clock = Clock::start();
-            pool.install(|| crate::cluster::update(store, links, opts.quiet))?;
+            pool.install(|| match build {
+                Some(build) => crate::cluster::finish_build(store, Some(build)),
+                None => crate::cluster::update(store, links, opts.quiet),
+            })?;
             // Servers see only flushed rows: a follower's clusters must be
             // theirs before the flow graph (written next) shows the blocks.
             store.flush()?;
             let stage = clock.stop("clusters");
-            summary.cluster_elapsed = stage.wall;
+            summary.cluster_elapsed += stage.wall;
             summary.stages.push(stage);
         }
         if opts.flow && !summary.stopped {

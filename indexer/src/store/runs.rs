@@ -101,18 +101,21 @@ impl Store {
     /// the last level, and removes them. The merge goes by key ranges on
     /// every worker, split only between keys that differ in their first
     /// `group` bytes. Each row on its way is shown to `tap` (key, value)
-    /// with its range's state, from `init`: the states are returned in key
-    /// order, so a caller can fold the rows without reading them back.
-    /// None when there were no runs. A kill part way leaves the runs to
-    /// merge again: a row found twice is kept once.
-    pub fn merge_runs<T: Send>(
+    /// with its range's state, from `init`, which goes to `done` once the
+    /// range is merged (what it holds need not wait for the other ranges):
+    /// what `done` makes of the states is returned in key order, so a
+    /// caller can fold the rows without reading them back. None when there
+    /// were no runs. A kill part way leaves the runs to merge again: a row
+    /// found twice is kept once.
+    pub fn merge_runs<T, U: Send>(
         &self,
         family: &'static str,
         through: Option<u32>,
         group: usize,
         init: impl Fn() -> T + Sync,
         tap: impl Fn(&mut T, &[u8], &[u8]) -> Result<()> + Sync,
-    ) -> Result<Option<Vec<T>>> {
+        done: impl Fn(T) -> Result<U> + Sync,
+    ) -> Result<Option<Vec<U>>> {
         let dir = self.runs_dir(family);
         let mut runs = match list(&dir, through)? {
             Some(runs) => runs,
@@ -138,10 +141,10 @@ impl Store {
                 let mut state = init();
                 let files =
                     self.merge_range(family, i, &runs, (*from, *to), |k, v| tap(&mut state, k, v))?;
-                Ok((files, state))
+                Ok((files, done(state)?))
             })
             .collect::<Result<Vec<_>>>()?;
-        let (tables, states): (Vec<_>, Vec<T>) = merged.into_iter().unzip();
+        let (tables, states): (Vec<_>, Vec<U>) = merged.into_iter().unzip();
         let rows = tables.iter().flatten().map(|(_, rows)| rows).sum::<u64>();
         let files: Vec<PathBuf> = tables.into_iter().flatten().map(|(file, _)| file).collect();
         if !files.is_empty() {
@@ -738,7 +741,7 @@ mod tests {
         }
         std::fs::write(store.runs_dir(family).join("0000000001.tmp"), b"half").unwrap();
         let rows = store
-            .merge_runs(family, Some(epochs as u32 - 2), usize::MAX, || 0, count)
+            .merge_runs(family, Some(epochs as u32 - 2), usize::MAX, || 0, count, Ok)
             .unwrap();
         assert_eq!(rows.unwrap().iter().sum::<u64>(), 50 * (epochs - 1));
         assert_eq!(runs_in(&store, family), 0);
@@ -774,7 +777,7 @@ mod tests {
         .unwrap();
         store.write_run(family, 5, &arena(&[(2, 2)])).unwrap();
         let rows = store
-            .merge_runs(family, Some(9), usize::MAX, || 0, count)
+            .merge_runs(family, Some(9), usize::MAX, || 0, count, Ok)
             .unwrap();
         assert_eq!(rows.unwrap().iter().sum::<u64>(), 3);
 
@@ -785,7 +788,7 @@ mod tests {
         let err = format!(
             "{:#}",
             store
-                .merge_runs(family, Some(9), usize::MAX, || 0, count)
+                .merge_runs(family, Some(9), usize::MAX, || 0, count, Ok)
                 .unwrap_err()
         );
         assert!(
@@ -818,7 +821,7 @@ mod tests {
             Ok(())
         };
         let ranges = store
-            .merge_runs(family, Some(9), 8, Vec::new, groups)
+            .merge_runs(family, Some(9), 8, Vec::new, groups, Ok)
             .unwrap()
             .unwrap();
         assert!(ranges.iter().filter(|r| !r.is_empty()).count() > 1);

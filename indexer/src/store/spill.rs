@@ -67,7 +67,7 @@ impl<'s, F: Family> Spill<'s, F> {
         let whole_keys = usize::MAX;
         let every_run = Some(u32::MAX);
         self.store
-            .merge_runs(F::NAME, every_run, whole_keys, || (), |(), _, _| Ok(()))?;
+            .merge_runs(F::NAME, every_run, whole_keys, || (), |(), _, _| Ok(()), Ok)?;
         Ok(())
     }
 }

@@ -15,6 +15,7 @@ use satflow_schema::address::{AddrStats, HistoryRow};
 use satflow_schema::cf::{self, Family};
 use satflow_schema::{meta, AddrId, Codec, OutNum, TxNum};
 
+use crate::cluster::{self, MemberRows};
 use crate::ranges;
 use crate::store::{Spill, Store, Tables};
 
@@ -39,8 +40,14 @@ pub(super) fn compacted() -> impl Iterator<Item = &'static str> {
 
 /// Builds the totals of an unfinished bulk run, if there is one (then
 /// returns true), and marks it finished. Call with no rows above the tip
-/// (`recover`).
-pub fn finish(store: &Store, pool: &rayon::ThreadPool) -> Result<bool> {
+/// (`recover`). The `history` rows it sums go on to `clusters` too, a
+/// whole cluster build waiting for them (see `cluster::Build`), which then
+/// need not read them again.
+pub fn finish(
+    store: &Store,
+    pool: &rayon::ThreadPool,
+    clusters: Option<&cluster::Build>,
+) -> Result<bool> {
     if store.meta(meta::Bulk)?.is_none() {
         return Ok(false);
     }
@@ -53,7 +60,7 @@ pub fn finish(store: &Store, pool: &rayon::ThreadPool) -> Result<bool> {
             .filter(|f| **f != cf::History::NAME)
             .try_for_each(|f| {
                 let whole_keys = usize::MAX;
-                store.merge_runs(f, tip, whole_keys, || (), |(), _, _| Ok(()))?;
+                store.merge_runs(f, tip, whole_keys, || (), |(), _, _| Ok(()), Ok)?;
                 anyhow::Ok(())
             })
     })?;
@@ -86,19 +93,20 @@ pub fn finish(store: &Store, pool: &rayon::ThreadPool) -> Result<bool> {
     // address's rows in one key range (its id is the key's first bytes).
     let address = std::mem::size_of::<u64>();
     let ranges = AtomicUsize::new(0);
-    let init = || Stats::new(store, ranges.fetch_add(1, Ordering::Relaxed));
-    let merged =
-        pool.install(|| store.merge_runs(cf::History::NAME, tip, address, init, Stats::tap))?;
-    let stats = match merged {
+    let init = || {
+        let members = clusters.map(cluster::Build::member_rows);
+        Stats::new(store, ranges.fetch_add(1, Ordering::Relaxed), members)
+    };
+    let merge = || {
+        let family = cf::History::NAME;
+        store.merge_runs(family, tip, address, init, Stats::tap, Stats::finish)
+    };
+    let stats = match pool.install(merge)? {
         Some(stats) => stats,
         // Without runs (what a killed run of an older satflow left),
         // history is read from the index.
-        None => pool.install(|| scan_history(store, next.addr))?,
+        None => pool.install(|| scan_history(store, next.addr, clusters))?,
     };
-    let stats = stats
-        .into_iter()
-        .map(Stats::finish)
-        .collect::<Result<_>>()?;
     store.ingest_tables::<cf::AddrStats>(stats)?;
     let mut batch = store.batch();
     batch.delete_meta(meta::Bulk);
@@ -162,8 +170,10 @@ type UtxoRows<'s> = Box<dyn Iterator<Item = Result<((AddrId, OutNum), u64)>> + S
 /// `addr_stats` rows of consecutive addresses, each summed from its
 /// `history` rows in turn, its unspent outputs counted in `addr_utxos`
 /// (read alongside), written as they are done.
-struct Stats<'s> {
+struct Stats<'s, 'c> {
     store: &'s Store,
+    /// Where the rows go on to, for a cluster build.
+    members: Option<MemberRows<'c, 's>>,
     /// From the first address summed on; None before it.
     utxos: Option<Peekable<UtxoRows<'s>>>,
     rows: Tables<'s, cf::AddrStats>,
@@ -171,11 +181,12 @@ struct Stats<'s> {
     current: Option<(AddrId, AddrStats)>,
 }
 
-impl<'s> Stats<'s> {
+impl<'s, 'c> Stats<'s, 'c> {
     /// Its files are told apart from other `Stats`' by `part`.
-    fn new(store: &'s Store, part: usize) -> Stats<'s> {
+    fn new(store: &'s Store, part: usize, members: Option<MemberRows<'c, 's>>) -> Stats<'s, 'c> {
         Stats {
             store,
+            members,
             utxos: None,
             rows: store.tables(format!("stats{part}")),
             current: None,
@@ -183,7 +194,10 @@ impl<'s> Stats<'s> {
     }
 
     /// Adds a history row; an address's rows come one after another.
-    fn add(&mut self, addr: AddrId, h: &HistoryRow) -> Result<()> {
+    fn add(&mut self, (addr, tx): (AddrId, TxNum), h: HistoryRow) -> Result<()> {
+        if let Some(members) = &mut self.members {
+            members.add(addr, tx, h)?;
+        }
         if self.current.as_ref().is_some_and(|(a, _)| *a != addr) {
             self.put()?;
         }
@@ -196,8 +210,8 @@ impl<'s> Stats<'s> {
 
     /// A `history` row on its way from the run files.
     fn tap(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
-        let (addr, _) = <cf::History as Family>::Key::decode(key)?;
-        self.add(addr, &HistoryRow::decode(value)?)
+        let key = <cf::History as Family>::Key::decode(key)?;
+        self.add(key, HistoryRow::decode(value)?)
     }
 
     fn put(&mut self) -> Result<()> {
@@ -215,25 +229,34 @@ impl<'s> Stats<'s> {
         Ok(())
     }
 
+    /// Its table files; the rows it passed on, to their cluster build.
     fn finish(mut self) -> Result<Tables<'s, cf::AddrStats>> {
         self.put()?;
+        if let Some(members) = self.members {
+            members.finish()?;
+        }
         Ok(self.rows)
     }
 }
 
 /// `addr_stats` of every address below `end` from `history` in the index,
 /// in address ranges on every worker.
-fn scan_history(store: &Store, end: AddrId) -> Result<Vec<Stats<'_>>> {
+fn scan_history<'s>(
+    store: &'s Store,
+    end: AddrId,
+    clusters: Option<&cluster::Build<'s>>,
+) -> Result<Vec<Tables<'s, cf::AddrStats>>> {
     ranges::split(end.0)
         .map(|(from, to)| {
             // Its first address tells its files apart.
-            let mut stats = Stats::new(store, from as usize);
+            let members = clusters.map(cluster::Build::member_rows);
+            let mut stats = Stats::new(store, from as usize, members);
             let (from, to) = ((AddrId(from), TxNum(0)), (AddrId(to), TxNum(0)));
             for row in store.scan_range::<cf::History>(&from, &to) {
-                let ((addr, _), h) = row?;
-                stats.add(addr, &h)?;
+                let (key, h) = row?;
+                stats.add(key, h)?;
             }
-            Ok(stats)
+            stats.finish()
         })
         .collect()
 }
