@@ -326,9 +326,10 @@ impl Indexer {
         }
         let caches = writer.into_caches();
         // Stopped, the run ends with what it committed; the clusters and
-        // the flow graph follow the index in the next run.
+        // the flow graph follow the index in the next run. A cluster build
+        // that has begun runs to its end first.
         summary.stopped = opts.stop.requested();
-        if opts.cluster && !summary.stopped {
+        if opts.cluster && (build.is_some() || !summary.stopped) {
             let clock = Clock::start();
             pool.install(|| match build {
                 Some(build) => crate::cluster::finish_build(store, Some(build)),

@@ -1,9 +1,10 @@
 //! What a bulk run leaves to its end: the families kept in run files,
 //! merged into the index; then `addr_utxos` (the outputs no input spends,
 //! by address: from the flow graph as its spenders are marked, or from the
-//! rows without one) and `addr_stats` (each address's history summed, and its
-//! count of unspent outputs). Each is one pass over sorted rows, split into
-//! ranges of ids on every worker, and ingested as table files.
+//! rows without one) and `addr_stats` (each address's history summed, and
+//! its count of unspent outputs, as the history merge passes the rows on
+//! to a waiting cluster build). Each is one pass over sorted rows, split
+//! into ranges of ids on every worker, and ingested as table files.
 
 use std::iter::Peekable;
 use std::sync::atomic::{AtomicUsize, Ordering};
