@@ -120,26 +120,9 @@ impl<'s> Build<'s> {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
-        let read = match fed {
-            Some(_) => "handed over",
-            None => "read",
-        };
-        let runs = match fed {
-            Some(runs) => runs,
-            None => ranges::split(self.roots.len())
-                .map(|(from, to)| {
-                    let mut rows = self.member_rows();
-                    let (from, to) = ((AddrId(from), TxNum(0)), (AddrId(to), TxNum(0)));
-                    for item in self.store.scan_range::<cf::History>(&from, &to) {
-                        let ((addr, txnum), row) = item?;
-                        rows.add(addr, txnum, row)?;
-                    }
-                    rows.into_runs()
-                })
-                .collect::<Result<Vec<_>>>()?
-                .into_iter()
-                .flatten()
-                .collect(),
+        let (read, runs) = match fed {
+            Some(runs) => ("handed over", runs),
+            None => ("read", self.read_member_rows()?),
         };
         write_history(self.store, self.tip, runs, &self.spill, &self.sizes)?;
         tracing::info!(
@@ -150,6 +133,23 @@ impl<'s> Build<'s> {
             started.elapsed().as_secs_f64()
         );
         Ok(())
+    }
+
+    /// The members' `history` rows from the index, in address ranges on
+    /// every worker, when no caller handed them over.
+    fn read_member_rows(&self) -> Result<Vec<Run>> {
+        let runs = ranges::split(self.roots.len())
+            .map(|(from, to)| {
+                let mut rows = self.member_rows();
+                let (from, to) = ((AddrId(from), TxNum(0)), (AddrId(to), TxNum(0)));
+                for item in self.store.scan_range::<cf::History>(&from, &to) {
+                    let ((addr, txnum), row) = item?;
+                    rows.add(addr, txnum, row)?;
+                }
+                rows.into_runs()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(runs.into_iter().flatten().collect())
     }
 }
 

@@ -110,16 +110,14 @@ pub fn start_build<'s>(
     found: &mut Option<(UnionFind, Height)>,
     quiet: bool,
 ) -> Result<Option<Build<'s>>> {
+    if found.is_none() || store.tip()?.is_none() {
+        return Ok(None);
+    }
     let h = match (heuristics(store)?, tip(store)?) {
         (Some(_), Some(_)) => return Ok(None),
         (h, _) => h.unwrap_or(Heuristics::DEFAULT),
     };
-    if store.tip()?.is_none() {
-        return Ok(None);
-    }
-    let Some((found, rows_from)) = found.take() else {
-        return Ok(None);
-    };
+    let (found, rows_from) = found.take().expect("checked above");
     let links = Links {
         found,
         rows_from,
