@@ -117,3 +117,63 @@ fn garbage_between_records_is_skipped_with_a_warning() {
         &dump(reference_db.path(), &LOCATION_FREE),
     );
 }
+
+#[test]
+fn an_input_spending_no_coin_names_block_tx_and_input_and_keeps_what_came_before() {
+    use bitcoin::OutPoint;
+    use common::build::*;
+
+    const COIN: u64 = 50_0000_0000;
+    let genesis = regtest_genesis();
+    let b1 = block(
+        genesis.block_hash(),
+        1,
+        vec![coinbase(b"b1", &[(COIN, p2pkh(1))])],
+    );
+    let b2 = block(
+        b1.block_hash(),
+        2,
+        vec![coinbase(b"b2", &[(COIN, p2pkh(2))])],
+    );
+    let coin = |b: &bitcoin::Block, vout| OutPoint {
+        txid: b.txdata[0].compute_txid(),
+        vout,
+    };
+    // Input 0 spends b2's coin; input 1 an output b1's coinbase never had.
+    let bad = tx(&[coin(&b2, 0), coin(&b1, 7)], &[(COIN, p2pkh(3))]);
+    let b3 = block(
+        b2.block_hash(),
+        3,
+        vec![coinbase(b"b3", &[(COIN, p2pkh(4))]), bad.clone()],
+    );
+    let blocks = tempfile::tempdir().unwrap();
+    write_blk(
+        &blocks.path().join("blk00000.dat"),
+        &[genesis, b1.clone(), b2, b3.clone()],
+    );
+    for bulk in [true, false] {
+        let db = tempfile::tempdir().unwrap();
+        let opts = satflow_indexer::IndexOptions {
+            bulk,
+            batch_bytes: 1,
+            ..options(blocks.path(), db.path())
+        };
+        let err = format!("{:#}", satflow_indexer::run(&opts).unwrap_err());
+        let named = format!(
+            "block {} at height 3: tx {} input 1 spends {}",
+            b3.block_hash(),
+            bad.compute_txid(),
+            coin(&b1, 7)
+        );
+        assert!(err.contains(&named), "bulk {bulk}: {err}");
+        // The block-by-block path reads the index, and says more.
+        let why = match bulk {
+            true => "not in the index, or the output is spent or does not exist",
+            false => "its transaction has only 1 outputs",
+        };
+        assert!(err.ends_with(why), "bulk {bulk}: {err}");
+        let store =
+            satflow_indexer::Store::open(db.path(), satflow_indexer::Access::ReadOnly).unwrap();
+        assert_eq!(store.tip().unwrap().map(|t| t.height), Some(Height(2)));
+    }
+}

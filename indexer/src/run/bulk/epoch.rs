@@ -5,7 +5,9 @@
 //! against it (`coins`, two phases, so an input may spend an output of the
 //! same epoch), and the rows, built per block.
 
-use anyhow::{anyhow, Context, Result};
+use std::ops::Range;
+
+use anyhow::Result;
 use rayon::prelude::*;
 use satflow_schema::address::HistoryRow;
 use satflow_schema::block::{BlockRow, ChainPoint};
@@ -15,7 +17,7 @@ use satflow_schema::tx::{InputRef, OutputRow};
 use satflow_schema::{cf, AddrId, Height, NextIds, OutNum, TxNum};
 
 use super::addrs::{AddrMap, Numbered};
-use super::coins::{Coin, CoinKey, Coins};
+use super::coins::{Coin, CoinKey, Coins, Want};
 use crate::chain::Node;
 use crate::cluster::{self, Heuristics, Spent, TxView};
 use crate::flow::Appender;
@@ -40,6 +42,15 @@ struct TxAt<'a> {
     num: TxNum,
     /// Its first output's position among the epoch's outputs.
     first_output: usize,
+    /// Its first input's position among the epoch's inputs.
+    first_input: usize,
+}
+
+impl TxAt<'_> {
+    /// Its inputs' positions among the epoch's inputs.
+    fn inputs(&self) -> Range<usize> {
+        self.first_input..self.first_input + self.tx.spends.len()
+    }
 }
 
 /// Where the epoch's blocks and transactions lie, and their ids: prefix
@@ -63,7 +74,7 @@ impl<'a> Layout<'a> {
             block_txs: vec![0],
             block_outputs: vec![0],
         };
-        let mut outputs = 0;
+        let (mut outputs, mut inputs) = (0, 0);
         for (b, (_, block)) in blocks.iter().enumerate() {
             for tx in &block.txs {
                 let num = ids.tx + layout.txs.len() as u64;
@@ -72,8 +83,10 @@ impl<'a> Layout<'a> {
                     block: b,
                     num,
                     first_output: outputs,
+                    first_input: inputs,
                 });
                 outputs += tx.outputs.len();
+                inputs += tx.spends.len();
             }
             layout.block_txs.push(layout.txs.len());
             layout.block_outputs.push(outputs);
@@ -109,7 +122,7 @@ pub(super) fn build(
     first_height: Height,
     ids: NextIds,
     addrs: &mut AddrMap,
-    coins: &Coins,
+    coins: &mut Coins,
     derived: Derived,
 ) -> Result<Epoch> {
     let layout = Layout::new(blocks, first_height, ids);
@@ -119,10 +132,15 @@ pub(super) fn build(
         .flat_map_iter(|t| t.tx.outputs.iter().map(|o| o.addr))
         .collect();
     let numbered = addrs.number(&keys, ids.addr)?;
-    layout.txs.par_iter().for_each(|t| {
-        for (vout, out) in t.tx.outputs.iter().enumerate() {
+    coins.insert_all(layout.txs.par_iter().flat_map_iter(|t| {
+        let numbered = &numbered;
+        let layout = &layout;
+        t.tx.outputs
+            .iter()
+            .enumerate()
             // OP_RETURN outputs can never be spent: not worth a slot.
-            if out.script_type != ScriptType::OpReturn {
+            .filter(|(_, out)| out.script_type != ScriptType::OpReturn)
+            .map(move |(vout, out)| {
                 let at = t.first_output + vout;
                 let coin = Coin::new(
                     layout.output(at),
@@ -130,15 +148,10 @@ pub(super) fn build(
                     numbered.ids[at],
                     out.script_type,
                 );
-                coins.insert(CoinKey::new(&t.tx.txid, vout as u32), coin);
-            }
-        }
-    });
-    let spent: Vec<Vec<Coin>> = layout
-        .txs
-        .par_iter()
-        .map(|t| resolve(t, &layout, blocks, coins))
-        .collect::<Result<_>>()?;
+                (CoinKey::new(&t.tx.txid, vout as u32), coin)
+            })
+    }));
+    let spent = resolve(&layout, blocks, coins)?;
     let mut parts: Vec<SortedBatch> = (0..blocks.len())
         .into_par_iter()
         .map(|b| block_rows(b, blocks, &layout, &numbered, &spent))
@@ -170,8 +183,7 @@ pub(super) fn build(
         Some(h) => layout
             .txs
             .par_iter()
-            .zip(&spent)
-            .flat_map_iter(|(t, coins)| links(&h, t, coins, &layout, &numbered))
+            .flat_map_iter(|t| links(&h, t, &spent[t.inputs()], &layout, &numbered))
             .collect(),
     };
     let next = NextIds {
@@ -187,38 +199,36 @@ pub(super) fn build(
     })
 }
 
-/// The coins a tx's inputs spend, taken from the unspent map.
+/// The coins the epoch's inputs spend, in input order, taken from the
+/// unspent map. The map holds the whole epoch's outputs: an input takes
+/// only a coin made before its own tx.
 fn resolve(
-    t: &TxAt,
     layout: &Layout,
     blocks: &[(Node, ParsedBlock)],
-    coins: &Coins,
+    coins: &mut Coins,
 ) -> Result<Vec<Coin>> {
-    let own = layout.output(t.first_output);
-    t.tx
-        .spends
-        .iter()
-        .enumerate()
-        .map(|(vin, prevout)| {
-            coins
-                // The map holds the whole epoch's outputs: one created by
-                // this tx or a later one is not there yet for this input.
-                .take(&CoinKey::of(prevout), own)
-                .and_then(|coin| {
-                    coin.ok_or_else(|| {
-                        anyhow!("its transaction is not in the index, or the output is spent or does not exist")
-                    })
-                })
-                .with_context(|| {
-                    format!(
-                        "block {} at height {}: tx {} input {vin} spends {prevout}",
-                        blocks[t.block].1.hash,
-                        layout.height(t.block),
-                        t.tx.txid
-                    )
-                })
+    let wants: Vec<Want> = layout
+        .txs
+        .par_iter()
+        .flat_map_iter(|t| {
+            let before = layout.output(t.first_output);
+            t.tx.spends.iter().map(move |prevout| Want {
+                key: CoinKey::of(prevout),
+                before,
+            })
         })
-        .collect()
+        .collect();
+    coins.take_all(wants.into_par_iter(), |input| {
+        let t = &layout.txs[layout.txs.partition_point(|t| t.first_input <= input) - 1];
+        let vin = input - t.first_input;
+        format!(
+            "block {} at height {}: tx {} input {vin} spends {}",
+            blocks[t.block].1.hash,
+            layout.height(t.block),
+            t.tx.txid,
+            t.tx.spends[vin]
+        )
+    })
 }
 
 /// The rows of block `b`: its txs, txids, outputs, inputs, spends and
@@ -228,7 +238,7 @@ fn block_rows(
     blocks: &[(Node, ParsedBlock)],
     layout: &Layout,
     numbered: &Numbered,
-    spent: &[Vec<Coin>],
+    spent: &[Coin],
 ) -> Result<SortedBatch> {
     let (node, block) = &blocks[b];
     let height = layout.height(b);
@@ -236,8 +246,8 @@ fn block_rows(
     let (mut fees, mut inputs) = (0u64, 0u32);
     let mut touched: Vec<(AddrId, HistoryRow)> = Vec::new();
     let txs = layout.block_txs[b]..layout.block_txs[b + 1];
-    for (position, (t, coins)) in layout.txs[txs.clone()].iter().zip(&spent[txs]).enumerate() {
-        let tx = t.tx;
+    for (position, t) in layout.txs[txs].iter().enumerate() {
+        let (tx, coins) = (t.tx, &spent[t.inputs()]);
         touched.clear();
         let mut value_in = 0u64;
         for (vin, coin) in coins.iter().enumerate() {
@@ -376,16 +386,16 @@ fn append_flow(
     blocks: &[(Node, ParsedBlock)],
     layout: &Layout,
     numbered: &Numbered,
-    spent: &[Vec<Coin>],
+    spent: &[Coin],
 ) -> Result<()> {
     let mut block = None;
-    for (t, coins) in layout.txs.iter().zip(spent) {
+    for t in &layout.txs {
         if block != Some(t.block) {
             block = Some(t.block);
             graph.block(t.num, &blocks[t.block].1.hash)?;
         }
         graph.tx(layout.output(t.first_output))?;
-        for coin in coins {
+        for coin in &spent[t.inputs()] {
             graph.bulk_input(coin.output, coin.value)?;
         }
         for (vout, out) in t.tx.outputs.iter().enumerate() {
@@ -400,7 +410,7 @@ fn append_flow(
 /// the epoch's inputs are resolved: a coin an input took first was spent,
 /// not overwritten. Its overwriter is of this epoch, since the coin gave
 /// way to it here; only a coinbase's counts, as in the writer.
-fn overwritten(layout: &Layout, coins: &Coins) -> SortedBatch {
+fn overwritten(layout: &Layout, coins: &mut Coins) -> SortedBatch {
     let mut batch = SortedBatch::default();
     for o in coins.overwritten() {
         let Some(addr) = o.coin.addr() else {

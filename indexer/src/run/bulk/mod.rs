@@ -32,7 +32,6 @@ mod coins;
 mod epoch;
 mod frozen;
 mod ordered;
-mod shards;
 mod totals;
 
 use std::time::{Duration, Instant};
@@ -178,8 +177,9 @@ pub(super) fn apply_chain(
                         graph: graph.as_mut(),
                         heuristics,
                     };
-                    let mut epoch = pool
-                        .install(|| epoch::build(&ok, height, ids, &mut addrs, &coins, derived))?;
+                    let mut epoch = pool.install(|| {
+                        epoch::build(&ok, height, ids, &mut addrs, &mut coins, derived)
+                    })?;
                     resolve_busy += started.elapsed();
                     if heuristics.is_some() {
                         links.grow(epoch.next.addr.0)?;
