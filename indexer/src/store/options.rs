@@ -8,10 +8,14 @@ use satflow_schema::address::{AddrStats, HistoryRow};
 use satflow_schema::cf::{self, Family};
 use satflow_schema::Codec;
 
-/// zstd's level for table files: 1, not RocksDB's default 3. Level 3's
+/// zstd's level for table files: -1, not RocksDB's default 3. Level 3's
 /// match finder took 10% of a first index run's CPU (perf, 4 GB chain),
 /// level 1's 6.6%, for an index 0.7% larger (4,106 MB against 4,076).
-const ZSTD_LEVEL: i32 = 1;
+/// Below 1 zstd also leaves literals without entropy coding: zstd under
+/// the table builder was 15% of a 4 GB run's samples at level 1, and the
+/// run took ~4% less CPU at -1 (8 alternating pairs) for an index 3.4%
+/// larger (4,245 MB); -2 gained nothing more measurable for 8.5%.
+const ZSTD_LEVEL: i32 = -1;
 
 /// Per column family tuning: zstd below the first levels, bloom filters
 /// where the indexer does point lookups that usually miss.
