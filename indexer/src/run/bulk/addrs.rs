@@ -6,7 +6,8 @@
 //! The map takes no locks: an epoch first only looks addresses up, every
 //! worker reading any shard, then only inserts, each worker owning whole
 //! shards. A lookup is a cache miss in a table of gigabytes; without a
-//! lock's fence between them, a core has several in flight at once.
+//! lock's fence between them, and with a batch's slots asked for before
+//! any is read, a core has several in flight at once.
 //!
 //! When the map outgrows its budget it is written out (`frozen`) and
 //! starts again; an address found in a generation on disk is taken back
@@ -134,10 +135,19 @@ impl AddrMap {
             .map(|key| key.as_ref().map(ShortKey::of))
             .collect();
         let shards = &self.shards;
-        let mut ids: Vec<Option<AddrId>> = shorts
-            .par_iter()
-            .map(|short| short.and_then(|s| shards[s.shard()].get(s.0).map(|id| AddrId(id.into()))))
-            .collect();
+        // Looked up in batches, each batch's slots asked for first.
+        const BATCH: usize = 32;
+        let mut ids: Vec<Option<AddrId>> = vec![None; shorts.len()];
+        ids.par_chunks_mut(BATCH)
+            .zip(shorts.par_chunks(BATCH))
+            .for_each(|(ids, shorts)| {
+                for s in shorts.iter().flatten() {
+                    shards[s.shard()].prefetch(s.0);
+                }
+                for (id, short) in ids.iter_mut().zip(shorts) {
+                    *id = short.and_then(|s| shards[s.shard()].get(s.0).map(|v| AddrId(v.into())));
+                }
+            });
         // Not in the map: asked of the generations on disk, and those
         // found there taken back into the map, once each.
         let mut taken_back: Vec<(ShortKey, u32)> = Vec::new();
