@@ -207,6 +207,16 @@ async fn calls_are_counted_by_method_and_code_and_the_tip_is_exported() {
     let hits = sample(&text, "satflow_rocksdb_block_cache_hits_total").unwrap();
     let misses = sample(&text, "satflow_rocksdb_block_cache_misses_total").unwrap();
     assert!(hits + misses > 0.0, "{text}");
+    // What RocksDB holds: the blocks those calls read are in the cache,
+    // with each open table file's top-level index pinned there; the table
+    // files themselves hold little beside.
+    let cached = sample(&text, "satflow_rocksdb_block_cache_bytes").unwrap();
+    let pinned = sample(&text, "satflow_rocksdb_block_cache_pinned_bytes").unwrap();
+    assert!(cached > 0.0 && pinned > 0.0 && pinned <= cached, "{text}");
+    assert!(
+        sample(&text, "satflow_rocksdb_table_readers_bytes").is_some(),
+        "{text}"
+    );
     // Catch-up runs on its own schedule, once at start.
     scrape_until(port, "a catch-up round recorded", |t| {
         sample(t, "satflow_catch_up_duration_seconds_count").is_some_and(|n| n >= 1.0)

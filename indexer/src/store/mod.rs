@@ -287,6 +287,38 @@ impl Store {
             )
         })
     }
+
+    /// What RocksDB holds in memory for this handle now.
+    pub fn memory(&self) -> Result<RocksMemory> {
+        let mut table_readers = 0;
+        for name in cf::ALL {
+            table_readers += self
+                .db
+                .property_int_value_cf(self.cf_named(name), "rocksdb.estimate-table-readers-mem")
+                .with_context(|| {
+                    format!("reading {}'s table readers' memory", self.path.display())
+                })?
+                .unwrap_or(0);
+        }
+        Ok(RocksMemory {
+            table_readers,
+            block_cache: self.cache.get_usage() as u64,
+            block_cache_pinned: self.cache.get_pinned_usage() as u64,
+        })
+    }
+}
+
+/// What a handle holds in memory for RocksDB, in bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RocksMemory {
+    /// Held by its open table files outside the block cache, summed over
+    /// the families (`rocksdb.estimate-table-readers-mem`).
+    pub table_readers: u64,
+    /// The block cache's contents (shared by twins: count it once).
+    pub block_cache: u64,
+    /// Of those, the blocks pinned there: each open table file's top-level
+    /// index and filter partitions, and blocks being read.
+    pub block_cache_pinned: u64,
 }
 
 /// Total size of the files under `path`.

@@ -272,6 +272,29 @@ impl Collector for AtScrape {
                 c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)?;
             }
         }
+        // A scrape that cannot read them leaves them out, like the counts.
+        if let Ok(memory) = self.shared.rocks_memory() {
+            for (name, help, n) in [
+                (
+                    "satflow_rocksdb_table_readers_bytes",
+                    "Memory the open table files of both index handles hold outside the block cache.",
+                    memory.table_readers,
+                ),
+                (
+                    "satflow_rocksdb_block_cache_bytes",
+                    "Bytes in RocksDB's block cache: data, index and filter blocks.",
+                    memory.block_cache,
+                ),
+                (
+                    "satflow_rocksdb_block_cache_pinned_bytes",
+                    "Bytes pinned in the block cache: each open table file's top-level index and filter partitions, and blocks being read.",
+                    memory.block_cache_pinned,
+                ),
+            ] {
+                let g = ConstGauge::new(n as i64);
+                g.encode(encoder.encode_descriptor(name, help, None, g.metric_type())?)?;
+            }
+        }
         Ok(())
     }
 }

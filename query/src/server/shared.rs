@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
+use satflow_indexer::store::RocksMemory;
 use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status};
 
@@ -58,6 +59,17 @@ impl Shared {
             b.store().block_cache_counts()?,
         );
         Some((a.0 + b.0, a.1 + b.1))
+    }
+
+    /// What RocksDB holds in memory for both handles: their table readers,
+    /// and the block cache they share.
+    pub fn rocks_memory(&self) -> anyhow::Result<RocksMemory> {
+        let [a, b] = &self.indexes;
+        let (a, b) = (a.store().memory()?, b.store().memory()?);
+        Ok(RocksMemory {
+            table_readers: a.table_readers + b.table_readers,
+            ..a
+        })
     }
 
     /// The active index, held so that no catch-up moves it until the
