@@ -42,7 +42,8 @@ pub struct ServeArgs {
     /// Requests accepted and not yet answered; beyond that, RESOURCE_EXHAUSTED.
     #[arg(long, default_value_t = 1024)]
     max_in_flight: usize,
-    /// Block cache for uncompressed index blocks, in MiB.
+    /// Block cache, in MiB: the index's uncompressed data blocks, and the
+    /// index and filter partitions lookups read.
     #[arg(long, default_value_t = 1024)]
     cache_mb: usize,
     /// Taint traces running at once (each takes a core while it runs);

@@ -72,7 +72,11 @@ impl Store {
     /// answering random lookups wants most of its working set there, or it
     /// spends its time decompressing blocks again.
     pub fn open_with_cache(path: &Path, access: Access, cache_bytes: usize) -> Result<Store> {
-        Store::open_sharing(path, access, Cache::new_lru_cache(cache_bytes), 1)
+        // RocksDB's clock cache: lookups take no lock, and every point
+        // read now goes through it at least twice (an index partition,
+        // then the data block).
+        let cache = Cache::new_hyper_clock_cache(cache_bytes, 0);
+        Store::open_sharing(path, access, cache, 1)
     }
 
     /// A second follower of the same database, sharing this one's block
