@@ -20,6 +20,7 @@ pub mod flow;
 pub mod labels;
 pub mod network;
 pub mod parse;
+mod prefetch;
 pub mod prevouts;
 pub mod progress;
 mod ranges;

@@ -3,7 +3,7 @@
 //! `addr_utxos` rows are keyed `(AddrId, OutNum)` with the value in sats,
 //! and need no type of their own.
 
-use crate::codec::{Codec, Dec, RowError};
+use crate::codec::{Codec, Dec, Inline, RowError};
 
 /// `history`, keyed by (address, tx): what the tx paid to and took from it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -69,15 +69,15 @@ impl AddrStats {
 }
 
 impl Codec for HistoryRow {
-    type Bytes = Vec<u8>;
+    type Bytes = Inline<24>;
 
     /// 16 bytes, or 24 when `opened` is not zero.
-    fn encode(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(24);
-        v.extend_from_slice(&self.received.to_be_bytes());
-        v.extend_from_slice(&self.sent.to_be_bytes());
+    fn encode(&self) -> Inline<24> {
+        let mut v = Inline::new();
+        v.extend(&self.received.to_be_bytes());
+        v.extend(&self.sent.to_be_bytes());
         if self.opened != 0 {
-            v.extend_from_slice(&self.opened.to_be_bytes());
+            v.extend(&self.opened.to_be_bytes());
         }
         v
     }

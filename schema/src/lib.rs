@@ -31,7 +31,7 @@ pub mod rows;
 pub mod script;
 pub mod tx;
 
-pub use codec::{Codec, Dec, RowError};
+pub use codec::{Codec, Dec, Inline, RowError};
 pub use ids::{AddrId, ClusterId, ClusterKey, Height, NextIds, OutNum, TxNum};
 
 /// Bumped whenever a layout changes; a binary refuses other versions.

@@ -79,8 +79,11 @@ mod tests {
         };
         type Raw = Result<(Vec<u8>, Vec<u8>), std::io::Error>;
         let raw: Vec<Raw> = vec![
-            Ok(((AddrId(1), TxNum(2)).encode().to_vec(), good.encode())),
-            Ok((vec![1, 2, 3], good.encode())),
+            Ok((
+                (AddrId(1), TxNum(2)).encode().to_vec(),
+                good.encode().to_vec(),
+            )),
+            Ok((vec![1, 2, 3], good.encode().to_vec())),
             Err(std::io::Error::other("disk")),
         ];
         let mut rows = Rows::<History, _>::new(raw.into_iter());

@@ -146,10 +146,7 @@ impl AddrKey {
 
     /// Key bytes as stored: kind byte then the hash.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(33);
-        v.push(self.kind as u8);
-        v.extend_from_slice(self.hash());
-        v
+        crate::codec::Codec::encode(self).to_vec()
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Option<AddrKey> {
@@ -169,9 +166,12 @@ impl AddrKey {
 /// Address keys are a kind byte then the hash; the kind fixes the length,
 /// so one address's rows in a family keyed by it are one key prefix.
 impl crate::codec::Codec for AddrKey {
-    type Bytes = Vec<u8>;
-    fn encode(&self) -> Vec<u8> {
-        self.to_bytes()
+    type Bytes = crate::codec::Inline<33>;
+    fn encode(&self) -> crate::codec::Inline<33> {
+        let mut v = crate::codec::Inline::new();
+        v.extend(&[self.kind as u8]);
+        v.extend(self.hash());
+        v
     }
     fn decode(bytes: &[u8]) -> Result<AddrKey, crate::codec::RowError> {
         AddrKey::from_bytes(bytes).ok_or(crate::codec::RowError {

@@ -5,7 +5,7 @@ use bitcoin::hashes::Hash;
 use bitcoin::Txid;
 
 use crate::block::FEE_UNKNOWN;
-use crate::codec::{Codec, Dec, KeyPrefix, RowError};
+use crate::codec::{Codec, Dec, Inline, KeyPrefix, RowError};
 use crate::ids::{AddrId, Height, OutNum, TxNum};
 use crate::script::ScriptType;
 
@@ -47,11 +47,12 @@ impl TxRow {
 }
 
 impl Codec for TxRow {
-    type Bytes = Vec<u8>;
+    type Bytes = Inline<84>;
 
-    fn encode(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(84);
-        v.extend_from_slice(self.txid.as_byte_array());
+    /// 84 bytes.
+    fn encode(&self) -> Inline<84> {
+        let mut v = Inline::new();
+        v.extend(self.txid.as_byte_array());
         for n in [
             self.height.0,
             self.position,
@@ -60,13 +61,13 @@ impl Codec for TxRow {
             self.size,
             self.weight,
         ] {
-            v.extend_from_slice(&n.to_be_bytes());
+            v.extend(&n.to_be_bytes());
         }
-        v.extend_from_slice(&self.fee.unwrap_or(FEE_UNKNOWN).to_be_bytes());
-        v.extend_from_slice(&self.input_count.to_be_bytes());
-        v.extend_from_slice(&self.output_count.to_be_bytes());
-        v.extend_from_slice(&self.first_output.0.to_be_bytes());
-        v.extend_from_slice(&self.offset_in_block.to_be_bytes());
+        v.extend(&self.fee.unwrap_or(FEE_UNKNOWN).to_be_bytes());
+        v.extend(&self.input_count.to_be_bytes());
+        v.extend(&self.output_count.to_be_bytes());
+        v.extend(&self.first_output.0.to_be_bytes());
+        v.extend(&self.offset_in_block.to_be_bytes());
         v
     }
 

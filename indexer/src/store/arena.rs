@@ -7,6 +7,8 @@ use std::cmp::Ordering;
 
 use rayon::prelude::*;
 
+use crate::prefetch::prefetch;
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Op {
     Put,
@@ -48,21 +50,23 @@ impl Arena {
         self.bytes.extend_from_slice(value);
     }
 
-    /// The arenas' operations in one arena, in their order.
-    pub fn concat(parts: Vec<Arena>) -> Arena {
-        let mut all = Arena {
-            bytes: Vec::with_capacity(parts.iter().map(|p| p.bytes.len()).sum()),
-            entries: Vec::with_capacity(parts.iter().map(|p| p.entries.len()).sum()),
-        };
+    /// Replaces this arena's operations with those of `parts`, in their
+    /// order, and empties the parts; every allocation is kept.
+    pub fn concat_from(&mut self, parts: &mut [&mut Arena]) {
+        self.clear();
+        self.bytes
+            .reserve(parts.iter().map(|p| p.bytes.len()).sum());
+        self.entries
+            .reserve(parts.iter().map(|p| p.entries.len()).sum());
         for part in parts {
-            let shift = all.bytes.len();
-            all.bytes.extend_from_slice(&part.bytes);
-            all.entries.extend(part.entries.iter().map(|e| Entry {
+            let shift = self.bytes.len();
+            self.bytes.extend_from_slice(&part.bytes);
+            self.entries.extend(part.entries.iter().map(|e| Entry {
                 start: e.start + shift,
                 ..*e
             }));
+            part.clear();
         }
-        all
     }
 
     pub fn len(&self) -> usize {
@@ -137,6 +141,21 @@ impl Arena {
                 .extend_from_slice(&self.bytes[e.start..e.start + len]);
         }
         out
+    }
+
+    /// Every operation in entry order, like `ops`, for an arena just
+    /// sorted, whose rows lie all over it: each row is asked of memory
+    /// `AHEAD` entries before it is read (see `gather`, which copies them
+    /// instead, for a reader that waits on each).
+    pub(crate) fn ops_in_order(&self) -> impl Iterator<Item = (Op, &[u8], &[u8])> + '_ {
+        /// Enough rows in flight to cover a miss's latency.
+        const AHEAD: usize = 16;
+        self.entries.iter().enumerate().map(move |(i, e)| {
+            if let Some(next) = self.entries.get(i + AHEAD) {
+                prefetch(&self.bytes[next.start]);
+            }
+            (e.op, self.key(e), self.value(e))
+        })
     }
 
     /// The operations of `entries`: (operation, key, value).

@@ -104,7 +104,7 @@ fn merge_history(
     {
         sum.add(&row);
     }
-    Some(sum.encode())
+    Some(sum.encode().to_vec())
 }
 
 /// Adds `AddrStats` deltas; a malformed operand is a bug, kept out of the sum

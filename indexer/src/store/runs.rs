@@ -89,9 +89,9 @@ impl Store {
         let dir = self.runs_dir(family);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let mut out = RunWriter::create(dir.join(format!("{tag:010}.run")))?;
-        for e in &rows.entries {
-            ensure!(e.op == Op::Put, "{family}: only new rows go to run files");
-            out.push(rows.key(e), rows.value(e))?;
+        for (op, key, value) in rows.ops_in_order() {
+            ensure!(op == Op::Put, "{family}: only new rows go to run files");
+            out.push(key, value)?;
         }
         out.finish()
     }
@@ -350,8 +350,10 @@ impl RunWriter {
             self.index.extend_from_slice(key);
             self.blocks += 1;
         }
-        self.block.extend_from_slice(&key_len.to_le_bytes());
-        self.block.extend_from_slice(&value_len.to_le_bytes());
+        let mut lengths = [0u8; 6];
+        lengths[..2].copy_from_slice(&key_len.to_le_bytes());
+        lengths[2..].copy_from_slice(&value_len.to_le_bytes());
+        self.block.extend_from_slice(&lengths);
         self.block.extend_from_slice(key);
         self.block.extend_from_slice(value);
         self.rows += 1;

@@ -99,24 +99,36 @@ impl SortedBatch {
 }
 
 impl SortedBatch {
-    /// The batches' operations in one batch, in their order: batches built
-    /// in parallel, one per block, joined in chain order. Each family is
-    /// copied once, into an arena of its final size, on every worker.
-    pub fn concat(parts: Vec<SortedBatch>) -> SortedBatch {
-        fn columns(parts: Vec<Vec<Arena>>, width: usize) -> Vec<Arena> {
-            let mut columns: Vec<Vec<Arena>> = (0..width).map(|_| Vec::new()).collect();
+    /// Empties every family, keeping the allocations for the next rows.
+    pub fn clear(&mut self) {
+        self.families.iter_mut().for_each(Arena::clear);
+        self.appended.iter_mut().for_each(Arena::clear);
+    }
+
+    /// Replaces this batch's operations with those of `parts`, in their
+    /// order: batches built in parallel, each of consecutive blocks, joined
+    /// in chain order. Each family is copied once, on every worker, into
+    /// this batch's arenas, whose allocations (like the parts', which are
+    /// left empty) serve epoch after epoch: grown afresh each time, they
+    /// cost a copy at each doubling and a page fault at each new page.
+    pub fn concat_from(&mut self, parts: &mut [SortedBatch]) {
+        fn columns(
+            into: &mut [Arena],
+            parts: &mut [SortedBatch],
+            column: impl Fn(&mut SortedBatch) -> &mut Vec<Arena>,
+        ) {
+            let mut sources: Vec<Vec<&mut Arena>> = into.iter().map(|_| Vec::new()).collect();
             for part in parts {
-                for (column, arena) in columns.iter_mut().zip(part) {
-                    column.push(arena);
+                for (source, arena) in sources.iter_mut().zip(column(part).iter_mut()) {
+                    source.push(arena);
                 }
             }
-            columns.into_par_iter().map(Arena::concat).collect()
+            into.par_iter_mut()
+                .zip(sources)
+                .for_each(|(arena, mut parts)| arena.concat_from(&mut parts));
         }
-        let (families, appended) = parts.into_iter().map(|p| (p.families, p.appended)).unzip();
-        SortedBatch {
-            families: columns(families, cf::ALL.len()),
-            appended: columns(appended, cf::APPENDED.len()),
-        }
+        columns(&mut self.families, parts, |p| &mut p.families);
+        columns(&mut self.appended, parts, |p| &mut p.appended);
     }
 
     /// Writes a batch of operations on distinct keys (the bulk path's)
@@ -126,9 +138,10 @@ impl SortedBatch {
     /// leaves rows above the tip, which the next run removes (`recover`).
     /// `landing` says where each family's rows will end up (a run file's
     /// too come before the tip); the appended families' always land on the
-    /// last level.
+    /// last level. The batch is left empty, its allocations kept for the
+    /// next epoch's rows.
     pub fn ingest_all(
-        mut self,
+        &mut self,
         store: &Store,
         landing: impl Fn(&str) -> Landing + Sync,
     ) -> Result<()> {
@@ -150,7 +163,9 @@ impl SortedBatch {
         };
         ingest(&cf::APPENDED, &mut self.appended, true)?;
         ingest(&cf::ALL, &mut self.families, false)?;
-        store.write_raw(write_batch(&mut self.families, store))
+        let batch = write_batch(&mut self.families, store);
+        self.clear();
+        store.write_raw(batch)
     }
 }
 

@@ -22,6 +22,7 @@ use crate::chain::Node;
 use crate::cluster::{self, Heuristics, Spent, TxView};
 use crate::flow::Appender;
 use crate::parse::{ParsedBlock, ParsedTx};
+use crate::ranges;
 use crate::run::pipeline::Committed;
 use crate::store::SortedBatch;
 use crate::writer::set_tip;
@@ -107,6 +108,27 @@ impl<'a> Layout<'a> {
     }
 }
 
+/// The batches an epoch's rows are built in, kept from one epoch to the
+/// next with their allocations (see `SortedBatch::concat_from`).
+#[derive(Default)]
+pub(super) struct Batches {
+    /// One per group of consecutive blocks, per chunk of new addresses,
+    /// and one for the overwritten coins; empty between epochs.
+    parts: Vec<SortedBatch>,
+    /// Epochs' batches back from being ingested, empty.
+    spare: Vec<SortedBatch>,
+}
+
+impl Batches {
+    /// An epoch's batch, ingested and emptied, for a later epoch.
+    pub fn give_back(&mut self, batch: SortedBatch) {
+        self.spare.push(batch);
+    }
+}
+
+/// New addresses per batch of their `addrs` and `addr_ids` rows.
+const ADDRESS_CHUNK: usize = 1 << 16;
+
 /// What an epoch feeds besides the rows: the flow graph, and the
 /// clustering heuristics whose links to find.
 pub(super) struct Derived<'a> {
@@ -115,14 +137,15 @@ pub(super) struct Derived<'a> {
 }
 
 /// The rows of `blocks`, the first at `first_height` with ids from `ids`,
-/// and what `derived` asks for. Updates `addrs` and `coins`; after an
-/// error they are of no further use.
+/// and what `derived` asks for, built in `batches`. Updates `addrs` and
+/// `coins`; after an error they are of no further use.
 pub(super) fn build(
     blocks: &[(Node, ParsedBlock)],
     first_height: Height,
     ids: NextIds,
     addrs: &mut AddrMap,
     coins: &mut Coins,
+    batches: &mut Batches,
     derived: Derived,
 ) -> Result<Epoch> {
     let layout = Layout::new(blocks, first_height, ids);
@@ -152,13 +175,29 @@ pub(super) fn build(
             })
     }));
     let spent = resolve(&layout, blocks, coins)?;
-    let mut parts: Vec<SortedBatch> = (0..blocks.len())
-        .into_par_iter()
-        .map(|b| block_rows(b, blocks, &layout, &numbered, &spent))
-        .collect::<Result<_>>()?;
-    parts.extend(new_addresses(&numbered.new, ids.addr));
-    parts.push(overwritten(&layout, coins));
-    let mut batch = SortedBatch::concat(parts);
+    let groups = block_groups(&layout, ranges::parts());
+    let chunks = numbered.new.len().div_ceil(ADDRESS_CHUNK);
+    let count = groups.len() + chunks + 1;
+    if batches.parts.len() < count {
+        batches.parts.resize_with(count, SortedBatch::default);
+    }
+    // What an epoch that failed left.
+    batches.parts.iter_mut().for_each(SortedBatch::clear);
+    let parts = &mut batches.parts[..count];
+    let (block_parts, rest) = parts.split_at_mut(groups.len());
+    let (address_parts, last) = rest.split_at_mut(chunks);
+    block_parts
+        .par_iter_mut()
+        .zip(groups)
+        .try_for_each(|(batch, group)| {
+            group
+                .into_iter()
+                .try_for_each(|b| block_rows(b, blocks, &layout, &numbered, &spent, batch))
+        })?;
+    new_addresses(&numbered.new, ids.addr, address_parts);
+    overwritten(&layout, coins, &mut last[0]);
+    let mut batch = batches.spare.pop().unwrap_or_default();
+    batch.concat_from(parts);
     let mut done = Committed::default();
     for (b, (node, block)) in blocks.iter().enumerate() {
         done.add(layout.height(b).0, node, block);
@@ -231,18 +270,35 @@ fn resolve(
     })
 }
 
-/// The rows of block `b`: its txs, txids, outputs, inputs, spends and
-/// history, and the block's own.
+/// The epoch's blocks in groups of consecutive blocks with about as many
+/// outputs each, about `n` of them: the rows of a group go to one batch.
+fn block_groups(layout: &Layout, n: usize) -> Vec<Range<usize>> {
+    let blocks = layout.block_outputs.len() - 1;
+    let per_group = layout.outputs().div_ceil(n.max(1)).max(1);
+    let mut groups = Vec::with_capacity(n + 1);
+    let mut first = 0;
+    for b in 0..blocks {
+        let outputs = layout.block_outputs[b + 1] - layout.block_outputs[first];
+        if outputs >= per_group || b + 1 == blocks {
+            groups.push(first..b + 1);
+            first = b + 1;
+        }
+    }
+    groups
+}
+
+/// Adds the rows of block `b` to `batch`: its txs, txids, outputs,
+/// inputs, spends and history, and the block's own.
 fn block_rows(
     b: usize,
     blocks: &[(Node, ParsedBlock)],
     layout: &Layout,
     numbered: &Numbered,
     spent: &[Coin],
-) -> Result<SortedBatch> {
+    batch: &mut SortedBatch,
+) -> Result<()> {
     let (node, block) = &blocks[b];
     let height = layout.height(b);
-    let mut batch = SortedBatch::default();
     let (mut fees, mut inputs) = (0u64, 0u32);
     let mut touched: Vec<(AddrId, HistoryRow)> = Vec::new();
     let txs = layout.block_txs[b]..layout.block_txs[b + 1];
@@ -329,7 +385,7 @@ fn block_rows(
     };
     batch.put::<cf::Blocks>(&height, &row);
     batch.put::<cf::BlockHeight>(&block.hash, &height);
-    Ok(batch)
+    Ok(())
 }
 
 /// The address pairs `h` links in tx `t`, which spends `coins`: the same
@@ -410,8 +466,7 @@ fn append_flow(
 /// the epoch's inputs are resolved: a coin an input took first was spent,
 /// not overwritten. Its overwriter is of this epoch, since the coin gave
 /// way to it here; only a coinbase's counts, as in the writer.
-fn overwritten(layout: &Layout, coins: &mut Coins) -> SortedBatch {
-    let mut batch = SortedBatch::default();
+fn overwritten(layout: &Layout, coins: &mut Coins, batch: &mut SortedBatch) {
     for o in coins.overwritten() {
         let Some(addr) = o.coin.addr() else {
             continue;
@@ -426,22 +481,19 @@ fn overwritten(layout: &Layout, coins: &mut Coins) -> SortedBatch {
             batch.put_meta(meta::Overwritten(addr, o.coin.output), &row);
         }
     }
-    batch
 }
 
-/// `addrs` and `addr_ids` rows of the addresses numbered from `first`.
-fn new_addresses(new: &[AddrKey], first: AddrId) -> Vec<SortedBatch> {
-    const CHUNK: usize = 1 << 16;
-    new.par_chunks(CHUNK)
+/// `addrs` and `addr_ids` rows of the addresses numbered from `first`,
+/// into a batch per `ADDRESS_CHUNK` of them.
+fn new_addresses(new: &[AddrKey], first: AddrId, batches: &mut [SortedBatch]) {
+    new.par_chunks(ADDRESS_CHUNK)
+        .zip(batches.par_iter_mut())
         .enumerate()
-        .map(|(c, keys)| {
-            let mut batch = SortedBatch::default();
+        .for_each(|(c, (keys, batch))| {
             for (i, key) in keys.iter().enumerate() {
-                let id = first + (c * CHUNK + i) as u64;
+                let id = first + (c * ADDRESS_CHUNK + i) as u64;
                 batch.append::<cf::Addrs>(&id, key);
                 batch.put::<cf::AddrIds>(key, &id);
             }
-            batch
         })
-        .collect()
 }

@@ -122,7 +122,10 @@ pub(super) fn apply_chain(
     let mut links = UnionFind::new(store.path(), 0)?;
     // The epochs' rows, with the height each ends at.
     let (write_tx, write_rx) = crossbeam_channel::bounded::<(SortedBatch, Committed, u32)>(1);
-    let (ack_tx, ack_rx) = crossbeam_channel::unbounded::<Result<(Committed, Duration)>>();
+    // Each epoch's batch comes back empty, for a later epoch to fill.
+    type Ingested = (Committed, Duration, SortedBatch);
+    let (ack_tx, ack_rx) = crossbeam_channel::unbounded::<Result<Ingested>>();
+    let mut epoch_batches = epoch::Batches::default();
     let (mut parse_busy, mut resolve_busy, mut ingest_busy) = Default::default();
     let mut notes = Vec::new();
     let next = std::thread::scope(|s| {
@@ -130,7 +133,7 @@ pub(super) fn apply_chain(
         std::thread::Builder::new()
             .name("ingest".into())
             .spawn_scoped(s, move || {
-                for (batch, done, last) in write_rx {
+                for (mut batch, done, last) in write_rx {
                     let started = Instant::now();
                     let landing = |family: &str| match totals::IN_RUNS.contains(&family) {
                         true => Landing::Run(last),
@@ -138,7 +141,7 @@ pub(super) fn apply_chain(
                     };
                     let written = pool
                         .install(|| batch.ingest_all(store, landing))
-                        .map(|()| (done, started.elapsed()));
+                        .map(|()| (done, started.elapsed(), batch));
                     let failed = written.is_err();
                     if ack_tx.send(written).is_err() || failed {
                         break;
@@ -146,13 +149,13 @@ pub(super) fn apply_chain(
                 }
             })
             .expect("spawning the ingest thread");
-        let mut await_write = || -> Result<()> {
-            let (done, took) = ack_rx
+        let mut await_write = || -> Result<SortedBatch> {
+            let (done, took, emptied) = ack_rx
                 .recv()
                 .map_err(|_| anyhow!("the ingest thread stopped"))??;
             ingest_busy += took;
             done.count(summary, &mut progress);
-            Ok(())
+            Ok(emptied)
         };
         let result = (|| -> Result<u32> {
             let (mut height, mut ids) = (Height(from), NextIds::default());
@@ -178,7 +181,15 @@ pub(super) fn apply_chain(
                         heuristics,
                     };
                     let mut epoch = pool.install(|| {
-                        epoch::build(&ok, height, ids, &mut addrs, &mut coins, derived)
+                        epoch::build(
+                            &ok,
+                            height,
+                            ids,
+                            &mut addrs,
+                            &mut coins,
+                            &mut epoch_batches,
+                            derived,
+                        )
                     })?;
                     resolve_busy += started.elapsed();
                     if heuristics.is_some() {
@@ -222,7 +233,7 @@ pub(super) fn apply_chain(
                 }
                 // Keep one epoch ingesting while the next is resolved.
                 while in_flight > 1 {
-                    await_write()?;
+                    epoch_batches.give_back(await_write()?);
                     in_flight -= 1;
                 }
                 if failed.is_some() || full {

@@ -103,15 +103,9 @@ impl OrderedTable {
     /// cache; a batch of lookups whose lines were all asked for first
     /// waits for them at once, not one after another.
     pub fn prefetch(&self, key: u128) {
-        #[cfg(target_arch = "x86_64")]
         if let Some(slot) = self.slots.get(self.home(key)) {
-            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            // SAFETY: a prefetch only hints; it reads nothing the program
-            // sees and cannot fault. The pointer is to a live slot anyway.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>((slot as *const Slot).cast()) };
+            crate::prefetch::prefetch(slot);
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = key;
     }
 
     pub fn get(&self, key: u128) -> Option<u32> {
