@@ -51,13 +51,15 @@ impl Arena {
     }
 
     /// Replaces this arena's operations with those of `parts`, in their
-    /// order, and empties the parts; every allocation is kept.
+    /// order, and empties the parts; every allocation is kept. This arena
+    /// grows only to what it must hold, never to double: it is kept for
+    /// later epochs, and slack would stay resident with it.
     pub fn concat_from(&mut self, parts: &mut [&mut Arena]) {
         self.clear();
         self.bytes
-            .reserve(parts.iter().map(|p| p.bytes.len()).sum());
+            .reserve_exact(parts.iter().map(|p| p.bytes.len()).sum());
         self.entries
-            .reserve(parts.iter().map(|p| p.entries.len()).sum());
+            .reserve_exact(parts.iter().map(|p| p.entries.len()).sum());
         for part in parts {
             let shift = self.bytes.len();
             self.bytes.extend_from_slice(&part.bytes);
