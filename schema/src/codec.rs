@@ -111,8 +111,9 @@ impl<'a> Dec<'a> {
 }
 
 /// The bytes of a row whose width varies within a small bound (a history
-/// row, an address key), held inline: encoding one allocates nothing,
-/// where an indexer encodes tens of millions of them a GB of chain.
+/// row, an address key), or that is simplest written field by field (a tx
+/// row), held inline: encoding one allocates nothing, where an indexer
+/// encodes tens of millions of them a GB of chain.
 #[derive(Clone, Copy)]
 pub struct Inline<const N: usize> {
     bytes: [u8; N],
