@@ -181,8 +181,6 @@ pub(super) fn build(
     if batches.parts.len() < count {
         batches.parts.resize_with(count, SortedBatch::default);
     }
-    // What an epoch that failed left.
-    batches.parts.iter_mut().for_each(SortedBatch::clear);
     let parts = &mut batches.parts[..count];
     let (block_parts, rest) = parts.split_at_mut(groups.len());
     let (address_parts, last) = rest.split_at_mut(chunks);
