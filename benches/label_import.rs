@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use common::{child_peak_rss, drive, figures, median, spread, timed, Common};
+use common::{child_peak_rss, drive, median, spread, timed, Common};
 use satflow_indexer::{address, Access, Network, Store};
 use satflow_proto::v1 as pb;
 use satflow_schema::script::{AddrKey, AddrKind};
@@ -181,12 +181,12 @@ type Sample = (&'static str, Arc<Vec<String>>);
 /// What a server on one index does: start-up (the label index is read
 /// before it listens), peak RSS, its log line on the label index, and per
 /// sample the labels in a summary on average and the median req/s, p50,
-/// p99 and p99.9 (ms) of `runs` windows.
+/// p99 and p99.9 (ms) and server CPU per call (µs) of `runs` windows.
 struct Served {
     start: Duration,
     rss_kib: Option<i64>,
     label_index: String,
-    samples: Vec<(f64, [f64; 4])>,
+    samples: Vec<(f64, [f64; 5])>,
 }
 
 fn serve(db: &Path, samples: &[Sample], args: &Args) -> Served {
@@ -215,17 +215,23 @@ fn serve(db: &Path, samples: &[Sample], args: &Args) -> Served {
             let mut runs = Vec::new();
             for _ in 0..args.common.runs {
                 let sample = sample.clone();
-                let (lat, window) = drive(&conns, args.clients, args.seconds, move |mut c, n| {
-                    let address = sample[n % sample.len()].clone();
-                    async move {
-                        c.addresses
-                            .get_address_summary(pb::GetAddressSummaryRequest { address })
-                            .await
-                            .unwrap();
-                    }
-                })
+                let driven = drive(
+                    &conns,
+                    server.pid(),
+                    args.clients,
+                    args.seconds,
+                    move |mut c, n| {
+                        let address = sample[n % sample.len()].clone();
+                        async move {
+                            c.addresses
+                                .get_address_summary(pb::GetAddressSummaryRequest { address })
+                                .await
+                                .unwrap();
+                        }
+                    },
+                )
                 .await;
-                runs.push(figures(lat, window));
+                runs.push(driven.figures());
             }
             let median_of = |k: usize| {
                 let mut v: Vec<f64> = runs.iter().map(|f| f[k]).collect();
@@ -310,19 +316,29 @@ fn main() {
         args.clients, args.seconds
     );
     println!(
-        "  {:<15} {:<16} {:>7} {:>8} {:>8} {:>7} {:>7} {:>8} {:>7}",
-        "", "", "start s", "RSS MiB", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "labels"
+        "  {:<15} {:<16} {:>7} {:>8} {:>8} {:>7} {:>7} {:>8} {:>9} {:>7}",
+        "",
+        "",
+        "start s",
+        "RSS MiB",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "server µs",
+        "labels"
     );
     for (name, s) in [("without labels", &without), ("with labels", &with)] {
         for ((sample, _), (labels, f)) in samples.iter().zip(&s.samples) {
             println!(
-                "  {name:<15} {sample:<16} {:>7.2} {:>8} {:>8.0} {:>7.2} {:>7.2} {:>8.2} {:>7.1}",
+                "  {name:<15} {sample:<16} {:>7.2} {:>8} {:>8.0} {:>7.2} {:>7.2} {:>8.2} {:>9.0} {:>7.1}",
                 s.start.as_secs_f64(),
                 s.rss_kib.map_or("?".into(), |k| (k / 1024).to_string()),
                 f[0],
                 f[1],
                 f[2],
                 f[3],
+                f[4],
                 labels
             );
         }

@@ -1,5 +1,6 @@
-//! gRPC load on `satflow serve` over loopback: requests/s and latency
-//! percentiles per call, and the cost of a deep history page.
+//! gRPC load on `satflow serve` over loopback: requests/s, latency
+//! percentiles and the server's CPU time per call, and the cost of a deep
+//! history page.
 //!
 //!     cargo bench --bench serve_load -- [--size 4GB] [--db DIR] [--work DIR]
 //!                 [--clients 8] [--seconds 10] [--runs 3] [--readers N]
@@ -11,7 +12,10 @@
 //! 5 s warm-up, --runs times (medians shown), over 4 HTTP/2 connections,
 //! on addresses and txids sampled across the whole chain. Screenings are of
 //! payments not mined, each spending two sampled coins, by at most 2
-//! callers (the server's default `--max-traces`).
+//! callers (the server's default `--max-traces`). The server's CPU time
+//! (user and system, read from /proc over the measured window) per call
+//! answered is the figure to compare builds by: the load generator shares
+//! the cores, so rates and latencies move with whatever else runs.
 
 mod common;
 #[path = "../tests/common/mod.rs"]
@@ -24,7 +28,7 @@ use std::time::Instant;
 use testkit::server::Server;
 
 use clap::Parser;
-use common::{drive, figures, history_page_1, sample, Common, IndexChoice, Sample};
+use common::{drive, history_page_1, sample, Common, IndexChoice, Sample};
 use satflow_proto::v1 as pb;
 use satflow_query::client::Clients;
 
@@ -210,21 +214,21 @@ fn main() {
         for _ in 0..4 {
             conns.push(server.connect().await);
         }
-        let mut runs: Vec<Vec<[f64; 4]>> = vec![Vec::new(); Call::ALL.len()];
+        let mut runs: Vec<Vec<[f64; 5]>> = vec![Vec::new(); Call::ALL.len()];
         for _ in 0..args.common.runs {
             for (i, call) in Call::ALL.into_iter().enumerate() {
                 let sample = sample.clone();
                 let clients = call.clients(args.clients);
-                let (lat, window) = drive(&conns, clients, args.seconds, move |c, n| {
+                let driven = drive(&conns, server.pid(), clients, args.seconds, move |c, n| {
                     let sample = sample.clone();
                     async move { call.make(c, &sample, n).await }
                 })
                 .await;
-                runs[i].push(figures(lat, window));
+                runs[i].push(driven.figures());
             }
         }
         println!(
-            "index {} · {} clients · {} s per call · medians of {} runs\n{:<28} {:>9} {:>9} {:>9} {:>9}",
+            "index {} · {} clients · {} s per call · medians of {} runs\n{:<28} {:>9} {:>9} {:>9} {:>9} {:>14}",
             db.display(),
             args.clients,
             args.seconds,
@@ -233,7 +237,8 @@ fn main() {
             "req/s",
             "p50 ms",
             "p99 ms",
-            "p99.9 ms"
+            "p99.9 ms",
+            "server µs/call"
         );
         for (call, figures) in Call::ALL.into_iter().zip(runs) {
             let median = |k: usize| {
@@ -242,12 +247,13 @@ fn main() {
                 v[v.len() / 2]
             };
             println!(
-                "{:<28} {:>9.0} {:>9.2} {:>9.2} {:>9.2}   req/s per run: {:?}",
+                "{:<28} {:>9.0} {:>9.2} {:>9.2} {:>9.2} {:>14.0}   req/s per run: {:?}",
                 call.name(),
                 median(0),
                 median(1),
                 median(2),
                 median(3),
+                median(4),
                 figures.iter().map(|f| f[0].round()).collect::<Vec<_>>()
             );
         }

@@ -252,15 +252,40 @@ pub fn child_peak_rss(arg: &str) -> Option<i64> {
 /// Calls before a measured window starts: the server's caches fill up.
 pub const WARM_UP: Duration = Duration::from_secs(5);
 
-/// Latencies (µs) of the calls `clients` concurrent callers of `call`
-/// finish in `seconds` after `WARM_UP`, over `conns` in turn, and the
-/// measured window. `call` gets a connection and the call's number.
+/// CPU time (user and system) process `pid` has used so far, from
+/// `/proc/<pid>/stat` (in clock ticks: 10 ms each, where Linux counts 100
+/// a second).
+pub fn process_cpu(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name, which is in parentheses and may hold
+    // spaces: state is the first, utime the 12th, stime the 13th.
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after.split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf only reads a configuration value.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Duration::from_micros(ticks * 1_000_000 / per_second)
+}
+
+/// What one measured window of `drive` gave.
+pub struct Driven {
+    /// Latencies (µs) of the calls finished in the window.
+    pub lat: Vec<u32>,
+    pub window: Duration,
+    /// CPU time the server process used in the window.
+    pub server_cpu: Duration,
+}
+
+/// The calls `clients` concurrent callers of `call` finish in `seconds`
+/// after `WARM_UP`, over `conns` in turn, on the server whose process is
+/// `server`. `call` gets a connection and the call's number.
 pub async fn drive<F, Fut>(
     conns: &[satflow_query::client::Clients],
+    server: u32,
     clients: usize,
     seconds: u64,
     call: F,
-) -> (Vec<u32>, Duration)
+) -> Driven
 where
     F: Fn(satflow_query::client::Clients, usize) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = ()> + Send,
@@ -295,16 +320,20 @@ where
     }
     tokio::time::sleep(WARM_UP).await;
     measuring.store(true, Ordering::Relaxed);
-    let start = Instant::now();
+    let (start, cpu) = (Instant::now(), process_cpu(server));
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     measuring.store(false, Ordering::Relaxed);
-    let window = start.elapsed();
+    let (window, server_cpu) = (start.elapsed(), process_cpu(server) - cpu);
     stop.store(true, Ordering::Relaxed);
-    let mut all = Vec::new();
+    let mut lat = Vec::new();
     for t in tasks {
-        all.extend(t.await.unwrap());
+        lat.extend(t.await.unwrap());
     }
-    (all, window)
+    Driven {
+        lat,
+        window,
+        server_cpu,
+    }
 }
 
 /// req/s, p50, p99 and p99.9 (ms) of one measured window.
@@ -321,6 +350,15 @@ pub fn figures(mut lat: Vec<u32>, window: Duration) -> [f64; 4] {
         pct(0.99),
         pct(0.999),
     ]
+}
+
+impl Driven {
+    /// `figures` of the window, then the server's CPU time per call (µs).
+    pub fn figures(self) -> [f64; 5] {
+        let per_call = self.server_cpu.as_secs_f64() * 1e6 / self.lat.len().max(1) as f64;
+        let [rate, p50, p99, p999] = figures(self.lat, self.window);
+        [rate, p50, p99, p999, per_call]
+    }
 }
 
 /// The rows of a generated chain's truth CSV file, its header skipped,

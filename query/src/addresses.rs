@@ -5,9 +5,9 @@ use bitcoin::{Transaction, Txid};
 use satflow_indexer::address;
 use satflow_indexer::store::Direction;
 use satflow_proto::v1 as pb;
-use satflow_schema::meta::{MetaKey, OverwrittenCoin};
+use satflow_schema::meta::OverwrittenCoin;
 use satflow_schema::script::AddrKey;
-use satflow_schema::{cf, AddrId, Codec, OutNum};
+use satflow_schema::{cf, AddrId, OutNum};
 
 use crate::built;
 use crate::error::Result;
@@ -23,42 +23,24 @@ use crate::scripts;
 /// be spent, and Bitcoin Core's UTXO set does not hold them, so they are
 /// left out of the address's balance, unspent count and unspent outputs;
 /// its `addr_stats` and `addr_utxos` rows, like its history, still count
-/// them, so that `received` and `sent` stay the sums of its history. One
-/// seek: mainnet has two such coins.
-fn overwritten(index: &Index, id: AddrId) -> Result<Vec<(OutNum, OverwrittenCoin)>> {
-    Ok(overwritten_while(index, id, |a| a == id)?
+/// them, so that `received` and `sent` stay the sums of its history. The
+/// index holds them all, read once per catch-up: mainnet has two.
+fn overwritten(index: &Index, id: AddrId) -> Vec<(OutNum, OverwrittenCoin)> {
+    index
+        .overwritten_while(id, |a| a == id)
         .into_iter()
         .map(|(_, output, coin)| (output, coin))
-        .collect())
+        .collect()
 }
 
 /// Every overwritten coin (see `overwritten`) of every address, for the
 /// figures of clusters.
-pub(crate) fn all_overwritten(index: &Index) -> Result<Vec<(AddrId, OverwrittenCoin)>> {
-    Ok(overwritten_while(index, AddrId(0), |_| true)?
+pub(crate) fn all_overwritten(index: &Index) -> Vec<(AddrId, OverwrittenCoin)> {
+    index
+        .overwritten_while(AddrId(0), |_| true)
         .into_iter()
         .map(|(addr, _, coin)| (addr, coin))
-        .collect())
-}
-
-/// The overwritten coins of the addresses from `first` on, in address and
-/// output order, while `more` holds for their address.
-fn overwritten_while(
-    index: &Index,
-    first: AddrId,
-    mut more: impl FnMut(AddrId) -> bool,
-) -> Result<Vec<(AddrId, OutNum, OverwrittenCoin)>> {
-    let mut found = Vec::new();
-    let from = MetaKey::Overwritten(first, OutNum(0));
-    for row in index.store().scan::<cf::Meta>(&from, Direction::Forward) {
-        match row? {
-            (MetaKey::Overwritten(addr, output), raw) if more(addr) => {
-                found.push((addr, output, OverwrittenCoin::decode(&raw.0)?));
-            }
-            _ => break,
-        }
-    }
-    Ok(found)
+        .collect()
 }
 
 /// None when the chain never paid to or spent from the address.
@@ -73,8 +55,9 @@ pub fn summary(index: &Index, key: &AddrKey) -> Result<Option<pb::AddressSummary
             index.store().need::<cf::AddrStats>(&id)?
         }
     };
-    let overwritten = overwritten(index, id)?;
+    let overwritten = overwritten(index, id);
     let lost: u64 = overwritten.iter().map(|(_, c)| c.value).sum();
+    let (first_seen, last_seen) = history::seen_heights(index, id)?;
     let labels = labels::of_address(index, key, id)?;
     // Only with a store of inferences: a summary costs no lookup otherwise.
     let inferred = match index.inferences() {
@@ -93,8 +76,8 @@ pub fn summary(index: &Index, key: &AddrKey) -> Result<Option<pb::AddressSummary
         sent: stats.sent as u64,
         balance: (stats.balance() as u64).saturating_sub(lost),
         utxo_count: (stats.utxo_count as u64).saturating_sub(overwritten.len() as u64),
-        first_seen_height: history::seen_height(index, id, Order::OldestFirst)?.0,
-        last_seen_height: history::seen_height(index, id, Order::NewestFirst)?.0,
+        first_seen_height: first_seen.0,
+        last_seen_height: last_seen.0,
         labels: labels.labels,
         labels_omitted: labels.omitted,
         inferred,
@@ -146,7 +129,7 @@ pub fn utxos(
     let mut utxos = Vec::new();
     let mut next_page_token = String::new();
     let mut last_read: Option<(Txid, Option<Transaction>)> = None;
-    let overwritten = overwritten(index, id)?;
+    let overwritten = overwritten(index, id);
     let rows = index
         .store()
         .pairs::<cf::AddrUtxos, _, _>(id, OutNum(first), Direction::Forward);

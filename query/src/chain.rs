@@ -34,7 +34,7 @@ pub fn status(index: &Index) -> Result<pb::ChainStatus> {
         output_count: next.output.0,
         address_count: next.addr.0,
         lag_seconds: now - i64::from(tip.header.time),
-        first_height: index.store().base_height()?.0,
+        first_height: index.base_height().0,
         best_header_height: best.0,
         lag_blocks,
     })

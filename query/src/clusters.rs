@@ -89,12 +89,13 @@ fn lone_stats(index: &Index, addr: AddrId, next_tx: TxNum) -> Result<ClusterStat
     if next_tx == tip.next_ids().tx {
         // The clusters are as new as the index: the running totals answer.
         let all = index.store().need::<cf::AddrStats>(&addr)?;
+        let (first_seen, last_seen) = history::seen_heights(index, addr)?;
         return Ok(ClusterStats {
             tx_count: all.tx_count as u64,
             received: all.received as u64,
             sent: all.sent as u64,
-            first_seen: history::seen_height(index, addr, Order::OldestFirst)?.0,
-            last_seen: history::seen_height(index, addr, Order::NewestFirst)?.0,
+            first_seen: first_seen.0,
+            last_seen: last_seen.0,
             ..alone
         });
     }
@@ -256,7 +257,7 @@ pub fn largest(
 /// before the clusters' tip: coins of its members that cannot be spent.
 fn lost_by_cluster(index: &Index, built: &Built) -> Result<FxHashMap<ClusterKey, u64>> {
     let mut lost = FxHashMap::default();
-    for (addr, coin) in addresses::all_overwritten(index)? {
+    for (addr, coin) in addresses::all_overwritten(index) {
         if coin.by < built.next_tx {
             *lost
                 .entry(view::cluster_of(index.store(), addr)?)

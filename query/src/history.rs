@@ -121,13 +121,22 @@ pub(crate) fn all_txs() -> Range<TxNum> {
     TxNum(0)..TxNum(u64::MAX)
 }
 
-/// Height of an address's first (or last) transaction.
-pub(crate) fn seen_height(index: &Index, id: AddrId, order: Order) -> Result<Height> {
-    let row = rows::<cf::History, _>(index, id, order, all_txs(), None, 1)?;
-    let (txnum, _) = row.first().ok_or_else(|| {
-        QueryError::Internal(anyhow::anyhow!("address {id} has stats but no history"))
-    })?;
-    Ok(index.tx_row(*txnum)?.height)
+/// Heights of an address's first and last transactions: one iterator
+/// for both ends of its history, and one lookup of a tx row when they are
+/// the same transaction (as for most addresses).
+pub(crate) fn seen_heights(index: &Index, id: AddrId) -> Result<(Height, Height)> {
+    let (first, last) = index
+        .store()
+        .first_and_last::<cf::History, _, _>(id, TxNum(0), TxNum(u64::MAX))?
+        .ok_or_else(|| {
+            QueryError::Internal(anyhow::anyhow!("address {id} has stats but no history"))
+        })?;
+    let oldest = index.tx_row(first)?.height;
+    let newest = match last == first {
+        true => oldest,
+        false => index.tx_row(last)?.height,
+    };
+    Ok((oldest, newest))
 }
 
 /// Tx numbers of the blocks at heights `min..=max`, clipped to the chain
@@ -136,7 +145,7 @@ pub(crate) fn seen_height(index: &Index, id: AddrId, order: Order) -> Result<Hei
 /// history from below its start is empty, not unknown).
 fn tx_range(index: &Index, min: Option<Height>, max: Option<Height>) -> Result<Range<TxNum>> {
     let (tip_height, tip) = index.tip()?;
-    let base = index.store().base_height()?;
+    let base = index.base_height();
     let first_tx_at = |h: Height| -> Result<TxNum> {
         match h > tip_height {
             true => Ok(tip.next_ids().tx),

@@ -6,7 +6,7 @@
 //! `&Index`.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use anyhow::Context;
 use bitcoin::consensus::deserialize;
@@ -14,12 +14,14 @@ use bitcoin::{Transaction, Txid};
 use satflow_indexer::blkfiles::{blk_path, BlkFile};
 use satflow_indexer::flow::Flow;
 use satflow_indexer::services::Store as Inferences;
+use satflow_indexer::store::Direction;
 use satflow_indexer::{address, Access, Network, Store};
 use satflow_schema::block::BlockRow;
 use satflow_schema::cf;
+use satflow_schema::meta::{MetaKey, OverwrittenCoin};
 use satflow_schema::script::AddrKey;
 use satflow_schema::tx::{OutputRow, TxRow};
-use satflow_schema::{meta, AddrId, Height, OutNum, TxNum};
+use satflow_schema::{meta, AddrId, Codec, Height, OutNum, TxNum};
 
 use crate::error::{QueryError, Result};
 use crate::inferred::{AsLabels, InferredSlot};
@@ -37,6 +39,48 @@ pub struct Index {
     inferred: Arc<InferredSlot>,
     /// Which inferences act as labels; None: none (the default).
     inferred_labels: Option<AsLabels>,
+    /// Read from this handle's store when opened and after each catch-up:
+    /// not shared with a twin, whose store may be at another state.
+    facts: RwLock<Arc<Facts>>,
+}
+
+/// What most answers need and only a catch-up changes, read once for each
+/// state of the store rather than by every request (a summary asked for
+/// the overwritten coins with a seek of its own, a history page read the
+/// tip twice).
+struct Facts {
+    /// The tip's height and block; None while the index holds no block.
+    tip: Option<(Height, BlockRow)>,
+    /// Height of the index's first block (`Store::base_height`).
+    base: Height,
+    /// Every coin BIP30 overwrote (`meta::Overwritten`), in address and
+    /// output order: two on mainnet, and never more than the repeated
+    /// coinbase txids before BIP34.
+    overwritten: Vec<(AddrId, OutNum, OverwrittenCoin)>,
+}
+
+impl Facts {
+    fn read(store: &Store) -> anyhow::Result<Facts> {
+        let tip = match store.tip()? {
+            Some(tip) => Some((tip.height, store.need_block(tip.height)?)),
+            None => None,
+        };
+        let mut overwritten = Vec::new();
+        let from = MetaKey::Overwritten(AddrId(0), OutNum(0));
+        for row in store.scan::<cf::Meta>(&from, Direction::Forward) {
+            match row? {
+                (MetaKey::Overwritten(addr, output), raw) => {
+                    overwritten.push((addr, output, OverwrittenCoin::decode(&raw.0)?));
+                }
+                _ => break,
+            }
+        }
+        Ok(Facts {
+            tip,
+            base: store.base_height()?,
+            overwritten,
+        })
+    }
 }
 
 impl Index {
@@ -78,6 +122,7 @@ impl Index {
         let labels = Arc::new(LabelSlot::default());
         let admitted = inferred.get().zip(inferred_labels);
         labels.reload(&store, admitted.as_ref().map(|(s, a)| (&**s, *a)))?;
+        let facts = RwLock::new(Arc::new(Facts::read(&store)?));
         Ok(Index {
             store,
             network,
@@ -86,6 +131,7 @@ impl Index {
             labels,
             inferred,
             inferred_labels,
+            facts,
         })
     }
 
@@ -99,14 +145,17 @@ impl Index {
     /// the same flow graph, labels and inferences: a server reads one while
     /// the other catches up.
     pub fn twin(&self) -> anyhow::Result<Index> {
+        let store = self.store.twin()?;
+        let facts = RwLock::new(Arc::new(Facts::read(&store)?));
         Ok(Index {
-            store: self.store.twin()?,
+            store,
             network: self.network,
             blocks_dir: self.blocks_dir.clone(),
             flow: Arc::clone(&self.flow),
             labels: Arc::clone(&self.labels),
             inferred: Arc::clone(&self.inferred),
             inferred_labels: self.inferred_labels,
+            facts,
         })
     }
 
@@ -132,7 +181,14 @@ impl Index {
     /// the writer has flushed since. Quick (no scan of the index); the flow
     /// graph and label index follow with `refresh`.
     pub fn catch_up(&self) -> anyhow::Result<()> {
-        self.store.catch_up()
+        self.store.catch_up()?;
+        let facts = Arc::new(Facts::read(&self.store)?);
+        *self.facts.write().unwrap_or_else(PoisonError::into_inner) = facts;
+        Ok(())
+    }
+
+    fn facts(&self) -> Arc<Facts> {
+        Arc::clone(&self.facts.read().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// Brings the flow graph and the label index up to the store, each
@@ -186,11 +242,32 @@ impl Index {
 
     /// The tip's height and block.
     pub(crate) fn tip(&self) -> Result<(Height, BlockRow)> {
-        let tip = self
-            .store
-            .tip()?
-            .ok_or_else(|| QueryError::NotFound("the index holds no blocks".into()))?;
-        Ok((tip.height, self.block_row(tip.height)?))
+        self.facts()
+            .tip
+            .clone()
+            .ok_or_else(|| QueryError::NotFound("the index holds no blocks".into()))
+    }
+
+    /// Height of the index's first block: 0 unless it starts later.
+    pub(crate) fn base_height(&self) -> Height {
+        self.facts().base
+    }
+
+    /// The coins BIP30 overwrote (see `addresses::overwritten`) of the
+    /// addresses from `first` on, in address and output order, while
+    /// `more` holds for their address.
+    pub(crate) fn overwritten_while(
+        &self,
+        first: AddrId,
+        mut more: impl FnMut(AddrId) -> bool,
+    ) -> Vec<(AddrId, OutNum, OverwrittenCoin)> {
+        let facts = self.facts();
+        let at = facts.overwritten.partition_point(|(a, _, _)| *a < first);
+        facts.overwritten[at..]
+            .iter()
+            .take_while(|(a, _, _)| more(*a))
+            .copied()
+            .collect()
     }
 
     pub(crate) fn block_row(&self, height: Height) -> Result<BlockRow> {

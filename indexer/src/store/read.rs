@@ -174,6 +174,49 @@ impl Store {
             .map(|r| r.map(|((_, b), v)| (b, v)))
     }
 
+    /// The smallest and the largest second id of `F`'s rows whose first id
+    /// is `first`, None when it has none: one iterator, sought twice (from
+    /// `(first, min)` on, and back from `(first, max)`), where two scans
+    /// would each build one.
+    pub fn first_and_last<F, A, B>(&self, first: A, min: B, max: B) -> Result<Option<(B, B)>>
+    where
+        F: Family<Key = (A, B)>,
+        A: Copy + PartialEq,
+        (A, B): Codec,
+    {
+        let (from, to) = ((first, min).encode(), (first, max).encode());
+        let mut it = self.db.raw_iterator_cf(self.cf::<F>());
+        it.seek(&from);
+        let Some(lowest) = self.second_of::<F, A, B>(first, it.status().map(|()| it.key()))? else {
+            return Ok(None);
+        };
+        it.seek_for_prev(&to);
+        let highest = self
+            .second_of::<F, A, B>(first, it.status().map(|()| it.key()))?
+            .with_context(|| format!("{}: a row vanished from {}", F::NAME, self.path.display()))?;
+        Ok(Some((lowest, highest)))
+    }
+
+    /// The second id of the key an iterator is at, if its first is `first`.
+    fn second_of<F, A, B>(
+        &self,
+        first: A,
+        at: Result<Option<&[u8]>, rocksdb::Error>,
+    ) -> Result<Option<B>>
+    where
+        F: Family<Key = (A, B)>,
+        A: PartialEq,
+        (A, B): Codec,
+    {
+        let at = at.with_context(|| format!("reading {} from {}", F::NAME, self.path.display()))?;
+        let Some(raw) = at else {
+            return Ok(None);
+        };
+        let (a, b) = <(A, B)>::decode(raw)
+            .with_context(|| format!("a key of {} in {}", F::NAME, self.path.display()))?;
+        Ok((a == first).then_some(b))
+    }
+
     /// Every row of the family named `family` as stored, key and value
     /// bytes (merge operands folded): for comparing two databases byte for
     /// byte (tests, `satflow` checks), not for reading rows.
@@ -215,5 +258,47 @@ impl Store {
         Rows::<F, _>::new(raw).map(move |r| {
             r.with_context(|| format!("reading {} from {}", F::NAME, self.path.display()))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use satflow_schema::address::HistoryRow;
+    use satflow_schema::cf::History;
+    use satflow_schema::{AddrId, TxNum};
+
+    use crate::store::{Access, Store};
+
+    /// Both ends of one address's rows, never a neighbour's: the seek back
+    /// from past its last row lands on that row, not on the next address's
+    /// first.
+    #[test]
+    fn first_and_last_finds_both_ends_of_one_first_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Access::Write).unwrap();
+        let mut batch = store.batch();
+        let row = HistoryRow {
+            received: 1,
+            ..Default::default()
+        };
+        for (addr, tx) in [(1, 5), (3, 7), (3, 2), (3, 40), (4, 0), (6, u64::MAX)] {
+            batch.put::<History>(&(AddrId(addr), TxNum(tx)), &row);
+        }
+        store.write(batch).unwrap();
+        let ends = |addr| {
+            store
+                .first_and_last::<History, _, _>(AddrId(addr), TxNum(0), TxNum(u64::MAX))
+                .unwrap()
+                .map(|(a, b)| (a.0, b.0))
+        };
+        assert_eq!(ends(1), Some((5, 5)));
+        assert_eq!(ends(3), Some((2, 40)));
+        assert_eq!(ends(4), Some((0, 0)));
+        assert_eq!(ends(6), Some((u64::MAX, u64::MAX)));
+        // None between, before and after the rows.
+        assert_eq!(ends(0), None);
+        assert_eq!(ends(2), None);
+        assert_eq!(ends(5), None);
+        assert_eq!(ends(7), None);
     }
 }
