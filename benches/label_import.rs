@@ -3,15 +3,17 @@
 //! RSS, GetAddressSummary req/s and latency).
 //!
 //!     cargo bench --bench label_import -- [--labels 10000000] [--seen-every 16]
-//!                 [--size 512MB] [--db DIR] [--work DIR] [--runs 3]
-//!                 [--clients 8] [--seconds 10]
+//!                 [--entities 10000] [--size 512MB] [--db DIR] [--work DIR]
+//!                 [--runs 3] [--clients 8] [--seconds 10]
 //!
 //! The index is a generated chain of --size (seed 7), built once under
 //! --work, or --db as is; it is never written to. The label file is made
 //! once under --work: every --seen-every'th address the index has seen
 //! (none for 0), then made-up addresses of all five types in the index's
-//! network up to --labels, 10,000 entities (some names quoted, with a comma
-//! and quotes) in five categories. Each import (--runs, medians shown) runs on a fresh copy of
+//! network up to --labels, each named after one of --entities entities in
+//! turn (some names quoted, with a comma and quotes), in five categories:
+//! with few entities, a big cluster's many labelled members carry few
+//! distinct labels, as an exchange's deposit addresses do in real sets. Each import (--runs, medians shown) runs on a fresh copy of
 //! the index, its table files hard-linked. The server runs on the index
 //! and on a copy with the labels; summaries are timed by --clients callers
 //! for --seconds after a warm-up, on 10,000 addresses sampled across the
@@ -44,6 +46,9 @@ struct Args {
     /// labelled addresses made up).
     #[arg(long, default_value_t = 16)]
     seen_every: u64,
+    /// Entities the labels name, in turn.
+    #[arg(long, default_value_t = 10_000)]
+    entities: u64,
     /// Size of the generated chain (seed 7) whose index is used.
     #[arg(long, default_value = "512MB")]
     size: String,
@@ -63,10 +68,10 @@ struct Args {
 /// Addresses per summary sample.
 const SAMPLE: u64 = 10_000;
 
-/// The labels' CSV line for entry `i` at `address`: entity i % 10,000.
-fn line(i: u64, address: &str) -> String {
+/// The labels' CSV line for entry `i` at `address`: entity i % `entities`.
+fn line(i: u64, entities: u64, address: &str) -> String {
     const CATEGORIES: [&str; 5] = ["exchange", "mixer", "service", "gambling", "other"];
-    let entity = i % 10_000;
+    let entity = i % entities.max(1);
     let name = match entity % 7 {
         0 => format!("\"Entity {entity}, \"\"cold\"\" wallet\""),
         _ => format!("Entity {entity}"),
@@ -95,7 +100,8 @@ fn made_up(i: u64, network: Network) -> String {
 
 /// The label file for `db`, made once: `n` lines, the labelled addresses
 /// the index has seen first (returned, for the summary sample).
-fn label_file(work: &Path, db: &Path, n: u64, every: u64) -> (PathBuf, Vec<String>) {
+fn label_file(work: &Path, db: &Path, args: &Args) -> (PathBuf, Vec<String>) {
+    let (n, every, entities) = (args.labels, args.seen_every, args.entities);
     let store = Store::open(db, Access::ReadOnly).unwrap();
     let network = store.network().unwrap().unwrap();
     let addrs = store.tip_block().unwrap().unwrap().next_ids().addr.0;
@@ -107,17 +113,23 @@ fn label_file(work: &Path, db: &Path, n: u64, every: u64) -> (PathBuf, Vec<Strin
         })
         .collect();
     let name = db.file_name().unwrap().to_string_lossy();
-    let file = work.join(format!("labels-{n}-every{every}-{name}.csv"));
+    let file = match entities {
+        10_000 => work.join(format!("labels-{n}-every{every}-{name}.csv")),
+        _ => work.join(format!(
+            "labels-{n}-every{every}-entities{entities}-{name}.csv"
+        )),
+    };
     if !file.exists() {
         let t = Instant::now();
         let part = file.with_extension("part");
         let mut out = BufWriter::new(std::fs::File::create(&part).unwrap());
         out.write_all(b"address,label,category,source\n").unwrap();
         for (i, a) in seen.iter().enumerate() {
-            out.write_all(line(i as u64, a).as_bytes()).unwrap();
+            out.write_all(line(i as u64, entities, a).as_bytes())
+                .unwrap();
         }
         for i in seen_n..n {
-            out.write_all(line(i, &made_up(i, network)).as_bytes())
+            out.write_all(line(i, entities, &made_up(i, network)).as_bytes())
                 .unwrap();
         }
         out.flush().unwrap();
@@ -268,7 +280,7 @@ fn main() {
         Some(db) => db.clone(),
         None => common::synth_index(work, &args.size),
     };
-    let (file, labelled) = label_file(work, &db, args.labels, args.seen_every);
+    let (file, labelled) = label_file(work, &db, &args);
     let copy = work.join("label-import.db");
 
     let mut walls = Vec::new();

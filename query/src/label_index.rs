@@ -12,6 +12,7 @@
 //! up the labels of the addresses new since, and the clusters of the
 //! labelled ones (`LabelIndex::advance`).
 
+use std::collections::hash_map::Entry;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use rustc_hash::FxHashMap;
@@ -39,6 +40,12 @@ pub struct LabelIndex {
     /// Each cluster carrying a label, ascending, with where its members
     /// start in `members`; they end where the next cluster's start.
     clusters: Vec<(ClusterKey, usize)>,
+    /// Each cluster's distinct labels (`Carried`), in the order of
+    /// `clusters`, each cluster's in order of first appearance among its
+    /// members.
+    carried: Vec<Carried>,
+    /// Per cluster, where its distinct labels start in `carried`.
+    carried_at: Vec<usize>,
     /// The address numbers carrying a label, ascending: any other address
     /// costs a summary no label lookup at all.
     labeled: Vec<AddrId>,
@@ -62,6 +69,23 @@ pub struct LabelIndex {
     inferred: Option<(ChainPoint, usize, u8)>,
 }
 
+/// One distinct label of a cluster (the label index shares one `Label`
+/// among all the members carrying the same text, category, set and source,
+/// so the pointer tells them apart), as positions in `members`: worked out
+/// once per build, so that listing a cluster's labels costs its distinct
+/// labels, not its members (an exchange's label on a million deposit
+/// addresses is one entry, read without a million steps).
+#[derive(Clone, Copy)]
+struct Carried {
+    /// The first entry carrying it.
+    first: usize,
+    /// The first entry carrying it of another member than `first`'s;
+    /// `first` when none does.
+    second: usize,
+    /// Entries carrying it.
+    carriers: u64,
+}
+
 /// Inferences to take in as labels, where the operator opted in.
 pub(crate) type AsLabels<'a> = Option<(&'a Inferences, inferred::AsLabels)>;
 
@@ -79,6 +103,52 @@ impl LabelIndex {
             Ok(i) => &self.members[self.span(i)],
             Err(_) => &[],
         }
+    }
+
+    /// Each distinct label of cluster `c` once, in order of first
+    /// appearance among its members (ascending address), with the first
+    /// member carrying it and how many do. With `except`, as though that
+    /// member carried none: a summary lists an address's own labels apart
+    /// from those it inherits from the rest of its cluster.
+    pub(crate) fn distinct_of(
+        &self,
+        c: ClusterKey,
+        except: Option<AddrId>,
+    ) -> Vec<(AddrId, &Label, u64)> {
+        let Ok(i) = self.clusters.binary_search_by_key(&c, |(id, _)| *id) else {
+            return Vec::new();
+        };
+        let members = &self.members[self.span(i)];
+        let own = match except {
+            Some(id) => {
+                let from = members.partition_point(|(m, _)| *m < id);
+                let to = members.partition_point(|(m, _)| *m <= id);
+                &members[from..to]
+            }
+            None => &[][..],
+        };
+        let mut moved = false;
+        let mut out: Vec<(usize, &Label, u64)> = Vec::new();
+        for d in &self.carried[self.carried_span(i)] {
+            let (member, label) = &self.members[d.first];
+            let theirs = own.iter().filter(|(_, l)| Arc::ptr_eq(l, label)).count() as u64;
+            if theirs == d.carriers {
+                continue;
+            }
+            // Among the others, it first appears where another member does.
+            let first = match Some(*member) == except {
+                true => d.second,
+                false => d.first,
+            };
+            moved |= first != d.first;
+            out.push((first, label, d.carriers - theirs));
+        }
+        if moved {
+            out.sort_by_key(|(at, _, _)| *at);
+        }
+        out.into_iter()
+            .map(|(at, l, n)| (self.members[at].0, l, n))
+            .collect()
     }
 
     /// Whether this was built by moving the previous index on to new
@@ -102,9 +172,10 @@ impl LabelIndex {
     pub fn clusters_with(&self, names: &[String], categories: &[Category]) -> Vec<ClusterKey> {
         (0..self.clusters.len())
             .filter(|&i| {
-                self.members[self.span(i)]
-                    .iter()
-                    .any(|(_, l)| names.contains(&l.label) || categories.contains(&l.category))
+                self.carried[self.carried_span(i)].iter().any(|d| {
+                    let l = &self.members[d.first].1;
+                    names.contains(&l.label) || categories.contains(&l.category)
+                })
             })
             .map(|i| self.clusters[i].0)
             .collect()
@@ -132,6 +203,16 @@ impl LabelIndex {
             .get(i + 1)
             .map_or(self.members.len(), |(_, start)| *start);
         self.clusters[i].1..end
+    }
+
+    /// Where the distinct labels of the `i`th cluster lie in `carried`.
+    fn carried_span(&self, i: usize) -> std::ops::Range<usize> {
+        let end = self
+            .carried_at
+            .get(i + 1)
+            .copied()
+            .unwrap_or(self.carried.len());
+        self.carried_at[i]..end
     }
 
     /// Reads every label row, and takes in the inferences `as_labels` admits.
@@ -259,6 +340,8 @@ impl LabelIndex {
             .sum();
         size_of_val(self.members.as_slice())
             + size_of_val(self.clusters.as_slice())
+            + size_of_val(self.carried.as_slice())
+            + size_of_val(self.carried_at.as_slice())
             + size_of_val(self.labeled.as_slice())
             + text
     }
@@ -318,9 +401,38 @@ impl Found {
         }
         labeled.sort_unstable();
         labeled.dedup();
+        let (mut carried, mut carried_at) = (Vec::new(), Vec::with_capacity(clusters.len()));
+        let mut seen: FxHashMap<*const Label, usize> = FxHashMap::default();
+        for (i, &(_, start)) in clusters.iter().enumerate() {
+            let end = clusters.get(i + 1).map_or(members.len(), |(_, s)| *s);
+            carried_at.push(carried.len());
+            seen.clear();
+            for (at, (member, l)) in members[start..end].iter().enumerate() {
+                let at = start + at;
+                match seen.entry(Arc::as_ptr(l)) {
+                    Entry::Vacant(e) => {
+                        e.insert(carried.len());
+                        carried.push(Carried {
+                            first: at,
+                            second: at,
+                            carriers: 1,
+                        });
+                    }
+                    Entry::Occupied(e) => {
+                        let d: &mut Carried = &mut carried[*e.get()];
+                        d.carriers += 1;
+                        if d.second == d.first && members[d.first].0 != *member {
+                            d.second = at;
+                        }
+                    }
+                }
+            }
+        }
         LabelIndex {
             members,
             clusters,
+            carried,
+            carried_at,
             labeled,
             ..LabelIndex::default()
         }
@@ -454,6 +566,56 @@ mod tests {
             set: "s".into(),
             source: String::new(),
         })
+    }
+
+    /// Each distinct label once, first carrier named, carriers counted;
+    /// with a member left out, as though it carried none.
+    #[test]
+    fn a_label_many_members_carry_is_listed_once_with_its_count() {
+        // Same text, another identity: the label index shares one only when
+        // set and source match too.
+        let (desk, hot, mix) = (
+            label("Desk", Category::Exchange),
+            label("Desk", Category::Exchange),
+            label("Mix", Category::Mixer),
+        );
+        let seen = [
+            (3, &desk),
+            (3, &mix),
+            (4, &hot),
+            (5, &desk),
+            (9, &desk),
+            (9, &mix),
+            (12, &mix),
+        ];
+        let index = Found {
+            seen: seen
+                .iter()
+                .map(|(a, l)| (ClusterKey(3), AddrId(*a), Arc::clone(l)))
+                .collect(),
+            ..Found::default()
+        }
+        .index();
+        let listed = |except: Option<u64>| -> Vec<(u64, &str, u64)> {
+            index
+                .distinct_of(ClusterKey(3), except.map(AddrId))
+                .into_iter()
+                .map(|(m, l, n)| (m.0, l.label.as_str(), n))
+                .collect()
+        };
+        assert_eq!(
+            listed(None),
+            [(3, "Desk", 3), (3, "Mix", 3), (4, "Desk", 1)]
+        );
+        // Without 3, its labels appear first where 4 and 5 carry them.
+        assert_eq!(
+            listed(Some(3)),
+            [(4, "Desk", 1), (5, "Desk", 2), (9, "Mix", 2)]
+        );
+        // Without 4, its label is carried by no one else.
+        assert_eq!(listed(Some(4)), [(3, "Desk", 3), (3, "Mix", 3)]);
+        assert_eq!(listed(Some(7)), listed(None));
+        assert!(index.distinct_of(ClusterKey(4), None).is_empty());
     }
 
     #[test]

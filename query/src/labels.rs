@@ -2,10 +2,6 @@
 //! other addresses of its cluster, and per cluster. The label index
 //! (`label_index`) knows which cluster each labeled address is in.
 
-use std::collections::hash_map::Entry;
-use std::sync::Arc;
-
-use rustc_hash::FxHashMap;
 use satflow_indexer::labels::{self, Label};
 use satflow_proto::v1 as pb;
 use satflow_schema::script::AddrKey;
@@ -45,8 +41,7 @@ pub(crate) fn of_address(index: &Index, key: &AddrKey, id: AddrId) -> Result<Lis
         false => Vec::new(),
     };
     let c = built::cluster_or_self(index.store(), id, label_index.cover())?;
-    let others = label_index.of_cluster(c).iter().filter(|(m, _)| *m != id);
-    let (listed, omitted) = most_carried(distinct(others));
+    let (listed, omitted) = most_carried(label_index.distinct_of(c, Some(id)));
     for (member, l, carriers) in listed {
         out.push(label_message(
             l,
@@ -64,7 +59,7 @@ pub(crate) fn of_address(index: &Index, key: &AddrKey, id: AddrId) -> Result<Lis
 /// once.
 pub(crate) fn of_cluster(index: &Index, c: ClusterKey) -> Result<Listed> {
     let label_index = index.label_index();
-    let (listed, omitted) = most_carried(distinct(label_index.of_cluster(c).iter()));
+    let (listed, omitted) = most_carried(label_index.distinct_of(c, None));
     let labels = listed
         .into_iter()
         .map(|(member, l, carriers)| {
@@ -87,27 +82,6 @@ fn most_carried(mut found: Vec<(AddrId, &Label, u64)>) -> (Vec<(AddrId, &Label, 
     (found, omitted)
 }
 
-/// Each distinct label among members' labels, in order of first
-/// appearance, with the first member carrying it and how many do. The
-/// label index shares one `Label` among all the members carrying the same
-/// text, category, set and source, so the pointer tells them apart.
-pub(crate) fn distinct<'a>(
-    members: impl Iterator<Item = &'a (AddrId, Arc<Label>)>,
-) -> Vec<(AddrId, &'a Label, u64)> {
-    let mut out: Vec<(AddrId, &Label, u64)> = Vec::new();
-    let mut at: FxHashMap<*const Label, usize> = FxHashMap::default();
-    for (member, l) in members {
-        match at.entry(Arc::as_ptr(l)) {
-            Entry::Occupied(e) => out[*e.get()].2 += 1,
-            Entry::Vacant(e) => {
-                e.insert(out.len());
-                out.push((*member, l, 1));
-            }
-        }
-    }
-    out
-}
-
 /// `inherited_from`: empty for the address's own label.
 pub(crate) fn label_message(l: &Label, inherited_from: String, carriers: u64) -> pb::Label {
     pb::Label {
@@ -126,34 +100,6 @@ mod tests {
     use satflow_schema::script::{AddrKey, AddrKind};
 
     use super::*;
-
-    #[test]
-    fn a_label_many_members_carry_is_listed_once_with_its_count() {
-        let label = |name: &str| {
-            Arc::new(Label {
-                address: AddrKey::new(AddrKind::P2pkh, &[0; 20]).unwrap(),
-                label: name.into(),
-                category: Category::Exchange,
-                set: "s".into(),
-                source: String::new(),
-            })
-        };
-        let (desk, hot) = (label("Desk"), label("Desk"));
-        let members = [
-            (AddrId(3), Arc::clone(&desk)),
-            (AddrId(4), Arc::clone(&hot)),
-            (AddrId(5), Arc::clone(&desk)),
-            (AddrId(9), Arc::clone(&desk)),
-        ];
-        let found: Vec<_> = distinct(members.iter())
-            .into_iter()
-            .map(|(m, l, n)| (m.0, l.label.as_str(), n))
-            .collect();
-        // Two labels with the same text but another identity (the label
-        // index shares one only when set and source match too) stay apart;
-        // the first carrier names each.
-        assert_eq!(found, [(3, "Desk", 3), (4, "Desk", 1)]);
-    }
 
     #[test]
     fn at_most_a_hundred_are_listed_the_most_carried_first() {

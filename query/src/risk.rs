@@ -356,7 +356,7 @@ pub(crate) fn tally_cluster(
     by: &mut BTreeMap<(Category, String), u64>,
 ) {
     let mut seen = FxHashSet::default();
-    for (_, l) in labels.of_cluster(holder) {
+    for (_, l, _) in labels.distinct_of(holder, None) {
         if seen.insert((l.category, l.label.clone())) {
             *by.entry((l.category, l.label.clone())).or_default() += amount;
         }

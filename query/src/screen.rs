@@ -20,7 +20,7 @@ use crate::built;
 use crate::error::{QueryError, Result};
 use crate::index::Index;
 use crate::label_index::LabelIndex;
-use crate::labels::{distinct, label_message};
+use crate::labels::label_message;
 use crate::risk::{listing, score, tally_cluster, Asked, Side, Tracer};
 use crate::scripts;
 use crate::taint::Direction;
@@ -147,7 +147,7 @@ fn payees(
         let mut shown = Vec::new();
         if let (Some(a), Some(c)) = (id, cluster) {
             tally_cluster(labels, c, value, &mut paid.by);
-            for (member, l, carriers) in distinct(labels.of_cluster(c).iter()) {
+            for (member, l, carriers) in labels.distinct_of(c, None) {
                 let from = match member == a {
                     true => String::new(),
                     false => index.address_string(Some(member))?,

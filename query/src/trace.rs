@@ -20,7 +20,7 @@ use crate::error::{QueryError, Result};
 use crate::history::{self, Order};
 use crate::index::Index;
 use crate::label_index::LabelIndex;
-use crate::labels::{distinct, label_message};
+use crate::labels::label_message;
 use crate::taint::{Event, Kind, StopAt};
 
 /// Output numbers of the coins `sources` name, at most `limit` of them.
@@ -447,8 +447,9 @@ pub(crate) fn hit(
     // The labels of its cluster, or of the address itself beyond the
     // clusters.
     let holder = cluster.or(row.addr.map(ClusterKey::of));
-    let members = holder.map(|c| labels.of_cluster(c)).unwrap_or_default();
-    let labels = distinct(members.iter())
+    let carried = holder.map(|c| labels.distinct_of(c, None));
+    let labels = carried
+        .unwrap_or_default()
         .into_iter()
         .map(|(member, l, carriers)| {
             let from = match Some(member) == row.addr {

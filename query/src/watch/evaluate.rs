@@ -29,7 +29,7 @@ use crate::built;
 use crate::error::Result;
 use crate::index::Index;
 use crate::label_index::LabelIndex;
-use crate::labels::{distinct, label_message};
+use crate::labels::label_message;
 use crate::patterns::{self, list, Carry, Found, Kind, Scanner};
 
 /// Transactions one exposure search may read (each hop back multiplies
@@ -490,9 +490,11 @@ impl<'a> Evaluation<'a> {
                     Some(a) => Some(self.holder(AddrId(a))?),
                     None => None,
                 };
-                let members = holder.map_or(&[][..], |h| self.labels.of_cluster(h));
-                distinct(members.iter().filter(|(_, l)| l.category == category))
+                let carried = holder.map(|h| self.labels.distinct_of(h, None));
+                carried
+                    .unwrap_or_default()
                     .into_iter()
+                    .filter(|(_, l, _)| l.category == category)
                     .map(|(member, l, carriers)| {
                         let from = index.address_string(Some(member))?;
                         Ok(label_message(l, from, carriers))
