@@ -45,9 +45,9 @@ pub struct Index {
 }
 
 /// What most answers need and only a catch-up changes, read once for each
-/// state of the store rather than by every request (a summary asked for
-/// the overwritten coins with a seek of its own, a history page read the
-/// tip twice).
+/// state of the store rather than by every request (a summary sought the
+/// overwritten coins, a history page read the tip, its block and the
+/// start for its height range).
 struct Facts {
     /// The tip's height and block; None while the index holds no block.
     tip: Option<(Height, BlockRow)>,

@@ -402,11 +402,12 @@ impl Found {
         labeled.sort_unstable();
         labeled.dedup();
         let (mut carried, mut carried_at) = (Vec::new(), Vec::with_capacity(clusters.len()));
-        let mut seen: FxHashMap<*const Label, usize> = FxHashMap::default();
         for (i, &(_, start)) in clusters.iter().enumerate() {
             let end = clusters.get(i + 1).map_or(members.len(), |(_, s)| *s);
             carried_at.push(carried.len());
-            seen.clear();
+            // A map of its own per cluster: clearing one that a big cluster
+            // grew would cost its whole capacity for every cluster after.
+            let mut seen: FxHashMap<*const Label, usize> = FxHashMap::default();
             for (at, (member, l)) in members[start..end].iter().enumerate() {
                 let at = start + at;
                 match seen.entry(Arc::as_ptr(l)) {
