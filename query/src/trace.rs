@@ -416,9 +416,61 @@ impl StopAt for StopRule<'_> {
     }
 }
 
+/// Clusters whose hit details a trace remembers, at most; past it, it
+/// starts again.
+const HELD: usize = 65_536;
+
+/// What the hits in one cluster share: its id, and its labels with the
+/// address of the first member carrying each.
+struct Held {
+    id: Option<u64>,
+    labels: Vec<(AddrId, pb::Label)>,
+}
+
+/// A trace's memory of the clusters its hits were in: a trace that keeps
+/// reaching one (an exchange's, hop after hop) looks up its id and its
+/// labels' first carriers once, not at every hit.
+#[derive(Default)]
+pub(crate) struct Hits {
+    held: FxHashMap<(ClusterKey, bool), Held>,
+}
+
+impl Hits {
+    /// What the hits in `holder` share; `clustered`: a cluster of the
+    /// built clusters (which has an id), not an address beyond them.
+    fn held(
+        &mut self,
+        index: &Index,
+        labels: &LabelIndex,
+        holder: ClusterKey,
+        clustered: bool,
+    ) -> Result<&Held> {
+        if !self.held.contains_key(&(holder, clustered)) {
+            let id = match clustered {
+                true => Some(view::id_of(index.store(), holder)?.0),
+                false => None,
+            };
+            let labels = labels
+                .distinct_of(holder, None)
+                .into_iter()
+                .map(|(member, l, carriers)| {
+                    let from = index.address_string(Some(member))?;
+                    Ok((member, label_message(l, from, carriers)))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            if self.held.len() >= HELD {
+                self.held.clear();
+            }
+            self.held.insert((holder, clustered), Held { id, labels });
+        }
+        Ok(&self.held[&(holder, clustered)])
+    }
+}
+
 /// A trace event as the caller reads it, with the cluster of its address
 /// when the clusters cover it.
 pub(crate) fn hit(
+    hits: &mut Hits,
     index: &Index,
     g: &FlowView<'_>,
     e: &Event,
@@ -445,29 +497,33 @@ pub(crate) fn hit(
         _ => g.output(e.output).value,
     };
     // The labels of its cluster, or of the address itself beyond the
-    // clusters.
+    // clusters; a label its own address carries names no other.
     let holder = cluster.or(row.addr.map(ClusterKey::of));
-    let carried = holder.map(|c| labels.distinct_of(c, None));
-    let labels = carried
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(member, l, carriers)| {
-            let from = match Some(member) == row.addr {
-                true => String::new(),
-                false => index.address_string(Some(member))?,
-            };
-            Ok(label_message(l, from, carriers))
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let (cluster_id, labels) = match holder {
+        Some(c) => {
+            let held = hits.held(index, labels, c, cluster.is_some())?;
+            let labels = held
+                .labels
+                .iter()
+                .map(|(member, l)| match Some(*member) == row.addr {
+                    true => pb::Label {
+                        inherited_from: String::new(),
+                        ..l.clone()
+                    },
+                    false => l.clone(),
+                })
+                .collect();
+            (held.id, labels)
+        }
+        None => (None, Vec::new()),
+    };
     Ok(pb::TraceHit {
         kind: reach_kind(e.kind).into(),
         txid: txid.to_string(),
         vout: row.vout,
         height: height.0,
         address: index.address_string(row.addr)?,
-        cluster_id: cluster
-            .map(|c| view::id_of(index.store(), c).map(|id| id.0))
-            .transpose()?,
+        cluster_id,
         hop: e.hop,
         amount: e.amount,
         value,

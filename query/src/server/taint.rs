@@ -199,6 +199,7 @@ fn run_trace(
         failed: None,
         cover,
         labels: index.label_index(),
+        hits: trace::Hits::default(),
         clusters: FxHashMap::default(),
         by_label: FxHashMap::default(),
     };
@@ -306,6 +307,8 @@ struct StreamSink<'a> {
     /// Address numbers below this have cluster ids.
     cover: AddrId,
     labels: Arc<LabelIndex>,
+    /// The clusters hit so far (see `trace::Hits`).
+    hits: trace::Hits,
     clusters: FxHashMap<u64, u64>,
     /// (label, category) → amount.
     by_label: FxHashMap<(String, String), u64>,
@@ -313,7 +316,14 @@ struct StreamSink<'a> {
 
 impl Sink for StreamSink<'_> {
     fn event(&mut self, e: Event) -> bool {
-        let hit = match trace::hit(self.index, &self.g, &e, self.cover, &self.labels) {
+        let hit = match trace::hit(
+            &mut self.hits,
+            self.index,
+            &self.g,
+            &e,
+            self.cover,
+            &self.labels,
+        ) {
             Ok(h) => h,
             Err(err) => {
                 self.failed = Some(err.into());
