@@ -12,6 +12,7 @@
 //! up the labels of the addresses new since, and the clusters of the
 //! labelled ones (`LabelIndex::advance`).
 
+use std::borrow::Cow;
 use std::collections::hash_map::Entry;
 use std::sync::{Arc, PoisonError, RwLock};
 
@@ -42,7 +43,8 @@ pub struct LabelIndex {
     clusters: Vec<(ClusterKey, usize)>,
     /// Each cluster's distinct labels (`Carried`), in the order of
     /// `clusters`, each cluster's in order of first appearance among its
-    /// members.
+    /// members; none for a cluster of one entry, which is its own (most
+    /// labelled clusters are one address).
     carried: Vec<Carried>,
     /// Per cluster, where its distinct labels start in `carried`.
     carried_at: Vec<usize>,
@@ -129,7 +131,7 @@ impl LabelIndex {
         };
         let mut moved = false;
         let mut out: Vec<(usize, &Label, u64)> = Vec::new();
-        for d in &self.carried[self.carried_span(i)] {
+        for d in self.carried_in(i).iter() {
             let (member, label) = &self.members[d.first];
             let theirs = own.iter().filter(|(_, l)| Arc::ptr_eq(l, label)).count() as u64;
             if theirs == d.carriers {
@@ -172,7 +174,7 @@ impl LabelIndex {
     pub fn clusters_with(&self, names: &[String], categories: &[Category]) -> Vec<ClusterKey> {
         (0..self.clusters.len())
             .filter(|&i| {
-                self.carried[self.carried_span(i)].iter().any(|d| {
+                self.carried_in(i).iter().any(|d| {
                     let l = &self.members[d.first].1;
                     names.contains(&l.label) || categories.contains(&l.category)
                 })
@@ -205,14 +207,22 @@ impl LabelIndex {
         self.clusters[i].1..end
     }
 
-    /// Where the distinct labels of the `i`th cluster lie in `carried`.
-    fn carried_span(&self, i: usize) -> std::ops::Range<usize> {
+    /// The distinct labels of the `i`th cluster.
+    fn carried_in(&self, i: usize) -> Cow<'_, [Carried]> {
+        let members = self.span(i);
+        if members.len() == 1 {
+            return Cow::Owned(vec![Carried {
+                first: members.start,
+                second: members.start,
+                carriers: 1,
+            }]);
+        }
         let end = self
             .carried_at
             .get(i + 1)
             .copied()
             .unwrap_or(self.carried.len());
-        self.carried_at[i]..end
+        Cow::Borrowed(&self.carried[self.carried_at[i]..end])
     }
 
     /// Reads every label row, and takes in the inferences `as_labels` admits.
@@ -405,6 +415,9 @@ impl Found {
         for (i, &(_, start)) in clusters.iter().enumerate() {
             let end = clusters.get(i + 1).map_or(members.len(), |(_, s)| *s);
             carried_at.push(carried.len());
+            if end - start == 1 {
+                continue;
+            }
             // A map of its own per cluster: clearing one that a big cluster
             // grew would cost its whole capacity for every cluster after.
             let mut seen: FxHashMap<*const Label, usize> = FxHashMap::default();
@@ -589,34 +602,40 @@ mod tests {
             (9, &mix),
             (12, &mix),
         ];
+        let mut seen: Vec<_> = seen
+            .iter()
+            .map(|(a, l)| (ClusterKey(3), AddrId(*a), Arc::clone(l)))
+            .collect();
+        // A cluster of one labelled entry, which keeps no list of its own.
+        seen.push((ClusterKey(20), AddrId(20), Arc::clone(&mix)));
         let index = Found {
-            seen: seen
-                .iter()
-                .map(|(a, l)| (ClusterKey(3), AddrId(*a), Arc::clone(l)))
-                .collect(),
+            seen,
             ..Found::default()
         }
         .index();
-        let listed = |except: Option<u64>| -> Vec<(u64, &str, u64)> {
+        let of = |c: u64, except: Option<u64>| -> Vec<(u64, &str, u64)> {
             index
-                .distinct_of(ClusterKey(3), except.map(AddrId))
+                .distinct_of(ClusterKey(c), except.map(AddrId))
                 .into_iter()
                 .map(|(m, l, n)| (m.0, l.label.as_str(), n))
                 .collect()
         };
-        assert_eq!(
-            listed(None),
-            [(3, "Desk", 3), (3, "Mix", 3), (4, "Desk", 1)]
-        );
+        assert_eq!(of(3, None), [(3, "Desk", 3), (3, "Mix", 3), (4, "Desk", 1)]);
         // Without 3, its labels appear first where 4 and 5 carry them.
         assert_eq!(
-            listed(Some(3)),
+            of(3, Some(3)),
             [(4, "Desk", 1), (5, "Desk", 2), (9, "Mix", 2)]
         );
         // Without 4, its label is carried by no one else.
-        assert_eq!(listed(Some(4)), [(3, "Desk", 3), (3, "Mix", 3)]);
-        assert_eq!(listed(Some(7)), listed(None));
-        assert!(index.distinct_of(ClusterKey(4), None).is_empty());
+        assert_eq!(of(3, Some(4)), [(3, "Desk", 3), (3, "Mix", 3)]);
+        assert_eq!(of(3, Some(7)), of(3, None));
+        assert!(of(4, None).is_empty());
+        assert_eq!(of(20, None), [(20, "Mix", 1)]);
+        assert!(of(20, Some(20)).is_empty());
+        assert_eq!(
+            index.clusters_with(&[], &[Category::Mixer]),
+            [ClusterKey(3), ClusterKey(20)]
+        );
     }
 
     #[test]
