@@ -13,8 +13,9 @@
 //! network up to --labels, each named after one of --entities entities in
 //! turn (some names quoted, with a comma and quotes), in five categories:
 //! with few entities, a big cluster's many labelled members carry few
-//! distinct labels, as an exchange's deposit addresses do in real sets. Each import (--runs, medians shown) runs on a fresh copy of
-//! the index, its table files hard-linked. The server runs on the index
+//! distinct labels, as an exchange's deposit addresses do in real sets.
+//! Each import (--runs, medians shown) runs on a fresh copy of the index,
+//! its table files hard-linked. The server runs on the index
 //! and on a copy with the labels; summaries are timed by --clients callers
 //! for --seconds after a warm-up, on 10,000 addresses sampled across the
 //! chain and on 10,000 labelled ones.

@@ -416,8 +416,8 @@ impl StopAt for StopRule<'_> {
     }
 }
 
-/// Clusters whose hit details a trace remembers, at most; past it, it
-/// starts again.
+/// Clusters and labels whose hit details a trace remembers, at most
+/// (a label about 200 bytes: ~15 MB); past it, it starts again.
 const HELD: usize = 65_536;
 
 /// What the hits in one cluster share: its id, and its labels with the
@@ -433,6 +433,8 @@ struct Held {
 #[derive(Default)]
 pub(crate) struct Hits {
     held: FxHashMap<(ClusterKey, bool), Held>,
+    /// Labels in `held`.
+    labels: usize,
 }
 
 impl Hits {
@@ -458,9 +460,11 @@ impl Hits {
                     Ok((member, label_message(l, from, carriers)))
                 })
                 .collect::<Result<Vec<_>>>()?;
-            if self.held.len() >= HELD {
+            if self.held.len() + self.labels >= HELD {
                 self.held.clear();
+                self.labels = 0;
             }
+            self.labels += labels.len();
             self.held.insert((holder, clustered), Held { id, labels });
         }
         Ok(&self.held[&(holder, clustered)])
