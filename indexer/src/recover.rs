@@ -10,7 +10,7 @@
 //! below it stay whatever the rows above hold.
 
 use anyhow::Result;
-use satflow_schema::{cf, AddrId, Height, NextIds, OutNum, TxNum};
+use satflow_schema::{cf, AddrId, Height, NextIds, OutNum, TxNum, TxidPrefix};
 
 use crate::store::Direction::Forward;
 use crate::store::Store;
@@ -26,7 +26,7 @@ pub fn remove_above_tip(store: &Store) -> Result<()> {
     let mut stranded = 0usize;
     for row in store.scan::<cf::Txs>(&ids.tx, Forward) {
         let (txnum, tx) = row?;
-        batch.delete::<cf::Txids>(&(tx.txid, txnum));
+        batch.delete::<cf::Txids>(&(TxidPrefix::of(&tx.txid), txnum));
         stranded += 1;
     }
     for row in store.scan::<cf::Inputs>(&ids.tx, Forward) {

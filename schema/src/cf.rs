@@ -8,7 +8,7 @@ use crate::address::{AddrStats as AddrStatsRow, HistoryRow};
 use crate::block::{BlockIndexRow, BlockRow};
 use crate::cluster::{ClusterStats as ClusterStatsRow, RankKey, UndoRecord};
 use crate::codec::{Codec, Raw};
-use crate::ids::{AddrId, ClusterKey, Height, OutNum, TxNum};
+use crate::ids::{AddrId, ClusterKey, Height, OutNum, TxNum, TxidPrefix};
 use crate::label::{LabelKey, LabelValue, PoolTagValue};
 use crate::meta::MetaKey;
 use crate::script::AddrKey;
@@ -56,8 +56,10 @@ family!(
 );
 family!(Txs, "txs", TxNum => TxRow);
 family!(
-    /// Txid lookup; the tx number in the key keeps both BIP30 duplicates.
-    Txids, "txids", (Txid, TxNum) => ()
+    /// Txid lookup by the txid's first 8 bytes; the tx number in the key
+    /// keeps both BIP30 duplicates, and txids that share a prefix, apart
+    /// (`Store::tx_numbers` reads the `txs` rows to tell them apart).
+    Txids, "txids", (TxidPrefix, TxNum) => ()
 );
 family!(Outputs, "outputs", OutNum => OutputRow);
 family!(

@@ -1,21 +1,24 @@
 //! Typed ids. Everything is numbered densely in chain order from 0, so
 //! rows are small integers and a block's rows are id ranges. Each kind of
 //! number has its own type: a cluster id cannot be passed where an address
-//! id is meant, nor an output number where a tx number is.
+//! id is meant, nor an output number where a tx number is. Beside them,
+//! the txid prefix that keys the txid lookup.
 
 use std::fmt;
 use std::ops::{Add, Sub};
 
 use crate::codec::{Codec, Dec, KeyPrefix, RowError};
 
-/// A 64-bit dense id, keyed as 8 big-endian bytes.
+/// A 64-bit key part, keyed as 8 big-endian bytes: a dense id, or the
+/// first bytes of a hash that a lookup family is keyed by (`TxidPrefix`).
 pub trait Id: Copy + Ord + Codec {
     const NAME: &'static str;
     fn get(self) -> u64;
     fn new(n: u64) -> Self;
 }
 
-macro_rules! id64 {
+/// A 64-bit key part: the type, its `Id` and its `Codec`.
+macro_rules! key64 {
     ($(#[$doc:meta])* $name:ident, $what:literal) => {
         $(#[$doc])*
         #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -40,6 +43,13 @@ macro_rules! id64 {
                 Dec::all($what, bytes, Dec::u64).map($name)
             }
         }
+    };
+}
+
+/// A dense id: a 64-bit key part that can be counted and printed.
+macro_rules! id64 {
+    ($(#[$doc:meta])* $name:ident, $what:literal) => {
+        key64!($(#[$doc])* $name, $what);
 
         /// The id `n` places further on.
         impl Add<u64> for $name {
@@ -96,6 +106,13 @@ id64!(
     /// callers. Lone addresses are keyed by their own number.
     ClusterKey,
     "cluster key"
+);
+key64!(
+    /// The first 8 bytes of a txid (`TxidPrefix::of`), which `txids` is
+    /// keyed by instead of all 32. Two txids that share them are told
+    /// apart by their `txs` rows.
+    TxidPrefix,
+    "txid prefix"
 );
 
 impl OutNum {

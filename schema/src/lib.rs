@@ -32,10 +32,11 @@ pub mod script;
 pub mod tx;
 
 pub use codec::{Codec, Dec, Inline, RowError};
-pub use ids::{AddrId, ClusterId, ClusterKey, Height, NextIds, OutNum, TxNum};
+pub use ids::{AddrId, ClusterId, ClusterKey, Height, NextIds, OutNum, TxNum, TxidPrefix};
 
 /// Bumped whenever a layout changes; a binary refuses other versions.
 /// Version 2: keyless scripts have their own script type (11).
 /// Version 3: clusters merge by size, their rows keyed by `ClusterKey`, with
 /// `cluster_undo` records.
-pub const SCHEMA_VERSION: u32 = 3;
+/// Version 4: `txids` keyed by the txid's first 8 bytes.
+pub const SCHEMA_VERSION: u32 = 4;

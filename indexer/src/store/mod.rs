@@ -1,12 +1,14 @@
 //! The RocksDB database: opened with the column families of
 //! `satflow_schema::cf`, checked for its schema version and network, and
 //! read and written only through the schema's typed keys and rows
-//! (`read`, `write`; `sorted` is the indexer's bulk write batch). No code
-//! outside this module sees a raw key or the `rocksdb::DB`.
+//! (`read`, `write`; `lookup` finds txs by txid; `sorted` is the indexer's
+//! bulk write batch). No code outside this module sees a raw key or the
+//! `rocksdb::DB`.
 
 mod arena;
 mod fds;
 mod follower;
+mod lookup;
 mod options;
 mod read;
 mod runs;
@@ -21,12 +23,12 @@ use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use bitcoin::{BlockHash, Txid};
+use bitcoin::BlockHash;
 use rocksdb::statistics::{StatsLevel, Ticker};
 use rocksdb::{Cache, ColumnFamily, ColumnFamilyDescriptor, Options, WriteBufferManager, DB};
 use satflow_schema::block::{BlockRow, ChainPoint};
 use satflow_schema::cf::{self, Family};
-use satflow_schema::{meta, Height, TxNum, SCHEMA_VERSION};
+use satflow_schema::{meta, Height, SCHEMA_VERSION};
 
 pub use arena::Arena;
 pub use read::Direction;
@@ -252,22 +254,6 @@ impl Store {
             Some(tip) => self.block(tip.height),
             None => Ok(None),
         }
-    }
-
-    /// Every tx number a txid was given, oldest first: one, except for the
-    /// two BIP30 duplicates of mainnet. A prefix scan, so that the family's 32-byte prefix bloom filter
-    /// answers "absent" without a seek: the writer asks this for every
-    /// spent coin its cache no longer holds.
-    pub fn tx_numbers(&self, txid: &Txid) -> Result<Vec<TxNum>> {
-        self.scan_prefix::<cf::Txids, Txid>(txid)
-            .map(|r| r.map(|((_, n), ())| n))
-            .collect()
-    }
-
-    /// The tx a spend of `txid` refers to: its latest occurrence (a BIP30
-    /// duplicate overwrote the earlier one's outputs).
-    pub fn find_tx(&self, txid: &Txid) -> Result<Option<TxNum>> {
-        Ok(self.tx_numbers(txid)?.last().copied())
     }
 
     /// The height of a block of the best chain.

@@ -73,8 +73,8 @@ pub(super) fn cf_options(name: &str, cache: &Cache) -> Options {
         // a lookup finds its row, and a filter would only cost 1.25 B a key.)
         cf::BlockHeight::NAME | cf::ClusterOf::NAME => table.set_bloom_filter(10.0, false),
         cf::Txids::NAME => {
-            // Lookups are by txid alone: filter on the 32-byte prefix.
-            o.set_prefix_extractor(SliceTransform::create_fixed_prefix(32));
+            // Lookups scan one txid prefix (`store::lookup`): filter on it.
+            o.set_prefix_extractor(SliceTransform::create_fixed_prefix(8));
             o.set_memtable_prefix_bloom_ratio(0.05);
             table.set_bloom_filter(10.0, false);
             table.set_whole_key_filtering(false);

@@ -7,7 +7,7 @@ use satflow_schema::block::{BlockLoc, BlockRow, ChainPoint};
 use satflow_schema::cf;
 use satflow_schema::script::ScriptType;
 use satflow_schema::tx::{InputRef, OutputRow};
-use satflow_schema::Height;
+use satflow_schema::{Height, TxidPrefix};
 
 use super::{received_delta, set_tip, spent_delta, Direction, Unspent, Writer};
 use crate::parse::ParsedBlock;
@@ -114,7 +114,7 @@ impl Writer<'_> {
             fees = fees.zip(fee).map(|(a, b)| a + b);
             let row = tx.row(height, position as u32, fee, first_output);
             batch.append::<cf::Txs>(&txnum, &row);
-            batch.put::<cf::Txids>(&(tx.txid, txnum), &());
+            batch.put::<cf::Txids>(&(TxidPrefix::of(&tx.txid), txnum), &());
             self.write_touched(batch, txnum, Direction::Apply);
         }
         let row = BlockRow {

@@ -97,8 +97,8 @@ impl Writer<'_> {
         self.recent.coinbase(tx.txid);
         let committed: Option<TxRow> = match in_flight {
             true => None,
-            false => match self.store.find_tx(&tx.txid)? {
-                Some(n) => Some(self.store.need::<cf::Txs>(&n)?),
+            false => match self.store.find_tx_row(&tx.txid)? {
+                Some((_, row)) => Some(row),
                 None => return Ok(()),
             },
         };
@@ -149,11 +149,10 @@ impl Writer<'_> {
         tx: &TxRow,
         txnum: TxNum,
     ) -> Result<()> {
-        let earlier = self.store.tx_numbers(&tx.txid)?;
-        let Some(&previous) = earlier.iter().rev().find(|&&n| n < txnum) else {
+        let earlier = self.store.txs_with_id(&tx.txid)?;
+        let Some((_, previous)) = earlier.into_iter().rev().find(|&(n, _)| n < txnum) else {
             return Ok(());
         };
-        let previous = self.store.need::<cf::Txs>(&previous)?;
         for output in previous.outputs() {
             let Some(addr) = self.store.need::<cf::Outputs>(&output)?.addr else {
                 continue;

@@ -74,10 +74,9 @@ impl Writer<'_> {
         if let Some(u) = self.caches.utxos.remove(prevout) {
             return Ok(Some(u));
         }
-        let Some(txnum) = self.store.find_tx(&prevout.txid)? else {
+        let Some((_, tx)) = self.store.find_tx_row(&prevout.txid)? else {
             return Ok(None);
         };
-        let tx = self.store.need::<cf::Txs>(&txnum)?;
         if prevout.vout >= tx.output_count {
             bail!("its transaction has only {} outputs", tx.output_count);
         }

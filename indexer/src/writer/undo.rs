@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result};
 use satflow_schema::block::{BlockRow, ChainPoint};
-use satflow_schema::{cf, AddrId, Height, NextIds, TxNum};
+use satflow_schema::{cf, AddrId, Height, NextIds, TxNum, TxidPrefix};
 
 use super::{received_delta, set_tip, spent_delta, Direction, Writer};
 use crate::store::SortedBatch;
@@ -62,7 +62,7 @@ impl Writer<'_> {
                 self.restore_overwritten(batch, &tx, txnum)?;
             }
             batch.delete::<cf::Txs>(&txnum);
-            batch.delete::<cf::Txids>(&(tx.txid, txnum));
+            batch.delete::<cf::Txids>(&(TxidPrefix::of(&tx.txid), txnum));
             self.write_touched(batch, txnum, Direction::Undo);
         }
         // After the stats merges, so the deletes win.

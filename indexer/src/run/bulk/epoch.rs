@@ -14,7 +14,7 @@ use satflow_schema::block::{BlockRow, ChainPoint};
 use satflow_schema::meta::{self, OverwrittenCoin};
 use satflow_schema::script::{AddrKey, ScriptType};
 use satflow_schema::tx::{InputRef, OutputRow};
-use satflow_schema::{cf, AddrId, Height, NextIds, OutNum, TxNum};
+use satflow_schema::{cf, AddrId, Height, NextIds, OutNum, TxNum, TxidPrefix};
 
 use super::addrs::{AddrMap, Numbered};
 use super::coins::{Coin, CoinKey, Coins, Want};
@@ -352,7 +352,7 @@ fn block_rows(
             layout.output(t.first_output),
         );
         batch.append::<cf::Txs>(&t.num, &row);
-        batch.put::<cf::Txids>(&(tx.txid, t.num), &());
+        batch.put::<cf::Txids>(&(TxidPrefix::of(&tx.txid), t.num), &());
         // One history row per address the tx touched.
         touched.sort_unstable_by_key(|(a, _)| *a);
         for same in touched.chunk_by(|x, y| x.0 == y.0) {
