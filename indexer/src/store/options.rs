@@ -21,9 +21,9 @@ const ZSTD_LEVEL: i32 = -1;
 /// Data block size of the families keyed by hashes (`addr_ids`, `txids`):
 /// every lookup lands on a block of its own, which a block cache miss
 /// decompresses whole, and nothing reads them in ranges. 4 KiB instead of
-/// 16: an address lookup past the cache took 8.2 µs instead of 12.4
-/// (200,000 addresses of the 4 GB index), for an index 0.4% larger and no
-/// indexing time measurable.
+/// 16: an address lookup past the cache took 7.8–8.5 µs instead of
+/// 12.3–13.1 (`benches/point_reads` on the 4 GB index), for an index 0.4%
+/// larger and no indexing time measurable.
 const LOOKUP_BLOCK: usize = 4 << 10;
 
 /// Per column family tuning: zstd below the first levels, bloom filters
