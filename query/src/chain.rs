@@ -103,8 +103,7 @@ pub fn transaction(
     page_size: usize,
     page_token: &str,
 ) -> Result<pb::Transaction> {
-    let txnum = index.tx_number(txid)?;
-    let row = index.tx_row(txnum)?;
+    let (txnum, row) = index.tx_by_id(txid)?;
     let block = index.block_row(row.height)?;
     let spent_outputs = match row.is_coinbase() {
         true => Vec::new(),
@@ -222,7 +221,7 @@ pub fn transaction(
 /// The transaction's bytes, read back from its blk file and checked
 /// against its txid.
 pub fn raw_transaction(index: &Index, txid: &Txid) -> Result<pb::RawTransaction> {
-    let row = index.tx_row(index.tx_number(txid)?)?;
+    let (_, row) = index.tx_by_id(txid)?;
     let (raw, _) = index.read_tx(&row)?;
     Ok(pb::RawTransaction {
         txid: txid.to_string(),

@@ -277,8 +277,15 @@ impl Index {
     }
 
     pub(crate) fn tx_number(&self, txid: &Txid) -> Result<TxNum> {
-        match self.store.find_tx(txid)? {
-            Some(txnum) => Ok(txnum),
+        Ok(self.tx_by_id(txid)?.0)
+    }
+
+    /// The tx a txid names and its row, which the lookup reads to tell
+    /// txids sharing a prefix apart (`Store::find_tx_row`): callers that
+    /// want the row take it from here rather than read it again.
+    pub(crate) fn tx_by_id(&self, txid: &Txid) -> Result<(TxNum, TxRow)> {
+        match self.store.find_tx_row(txid)? {
+            Some(found) => Ok(found),
             None => {
                 self.built()?;
                 Err(QueryError::NotFound(format!(

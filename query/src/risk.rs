@@ -284,7 +284,7 @@ pub(crate) fn exposure(
             (coins, Some(c), false)
         }
         Some(Subject::Txid(t)) => {
-            let row = index.tx_row(index.tx_number(&args::txid("txid", t)?)?)?;
+            let (_, row) = index.tx_by_id(&args::txid("txid", t)?)?;
             let outputs = row.outputs().map(|o| o.0);
             (outputs.filter(|&o| g.has_output(o)).collect(), None, true)
         }

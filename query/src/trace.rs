@@ -46,7 +46,7 @@ pub(crate) fn sources(
             match &s.source {
                 Some(Source::Outpoint(p)) => out.push(outpoint(index, &field, p)?.0),
                 Some(Source::Txid(t)) => {
-                    let row = index.tx_row(index.tx_number(&args::txid(&field, t)?)?)?;
+                    let (_, row) = index.tx_by_id(&args::txid(&field, t)?)?;
                     out.extend(row.outputs().map(|n| n.0));
                 }
                 Some(Source::Address(a)) => {
