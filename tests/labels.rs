@@ -723,6 +723,122 @@ fn a_label_index_moved_on_equals_one_read_whole() {
     );
 }
 
+/// A reorg gives the address numbers above its fork out again. A label
+/// index that a catch-up moves on past one (the writer undid blocks and
+/// went beyond where it was) must not keep a label under a number that now
+/// names another address: it equals one read whole, and a summary names
+/// the member a label is inherited from by the address the number names
+/// now, though a summary before the reorg made the old one.
+#[test]
+fn a_label_index_caught_up_past_a_reorg_equals_one_read_whole() {
+    use bitcoin::{OutPoint, ScriptBuf};
+    use build::*;
+    use satflow_query::{addresses, Index, LabelIndex};
+
+    let (x, y, w, z, v) = (p2pkh(1), p2pkh(2), p2pkh(3), p2pkh(4), p2pkh(5));
+    let coin = 50_0000_0000;
+    let g = regtest_genesis();
+    let next =
+        |prev: &bitcoin::Block, tag: &[u8], txs: Vec<bitcoin::Transaction>, to: &ScriptBuf| {
+            let txdata = [vec![coinbase(tag, &[(coin, to.clone())])], txs].concat();
+            block(prev.block_hash(), prev.header.time + 1, txdata)
+        };
+    let out =
+        |b: &bitcoin::Block, tx: usize, vout: u32| OutPoint::new(b.txdata[tx].compute_txid(), vout);
+    let b1 = next(&g, b"1", vec![], &x);
+    let b2 = block(
+        b1.block_hash(),
+        b1.header.time + 1,
+        vec![coinbase(
+            b"2",
+            &[(coin / 2, y.clone()), (coin / 2, y.clone())],
+        )],
+    );
+    // X and Y spent together: one cluster, which W joins a block later.
+    let joined = tx(&[out(&b1, 0, 0), out(&b2, 0, 0)], &[(coin, v.clone())]);
+    // Numbers: genesis's address 0, X 1, Y 2, W 3, V 4.
+    let b3 = next(&b2, b"3", vec![joined.clone()], &w);
+    let b4 = next(
+        &b3,
+        b"4",
+        vec![tx(&[out(&b2, 0, 1), out(&b3, 0, 0)], &[(coin, v.clone())])],
+        &x,
+    );
+    // The longer branch from b2: Z takes number 3, V 4, W 5.
+    let c3 = next(&b2, b"c3", vec![joined], &z);
+    let c4 = next(&c3, b"c4", vec![], &w);
+    let c5 = next(
+        &c4,
+        b"c5",
+        vec![tx(&[out(&b2, 0, 1), out(&c4, 0, 0)], &[(coin, v.clone())])],
+        &x,
+    );
+    let c6 = next(&c5, b"c6", vec![], &x);
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = tempfile::tempdir().unwrap();
+    let blk = dir.path().join("blk00000.dat");
+    write_blk(
+        &blk,
+        &[g.clone(), b1.clone(), b2.clone(), b3.clone(), b4.clone()],
+    );
+    index(dir.path(), db.path());
+    let shown = |s: &ScriptBuf| {
+        Address::from_script(s, Network::Regtest)
+            .unwrap()
+            .to_string()
+    };
+    let csv = tempfile::NamedTempFile::new().unwrap();
+    let rows = format!(
+        "{},Desk,exchange,test\n{},Payee,exchange,test\n",
+        shown(&x),
+        shown(&w)
+    );
+    std::fs::write(csv.path(), rows).unwrap();
+    import_labels(db.path(), csv.path(), Format::Csv, Defaults::default());
+
+    let key = |s: &ScriptBuf| {
+        satflow_indexer::address::parse(&shown(s), satflow_indexer::Network::Regtest).unwrap()
+    };
+    let inherited = |index: &Index, s: &ScriptBuf| -> Vec<(String, String)> {
+        let summary = addresses::summary(index, &key(s)).unwrap().unwrap();
+        summary
+            .labels
+            .into_iter()
+            .map(|l| (l.label, l.inherited_from))
+            .collect()
+    };
+    let live = Index::open(db.path(), Access::Follow).unwrap();
+    // Y inherits both: from X (number 1) and W (number 3).
+    let want = vec![
+        ("Desk".to_string(), shown(&x)),
+        ("Payee".to_string(), shown(&w)),
+    ];
+    assert_eq!(inherited(&live, &y), want);
+
+    write_blk(&blk, &[g, b1, b2, b3, b4, c3, c4, c5, c6]);
+    let reorged = index(dir.path(), db.path());
+    assert_eq!((reorged.blocks_undone, reorged.tip_height), (2, Some(6)));
+    live.catch_up().unwrap();
+    live.refresh().unwrap();
+
+    let dump = |l: &LabelIndex| -> Vec<(u64, u64, String)> {
+        l.clusters_with_any()
+            .flat_map(|c| {
+                l.of_cluster(c)
+                    .iter()
+                    .map(move |(m, label)| (c.0, m.0, label.label.clone()))
+            })
+            .collect()
+    };
+    let whole = Index::open(db.path(), Access::ReadOnly).unwrap();
+    assert_eq!(dump(&live.label_index()), dump(&whole.label_index()));
+    // Number 3 is Z's now: no label of W's under it.
+    assert!(dump(&live.label_index()).iter().all(|(_, m, _)| *m != 3));
+    assert_eq!(inherited(&live, &y), want);
+    assert_eq!(inherited(&live, &z), vec![]);
+}
+
 /// CSV through a real parser: quoted fields holding commas, doubled quotes
 /// and a line break, CRLF line ends, a header row. Lines are the file's
 /// own, a quoted line break counted.

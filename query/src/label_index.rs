@@ -12,7 +12,6 @@
 //! up the labels of the addresses new since, and the clusters of the
 //! labelled ones (`LabelIndex::advance`).
 
-use std::borrow::Cow;
 use std::collections::hash_map::Entry;
 use std::sync::{Arc, PoisonError, RwLock};
 
@@ -55,6 +54,9 @@ pub struct LabelIndex {
     cover: AddrId,
     /// Address numbers below this were looked up for labels.
     next_addr: AddrId,
+    /// The index's tip when this was built: while that block stays on the
+    /// best chain, the numbers below `next_addr` name the same addresses.
+    tip: Option<ChainPoint>,
     /// The index's write sequence it was built at: unchanged, nothing to redo.
     sequence: u64,
     /// `meta::LabelsVersion` it was built at: unchanged, no label row
@@ -69,6 +71,49 @@ pub struct LabelIndex {
     /// The inferences taken in as labels: the store's block and size, and
     /// the least confidence admitted; a different store means a rebuild.
     inferred: Option<(ChainPoint, usize, u8)>,
+    /// Carriers' addresses as text, as answers name them.
+    names: CarrierNames,
+}
+
+/// Carriers' addresses as text, as answers name the member a label is
+/// inherited from: each made once (an `addrs` read and an encoding), not
+/// at every summary in the cluster. A summary in an exchange's cluster
+/// lists up to 100 inherited labels; making their addresses anew took a
+/// tenth of a server's CPU at 5,000 requests a second. At most `NAMED`
+/// are kept (~10 MB); past it, they are made again.
+#[derive(Default)]
+struct CarrierNames(RwLock<FxHashMap<AddrId, Arc<str>>>);
+
+const NAMED: usize = 100_000;
+
+impl CarrierNames {
+    fn get(&self, member: AddrId, make: impl FnOnce() -> Result<String>) -> Result<Arc<str>> {
+        let found = self
+            .0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&member)
+            .cloned();
+        if let Some(name) = found {
+            return Ok(name);
+        }
+        let name: Arc<str> = make()?.into();
+        let mut names = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        if names.len() >= NAMED {
+            names.clear();
+        }
+        names.insert(member, Arc::clone(&name));
+        Ok(name)
+    }
+
+    /// Those of numbers below `end`, which a reorg leaves as they were.
+    fn below(&self, end: AddrId) -> CarrierNames {
+        let names = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        let kept = names.iter().filter(|(id, _)| **id < end);
+        CarrierNames(RwLock::new(
+            kept.map(|(id, n)| (*id, Arc::clone(n))).collect(),
+        ))
+    }
 }
 
 /// One distinct label of a cluster (the label index shares one `Label`
@@ -86,6 +131,25 @@ struct Carried {
     second: usize,
     /// Entries carrying it.
     carriers: u64,
+}
+
+/// A cluster's distinct labels. A cluster of one labelled entry has no
+/// `carried` entries of its own: its one is made on the spot, without the
+/// allocation a `Vec` would cost each lookup.
+enum CarriedIn<'a> {
+    Alone(Carried),
+    Many(&'a [Carried]),
+}
+
+impl std::ops::Deref for CarriedIn<'_> {
+    type Target = [Carried];
+
+    fn deref(&self) -> &[Carried] {
+        match self {
+            CarriedIn::Alone(one) => std::slice::from_ref(one),
+            CarriedIn::Many(all) => all,
+        }
+    }
 }
 
 /// Inferences to take in as labels, where the operator opted in.
@@ -153,6 +217,16 @@ impl LabelIndex {
             .collect()
     }
 
+    /// The address of `member`, a label carrier, as text: `make` makes it
+    /// the first time it is asked for.
+    pub(crate) fn carrier_name(
+        &self,
+        member: AddrId,
+        make: impl FnOnce() -> Result<String>,
+    ) -> Result<Arc<str>> {
+        self.names.get(member, make)
+    }
+
     /// Whether this was built by moving the previous index on to new
     /// blocks (no label changed) rather than by reading every label row.
     pub fn moved_on(&self) -> bool {
@@ -170,8 +244,12 @@ impl LabelIndex {
     }
 
     /// Clusters carrying a label named in `names` or of a category in
-    /// `categories`.
+    /// `categories`. Reads every labelled cluster's distinct labels, unless
+    /// nothing is asked (a trace without stop labels: most of them).
     pub fn clusters_with(&self, names: &[String], categories: &[Category]) -> Vec<ClusterKey> {
+        if names.is_empty() && categories.is_empty() {
+            return Vec::new();
+        }
         (0..self.clusters.len())
             .filter(|&i| {
                 self.carried_in(i).iter().any(|d| {
@@ -208,21 +286,21 @@ impl LabelIndex {
     }
 
     /// The distinct labels of the `i`th cluster.
-    fn carried_in(&self, i: usize) -> Cow<'_, [Carried]> {
+    fn carried_in(&self, i: usize) -> CarriedIn<'_> {
         let members = self.span(i);
         if members.len() == 1 {
-            return Cow::Owned(vec![Carried {
+            return CarriedIn::Alone(Carried {
                 first: members.start,
                 second: members.start,
                 carriers: 1,
-            }]);
+            });
         }
         let end = self
             .carried_at
             .get(i + 1)
             .copied()
             .unwrap_or(self.carried.len());
-        Cow::Borrowed(&self.carried[self.carried_at[i]..end])
+        CarriedIn::Many(&self.carried[self.carried_at[i]..end])
     }
 
     /// Reads every label row, and takes in the inferences `as_labels` admits.
@@ -243,6 +321,7 @@ impl LabelIndex {
         let index = LabelIndex {
             cover,
             next_addr: next_addr(store)?,
+            tip: store.tip()?,
             sequence,
             labels_version,
             rows,
@@ -282,8 +361,15 @@ impl LabelIndex {
         {
             return Ok(None);
         }
+        // A reorg gives the numbers above its fork out again: past one that
+        // undid the block this was built at, every number is read afresh.
+        if let Some(tip) = self.tip {
+            let block = store.get::<cf::Blocks>(&tip.height)?;
+            if block.is_none_or(|b| b.hash != tip.hash) {
+                return Ok(None);
+            }
+        }
         let next = next_addr(store)?;
-        // Past a reorg, the numbers above its tip are given out again.
         let from = self.next_addr.min(next);
         if (next.0 - from.0) as usize > self.rows {
             return Ok(None);
@@ -328,12 +414,14 @@ impl LabelIndex {
         Ok(Some(LabelIndex {
             cover,
             next_addr: next,
+            tip: store.tip()?,
             sequence,
             labels_version,
             rows: self.rows,
             moved_on: true,
             tags: self.tags.clone(),
             inferred: self.inferred,
+            names: self.names.below(from),
             ..found.index()
         }))
     }
@@ -636,6 +724,33 @@ mod tests {
             index.clusters_with(&[], &[Category::Mixer]),
             [ClusterKey(3), ClusterKey(20)]
         );
+        assert!(index.clusters_with(&[], &[]).is_empty());
+    }
+
+    /// A carrier's address is made once, then remembered; moved on past
+    /// new blocks, only the numbers below the old end are kept.
+    #[test]
+    fn carriers_addresses_are_made_once() {
+        let names = CarrierNames::default();
+        let made = std::cell::Cell::new(0);
+        let make = |text: &str| {
+            made.set(made.get() + 1);
+            Ok(text.to_string())
+        };
+        assert_eq!(&*names.get(AddrId(5), || make("five")).unwrap(), "five");
+        assert_eq!(&*names.get(AddrId(5), || make("other")).unwrap(), "five");
+        assert_eq!(&*names.get(AddrId(9), || make("nine")).unwrap(), "nine");
+        assert_eq!(made.get(), 2);
+        // A failure is passed on, and nothing is remembered of it.
+        let failed = names.get(AddrId(7), || Err(anyhow::anyhow!("no row").into()));
+        assert!(failed.is_err());
+        let kept = names.below(AddrId(9));
+        assert_eq!(&*kept.get(AddrId(5), || make("again")).unwrap(), "five");
+        assert_eq!(
+            &*kept.get(AddrId(9), || make("nine, anew")).unwrap(),
+            "nine, anew"
+        );
+        assert_eq!(made.get(), 3);
     }
 
     #[test]

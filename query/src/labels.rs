@@ -10,6 +10,7 @@ use satflow_schema::{AddrId, ClusterKey};
 use crate::built;
 use crate::error::Result;
 use crate::index::Index;
+use crate::label_index::LabelIndex;
 
 /// Inherited labels listed per summary or cluster, at most: a cluster that
 /// gathered thousands of distinct labels (a big cluster where a label set
@@ -45,7 +46,7 @@ pub(crate) fn of_address(index: &Index, key: &AddrKey, id: AddrId) -> Result<Lis
     for (member, l, carriers) in listed {
         out.push(label_message(
             l,
-            index.address_string(Some(member))?,
+            carrier(index, &label_index, member)?,
             carriers,
         ));
     }
@@ -65,12 +66,19 @@ pub(crate) fn of_cluster(index: &Index, c: ClusterKey) -> Result<Listed> {
         .map(|(member, l, carriers)| {
             Ok(label_message(
                 l,
-                index.address_string(Some(member))?,
+                carrier(index, &label_index, member)?,
                 carriers,
             ))
         })
         .collect::<Result<_>>()?;
     Ok(Listed { labels, omitted })
+}
+
+/// The address of `member`, a carrier of a label in `labels`, as answers
+/// name it.
+fn carrier(index: &Index, labels: &LabelIndex, member: AddrId) -> Result<String> {
+    let name = labels.carrier_name(member, || index.address_string(Some(member)))?;
+    Ok(name.to_string())
 }
 
 /// At most `MAX_LISTED` of `found`, those with the most carriers first
