@@ -79,8 +79,9 @@ pub struct LabelIndex {
 /// inherited from: each made once (an `addrs` read and an encoding), not
 /// at every summary in the cluster. A summary in an exchange's cluster
 /// lists up to 100 inherited labels; making their addresses anew took a
-/// tenth of a server's CPU at 5,000 requests a second. At most `NAMED`
-/// are kept (~10 MB); past it, they are made again.
+/// tenth of the server's CPU in `benches/serve_under_load` at 5,000
+/// requests a second. At most `NAMED` are kept (~10 MB); past that, the
+/// map is emptied and they are made again.
 #[derive(Default)]
 struct CarrierNames(RwLock<FxHashMap<AddrId, Arc<str>>>);
 
