@@ -633,6 +633,17 @@ async fn a_running_server_picks_up_new_labels() {
     }
 }
 
+/// Every (cluster, member, label) a label index holds, in its order.
+fn label_rows(l: &satflow_query::LabelIndex) -> Vec<(u64, u64, String)> {
+    l.clusters_with_any()
+        .flat_map(|c| {
+            l.of_cluster(c)
+                .iter()
+                .map(move |(m, label)| (c.0, m.0, label.label.clone()))
+        })
+        .collect()
+}
+
 /// Between label imports, a catch-up moves the label index on (the labels
 /// of the addresses new since, the clusters of the labelled ones looked up
 /// again) instead of reading every label row: what it then holds equals a
@@ -640,7 +651,7 @@ async fn a_running_server_picks_up_new_labels() {
 /// blocks, and clusters the new blocks merged.
 #[test]
 fn a_label_index_moved_on_equals_one_read_whole() {
-    use satflow_query::{Index, LabelIndex};
+    use satflow_query::Index;
     use satflow_schema::cf;
 
     let (blocks, whole_db) = synth_chain(11, 3 << 20);
@@ -681,16 +692,7 @@ fn a_label_index_moved_on_equals_one_read_whole() {
     let live = Index::open(db.path(), Access::Follow).unwrap();
     assert!(!live.label_index().moved_on());
 
-    let dump = |l: &LabelIndex| -> Vec<(u64, u64, String)> {
-        l.clusters_with_any()
-            .flat_map(|c| {
-                l.of_cluster(c)
-                    .iter()
-                    .map(move |(m, label)| (c.0, m.0, label.label.clone()))
-            })
-            .collect()
-    };
-    let before = dump(&live.label_index());
+    let before = label_rows(&live.label_index());
     let first_new = satflow_query::chain::status(&live).unwrap().address_count;
 
     build::write_blk(&dir.path().join("blk00000.dat"), &chain);
@@ -701,8 +703,8 @@ fn a_label_index_moved_on_equals_one_read_whole() {
     assert!(moved.moved_on());
     let whole = Index::open(db.path(), Access::ReadOnly).unwrap();
     assert!(!whole.label_index().moved_on());
-    let after = dump(&moved);
-    assert_eq!(after, dump(&whole.label_index()));
+    let after = label_rows(&moved);
+    assert_eq!(after, label_rows(&whole.label_index()));
 
     // The case is not trivial: new blocks brought labelled addresses, and
     // merged clusters holding labelled ones.
@@ -733,7 +735,7 @@ fn a_label_index_moved_on_equals_one_read_whole() {
 fn a_label_index_caught_up_past_a_reorg_equals_one_read_whole() {
     use bitcoin::{OutPoint, ScriptBuf};
     use build::*;
-    use satflow_query::{addresses, Index, LabelIndex};
+    use satflow_query::{addresses, Index};
 
     let (x, y, w, z, v) = (p2pkh(1), p2pkh(2), p2pkh(3), p2pkh(4), p2pkh(5));
     let coin = 50_0000_0000;
@@ -822,19 +824,15 @@ fn a_label_index_caught_up_past_a_reorg_equals_one_read_whole() {
     live.catch_up().unwrap();
     live.refresh().unwrap();
 
-    let dump = |l: &LabelIndex| -> Vec<(u64, u64, String)> {
-        l.clusters_with_any()
-            .flat_map(|c| {
-                l.of_cluster(c)
-                    .iter()
-                    .map(move |(m, label)| (c.0, m.0, label.label.clone()))
-            })
-            .collect()
-    };
     let whole = Index::open(db.path(), Access::ReadOnly).unwrap();
-    assert_eq!(dump(&live.label_index()), dump(&whole.label_index()));
+    assert_eq!(
+        label_rows(&live.label_index()),
+        label_rows(&whole.label_index())
+    );
     // Number 3 is Z's now: no label of W's under it.
-    assert!(dump(&live.label_index()).iter().all(|(_, m, _)| *m != 3));
+    assert!(label_rows(&live.label_index())
+        .iter()
+        .all(|(_, m, _)| *m != 3));
     assert_eq!(inherited(&live, &y), want);
     assert_eq!(inherited(&live, &z), vec![]);
 }
