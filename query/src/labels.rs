@@ -76,7 +76,7 @@ pub(crate) fn of_cluster(index: &Index, c: ClusterKey) -> Result<Listed> {
 
 /// The address of `member`, a carrier of a label in `labels`, as answers
 /// name it.
-fn carrier(index: &Index, labels: &LabelIndex, member: AddrId) -> Result<String> {
+pub(crate) fn carrier(index: &Index, labels: &LabelIndex, member: AddrId) -> Result<String> {
     let name = labels.carrier_name(member, || index.address_string(Some(member)))?;
     Ok(name.to_string())
 }

@@ -20,7 +20,7 @@ use crate::built;
 use crate::error::{QueryError, Result};
 use crate::index::Index;
 use crate::label_index::LabelIndex;
-use crate::labels::label_message;
+use crate::labels::{carrier, label_message};
 use crate::risk::{listing, score, tally_cluster, Asked, Side, Tracer};
 use crate::scripts;
 use crate::taint::Direction;
@@ -150,7 +150,7 @@ fn payees(
             for (member, l, carriers) in labels.distinct_of(c, None) {
                 let from = match member == a {
                     true => String::new(),
-                    false => index.address_string(Some(member))?,
+                    false => carrier(index, labels, member)?,
                 };
                 shown.push(label_message(l, from, carriers));
             }

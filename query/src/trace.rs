@@ -20,7 +20,7 @@ use crate::error::{QueryError, Result};
 use crate::history::{self, Order};
 use crate::index::Index;
 use crate::label_index::LabelIndex;
-use crate::labels::label_message;
+use crate::labels::{carrier, label_message};
 use crate::taint::{Event, Kind, StopAt};
 
 /// Output numbers of the coins `sources` name, at most `limit` of them.
@@ -456,7 +456,7 @@ impl Hits {
                 .distinct_of(holder, None)
                 .into_iter()
                 .map(|(member, l, carriers)| {
-                    let from = index.address_string(Some(member))?;
+                    let from = carrier(index, labels, member)?;
                     Ok((member, label_message(l, from, carriers)))
                 })
                 .collect::<Result<Vec<_>>>()?;

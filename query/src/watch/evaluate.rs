@@ -29,7 +29,7 @@ use crate::built;
 use crate::error::Result;
 use crate::index::Index;
 use crate::label_index::LabelIndex;
-use crate::labels::label_message;
+use crate::labels::{carrier, label_message};
 use crate::patterns::{self, list, Carry, Found, Kind, Scanner};
 
 /// Transactions one exposure search may read (each hop back multiplies
@@ -496,7 +496,7 @@ impl<'a> Evaluation<'a> {
                     .into_iter()
                     .filter(|(_, l, _)| l.category == category)
                     .map(|(member, l, carriers)| {
-                        let from = index.address_string(Some(member))?;
+                        let from = carrier(index, &self.labels, member)?;
                         Ok(label_message(l, from, carriers))
                     })
                     .collect::<Result<Vec<_>>>()?
