@@ -756,7 +756,8 @@ fn a_label_index_caught_up_past_a_reorg_equals_one_read_whole() {
             &[(coin / 2, y.clone()), (coin / 2, y.clone())],
         )],
     );
-    // X and Y spent together: one cluster, which W joins a block later.
+    // X and Y spent together: one cluster, which W joins later on either
+    // branch.
     let joined = tx(&[out(&b1, 0, 0), out(&b2, 0, 0)], &[(coin, v.clone())]);
     // Numbers: genesis's address 0, X 1, Y 2, W 3, V 4.
     let b3 = next(&b2, b"3", vec![joined.clone()], &w);
