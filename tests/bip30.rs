@@ -119,7 +119,7 @@ fn duplicate_coinbase_txids_are_both_indexed_and_undo_cleanly() {
     {
         let store =
             satflow_indexer::Store::open(db.path(), satflow_indexer::Access::ReadOnly).unwrap();
-        assert_eq!(store.tx_numbers(&dup.compute_txid()).unwrap().len(), 2);
+        assert_eq!(store.txs_with_id(&dup.compute_txid()).unwrap().len(), 2);
     }
     // The b1 coin (tx 1, output 1), overwritten by b2's coinbase (tx 2).
     let rows = overwritten(db.path());

@@ -58,7 +58,7 @@ family!(Txs, "txs", TxNum => TxRow);
 family!(
     /// Txid lookup by the txid's first 8 bytes; the tx number in the key
     /// keeps both BIP30 duplicates, and txids that share a prefix, apart
-    /// (`Store::tx_numbers` reads the `txs` rows to tell them apart).
+    /// (`Store::txs_with_id` reads the `txs` rows to tell them apart).
     Txids, "txids", (TxidPrefix, TxNum) => ()
 );
 family!(Outputs, "outputs", OutNum => OutputRow);
