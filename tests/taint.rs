@@ -760,6 +760,7 @@ async fn exposure_is_what_traces_stopping_at_every_labelled_member_find() {
         // amount once per distinct label of its cluster.
         let mut traced = Vec::new();
         let mut complete = true;
+        let mut summed_labels = 0;
         for (direction, max_hops) in [
             (pb::TraceDirection::Backward, 1),
             (pb::TraceDirection::Forward, 1),
@@ -786,20 +787,47 @@ async fn exposure_is_what_traces_stopping_at_every_labelled_member_find() {
                 "{code:?}"
             );
             complete &= code == Code::Ok;
-            let mut by: std::collections::BTreeMap<(String, String), u64> = Default::default();
-            for h in hits
+            let by = by_label(
+                hits.iter()
+                    .filter(|h| h.kind == pb::ReachKind::Stopped as i32),
+            );
+            let summary = summary.unwrap();
+            // The summary sums what ended under each label, as the hits do.
+            let summed: std::collections::BTreeMap<_, _> = summary
+                .labels
                 .iter()
-                .filter(|h| h.kind == pb::ReachKind::Stopped as i32)
-            {
-                let mut seen = std::collections::BTreeSet::new();
-                for l in &h.labels {
-                    if seen.insert((l.category.clone(), l.label.clone())) {
-                        *by.entry((l.category.clone(), l.label.clone())).or_default() += h.amount;
-                    }
-                }
+                .map(|l| ((l.category.clone(), l.label.clone()), l.amount))
+                .collect();
+            assert_eq!(
+                summed,
+                by_label(
+                    hits.iter()
+                        .filter(|h| h.kind != pb::ReachKind::Transit as i32)
+                ),
+                "{direction:?}"
+            );
+            summed_labels += summed.len();
+            // A hit names its coin as the transaction does.
+            for h in hits.iter().step_by(hits.len() / 20 + 1) {
+                let tx = c
+                    .chain
+                    .get_transaction(pb::GetTransactionRequest {
+                        txid: h.txid.clone(),
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                let out = &tx.outputs[h.vout as usize];
+                assert_eq!(
+                    (h.height, &h.address, h.value),
+                    (tx.height, &out.address, out.value),
+                    "{h:?}"
+                );
             }
-            traced.push((summary.unwrap().source_amount, by));
+            traced.push((summary.source_amount, by));
         }
+        assert!(summed_labels > 0, "the traces reach labelled clusters");
         let entities = |list: &[pb::CategoryExposure]| {
             list.iter()
                 .filter(|x| !x.label.is_empty())
@@ -826,6 +854,23 @@ async fn exposure_is_what_traces_stopping_at_every_labelled_member_find() {
         );
         assert!(all.iter().any(|l| !l.is_empty()), "{e:?}");
     }
+}
+
+/// Satoshis of `hits` by (category, label): a hit's amount once for each
+/// distinct label of its cluster.
+fn by_label<'a>(
+    hits: impl Iterator<Item = &'a pb::TraceHit>,
+) -> std::collections::BTreeMap<(String, String), u64> {
+    let mut by = std::collections::BTreeMap::new();
+    for h in hits {
+        let mut seen = std::collections::BTreeSet::new();
+        for l in &h.labels {
+            if seen.insert((l.category.clone(), l.label.clone())) {
+                *by.entry((l.category.clone(), l.label.clone())).or_default() += h.amount;
+            }
+        }
+    }
+    by
 }
 
 /// The operator's ceiling on max_transactions, and sources too large for

@@ -435,6 +435,12 @@ pub(crate) struct Hits {
     held: FxHashMap<(ClusterKey, bool), Held>,
     /// Labels in `held`.
     labels: usize,
+    /// The transaction of the last hit, its txid and height: the coins a
+    /// transaction makes are often hit one after another.
+    last_tx: Option<(u64, Txid, Height)>,
+    /// Satoshis that ended (reached and not passed on) in each holder;
+    /// summed by label once, at the end (`by_label`), not at every hit.
+    ended: FxHashMap<(ClusterKey, bool), u64>,
 }
 
 impl Hits {
@@ -469,10 +475,43 @@ impl Hits {
         }
         Ok(&self.held[&(holder, clustered)])
     }
+
+    /// The txid and height of flow-graph transaction `tx`.
+    fn tx(&mut self, index: &Index, tx: u64) -> Result<(Txid, Height)> {
+        match self.last_tx {
+            Some((n, txid, height)) if n == tx => Ok((txid, height)),
+            _ => {
+                let row = index.tx_row(TxNum(tx))?;
+                self.last_tx = Some((tx, row.txid, row.height));
+                Ok((row.txid, row.height))
+            }
+        }
+    }
+
+    /// Satoshis that ended in a cluster carrying each (label, category):
+    /// a label that several sets give a cluster counts its amount once.
+    pub(crate) fn by_label(&self, labels: &LabelIndex) -> FxHashMap<(String, String), u64> {
+        let mut sums: FxHashMap<(String, String), u64> = FxHashMap::default();
+        for (&(holder, _), &amount) in &self.ended {
+            let named: FxHashSet<(&str, &str)> = labels
+                .distinct_of(holder, None)
+                .into_iter()
+                .map(|(_, l, _)| (l.label.as_str(), l.category.name()))
+                .collect();
+            for (label, category) in named {
+                *sums
+                    .entry((label.to_owned(), category.to_owned()))
+                    .or_default() += amount;
+            }
+        }
+        sums
+    }
 }
 
 /// A trace event as the caller reads it, with the cluster of its address
-/// when the clusters cover it.
+/// when the clusters cover it. Where the coin is in the flow graph (all
+/// but `BeforeStart`), its value, address and maker come from there: one
+/// point read (the maker's txid) instead of three.
 pub(crate) fn hit(
     hits: &mut Hits,
     index: &Index,
@@ -481,35 +520,44 @@ pub(crate) fn hit(
     clusters_cover: AddrId,
     labels: &LabelIndex,
 ) -> Result<pb::TraceHit> {
-    let n = OutNum(e.output);
-    let row = index.output(n)?;
-    let (txid, height) = match e.kind {
-        Kind::BeforeStart => (index.store().need::<cf::Outside>(&n)?, Height(0)),
+    let (txid, vout, height, addr, value) = match e.kind {
+        Kind::BeforeStart => {
+            let n = OutNum(e.output);
+            let row = index.output(n)?;
+            let txid = index.store().need::<cf::Outside>(&n)?;
+            (txid, row.vout, Height(0), row.addr, row.value)
+        }
         _ => {
-            let tx = index.creator(n, &row)?;
-            (tx.txid, tx.height)
+            let tx = g.creator(e.output);
+            let (txid, height) = hits.tx(index, tx)?;
+            let vout = e.output - g.outputs(tx).start;
+            let out = g.output(e.output);
+            (txid, vout as u32, height, out.addr.map(AddrId), out.value)
         }
     };
-    let cluster = match row.addr {
+    let cluster = match addr {
         Some(a) if a < clusters_cover => {
             Some(built::cluster_or_self(index.store(), a, clusters_cover)?)
         }
         _ => None,
     };
-    let value = match e.kind {
-        Kind::BeforeStart => row.value,
-        _ => g.output(e.output).value,
-    };
     // The labels of its cluster, or of the address itself beyond the
     // clusters; a label its own address carries names no other.
-    let holder = cluster.or(row.addr.map(ClusterKey::of));
+    let holder = cluster.or(addr.map(ClusterKey::of));
     let (cluster_id, labels) = match holder {
         Some(c) => {
-            let held = hits.held(index, labels, c, cluster.is_some())?;
+            let key = (c, cluster.is_some());
+            let labelled = !hits.held(index, labels, c, key.1)?.labels.is_empty();
+            // Only labelled holders are summed: as many as the label
+            // index has at most, where a long trace reaches millions.
+            if labelled && e.kind != Kind::Transit {
+                *hits.ended.entry(key).or_default() += e.amount;
+            }
+            let held = &hits.held[&key];
             let labels = held
                 .labels
                 .iter()
-                .map(|(member, l)| match Some(*member) == row.addr {
+                .map(|(member, l)| match Some(*member) == addr {
                     true => pb::Label {
                         inherited_from: String::new(),
                         ..l.clone()
@@ -524,9 +572,9 @@ pub(crate) fn hit(
     Ok(pb::TraceHit {
         kind: reach_kind(e.kind).into(),
         txid: txid.to_string(),
-        vout: row.vout,
+        vout,
         height: height.0,
-        address: index.address_string(row.addr)?,
+        address: index.address_string(addr)?,
         cluster_id,
         hop: e.hop,
         amount: e.amount,

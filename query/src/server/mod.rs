@@ -17,6 +17,7 @@
 
 mod addresses;
 mod admission;
+mod batched;
 mod chain;
 mod clusters;
 mod limits;

@@ -1,18 +1,21 @@
 //! `satflow.v1.Taint`: each trace runs on a low-priority thread of its
 //! own (it may walk millions of transactions; `niced`) and streams its
-//! hits through a bounded channel, so a slow reader slows the trace rather
-//! than filling memory, and a reader that goes away stops it.
+//! hits in batches (`batched`) through a bounded channel, so a slow reader
+//! slows the trace rather than filling memory, and a reader that goes away
+//! stops it.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use prost::Message;
 use rustc_hash::FxHashMap;
 use satflow_indexer::flow::Flow;
 use satflow_proto::v1 as pb;
 use satflow_schema::AddrId;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use super::batched::{self, Batch, Batched};
 use super::limits::{deadline_exceeded, Deadline, Place};
 use super::niced::NicedPool;
 use super::shared::Shared;
@@ -50,7 +53,18 @@ pub struct TraceBounds {
 /// Clusters listed in a summary.
 const SUMMARY_CLUSTERS: usize = 1000;
 /// How long a stream waits for a caller that stopped reading it.
-pub(super) const STALLED: std::time::Duration = std::time::Duration::from_secs(30);
+pub(super) const STALLED: Duration = Duration::from_secs(30);
+/// Hits are sent to the caller in batches of about this many encoded
+/// bytes (an HTTP/2 frame's worth): large enough that the stream's task
+/// wakes once for many hits, small enough that the other answers on the
+/// same connection do not queue behind a trace's.
+const BATCH_BYTES: usize = 16 * 1024;
+/// A batch is held back not much longer than this (the walk asks its sink
+/// every few thousand transactions), so that a trace that finds few hits
+/// still streams them as it goes.
+const BATCH_WAIT: Duration = Duration::from_millis(20);
+/// Batches waiting for the caller: about 64 KiB of hits.
+const BATCHES_QUEUED: usize = 4;
 
 pub struct TaintService {
     shared: Arc<Shared>,
@@ -100,11 +114,11 @@ impl Slots {
     }
 }
 
-type Events = mpsc::Sender<Result<pb::TraceEvent, Status>>;
+type Events = mpsc::Sender<Batch<Result<pb::TraceEvent, Status>>>;
 
 #[tonic::async_trait]
 impl pb::taint_server::Taint for TaintService {
-    type TraceStream = ReceiverStream<Result<pb::TraceEvent, Status>>;
+    type TraceStream = Batched<Result<pb::TraceEvent, Status>>;
 
     async fn trace(
         &self,
@@ -131,7 +145,7 @@ impl pb::taint_server::Taint for TaintService {
             })
             .await?
             .into_inner();
-        let (tx, rx) = mpsc::channel(256);
+        let (tx, stream) = batched::channel(BATCHES_QUEUED);
         let shared = Arc::clone(&self.shared);
         self.slots.threads.spawn(move || {
             let _held = place;
@@ -154,7 +168,7 @@ impl pb::taint_server::Taint for TaintService {
                 send_error(&tx, internal(format_args!("a trace panicked")));
             }
         });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(stream))
     }
 }
 
@@ -201,28 +215,33 @@ fn run_trace(
         labels: index.label_index(),
         hits: trace::Hits::default(),
         clusters: FxHashMap::default(),
-        by_label: FxHashMap::default(),
+        batch: Vec::new(),
+        batch_bytes: 0,
+        batch_since: Instant::now(),
     };
     let (totals, end) = trace_with(policy, g, direction, sources, &limits, &mut sink)
         .expect("parse refuses policies without a reading in the direction");
     let max_txs = limits.max_txs;
     drop(limits);
     drop(slot);
+    // The hits found before the end, or before a failure.
+    sink.flush();
     if let Some(status) = sink.failed.take().or(rule.failure().map(Status::from)) {
         return send_error(tx, status);
     }
+    let by_label = sink.hits.by_label(&sink.labels);
     let summary = summary(
         &totals,
         end == End::Complete,
         g.tip_height(),
         sink.clusters,
-        sink.by_label,
+        by_label,
     );
     send(
         tx,
-        Ok(pb::TraceEvent {
+        vec![Ok(pb::TraceEvent {
             event: Some(pb::trace_event::Event::Summary(summary)),
-        }),
+        })],
     );
     match end {
         End::Complete => {}
@@ -240,18 +259,38 @@ fn run_trace(
 }
 
 fn send_error(tx: &Events, status: Status) {
-    send(tx, Err(status));
+    send(tx, vec![Err(status)]);
 }
 
-/// Sends from a blocking thread, giving up on a caller that stopped
-/// reading for `STALLED`; false when the item was not sent.
-fn send(tx: &Events, item: Result<pb::TraceEvent, Status>) -> bool {
+/// How a send from a trace's thread ended.
+enum Sent {
+    /// In the caller's queue.
+    Queued,
+    /// The caller went away.
+    Closed,
+    /// The caller stopped reading for `STALLED`.
+    Stalled,
+}
+
+/// Sends from a blocking thread, waiting only when the caller's queue is
+/// full, and then giving up on a caller that stopped reading for
+/// `STALLED`.
+fn send(tx: &Events, batch: Batch<Result<pb::TraceEvent, Status>>) -> Sent {
+    let batch = match tx.try_send(batch) {
+        Ok(()) => return Sent::Queued,
+        Err(mpsc::error::TrySendError::Closed(_)) => return Sent::Closed,
+        Err(mpsc::error::TrySendError::Full(batch)) => batch,
+    };
     let sent = tokio::runtime::Handle::current()
-        .block_on(async { tokio::time::timeout(STALLED, tx.send(item)).await });
-    if sent.is_err() {
-        tracing::warn!("a trace's caller stopped reading for {STALLED:?}: trace ended");
+        .block_on(async { tokio::time::timeout(STALLED, tx.send(batch)).await });
+    match sent {
+        Ok(Ok(())) => Sent::Queued,
+        Ok(Err(_)) => Sent::Closed,
+        Err(_) => {
+            tracing::warn!("a trace's caller stopped reading for {STALLED:?}: trace ended");
+            Sent::Stalled
+        }
     }
-    matches!(sent, Ok(Ok(())))
 }
 
 fn parse(
@@ -307,11 +346,34 @@ struct StreamSink<'a> {
     /// Address numbers below this have cluster ids.
     cover: AddrId,
     labels: Arc<LabelIndex>,
-    /// The clusters hit so far (see `trace::Hits`).
+    /// The clusters hit so far and what ended in them (see `trace::Hits`).
     hits: trace::Hits,
     clusters: FxHashMap<u64, u64>,
-    /// (label, category) → amount.
-    by_label: FxHashMap<(String, String), u64>,
+    /// Hits not sent yet, their encoded size, and since when the first of
+    /// them waits.
+    batch: Batch<Result<pb::TraceEvent, Status>>,
+    batch_bytes: usize,
+    batch_since: Instant,
+}
+
+impl StreamSink<'_> {
+    /// Sends the hits held back; false when the caller is gone or stalled.
+    fn flush(&mut self) -> bool {
+        if self.batch.is_empty() {
+            return true;
+        }
+        let batch = std::mem::take(&mut self.batch);
+        self.batch_bytes = 0;
+        // A caller that stops reading holds its trace only so long.
+        match send(self.events, batch) {
+            Sent::Queued => true,
+            Sent::Closed => false,
+            Sent::Stalled => {
+                self.expired = self.deadline.expired();
+                false
+            }
+        }
+    }
 }
 
 impl Sink for StreamSink<'_> {
@@ -334,36 +396,27 @@ impl Sink for StreamSink<'_> {
             if let Some(c) = hit.cluster_id {
                 *self.clusters.entry(c).or_default() += e.amount;
             }
-            let mut seen = std::collections::BTreeSet::new();
-            for l in &hit.labels {
-                if seen.insert((&l.label, &l.category)) {
-                    *self
-                        .by_label
-                        .entry((l.label.clone(), l.category.clone()))
-                        .or_default() += e.amount;
-                }
-            }
+        }
+        if self.batch.is_empty() {
+            self.batch_since = Instant::now();
         }
         let event = pb::TraceEvent {
             event: Some(pb::trace_event::Event::Hit(hit)),
         };
-        // A caller that stops reading holds its trace only so long.
-        let sent = tokio::runtime::Handle::current()
-            .block_on(async { tokio::time::timeout(STALLED, self.events.send(Ok(event))).await });
-        match sent {
-            Ok(Ok(())) => self.alive(),
-            Ok(Err(_)) => false,
-            Err(_) => {
-                tracing::warn!("a trace's caller stopped reading for {STALLED:?}: trace ended");
-                self.expired = self.deadline.expired();
-                false
-            }
+        self.batch_bytes += event.encoded_len();
+        self.batch.push(Ok(event));
+        if self.batch_bytes >= BATCH_BYTES && !self.flush() {
+            return false;
         }
+        self.alive()
     }
 
     fn alive(&mut self) -> bool {
         if self.deadline.expired() {
             self.expired = true;
+            return false;
+        }
+        if !self.batch.is_empty() && self.batch_since.elapsed() >= BATCH_WAIT && !self.flush() {
             return false;
         }
         !self.events.is_closed()
