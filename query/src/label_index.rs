@@ -248,18 +248,38 @@ impl LabelIndex {
     /// `categories`. Reads every labelled cluster's distinct labels, unless
     /// nothing is asked (a trace without stop labels: most of them).
     pub fn clusters_with(&self, names: &[String], categories: &[Category]) -> Vec<ClusterKey> {
-        if names.is_empty() && categories.is_empty() {
-            return Vec::new();
-        }
-        (0..self.clusters.len())
-            .filter(|&i| {
-                self.carried_in(i).iter().any(|d| {
-                    let l = &self.members[d.first].1;
-                    names.contains(&l.label) || categories.contains(&l.category)
-                })
-            })
+        self.clusters_carrying(names, categories).collect()
+    }
+
+    /// `clusters_with` as it finds them, for a caller that takes only the
+    /// first few.
+    pub(crate) fn clusters_carrying<'s>(
+        &'s self,
+        names: &'s [String],
+        categories: &'s [Category],
+    ) -> impl Iterator<Item = ClusterKey> + 's {
+        let asked = !names.is_empty() || !categories.is_empty();
+        let clusters = if asked { self.clusters.len() } else { 0 };
+        (0..clusters)
+            .filter(move |&i| self.carries_in(i, names, categories))
             .map(|i| self.clusters[i].0)
-            .collect()
+    }
+
+    /// Whether cluster `c` carries a label named in `names` or of a
+    /// category in `categories`: a lookup, where `clusters_with` reads
+    /// every labelled cluster.
+    pub(crate) fn carries(&self, c: ClusterKey, names: &[String], categories: &[Category]) -> bool {
+        self.clusters
+            .binary_search_by_key(&c, |(id, _)| *id)
+            .is_ok_and(|i| self.carries_in(i, names, categories))
+    }
+
+    /// `carries` for the `i`th cluster.
+    fn carries_in(&self, i: usize, names: &[String], categories: &[Category]) -> bool {
+        self.carried_in(i).iter().any(|d| {
+            let l = &self.members[d.first].1;
+            names.contains(&l.label) || categories.contains(&l.category)
+        })
     }
 
     /// No address the index has seen carries a label.
@@ -726,6 +746,17 @@ mod tests {
             [ClusterKey(3), ClusterKey(20)]
         );
         assert!(index.clusters_with(&[], &[]).is_empty());
+        // Asked of one cluster, as a trace asks of each coin's.
+        let carries = |c: u64, names: &[&str], categories: &[Category]| {
+            let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+            index.carries(ClusterKey(c), &names, categories)
+        };
+        assert!(carries(3, &["Desk"], &[]) && carries(3, &[], &[Category::Mixer]));
+        assert!(carries(20, &["Nope", "Mix"], &[]) && carries(20, &[], &[Category::Mixer]));
+        assert!(!carries(20, &["Desk"], &[Category::Exchange]));
+        assert!(!carries(3, &[], &[]) && !carries(3, &["Nope"], &[Category::Scam]));
+        // Not a labelled cluster.
+        assert!(!carries(4, &["Desk"], &[Category::Exchange]));
     }
 
     /// A carrier's address is made once, then remembered; moved on past

@@ -4,6 +4,8 @@
 //! index does, in plain `u64`s: the typed ids are unwrapped and rewrapped
 //! at this edge.
 
+use std::sync::Arc;
+
 use bitcoin::Txid;
 use rustc_hash::{FxHashMap, FxHashSet};
 use satflow_indexer::cluster::view;
@@ -196,14 +198,26 @@ pub(crate) fn cluster_coins(
 pub(crate) struct Stops {
     addresses: FxHashSet<u64>,
     clusters: FxHashSet<ClusterKey>,
+    /// The labels and categories named, when their clusters were not
+    /// listed: each coin's cluster is asked whether it carries one, rather
+    /// than every labelled cluster read into a set (an exchange category
+    /// may be carried by millions).
+    carrying: Option<Carrying>,
     /// Addresses below this have cluster rows.
     cover: AddrId,
+}
+
+/// Stop labels and categories, and the label index to ask.
+struct Carrying {
+    labels: Arc<LabelIndex>,
+    names: Vec<String>,
+    categories: Vec<Category>,
 }
 
 impl Stops {
     /// Whether taint stops nowhere.
     pub(crate) fn is_empty(&self) -> bool {
-        self.addresses.is_empty() && self.clusters.is_empty()
+        self.addresses.is_empty() && self.clusters.is_empty() && self.carrying.is_none()
     }
 
     /// The rule a trace asks, reading the cluster of each address reached
@@ -213,7 +227,13 @@ impl Stops {
             store,
             cover: self.cover,
             addresses: self.addresses,
-            clusters: Clusters::Named(self.clusters),
+            clusters: match self.carrying {
+                None => Clusters::Named(self.clusters),
+                Some(carrying) => Clusters::Carrying {
+                    named: self.clusters,
+                    carrying,
+                },
+            },
             memo: FxHashMap::default(),
             failed: None,
         }
@@ -234,13 +254,15 @@ pub(crate) fn stops(index: &Index, r: &pb::TraceRequest, max_listed: u64) -> Res
     let mut stops = Stops {
         addresses: FxHashSet::default(),
         clusters: FxHashSet::default(),
+        carrying: None,
         cover: built::cover_or_none(index.store())?,
     };
-    stops.clusters.extend(
-        index
-            .label_index()
-            .clusters_with(&r.stop_labels, &categories),
-    );
+    // The clusters carrying the labels named, when few enough to list.
+    let labels = index.label_index();
+    let carrying: Vec<ClusterKey> = labels
+        .clusters_carrying(&r.stop_labels, &categories)
+        .take(SIZED + 1)
+        .collect();
     if !r.stop_cluster_ids.is_empty() {
         let built = Built::read(index.store())?;
         for (i, &c) in r.stop_cluster_ids.iter().enumerate() {
@@ -254,10 +276,22 @@ pub(crate) fn stops(index: &Index, r: &pb::TraceRequest, max_listed: u64) -> Res
         let key = args::address(&format!("stop_addresses[{i}]"), a, index.network())?;
         stops.addresses.extend(index.address_id(&key)?.map(|a| a.0));
     }
-    let clusters: Vec<ClusterKey> = stops.clusters.iter().copied().collect();
-    if let Some(members) = listed(index.store(), stops.cover, &clusters, max_listed)? {
-        stops.addresses.extend(members);
-        stops.clusters.clear();
+    if carrying.len() <= SIZED {
+        let mut clusters = stops.clusters.clone();
+        clusters.extend(carrying);
+        let clusters: Vec<ClusterKey> = clusters.into_iter().collect();
+        if let Some(members) = listed(index.store(), stops.cover, &clusters, max_listed)? {
+            stops.addresses.extend(members);
+            stops.clusters.clear();
+            return Ok(stops);
+        }
+    }
+    if !r.stop_labels.is_empty() || !categories.is_empty() {
+        stops.carrying = Some(Carrying {
+            labels,
+            names: r.stop_labels.clone(),
+            categories,
+        });
     }
     Ok(stops)
 }
@@ -324,6 +358,12 @@ pub(crate) struct StopRule<'a> {
 /// The clusters a `StopRule` stops at.
 enum Clusters<'a> {
     Named(FxHashSet<ClusterKey>),
+    /// Those named, and those carrying a label of `names` or a category of
+    /// `categories`.
+    Carrying {
+        named: FxHashSet<ClusterKey>,
+        carrying: Carrying,
+    },
     /// Every cluster carrying a label, except `own`.
     Labelled {
         labels: &'a LabelIndex,
@@ -369,6 +409,9 @@ impl<'a> StopRule<'a> {
     fn stops_in(&self, c: ClusterKey) -> bool {
         match &self.clusters {
             Clusters::Named(set) => set.contains(&c),
+            Clusters::Carrying { named, carrying: k } => {
+                named.contains(&c) || k.labels.carries(c, &k.names, &k.categories)
+            }
             Clusters::Labelled { labels, own } => {
                 Some(c) != *own && !labels.of_cluster(c).is_empty()
             }
@@ -379,6 +422,9 @@ impl<'a> StopRule<'a> {
     fn no_clusters(&self) -> bool {
         match &self.clusters {
             Clusters::Named(set) => set.is_empty(),
+            Clusters::Carrying { named, carrying } => {
+                named.is_empty() && carrying.labels.is_empty()
+            }
             Clusters::Labelled { labels, .. } => labels.is_empty(),
         }
     }

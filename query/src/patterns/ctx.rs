@@ -2,9 +2,10 @@
 //! which addresses each block saw first, and which clusters are exchanges.
 
 use std::ops::Range;
+use std::sync::Arc;
 
 use bitcoin::BlockHash;
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 use satflow_indexer::cluster::{CoinJoin, Heuristics};
 use satflow_indexer::flow::FlowView;
 use satflow_indexer::labels::Category;
@@ -14,6 +15,9 @@ use super::Params;
 use crate::built;
 use crate::error::Result;
 use crate::index::Index;
+use crate::label_index::LabelIndex;
+
+const EXCHANGE: [Category; 1] = [Category::Exchange];
 
 /// What the detectors read, with the lookups they repeat remembered.
 pub(super) struct Ctx<'a> {
@@ -24,8 +28,10 @@ pub(super) struct Ctx<'a> {
     /// are given at first sight, in chain order, so an address below it
     /// was used before the block and one at or above it is fresh there.
     first_new: FxHashMap<u32, u64>,
-    /// Clusters an imported label calls an exchange.
-    exchanges: FxHashSet<ClusterKey>,
+    /// The labels, when exchanges are asked for and some cluster carries
+    /// an exchange's: each address's cluster is asked of them, rather than
+    /// every exchange cluster read into a set first.
+    exchanges: Option<Arc<LabelIndex>>,
     holders: FxHashMap<AddrId, ClusterKey>,
     cover: AddrId,
 }
@@ -40,13 +46,8 @@ impl<'a> Ctx<'a> {
             params,
             index,
             first_new: FxHashMap::default(),
-            exchanges: match exchanges {
-                true => labels
-                    .clusters_with(&[], &[Category::Exchange])
-                    .into_iter()
-                    .collect(),
-                false => FxHashSet::default(),
-            },
+            exchanges: Some(Arc::clone(&labels))
+                .filter(|l| exchanges && l.clusters_carrying(&[], &EXCHANGE).next().is_some()),
             holders: FxHashMap::default(),
             cover: labels.cover(),
         }
@@ -91,7 +92,7 @@ impl<'a> Ctx<'a> {
 
     /// Whether some exchange is known (by imported labels).
     pub fn knows_exchanges(&self) -> bool {
-        !self.exchanges.is_empty()
+        self.exchanges.is_some()
     }
 
     /// Whether address `a` is in a cluster labelled an exchange.
@@ -104,6 +105,9 @@ impl<'a> Ctx<'a> {
                 h
             }
         };
-        Ok(self.exchanges.contains(&holder))
+        Ok(self
+            .exchanges
+            .as_ref()
+            .is_some_and(|l| l.carries(holder, &[], &EXCHANGE)))
     }
 }
