@@ -245,8 +245,9 @@ impl LabelIndex {
     }
 
     /// Clusters carrying a label named in `names` or of a category in
-    /// `categories`. Reads every labelled cluster's distinct labels, unless
-    /// nothing is asked (a trace without stop labels: most of them).
+    /// `categories`. Reads every labelled cluster's distinct labels (unless
+    /// nothing is asked): for a set built once, as the watch evaluator's;
+    /// a request asks `carries` of the clusters it meets instead.
     pub fn clusters_with(&self, names: &[String], categories: &[Category]) -> Vec<ClusterKey> {
         self.clusters_carrying(names, categories).collect()
     }
