@@ -72,12 +72,22 @@ impl ArrayFile {
     }
 
     pub fn push(&mut self, words: &[u64]) -> Result<()> {
-        self.reserve(self.len + words.len())?;
-        for (i, w) in words.iter().enumerate() {
-            self.set(self.len + i, *w);
-        }
-        self.len += words.len();
+        self.extend(words.len())?.copy_from_slice(words);
         Ok(())
+    }
+
+    /// `words` more words in use, returned to be written in place (each
+    /// word native-endian, as `set` writes it).
+    pub fn extend(&mut self, words: usize) -> Result<&mut [u64]> {
+        let start = self.len;
+        self.reserve(start + words)?;
+        self.len += words;
+        let bytes = &mut self.map[start * 8..self.len * 8];
+        // SAFETY: any bit pattern is a valid u64; the map is page-aligned
+        // and `start * 8` a multiple of 8, so the prefix is empty (checked).
+        let (prefix, words, _) = unsafe { bytes.align_to_mut::<u64>() };
+        assert!(prefix.is_empty(), "mappings are page-aligned");
+        Ok(words)
     }
 
     /// The bytes of `words`, to write in place (each word native-endian,

@@ -21,6 +21,7 @@
 //! (see `update`).
 
 mod files;
+mod room;
 mod update;
 
 use std::ops::Range;
@@ -30,7 +31,9 @@ use anyhow::{bail, Context, Result};
 use bitcoin::hashes::Hash;
 use bitcoin::BlockHash;
 use memmap2::Mmap;
+use satflow_schema::{AddrId, OutNum, TxNum};
 
+pub use room::{Room, Shape};
 pub use update::{set_spenders, update, Appender};
 
 /// Subdirectory of the database directory.
@@ -58,6 +61,33 @@ const BLOCK_WORDS: usize = 5;
 const TX_WORDS: usize = 2;
 const INPUT_WORDS: usize = 2;
 const OUTPUT_WORDS: usize = 3;
+
+/// A block's entry: its first tx, then its hash.
+fn block_entry(first_tx: TxNum, hash: &BlockHash) -> [u64; BLOCK_WORDS] {
+    let mut entry = [first_tx.0; BLOCK_WORDS];
+    for (word, bytes) in entry[1..]
+        .iter_mut()
+        .zip(hash.as_byte_array().chunks_exact(8))
+    {
+        *word = u64::from_le_bytes(bytes.try_into().expect("8 bytes"));
+    }
+    entry
+}
+
+/// A tx's entry: its first input's index into `inputs`, its first output.
+fn tx_entry(first_input: u64, first_output: OutNum) -> [u64; TX_WORDS] {
+    [first_input, first_output.0]
+}
+
+/// An input's entry: the output it spends, and that output's value.
+fn input_entry(spent: OutNum, value: u64) -> [u64; INPUT_WORDS] {
+    [spent.0, value]
+}
+
+/// An output's entry, unspent.
+fn output_entry(value: u64, addr: Option<AddrId>) -> [u64; OUTPUT_WORDS] {
+    [value, NONE, addr.map_or(NONE, |a| a.0)]
+}
 
 /// The `tip` file: what the arrays hold, written last (by rename) so that
 /// it only ever names complete entries.

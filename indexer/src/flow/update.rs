@@ -12,7 +12,7 @@
 //!   recorded outputs, marks them, syncs the arrays and then writes the
 //!   tip (by rename). `update` checkpoints every `batch_bytes` of blk
 //!   data, the bulk path after each epoch. The bulk path's inputs record
-//!   no mark (`bulk_input`): `set_spenders` marks them all from `spends`
+//!   no mark (`Appender::room`): `set_spenders` marks them all from `spends`
 //!   at the run's end, each word naming a tx below the tip.
 //! - `undo_to_fork` journals the outputs to unmark, lowers the tip, then
 //!   unmarks them and syncs.
@@ -34,6 +34,8 @@ use rayon::prelude::*;
 use satflow_schema::{cf, AddrId, Height, OutNum, TxNum};
 
 use super::files::ArrayFile;
+use super::room::{Room, Shape};
+use super::{block_entry, input_entry, output_entry, tx_entry};
 use super::{
     spender_tx, spender_word, Tip, BLOCK_WORDS, DIR, FILES, INPUT_WORDS, NONE, OUTPUT_WORDS,
     TX_WORDS,
@@ -267,18 +269,12 @@ impl Appender {
     }
 
     pub fn block(&mut self, first_tx: TxNum, hash: &BlockHash) -> Result<()> {
-        let mut row = vec![first_tx.0];
-        row.extend(
-            hash.as_byte_array()
-                .chunks_exact(8)
-                .map(|c| u64::from_le_bytes(c.try_into().expect("8"))),
-        );
-        self.a.blocks.push(&row)
+        self.a.blocks.push(&block_entry(first_tx, hash))
     }
 
     pub fn tx(&mut self, first_output: OutNum) -> Result<()> {
         let first_input = (self.a.inputs.len() / INPUT_WORDS) as u64;
-        self.a.txs.push(&[first_input, first_output.0])
+        self.a.txs.push(&tx_entry(first_input, first_output))
     }
 
     /// Input `vin` of `tx` spends `spent`: one of the graph's outputs, which
@@ -299,26 +295,32 @@ impl Appender {
             }
             true => outside()?,
         };
-        self.a.inputs.push(&[spent.0, value])
-    }
-
-    /// An input of a bulk run's epoch: it spends `spent`, one of the
-    /// graph's outputs, worth `value`. Its mark is left to `set_spenders`
-    /// at the run's end, in output order: marks made at each checkpoint
-    /// write back a page of `outputs` for every page holding a coin the
-    /// epoch spends (1.3 M pages, 5.4 GB, over the 4 GB generated chain's
-    /// 118 epochs, for a 528 MB file; at mainnet's size terabytes).
-    pub fn bulk_input(&mut self, spent: OutNum, value: u64) -> Result<()> {
-        if spent.is_outside() {
-            bail!("{spent}: a coin from before the index's start in a bulk run");
-        }
-        self.a.inputs.push(&[spent.0, value])
+        self.a.inputs.push(&input_entry(spent, value))
     }
 
     pub fn output(&mut self, value: u64, addr: Option<AddrId>) -> Result<()> {
-        self.a
-            .outputs
-            .push(&[value, NONE, addr.map_or(NONE, |a| a.0)])
+        self.a.outputs.push(&output_entry(value, addr))
+    }
+
+    /// Room for a bulk run's epoch of `shape`, appended after what the
+    /// graph holds, for its workers to write in parallel. Its inputs
+    /// record no spender mark: `set_spenders` makes them all at the run's
+    /// end, in output order, where marks made at each checkpoint would
+    /// write back a page of `outputs` for every page holding a coin the
+    /// epoch spends (1.3 M pages, 5.4 GB, over the 4 GB generated chain's
+    /// 118 epochs, for a 528 MB file; at mainnet's size terabytes).
+    pub fn room(&mut self, shape: Shape) -> Result<Room<'_>> {
+        let first_input = (self.a.inputs.len() / INPUT_WORDS) as u64;
+        let a = &mut self.a;
+        Ok(Room::new(
+            first_input,
+            [
+                a.blocks.extend(shape.blocks * BLOCK_WORDS)?,
+                a.txs.extend(shape.txs * TX_WORDS)?,
+                a.inputs.extend(shape.inputs * INPUT_WORDS)?,
+                a.outputs.extend(shape.outputs * OUTPUT_WORDS)?,
+            ],
+        ))
     }
 
     /// Makes what was appended durable and visible to readers; a crash
@@ -363,7 +365,7 @@ const MARK_WINDOW: usize = 8 << 20;
 
 /// Marks every output of the graph that `spends` says is spent, in output
 /// ranges on every worker, each writing its own stretch of `outputs`: the
-/// end of a bulk run, whose inputs went in unmarked (`bulk_input`). Words
+/// end of a bulk run, whose inputs went in unmarked (`Appender::room`). Words
 /// name txs below both the graph's tip and the index's, as the journal's
 /// rule wants; setting one twice is harmless, so a run killed part way is
 /// finished by doing it again. Nothing without a graph.
@@ -789,5 +791,83 @@ mod tests {
         append(&mut g, &fork[25..]);
         g.finish().unwrap();
         assert_eq!(snapshot(dir.path()), snapshot(built(&fork).path()));
+    }
+
+    /// How many entries `blocks` add to the graph.
+    fn shape(blocks: &[TestBlock]) -> Shape {
+        let txs = blocks.iter().flat_map(|b| &b.txs);
+        Shape {
+            blocks: blocks.len(),
+            txs: txs.clone().count(),
+            inputs: txs.clone().map(|(ins, _)| ins.len()).sum(),
+            outputs: txs.map(|(_, outs)| outs.len()).sum(),
+        }
+    }
+
+    /// A bulk run's epochs, each written through a room cut into parts of
+    /// consecutive blocks, the parts written last to first: the graph of
+    /// the same blocks appended entry by entry, its spender marks aside
+    /// (`set_spenders` makes those at the end of a bulk run).
+    #[test]
+    fn epochs_written_in_parts_through_rooms_equal_entries_appended_one_by_one() {
+        let blocks = chain(40, 40, 0);
+        let values: Vec<u64> = blocks
+            .iter()
+            .flat_map(|b| &b.txs)
+            .flat_map(|(_, outs)| outs.iter().copied())
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let mut g = empty(dir.path());
+        for epoch in [&blocks[..13], &blocks[13..]] {
+            let cuts = [0, epoch.len() / 3, epoch.len() / 2, epoch.len()];
+            let parts: Vec<&[TestBlock]> = cuts.windows(2).map(|w| &epoch[w[0]..w[1]]).collect();
+            let shapes: Vec<Shape> = parts.iter().map(|p| shape(p)).collect();
+            // Where each part's txs and outputs start.
+            let (mut tx, mut output) = g.next();
+            let mut starts = Vec::new();
+            for s in &shapes {
+                starts.push((tx, output));
+                tx = TxNum(tx.0 + s.txs as u64);
+                output = OutNum(output.0 + s.outputs as u64);
+            }
+            let rooms = g.room(shape(epoch)).unwrap().split(&shapes);
+            for ((mut room, part), (mut tx, mut output)) in
+                rooms.into_iter().zip(parts).zip(starts).rev()
+            {
+                for b in part {
+                    room.block(tx, &b.hash);
+                    for (ins, outs) in &b.txs {
+                        room.tx(output);
+                        for &spent in ins {
+                            room.input(OutNum(spent), values[spent as usize]).unwrap();
+                        }
+                        for &value in outs {
+                            room.output(value, Some(AddrId(value % 7)));
+                        }
+                        tx = TxNum(tx.0 + 1);
+                        output = OutNum(output.0 + outs.len() as u64);
+                    }
+                }
+                assert!(room.full());
+            }
+            g.checkpoint().unwrap();
+        }
+        g.finish().unwrap();
+
+        let (tip, mut arrays) = snapshot(dir.path());
+        let (want_tip, mut want) = snapshot(built(&blocks).path());
+        assert_eq!(tip, want_tip);
+        // Outputs' spender words: marked in the one, not in the other.
+        let spenders = |outputs: &mut Vec<u8>| -> usize {
+            let mut marked = 0;
+            for entry in outputs.chunks_exact_mut(OUTPUT_WORDS * 8) {
+                marked += usize::from(entry[8..16] != NONE.to_ne_bytes());
+                entry[8..16].copy_from_slice(&[0; 8]);
+            }
+            marked
+        };
+        assert_eq!(spenders(&mut arrays[3]), 0);
+        assert!(spenders(&mut want[3]) > 0);
+        assert_eq!(arrays, want);
     }
 }

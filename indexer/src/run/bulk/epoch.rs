@@ -20,7 +20,7 @@ use super::addrs::{AddrMap, Numbered};
 use super::coins::{Coin, CoinKey, Coins, Want};
 use crate::chain::Node;
 use crate::cluster::{self, Heuristics, Spent, TxView};
-use crate::flow::Appender;
+use crate::flow::{Appender, Shape};
 use crate::parse::{ParsedBlock, ParsedTx};
 use crate::ranges;
 use crate::run::pipeline::Committed;
@@ -106,6 +106,26 @@ impl<'a> Layout<'a> {
     fn outputs(&self) -> usize {
         *self.block_outputs.last().expect("one past the last block")
     }
+
+    /// The position among the epoch's inputs of tx `i`'s first input (the
+    /// epoch's input count for one past the last tx).
+    fn first_input(&self, i: usize) -> usize {
+        self.txs.get(i).map_or_else(
+            || self.txs.last().map_or(0, |t| t.inputs().end),
+            |t| t.first_input,
+        )
+    }
+
+    /// How many entries blocks `blocks` add to the flow graph.
+    fn shape(&self, blocks: &Range<usize>) -> Shape {
+        let txs = self.block_txs[blocks.start]..self.block_txs[blocks.end];
+        Shape {
+            blocks: blocks.len(),
+            txs: txs.len(),
+            inputs: self.first_input(txs.end) - self.first_input(txs.start),
+            outputs: self.block_outputs[blocks.end] - self.block_outputs[blocks.start],
+        }
+    }
 }
 
 /// The batches an epoch's rows are built in, kept from one epoch to the
@@ -186,10 +206,10 @@ pub(super) fn build(
     let (address_parts, last) = rest.split_at_mut(chunks);
     block_parts
         .par_iter_mut()
-        .zip(groups)
+        .zip(&groups)
         .try_for_each(|(batch, group)| {
             group
-                .into_iter()
+                .clone()
                 .try_for_each(|b| block_rows(b, blocks, &layout, &numbered, &spent, batch))
         })?;
     new_addresses(&numbered.new, ids.addr, address_parts);
@@ -211,7 +231,7 @@ pub(super) fn build(
         );
     }
     if let Some(graph) = derived.graph {
-        append_flow(graph, blocks, &layout, &numbered, &spent)?;
+        append_flow(graph, blocks, &layout, &groups, &numbered, &spent)?;
         // A kill costs at most this epoch of the graph.
         graph.checkpoint()?;
     }
@@ -433,30 +453,40 @@ fn links(
 }
 
 /// The epoch's blocks, txs, inputs and outputs in the flow graph, from
-/// memory rather than read back from the rows; the coins' spenders are
-/// marked at the run's end (`flow::set_spenders`).
+/// memory rather than read back from the rows, each group of blocks
+/// written on a worker of its own; the coins' spenders are marked at the
+/// run's end (`flow::set_spenders`).
 fn append_flow(
     graph: &mut Appender,
     blocks: &[(Node, ParsedBlock)],
     layout: &Layout,
+    groups: &[Range<usize>],
     numbered: &Numbered,
     spent: &[Coin],
 ) -> Result<()> {
-    let mut block = None;
-    for t in &layout.txs {
-        if block != Some(t.block) {
-            block = Some(t.block);
-            graph.block(t.num, &blocks[t.block].1.hash)?;
-        }
-        graph.tx(layout.output(t.first_output))?;
-        for coin in &spent[t.inputs()] {
-            graph.bulk_input(coin.output, coin.value)?;
-        }
-        for (vout, out) in t.tx.outputs.iter().enumerate() {
-            graph.output(out.value, numbered.ids[t.first_output + vout])?;
-        }
-    }
-    Ok(())
+    let shapes: Vec<Shape> = groups.iter().map(|g| layout.shape(g)).collect();
+    let whole = layout.shape(&(0..blocks.len()));
+    let parts = graph.room(whole)?.split(&shapes);
+    parts
+        .into_par_iter()
+        .zip(groups)
+        .try_for_each(|(mut room, group)| {
+            for b in group.clone() {
+                let first_tx = layout.ids.tx + layout.block_txs[b] as u64;
+                room.block(first_tx, &blocks[b].1.hash);
+                for t in &layout.txs[layout.block_txs[b]..layout.block_txs[b + 1]] {
+                    room.tx(layout.output(t.first_output));
+                    for coin in &spent[t.inputs()] {
+                        room.input(coin.output, coin.value)?;
+                    }
+                    for (vout, out) in t.tx.outputs.iter().enumerate() {
+                        room.output(out.value, numbered.ids[t.first_output + vout]);
+                    }
+                }
+            }
+            debug_assert!(room.full(), "a group's entries fill its part");
+            Ok(())
+        })
 }
 
 /// The `meta::Overwritten` rows of the coins the epoch's coinbases
