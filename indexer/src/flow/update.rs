@@ -9,11 +9,12 @@
 //! Both are journalled first, in `dirty` (the output numbers, u64 LE,
 //! replaced by rename and synced):
 //! - `input` only records the mark; `Appender::checkpoint` journals the
-//!   recorded outputs (when there are any), marks them, syncs the arrays and then writes the
-//!   tip (by rename). `update` checkpoints every `batch_bytes` of blk
-//!   data, the bulk path after each epoch. The bulk path's inputs record
-//!   no mark (`Appender::room`): `set_spenders` marks them all from `spends`
-//!   at the run's end, each word naming a tx below the tip.
+//!   recorded outputs (when there are any), marks them, syncs the arrays
+//!   and then writes the tip (by rename). `update` checkpoints every
+//!   `batch_bytes` of blk data, the bulk path after each epoch. The bulk
+//!   path's inputs record no mark (`Appender::room`): `set_spenders` marks
+//!   them all from `spends` at the run's end, each word naming a tx below
+//!   the tip.
 //! - `undo_to_fork` journals the outputs to unmark, lowers the tip, then
 //!   unmarks them and syncs.
 //!
