@@ -232,8 +232,7 @@ pub(super) fn build(
     }
     if let Some(graph) = derived.graph {
         append_flow(graph, blocks, &layout, &groups, &numbered, &spent)?;
-        // A kill costs at most this epoch of the graph.
-        graph.checkpoint()?;
+        graph.checkpoint_behind()?;
     }
     let links = match derived.heuristics {
         None => Vec::new(),

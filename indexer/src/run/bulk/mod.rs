@@ -107,8 +107,8 @@ pub(super) fn apply_chain(
     // From here on no txid repeats while an earlier output of it is
     // unspent: the unspent-output map may go to disk (see `coins`).
     let bip34 = summary.network.map_or(u32::MAX, |n| n.bip34_height());
-    // Appended from each epoch in memory and checkpointed after it (in
-    // `epoch`): a run that fails leaves the next to go on from there.
+    // Appended from each epoch in memory and checkpointed an epoch behind
+    // (in `epoch`): a run that fails leaves the next to go on from there.
     let mut graph = opts
         .flow
         .then(|| flow::Appender::create(store))
