@@ -377,7 +377,7 @@ impl Appender {
             self.durable = covered;
         }
         for ((f, from), to) in self.a.files().into_iter().zip(self.durable).zip(lens) {
-            f.start_writeback(from..to)?;
+            f.start_writeback(from..to);
         }
         self.behind = Some((self.a.tip(self.base), lens));
         Ok(())
