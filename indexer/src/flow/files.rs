@@ -117,8 +117,8 @@ impl ArrayFile {
     /// Starts writing the pages that hold `words` back to the file, and
     /// returns without waiting for them: a `sync_range` of them later
     /// then waits for little more than the disk's flush (README, Speed:
-    /// 0.3 against 1.5 ms for 2 MB). Only a hint: where the file system
-    /// refuses it, that later sync writes them.
+    /// a 4 GB run's `msync`s 1.95 → 0.54 s). Only a hint: where the file
+    /// system refuses it, that later sync writes them.
     pub fn start_writeback(&self, words: Range<usize>) {
         #[cfg(target_os = "linux")]
         {
