@@ -109,6 +109,7 @@ impl<'s> Build<'s> {
             build: self,
             entries: Vec::new(),
             runs: Vec::new(),
+            last: None,
         }
     }
 
@@ -159,13 +160,25 @@ pub struct MemberRows<'b, 's> {
     build: &'b Build<'s>,
     entries: Vec<(Key, HistoryRow)>,
     runs: Vec<Run>,
+    /// The address of the last row, and its cluster's root if it has
+    /// other members: an address's rows come one after another, and each
+    /// lookup is two reads far apart in the sets' arrays.
+    last: Option<(AddrId, Option<u64>)>,
 }
 
 impl MemberRows<'_, '_> {
     pub fn add(&mut self, addr: AddrId, txnum: TxNum, row: HistoryRow) -> Result<()> {
         let b = self.build;
-        let root = b.roots.get(addr.0);
-        if b.sizes.get(root as usize) > 0 {
+        let clustered = match self.last {
+            Some((a, root)) if a == addr => root,
+            _ => {
+                let root = b.roots.get(addr.0);
+                let root = (b.sizes.get(root as usize) > 0).then_some(root);
+                self.last = Some((addr, root));
+                root
+            }
+        };
+        if let Some(root) = clustered {
             if self.entries.capacity() == 0 {
                 self.entries.reserve_exact(RANGE_RUN);
             }
