@@ -842,9 +842,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), Access::Write).unwrap();
         let family = cf::AddrIds::NAME;
-        // Every key of 0s and 1s of length 15 to 18, with a few bits
-        // varied only at the start, the 16th byte and the end; dealt to 5
-        // runs in turn.
+        // Keys of 15 to 18 bytes, zero but for the first, the 15th, the
+        // 16th and the last, which vary; dealt to 5 runs in turn.
         let mut keys: Vec<Vec<u8>> = Vec::new();
         for len in 15..=18 {
             for bits in 0u32..64 {
