@@ -21,18 +21,22 @@ impl HistoryRow {
     /// what it spent. (The booked balance, `received − sent` of
     /// `addr_stats`, does not move for `opened` coins: see above.)
     pub fn net(&self) -> i64 {
-        self.received as i64 - self.sent as i64
+        (self.received as i64).wrapping_sub(self.sent as i64)
     }
 
     /// What the address's running `received` total counts for this tx.
     pub fn credited(&self) -> u64 {
-        self.received + self.opened
+        self.received.wrapping_add(self.opened)
     }
 
+    /// Wrapping, as are `AddrStats`' sums: no chain that consensus allows
+    /// comes near the limit, a crafted one must not panic the indexer (a
+    /// merge operator's panic aborts the process), and wrapping sums still
+    /// undo exactly.
     pub fn add(&mut self, other: &HistoryRow) {
-        self.received += other.received;
-        self.sent += other.sent;
-        self.opened += other.opened;
+        self.received = self.received.wrapping_add(other.received);
+        self.sent = self.sent.wrapping_add(other.sent);
+        self.opened = self.opened.wrapping_add(other.opened);
     }
 }
 
@@ -47,24 +51,25 @@ pub struct AddrStats {
 }
 
 impl AddrStats {
+    /// Wrapping: see `HistoryRow::add`.
     pub fn add(&mut self, o: &AddrStats) {
-        self.tx_count += o.tx_count;
-        self.received += o.received;
-        self.sent += o.sent;
-        self.utxo_count += o.utxo_count;
+        self.tx_count = self.tx_count.wrapping_add(o.tx_count);
+        self.received = self.received.wrapping_add(o.received);
+        self.sent = self.sent.wrapping_add(o.sent);
+        self.utxo_count = self.utxo_count.wrapping_add(o.utxo_count);
     }
 
     pub fn negated(&self) -> AddrStats {
         AddrStats {
-            tx_count: -self.tx_count,
-            received: -self.received,
-            sent: -self.sent,
-            utxo_count: -self.utxo_count,
+            tx_count: self.tx_count.wrapping_neg(),
+            received: self.received.wrapping_neg(),
+            sent: self.sent.wrapping_neg(),
+            utxo_count: self.utxo_count.wrapping_neg(),
         }
     }
 
     pub fn balance(&self) -> i64 {
-        self.received - self.sent
+        self.received.wrapping_sub(self.sent)
     }
 }
 

@@ -274,8 +274,11 @@ fn is_bare_multisig(s: &[u8]) -> bool {
     let (Some(m), Some(n)) = (small_int(first), small_int(n_op)) else {
         return false;
     };
+    // `OP_1 OP_CHECKMULTISIG` alone (2 bytes) has no room for keys.
+    let Some(mut rest) = s.get(1..s.len() - 2) else {
+        return false;
+    };
     let mut keys = 0u8;
-    let mut rest = &s[1..s.len() - 2];
     while let Some((&len, tail)) = rest.split_first() {
         let len = usize::from(len);
         if tail.len() < len || !is_pubkey(&tail[..len]) {
@@ -382,6 +385,26 @@ mod tests {
         assert_eq!(classify(&s).0, ScriptType::Multisig);
         s[0] = 0x53; // 3-of-2 is not a multisig template
         assert_eq!(classify(&s).0, ScriptType::NonStandard);
+    }
+
+    /// Output scripts are whatever a transaction says: every script of up
+    /// to 2 bytes, and every 3-byte one ending in a checking opcode, is
+    /// classified without a panic (`OP_1 OP_CHECKMULTISIG` once sliced
+    /// out of bounds).
+    #[test]
+    fn every_short_script_is_classified() {
+        let mut scripts = vec![vec![]];
+        scripts.extend((0..=255u8).map(|a| vec![a]));
+        scripts.extend((0..=255u8).flat_map(|a| (0..=255u8).map(move |b| vec![a, b])));
+        for end in [0xac, 0xad, 0xae, 0xaf, 0x87] {
+            let three = (0..=255u8).flat_map(|a| (0..=255u8).map(move |b| vec![a, b, end]));
+            scripts.extend(three);
+        }
+        for s in &scripts {
+            let (kind, _) = classify(s);
+            assert_ne!(kind, ScriptType::Multisig, "{}", hex::encode(s));
+        }
+        assert_eq!(classify(&[0x51, 0xae]).0, ScriptType::NonStandard);
     }
 
     #[test]

@@ -222,7 +222,10 @@ impl Store {
             );
         }
         let count = u64::from_le_bytes(map[48..56].try_into().expect("8")) as usize;
-        if map.len() != HEADER + count * RECORD {
+        let expected = count
+            .checked_mul(RECORD)
+            .and_then(|n| n.checked_add(HEADER));
+        if expected != Some(map.len()) {
             bail!(
                 "{}: {} bytes where its header counts {count} records; run `satflow categorise` again",
                 path.display(),

@@ -16,11 +16,12 @@ use super::Store;
 
 impl Store {
     pub fn get<F: Family>(&self, key: &F::Key) -> Result<Option<F::Value>> {
+        let key = key.encode();
         let raw = self
             .db
-            .get_pinned_cf(self.cf::<F>(), key.encode())
+            .get_pinned_cf(self.cf::<F>(), &key)
             .with_context(|| format!("reading {} from {}", F::NAME, self.path.display()))?;
-        raw.map(|v| self.decode::<F>(&v)).transpose()
+        raw.map(|v| self.decode::<F>(key.as_ref(), &v)).transpose()
     }
 
     /// A row's value as stored, undecoded: for putting it back later
@@ -54,10 +55,11 @@ impl Store {
         self.db
             .batched_multi_get_cf(self.cf::<F>(), &raw, false)
             .into_iter()
-            .map(|r| {
+            .zip(&raw)
+            .map(|(r, key)| {
                 let v =
                     r.with_context(|| format!("reading {} from {}", F::NAME, self.path.display()))?;
-                v.map(|v| self.decode::<F>(&v)).transpose()
+                v.map(|v| self.decode::<F>(key.as_ref(), &v)).transpose()
             })
             .collect()
     }
@@ -247,8 +249,16 @@ impl Store {
             .transpose()
     }
 
-    fn decode<F: Family>(&self, raw: &[u8]) -> Result<F::Value> {
-        F::Value::decode(raw).with_context(|| format!("{} of {}", F::NAME, self.path.display()))
+    /// Names the row by its key's bytes: a corrupt row is found again by them.
+    fn decode<F: Family>(&self, key: &[u8], raw: &[u8]) -> Result<F::Value> {
+        F::Value::decode(raw).with_context(|| {
+            format!(
+                "{} row {} of {}",
+                F::NAME,
+                hex::encode(key),
+                self.path.display()
+            )
+        })
     }
 
     fn typed<'s, F: Family + 's>(

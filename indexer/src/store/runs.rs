@@ -435,7 +435,9 @@ impl RunFile {
         let mut bytes = vec![0u8; (len - FOOTER - end) as usize];
         file.read_exact_at(&mut bytes, end)
             .with_context(|| bad("reading the index", end))?;
-        let mut index = Vec::with_capacity(entries as usize);
+        // Each entry takes at least 10 bytes: a corrupt count must not
+        // size the allocation.
+        let mut index = Vec::with_capacity((entries as usize).min(bytes.len() / 10));
         let mut at = 0usize;
         for _ in 0..entries {
             let Some(head) = bytes.get(at..at + 10) else {

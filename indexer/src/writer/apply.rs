@@ -49,7 +49,9 @@ impl Writer<'_> {
                         block.hash, tx.txid
                     )
                 })?;
-                value_in = value_in.zip(spent.value).map(|(a, b)| a + b);
+                // Saturating, like the bulk path: values come from the blocks
+                // (and prevouts files), and no input may panic the run.
+                value_in = value_in.zip(spent.value).map(|(a, b)| a.saturating_add(b));
                 spent_outputs.push(spent.output);
                 if !spent.outside {
                     self.recent.spent(spent.output);
@@ -111,7 +113,7 @@ impl Writer<'_> {
             let fee = value_in
                 .map(|v| tx.fee(v, &block.hash, height))
                 .transpose()?;
-            fees = fees.zip(fee).map(|(a, b)| a + b);
+            fees = fees.zip(fee).map(|(a, b)| a.saturating_add(b));
             let row = tx.row(height, position as u32, fee, first_output);
             batch.append::<cf::Txs>(&txnum, &row);
             batch.put::<cf::Txids>(&(TxidPrefix::of(&tx.txid), txnum), &());

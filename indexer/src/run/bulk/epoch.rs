@@ -363,7 +363,7 @@ fn block_rows(
             }
         }
         let fee = tx.fee(value_in, &block.hash, height)?;
-        fees += fee;
+        fees = fees.saturating_add(fee);
         let row = tx.row(
             height,
             position as u32,
