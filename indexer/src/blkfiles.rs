@@ -283,6 +283,8 @@ pub fn scan_file(file: &BlkFile, key: XorKey, start: u64) -> Result<FileScan> {
     };
     let len = file.len();
     let mut pos = start;
+    // Where the garbage began, while `pos` is a magic found inside it.
+    let mut garbage_from: Option<u64> = None;
     while pos + 8 <= len {
         // Where to look for the next magic when `pos` holds no record.
         let resync_from = if is_padding(file, key, pos)? {
@@ -298,8 +300,19 @@ pub fn scan_file(file: &BlkFile, key: XorKey, start: u64) -> Result<FileScan> {
             let prefix = file.read(key, pos, 8)?;
             let magic: [u8; 4] = prefix[..4].try_into().expect("4 bytes");
             let size = u32::from_le_bytes(prefix[4..8].try_into().expect("4 bytes"));
-            match Network::from_magic(magic) {
-                Some(network) if (HEADER_BYTES..=MAX_BLOCK_BYTES).contains(&size) => {
+            let mut plausible = Network::from_magic(magic)
+                .filter(|_| (HEADER_BYTES..=MAX_BLOCK_BYTES).contains(&size));
+            // Any four bytes of garbage may spell a magic: there a record
+            // must also end where another begins (or the padding, or the
+            // file), or it would swallow up to 4 MB of the records after it.
+            if let (Some(network), Some(_)) = (plausible, garbage_from) {
+                let same = scan.network.is_none_or(|seen| seen == network);
+                if !same || !ends_cleanly(file, key, pos + 8 + u64::from(size))? {
+                    plausible = None;
+                }
+            }
+            match plausible {
+                Some(network) => {
                     if let Some(seen) = scan.network.filter(|seen| *seen != network) {
                         bail!(
                             "{}: record at offset {pos} has {network} magic, but earlier records are {seen}: a blocks directory must hold one network",
@@ -330,13 +343,27 @@ pub fn scan_file(file: &BlkFile, key: XorKey, start: u64) -> Result<FileScan> {
                     });
                     pos = body + u64::from(size);
                     scan.resume_at = pos;
+                    garbage_from = None;
                     continue;
                 }
-                _ => pos + 1,
+                None => pos + 1,
             }
         };
-        match resync(file, key, resync_from, &mut scan, pos)? {
-            Some(next) => pos = next,
+        // Garbage that went on past a magic inside it is one stretch.
+        let bad_at = match garbage_from {
+            Some(from) => {
+                if matches!(scan.notes.last(), Some(ScanNote::Garbage { .. })) {
+                    scan.notes.pop();
+                }
+                from
+            }
+            None => pos,
+        };
+        match resync(file, key, resync_from, &mut scan, bad_at)? {
+            Some(next) => {
+                pos = next;
+                garbage_from = Some(bad_at);
+            }
             None => break,
         }
     }
@@ -386,6 +413,23 @@ fn next_non_padding(file: &BlkFile, key: XorKey, from: u64) -> Result<Option<u64
     file.find(from, file.len(), 1, |p, b| {
         b[0] != 0 && b[0] ^ key.0[(p % 8) as usize] != 0
     })
+}
+
+/// Whether a record ending at `end` ends where the file does, or the
+/// padding, or another record (a known magic) begins.
+fn ends_cleanly(file: &BlkFile, key: XorKey, end: u64) -> Result<bool> {
+    let len = file.len();
+    if end == len {
+        return Ok(true);
+    }
+    if end + 4 > len {
+        return Ok(false);
+    }
+    if is_padding(file, key, end)? {
+        return Ok(true);
+    }
+    let magic: [u8; 4] = file.read(key, end, 4)?[..].try_into().expect("4 bytes");
+    Ok(Network::from_magic(magic).is_some())
 }
 
 /// Finds the next known magic at or after `from`, noting the skipped bytes.
@@ -490,6 +534,41 @@ mod tests {
             (1, end, 0)
         );
         assert_eq!(scan.tail_at, Some(end));
+    }
+
+    /// A magic and a plausible size inside garbage are not taken for a
+    /// record unless it ends where another record (or the file) begins:
+    /// else it would hide the records it claims to span.
+    #[test]
+    fn a_magic_inside_garbage_hides_no_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let magic = Network::Regtest.magic();
+        for claimed in [100u32, 1_000] {
+            let mut bytes = record(magic, &[7u8; 100]);
+            bytes.extend_from_slice(b"junk");
+            bytes.extend_from_slice(&magic);
+            bytes.extend_from_slice(&claimed.to_le_bytes());
+            bytes.extend_from_slice(b"more junk");
+            let second_at = bytes.len() as u64;
+            bytes.extend(record(magic, &[9u8; 90]));
+            let third_at = bytes.len() as u64;
+            // The last record must parse as a block (`check_last_record`).
+            bytes.extend(record(magic, &block_body(bitcoin::Network::Regtest)));
+            let f = write_file(dir.path(), "blk00000.dat", &bytes);
+            let scan = scan_file(&f, XorKey::default(), 0).unwrap();
+            let found: Vec<u64> = scan.records.iter().map(|r| r.loc.offset).collect();
+            assert_eq!(found, [8, second_at + 8, third_at + 8], "claimed {claimed}");
+            // One stretch of garbage, from the first byte no record holds.
+            assert!(
+                matches!(
+                    &scan.notes[..],
+                    [ScanNote::Garbage { offset: 108, skipped, .. }] if *skipped == second_at - 108
+                ),
+                "claimed {claimed}: {:?}",
+                scan.notes
+            );
+            assert_eq!(scan.resume_at, bytes.len() as u64);
+        }
     }
 
     #[test]
