@@ -127,6 +127,8 @@ async fn in_process(db: PathBuf, q: Q) -> Result<()> {
         follow_every: std::time::Duration::from_secs(3600),
         readers: 1,
         max_in_flight: 16,
+        // The one query is its user's own, however long it takes.
+        max_request: std::time::Duration::from_secs(24 * 3600),
         cache_mb: 64,
         max_traces: 1,
         max_trace_txs: server::MAX_TRACE_TXS,

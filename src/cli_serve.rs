@@ -42,6 +42,11 @@ pub struct ServeArgs {
     /// Requests accepted and not yet answered; beyond that, RESOURCE_EXHAUSTED.
     #[arg(long, default_value_t = 1024)]
     max_in_flight: usize,
+    /// How long a request may run, in milliseconds (1 to a day), when its
+    /// caller sets no shorter deadline (`grpc-timeout`); beyond that,
+    /// RESOURCE_EXHAUSTED. Alert subscriptions stay open regardless.
+    #[arg(long, default_value_t = server::MAX_REQUEST.as_millis() as u64)]
+    max_request_ms: u64,
     /// Block cache, in MiB: the index's uncompressed data blocks, and the
     /// index and filter partitions lookups read.
     #[arg(long, default_value_t = 1024)]
@@ -105,6 +110,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
         follow_every: Duration::from_millis(a.follow_ms.max(1)),
         readers: a.readers.max(1),
         max_in_flight: a.max_in_flight,
+        max_request: Duration::from_millis(a.max_request_ms.clamp(1, 24 * 3600 * 1000)),
         cache_mb: a.cache_mb,
         max_traces: a.max_traces.max(1),
         max_trace_txs: a.max_trace_transactions.max(1),

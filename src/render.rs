@@ -67,11 +67,14 @@ pub fn screening_table(s: &pb::Screening) -> String {
             (true, Some(c)) => format!("cluster {c}"),
             (true, None) => String::new(),
         };
-        let labels: Vec<String> = p
+        let mut labels: Vec<String> = p
             .labels
             .iter()
             .map(|l| format!("{} ({})", l.label, l.category))
             .collect();
+        if p.labels_omitted > 0 {
+            labels.push(format!("and {} more", p.labels_omitted));
+        }
         t += &format!(
             "pays {:>4} {:<44} {:>16} sat  {who} {}\n",
             p.vout,

@@ -710,6 +710,54 @@ async fn health_and_short_deadlines_answer_while_every_reader_is_busy() {
     }
 }
 
+/// A request whose caller sets no deadline still ends: at the server's
+/// limit, RESOURCE_EXHAUSTED naming it, whether it waited for a reader or
+/// was reading. A caller's shorter deadline keeps its own code.
+#[tokio::test]
+async fn requests_without_a_deadline_end_at_the_servers_limit() {
+    // One reader and 50 ms a request: 24 batches of 1,000 summaries (tens
+    // of ms apiece) cannot all be read in time.
+    let f = serve_blk00000(&["--readers", "1", "--max-request-ms", "50"]);
+    let c = f.server.connect().await;
+    let calls: Vec<_> = (0..24)
+        .map(|_| {
+            let mut c = c.clone();
+            tokio::spawn(async move {
+                let addresses = vec![SATOSHI_H9.to_string(); satflow_query::server::MAX_BATCH];
+                c.addresses
+                    .batch_get_address_summaries(pb::BatchGetAddressSummariesRequest { addresses })
+                    .await
+                    .map(drop)
+            })
+        })
+        .collect();
+    let mut limited = 0;
+    for call in calls {
+        match call.await.unwrap() {
+            Ok(()) => {}
+            Err(e) => {
+                assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+                assert!(
+                    e.message()
+                        .contains("50 ms (satflow serve --max-request-ms)"),
+                    "{e:?}"
+                );
+                limited += 1;
+            }
+        }
+    }
+    assert!(limited > 0, "every batch was read within 50 ms");
+    let path = "/satflow.v1.Addresses/GetAddressSummary";
+    let request = pb::GetAddressSummaryRequest {
+        address: SATOSHI_H9.into(),
+    };
+    let (code, message) = bare_call(&f.server.addr, path, request.clone(), "1n").await;
+    assert_eq!(code, Code::DeadlineExceeded as i32, "{message}");
+    // Alone, a summary is read well within the limit.
+    let (code, message) = bare_call(&f.server.addr, path, request, "10S").await;
+    assert_eq!(code, Code::Ok as i32, "{message}");
+}
+
 #[tokio::test]
 async fn health_and_reflection_work_out_of_the_box() {
     use tonic_health::pb::health_client::HealthClient;

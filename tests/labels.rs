@@ -269,6 +269,35 @@ async fn the_ofac_list_flags_a_payment_in_block_574200() {
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::NotFound);
     assert!(e.message().starts_with("inputs[0]: "), "{e:?}");
+    // Outputs paying more than there is, and ever so many hops (which
+    // once overflowed for a mined transaction), are a caller's numbers,
+    // not a failure of the server.
+    let mut minted = onward.clone();
+    minted.output.push(bitcoin::TxOut {
+        value: bitcoin::Amount::MAX_MONEY,
+        script_pubkey: build::p2pkh(0x5d),
+    });
+    let e = screen(bitcoin::consensus::encode::serialize_hex(&minted))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(
+        e.message().starts_with("raw_transaction.outputs[1]: "),
+        "{e:?}"
+    );
+    let far = c
+        .clone()
+        .risk
+        .screen_transaction(pb::ScreenTransactionRequest {
+            raw_transaction: hex::encode(&raw),
+            hops: u32::MAX,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(far.mined_height, Some(SANCTIONED_BLOCK));
+    assert_eq!(far.risk, "severe", "{:?}", far.reasons);
 }
 
 #[test]

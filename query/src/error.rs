@@ -36,16 +36,34 @@ impl From<satflow_schema::RowError> for QueryError {
 impl From<QueryError> for tonic::Status {
     fn from(e: QueryError) -> Self {
         match e {
-            QueryError::InvalidArgument(m) => tonic::Status::invalid_argument(m),
-            QueryError::NotFound(m) => tonic::Status::not_found(m),
-            QueryError::FailedPrecondition(m) => tonic::Status::failed_precondition(m),
-            QueryError::ResourceExhausted(m) => tonic::Status::resource_exhausted(m),
+            QueryError::InvalidArgument(m) => tonic::Status::invalid_argument(cut(m)),
+            QueryError::NotFound(m) => tonic::Status::not_found(cut(m)),
+            QueryError::FailedPrecondition(m) => tonic::Status::failed_precondition(cut(m)),
+            QueryError::ResourceExhausted(m) => tonic::Status::resource_exhausted(cut(m)),
             QueryError::DeadlineExceeded => {
                 tonic::Status::deadline_exceeded(QueryError::DeadlineExceeded.to_string())
             }
             QueryError::Internal(e) => internal(format_args!("{e:#}")),
         }
     }
+}
+
+/// The most of a message a caller gets back, in bytes.
+const MAX_MESSAGE: usize = 1024;
+
+/// `m`, cut to `MAX_MESSAGE` bytes: messages quote what the caller sent,
+/// which may be megabytes, and a `grpc-message` trailer is a header.
+fn cut(mut m: String) -> String {
+    if m.len() > MAX_MESSAGE {
+        let end = (0..=MAX_MESSAGE)
+            .rev()
+            .find(|&i| m.is_char_boundary(i))
+            .unwrap_or(0);
+        let more = m.len() - end;
+        m.truncate(end);
+        m += &format!("… ({more} bytes more)");
+    }
+    m
 }
 
 /// INTERNAL for a remote caller: the detail (paths, RocksDB messages)
@@ -97,5 +115,19 @@ mod tests {
         assert!(first.message().starts_with("internal error "));
         // Each incident has its own id.
         assert_ne!(first.message(), second.message());
+    }
+
+    #[test]
+    fn a_message_quoting_megabytes_reaches_callers_cut() {
+        let quoted = "é".repeat(600_000);
+        let e = QueryError::InvalidArgument(format!("address: {quoted:?} is not an address"));
+        let status = tonic::Status::from(e);
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        let m = status.message();
+        assert!(m.starts_with("address: \"éé"), "{}", &m[..40]);
+        assert!(m.len() < MAX_MESSAGE + 40, "{} bytes", m.len());
+        assert!(m.ends_with(" bytes more)"), "{}", &m[m.len() - 40..]);
+        let short = tonic::Status::from(QueryError::NotFound("no such block".into()));
+        assert_eq!(short.message(), "no such block");
     }
 }

@@ -427,7 +427,11 @@ impl FlowSlot {
                 "the flow graph was not built for this index: run `satflow index` without --no-flow"
                     .into(),
             ),
-            Err(e) => Err(format!("the flow graph cannot be read: {e:#}")),
+            // The cause names files: for the log, not for callers.
+            Err(e) => {
+                tracing::error!("the flow graph cannot be read: {e:#}");
+                Err("the flow graph cannot be read; the server's log has the detail".into())
+            }
         };
         *self.0.lock().unwrap_or_else(PoisonError::into_inner) = flow;
     }

@@ -31,6 +31,44 @@ use crate::inferred;
 /// Label rows resolved to address numbers and clusters per batched lookup.
 const CHUNK: usize = 65_536;
 
+/// The labels a request asks about, by name or by category. Names are
+/// kept sorted without repeats and categories as a bit set, so each label
+/// a cluster carries costs one binary search however many names a
+/// request lists (a trace's stop labels are the caller's to choose).
+#[derive(Clone, Debug, Default)]
+pub struct Wanted {
+    names: Vec<String>,
+    categories: u32,
+}
+
+impl Wanted {
+    pub fn new(mut names: Vec<String>, categories: &[Category]) -> Wanted {
+        names.sort_unstable();
+        names.dedup();
+        let categories = categories.iter().fold(0, |set, &c| set | Wanted::bit(c));
+        Wanted { names, categories }
+    }
+
+    pub const fn category(c: Category) -> Wanted {
+        Wanted {
+            names: Vec::new(),
+            categories: Wanted::bit(c),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty() && self.categories == 0
+    }
+
+    fn matches(&self, l: &Label) -> bool {
+        self.categories & Wanted::bit(l.category) != 0 || self.names.binary_search(&l.label).is_ok()
+    }
+
+    const fn bit(c: Category) -> u32 {
+        1 << c as u32
+    }
+}
+
 /// Every label on an address the index has seen, by the cluster holding it.
 #[derive(Default)]
 pub struct LabelIndex {
@@ -248,39 +286,39 @@ impl LabelIndex {
     /// `categories`. Reads every labelled cluster's distinct labels (unless
     /// nothing is asked): for a set built once, as the watch evaluator's;
     /// a request asks `carries` of the clusters it meets instead.
-    pub fn clusters_with(&self, names: &[String], categories: &[Category]) -> Vec<ClusterKey> {
-        self.clusters_carrying(names, categories).collect()
+    pub fn clusters_with(&self, wanted: &Wanted) -> Vec<ClusterKey> {
+        self.clusters_carrying(wanted).collect()
     }
 
     /// `clusters_with` as it finds them, for a caller that takes only the
     /// first few.
     pub(crate) fn clusters_carrying<'s>(
         &'s self,
-        names: &'s [String],
-        categories: &'s [Category],
+        wanted: &'s Wanted,
     ) -> impl Iterator<Item = ClusterKey> + 's {
-        let asked = !names.is_empty() || !categories.is_empty();
-        let clusters = if asked { self.clusters.len() } else { 0 };
+        let clusters = if wanted.is_empty() {
+            0
+        } else {
+            self.clusters.len()
+        };
         (0..clusters)
-            .filter(move |&i| self.carries_in(i, names, categories))
+            .filter(move |&i| self.carries_in(i, wanted))
             .map(|i| self.clusters[i].0)
     }
 
-    /// Whether cluster `c` carries a label named in `names` or of a
-    /// category in `categories`: a lookup, where `clusters_with` reads
-    /// every labelled cluster.
-    pub(crate) fn carries(&self, c: ClusterKey, names: &[String], categories: &[Category]) -> bool {
+    /// Whether cluster `c` carries a label `wanted` names: a lookup,
+    /// where `clusters_with` reads every labelled cluster.
+    pub(crate) fn carries(&self, c: ClusterKey, wanted: &Wanted) -> bool {
         self.clusters
             .binary_search_by_key(&c, |(id, _)| *id)
-            .is_ok_and(|i| self.carries_in(i, names, categories))
+            .is_ok_and(|i| self.carries_in(i, wanted))
     }
 
     /// `carries` for the `i`th cluster.
-    fn carries_in(&self, i: usize, names: &[String], categories: &[Category]) -> bool {
-        self.carried_in(i).iter().any(|d| {
-            let l = &self.members[d.first].1;
-            names.contains(&l.label) || categories.contains(&l.category)
-        })
+    fn carries_in(&self, i: usize, wanted: &Wanted) -> bool {
+        self.carried_in(i)
+            .iter()
+            .any(|d| wanted.matches(&self.members[d.first].1))
     }
 
     /// No address the index has seen carries a label.
@@ -743,14 +781,14 @@ mod tests {
         assert_eq!(of(20, None), [(20, "Mix", 1)]);
         assert!(of(20, Some(20)).is_empty());
         assert_eq!(
-            index.clusters_with(&[], &[Category::Mixer]),
+            index.clusters_with(&Wanted::category(Category::Mixer)),
             [ClusterKey(3), ClusterKey(20)]
         );
-        assert!(index.clusters_with(&[], &[]).is_empty());
+        assert!(index.clusters_with(&Wanted::default()).is_empty());
         // Asked of one cluster, as a trace asks of each coin's.
         let carries = |c: u64, names: &[&str], categories: &[Category]| {
             let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-            index.carries(ClusterKey(c), &names, categories)
+            index.carries(ClusterKey(c), &Wanted::new(names, categories))
         };
         assert!(carries(3, &["Desk"], &[]) && carries(3, &[], &[Category::Mixer]));
         assert!(carries(20, &["Nope", "Mix"], &[]) && carries(20, &[], &[Category::Mixer]));
@@ -816,11 +854,11 @@ mod tests {
         assert_eq!(of(4), []);
         assert!(index.is_labeled(AddrId(10)) && !index.is_labeled(AddrId(11)));
         assert_eq!(
-            index.clusters_with(&[], &[Category::Mixer]),
+            index.clusters_with(&Wanted::category(Category::Mixer)),
             [ClusterKey(9)]
         );
         assert_eq!(
-            index.clusters_with(&["Desk".into()], &[]),
+            index.clusters_with(&Wanted::new(vec!["Desk".into()], &[])),
             [ClusterKey(3), ClusterKey(9)]
         );
         assert_eq!(

@@ -83,7 +83,9 @@ pub(crate) fn carrier(index: &Index, labels: &LabelIndex, member: AddrId) -> Res
 
 /// At most `MAX_LISTED` of `found`, those with the most carriers first
 /// (in order of appearance among equals), and how many are left out.
-fn most_carried(mut found: Vec<(AddrId, &Label, u64)>) -> (Vec<(AddrId, &Label, u64)>, u64) {
+pub(crate) fn most_carried(
+    mut found: Vec<(AddrId, &Label, u64)>,
+) -> (Vec<(AddrId, &Label, u64)>, u64) {
     found.sort_by_key(|(_, _, carriers)| std::cmp::Reverse(*carriers));
     let omitted = found.len().saturating_sub(MAX_LISTED) as u64;
     found.truncate(MAX_LISTED);

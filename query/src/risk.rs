@@ -117,6 +117,10 @@ pub(crate) struct Asked {
     pub rules: Vec<pb::RiskRule>,
 }
 
+/// Rules one request may set: each is checked against every category and
+/// entity of the four sides, and may add a reason to the answer.
+const MAX_RULES: usize = 100;
+
 impl Asked {
     /// `max_transactions` may be at most `ceiling` (the server's limit).
     pub(crate) fn new(
@@ -129,6 +133,12 @@ impl Asked {
         let policy = args::policy(policy)?;
         if policy == PolicyName::Tiho {
             return Err(args::invalid("policy", "tiho traces forward only"));
+        }
+        if rules.len() > MAX_RULES {
+            return Err(args::invalid(
+                "rules",
+                format!("{} rules; at most {MAX_RULES}", rules.len()),
+            ));
         }
         let rules = match rules.is_empty() {
             true => default_rules(),

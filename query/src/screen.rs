@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use bitcoin::consensus::deserialize;
-use bitcoin::Transaction;
+use bitcoin::{Amount, Transaction};
 use satflow_indexer::address;
 use satflow_indexer::cluster::view;
 use satflow_indexer::flow::FlowView;
@@ -20,11 +20,17 @@ use crate::built;
 use crate::error::{QueryError, Result};
 use crate::index::Index;
 use crate::label_index::LabelIndex;
-use crate::labels::{carrier, label_message};
+use crate::labels::{carrier, label_message, most_carried};
 use crate::risk::{listing, score, tally_cluster, Asked, Side, Tracer};
 use crate::scripts;
 use crate::taint::Direction;
 use crate::trace::coin;
+
+/// Labels listed across all payees of one screening, at most.
+const MAX_PAYEE_LABELS: usize = 10_000;
+
+/// Inputs or outputs looked up between two asks of `alive`.
+const CHECK_EVERY: usize = 256;
 
 /// `ceiling` and `max_listed` as for `risk::exposure`; `alive` false ends
 /// the screening with DEADLINE_EXCEEDED.
@@ -54,16 +60,17 @@ pub(crate) fn screen(
             let outputs = row.outputs().map(|o| o.0).filter(|&o| g.has_output(o));
             (outputs.collect(), 1, false)
         }
-        None => (spent_coins(index, &g, &tx)?, 0, true),
+        None => (spent_coins(index, &g, &tx, alive)?, 0, true),
     };
     let labels = index.label_index();
-    let (payees, paid) = payees(index, &labels, &tx)?;
+    let (payees, paid) = payees(index, &labels, &tx, alive)?;
     let mut t = Tracer::new(index, g, &labels, None, &asked, max_listed, alive)?;
     let direct = t.side(&coins, Direction::Backward, direct_hops, stop_sources)?;
+    // `hops` is at least 1, and may be as large as a caller writes it.
     let within = t.side(
         &coins,
         Direction::Backward,
-        hops + direct_hops - 1,
+        (hops - 1).saturating_add(direct_hops),
         stop_sources,
     )?;
     let within_received = format!("received within {hops} hops");
@@ -92,9 +99,17 @@ pub(crate) fn screen(
 }
 
 /// The coins `tx` spends, as the flow graph numbers them.
-fn spent_coins(index: &Index, g: &FlowView<'_>, tx: &Transaction) -> Result<Vec<u64>> {
+fn spent_coins(
+    index: &Index,
+    g: &FlowView<'_>,
+    tx: &Transaction,
+    alive: &mut dyn FnMut() -> bool,
+) -> Result<Vec<u64>> {
     let mut coins = Vec::with_capacity(tx.input.len());
     for (i, input) in tx.input.iter().enumerate() {
+        if i % CHECK_EVERY == CHECK_EVERY - 1 && !alive() {
+            return Err(QueryError::DeadlineExceeded);
+        }
         let field = format!("inputs[{i}]");
         let p = input.previous_output;
         let n = coin(index, &field, &p.txid, p.vout)?;
@@ -120,14 +135,30 @@ fn parse(raw: &str) -> Result<Transaction> {
             "a coinbase spends no coins to screen",
         ));
     }
+    // Consensus bounds each output and their sum; the sums below rely on it.
+    let mut total = 0u64;
+    for (vout, out) in tx.output.iter().enumerate() {
+        total = total.saturating_add(out.value.to_sat());
+        if total > Amount::MAX_MONEY.to_sat() {
+            return Err(args::invalid(
+                &format!("raw_transaction.outputs[{vout}]"),
+                "the outputs pay more than 21 million BTC",
+            ));
+        }
+    }
     Ok(tx)
 }
 
 /// Each output's payee, and what the outputs pay to labelled clusters.
+/// Each payee lists at most `labels::MAX_LISTED` labels, and all of them
+/// together at most `MAX_PAYEE_LABELS`: a transaction of tens of thousands
+/// of outputs into one much-labelled cluster must not make an answer of
+/// gigabytes. The rest are counted in `labels_omitted`.
 fn payees(
     index: &Index,
     labels: &LabelIndex,
     tx: &Transaction,
+    alive: &mut dyn FnMut() -> bool,
 ) -> Result<(Vec<pb::ScreenedPayee>, Side)> {
     let mut paid = Side {
         total: 0,
@@ -135,7 +166,11 @@ fn payees(
         complete: true,
     };
     let mut payees = Vec::with_capacity(tx.output.len());
+    let mut room = MAX_PAYEE_LABELS;
     for (vout, out) in tx.output.iter().enumerate() {
+        if vout % CHECK_EVERY == CHECK_EVERY - 1 && !alive() {
+            return Err(QueryError::DeadlineExceeded);
+        }
         let value = out.value.to_sat();
         paid.total += value;
         let script = out.script_pubkey.as_bytes();
@@ -144,10 +179,14 @@ fn payees(
         let cluster = id
             .map(|a| built::cluster_or_self(index.store(), a, labels.cover()))
             .transpose()?;
-        let mut shown = Vec::new();
+        let (mut shown, mut omitted) = (Vec::new(), 0);
         if let (Some(a), Some(c)) = (id, cluster) {
             tally_cluster(labels, c, value, &mut paid.by);
-            for (member, l, carriers) in labels.distinct_of(c, None) {
+            let (listed, left) = most_carried(labels.distinct_of(c, None));
+            let kept = listed.len().min(room);
+            omitted = left + (listed.len() - kept) as u64;
+            room -= kept;
+            for (member, l, carriers) in listed.into_iter().take(kept) {
                 let from = match member == a {
                     true => String::new(),
                     false => carrier(index, labels, member)?,
@@ -169,6 +208,7 @@ fn payees(
                 .map(|c| view::id_of(index.store(), c).map(|id| id.0))
                 .transpose()?,
             labels: shown,
+            labels_omitted: omitted,
         });
     }
     Ok((payees, paid))

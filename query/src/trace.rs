@@ -21,7 +21,7 @@ use crate::clusters;
 use crate::error::{QueryError, Result};
 use crate::history::{self, Order};
 use crate::index::Index;
-use crate::label_index::LabelIndex;
+use crate::label_index::{LabelIndex, Wanted};
 use crate::labels::{carrier, label_message};
 use crate::taint::{Event, Kind, StopAt};
 
@@ -70,6 +70,11 @@ pub(crate) fn sources(
             Ok(())
         };
         one().map_err(|e| name_field(e, &field))?;
+        // Addresses and clusters stop at the limit themselves; a txid
+        // brings all its outputs at once, and may be named again and again.
+        if out.len() > limit {
+            return Err(too_many_coins(limit));
+        }
     }
     if let Some(&late) = out.iter().find(|&&o| !g.has_output(o)) {
         return Err(QueryError::FailedPrecondition(format!(
@@ -117,11 +122,6 @@ pub(crate) fn coins_of(
     limit: usize,
     alive: &mut dyn FnMut() -> bool,
 ) -> Result<()> {
-    let too_many = || {
-        QueryError::ResourceExhausted(format!(
-            "the sources hold more than {limit} coins; name fewer, or raise max_transactions"
-        ))
-    };
     let mut resume = None;
     loop {
         if !alive() {
@@ -148,7 +148,7 @@ pub(crate) fn coins_of(
                     .filter(|&o| g.output(o).addr == Some(id.0)),
             );
             if out.len() > limit {
-                return Err(too_many());
+                return Err(too_many_coins(limit));
             }
         }
         match rows.last() {
@@ -157,6 +157,12 @@ pub(crate) fn coins_of(
             _ => return Ok(()),
         }
     }
+}
+
+fn too_many_coins(limit: usize) -> QueryError {
+    QueryError::ResourceExhausted(format!(
+        "the sources hold more than {limit} coins; name fewer, or raise max_transactions"
+    ))
 }
 
 /// A request's `max_transactions`: `default` for 0 (or `ceiling`, when
@@ -210,8 +216,7 @@ pub(crate) struct Stops {
 /// Stop labels and categories, and the label index to ask.
 struct Carrying {
     labels: Arc<LabelIndex>,
-    names: Vec<String>,
-    categories: Vec<Category>,
+    wanted: Wanted,
 }
 
 impl Stops {
@@ -259,10 +264,8 @@ pub(crate) fn stops(index: &Index, r: &pb::TraceRequest, max_listed: u64) -> Res
     };
     // The clusters carrying the labels named, when few enough to list.
     let labels = index.label_index();
-    let carrying: Vec<ClusterKey> = labels
-        .clusters_carrying(&r.stop_labels, &categories)
-        .take(SIZED + 1)
-        .collect();
+    let wanted = Wanted::new(r.stop_labels.clone(), &categories);
+    let carrying: Vec<ClusterKey> = labels.clusters_carrying(&wanted).take(SIZED + 1).collect();
     if !r.stop_cluster_ids.is_empty() {
         let built = Built::read(index.store())?;
         for (i, &c) in r.stop_cluster_ids.iter().enumerate() {
@@ -286,12 +289,8 @@ pub(crate) fn stops(index: &Index, r: &pb::TraceRequest, max_listed: u64) -> Res
             return Ok(stops);
         }
     }
-    if !r.stop_labels.is_empty() || !categories.is_empty() {
-        stops.carrying = Some(Carrying {
-            labels,
-            names: r.stop_labels.clone(),
-            categories,
-        });
+    if !wanted.is_empty() {
+        stops.carrying = Some(Carrying { labels, wanted });
     }
     Ok(stops)
 }
@@ -410,7 +409,7 @@ impl<'a> StopRule<'a> {
         match &self.clusters {
             Clusters::Named(set) => set.contains(&c),
             Clusters::Carrying { named, carrying: k } => {
-                named.contains(&c) || k.labels.carries(c, &k.names, &k.categories)
+                named.contains(&c) || k.labels.carries(c, &k.wanted)
             }
             Clusters::Labelled { labels, own } => {
                 Some(c) != *own && !labels.of_cluster(c).is_empty()

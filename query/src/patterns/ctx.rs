@@ -15,9 +15,9 @@ use super::Params;
 use crate::built;
 use crate::error::Result;
 use crate::index::Index;
-use crate::label_index::LabelIndex;
+use crate::label_index::{LabelIndex, Wanted};
 
-const EXCHANGE: [Category; 1] = [Category::Exchange];
+const EXCHANGE: Wanted = Wanted::category(Category::Exchange);
 
 /// What the detectors read, with the lookups they repeat remembered.
 pub(super) struct Ctx<'a> {
@@ -47,7 +47,7 @@ impl<'a> Ctx<'a> {
             index,
             first_new: FxHashMap::default(),
             exchanges: Some(Arc::clone(&labels))
-                .filter(|l| exchanges && l.clusters_carrying(&[], &EXCHANGE).next().is_some()),
+                .filter(|l| exchanges && l.clusters_carrying(&EXCHANGE).next().is_some()),
             holders: FxHashMap::default(),
             cover: labels.cover(),
         }
@@ -108,6 +108,6 @@ impl<'a> Ctx<'a> {
         Ok(self
             .exchanges
             .as_ref()
-            .is_some_and(|l| l.carries(holder, &[], &EXCHANGE)))
+            .is_some_and(|l| l.carries(holder, &EXCHANGE)))
     }
 }

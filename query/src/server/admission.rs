@@ -3,23 +3,26 @@
 //! already run out, and room among the requests in flight.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tonic::{Request, Status};
 
-use super::limits::{deadline_exceeded, Deadline, InFlight};
+use super::limits::{Deadline, InFlight};
 
 #[derive(Clone)]
 pub struct Admission {
     token: Option<Arc<str>>,
     in_flight: Arc<InFlight>,
+    /// How long a request may run at most (`Deadline`).
+    max_request: Duration,
 }
 
 impl Admission {
-    pub fn new(token: Option<String>, max_in_flight: usize) -> Admission {
+    pub fn new(token: Option<String>, max_in_flight: usize, max_request: Duration) -> Admission {
         Admission {
             token: token.map(Into::into),
             in_flight: InFlight::new(max_in_flight),
+            max_request,
         }
     }
 }
@@ -44,9 +47,10 @@ impl tonic::service::Interceptor for Admission {
         }
         // Answered here, at once, rather than racing tonic's own timer
         // (which would answer CANCELLED).
-        let deadline = Deadline::from_metadata(request.metadata(), Instant::now());
+        let deadline =
+            Deadline::from_metadata(request.metadata(), Instant::now(), self.max_request);
         if deadline.expired() {
-            return Err(deadline_exceeded());
+            return Err(deadline.exceeded());
         }
         // Both carried by the request until its handler returns: the
         // deadline counts from arrival, not from when a worker is free.

@@ -8,9 +8,22 @@ use std::time::{Duration, Instant};
 use tonic::metadata::MetadataMap;
 use tonic::Status;
 
-/// When a request must be answered by, from its `grpc-timeout` header.
+/// How long a request may run when its caller sets no shorter deadline
+/// (`satflow serve --max-request-ms`): every loop that asks its deadline
+/// is then bounded in time, whatever a caller omits. Two minutes: a trace
+/// of the default ceiling, 10 M transactions, streams in ~80 s at the
+/// 4 GB bench's pace (1 M in 7.6 s, README: Speed).
+pub const MAX_REQUEST: Duration = Duration::from_secs(120);
+
+/// When a request must be answered by: its caller's `grpc-timeout`, if
+/// any, and the server's own limit.
 #[derive(Clone, Copy, Debug)]
-pub struct Deadline(Option<Instant>);
+pub struct Deadline {
+    client: Option<Instant>,
+    server: Instant,
+    /// The server's limit, to name it when it is the one that ran out.
+    limit: Duration,
+}
 
 /// tonic's own timeout layer answers CANCELLED when the client's timeout
 /// fires; ending our work this much earlier makes the caller see
@@ -18,31 +31,65 @@ pub struct Deadline(Option<Instant>);
 const AHEAD_OF_TRANSPORT: Duration = Duration::from_millis(2);
 
 impl Deadline {
-    pub fn from_metadata(metadata: &MetadataMap, arrived: Instant) -> Deadline {
+    pub fn from_metadata(metadata: &MetadataMap, arrived: Instant, limit: Duration) -> Deadline {
         let timeout = metadata
             .get("grpc-timeout")
             .and_then(|v| v.to_str().ok())
             .and_then(parse_grpc_timeout);
-        Deadline(timeout.map(|t| arrived + t.saturating_sub(AHEAD_OF_TRANSPORT)))
+        Deadline {
+            client: timeout.map(|t| arrived + t.saturating_sub(AHEAD_OF_TRANSPORT)),
+            server: arrived + limit,
+            limit,
+        }
     }
 
     /// The deadline admission noted when `request` arrived; without it (a
-    /// call that bypassed admission), counted from now.
+    /// call that bypassed admission), counted from now with the default
+    /// limit.
     pub fn of<T>(request: &tonic::Request<T>) -> Deadline {
         request
             .extensions()
             .get::<Deadline>()
             .copied()
-            .unwrap_or_else(|| Deadline::from_metadata(request.metadata(), Instant::now()))
+            .unwrap_or_else(|| {
+                Deadline::from_metadata(request.metadata(), Instant::now(), MAX_REQUEST)
+            })
     }
 
-    /// When the caller stops waiting, if it said.
-    pub fn instant(&self) -> Option<Instant> {
-        self.0
+    /// When the request's work must end: the earlier of the two.
+    pub fn instant(&self) -> Instant {
+        self.client.map_or(self.server, |c| c.min(self.server))
+    }
+
+    /// When the caller stops waiting, if it said: all that bounds a
+    /// subscription, which is meant to stay open.
+    pub fn client(&self) -> Option<Instant> {
+        self.client
     }
 
     pub fn expired(&self) -> bool {
-        self.0.is_some_and(|d| Instant::now() >= d)
+        Instant::now() >= self.instant()
+    }
+
+    /// The status of a request that ran out of time: DEADLINE_EXCEEDED
+    /// when its caller's deadline ended it, RESOURCE_EXHAUSTED naming the
+    /// limit when the server's did.
+    pub fn exceeded(&self) -> Status {
+        match self.client {
+            Some(c) if c <= self.server => deadline_exceeded(),
+            _ => Status::resource_exhausted(format!(
+                "the request ran past this server's limit of {} ms (satflow serve --max-request-ms); ask for less, or set a deadline and ask the operator for more",
+                self.limit.as_millis()
+            )),
+        }
+    }
+
+    /// `e` as the caller sees it, a deadline named as `exceeded` does.
+    pub fn status(&self, e: crate::error::QueryError) -> Status {
+        match e {
+            crate::error::QueryError::DeadlineExceeded => self.exceeded(),
+            e => e.into(),
+        }
     }
 }
 
@@ -127,6 +174,42 @@ mod tests {
         for bad in ["", "S", "123456789S", "5x", "-5S"] {
             assert_eq!(parse_grpc_timeout(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn the_earlier_deadline_ends_a_request_and_names_itself() {
+        let now = Instant::now();
+        let with = |timeout: &str| {
+            let mut m = MetadataMap::new();
+            m.insert("grpc-timeout", timeout.parse().unwrap());
+            m
+        };
+        let limit = Duration::from_secs(60);
+        // No deadline from the caller: the server's limit, named.
+        let d = Deadline::from_metadata(&MetadataMap::new(), now, limit);
+        assert_eq!((d.instant(), d.client()), (now + limit, None));
+        let status = d.exceeded();
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        assert!(status
+            .message()
+            .contains("60000 ms (satflow serve --max-request-ms)"));
+        // A caller's shorter deadline ends it, as DEADLINE_EXCEEDED.
+        let d = Deadline::from_metadata(&with("5S"), now, limit);
+        assert_eq!(
+            d.instant(),
+            now + Duration::from_secs(5) - AHEAD_OF_TRANSPORT
+        );
+        assert_eq!(d.exceeded().code(), tonic::Code::DeadlineExceeded);
+        // A longer one is cut to the limit; a subscription keeps it.
+        let d = Deadline::from_metadata(&with("2H"), now, limit);
+        assert_eq!(d.instant(), now + limit);
+        assert_eq!(d.exceeded().code(), tonic::Code::ResourceExhausted);
+        assert!(d.client().unwrap() > now + limit);
+        // Only a deadline error is renamed.
+        let other = d.status(crate::error::QueryError::NotFound("x".into()));
+        assert_eq!(other.code(), tonic::Code::NotFound);
+        let d = Deadline::from_metadata(&MetadataMap::new(), now, Duration::ZERO);
+        assert!(d.expired());
     }
 
     #[test]

@@ -42,6 +42,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 pub use addresses::MAX_BATCH;
+pub use limits::MAX_REQUEST;
 pub use taint::{MAX_STOP_LISTED, MAX_TRACE_TXS};
 
 use addresses::AddressesService;
@@ -73,6 +74,9 @@ pub struct ServeOptions {
     pub readers: usize,
     /// Requests accepted and not yet answered; beyond, RESOURCE_EXHAUSTED.
     pub max_in_flight: usize,
+    /// How long a request may run when its caller asks no shorter
+    /// deadline; then RESOURCE_EXHAUSTED. Default `MAX_REQUEST`.
+    pub max_request: Duration,
     /// RocksDB block cache, in MiB.
     pub cache_mb: usize,
     /// Taint traces running at once; beyond, RESOURCE_EXHAUSTED.
@@ -125,7 +129,8 @@ pub async fn serve(
             Ok(m) => Ok(Arc::new(m)),
             Err(e) if !a.required => {
                 tracing::warn!("alerts are off: {e:#}");
-                Err(format!("this server keeps no alerts: {e:#}"))
+                // The cause names the store's path: for the log only.
+                Err("this server keeps no alerts; its log says why".into())
             }
             Err(e) => return Err(e),
         },
@@ -195,7 +200,7 @@ pub async fn serve(
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
-    let admission = Admission::new(opts.token, opts.max_in_flight);
+    let admission = Admission::new(opts.token, opts.max_in_flight, opts.max_request);
     let slots = taint::Slots::new(opts.max_traces)?;
     let bounds = taint::TraceBounds {
         max_txs: opts.max_trace_txs,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use satflow_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
-use super::limits::{deadline_exceeded, Deadline};
+use super::limits::Deadline;
 use super::shared::Shared;
 use super::taint::{Slots, TraceBounds};
 use crate::error::QueryError;
@@ -76,10 +76,7 @@ impl RiskService {
                     "a risk task panicked"
                 )))
             });
-        match answer {
-            Err(QueryError::DeadlineExceeded) => Err(deadline_exceeded()),
-            other => other.map(Response::new).map_err(Status::from),
-        }
+        answer.map(Response::new).map_err(|e| deadline.status(e))
     }
 }
 

@@ -15,7 +15,7 @@ use satflow_indexer::store::RocksMemory;
 use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status};
 
-use super::limits::{deadline_exceeded, Deadline};
+use super::limits::Deadline;
 use crate::chain;
 use crate::error::internal;
 use crate::index::Index;
@@ -99,23 +99,20 @@ impl Shared {
     {
         let deadline = Deadline::of(request);
         let place = Arc::clone(&self.readers).acquire_owned();
-        let place = match deadline.instant() {
-            Some(by) => tokio::time::timeout_at(by.into(), place)
-                .await
-                .map_err(|_| deadline_exceeded())?,
-            None => place.await,
-        }
-        .expect("the reader semaphore is never closed");
+        let place = tokio::time::timeout_at(deadline.instant().into(), place)
+            .await
+            .map_err(|_| deadline.exceeded())?
+            .expect("the reader semaphore is never closed");
         let shared = Arc::clone(self);
         let read = move || {
             let _place = place;
             let (index, _view) = shared.reading();
             if deadline.expired() {
-                return Err(deadline_exceeded());
+                return Err(deadline.exceeded());
             }
             job(index, deadline)
                 .map(Response::new)
-                .map_err(Status::from)
+                .map_err(|e| deadline.status(e))
         };
         // A panic is a bug: the caller gets INTERNAL, the log the detail.
         tokio::task::spawn_blocking(read)

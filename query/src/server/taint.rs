@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tonic::{Request, Response, Status};
 
 use super::batched::{self, Batch, Batched};
-use super::limits::{deadline_exceeded, Deadline, Place};
+use super::limits::{Deadline, Place};
 use super::niced::NicedPool;
 use super::shared::Shared;
 use crate::args::{self, invalid};
@@ -252,7 +252,7 @@ fn run_trace(
                 max_txs, totals.unfinished
             )),
         ),
-        End::Stopped if sink.expired => send_error(tx, deadline_exceeded()),
+        End::Stopped if sink.expired => send_error(tx, deadline.exceeded()),
         // The caller went away, or stopped reading.
         End::Stopped => {}
     }

@@ -28,7 +28,7 @@ use super::rules::{Rule, Subject, Watch};
 use crate::built;
 use crate::error::Result;
 use crate::index::Index;
-use crate::label_index::LabelIndex;
+use crate::label_index::{LabelIndex, Wanted};
 use crate::labels::{carrier, label_message};
 use crate::patterns::{self, list, Carry, Found, Kind, Scanner};
 
@@ -58,7 +58,12 @@ pub struct Evaluation<'a> {
     /// Watches by the address number, or the holder, they name: a block
     /// costs a lookup per address, however many watches there are.
     by_address: FxHashMap<AddrId, Vec<usize>>,
-    by_holder: FxHashMap<ClusterKey, Vec<usize>>,
+    /// Per holder, the holder sets it is in (indexes into `set_watches`),
+    /// and per set the watches naming it. Each distinct set is listed
+    /// once: 10,000 watches of one category cost its clusters once, not
+    /// 10,000 times.
+    by_holder: FxHashMap<ClusterKey, Vec<u32>>,
+    set_watches: Vec<Vec<usize>>,
     /// For watches with an exposure rule: the holders of its category.
     exposure: Vec<Option<Members>>,
     holders: FxHashMap<AddrId, ClusterKey>,
@@ -112,6 +117,7 @@ impl<'a> Evaluation<'a> {
             members: Vec::with_capacity(watches.len()),
             by_address: FxHashMap::default(),
             by_holder: FxHashMap::default(),
+            set_watches: Vec::new(),
             exposure: Vec::with_capacity(watches.len()),
             holders: FxHashMap::default(),
             clean: FxHashMap::default(),
@@ -132,12 +138,19 @@ impl<'a> Evaluation<'a> {
             e.patterns = Some(scanner);
         }
         let mut categories: FxHashMap<Category, Arc<FxHashSet<ClusterKey>>> = FxHashMap::default();
-        let mut category =
-            |labels: &LabelIndex, c: Category| {
-                Arc::clone(categories.entry(c).or_insert_with(|| {
-                    Arc::new(labels.clusters_with(&[], &[c]).into_iter().collect())
-                }))
-            };
+        let mut category = |labels: &LabelIndex, c: Category| {
+            Arc::clone(categories.entry(c).or_insert_with(|| {
+                Arc::new(
+                    labels
+                        .clusters_with(&Wanted::category(c))
+                        .into_iter()
+                        .collect(),
+                )
+            }))
+        };
+        let mut labelled: FxHashMap<&str, Arc<FxHashSet<ClusterKey>>> = FxHashMap::default();
+        // Each holder set's number in `set_watches`, by its address.
+        let mut sets: FxHashMap<*const FxHashSet<ClusterKey>, u32> = FxHashMap::default();
         for (w, watch) in watches.iter().enumerate() {
             let m = match &watch.subject {
                 Subject::Address(key) => Members::Address(index.address_id(key)?),
@@ -145,21 +158,28 @@ impl<'a> Evaluation<'a> {
                     let holder = e.holder(id.named_after())?;
                     Members::Holders(Arc::new(FxHashSet::from_iter([holder])))
                 }
-                Subject::Label(name) => Members::Holders(Arc::new(
-                    e.labels
-                        .clusters_with(std::slice::from_ref(name), &[])
-                        .into_iter()
-                        .collect(),
-                )),
+                Subject::Label(name) => {
+                    let set = labelled.entry(name).or_insert_with(|| {
+                        let wanted = Wanted::new(vec![name.clone()], &[]);
+                        Arc::new(e.labels.clusters_with(&wanted).into_iter().collect())
+                    });
+                    Members::Holders(Arc::clone(set))
+                }
                 Subject::Category(c) => Members::Holders(category(&e.labels, *c)),
             };
             match &m {
                 Members::Address(Some(a)) => e.by_address.entry(*a).or_default().push(w),
                 Members::Address(None) => {}
                 Members::Holders(set) => {
-                    for &h in set.iter() {
-                        e.by_holder.entry(h).or_default().push(w);
-                    }
+                    let n = *sets.entry(Arc::as_ptr(set)).or_insert_with(|| {
+                        let n = e.set_watches.len() as u32;
+                        for &h in set.iter() {
+                            e.by_holder.entry(h).or_default().push(n);
+                        }
+                        e.set_watches.push(Vec::new());
+                        n
+                    });
+                    e.set_watches[n as usize].push(w);
                 }
             }
             e.exposure.push(match watch.rule {
@@ -306,7 +326,8 @@ impl<'a> Evaluation<'a> {
                 holder
                     .and_then(|h| self.by_holder.get(&h))
                     .into_iter()
-                    .flatten(),
+                    .flatten()
+                    .flat_map(|&n| &self.set_watches[n as usize]),
             );
             for &w in ws {
                 let t = moved.entry(w).or_default();
