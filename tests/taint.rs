@@ -966,40 +966,29 @@ async fn requests_above_the_servers_limits_are_resource_exhausted() {
         .into_inner()
         .size;
     assert!(size > 10, "the exchange has {size} addresses");
-    let status = c
-        .taint
-        .trace(pb::TraceRequest {
-            sources: vec![pb::TraceSource {
-                source: Some(pb::trace_source::Source::ClusterId(exchange)),
-            }],
-            max_transactions: 10,
-            ..request.clone()
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
-    assert!(
-        status.message().contains("more than 10 coins"),
-        "{status:?}"
-    );
+    let cluster = pb::TraceSource {
+        source: Some(pb::trace_source::Source::ClusterId(exchange)),
+    };
     // So is a txid named again and again: each brings all its outputs.
     let txid = pb::TraceSource {
         source: Some(pb::trace_source::Source::Txid(deposit_tx.txid.clone())),
     };
-    let status = c
-        .taint
-        .trace(pb::TraceRequest {
-            sources: vec![txid; 11],
-            max_transactions: 10,
-            ..request.clone()
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
-    assert!(
-        status.message().contains("more than 10 coins"),
-        "{status:?}"
-    );
+    for sources in [vec![cluster], vec![txid; 11]] {
+        let status = c
+            .taint
+            .trace(pb::TraceRequest {
+                sources,
+                max_transactions: 10,
+                ..request.clone()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+        assert!(
+            status.message().contains("more than 10 coins"),
+            "{status:?}"
+        );
+    }
     let status = exposure(10, pb::exposure_request::Subject::ClusterId(exchange))
         .await
         .unwrap_err();
