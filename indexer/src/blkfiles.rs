@@ -15,7 +15,7 @@ use crate::network::Network;
 
 /// Consensus bound on a serialized block (weight ≥ size, weight ≤ 4M).
 pub const MAX_BLOCK_BYTES: u32 = 4_000_000;
-const HEADER_BYTES: u32 = 80;
+pub const HEADER_BYTES: u32 = 80;
 
 /// The 8-byte key Core 28+ XORs over every byte of blk files by file offset.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

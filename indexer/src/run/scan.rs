@@ -14,7 +14,7 @@ use satflow_schema::codec::Raw;
 use satflow_schema::{cf, meta, Height};
 
 use super::Summary;
-use crate::blkfiles::{is_padding, scan_file, BlocksDir, FileScan, ScanNote};
+use crate::blkfiles::{is_padding, scan_file, BlocksDir, FileScan, ScanNote, HEADER_BYTES};
 use crate::chain::{self, HeaderTree, Inserted, Node};
 use crate::network::Network;
 use crate::store::Store;
@@ -49,7 +49,7 @@ pub(super) fn scan_new(
             let start = offsets.get(&f.number).copied().unwrap_or(0);
             if f.len() < start {
                 bail!(
-                    "{} is {} bytes, shorter than the {start} bytes already indexed: the blocks directory was rewritten; index it into a new --db",
+                    "{} is {} bytes, shorter than the {start} bytes already scanned: it shrank during this run; run again to scan the directory from the start",
                     f.path.display(),
                     f.len()
                 );
@@ -73,9 +73,99 @@ pub(super) fn scan_new(
     Ok(scans)
 }
 
-/// Where each file's next scan starts.
-pub(super) fn load_offsets(store: &Store) -> Result<BTreeMap<u32, u64>> {
-    Ok(store.scan_positions()?.into_iter().collect())
+/// Where each file's next scan starts: where earlier runs stopped, unless
+/// the directory no longer holds what they scanned (a node that synced
+/// again from scratch, or another node's directory given in its place).
+/// Then every offset is forgotten and the files are scanned again from
+/// the start: the blocks already indexed are found at their new places,
+/// and the index goes on from its tip, since its rows do not depend on
+/// where blocks lie. Their old places stay recorded beside the new, which
+/// is harmless: a record is used only once it hashes to its block.
+pub(super) fn load_offsets(
+    store: &Store,
+    dir: &BlocksDir,
+    tree: &HeaderTree,
+    summary: &mut Summary,
+) -> Result<BTreeMap<u32, u64>> {
+    let offsets: BTreeMap<u32, u64> = store.scan_positions()?.into_iter().collect();
+    let Some(why) = rewritten(store, dir, tree, &offsets)? else {
+        return Ok(offsets);
+    };
+    let key = match store.meta(meta::XorKey)? {
+        Some(old) if old != dir.key.0 => " (and xor.dat changed)",
+        _ => "",
+    };
+    let note = format!(
+        "{}: {why}: the directory was rewritten since the last run{key}; its files are scanned again from the start",
+        dir.path.display()
+    );
+    tracing::warn!("{note}");
+    summary.notes.push(note);
+    // Forgotten before anything is scanned, so that a run stopped
+    // in between starts over the same way.
+    let mut batch = store.batch();
+    for &file in offsets.keys() {
+        batch.delete_meta(meta::Scan(file));
+    }
+    store.write(batch)?;
+    Ok(BTreeMap::new())
+}
+
+/// Why the directory no longer holds what earlier runs scanned, if it
+/// does not: a file shorter than the bytes already scanned in it, or the
+/// index's tip no longer where it was found. Where neither can be told
+/// (nothing applied yet, or the tip's file gone, as a pruning node
+/// deletes old files), the directory is taken as it is.
+fn rewritten(
+    store: &Store,
+    dir: &BlocksDir,
+    tree: &HeaderTree,
+    offsets: &BTreeMap<u32, u64>,
+) -> Result<Option<String>> {
+    for f in &dir.files {
+        match offsets.get(&f.number) {
+            Some(&at) if f.len() < at => {
+                return Ok(Some(format!(
+                    "{} is {} bytes, shorter than the {at} bytes already scanned",
+                    f.path.display(),
+                    f.len()
+                )))
+            }
+            _ => {}
+        }
+    }
+    let Some(tip) = store.tip()? else {
+        return Ok(None);
+    };
+    let Some(node) = tree.get(&tip.hash) else {
+        return Ok(None);
+    };
+    let mut moved = None;
+    for loc in node.locs() {
+        let Some(file) = dir.file(loc.file) else {
+            continue;
+        };
+        let header = match file.len() >= loc.offset + u64::from(HEADER_BYTES) {
+            true => deserialize::<bitcoin::block::Header>(&file.read(
+                dir.key,
+                loc.offset,
+                HEADER_BYTES as usize,
+            )?)
+            .ok(),
+            false => None,
+        };
+        if header.is_some_and(|h| h.block_hash() == tip.hash) {
+            return Ok(None);
+        }
+        moved = Some(format!(
+            "{} no longer holds the index's tip, block {} (height {}), at offset {}",
+            file.path.display(),
+            tip.hash,
+            tip.height,
+            loc.offset
+        ));
+    }
+    Ok(moved)
 }
 
 /// The one network of the directory, the DB and the command line.
