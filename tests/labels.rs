@@ -620,7 +620,8 @@ async fn mining_pools_are_recognised_by_coinbase_tag_and_payout_address() {
 }
 
 /// A label imported while the server runs is served after its next
-/// catch-up.
+/// catch-up. Screened, a payee carrying many labels lists at most 100 of
+/// them, and one answer at most 10,000 in all; the rest are counted.
 #[tokio::test]
 async fn a_running_server_picks_up_new_labels() {
     let (_blocks, db, _) = window(SANCTIONED_BLOCK, SANCTIONED_HASH, false);
@@ -641,17 +642,17 @@ async fn a_running_server_picks_up_new_labels() {
     };
     assert!(labels_of(&mut c).await.is_empty());
     let csv = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(
-        csv.path(),
-        format!("{OFAC_PAYEE},Late label,sanctioned,test\n"),
-    )
-    .unwrap();
+    let rows: String = (0..150)
+        .map(|i| format!("{OFAC_PAYEE},Late label {i},sanctioned,test\n"))
+        .collect();
+    std::fs::write(csv.path(), rows).unwrap();
     import_labels(db.path(), csv.path(), Format::Csv, Defaults::default());
     let started = std::time::Instant::now();
     loop {
         let labels = labels_of(&mut c).await;
         if !labels.is_empty() {
-            assert_eq!(labels[0].label, "Late label");
+            assert_eq!(labels.len(), 150, "an address's own labels are all listed");
+            assert_eq!(labels[0].label, "Late label 0");
             break;
         }
         assert!(
@@ -660,6 +661,58 @@ async fn a_running_server_picks_up_new_labels() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+
+    // A payment not mined, of 101 outputs all to the labelled address.
+    let paid = raw_block(SANCTIONED_BLOCK)
+        .txdata
+        .into_iter()
+        .find(|t| t.compute_txid().to_string() == txids_paying(SANCTIONED_BLOCK, OFAC_PAYEE)[0])
+        .unwrap();
+    let script = OFAC_PAYEE
+        .parse::<Address<bitcoin::address::NetworkUnchecked>>()
+        .unwrap()
+        .assume_checked()
+        .script_pubkey();
+    let vout = paid
+        .output
+        .iter()
+        .position(|o| o.script_pubkey == script)
+        .unwrap();
+    let fanned = bitcoin::Transaction {
+        version: bitcoin::transaction::Version::TWO,
+        lock_time: bitcoin::absolute::LockTime::ZERO,
+        input: vec![bitcoin::TxIn {
+            previous_output: bitcoin::OutPoint {
+                txid: paid.compute_txid(),
+                vout: vout as u32,
+            },
+            ..Default::default()
+        }],
+        output: vec![
+            bitcoin::TxOut {
+                value: bitcoin::Amount::from_sat(1_000),
+                script_pubkey: script,
+            };
+            101
+        ],
+    };
+    let s = c
+        .risk
+        .screen_transaction(pb::ScreenTransactionRequest {
+            raw_transaction: bitcoin::consensus::encode::serialize_hex(&fanned),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let shown: Vec<(usize, u64)> = s
+        .payees
+        .iter()
+        .map(|p| (p.labels.len(), p.labels_omitted))
+        .collect();
+    let mut expected = vec![(100, 50); 100];
+    expected.push((0, 150));
+    assert_eq!(shown, expected);
 }
 
 /// Every (cluster, member, label) a label index holds, in its order.

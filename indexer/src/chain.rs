@@ -88,6 +88,25 @@ pub struct BestChain {
     pub detached: Vec<Detached>,
 }
 
+/// `a + b`, or all the work there is where the sum would not fit. Only
+/// headers left unchecked (`--no-pow-check`) can claim a target of 0 or 1,
+/// each worth 2^256 − 1 to rust-bitcoin, whose own sum of two would wrap
+/// (or fail a debug assertion).
+fn add_work(a: Work, b: Work) -> Work {
+    let (a, b) = (a.to_le_bytes(), b.to_le_bytes());
+    let mut sum = [0u8; 32];
+    let mut carry = 0u16;
+    for i in 0..32 {
+        let s = u16::from(a[i]) + u16::from(b[i]) + carry;
+        sum[i] = s as u8;
+        carry = s >> 8;
+    }
+    match carry {
+        0 => Work::from_le_bytes(sum),
+        _ => Work::from_le_bytes([0xff; 32]),
+    }
+}
+
 impl HeaderTree {
     /// Adds a record of a block; a block found twice counts once, with
     /// both places kept.
@@ -153,7 +172,7 @@ impl HeaderTree {
                 best = (work, i);
             }
             for &c in &children[i] {
-                stack.push((c, work + self.nodes[c].header.work()));
+                stack.push((c, add_work(work, self.nodes[c].header.work())));
             }
         }
         let mut blocks = Vec::new();
@@ -249,6 +268,33 @@ mod tests {
             "a block found twice counts once"
         );
         assert_eq!(best.stale, 5);
+    }
+
+    /// Unchecked headers claiming a target of 0 are each worth all the
+    /// work there is: their branch's sum saturates instead of wrapping
+    /// below an honest branch (or panicking). Saturated sums tie, and a
+    /// tie goes to the block stored first: the first such header.
+    #[test]
+    fn work_beyond_2_256_saturates() {
+        let mut t = HeaderTree::default();
+        let g = header(BlockHash::all_zeros(), EASY, 0);
+        t.insert(g, loc(0));
+        let honest = header(g.block_hash(), HARD, 1);
+        t.insert(honest, loc(1));
+        let mut prev = g.block_hash();
+        let mut first = None;
+        for i in 2..5 {
+            let h = header(prev, 0, i);
+            prev = h.block_hash();
+            first.get_or_insert(prev);
+            t.insert(h, loc(i as u64));
+        }
+        let best = t.best_chain(g.block_hash(), 0).unwrap();
+        assert_eq!(best.blocks.len(), 2);
+        assert_eq!(Some(best.blocks[1].hash), first);
+        assert_eq!(best.work, Work::from_le_bytes([0xff; 32]));
+        let (one, two) = (Work::from_le_bytes([1; 32]), Work::from_le_bytes([2; 32]));
+        assert_eq!(add_work(one, one), two);
     }
 
     #[test]

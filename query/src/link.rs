@@ -51,11 +51,13 @@ pub(crate) fn explain(
             if txnum >= built.next_tx {
                 break;
             }
-            if !read.insert(txnum) {
-                continue;
-            }
+            // Checked on every row, read or not: an address's history
+            // can be millions of rows of transactions already read.
             if expired() {
                 return Err(QueryError::DeadlineExceeded);
+            }
+            if !read.insert(txnum) {
+                continue;
             }
             if read.len() > LINK_BUDGET {
                 return Err(QueryError::ResourceExhausted(format!(
