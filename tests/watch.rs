@@ -73,6 +73,19 @@ fn watch_rules_flag_the_ofac_payment_in_block_574200() {
             Rule::IncomingAbove(OFAC_PAID + 1),
         ),
         watch("mixers", Subject::Category("mixer".into()), any()),
+        // Watches of a subject already watched share its cluster set:
+        // each still raises its own alert, by its own rule.
+        watch(
+            "sanctioned too",
+            Subject::Category("sanctioned".into()),
+            Rule::IncomingAbove(OFAC_PAID),
+        ),
+        watch(
+            "sanctioned above",
+            Subject::Category("sanctioned".into()),
+            Rule::IncomingAbove(OFAC_PAID + 1),
+        ),
+        watch("sdn too", Subject::Label("OFAC SDN".into()), any()),
     ] {
         m.put_watch(&index, w).unwrap();
     }
@@ -105,13 +118,15 @@ fn watch_rules_flag_the_ofac_payment_in_block_574200() {
         by_watch,
         BTreeMap::from([
             ("sanctioned", hit.clone()),
+            ("sanctioned too", hit.clone()),
             ("sdn", hit.clone()),
+            ("sdn too", hit.clone()),
             ("payee at", hit),
         ])
     );
     assert_eq!(
         raised.iter().map(|a| a.id).collect::<Vec<_>>(),
-        (1..=3).collect::<Vec<_>>()
+        (1..=5).collect::<Vec<_>>()
     );
     assert!(raised.iter().all(|a| a.height == SANCTIONED_BLOCK
         && a.block_hash == SANCTIONED_HASH
@@ -119,7 +134,7 @@ fn watch_rules_flag_the_ofac_payment_in_block_574200() {
 
     // Evaluated once: nothing new the second time.
     assert_eq!(m.update(&index).unwrap().evaluated_blocks, 0);
-    assert_eq!(m.store().newest_id().unwrap(), 3);
+    assert_eq!(m.store().newest_id().unwrap(), 5);
 }
 
 /// The next alert on `stream`, within a minute.
