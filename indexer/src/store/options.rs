@@ -100,39 +100,79 @@ pub(super) fn cf_options(name: &str, cache: &Cache) -> Options {
 /// Sums `HistoryRow`s: a cluster's row for a tx is the sum of its members' rows.
 /// No writer makes merge operands any more (the cluster build writes each
 /// row once); indexes built by earlier versions may still hold some.
-fn merge_history(
-    _key: &[u8],
-    existing: Option<&[u8]>,
-    operands: &MergeOperands,
-) -> Option<Vec<u8>> {
-    let mut sum = existing
-        .and_then(|b| HistoryRow::decode(b).ok())
-        .unwrap_or_default();
-    for row in operands
-        .into_iter()
-        .filter_map(|b| HistoryRow::decode(b).ok())
-    {
-        sum.add(&row);
-    }
-    Some(sum.encode().to_vec())
+fn merge_history(key: &[u8], existing: Option<&[u8]>, operands: &MergeOperands) -> Option<Vec<u8>> {
+    let values = existing.into_iter().chain(operands);
+    Some(sum::<HistoryRow>(
+        cf::ClusterHistory::NAME,
+        key,
+        values,
+        HistoryRow::add,
+    ))
 }
 
-/// Adds `AddrStats` deltas; a malformed operand is a bug, kept out of the sum
-/// rather than poisoning the row.
-fn merge_stats(_key: &[u8], existing: Option<&[u8]>, operands: &MergeOperands) -> Option<Vec<u8>> {
-    let mut sum = existing
-        .and_then(|b| AddrStats::decode(b).ok())
-        .unwrap_or_default();
-    for op in operands {
-        if let Ok(delta) = AddrStats::decode(op) {
-            sum.add(&delta);
+/// Adds `AddrStats` deltas.
+fn merge_stats(key: &[u8], existing: Option<&[u8]>, operands: &MergeOperands) -> Option<Vec<u8>> {
+    let values = existing.into_iter().chain(operands);
+    Some(sum::<AddrStats>(
+        cf::AddrStats::NAME,
+        key,
+        values,
+        AddrStats::add,
+    ))
+}
+
+/// The encoded sum of a running-sum row's values. A value that
+/// does not decode (a bug, or a damaged file) is left out of the sum and
+/// logged with its row's key, rather than failing the merge: that would
+/// stop every compaction of the family, and with it the index, on one row.
+fn sum<'v, T: Codec + Default>(
+    family: &str,
+    key: &[u8],
+    values: impl Iterator<Item = &'v [u8]>,
+    add: impl Fn(&mut T, &T),
+) -> Vec<u8> {
+    let mut sum = T::default();
+    for bytes in values {
+        match T::decode(bytes) {
+            Ok(v) => add(&mut sum, &v),
+            Err(e) => tracing::error!(
+                "{family} row {}: a value that does not decode ({e}) was left out of its sum",
+                hex::encode(key)
+            ),
         }
     }
-    Some(sum.encode().to_vec())
+    sum.encode().as_ref().to_vec()
 }
 
 #[cfg(test)]
 mod tests {
+    /// A running sum keeps what decodes and leaves out what does not.
+    #[test]
+    fn a_running_sum_leaves_out_a_value_that_does_not_decode() {
+        use satflow_schema::address::AddrStats;
+        use satflow_schema::Codec;
+
+        let a = AddrStats {
+            received: 5,
+            tx_count: 1,
+            ..AddrStats::default()
+        };
+        let b = AddrStats {
+            received: 7,
+            sent: 2,
+            tx_count: 2,
+            ..AddrStats::default()
+        };
+        let (a_bytes, b_bytes) = (a.encode(), b.encode());
+        let values: [&[u8]; 3] = [a_bytes.as_ref(), b"\x01\x02", b_bytes.as_ref()];
+        let summed =
+            super::sum::<AddrStats>("addr_stats", b"k", values.into_iter(), AddrStats::add);
+        let mut expected = a;
+        expected.add(&b);
+        assert_eq!(AddrStats::decode(&summed).unwrap(), expected);
+        assert_eq!(expected.received, 12);
+    }
+
     use bitcoin::hashes::Hash;
     use bitcoin::BlockHash;
     use satflow_schema::{cf, Height};
