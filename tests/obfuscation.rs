@@ -94,7 +94,8 @@ fn xor_and_shuffled_records_give_the_same_index() {
 /// already indexed at their new places and goes on from its tip, to the
 /// index a single run over all the blocks builds. Seen either way: a file
 /// now shorter than the bytes already scanned in it, or (one long file)
-/// the tip's record no longer where it was found.
+/// the tip's record no longer where it was found. The blocks' rows move
+/// to the new places, where a server reads raw transactions.
 #[test]
 fn a_blocks_directory_synced_again_is_scanned_again_and_the_index_goes_on() {
     let plain = blocks_dir(&["mainnet/blk00000_first1MiB.dat"]);
@@ -124,6 +125,11 @@ fn a_blocks_directory_synced_again_is_scanned_again_and_the_index_goes_on() {
             "{per_file} records a file: {note}"
         );
         assert_same_but_places(db.path(), plain_db.path());
+        // Each block's row points at its new place, where a server reads
+        // raw transactions: as in an index built from the new files.
+        let fresh = tempfile::tempdir().unwrap();
+        index(dir.path(), fresh.path());
+        assert_eq!(block_rows(db.path()), block_rows(fresh.path()));
 
         // The offsets scanned anew hold: a third run finds nothing new.
         let s = index(dir.path(), db.path());

@@ -236,7 +236,7 @@ impl Indexer {
         let mut summary = Summary::default();
         let clock = Clock::start();
         let offsets = scan::load_offsets(store, &dir, tree, &mut summary)?;
-        let scans = pool.install(|| scan::scan_new(&dir, &offsets, tails))?;
+        let scans = pool.install(|| scan::scan_new(&dir, &offsets.at, tails))?;
         let network = scan::settle_network(store, opts.network, &dir, &scans)?;
         summary.network = Some(network);
         let grew = scan::record_scans(

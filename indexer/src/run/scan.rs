@@ -9,15 +9,17 @@ use anyhow::{anyhow, bail, Context, Result};
 use bitcoin::consensus::deserialize;
 use bitcoin::BlockHash;
 use rayon::prelude::*;
-use satflow_schema::block::{BlockIndexRow, ChainPoint};
+use satflow_schema::block::{BlockIndexRow, BlockRow, ChainPoint};
 use satflow_schema::codec::Raw;
 use satflow_schema::{cf, meta, Height};
 
 use super::Summary;
-use crate::blkfiles::{is_padding, scan_file, BlocksDir, FileScan, ScanNote, HEADER_BYTES};
+use crate::blkfiles::{
+    is_padding, scan_file, BlockLoc, BlocksDir, FileScan, ScanNote, HEADER_BYTES,
+};
 use crate::chain::{self, HeaderTree, Inserted, Node};
 use crate::network::Network;
-use crate::store::Store;
+use crate::store::{Batch, Store};
 
 /// Headers of every record seen by earlier runs.
 pub(super) fn load_tree(store: &Store) -> Result<HeaderTree> {
@@ -73,23 +75,36 @@ pub(super) fn scan_new(
     Ok(scans)
 }
 
+/// Where each file's next scan starts, and whether the directory was
+/// found rewritten.
+pub(super) struct Offsets {
+    pub(super) at: BTreeMap<u32, u64>,
+    /// Then every offset is forgotten, and the blocks already applied
+    /// take the places this scan finds them at (`record_scans`).
+    pub(super) rewritten: bool,
+}
+
 /// Where each file's next scan starts: where earlier runs stopped, unless
 /// the directory no longer holds what they scanned (a node that synced
 /// again from scratch, or another node's directory given in its place).
 /// Then every offset is forgotten and the files are scanned again from
 /// the start: the blocks already indexed are found at their new places,
-/// and the index goes on from its tip, since its rows do not depend on
-/// where blocks lie. Their old places stay recorded beside the new, which
-/// is harmless: a record is used only once it hashes to its block.
+/// and the index goes on from its tip, since no row but a block's own
+/// place depends on where blocks lie. Their old places stay recorded
+/// beside the new, which is harmless: a record is used only once it
+/// hashes to its block.
 pub(super) fn load_offsets(
     store: &Store,
     dir: &BlocksDir,
     tree: &HeaderTree,
     summary: &mut Summary,
-) -> Result<BTreeMap<u32, u64>> {
-    let offsets: BTreeMap<u32, u64> = store.scan_positions()?.into_iter().collect();
-    let Some(why) = rewritten(store, dir, tree, &offsets)? else {
-        return Ok(offsets);
+) -> Result<Offsets> {
+    let at: BTreeMap<u32, u64> = store.scan_positions()?.into_iter().collect();
+    let Some(why) = rewritten(store, dir, tree, &at)? else {
+        return Ok(Offsets {
+            at,
+            rewritten: false,
+        });
     };
     let key = match store.meta(meta::XorKey)? {
         Some(old) if old != dir.key.0 => " (and xor.dat changed)",
@@ -104,11 +119,14 @@ pub(super) fn load_offsets(
     // Forgotten before anything is scanned, so that a run stopped
     // in between starts over the same way.
     let mut batch = store.batch();
-    for &file in offsets.keys() {
+    for &file in at.keys() {
         batch.delete_meta(meta::Scan(file));
     }
     store.write(batch)?;
-    Ok(BTreeMap::new())
+    Ok(Offsets {
+        at: BTreeMap::new(),
+        rewritten: true,
+    })
 }
 
 /// Why the directory no longer holds what earlier runs scanned, if it
@@ -215,7 +233,7 @@ pub(super) fn record_scans(
     dir: &BlocksDir,
     network: Network,
     check_pow: bool,
-    offsets: &BTreeMap<u32, u64>,
+    offsets: &Offsets,
     scans: &[FileScan],
     tree: &mut HeaderTree,
     summary: &mut Summary,
@@ -264,9 +282,13 @@ pub(super) fn record_scans(
                 summary.notes.push(note);
                 continue;
             }
-            if tree.insert(header, record.loc) != Inserted::Known {
+            let inserted = tree.insert(header, record.loc);
+            if inserted != Inserted::Known {
                 grew = true;
                 let hash = header.block_hash();
+                if offsets.rewritten && inserted == Inserted::Copy {
+                    relocate(store, &mut batch, &hash, record.loc)?;
+                }
                 let node = tree.get(&hash).expect("just inserted");
                 let row = BlockIndexRow {
                     header,
@@ -275,7 +297,7 @@ pub(super) fn record_scans(
                 batch.put::<cf::BlockIndex>(&hash, &row);
             }
         }
-        if offsets.get(&file.number) != Some(&scan.resume_at) {
+        if offsets.at.get(&file.number) != Some(&scan.resume_at) {
             batch.put_meta(meta::Scan(file.number), &scan.resume_at);
         }
     }
@@ -293,6 +315,19 @@ pub(super) fn record_scans(
         store.flush()?;
     }
     Ok(grew)
+}
+
+/// After a rewrite: the best chain's row of block `hash`, if it is
+/// applied, points at the block's new place, where readers of raw
+/// transactions (`satflow serve`) will look for it.
+fn relocate(store: &Store, batch: &mut Batch<'_>, hash: &BlockHash, loc: BlockLoc) -> Result<()> {
+    let Some(height) = store.height_of(hash)? else {
+        return Ok(());
+    };
+    if let Some(row) = store.block(height)? {
+        batch.put::<cf::Blocks>(&height, &BlockRow { loc, ..row });
+    }
+    Ok(())
 }
 
 /// Where the chain starts: genesis, or the block an index that starts
