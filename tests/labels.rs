@@ -29,6 +29,39 @@ fn lines_with(file: &std::path::Path, needle: &str) -> Vec<usize> {
         .collect()
 }
 
+fn ofac_payee_script() -> bitcoin::ScriptBuf {
+    OFAC_PAYEE
+        .parse::<Address<bitcoin::address::NetworkUnchecked>>()
+        .unwrap()
+        .assume_checked()
+        .script_pubkey()
+}
+
+/// A transaction not mined that spends block 574200's payment to the
+/// OFAC-listed address into `outputs`.
+fn spending_the_sanctioned_coin(outputs: Vec<bitcoin::TxOut>) -> bitcoin::Transaction {
+    let paying = txids_paying(SANCTIONED_BLOCK, OFAC_PAYEE);
+    let paid = raw_block(SANCTIONED_BLOCK)
+        .txdata
+        .into_iter()
+        .find(|t| t.compute_txid().to_string() == paying[0])
+        .unwrap();
+    let script = ofac_payee_script();
+    let vout = paid.output.iter().position(|o| o.script_pubkey == script);
+    bitcoin::Transaction {
+        version: bitcoin::transaction::Version::TWO,
+        lock_time: bitcoin::absolute::LockTime::ZERO,
+        input: vec![bitcoin::TxIn {
+            previous_output: bitcoin::OutPoint {
+                txid: paid.compute_txid(),
+                vout: vout.unwrap() as u32,
+            },
+            ..Default::default()
+        }],
+        output: outputs,
+    }
+}
+
 #[tokio::test]
 async fn the_ofac_list_flags_a_payment_in_block_574200() {
     let (_blocks, db, _) = window(SANCTIONED_BLOCK, SANCTIONED_HASH, false);
@@ -210,27 +243,10 @@ async fn the_ofac_list_flags_a_payment_in_block_574200() {
 
     // A payment not mined: it spends the sanctioned coin to a fresh
     // address. Its coins came from the sanctioned address directly.
-    let paid: bitcoin::Transaction = bitcoin::consensus::deserialize(&raw).unwrap();
-    let vout = tx
-        .outputs
-        .iter()
-        .position(|o| o.address == OFAC_PAYEE)
-        .unwrap() as u32;
-    let onward = bitcoin::Transaction {
-        version: bitcoin::transaction::Version::TWO,
-        lock_time: bitcoin::absolute::LockTime::ZERO,
-        input: vec![bitcoin::TxIn {
-            previous_output: bitcoin::OutPoint {
-                txid: paid.compute_txid(),
-                vout,
-            },
-            ..Default::default()
-        }],
-        output: vec![bitcoin::TxOut {
-            value: bitcoin::Amount::from_sat(38_000_000),
-            script_pubkey: build::p2pkh(0x5c),
-        }],
-    };
+    let onward = spending_the_sanctioned_coin(vec![bitcoin::TxOut {
+        value: bitcoin::Amount::from_sat(38_000_000),
+        script_pubkey: build::p2pkh(0x5c),
+    }]);
     let s = screen(bitcoin::consensus::encode::serialize_hex(&onward))
         .await
         .unwrap()
@@ -663,39 +679,13 @@ async fn a_running_server_picks_up_new_labels() {
     }
 
     // A payment not mined, of 101 outputs all to the labelled address.
-    let paid = raw_block(SANCTIONED_BLOCK)
-        .txdata
-        .into_iter()
-        .find(|t| t.compute_txid().to_string() == txids_paying(SANCTIONED_BLOCK, OFAC_PAYEE)[0])
-        .unwrap();
-    let script = OFAC_PAYEE
-        .parse::<Address<bitcoin::address::NetworkUnchecked>>()
-        .unwrap()
-        .assume_checked()
-        .script_pubkey();
-    let vout = paid
-        .output
-        .iter()
-        .position(|o| o.script_pubkey == script)
-        .unwrap();
-    let fanned = bitcoin::Transaction {
-        version: bitcoin::transaction::Version::TWO,
-        lock_time: bitcoin::absolute::LockTime::ZERO,
-        input: vec![bitcoin::TxIn {
-            previous_output: bitcoin::OutPoint {
-                txid: paid.compute_txid(),
-                vout: vout as u32,
-            },
-            ..Default::default()
-        }],
-        output: vec![
-            bitcoin::TxOut {
-                value: bitcoin::Amount::from_sat(1_000),
-                script_pubkey: script,
-            };
-            101
-        ],
-    };
+    let fanned = spending_the_sanctioned_coin(vec![
+        bitcoin::TxOut {
+            value: bitcoin::Amount::from_sat(1_000),
+            script_pubkey: ofac_payee_script(),
+        };
+        101
+    ]);
     let s = c
         .risk
         .screen_transaction(pb::ScreenTransactionRequest {

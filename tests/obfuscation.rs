@@ -70,10 +70,7 @@ fn assert_same_but_places(db: &Path, plain_db: &Path) {
 
 #[test]
 fn xor_and_shuffled_records_give_the_same_index() {
-    let plain = blocks_dir(&["mainnet/blk00000_first1MiB.dat"]);
-    let plain_db = tempfile::tempdir().unwrap();
-    index(plain.path(), plain_db.path());
-
+    let (_plain, plain_db, _) = indexed_blk00000();
     let raw = std::fs::read(data("mainnet/blk00000_first1MiB.dat")).unwrap();
     let shuffled = tempfile::tempdir().unwrap();
     write_shuffled(shuffled.path(), mainnet_records(&raw), 1600);
@@ -98,9 +95,7 @@ fn xor_and_shuffled_records_give_the_same_index() {
 /// to the new places, where a server reads raw transactions.
 #[test]
 fn a_blocks_directory_synced_again_is_scanned_again_and_the_index_goes_on() {
-    let plain = blocks_dir(&["mainnet/blk00000_first1MiB.dat"]);
-    let plain_db = tempfile::tempdir().unwrap();
-    index(plain.path(), plain_db.path());
+    let (_plain, plain_db, _) = indexed_blk00000();
     let raw = std::fs::read(data("mainnet/blk00000_first1MiB.dat")).unwrap();
     let recs = mainnet_records(&raw);
 

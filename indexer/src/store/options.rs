@@ -102,23 +102,13 @@ pub(super) fn cf_options(name: &str, cache: &Cache) -> Options {
 /// row once); indexes built by earlier versions may still hold some.
 fn merge_history(key: &[u8], existing: Option<&[u8]>, operands: &MergeOperands) -> Option<Vec<u8>> {
     let values = existing.into_iter().chain(operands);
-    Some(sum::<HistoryRow>(
-        cf::ClusterHistory::NAME,
-        key,
-        values,
-        HistoryRow::add,
-    ))
+    Some(sum(cf::ClusterHistory::NAME, key, values, HistoryRow::add))
 }
 
 /// Adds `AddrStats` deltas.
 fn merge_stats(key: &[u8], existing: Option<&[u8]>, operands: &MergeOperands) -> Option<Vec<u8>> {
     let values = existing.into_iter().chain(operands);
-    Some(sum::<AddrStats>(
-        cf::AddrStats::NAME,
-        key,
-        values,
-        AddrStats::add,
-    ))
+    Some(sum(cf::AddrStats::NAME, key, values, AddrStats::add))
 }
 
 /// The encoded sum of a running-sum row's values. A value that
