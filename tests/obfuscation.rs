@@ -21,6 +21,18 @@ fn block_rows(db: &Path) -> Vec<(Height, BlockRow)> {
         .collect()
 }
 
+/// Each block's first place in `block_index`: where a read tries first.
+fn first_places(db: &Path) -> Vec<String> {
+    Store::open(db, Access::ReadOnly)
+        .unwrap()
+        .scan_all::<cf::BlockIndex>()
+        .map(|r| {
+            let (hash, row) = r.unwrap();
+            format!("{hash} {:?}", row.locs[0])
+        })
+        .collect()
+}
+
 const KEY: [u8; 8] = [0x3a, 0x91, 0x07, 0xee, 0x5c, 0x12, 0xf0, 0x88];
 
 /// The records of mainnet's first MiB, in file (and chain) order.
@@ -125,6 +137,8 @@ fn a_blocks_directory_synced_again_is_scanned_again_and_the_index_goes_on() {
         let fresh = tempfile::tempdir().unwrap();
         index(dir.path(), fresh.path());
         assert_eq!(block_rows(db.path()), block_rows(fresh.path()));
+        // Every block's new place is the one read first.
+        assert_eq!(first_places(db.path()), first_places(fresh.path()));
 
         // The offsets scanned anew hold: a third run finds nothing new.
         let s = index(dir.path(), db.path());

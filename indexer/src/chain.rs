@@ -130,6 +130,18 @@ impl HeaderTree {
         Inserted::New
     }
 
+    /// Makes `loc`, one of the block's places, the one read first: after
+    /// its directory was rewritten, the place found last is the live one.
+    pub fn prefer(&mut self, hash: &BlockHash, loc: BlockLoc) {
+        let Some(&i) = self.index.get(hash) else {
+            return;
+        };
+        let node = &mut self.nodes[i];
+        if let Some(copy) = node.copies.iter_mut().find(|c| **c == loc) {
+            std::mem::swap(copy, &mut node.loc);
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.nodes.len()
     }

@@ -91,7 +91,7 @@ pub(super) struct Offsets {
 /// the start: the blocks already indexed are found at their new places,
 /// and the index goes on from its tip, since no row but a block's own
 /// place depends on where blocks lie. Their old places stay recorded
-/// beside the new, which is harmless: a record is used only once it
+/// after the new, which are read first; a record is used only once it
 /// hashes to its block.
 pub(super) fn load_offsets(
     store: &Store,
@@ -287,6 +287,7 @@ pub(super) fn record_scans(
                 grew = true;
                 let hash = header.block_hash();
                 if offsets.rewritten && inserted == Inserted::Copy {
+                    tree.prefer(&hash, record.loc);
                     relocate(store, &mut batch, &hash, record.loc)?;
                 }
                 let node = tree.get(&hash).expect("just inserted");
