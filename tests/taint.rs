@@ -886,15 +886,21 @@ async fn requests_above_the_servers_limits_are_resource_exhausted() {
         max_hops: 1000,
         ..Default::default()
     };
-    let status = c
-        .taint
-        .trace(pb::TraceRequest {
-            max_transactions: 5001,
-            ..request.clone()
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    // A trace the server refuses outright, as RESOURCE_EXHAUSTED.
+    let tracer = c.clone();
+    let refused = |r: pb::TraceRequest| {
+        let mut c = tracer.clone();
+        async move {
+            let status = c.taint.trace(r).await.unwrap_err();
+            assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+            status
+        }
+    };
+    let status = refused(pb::TraceRequest {
+        max_transactions: 5001,
+        ..request.clone()
+    })
+    .await;
     assert_eq!(
         status.message(),
         "max_transactions 5001 is above this server's limit of 5000 (satflow serve --max-trace-transactions)"
@@ -974,16 +980,12 @@ async fn requests_above_the_servers_limits_are_resource_exhausted() {
         source: Some(pb::trace_source::Source::Txid(deposit_tx.txid.clone())),
     };
     for sources in [vec![cluster], vec![txid; 11]] {
-        let status = c
-            .taint
-            .trace(pb::TraceRequest {
-                sources,
-                max_transactions: 10,
-                ..request.clone()
-            })
-            .await
-            .unwrap_err();
-        assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+        let status = refused(pb::TraceRequest {
+            sources,
+            max_transactions: 10,
+            ..request.clone()
+        })
+        .await;
         assert!(
             status.message().contains("more than 10 coins"),
             "{status:?}"
