@@ -74,23 +74,24 @@ impl AddrStats {
 }
 
 impl Codec for HistoryRow {
-    type Bytes = Inline<24>;
+    type Bytes = Inline<30>;
 
-    /// 16 bytes, or 24 when `opened` is not zero.
-    fn encode(&self) -> Inline<24> {
+    /// Varints, `opened` only when it is not zero: most rows are 4–6
+    /// bytes (one amount, and a zero).
+    fn encode(&self) -> Inline<30> {
         let mut v = Inline::new();
-        v.extend(&self.received.to_be_bytes());
-        v.extend(&self.sent.to_be_bytes());
+        v.varint(self.received);
+        v.varint(self.sent);
         if self.opened != 0 {
-            v.extend(&self.opened.to_be_bytes());
+            v.varint(self.opened);
         }
         v
     }
 
     fn decode(b: &[u8]) -> Result<HistoryRow, RowError> {
         Dec::all("history", b, |d| {
-            let (received, sent) = (d.u64()?, d.u64()?);
-            let opened = if d.is_empty() { 0 } else { d.u64()? };
+            let (received, sent) = (d.varint()?, d.varint()?);
+            let opened = if d.is_empty() { 0 } else { d.varint()? };
             Ok(HistoryRow {
                 received,
                 sent,
@@ -101,15 +102,14 @@ impl Codec for HistoryRow {
 }
 
 impl Codec for AddrStats {
-    type Bytes = [u8; 32];
+    type Bytes = Inline<40>;
 
-    fn encode(&self) -> [u8; 32] {
-        let mut v = [0u8; 32];
-        for (i, n) in [self.tx_count, self.received, self.sent, self.utxo_count]
-            .into_iter()
-            .enumerate()
-        {
-            v[i * 8..i * 8 + 8].copy_from_slice(&n.to_be_bytes());
+    /// Zigzag varints: merge operands are deltas, and an undone block's
+    /// are negative.
+    fn encode(&self) -> Inline<40> {
+        let mut v = Inline::new();
+        for n in [self.tx_count, self.received, self.sent, self.utxo_count] {
+            v.zigzag(n);
         }
         v
     }
@@ -117,10 +117,10 @@ impl Codec for AddrStats {
     fn decode(b: &[u8]) -> Result<AddrStats, RowError> {
         Dec::all("addr_stats", b, |d| {
             Ok(AddrStats {
-                tx_count: d.i64()?,
-                received: d.i64()?,
-                sent: d.i64()?,
-                utxo_count: d.i64()?,
+                tx_count: d.zigzag()?,
+                received: d.zigzag()?,
+                sent: d.zigzag()?,
+                utxo_count: d.zigzag()?,
             })
         })
     }
@@ -148,6 +148,13 @@ mod tests {
         s.add(&d.negated());
         assert_eq!(s.balance(), 60);
         assert_eq!(AddrStats::decode(&s.encode()).unwrap(), s);
+        // An undo's negative deltas take as few bytes as the deltas.
+        assert_eq!(d.negated().encode().len(), d.encode().len());
+        assert_eq!(
+            AddrStats::decode(&d.negated().encode()).unwrap(),
+            d.negated()
+        );
+        assert!(AddrStats::decode(&s.encode()[..3]).is_err());
     }
 
     #[test]
@@ -157,10 +164,15 @@ mod tests {
             sent: 3,
             opened: 0,
         };
-        assert_eq!(plain.encode().len(), 16);
+        assert_eq!(plain.encode().len(), 2);
         let opened = HistoryRow { opened: 2, ..plain };
-        assert_eq!(opened.encode().len(), 24);
-        for row in [plain, opened] {
+        assert_eq!(opened.encode().len(), 3);
+        let fifty_btc = HistoryRow {
+            received: 5_000_000_000,
+            ..HistoryRow::default()
+        };
+        assert_eq!(fifty_btc.encode().len(), 6);
+        for row in [plain, opened, fifty_btc] {
             assert_eq!(HistoryRow::decode(&row.encode()).unwrap(), row);
         }
         assert!(HistoryRow::decode(&[0; 20]).is_err());

@@ -7,7 +7,7 @@
 use std::fmt;
 use std::ops::{Add, Sub};
 
-use crate::codec::{Codec, Dec, KeyPrefix, RowError};
+use crate::codec::{Codec, Dec, Inline, KeyPrefix, RowError};
 
 /// A 64-bit key part, keyed as 8 big-endian bytes: a dense id, or the
 /// first bytes of a hash that a lookup family is keyed by (`TxidPrefix`).
@@ -196,20 +196,24 @@ impl<A: Id, B: Id> KeyPrefix<A> for (A, B) {}
 /// addresses whose clusters a reorg dissolved.
 impl<T: Id> Codec for Vec<T> {
     type Bytes = Vec<u8>;
+    /// Varints: an output number takes 5 bytes on mainnet, not 8.
     fn encode(&self) -> Vec<u8> {
-        self.iter().flat_map(|i| i.get().to_be_bytes()).collect()
+        let mut bytes = Vec::with_capacity(self.len() * 5);
+        for id in self {
+            let mut v = Inline::<10>::new();
+            v.varint(id.get());
+            bytes.extend_from_slice(&v);
+        }
+        bytes
     }
     fn decode(bytes: &[u8]) -> Result<Vec<T>, RowError> {
-        if !bytes.len().is_multiple_of(8) {
-            return Err(RowError {
-                row: T::NAME,
-                len: bytes.len(),
-            });
-        }
-        Ok(bytes
-            .chunks_exact(8)
-            .map(|c| T::new(u64::from_be_bytes(c.try_into().expect("8 bytes"))))
-            .collect())
+        Dec::all(T::NAME, bytes, |d| {
+            let mut ids = Vec::with_capacity(bytes.len() / 4);
+            while !d.is_empty() {
+                ids.push(T::new(d.varint()?));
+            }
+            Ok(ids)
+        })
     }
 }
 
@@ -241,7 +245,10 @@ mod tests {
     fn id_lists_round_trip() {
         let ids = vec![OutNum(3), OutNum(1), OutNum(u64::MAX)];
         assert_eq!(Vec::<OutNum>::decode(&ids.encode()).unwrap(), ids);
-        assert!(Vec::<OutNum>::decode(&[0; 9]).is_err());
+        assert_eq!(ids.encode().len(), 1 + 1 + 10);
+        assert!(Vec::<OutNum>::decode(&[]).unwrap().is_empty());
+        // The last id cut short.
+        assert!(Vec::<OutNum>::decode(&[3, 0x80]).is_err());
         assert_eq!(TxNum(5) + 2, TxNum(7));
         assert_eq!(TxNum(7) - TxNum(5), 2);
         assert!(OutNum(1 << 63).is_outside() && !OutNum(5).is_outside());

@@ -39,4 +39,7 @@ pub use ids::{AddrId, ClusterId, ClusterKey, Height, NextIds, OutNum, TxNum, Txi
 /// Version 3: clusters merge by size, their rows keyed by `ClusterKey`, with
 /// `cluster_undo` records.
 /// Version 4: `txids` keyed by the txid's first 8 bytes.
-pub const SCHEMA_VERSION: u32 = 4;
+/// Version 5: the numbers in the large families' values (`txs`, `outputs`,
+/// `inputs`, `spends`, `history`, `addr_stats`, `cluster_history`) as
+/// varints (`Inline::varint`); keys stay big-endian.
+pub const SCHEMA_VERSION: u32 = 5;

@@ -4,7 +4,6 @@
 use bitcoin::hashes::Hash;
 use bitcoin::Txid;
 
-use crate::block::FEE_UNKNOWN;
 use crate::codec::{Codec, Dec, Inline, RowError};
 use crate::ids::{AddrId, Height, OutNum, TxNum, TxidPrefix};
 use crate::script::ScriptType;
@@ -47,10 +46,10 @@ impl TxRow {
 }
 
 impl Codec for TxRow {
-    type Bytes = Inline<84>;
+    type Bytes = Inline<97>;
 
-    /// 84 bytes.
-    fn encode(&self) -> Inline<84> {
+    /// The txid, then varints.
+    fn encode(&self) -> Inline<97> {
         let mut v = Inline::new();
         v.extend(self.txid.as_byte_array());
         for n in [
@@ -61,13 +60,13 @@ impl Codec for TxRow {
             self.size,
             self.weight,
         ] {
-            v.extend(&n.to_be_bytes());
+            v.varint(n.into());
         }
-        v.extend(&self.fee.unwrap_or(FEE_UNKNOWN).to_be_bytes());
-        v.extend(&self.input_count.to_be_bytes());
-        v.extend(&self.output_count.to_be_bytes());
-        v.extend(&self.first_output.0.to_be_bytes());
-        v.extend(&self.offset_in_block.to_be_bytes());
+        v.varint_or_none(self.fee);
+        v.varint(self.input_count.into());
+        v.varint(self.output_count.into());
+        v.varint(self.first_output.0);
+        v.varint(self.offset_in_block.into());
         v
     }
 
@@ -75,17 +74,17 @@ impl Codec for TxRow {
         Dec::all("tx", b, |d| {
             Ok(TxRow {
                 txid: Txid::from_byte_array(d.take()?),
-                height: Height(d.u32()?),
-                position: d.u32()?,
-                version: d.u32()? as i32,
-                locktime: d.u32()?,
-                size: d.u32()?,
-                weight: d.u32()?,
-                fee: Some(d.u64()?).filter(|&f| f != FEE_UNKNOWN),
-                input_count: d.u32()?,
-                output_count: d.u32()?,
-                first_output: OutNum(d.u64()?),
-                offset_in_block: d.u32()?,
+                height: Height(d.varint32()?),
+                position: d.varint32()?,
+                version: d.varint32()? as i32,
+                locktime: d.varint32()?,
+                size: d.varint32()?,
+                weight: d.varint32()?,
+                fee: d.varint_or_none()?,
+                input_count: d.varint32()?,
+                output_count: d.varint32()?,
+                first_output: OutNum(d.varint()?),
+                offset_in_block: d.varint32()?,
             })
         })
     }
@@ -103,9 +102,6 @@ impl TxidPrefix {
         TxidPrefix(u64::from_be_bytes(bytes[..8].try_into().expect("8 bytes")))
     }
 }
-
-/// How `OutputRow` stores `tx: None` and `addr: None`.
-const NONE: u64 = u64::MAX;
 
 /// `outputs`, keyed by output number.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -130,24 +126,26 @@ impl OutputRow {
 }
 
 impl Codec for OutputRow {
-    type Bytes = [u8; 29];
+    type Bytes = Inline<39>;
 
-    fn encode(&self) -> [u8; 29] {
-        let mut v = [0u8; 29];
-        v[..8].copy_from_slice(&self.tx.map_or(NONE, |t| t.0).to_be_bytes());
-        v[8..12].copy_from_slice(&self.vout.to_be_bytes());
-        v[12..20].copy_from_slice(&self.value.to_be_bytes());
-        v[20] = self.script_type as u8;
-        v[21..].copy_from_slice(&self.addr.map_or(NONE, |a| a.0).to_be_bytes());
+    /// Varints, and the script type's byte.
+    fn encode(&self) -> Inline<39> {
+        let mut v = Inline::new();
+        v.varint_or_none(self.tx.map(|t| t.0));
+        v.varint(u64::from(self.vout));
+        v.varint(self.value);
+        v.extend(&[self.script_type as u8]);
+        v.varint_or_none(self.addr.map(|a| a.0));
         v
     }
 
     fn decode(b: &[u8]) -> Result<OutputRow, RowError> {
         Dec::all("output", b, |d| {
-            let tx = Some(d.u64()?).filter(|&t| t != NONE).map(TxNum);
-            let (vout, value) = (d.u32()?, d.u64()?);
+            let tx = d.varint_or_none()?.map(TxNum);
+            let vout = d.varint32()?;
+            let value = d.varint()?;
             let script_type = ScriptType::from_u8(d.u8()?).ok_or_else(|| d.err())?;
-            let addr = Some(d.u64()?).filter(|&a| a != NONE).map(AddrId);
+            let addr = d.varint_or_none()?.map(AddrId);
             Ok(OutputRow {
                 tx,
                 vout,
@@ -167,20 +165,20 @@ pub struct InputRef {
 }
 
 impl Codec for InputRef {
-    type Bytes = [u8; 12];
+    type Bytes = Inline<15>;
 
-    fn encode(&self) -> [u8; 12] {
-        let mut k = [0u8; 12];
-        k[..8].copy_from_slice(&self.tx.0.to_be_bytes());
-        k[8..].copy_from_slice(&self.vin.to_be_bytes());
-        k
+    fn encode(&self) -> Inline<15> {
+        let mut v = Inline::new();
+        v.varint(self.tx.0);
+        v.varint(self.vin.into());
+        v
     }
 
     fn decode(b: &[u8]) -> Result<InputRef, RowError> {
         Dec::all("spend", b, |d| {
             Ok(InputRef {
-                tx: TxNum(d.u64()?),
-                vin: d.u32()?,
+                tx: TxNum(d.varint()?),
+                vin: d.varint32()?,
             })
         })
     }
@@ -200,10 +198,8 @@ mod tests {
             addr: Some(AddrId(7)),
         };
         let bytes = row.encode();
-        assert_eq!(
-            hex::encode(bytes),
-            "000000000000000100000002000000012a05f200010000000000000007"
-        );
+        // tx 1 (as 2), vout 2, 5,000,000,000 sats (5 bytes), P2PK, address 7 (as 8).
+        assert_eq!(hex::encode(&bytes[..]), "020280e497d0120108");
         assert_eq!(OutputRow::decode(&bytes).unwrap(), row);
         let op_return = OutputRow {
             addr: None,
@@ -212,9 +208,11 @@ mod tests {
         };
         assert_eq!(OutputRow::decode(&op_return.encode()).unwrap(), op_return);
         let outside = OutputRow { tx: None, ..row };
-        assert_eq!(&outside.encode()[..8], &[0xff; 8]);
         assert_eq!(OutputRow::decode(&outside.encode()).unwrap(), outside);
-        assert!(OutputRow::decode(&bytes[..28]).is_err());
+        assert!(OutputRow::decode(&bytes[..bytes.len() - 1]).is_err());
+        let mut longer = bytes.to_vec();
+        longer.push(0);
+        assert!(OutputRow::decode(&longer).is_err());
     }
 
     #[test]
@@ -234,22 +232,32 @@ mod tests {
             offset_in_block: 215,
         };
         assert_eq!(TxRow::decode(&tx.encode()).unwrap(), tx);
-        assert_eq!(tx.encode().len(), 84);
+        // The txid, then varints: 1 byte for the unknown fee, 5 for
+        // version -1, 14 for the other nine fields.
+        assert_eq!(tx.encode().len(), 32 + 1 + 5 + 14);
+        let widest = TxRow {
+            height: Height(u32::MAX),
+            position: u32::MAX,
+            locktime: u32::MAX,
+            size: u32::MAX,
+            weight: u32::MAX,
+            fee: Some(u64::MAX - 1),
+            input_count: u32::MAX,
+            output_count: u32::MAX,
+            first_output: OutNum(u64::MAX),
+            offset_in_block: u32::MAX,
+            ..tx.clone()
+        };
+        assert_eq!(TxRow::decode(&widest.encode()).unwrap(), widest);
         assert_eq!(tx.outputs().collect::<Vec<_>>(), [OutNum(180), OutNum(181)]);
         let key = (TxidPrefix::of(&tx.txid), TxNum(3));
         assert_eq!(<(TxidPrefix, TxNum)>::decode(&key.encode()).unwrap(), key);
         assert_eq!(key.encode()[..8], tx.txid.as_byte_array()[..8]);
-        let spend = |vin| InputRef { tx: TxNum(7), vin }.encode();
-        assert!(
-            spend(65_536) > spend(65_535),
-            "input index is 32-bit, not 16"
-        );
-        assert_eq!(
-            InputRef::decode(&spend(4)).unwrap(),
-            InputRef {
-                tx: TxNum(7),
-                vin: 4
-            }
-        );
+        for vin in [0, 4, 65_536, u32::MAX] {
+            let spend = InputRef { tx: TxNum(7), vin };
+            assert_eq!(InputRef::decode(&spend.encode()).unwrap(), spend);
+        }
+        // A vin beyond 32 bits is a corrupt row, not a truncated one.
+        assert!(InputRef::decode(&[7, 0x80, 0x80, 0x80, 0x80, 0x10]).is_err());
     }
 }
