@@ -1,7 +1,7 @@
 //! Address clusters: an independent union-find agrees with `multi-input`;
 //! precision and recall against a generated chain's ground truth; CoinJoins
-//! kept apart; a reorg that removes a merging transaction; and the gRPC
-//! answers on real mainnet blocks.
+//! kept apart; a reorg that removes a merging transaction; the gRPC
+//! answers on real mainnet blocks; and clusters behind the index.
 
 mod common;
 
@@ -656,4 +656,50 @@ fn an_interrupted_rebuild_is_redone_with_the_heuristics_asked_for() {
     );
     drop(store);
     assert_eq!(clusters(db.path()), plain_union_find(db.path()));
+}
+
+/// A run with `--no-cluster` leaves the clusters behind the index. A lone
+/// address then answers as it did at the cluster tip (its running totals
+/// less its rows past the tip): equal, for every cluster, to an index that
+/// stopped there.
+#[test]
+fn clusters_behind_the_index_answer_as_of_their_tip() {
+    let raw = std::fs::read(data("mainnet/blk00000_first1MiB.dat")).unwrap();
+    let recs: Vec<&[u8]> = records(&raw)
+        .into_iter()
+        .map(|(at, len)| &raw[at..at + 8 + len])
+        .collect();
+    let blocks = tempfile::tempdir().unwrap();
+    let file = blocks.path().join("blk00000.dat");
+    std::fs::write(&file, recs[..3000].concat()).unwrap();
+    let (at_tip, behind) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    index(blocks.path(), at_tip.path());
+    index(blocks.path(), behind.path());
+    std::fs::write(&file, recs.concat()).unwrap();
+    let s = satflow_indexer::run(&satflow_indexer::IndexOptions {
+        cluster: false,
+        ..options(blocks.path(), behind.path())
+    })
+    .unwrap();
+    assert_eq!((s.tip_height, s.blocks_applied), (Some(4521), 1522));
+
+    let ids: std::collections::BTreeSet<ClusterId> = clusters(at_tip.path()).into_iter().collect();
+    let (then, now) = (
+        satflow_query::Index::open(at_tip.path(), Access::ReadOnly).unwrap(),
+        satflow_query::Index::open(behind.path(), Access::ReadOnly).unwrap(),
+    );
+    let store = Store::open(behind.path(), Access::ReadOnly).unwrap();
+    let mut lone_and_active_since = 0;
+    for &id in &ids {
+        let answer = satflow_query::clusters::cluster(&now, id).unwrap();
+        assert_eq!(answer, satflow_query::clusters::cluster(&then, id).unwrap());
+        assert_eq!(answer.as_of_height, 2999);
+        let totals = store.need::<cf::AddrStats>(&id.named_after()).unwrap();
+        if answer.size == 1 && totals.tx_count as u64 > answer.tx_count {
+            lone_and_active_since += 1;
+        }
+    }
+    // Lone addresses that spent or received past the cluster tip: the rows
+    // taken back out of their totals.
+    assert!(lone_and_active_since > 10, "{lone_and_active_since}");
 }

@@ -8,6 +8,7 @@ use rustc_hash::FxHashMap;
 use satflow_indexer::cluster::view;
 use satflow_indexer::store::Direction;
 use satflow_proto::v1 as pb;
+use satflow_schema::address::AddrStats;
 use satflow_schema::cf;
 use satflow_schema::cluster::{ClusterStats, Rank, RankKey};
 use satflow_schema::script::AddrKey;
@@ -79,31 +80,48 @@ fn cluster_keyed(
     })
 }
 
-/// A lone address's figures as a cluster of one, up to the cluster tip.
+/// A lone address's figures as a cluster of one, up to the cluster tip
+/// `next_tx`: its running totals, less the rows of txs past that tip, read
+/// newest first. Clusters lag the index only by the blocks a run has not
+/// clustered yet, so this reads as many rows as they lag, however long
+/// the address's history (an exchange's hot wallet has millions of rows).
 fn lone_stats(index: &Index, addr: AddrId, next_tx: TxNum) -> Result<ClusterStats> {
-    let (_, tip) = index.tip()?;
+    let store = index.store();
+    let mut past_tip = AddrStats::default();
+    let mut newest = None;
+    for row in store.pairs::<cf::History, _, _>(addr, TxNum(u64::MAX), Direction::Reverse) {
+        let (txnum, row) = row?;
+        if txnum < next_tx {
+            newest = Some(txnum);
+            break;
+        }
+        past_tip.add(&AddrStats::of_tx(&row));
+    }
     let alone = ClusterStats {
         size: 1,
         ..Default::default()
     };
-    if next_tx == tip.next_ids().tx {
-        // The clusters are as new as the index: the running totals answer.
-        let all = index.store().need::<cf::AddrStats>(&addr)?;
-        let (first_seen, last_seen) = history::seen_heights(index, addr)?;
-        return Ok(ClusterStats {
-            tx_count: all.tx_count as u64,
-            received: all.received as u64,
-            sent: all.sent as u64,
-            first_seen: first_seen.0,
-            last_seen: last_seen.0,
-            ..alone
-        });
-    }
-    let mut s = alone;
-    for (txnum, row) in view::history(index.store(), ClusterKey::of(addr), false, next_tx)? {
-        s.add_tx(index.tx_row(txnum)?.height.0, row.credited(), row.sent);
-    }
-    Ok(s)
+    let Some(newest) = newest else {
+        // Not seen before the cluster tip.
+        return Ok(alone);
+    };
+    let oldest = match store
+        .pairs::<cf::History, _, _>(addr, TxNum(0), Direction::Forward)
+        .next()
+    {
+        Some(row) => row?.0,
+        None => newest,
+    };
+    let mut all = store.need::<cf::AddrStats>(&addr)?;
+    all.add(&past_tip.negated());
+    Ok(ClusterStats {
+        tx_count: all.tx_count as u64,
+        received: all.received as u64,
+        sent: all.sent as u64,
+        first_seen: index.tx_row(oldest)?.height.0,
+        last_seen: index.tx_row(newest)?.height.0,
+        ..alone
+    })
 }
 
 /// One page of a cluster's addresses, oldest first.

@@ -51,6 +51,17 @@ pub struct AddrStats {
 }
 
 impl AddrStats {
+    /// What one tx's `history` row adds to its address's totals (the
+    /// unspent count aside).
+    pub fn of_tx(row: &HistoryRow) -> AddrStats {
+        AddrStats {
+            tx_count: 1,
+            received: row.credited() as i64,
+            sent: row.sent as i64,
+            utxo_count: 0,
+        }
+    }
+
     /// Wrapping: see `HistoryRow::add`.
     pub fn add(&mut self, o: &AddrStats) {
         self.tx_count = self.tx_count.wrapping_add(o.tx_count);

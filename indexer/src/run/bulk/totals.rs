@@ -203,9 +203,7 @@ impl<'s, 'c> Stats<'s, 'c> {
             self.put()?;
         }
         let (_, s) = self.current.get_or_insert((addr, AddrStats::default()));
-        s.tx_count += 1;
-        s.received += h.credited() as i64;
-        s.sent += h.sent as i64;
+        s.add(&AddrStats::of_tx(&h));
         Ok(())
     }
 
