@@ -182,12 +182,9 @@ fn prepared(work: &Path, size: &str, seed: u64) -> (PathBuf, PathBuf) {
         timed(cmd);
     }
     let db = work.join(format!("{name}.db"));
-    let done = db.join("satflow-bench-complete");
-    if !done.exists() {
-        let _ = std::fs::remove_dir_all(&db);
+    common::cached_index(&db, || {
         timed(common::index_command(&blocks, &db));
-        std::fs::write(&done, "").unwrap();
-    }
+    });
     (blocks, db)
 }
 

@@ -193,9 +193,7 @@ fn main() {
 /// The index of `files` (all blk files but the last), built once.
 fn prepare_base(work: &Path, name: &str, files: &[PathBuf]) -> PathBuf {
     let db = work.join(format!("{name}.base.db"));
-    let done = db.join("satflow-bench-complete");
-    if !done.exists() {
-        let _ = std::fs::remove_dir_all(&db);
+    common::cached_index(&db, || {
         let blocks = tempfile::tempdir_in(work).unwrap();
         link_files(files, blocks.path());
         let mut cmd = satflow();
@@ -206,8 +204,7 @@ fn prepare_base(work: &Path, name: &str, files: &[PathBuf]) -> PathBuf {
             .stdout(std::process::Stdio::null());
         let (wall, _) = timed(cmd);
         println!("indexed the base chain in {:.0} s", wall.as_secs_f64());
-        std::fs::write(&done, "").unwrap();
-    }
+    });
     db
 }
 

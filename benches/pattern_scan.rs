@@ -156,15 +156,12 @@ fn prepared(work: &Path, size: &str, seed: u64) -> (PathBuf, PathBuf) {
         timed(cmd);
     }
     let db = work.join(format!("synth-{size}-seed{seed}-patterns.db"));
-    let done = db.join("satflow-bench-complete");
-    if !done.exists() {
-        let _ = std::fs::remove_dir_all(&db);
+    common::cached_index(&db, || {
         timed(common::index_command(&blocks, &db));
         let labels = work.join(format!("synth-{size}-seed{seed}-patterns.exchanges.csv"));
         std::fs::write(&labels, exchange_labels(&blocks.join("truth"), usize::MAX)).unwrap();
         timed(labels_import(&db, &labels));
-        std::fs::write(&done, "").unwrap();
-    }
+    });
     (blocks, db)
 }
 

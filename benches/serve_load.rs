@@ -273,36 +273,32 @@ fn hot_address_index(work: &Path) -> (PathBuf, String) {
         .unwrap()
         .to_string();
     let (blocks, db) = (work.join("hot-address"), work.join("hot-address.db"));
-    let done = db.join("satflow-bench-complete");
-    if done.exists() {
-        return (db, address);
-    }
-    let _ = std::fs::remove_dir_all(&blocks);
-    let _ = std::fs::remove_dir_all(&db);
-    std::fs::create_dir_all(&blocks).unwrap();
-    let mut chain = vec![regtest_genesis()];
-    for height in 1..=101u32 {
-        let funding = chain.last().unwrap().txdata[0].compute_txid();
-        let mut txs = vec![coinbase(
-            &height.to_le_bytes(),
-            &vec![(10_000, p2pkh(1)); 1000],
-        )];
-        if height > 1 {
-            txs.extend((0..1000).map(|vout| {
-                tx(
-                    &[bitcoin::OutPoint {
-                        txid: funding,
-                        vout,
-                    }],
-                    &[(9_000, hot.clone())],
-                )
-            }));
+    common::cached_index(&db, || {
+        let _ = std::fs::remove_dir_all(&blocks);
+        std::fs::create_dir_all(&blocks).unwrap();
+        let mut chain = vec![regtest_genesis()];
+        for height in 1..=101u32 {
+            let funding = chain.last().unwrap().txdata[0].compute_txid();
+            let mut txs = vec![coinbase(
+                &height.to_le_bytes(),
+                &vec![(10_000, p2pkh(1)); 1000],
+            )];
+            if height > 1 {
+                txs.extend((0..1000).map(|vout| {
+                    tx(
+                        &[bitcoin::OutPoint {
+                            txid: funding,
+                            vout,
+                        }],
+                        &[(9_000, hot.clone())],
+                    )
+                }));
+            }
+            chain.push(block(chain.last().unwrap().block_hash(), height, txs));
         }
-        chain.push(block(chain.last().unwrap().block_hash(), height, txs));
-    }
-    write_blk(&blocks.join("blk00000.dat"), &chain);
-    common::timed(common::index_command(&blocks, &db));
-    std::fs::write(&done, "").unwrap();
+        write_blk(&blocks.join("blk00000.dat"), &chain);
+        common::timed(common::index_command(&blocks, &db));
+    });
     (db, address)
 }
 

@@ -102,13 +102,25 @@ pub fn synth_dir(work: &Path, size: &str) -> PathBuf {
 pub fn synth_index(work: &Path, size: &str) -> PathBuf {
     let blocks = synth_dir(work, size);
     let db = work.join(format!("synth-{size}-seed7.db"));
-    let done = db.join("satflow-bench-complete");
-    if !done.exists() {
-        let _ = std::fs::remove_dir_all(&db);
+    cached_index(&db, || {
         timed(index_command(&blocks, &db));
-        std::fs::write(&done, "").unwrap();
-    }
+    });
     db
+}
+
+/// Builds the cached index `db` with `build`, unless a whole build by
+/// this schema version is there already. One left by another version
+/// (which satflow would refuse to open) or by an interrupted build is
+/// removed first.
+pub fn cached_index(db: &Path, build: impl FnOnce()) {
+    let marker = db.join("satflow-bench-complete");
+    let version = satflow_schema::SCHEMA_VERSION.to_string();
+    if std::fs::read_to_string(&marker).is_ok_and(|v| v == version) {
+        return;
+    }
+    let _ = std::fs::remove_dir_all(db);
+    build();
+    std::fs::write(&marker, version).unwrap();
 }
 
 /// `satflow index --quiet` of `blocks` into `db`, its summary discarded.
