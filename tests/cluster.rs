@@ -665,10 +665,7 @@ fn an_interrupted_rebuild_is_redone_with_the_heuristics_asked_for() {
 #[test]
 fn clusters_behind_the_index_answer_as_of_their_tip() {
     let raw = std::fs::read(data("mainnet/blk00000_first1MiB.dat")).unwrap();
-    let recs: Vec<&[u8]> = records(&raw)
-        .into_iter()
-        .map(|(at, len)| &raw[at..at + 8 + len])
-        .collect();
+    let recs = mainnet_records(&raw);
     let blocks = tempfile::tempdir().unwrap();
     let file = blocks.path().join("blk00000.dat");
     std::fs::write(&file, recs[..3000].concat()).unwrap();

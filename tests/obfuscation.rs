@@ -35,16 +35,6 @@ fn first_places(db: &Path) -> Vec<String> {
 
 const KEY: [u8; 8] = [0x3a, 0x91, 0x07, 0xee, 0x5c, 0x12, 0xf0, 0x88];
 
-/// The records of mainnet's first MiB, in file (and chain) order.
-fn mainnet_records(raw: &[u8]) -> Vec<&[u8]> {
-    let recs: Vec<&[u8]> = records(raw)
-        .into_iter()
-        .map(|(at, len)| &raw[at..at + 8 + len])
-        .collect();
-    assert_eq!(recs.len(), 4522);
-    recs
-}
-
 /// Writes `recs` into `dir` the way a node that synced in its own order
 /// would: shuffled (Fisher–Yates with a fixed LCG), XOR-obfuscated with
 /// `KEY`, `per_file` records a file, each file with a preallocated tail.

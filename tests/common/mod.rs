@@ -359,6 +359,17 @@ pub fn records(bytes: &[u8]) -> Vec<(usize, usize)> {
     out
 }
 
+/// The records of mainnet's first MiB (`raw`, its file's bytes), each
+/// with its 8-byte header, in file (and chain) order: heights 0–4521.
+pub fn mainnet_records(raw: &[u8]) -> Vec<&[u8]> {
+    let recs: Vec<&[u8]> = records(raw)
+        .into_iter()
+        .map(|(at, len)| &raw[at..at + 8 + len])
+        .collect();
+    assert_eq!(recs.len(), 4522);
+    recs
+}
+
 /// The txids of the transactions of real block `height` (tests/data)
 /// that pay mainnet `address`.
 pub fn txids_paying(height: u32, address: &str) -> Vec<String> {
